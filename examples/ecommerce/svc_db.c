@@ -1,0 +1,309 @@
+/* The services' shared SQLite code: open, transactions, statements.
+ * SPDX-License-Identifier: MIT */
+#include "svc_db.h"
+
+#include "faults.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SVC_SCHEMA_VERSION 1
+
+void svc_msg(char *msg, size_t size, const char *fmt, ...)
+{
+	if (!msg || size == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, size, fmt, ap);
+	va_end(ap);
+}
+
+uint64_t svc_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+int svc_map(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_NOMEM: return SAGA_ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: return SAGA_EBUSY;
+	case SQLITE_FULL: return SAGA_EFULL;
+	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: return SAGA_ECORRUPT;
+	case SQLITE_CANTOPEN: return SAGA_EIO;
+	default: return SAGA_ESTORE;
+	}
+}
+
+int svc_bindv(sqlite3_stmt *st, const char *types, va_list ap)
+{
+	int rc = SQLITE_OK;
+	for (int i = 0; types && types[i] && rc == SQLITE_OK; i++) {
+		if (types[i] == 'i') {
+			rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+		} else if (types[i] == 't') {
+			const char *t = va_arg(ap, const char *);
+			rc = t ? sqlite3_bind_text(st, i + 1, t, -1, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(st, i + 1);
+		} else {
+			return SAGA_EINVAL;
+		}
+	}
+	return svc_map(rc);
+}
+
+static int prepare_v(svc_db *s, sqlite3_stmt **st, const char *sql, const char *types,
+                     va_list ap)
+{
+	*st = NULL;
+	int rc = svc_map(sqlite3_prepare_v2(s->db, sql, -1, st, NULL));
+	if (rc == 0)
+		rc = svc_bindv(*st, types, ap);
+	if (rc != 0) {
+		sqlite3_finalize(*st);
+		*st = NULL;
+	}
+	return rc;
+}
+
+int svc_prepare(svc_db *s, sqlite3_stmt **st, const char *sql, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	int rc = prepare_v(s, st, sql, types, ap);
+	va_end(ap);
+	return rc;
+}
+
+int svc_step(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return svc_map(rc) ? svc_map(rc) : SAGA_ESTORE;
+}
+
+int svc_exec(svc_db *s, int *changes, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	va_start(ap, types);
+	int rc = prepare_v(s, &st, sql, types, ap);
+	va_end(ap);
+	if (rc != 0)
+		return rc;
+	while ((rc = svc_step(st)) == 1)
+		;
+	if (rc == 0 && changes)
+		*changes = sqlite3_changes(s->db);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int svc_int(svc_db *s, int64_t *out, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	va_start(ap, types);
+	int rc = prepare_v(s, &st, sql, types, ap);
+	va_end(ap);
+	if (rc != 0)
+		return rc;
+	rc = svc_step(st);
+	if (rc == 1) {
+		if (sqlite3_column_type(st, 0) == SQLITE_NULL) {
+			rc = SAGA_ENOTFOUND;
+		} else {
+			*out = sqlite3_column_int64(st, 0);
+			rc = 0;
+		}
+	} else if (rc == 0) {
+		rc = SAGA_ENOTFOUND;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+void svc_col_text(sqlite3_stmt *st, int col, char *buf, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+/* Runs a fixed multi-statement script (schema text, no input in it). */
+static int run_script(sqlite3 *db, const char *sql)
+{
+	while (sql && *sql) {
+		sqlite3_stmt *st = NULL;
+		const char *tail = NULL;
+		int rc = sqlite3_prepare_v2(db, sql, -1, &st, &tail);
+		if (rc != SQLITE_OK)
+			return svc_map(rc);
+		if (st) {
+			while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+				;
+			sqlite3_finalize(st);
+			if (rc != SQLITE_DONE)
+				return svc_map(rc);
+		}
+		sql = tail;
+	}
+	return 0;
+}
+
+/* Creates the file with mode 0600 before SQLite sees it: SQLite gives its
+ * -wal and -shm files the mode of the database file. */
+static int create_private(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
+	int rc = fchmod(fd, 0600) == 0 ? 0 : SAGA_EIO;
+	close(fd);
+	return rc;
+}
+
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema)
+{
+	memset(s, 0, sizeof *s);
+	if (!dir || !*dir)
+		return SAGA_EINVAL;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return SAGA_EIO;
+	char path[4096];
+	int n = snprintf(path, sizeof path, "%s/%s.db", dir, ecom_service_name(service));
+	if (n < 0 || (size_t)n >= sizeof path)
+		return SAGA_EINVAL;
+	int rc = create_private(path);
+	if (rc != 0)
+		return rc;
+
+	rc = svc_map(sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+	                             NULL));
+	if (rc == 0)
+		rc = svc_map(sqlite3_busy_timeout(s->db, 5000));
+	/* journal_mode answers with a row naming the mode actually set. */
+	sqlite3_stmt *st = NULL;
+	if (rc == 0)
+		rc = svc_map(sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
+	if (rc == 0) {
+		rc = svc_step(st);
+		if (rc == 1) {
+			const unsigned char *mode = sqlite3_column_text(st, 0);
+			rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : SAGA_ESTORE;
+		} else if (rc == 0) {
+			rc = SAGA_ESTORE;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc == 0)
+		rc = run_script(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+	int64_t version = 0;
+	s->service = service;
+	if (rc == 0)
+		rc = svc_int(s, &version, "PRAGMA user_version", NULL);
+	if (rc == 0 && version > SVC_SCHEMA_VERSION)
+		rc = SAGA_EVERSION;
+	if (rc == 0 && version < SVC_SCHEMA_VERSION) {
+		rc = run_script(s->db, "BEGIN IMMEDIATE");
+		if (rc == 0) {
+			rc = run_script(s->db, schema);
+			if (rc == 0)
+				rc = saga_guard_init(s->db);
+			if (rc == 0)
+				rc = run_script(s->db, "PRAGMA user_version=1; COMMIT");
+			if (rc != 0 && !sqlite3_get_autocommit(s->db))
+				run_script(s->db, "ROLLBACK");
+		}
+	}
+	if (rc == 0 && pthread_mutex_init(&s->lock, NULL) != 0)
+		rc = SAGA_ENOMEM;
+	if (rc != 0) {
+		sqlite3_close(s->db);
+		s->db = NULL;
+	}
+	return rc;
+}
+
+void svc_db_close(svc_db *s)
+{
+	if (!s || !s->db)
+		return;
+	sqlite3_close(s->db);
+	s->db = NULL;
+	pthread_mutex_destroy(&s->lock);
+}
+
+void svc_lock(svc_db *s)
+{
+	pthread_mutex_lock(&s->lock);
+}
+
+void svc_unlock(svc_db *s)
+{
+	pthread_mutex_unlock(&s->lock);
+}
+
+int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s", "");
+	return ecom_faults_enter(s->faults, s->service, op, msg, msg_size);
+}
+
+int svc_begin(svc_db *s, char *msg, size_t msg_size)
+{
+	svc_lock(s);
+	int rc = svc_map(sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+	if (rc != 0) {
+		svc_msg(msg, msg_size, "%s: begin: %s", ecom_service_name(s->service),
+		        sqlite3_errmsg(s->db));
+		svc_unlock(s);
+	}
+	return rc;
+}
+
+int svc_rollback(svc_db *s, int rc)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	svc_unlock(s);
+	return rc;
+}
+
+int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s: %s (%s)", ecom_service_name(s->service),
+	        saga_strerror(rc), sqlite3_errmsg(s->db));
+	return svc_rollback(s, rc);
+}
+
+int svc_commit(svc_db *s, const char *op, char *msg, size_t msg_size)
+{
+	if (op)
+		ecom_faults_crash(s->faults, s->service, op, "before");
+	int rc = svc_map(sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL));
+	if (rc != 0)
+		return svc_fail(s, rc, msg, msg_size);
+	svc_unlock(s);
+	if (op)
+		ecom_faults_crash(s->faults, s->service, op, "after");
+	return 0;
+}

@@ -1,0 +1,78 @@
+/*
+ * What the five services share: opening their SQLite file, one transaction
+ * per operation (with fault injection and crash points around it), and
+ * prepared-statement helpers. Private to examples/ecommerce.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef ECOMMERCE_SVC_DB_H
+#define ECOMMERCE_SVC_DB_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+
+#include "services.h"
+
+typedef struct svc_db {
+	sqlite3 *db;
+	ecom_service service;
+	ecom_faults *faults;      /* borrowed; NULL = none */
+	pthread_mutex_t lock;     /* one operation at a time on the connection */
+} svc_db;
+
+/* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (created with
+ * mode 0600; WAL, synchronous=FULL, foreign keys, busy timeout 5 s) and
+ * applies `schema` (several statements) and the guard's table once. */
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema);
+void svc_db_close(svc_db *s);
+
+/* Wall clock, ms since the epoch. */
+uint64_t svc_now_ms(void);
+
+/* Writes a formatted message (never fails; NULL buffer ignored). */
+void svc_msg(char *msg, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Failure injection for operation `op` of this service, before anything is
+ * written: ECOM_OK, ECOM_REFUSED or ECOM_TRANSIENT (message set); may sleep. */
+int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size);
+
+/* Takes the service's lock and BEGIN IMMEDIATE. On failure the lock is
+ * released and msg says why. */
+int svc_begin(svc_db *s, char *msg, size_t msg_size);
+/* COMMIT and releases the lock. With op non-NULL the crash points
+ * "<service>.<op>.before" and ".after" are passed around the COMMIT. On
+ * failure the transaction is rolled back. */
+int svc_commit(svc_db *s, const char *op, char *msg, size_t msg_size);
+/* ROLLBACK and releases the lock; returns `rc` so callers can write
+ * `return svc_rollback(s, rc);`. */
+int svc_rollback(svc_db *s, int rc);
+/* For a store error in the middle of a transaction: puts the SQLite message
+ * in msg, rolls back and returns rc. */
+int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size);
+/* For reads outside transactions. */
+void svc_lock(svc_db *s);
+void svc_unlock(svc_db *s);
+
+/* SQLite result code -> SAGA_E* (0 for OK, ROW, DONE). */
+int svc_map(int sqlite_rc);
+
+/* Parameters are described by `types`, one letter each: 'i' int64_t,
+ * 't' const char * (NULL binds NULL). Pass exactly int64_t for 'i'. */
+
+/* Prepares and binds; the caller steps (svc_step) and finalizes. */
+int svc_prepare(svc_db *s, sqlite3_stmt **st, const char *sql, const char *types, ...);
+/* 1 for a row, 0 when done, or a negative error. */
+int svc_step(sqlite3_stmt *st);
+/* Runs a statement to completion; *changes (may be NULL) gets the rows changed. */
+int svc_exec(svc_db *s, int *changes, const char *sql, const char *types, ...);
+/* The first column of the first row as an integer: 0, or SAGA_ENOTFOUND
+ * when there is no row (or the value is NULL). */
+int svc_int(svc_db *s, int64_t *out, const char *sql, const char *types, ...);
+/* Copies a text column (NULL as ""), always terminated. */
+void svc_col_text(sqlite3_stmt *st, int col, char *buf, size_t size);
+
+/* Shared by the read-only checker: binds like svc_prepare. */
+int svc_bindv(sqlite3_stmt *st, const char *types, va_list ap);
+
+#endif

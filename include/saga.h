@@ -1,0 +1,602 @@
+/*
+ * libsaga: durable sagas on SQLite.
+ *
+ * This is the one public header. Conventions used throughout:
+ *  - Functions return int: 0 (SAGA_OK) on success, a negative SAGA_E* code on
+ *    failure. saga_strerror() names a code; saga_engine_errmsg() gives the
+ *    engine's last message, which is never NULL.
+ *  - Out parameters come first.
+ *  - "borrows" means the library does not keep the pointer past the call;
+ *    "takes ownership" means the library frees it, also when the call fails.
+ *  - Every *_free / *_close accepts NULL.
+ *  - Thread safety is described once, in docs/api.md ("Threads").
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef SAGA_H
+#define SAGA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "saga/version.h"
+
+#if defined(_WIN32)
+#define SAGA_API
+#elif defined(__GNUC__) || defined(__clang__)
+#define SAGA_API __attribute__((visibility("default")))
+#else
+#define SAGA_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cJSON;
+struct sqlite3;
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+enum {
+	SAGA_OK = 0,
+	SAGA_ERROR = -1,      /* unspecified failure */
+	SAGA_ENOMEM = -2,     /* an allocation failed */
+	SAGA_EINVAL = -3,     /* an argument or a definition is invalid */
+	SAGA_ENOTFOUND = -4,  /* no such instance, definition, step or breaker */
+	SAGA_EEXISTS = -5,    /* already exists (a name registered twice) */
+	SAGA_ESTATE = -6,     /* not allowed in the instance's current state */
+	SAGA_ESTORE = -7,     /* the SQLite store failed (see the engine message) */
+	SAGA_EBUSY = -8,      /* the store is locked by another writer */
+	SAGA_ECORRUPT = -9,   /* the store file is damaged or not a libsaga store */
+	SAGA_EFULL = -10,     /* the disk is full */
+	SAGA_EIO = -11,       /* an I/O error from the disk */
+	SAGA_EVERSION = -12,  /* the store was written by a newer libsaga */
+	SAGA_ECONFLICT = -13, /* a definition differs from the stored one of the same version */
+	SAGA_EOPEN = -14,     /* a circuit breaker refused the call */
+	SAGA_EDUPLICATE = -15,/* a second completion of an async step; ignored */
+	SAGA_ELATE = -16,     /* a completion after the step's timeout; recorded, ignored */
+	SAGA_ECONFIG = -17,   /* a policy configuration was refused */
+	SAGA_ECLOSED = -18    /* the engine is shutting down */
+};
+
+/* Static text for an error code; never NULL. Thread-safe. */
+SAGA_API const char *saga_strerror(int code);
+
+/* Run-time version: SAGA_VERSION_STRING of the library actually linked. */
+SAGA_API const char *saga_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Hooks: allocator, log, clock                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Allocator for the engine's own memory. SQLite and cJSON keep their own
+ * (process-wide) allocators; see docs/api.md. All three must be set or none. */
+typedef struct saga_allocator {
+	void *(*malloc_fn)(size_t size, void *user);
+	void *(*realloc_fn)(void *ptr, size_t size, void *user);
+	void (*free_fn)(void *ptr, void *user);
+	void *user;
+} saga_allocator;
+
+typedef enum saga_log_level {
+	SAGA_LOG_DEBUG = 0,
+	SAGA_LOG_INFO = 1,
+	SAGA_LOG_WARN = 2,
+	SAGA_LOG_ERROR = 3
+} saga_log_level;
+
+/* Log hook. `msg` is borrowed for the duration of the call. */
+typedef void (*saga_log_fn)(saga_log_level level, const char *msg, void *user);
+
+/* Clock hook. wall_ms: milliseconds since the Unix epoch, used for every time
+ * stored (retry timers, deadlines), so waiting survives a restart. mono_ms:
+ * a monotonic millisecond clock, used by circuit breakers and to measure how
+ * long an attempt took. NULL members use the system clocks. */
+typedef struct saga_clock {
+	uint64_t (*wall_ms)(void *user);
+	uint64_t (*mono_ms)(void *user);
+	void *user;
+} saga_clock;
+
+/* ------------------------------------------------------------------------ */
+/* Resilience policies                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef enum saga_backoff {
+	SAGA_BACKOFF_CONSTANT = 0,    /* base, base, base, ... */
+	SAGA_BACKOFF_LINEAR = 1,      /* base, 2 base, 3 base, ... */
+	SAGA_BACKOFF_EXPONENTIAL = 2  /* base, base*m, base*m^2, ... (m = multiplier) */
+} saga_backoff;
+
+typedef enum saga_jitter {
+	SAGA_JITTER_NONE = 0,         /* the delay t itself */
+	SAGA_JITTER_FULL = 1,         /* uniform in [0, t] */
+	SAGA_JITTER_EQUAL = 2,        /* uniform in [t/2, t] */
+	SAGA_JITTER_DECORRELATED = 3  /* uniform in [base, min(cap, 3 * previous delay)] */
+} saga_jitter;
+
+/* Retry policy. Delays are capped by cap_ms after jitter. */
+typedef struct saga_retry_policy {
+	uint32_t max_attempts;     /* counting the first call; 0 = unlimited */
+	uint64_t max_duration_ms;  /* no attempt is scheduled later than this after the first; 0 = none */
+	saga_backoff backoff;
+	uint64_t base_ms;
+	uint64_t cap_ms;           /* 0 = no cap */
+	double multiplier;         /* for EXPONENTIAL; values < 1 are treated as 2 */
+	saga_jitter jitter;
+} saga_retry_policy;
+
+/* Three attempts, exponential from 100 ms to 10 s, full jitter. */
+#define SAGA_RETRY_POLICY_INIT \
+	{ 3, 0, SAGA_BACKOFF_EXPONENTIAL, 100, 10000, 2.0, SAGA_JITTER_FULL }
+
+/* Decides whether another attempt may follow and when.
+ * attempts_done: attempts already made (>= 1). elapsed_ms: time since the
+ * first attempt started. prev_delay_ms: the previous delay (0 before the
+ * first retry; used by decorrelated jitter). rng: state of the random source,
+ * updated in place (any seed; 0 is valid).
+ * Returns 1 and sets *delay_ms when another attempt is allowed, 0 when the
+ * policy is exhausted, SAGA_EINVAL for NULL arguments. Never overflows. */
+SAGA_API int saga_retry_next(uint64_t *delay_ms, const saga_retry_policy *policy,
+                             uint32_t attempts_done, uint64_t elapsed_ms,
+                             uint64_t prev_delay_ms, uint64_t *rng);
+
+/* A uniformly distributed 64-bit number from the state *rng (splitmix64). */
+SAGA_API uint64_t saga_random_next(uint64_t *rng);
+
+/* ------------------------------------------------------------------------ */
+/* Circuit breakers (usable on their own, outside sagas)                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct saga_breaker saga_breaker;
+
+typedef enum saga_breaker_state {
+	SAGA_BREAKER_CLOSED = 0,
+	SAGA_BREAKER_OPEN = 1,
+	SAGA_BREAKER_HALF_OPEN = 2,
+	SAGA_BREAKER_DISABLED = 3,    /* forced: every call passes, nothing is counted */
+	SAGA_BREAKER_FORCED_OPEN = 4  /* forced: every call is refused */
+} saga_breaker_state;
+
+typedef enum saga_window_kind {
+	SAGA_WINDOW_COUNT = 0,  /* the last window_size calls */
+	SAGA_WINDOW_TIME = 1    /* the calls of the last window_size milliseconds */
+} saga_window_kind;
+
+typedef struct saga_breaker_config {
+	unsigned int version;            /* SAGA_BREAKER_CONFIG_VERSION */
+	saga_window_kind window;
+	uint64_t window_size;            /* calls (COUNT) or milliseconds (TIME) */
+	uint32_t buckets;                /* TIME: number of buckets the window is cut into */
+	double failure_rate_threshold;   /* percent, (0, 100] */
+	double slow_call_rate_threshold; /* percent, (0, 100]; 100 with slow_call_ms 0 = off */
+	uint64_t slow_call_ms;           /* a call at least this long is slow; 0 = off */
+	uint32_t minimum_calls;          /* no decision before this many calls in the window */
+	uint64_t open_wait_ms;           /* time in OPEN before HALF_OPEN */
+	uint64_t open_wait_max_ms;       /* > open_wait_ms: exponential wait, doubled up to this */
+	uint32_t half_open_calls;        /* trial calls admitted in HALF_OPEN */
+	uint64_t half_open_max_ms;       /* HALF_OPEN longer than this reopens; 0 = no limit */
+} saga_breaker_config;
+
+#define SAGA_BREAKER_CONFIG_VERSION 1
+#define SAGA_BREAKER_CONFIG_INIT \
+	{ SAGA_BREAKER_CONFIG_VERSION, SAGA_WINDOW_COUNT, 100, 10, 50.0, 100.0, 0, 10, \
+	  60000, 0, 10, 0 }
+
+/* A permit handed out by saga_breaker_acquire and given back to
+ * saga_breaker_record. Opaque to callers; a plain value, no cleanup. */
+typedef struct saga_breaker_permit {
+	uint64_t generation;
+	uint64_t started_ms;
+	int trial;
+} saga_breaker_permit;
+
+typedef enum saga_call_outcome {
+	SAGA_CALL_SUCCESS = 0,
+	SAGA_CALL_FAILURE = 1,
+	SAGA_CALL_IGNORED = 2  /* neither: gives the permit back, counts nothing */
+} saga_call_outcome;
+
+typedef struct saga_breaker_snapshot {
+	saga_breaker_state state;
+	uint64_t generation;        /* incremented on every transition */
+	uint64_t calls;             /* in the current window */
+	uint64_t failures;
+	uint64_t slow_calls;
+	double failure_rate;        /* percent; 0 with no calls */
+	double slow_call_rate;      /* percent */
+	uint32_t trial_calls_in_flight;
+	uint64_t open_until_ms;     /* monotonic; meaningful in OPEN */
+	uint64_t current_open_wait_ms;
+} saga_breaker_snapshot;
+
+/* Called on every state transition, exactly once per transition, after the
+ * breaker's lock is released. `name` is borrowed. */
+typedef void (*saga_breaker_listener_fn)(const char *name, saga_breaker_state from,
+                                         saga_breaker_state to, uint64_t generation,
+                                         void *user);
+
+/* Creates a breaker. `name` and `config` are borrowed (copied). `clock` may be
+ * NULL (system monotonic clock); only its mono_ms member is used.
+ * Errors: SAGA_EINVAL (bad config; names nothing half-made), SAGA_ENOMEM. */
+SAGA_API int saga_breaker_new(saga_breaker **out, const char *name,
+                              const saga_breaker_config *config,
+                              const saga_clock *clock);
+SAGA_API void saga_breaker_free(saga_breaker *breaker);
+/* Borrowed; valid while the breaker lives. */
+SAGA_API const char *saga_breaker_name(const saga_breaker *breaker);
+
+/* Asks to make a call. 0: go ahead and later call saga_breaker_record with
+ * the permit. SAGA_EOPEN: refused; *retry_after_ms (may be NULL) says when to
+ * ask again (0 when only a trial slot is missing). Thread-safe. */
+SAGA_API int saga_breaker_acquire(saga_breaker *breaker, saga_breaker_permit *permit,
+                                  uint64_t *retry_after_ms);
+/* Records how a permitted call went; its duration is measured from the
+ * permit. A permit from an earlier generation changes nothing. Thread-safe. */
+SAGA_API int saga_breaker_record(saga_breaker *breaker, const saga_breaker_permit *permit,
+                                 saga_call_outcome outcome);
+/* Forces a state: DISABLED, FORCED_OPEN, or CLOSED (leaves a forced state and
+ * resets the counts). Thread-safe. */
+SAGA_API int saga_breaker_force(saga_breaker *breaker, saga_breaker_state state);
+/* The breaker's state and window counts now (applies lazy transitions, like
+ * acquire). Named _get_ because the type saga_breaker_snapshot takes the
+ * plain name. Thread-safe. */
+SAGA_API int saga_breaker_get_snapshot(saga_breaker_snapshot *out, saga_breaker *breaker);
+/* One listener per breaker; NULL removes it. */
+SAGA_API int saga_breaker_set_listener(saga_breaker *breaker, saga_breaker_listener_fn fn,
+                                       void *user);
+SAGA_API const char *saga_breaker_state_name(saga_breaker_state state);
+
+/* ------------------------------------------------------------------------ */
+/* Definitions                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct saga_definition saga_definition;
+typedef struct saga_step_ctx saga_step_ctx;
+
+typedef enum saga_step_kind {
+	SAGA_STEP_COMPENSATABLE = 0,
+	SAGA_STEP_PIVOT = 1,
+	SAGA_STEP_RETRIABLE = 2
+} saga_step_kind;
+
+/* What a step callback answers. */
+typedef enum saga_step_result {
+	SAGA_STEP_OK = 0,       /* done; its output (saga_step_put) is kept */
+	SAGA_STEP_FAIL = 1,     /* failed for good, nothing was applied */
+	SAGA_STEP_RETRY = 2,    /* transient failure; the retry policy decides */
+	SAGA_STEP_PENDING = 3   /* asynchronous: completed later with saga_complete() */
+} saga_step_result;
+
+/* A step's action or compensation. `ctx` is borrowed for the call. */
+typedef saga_step_result (*saga_step_fn)(saga_step_ctx *ctx, void *user);
+
+typedef struct saga_step_spec {
+	const char *name;              /* unique within the definition, 1..64 bytes */
+	saga_step_kind kind;
+	saga_step_fn action;           /* required */
+	saga_step_fn compensation;     /* required for COMPENSATABLE, must be NULL otherwise */
+	void *user;                    /* passed to both callbacks */
+} saga_step_spec;
+
+/* Creates an empty definition. `name` (1..64 bytes) is copied; version >= 1. */
+SAGA_API int saga_definition_new(saga_definition **out, const char *name, int version);
+SAGA_API void saga_definition_free(saga_definition *def);
+/* Appends a step; `spec` and its strings are copied. Checks are made when the
+ * definition is registered (saga_engine_register), except NULL arguments. */
+SAGA_API int saga_definition_add_step(saga_definition *def, const saga_step_spec *spec);
+/* Checks the definition; 0 or SAGA_EINVAL with a message naming the step
+ * written to `msg` (may be NULL) of size `msg_size`. */
+SAGA_API int saga_definition_validate(const saga_definition *def, char *msg, size_t msg_size);
+
+/* Policies. `step` names a step already added; NULL sets the definition's
+ * default, used by every step with no policy of its own. Borrowed arguments. */
+SAGA_API int saga_definition_set_retry(saga_definition *def, const char *step,
+                                       const saga_retry_policy *policy);
+SAGA_API int saga_definition_set_compensation_retry(saga_definition *def, const char *step,
+                                                    const saga_retry_policy *policy);
+/* Per-attempt timeouts in milliseconds; 0 = none. */
+SAGA_API int saga_definition_set_timeout(saga_definition *def, const char *step,
+                                         uint64_t action_ms, uint64_t compensation_ms);
+/* Attaches the named engine breaker to a step (NULL detaches). */
+SAGA_API int saga_definition_set_breaker(saga_definition *def, const char *step,
+                                         const char *breaker);
+/* Whole-instance deadline (0 = none) and the part of it reserved for
+ * compensation: forward work stops at deadline - reserve. */
+SAGA_API int saga_definition_set_deadline(saga_definition *def, uint64_t deadline_ms,
+                                          uint64_t compensation_reserve_ms);
+/* Number of steps and index of a step by name (SAGA_ENOTFOUND). */
+SAGA_API size_t saga_definition_step_count(const saga_definition *def);
+SAGA_API int saga_definition_step_index(const saga_definition *def, const char *step);
+
+/* ------------------------------------------------------------------------ */
+/* Step context (valid only during the callback)                            */
+/* ------------------------------------------------------------------------ */
+
+typedef enum saga_phase {
+	SAGA_PHASE_ACTION = 0,
+	SAGA_PHASE_COMPENSATION = 1
+} saga_phase;
+
+SAGA_API int64_t saga_step_instance(const saga_step_ctx *ctx);
+SAGA_API const char *saga_step_name(const saga_step_ctx *ctx);        /* borrowed */
+SAGA_API saga_phase saga_step_phase(const saga_step_ctx *ctx);
+SAGA_API uint32_t saga_step_attempt(const saga_step_ctx *ctx);        /* 1 for the first */
+/* The idempotency key "<instance uid>/<step>/<action|compensation>": stable
+ * across retries and recovery. Borrowed. */
+SAGA_API const char *saga_step_key(const saga_step_ctx *ctx);
+/* The key of this step's action phase, also during its compensation, so a
+ * participant can find what the action did. Borrowed. */
+SAGA_API const char *saga_step_action_key(const saga_step_ctx *ctx);
+/* The saga context (a JSON object). Borrowed, read-only, valid during the call. */
+SAGA_API const struct cJSON *saga_step_context(const saga_step_ctx *ctx);
+/* Writes `value` under `key` into the saga context when the step answers OK
+ * (discarded otherwise). Takes ownership of `value`, also on failure. */
+SAGA_API int saga_step_put(saga_step_ctx *ctx, const char *key, struct cJSON *value);
+/* Wall-clock ms by which this attempt must finish; 0 = no timeout. */
+SAGA_API uint64_t saga_step_deadline(const saga_step_ctx *ctx);
+/* A short reason for a FAIL or RETRY, kept in the history (copied). */
+SAGA_API void saga_step_set_error(saga_step_ctx *ctx, const char *message);
+
+/* ------------------------------------------------------------------------ */
+/* Instances, states, events                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef enum saga_state {
+	SAGA_RUNNING = 0,
+	SAGA_WAITING = 1,
+	SAGA_COMPENSATING = 2,
+	SAGA_COMPLETED = 3,
+	SAGA_COMPENSATED = 4,
+	SAGA_STUCK = 5
+} saga_state;
+#define SAGA_STATE_COUNT 6
+
+typedef enum saga_reason {
+	SAGA_REASON_NONE = 0,
+	SAGA_REASON_FAILURE = 1,
+	SAGA_REASON_TIMEOUT = 2,
+	SAGA_REASON_CANCEL = 3
+} saga_reason;
+
+typedef enum saga_event_type {
+	SAGA_EVENT_CREATED = 0,        /* instance created */
+	SAGA_EVENT_STATE = 1,          /* state changed (state holds the new one) */
+	SAGA_EVENT_ATTEMPT_START = 2,  /* an attempt is about to be invoked (durable) */
+	SAGA_EVENT_ATTEMPT_END = 3,    /* an attempt's outcome (outcome) */
+	SAGA_EVENT_LATE = 4,           /* a result arrived after its timeout; ignored */
+	SAGA_EVENT_DUPLICATE = 5,      /* a second async completion; ignored */
+	SAGA_EVENT_BREAKER_REFUSED = 6,/* a breaker refused the call; not an attempt */
+	SAGA_EVENT_OPERATOR = 7        /* an operator command (detail names it) */
+} saga_event_type;
+
+typedef enum saga_outcome {
+	SAGA_OUTCOME_NONE = 0,
+	SAGA_OUTCOME_OK = 1,
+	SAGA_OUTCOME_FAIL = 2,
+	SAGA_OUTCOME_RETRY = 3,
+	SAGA_OUTCOME_PENDING = 4,
+	SAGA_OUTCOME_TIMEOUT = 5
+} saga_outcome;
+
+/* One transition. Strings are borrowed for the duration of a listener call
+ * or history callback. step is -1 when the event concerns no step. */
+typedef struct saga_event {
+	int64_t instance;
+	int64_t seq;                /* position in the history */
+	uint64_t at_ms;             /* wall clock */
+	saga_event_type type;
+	saga_state state;           /* the instance's state after the event */
+	int step;
+	const char *step_name;      /* NULL when step is -1 */
+	saga_phase phase;
+	uint32_t attempt;
+	saga_outcome outcome;
+	const char *detail;         /* never NULL; may be "" */
+} saga_event;
+
+/* Listeners are called after the event is durable, from the thread that
+ * committed it, with no engine lock held; they may call the engine. */
+typedef void (*saga_listener_fn)(const saga_event *event, void *user);
+
+#define SAGA_NAME_MAX 64
+#define SAGA_KEY_MAX 256
+#define SAGA_UID_LEN 32
+
+typedef struct saga_instance_info {
+	int64_t id;
+	char uid[SAGA_UID_LEN + 1];
+	char definition[SAGA_NAME_MAX + 1];
+	int version;
+	char business_key[SAGA_KEY_MAX + 1]; /* "" when started without one */
+	saga_state state;
+	saga_reason reason;
+	saga_phase phase;
+	int step;                 /* current step index (forward or compensating) */
+	uint32_t attempt;         /* attempts made on the current step and phase */
+	int pivot_done;           /* 1 once the pivot succeeded */
+	uint64_t created_ms;
+	uint64_t updated_ms;
+	uint64_t due_ms;          /* when it runs next; 0 = not scheduled */
+	uint64_t deadline_ms;     /* 0 = none */
+	char error[256];          /* the last step error message, "" if none */
+} saga_instance_info;
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct saga_engine saga_engine;
+
+typedef enum saga_durability {
+	SAGA_DURABILITY_FULL = 0,   /* synchronous=FULL: survives power loss */
+	SAGA_DURABILITY_NORMAL = 1  /* synchronous=NORMAL: survives a process crash */
+} saga_durability;
+
+typedef struct saga_options {
+	unsigned int version;        /* SAGA_OPTIONS_VERSION */
+	const char *path;            /* the store file; created with mode 0600 */
+	saga_durability durability;
+	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
+	unsigned int max_in_flight;  /* instances advanced at once; 0 = 64 */
+	uint64_t seed;               /* random source for jitter and ids; 0 = from the system */
+	saga_allocator allocator;    /* all NULL = malloc/realloc/free */
+	saga_log_fn log;             /* NULL = no logging */
+	void *log_user;
+	saga_log_level log_level;
+	saga_clock clock;            /* all NULL = system clocks */
+	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000 */
+} saga_options;
+
+#define SAGA_OPTIONS_VERSION 1
+#define SAGA_OPTIONS_INIT \
+	{ SAGA_OPTIONS_VERSION, NULL, SAGA_DURABILITY_FULL, 0, 0, 0, \
+	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0 }
+
+/* Opens (creating if needed) the store at options->path and migrates its
+ * schema. Unfinished instances are resumed once their definitions are
+ * registered and the engine runs. On failure *out is NULL; `errmsg` (may be
+ * NULL) receives a message of at most errmsg_size bytes.
+ * Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT, SAGA_EVERSION,
+ * SAGA_EIO, SAGA_EFULL, SAGA_EBUSY. */
+SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
+                              char *errmsg, size_t errmsg_size);
+/* Stops the workers (waiting for callbacks in progress), and closes the
+ * store. Nothing durable is lost: unfinished instances resume at next open. */
+SAGA_API void saga_engine_close(saga_engine *engine);
+/* The last error message of this engine; never NULL; borrowed until the next
+ * call on the engine from the same thread. */
+SAGA_API const char *saga_engine_errmsg(const saga_engine *engine);
+
+/* Registers a definition (borrowed: it is copied, the caller frees it).
+ * Validates it (SAGA_EINVAL naming the problem) and stores its snapshot; a
+ * stored snapshot of the same name and version with different steps gives
+ * SAGA_ECONFLICT. A name+version registered twice gives SAGA_EEXISTS. */
+SAGA_API int saga_engine_register(saga_engine *engine, const saga_definition *def);
+
+/* Adds a named breaker shared by every instance and thread of the engine,
+ * using the engine's clock. `config` borrowed. SAGA_EEXISTS if the name is
+ * taken. The breaker is owned by the engine. */
+SAGA_API int saga_engine_add_breaker(saga_engine *engine, const char *name,
+                                     const saga_breaker_config *config);
+/* The engine's breaker of that name (borrowed) or NULL. */
+SAGA_API saga_breaker *saga_engine_breaker(saga_engine *engine, const char *name);
+
+/* Adds a listener for every event of every instance. */
+SAGA_API int saga_engine_add_listener(saga_engine *engine, saga_listener_fn fn, void *user);
+
+/* Starts an instance of the latest registered version of `definition`.
+ * `input` (a JSON object, or NULL for {}) is borrowed and copied.
+ * `business_key` (may be NULL): if an instance already has it, that
+ * instance's id is returned with 0 and nothing new is created (*created, may
+ * be NULL, says which). The instance is durable when this returns. */
+SAGA_API int saga_start(saga_engine *engine, int64_t *out_id, int *created,
+                        const char *definition, const char *business_key,
+                        const struct cJSON *input);
+
+/* Caller-driven execution (workers = 0). saga_run_due runs one round of what
+ * is due now and sets *ran (may be NULL) to the number of attempts invoked.
+ * saga_run_until_idle repeats until nothing is due now; instances waiting on
+ * timers, breakers or async completions stay waiting. With workers > 0 both
+ * return SAGA_ESTATE. Callbacks run in the calling thread. */
+SAGA_API int saga_run_due(saga_engine *engine, unsigned int *ran);
+SAGA_API int saga_run_until_idle(saga_engine *engine);
+/* Wall-clock ms of the next timer (retry, breaker, timeout, deadline), or 0
+ * when none is pending. */
+SAGA_API int saga_next_due(saga_engine *engine, uint64_t *out_ms);
+/* With workers: blocks until nothing is due now and no callback runs, or
+ * timeout_ms passes (SAGA_EBUSY). Without workers: saga_run_until_idle. */
+SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
+
+/* Completes an async (PENDING) step by its key, from any thread. `output`
+ * (may be NULL) is merged into the context on OK; ownership is taken.
+ * result is OK, FAIL or RETRY. Returns 0 once the completion is durable,
+ * SAGA_EDUPLICATE for a second completion, SAGA_ELATE after the step's
+ * timeout (both recorded and otherwise ignored), SAGA_ENOTFOUND. */
+SAGA_API int saga_complete(saga_engine *engine, const char *key, saga_step_result result,
+                           struct cJSON *output);
+
+/* Cancels: the instance compensates what it started (reason CANCEL).
+ * SAGA_ESTATE once the pivot succeeded or started, or when it has ended. */
+SAGA_API int saga_cancel(saga_engine *engine, int64_t id);
+
+/* Operator commands on a STUCK instance; each is recorded in the history.
+ * retry: the failed step or compensation runs again with fresh attempts.
+ * skip: the failed compensation is marked done (or, past the pivot, the
+ *   failed step is marked done) and the instance goes on.
+ * resume: run forward again from the failed step (only while no
+ *   compensation has completed). SAGA_ESTATE when not applicable. */
+SAGA_API int saga_operator_retry(saga_engine *engine, int64_t id);
+SAGA_API int saga_operator_skip(saga_engine *engine, int64_t id);
+SAGA_API int saga_operator_resume(saga_engine *engine, int64_t id);
+
+/* Queries. */
+SAGA_API int saga_get(saga_engine *engine, saga_instance_info *out, int64_t id);
+/* *out receives a new cJSON object owned by the caller (cJSON_Delete). */
+SAGA_API int saga_get_context(saga_engine *engine, struct cJSON **out, int64_t id);
+SAGA_API int saga_find(saga_engine *engine, int64_t *out_id, const char *business_key);
+typedef int (*saga_event_fn)(const saga_event *event, void *user); /* nonzero stops */
+SAGA_API int saga_history(saga_engine *engine, int64_t id, saga_event_fn fn, void *user);
+typedef int (*saga_instance_fn)(const saga_instance_info *info, void *user); /* nonzero stops */
+/* Lists instances in `state` (or every state with state < 0), oldest first. */
+SAGA_API int saga_list(saga_engine *engine, int state, saga_instance_fn fn, void *user);
+SAGA_API int saga_counts(saga_engine *engine, int64_t counts[SAGA_STATE_COUNT]);
+
+SAGA_API const char *saga_state_name(saga_state state);
+SAGA_API const char *saga_event_type_name(saga_event_type type);
+SAGA_API const char *saga_outcome_name(saga_outcome outcome);
+SAGA_API const char *saga_reason_name(saga_reason reason);
+
+/* ------------------------------------------------------------------------ */
+/* Policy configuration from JSON                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct saga_config_error {
+	int line;            /* 1-based position in the text, 0 if unknown */
+	int column;
+	char key[128];       /* the offending key path, e.g. "steps.pay.retry.jitter" */
+	char message[256];
+} saga_config_error;
+
+/* Applies a policy document (format in docs/policies.md) to a definition and
+ * to the engine's breakers (engine may be NULL when the document has no
+ * "breakers"). Everything is checked before anything changes: on error
+ * nothing is applied and `err` (may be NULL) names the key and position.
+ * Errors: SAGA_ECONFIG, SAGA_ENOMEM, SAGA_EINVAL. */
+SAGA_API int saga_policies_apply(saga_engine *engine, saga_definition *def,
+                                 const char *json, size_t len, saga_config_error *err);
+/* The same, reading a file. SAGA_EIO if it cannot be read. */
+SAGA_API int saga_policies_apply_file(saga_engine *engine, saga_definition *def,
+                                      const char *path, saga_config_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Participant guard: empty compensation and anti-hanging                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum saga_guard_verdict {
+	SAGA_GUARD_PROCEED = 0,   /* do the work now (in the same transaction) */
+	SAGA_GUARD_DONE = 1,      /* already done for this key: answer as before */
+	SAGA_GUARD_REFUSED = 2,   /* action after its compensation: refuse it (FAIL) */
+	SAGA_GUARD_EMPTY = 3      /* compensation with no prior action: nothing to undo */
+} saga_guard_verdict;
+
+/* Creates the guard's table (saga_guard) in a participant's database if
+ * missing. */
+SAGA_API int saga_guard_init(struct sqlite3 *db);
+/* To be called inside the participant's own open transaction, with the
+ * step's action key (saga_step_action_key), before applying an action or a
+ * compensation; records the decision in the same transaction, so it commits
+ * or rolls back with the participant's own changes. */
+SAGA_API int saga_guard_action(struct sqlite3 *db, const char *action_key,
+                               saga_guard_verdict *verdict);
+SAGA_API int saga_guard_compensation(struct sqlite3 *db, const char *action_key,
+                                     saga_guard_verdict *verdict);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SAGA_H */

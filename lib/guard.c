@@ -1,0 +1,199 @@
+/*
+ * Participant guard: the two saga anomalies, solved in the participant's own
+ * database (SEMANTICS.md, guarantee 3).
+ *
+ *  - empty compensation: a compensation that arrives with no prior action
+ *    succeeds and is recorded, so that
+ *  - anti-hanging: an action that arrives after its compensation (a delayed
+ *    or retried call) is refused.
+ *
+ * One row per action key in saga_guard:
+ *
+ *   no row             -- action -->        ACTION             (PROCEED)
+ *   no row             -- compensation -->  EMPTY_COMPENSATED  (EMPTY)
+ *   ACTION             -- action -->        ACTION             (DONE: replay)
+ *   ACTION             -- compensation -->  COMPENSATED        (PROCEED: undo now)
+ *   COMPENSATED/EMPTY  -- action -->        unchanged          (REFUSED)
+ *   COMPENSATED/EMPTY  -- compensation -->  unchanged          (DONE)
+ *
+ * Every function writes first and reads after: the first statement of each
+ * call is a write, so the participant's transaction holds the write lock
+ * before anything is read and the verdict cannot go stale.
+ *
+ * The guard refuses to run outside a transaction (SAGA_ESTATE): a verdict that
+ * committed on its own, without the participant's effect, would turn a crash
+ * between the two into an effect that is never applied (a replay answers
+ * DONE) or never undone.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include "internal.h"
+
+#include <sqlite3.h>
+
+enum {
+	GUARD_ACTION = 1,            /* the action was applied */
+	GUARD_COMPENSATED = 2,       /* the action was applied, then undone */
+	GUARD_EMPTY_COMPENSATED = 3  /* compensated before any action: nothing was undone */
+};
+
+static int map_sqlite(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return SAGA_OK;
+	case SQLITE_NOMEM: return SAGA_ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: return SAGA_EBUSY;
+	case SQLITE_FULL: return SAGA_EFULL;
+	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: return SAGA_ECORRUPT;
+	default: return SAGA_ESTORE;
+	}
+}
+
+/* Runs one statement with an optional text (?1) and integer (?2) parameter.
+ * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
+ * first column of the first row, or 0 when there is no row. */
+static int run(sqlite3 *db, const char *sql, const char *text, int64_t num,
+               int *changes, int *state)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_sqlite(rc);
+	int nparams = sqlite3_bind_parameter_count(st);
+	if (nparams >= 1)
+		rc = sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK && nparams >= 2)
+		rc = sqlite3_bind_int64(st, 2, num);
+	if (rc != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return map_sqlite(rc);
+	}
+	if (state)
+		*state = 0;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		if (state)
+			*state = sqlite3_column_int(st, 0);
+		/* Every query here reads a primary key: at most one row. */
+		rc = sqlite3_step(st);
+	}
+	if (rc != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return map_sqlite(rc);
+	}
+	if (changes)
+		*changes = sqlite3_changes(db);
+	rc = sqlite3_finalize(st);
+	return map_sqlite(rc);
+}
+
+static int check_args(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
+{
+	if (!db || !action_key || !*action_key || !verdict)
+		return SAGA_EINVAL;
+	if (sqlite3_get_autocommit(db))
+		return SAGA_ESTATE;
+	return SAGA_OK;
+}
+
+static int64_t now_ms(void)
+{
+	return (int64_t)saga_sys_wall_ms(NULL);
+}
+
+int saga_guard_init(sqlite3 *db)
+{
+	if (!db)
+		return SAGA_EINVAL;
+	return run(db,
+	           "CREATE TABLE IF NOT EXISTS saga_guard("
+	           " action_key TEXT PRIMARY KEY,"
+	           " state INTEGER NOT NULL,"
+	           " at INTEGER)",
+	           NULL, 0, NULL, NULL);
+}
+
+int saga_guard_action(sqlite3 *db, const char *action_key,
+                      saga_guard_verdict *verdict)
+{
+	int rc = check_args(db, action_key, verdict);
+	if (rc != SAGA_OK)
+		return rc;
+
+	int changes = 0;
+	rc = run(db,
+	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
+	         " ON CONFLICT(action_key) DO NOTHING",
+	         action_key, now_ms(), &changes, NULL);
+	if (rc != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_PROCEED;
+		return SAGA_OK;
+	}
+
+	int state = 0;
+	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	         action_key, 0, NULL, &state);
+	if (rc != SAGA_OK)
+		return rc;
+	switch (state) {
+	case GUARD_ACTION:
+		*verdict = SAGA_GUARD_DONE;
+		return SAGA_OK;
+	case GUARD_COMPENSATED:
+	case GUARD_EMPTY_COMPENSATED:
+		*verdict = SAGA_GUARD_REFUSED;
+		return SAGA_OK;
+	default:
+		return SAGA_ECORRUPT;  /* a row we never write */
+	}
+}
+
+int saga_guard_compensation(sqlite3 *db, const char *action_key,
+                            saga_guard_verdict *verdict)
+{
+	int rc = check_args(db, action_key, verdict);
+	if (rc != SAGA_OK)
+		return rc;
+
+	int changes = 0;
+	rc = run(db,
+	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
+	         " ON CONFLICT(action_key) DO NOTHING",
+	         action_key, now_ms(), &changes, NULL);
+	if (rc != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_EMPTY;
+		return SAGA_OK;
+	}
+
+	rc = run(db,
+	         "UPDATE saga_guard SET state = 2, at = ?2"
+	         " WHERE action_key = ?1 AND state = 1",
+	         action_key, now_ms(), &changes, NULL);
+	if (rc != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_PROCEED;
+		return SAGA_OK;
+	}
+
+	int state = 0;
+	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	         action_key, 0, NULL, &state);
+	if (rc != SAGA_OK)
+		return rc;
+	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {
+		*verdict = SAGA_GUARD_DONE;
+		return SAGA_OK;
+	}
+	return SAGA_ECORRUPT;
+}

@@ -1,0 +1,161 @@
+/* Private declarations shared by the library's files. SPDX-License-Identifier: MIT */
+#ifndef SAGA_INTERNAL_H
+#define SAGA_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "saga.h"
+
+/* ---- allocator (util.c) ---- */
+typedef struct saga_alloc {
+	void *(*malloc_fn)(size_t, void *);
+	void *(*realloc_fn)(void *, size_t, void *);
+	void (*free_fn)(void *, void *);
+	void *user;
+} saga_alloc;
+
+/* The default allocator: malloc/realloc/free. */
+extern const saga_alloc saga_default_alloc;
+
+void *saga_malloc(const saga_alloc *a, size_t n);
+void *saga_calloc(const saga_alloc *a, size_t count, size_t n);
+void *saga_realloc(const saga_alloc *a, void *p, size_t n);
+void saga_free(const saga_alloc *a, void *p);
+char *saga_strdup(const saga_alloc *a, const char *s);
+/* snprintf that always terminates and never fails on truncation. */
+void saga_fmt(char *buf, size_t size, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+uint64_t saga_sys_wall_ms(void *user);
+uint64_t saga_sys_mono_ms(void *user);
+/* Fills in NULL members of a clock with the system clocks. */
+void saga_clock_resolve(saga_clock *out, const saga_clock *in);
+
+/* ---- definitions (definition.c) ---- */
+typedef struct saga_step_policy {
+	bool has_retry;
+	saga_retry_policy retry;
+	bool has_comp_retry;
+	saga_retry_policy comp_retry;
+	bool has_timeout;
+	uint64_t timeout_ms;
+	uint64_t comp_timeout_ms;
+	char *breaker;               /* owned; NULL = none */
+} saga_step_policy;
+
+typedef struct saga_step_def {
+	char *name;                  /* owned */
+	saga_step_kind kind;
+	saga_step_fn action;
+	saga_step_fn compensation;
+	void *user;
+	saga_step_policy policy;
+} saga_step_def;
+
+struct saga_definition {
+	saga_alloc alloc;
+	char *name;                  /* owned */
+	int version;
+	saga_step_def *steps;        /* owned array */
+	size_t nsteps;
+	size_t cap;
+	saga_step_policy defaults;   /* the definition-wide defaults */
+	uint64_t deadline_ms;
+	uint64_t comp_reserve_ms;
+};
+
+/* The defaults used when neither the step nor the definition sets one:
+ * action retry SAGA_RETRY_POLICY_INIT; compensation retry: 20 attempts,
+ * exponential 100 ms .. 60 s with full jitter. */
+extern const saga_retry_policy saga_default_comp_retry;
+
+/* Deep copy with a given allocator. */
+int saga_definition_clone(saga_definition **out, const saga_definition *src,
+                          const saga_alloc *alloc);
+/* The effective policies of step i. */
+const saga_retry_policy *saga_def_retry(const saga_definition *d, size_t i);
+const saga_retry_policy *saga_def_comp_retry(const saga_definition *d, size_t i);
+uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase);
+const char *saga_def_breaker(const saga_definition *d, size_t i);
+/* JSON snapshot of names and kinds (owned by caller, cJSON_free/free). */
+char *saga_definition_snapshot(const saga_definition *d);
+/* Index of the pivot, or -1. */
+int saga_def_pivot(const saga_definition *d);
+
+#endif
+
+/* ---- the SQLite store (store_sqlite.c) ---- */
+typedef struct saga_store saga_store;
+
+/* One instance row. context is owned text (JSON), or NULL when not loaded. */
+typedef struct saga_row {
+	int64_t id;
+	char uid[SAGA_UID_LEN + 1];
+	char def_name[SAGA_NAME_MAX + 1];
+	int def_version;
+	char bkey[SAGA_KEY_MAX + 1];
+	bool has_bkey;
+	int state;                  /* saga_state */
+	int phase;                  /* saga_phase */
+	int step;
+	uint32_t attempt;           /* attempts made on (step, phase) */
+	bool inflight;              /* an attempt's start is recorded without its outcome */
+	bool pending;               /* an async attempt awaits saga_complete */
+	bool pivot_done;
+	int reason;                 /* saga_reason */
+	int fwd_started;            /* steps whose action was started: 0..fwd_started-1 */
+	bool comp_done_any;         /* a compensation has completed */
+	uint64_t due_at;            /* 0 = not scheduled */
+	uint64_t deadline_at;       /* 0 = none */
+	uint64_t attempt_deadline;  /* deadline of the current attempt, 0 = none */
+	uint64_t step_since;        /* start of the first attempt of (step, phase) */
+	uint64_t prev_delay;
+	uint64_t created_at;
+	uint64_t updated_at;
+	char error[256];
+	char *context;
+} saga_row;
+
+typedef struct saga_hist {
+	int64_t instance;
+	uint64_t at;
+	int type;
+	int state;
+	int step;
+	int phase;
+	uint32_t attempt;
+	int outcome;
+	const char *detail;
+} saga_hist;
+
+int store_open(saga_store **out, const char *path, saga_durability durability,
+               uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
+void store_close(saga_store *s);
+const char *store_errmsg(const saga_store *s);
+int store_begin(saga_store *s);
+int store_commit(saga_store *s);
+void store_rollback(saga_store *s);
+/* Stores the snapshot, or compares it with the stored one (SAGA_ECONFLICT). */
+int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot);
+int store_insert(saga_store *s, saga_row *row);   /* sets row->id */
+int store_update(saga_store *s, const saga_row *row);
+int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
+int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
+int store_find_bkey(saga_store *s, int64_t *id, const char *bkey);
+int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq);
+/* Calls fn for the ids of instances in RUNNING or COMPENSATING (recovery),
+ * or of WAITING ones due by `now` (at most `limit`). nonzero from fn stops. */
+typedef int (*store_id_fn)(int64_t id, void *user);
+int store_scan_active(saga_store *s, store_id_fn fn, void *user);
+int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
+int store_next_due(saga_store *s, uint64_t *out);
+/* The outcome of the last attempt-end of (instance, step, phase), or 0. */
+int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome);
+int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
+                  const char *const *step_names, size_t nsteps);
+int store_list(saga_store *s, int state, saga_instance_fn fn, void *user);
+int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
+void row_to_info(saga_instance_info *info, const saga_row *r);

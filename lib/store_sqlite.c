@@ -1,0 +1,682 @@
+/* The SQLite store: schema and migrations, instance rows, history.
+ * Every statement is prepared once and reused; nothing is assembled from input.
+ * SPDX-License-Identifier: MIT */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SAGA_APPLICATION_ID 0x53414741 /* "SAGA" */
+
+/* Forward migrations: schema version i+1 is reached by running migrations[i]. */
+static const char *const migrations[] = {
+	/* 1 */
+	"CREATE TABLE definitions("
+	"  name TEXT NOT NULL, version INTEGER NOT NULL, snapshot TEXT NOT NULL,"
+	"  PRIMARY KEY(name, version));"
+	"CREATE TABLE instances("
+	"  id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE,"
+	"  def_name TEXT NOT NULL, def_version INTEGER NOT NULL,"
+	"  business_key TEXT UNIQUE,"
+	"  state INTEGER NOT NULL, phase INTEGER NOT NULL, step INTEGER NOT NULL,"
+	"  attempt INTEGER NOT NULL, inflight INTEGER NOT NULL, pending INTEGER NOT NULL,"
+	"  pivot_done INTEGER NOT NULL, reason INTEGER NOT NULL,"
+	"  fwd_started INTEGER NOT NULL, comp_done_any INTEGER NOT NULL,"
+	"  due_at INTEGER NOT NULL, deadline_at INTEGER NOT NULL,"
+	"  attempt_deadline INTEGER NOT NULL, step_since INTEGER NOT NULL,"
+	"  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL);"
+	"CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
+	"CREATE INDEX instances_state ON instances(state);"
+	"CREATE TABLE history("
+	"  seq INTEGER PRIMARY KEY, instance INTEGER NOT NULL, at INTEGER NOT NULL,"
+	"  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
+	"  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
+	"  detail TEXT NOT NULL);"
+	"CREATE INDEX history_instance ON history(instance, seq);",
+};
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+#define ROW_COLUMNS                                                                     \
+	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"    \
+	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"   \
+	" deadline_at, attempt_deadline, step_since, prev_delay, created_at, updated_at," \
+	" error, context"
+
+enum stmt_id {
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
+	ST_DEF_GET, ST_DEF_PUT,
+	ST_INSERT, ST_UPDATE, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
+	ST_HIST_ADD, ST_SCAN_ACTIVE, ST_SCAN_DUE, ST_NEXT_DUE, ST_LAST_OUTCOME,
+	ST_HISTORY, ST_LIST, ST_LIST_ALL, ST_COUNTS,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_DEF_GET] = "SELECT snapshot FROM definitions WHERE name = ?1 AND version = ?2",
+	[ST_DEF_PUT] = "INSERT INTO definitions(name, version, snapshot) VALUES (?1, ?2, ?3)",
+	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ") VALUES (NULL, ?2, ?3, ?4, ?5,"
+	              " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,"
+	              " ?21, ?22, ?23, ?24)",
+	[ST_UPDATE] = "UPDATE instances SET state = ?6, phase = ?7, step = ?8, attempt = ?9,"
+	              " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
+	              " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
+	              " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
+	              " updated_at = ?22, error = ?23, context = ?24 WHERE id = ?1",
+	[ST_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ?1",
+	[ST_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = ?1",
+	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
+	[ST_HIST_ADD] = "INSERT INTO history(instance, at, type, state, step, phase, attempt,"
+	                " outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state IN (0, 2) ORDER BY id",
+	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
+	                " ORDER BY due_at LIMIT ?2",
+	[ST_NEXT_DUE] = "SELECT min(due_at) FROM instances WHERE state = 1 AND due_at > 0",
+	[ST_LAST_OUTCOME] = "SELECT outcome FROM history WHERE instance = ?1 AND step = ?2 AND"
+	                    " phase = ?3 AND type = 3 ORDER BY seq DESC LIMIT 1",
+	[ST_HISTORY] = "SELECT seq, at, type, state, step, phase, attempt, outcome, detail"
+	               " FROM history WHERE instance = ?1 ORDER BY seq",
+	[ST_LIST] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?1 ORDER BY id",
+	[ST_LIST_ALL] = "SELECT " ROW_COLUMNS " FROM instances ORDER BY id",
+	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
+};
+
+struct saga_store {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+	saga_alloc alloc;
+	char errmsg[512];
+};
+
+static int map_rc(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE: return SAGA_OK;
+	case SQLITE_NOMEM: return SAGA_ENOMEM;
+	case SQLITE_FULL: return SAGA_EFULL;
+	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: return SAGA_EBUSY;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: return SAGA_ECORRUPT;
+	case SQLITE_CONSTRAINT: return SAGA_EEXISTS;
+	default: return SAGA_ESTORE;
+	}
+}
+
+/* Records the SQLite error and returns the matching libsaga code. */
+static int fail(saga_store *s, int rc, const char *what)
+{
+	saga_fmt(s->errmsg, sizeof(s->errmsg), "store: %s: %s (%s)", what,
+	         s->db ? sqlite3_errmsg(s->db) : "no database", sqlite3_errstr(rc));
+	return map_rc(rc);
+}
+
+const char *store_errmsg(const saga_store *s)
+{
+	return s->errmsg;
+}
+
+static int exec(saga_store *s, const char *sql, const char *what)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? SAGA_OK : fail(s, rc, what);
+}
+
+static int query_int(saga_store *s, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return fail(s, rc, sql);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		*out = 0;
+		rc = SQLITE_OK;
+	}
+	int code = rc == SQLITE_OK ? SAGA_OK : fail(s, rc, sql);
+	sqlite3_finalize(st);
+	return code;
+}
+
+static int migrate(saga_store *s)
+{
+	int64_t app = 0, ver = 0, tables = 0;
+	int rc;
+	if ((rc = query_int(s, "PRAGMA application_id", &app)) ||
+	    (rc = query_int(s, "PRAGMA user_version", &ver)) ||
+	    (rc = query_int(s, "SELECT count(*) FROM sqlite_schema", &tables)))
+		return rc;
+	if (app != SAGA_APPLICATION_ID && (app != 0 || tables != 0)) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "store: the file is not a libsaga store (application id %lld, %lld tables)",
+		         (long long)app, (long long)tables);
+		return SAGA_ECORRUPT;
+	}
+	if (ver > SCHEMA_VERSION) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "store: schema version %lld is newer than this libsaga (%d)",
+		         (long long)ver, SCHEMA_VERSION);
+		return SAGA_EVERSION;
+	}
+	if (ver == SCHEMA_VERSION)
+		return SAGA_OK;
+	if ((rc = exec(s, "BEGIN IMMEDIATE", "begin migration")))
+		return rc;
+	for (int64_t v = ver; v < SCHEMA_VERSION; v++) {
+		if ((rc = exec(s, migrations[v], "migrate schema")))
+			goto fail;
+	}
+	char sql[96];
+	saga_fmt(sql, sizeof(sql), "PRAGMA user_version = %d; PRAGMA application_id = %d",
+	         SCHEMA_VERSION, SAGA_APPLICATION_ID);
+	if ((rc = exec(s, sql, "set schema version")) || (rc = exec(s, "COMMIT", "commit migration")))
+		goto fail;
+	return SAGA_OK;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+int store_open(saga_store **out, const char *path, saga_durability durability,
+               uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size)
+{
+	*out = NULL;
+	saga_store *s = saga_calloc(alloc, 1, sizeof(*s));
+	if (!s) {
+		saga_fmt(err, err_size, "out of memory");
+		return SAGA_ENOMEM;
+	}
+	s->alloc = *alloc;
+	int rc;
+	/* Create the file ourselves so it is 0600; SQLite gives the -wal and
+	 * -shm files the same mode as the database. */
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: cannot open %s: %s", path,
+		         strerror(errno));
+		rc = errno == ENOSPC ? SAGA_EFULL : SAGA_EIO;
+		goto out;
+	}
+	close(fd);
+	int src = sqlite3_open_v2(path, &s->db,
+	                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (src != SQLITE_OK) {
+		rc = fail(s, src, "open");
+		goto out;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	if ((src = sqlite3_busy_timeout(s->db, busy_ms ? (int)busy_ms : 5000)) != SQLITE_OK) {
+		rc = fail(s, src, "busy timeout");
+		goto out;
+	}
+	/* journal_mode returns a row; check that WAL was really chosen. */
+	sqlite3_stmt *st = NULL;
+	src = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		const unsigned char *mode = sqlite3_column_text(st, 0);
+		src = mode && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK : SQLITE_ERROR;
+	}
+	if (src != SQLITE_OK) {
+		rc = fail(s, src, "enable WAL");
+		sqlite3_finalize(st);
+		goto out;
+	}
+	sqlite3_finalize(st);
+	if ((rc = exec(s, durability == SAGA_DURABILITY_NORMAL ? "PRAGMA synchronous=NORMAL"
+	                                                        : "PRAGMA synchronous=FULL",
+	               "set durability")))
+		goto out;
+	if ((rc = migrate(s)))
+		goto out;
+	for (int i = 0; i < ST_COUNT; i++) {
+		src = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                         &s->st[i], NULL);
+		if (src != SQLITE_OK) {
+			rc = fail(s, src, "prepare");
+			goto out;
+		}
+	}
+	*out = s;
+	return SAGA_OK;
+out:
+	saga_fmt(err, err_size, "%s", s->errmsg);
+	store_close(s);
+	return rc;
+}
+
+void store_close(saga_store *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	sqlite3_close(s->db);
+	saga_free(&s->alloc, s);
+}
+
+/* Runs a statement that returns no rows, and resets it. */
+static int run(saga_store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	int code = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SAGA_OK : fail(s, rc, what);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return code;
+}
+
+int store_begin(saga_store *s)
+{
+	return run(s, s->st[ST_BEGIN], "begin");
+}
+
+int store_commit(saga_store *s)
+{
+	int rc = run(s, s->st[ST_COMMIT], "commit");
+	if (rc)
+		store_rollback(s);
+	return rc;
+}
+
+void store_rollback(saga_store *s)
+{
+	if (!sqlite3_get_autocommit(s->db)) {
+		sqlite3_step(s->st[ST_ROLLBACK]);
+		sqlite3_reset(s->st[ST_ROLLBACK]);
+	}
+}
+
+#define BIND(call)                              \
+	do {                                    \
+		int brc_ = (call);              \
+		if (brc_ != SQLITE_OK) {        \
+			rc = fail(s, brc_, "bind"); \
+			goto done;              \
+		}                               \
+	} while (0)
+
+int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
+{
+	sqlite3_stmt *st = s->st[ST_DEF_GET];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, 2, version));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		const char *old = (const char *)sqlite3_column_text(st, 0);
+		if (!old || strcmp(old, snapshot) != 0) {
+			saga_fmt(s->errmsg, sizeof(s->errmsg),
+			         "definition '%s' version %d differs from the one in the store; "
+			         "give the changed definition a new version", name, version);
+			rc = SAGA_ECONFLICT;
+		}
+		goto done;
+	}
+	if (src != SQLITE_DONE) {
+		rc = fail(s, src, "read definition");
+		goto done;
+	}
+	sqlite3_reset(st);
+	st = s->st[ST_DEF_PUT];
+	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, 2, version));
+	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
+	return run(s, st, "store definition");
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r)
+{
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, r->id));
+	if (sqlite3_bind_parameter_index(st, "?2")) {
+		BIND(sqlite3_bind_text(st, 2, r->uid, -1, SQLITE_STATIC));
+		BIND(sqlite3_bind_text(st, 3, r->def_name, -1, SQLITE_STATIC));
+		BIND(sqlite3_bind_int(st, 4, r->def_version));
+		if (r->has_bkey)
+			BIND(sqlite3_bind_text(st, 5, r->bkey, -1, SQLITE_STATIC));
+		else
+			BIND(sqlite3_bind_null(st, 5));
+		BIND(sqlite3_bind_int64(st, 21, (sqlite3_int64)r->created_at));
+	}
+	BIND(sqlite3_bind_int(st, 6, r->state));
+	BIND(sqlite3_bind_int(st, 7, r->phase));
+	BIND(sqlite3_bind_int(st, 8, r->step));
+	BIND(sqlite3_bind_int64(st, 9, r->attempt));
+	BIND(sqlite3_bind_int(st, 10, r->inflight));
+	BIND(sqlite3_bind_int(st, 11, r->pending));
+	BIND(sqlite3_bind_int(st, 12, r->pivot_done));
+	BIND(sqlite3_bind_int(st, 13, r->reason));
+	BIND(sqlite3_bind_int(st, 14, r->fwd_started));
+	BIND(sqlite3_bind_int(st, 15, r->comp_done_any));
+	BIND(sqlite3_bind_int64(st, 16, (sqlite3_int64)r->due_at));
+	BIND(sqlite3_bind_int64(st, 17, (sqlite3_int64)r->deadline_at));
+	BIND(sqlite3_bind_int64(st, 18, (sqlite3_int64)r->attempt_deadline));
+	BIND(sqlite3_bind_int64(st, 19, (sqlite3_int64)r->step_since));
+	BIND(sqlite3_bind_int64(st, 20, (sqlite3_int64)r->prev_delay));
+	BIND(sqlite3_bind_int64(st, 22, (sqlite3_int64)r->updated_at));
+	BIND(sqlite3_bind_text(st, 23, r->error, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_text(st, 24, r->context ? r->context : "{}", -1, SQLITE_STATIC));
+done:
+	return rc;
+}
+
+int store_insert(saga_store *s, saga_row *r)
+{
+	sqlite3_stmt *st = s->st[ST_INSERT];
+	int rc = bind_row(s, st, r);
+	if (rc) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return rc;
+	}
+	if ((rc = run(s, st, "insert instance")))
+		return rc;
+	r->id = sqlite3_last_insert_rowid(s->db);
+	return SAGA_OK;
+}
+
+int store_update(saga_store *s, const saga_row *r)
+{
+	sqlite3_stmt *st = s->st[ST_UPDATE];
+	int rc = bind_row(s, st, r);
+	if (rc) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return rc;
+	}
+	return run(s, st, "update instance");
+}
+
+static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+	saga_fmt(dst, size, "%s", t ? (const char *)t : "");
+}
+
+/* Reads the current row of st; context is copied when alloc is not NULL. */
+static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_alloc *a)
+{
+	memset(r, 0, sizeof(*r));
+	r->id = sqlite3_column_int64(st, 0);
+	copy_col(r->uid, sizeof(r->uid), st, 1);
+	copy_col(r->def_name, sizeof(r->def_name), st, 2);
+	r->def_version = sqlite3_column_int(st, 3);
+	r->has_bkey = sqlite3_column_type(st, 4) != SQLITE_NULL;
+	copy_col(r->bkey, sizeof(r->bkey), st, 4);
+	r->state = sqlite3_column_int(st, 5);
+	r->phase = sqlite3_column_int(st, 6);
+	r->step = sqlite3_column_int(st, 7);
+	r->attempt = (uint32_t)sqlite3_column_int64(st, 8);
+	r->inflight = sqlite3_column_int(st, 9) != 0;
+	r->pending = sqlite3_column_int(st, 10) != 0;
+	r->pivot_done = sqlite3_column_int(st, 11) != 0;
+	r->reason = sqlite3_column_int(st, 12);
+	r->fwd_started = sqlite3_column_int(st, 13);
+	r->comp_done_any = sqlite3_column_int(st, 14) != 0;
+	r->due_at = (uint64_t)sqlite3_column_int64(st, 15);
+	r->deadline_at = (uint64_t)sqlite3_column_int64(st, 16);
+	r->attempt_deadline = (uint64_t)sqlite3_column_int64(st, 17);
+	r->step_since = (uint64_t)sqlite3_column_int64(st, 18);
+	r->prev_delay = (uint64_t)sqlite3_column_int64(st, 19);
+	r->created_at = (uint64_t)sqlite3_column_int64(st, 20);
+	r->updated_at = (uint64_t)sqlite3_column_int64(st, 21);
+	copy_col(r->error, sizeof(r->error), st, 22);
+	if (r->state < 0 || r->state >= SAGA_STATE_COUNT || r->phase < 0 || r->phase > 1) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: instance %lld has an invalid state",
+		         (long long)r->id);
+		return SAGA_ECORRUPT;
+	}
+	if (a) {
+		const char *ctx = (const char *)sqlite3_column_text(st, 23);
+		if (!ctx && sqlite3_errcode(s->db) == SQLITE_NOMEM)
+			return SAGA_ENOMEM;
+		if (!(r->context = saga_strdup(a, ctx ? ctx : "{}")))
+			return SAGA_ENOMEM;
+	}
+	return SAGA_OK;
+}
+
+static int load_by(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_alloc *a)
+{
+	int rc = sqlite3_step(st);
+	int code;
+	if (rc == SQLITE_ROW)
+		code = read_row(s, st, r, a);
+	else if (rc == SQLITE_DONE)
+		code = SAGA_ENOTFOUND;
+	else
+		code = fail(s, rc, "load instance");
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return code;
+}
+
+int store_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
+{
+	sqlite3_stmt *st = s->st[ST_LOAD];
+	int rc = sqlite3_bind_int64(st, 1, id);
+	if (rc != SQLITE_OK)
+		return fail(s, rc, "bind");
+	return load_by(s, st, r, a);
+}
+
+int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc *a)
+{
+	sqlite3_stmt *st = s->st[ST_LOAD_UID];
+	int rc = sqlite3_bind_text(st, 1, uid, -1, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return fail(s, rc, "bind");
+	return load_by(s, st, r, a);
+}
+
+int store_find_bkey(saga_store *s, int64_t *id, const char *bkey)
+{
+	sqlite3_stmt *st = s->st[ST_FIND_BKEY];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_text(st, 1, bkey, -1, SQLITE_STATIC));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW)
+		*id = sqlite3_column_int64(st, 0);
+	else if (src == SQLITE_DONE)
+		rc = SAGA_ENOTFOUND;
+	else
+		rc = fail(s, src, "find business key");
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
+{
+	sqlite3_stmt *st = s->st[ST_HIST_ADD];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, h->instance));
+	BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)h->at));
+	BIND(sqlite3_bind_int(st, 3, h->type));
+	BIND(sqlite3_bind_int(st, 4, h->state));
+	BIND(sqlite3_bind_int(st, 5, h->step));
+	BIND(sqlite3_bind_int(st, 6, h->phase));
+	BIND(sqlite3_bind_int64(st, 7, h->attempt));
+	BIND(sqlite3_bind_int(st, 8, h->outcome));
+	BIND(sqlite3_bind_text(st, 9, h->detail ? h->detail : "", -1, SQLITE_STATIC));
+	if ((rc = run(s, st, "add history")) == SAGA_OK && seq)
+		*seq = sqlite3_last_insert_rowid(s->db);
+	return rc;
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+/* Steps through an id query, calling fn for each id. */
+static int scan_ids(saga_store *s, sqlite3_stmt *st, store_id_fn fn, void *user)
+{
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (fn(sqlite3_column_int64(st, 0), user))
+			break;
+	}
+	int code = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SAGA_OK : fail(s, rc, "scan");
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return code;
+}
+
+int store_scan_active(saga_store *s, store_id_fn fn, void *user)
+{
+	return scan_ids(s, s->st[ST_SCAN_ACTIVE], fn, user);
+}
+
+int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_SCAN_DUE];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, (sqlite3_int64)now));
+	BIND(sqlite3_bind_int(st, 2, limit));
+	return scan_ids(s, st, fn, user);
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_next_due(saga_store *s, uint64_t *out)
+{
+	sqlite3_stmt *st = s->st[ST_NEXT_DUE];
+	int rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	int code = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SAGA_OK : fail(s, rc, "next due");
+	sqlite3_reset(st);
+	return code;
+}
+
+int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome)
+{
+	sqlite3_stmt *st = s->st[ST_LAST_OUTCOME];
+	int rc = SAGA_OK;
+	*outcome = 0;
+	BIND(sqlite3_bind_int64(st, 1, id));
+	BIND(sqlite3_bind_int(st, 2, step));
+	BIND(sqlite3_bind_int(st, 3, phase));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW)
+		*outcome = sqlite3_column_int(st, 0);
+	else if (src != SQLITE_DONE)
+		rc = fail(s, src, "last outcome");
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
+                  const char *const *names, size_t nsteps)
+{
+	sqlite3_stmt *st = s->st[ST_HISTORY];
+	int rc = SAGA_OK, src;
+	BIND(sqlite3_bind_int64(st, 1, id));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		saga_event ev;
+		ev.instance = id;
+		ev.seq = sqlite3_column_int64(st, 0);
+		ev.at_ms = (uint64_t)sqlite3_column_int64(st, 1);
+		ev.type = (saga_event_type)sqlite3_column_int(st, 2);
+		ev.state = (saga_state)sqlite3_column_int(st, 3);
+		ev.step = sqlite3_column_int(st, 4);
+		ev.phase = (saga_phase)sqlite3_column_int(st, 5);
+		ev.attempt = (uint32_t)sqlite3_column_int64(st, 6);
+		ev.outcome = (saga_outcome)sqlite3_column_int(st, 7);
+		const unsigned char *d = sqlite3_column_text(st, 8);
+		ev.detail = d ? (const char *)d : "";
+		ev.step_name = (names && ev.step >= 0 && (size_t)ev.step < nsteps) ? names[ev.step]
+		                                                                   : NULL;
+		if (fn(&ev, user))
+			break;
+	}
+	if (src != SQLITE_ROW && src != SQLITE_DONE)
+		rc = fail(s, src, "read history");
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+void row_to_info(saga_instance_info *info, const saga_row *r)
+{
+	memset(info, 0, sizeof(*info));
+	info->id = r->id;
+	saga_fmt(info->uid, sizeof(info->uid), "%s", r->uid);
+	saga_fmt(info->definition, sizeof(info->definition), "%s", r->def_name);
+	info->version = r->def_version;
+	saga_fmt(info->business_key, sizeof(info->business_key), "%s", r->has_bkey ? r->bkey : "");
+	info->state = (saga_state)r->state;
+	info->reason = (saga_reason)r->reason;
+	info->phase = (saga_phase)r->phase;
+	info->step = r->step;
+	info->attempt = r->attempt;
+	info->pivot_done = r->pivot_done;
+	info->created_ms = r->created_at;
+	info->updated_ms = r->updated_at;
+	info->due_ms = r->due_at;
+	info->deadline_ms = r->deadline_at;
+	saga_fmt(info->error, sizeof(info->error), "%s", r->error);
+}
+
+int store_list(saga_store *s, int state, saga_instance_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[state < 0 ? ST_LIST_ALL : ST_LIST];
+	int rc = SAGA_OK, src;
+	if (state >= 0)
+		BIND(sqlite3_bind_int(st, 1, state));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		saga_row r;
+		saga_instance_info info;
+		if ((rc = read_row(s, st, &r, NULL)))
+			goto done;
+		row_to_info(&info, &r);
+		if (fn(&info, user))
+			break;
+	}
+	if (src != SQLITE_ROW && src != SQLITE_DONE)
+		rc = fail(s, src, "list");
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
+{
+	sqlite3_stmt *st = s->st[ST_COUNTS];
+	int src;
+	for (int i = 0; i < SAGA_STATE_COUNT; i++)
+		counts[i] = 0;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		int state = sqlite3_column_int(st, 0);
+		if (state >= 0 && state < SAGA_STATE_COUNT)
+			counts[state] = sqlite3_column_int64(st, 1);
+	}
+	int rc = src == SQLITE_DONE ? SAGA_OK : fail(s, src, "count");
+	sqlite3_reset(st);
+	return rc;
+}
