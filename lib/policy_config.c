@@ -714,7 +714,10 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 			return rc;
 		deadline = doc->has_deadline ? doc->deadline : def->deadline_ms;
 		reserve = doc->has_reserve ? doc->reserve : def->comp_reserve_ms;
-		if (reserve != 0 && (deadline == 0 || reserve >= deadline))
+		/* With no deadline the setter drops the reserve; one given
+		 * explicitly then is a mistake. */
+		if ((deadline == 0 && doc->has_reserve && reserve != 0) ||
+		    (deadline != 0 && reserve >= deadline))
 			return FAIL(c, "compensation_reserve_ms (%llu) must be below deadline_ms "
 			            "(%llu)", (unsigned long long)reserve,
 			            (unsigned long long)deadline);

@@ -1,0 +1,818 @@
+/* The engine end to end on a real SQLite file, driven by the caller, with an
+ * injected clock. SPDX-License-Identifier: MIT */
+#include "test-common.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#define NSTEPS 5
+#define PIVOT 3
+#define LOG_MAX 256
+
+/* What each step answers, attempt by attempt (the last entry repeats). */
+typedef struct script {
+	saga_step_result action[8];
+	int naction;
+	saga_step_result comp[8];
+	int ncomp;
+	uint64_t action_sleep_ms; /* moves the fake clock during the call */
+} script;
+
+typedef struct fixture {
+	char dir[256];
+	char path[300];
+	fake_clock clock;
+	saga_engine *e;
+	script scripts[NSTEPS];
+	char log[LOG_MAX][160];
+	char keys[LOG_MAX][128];
+	int nlog;
+	int events[16];
+	int nevents;
+} fixture;
+
+static fixture F;
+
+static const char *const step_names[NSTEPS] = { "order", "stock", "pay", "ship", "notify" };
+
+static saga_step_result answer(const saga_step_result *seq, int n, uint32_t attempt)
+{
+	if (n == 0)
+		return SAGA_STEP_OK;
+	return seq[attempt - 1 < (uint32_t)n ? attempt - 1 : (uint32_t)n - 1];
+}
+
+static void note(saga_step_ctx *ctx, const char *what)
+{
+	ck_assert_int_lt(F.nlog, LOG_MAX);
+	snprintf(F.log[F.nlog], sizeof(F.log[0]), "%s:%s", what, saga_step_name(ctx));
+	snprintf(F.keys[F.nlog], sizeof(F.keys[0]), "%s", saga_step_key(ctx));
+	F.nlog++;
+}
+
+static saga_step_result do_action(saga_step_ctx *ctx, void *user)
+{
+	script *s = user;
+	note(ctx, "do");
+	if (s->action_sleep_ms)
+		fake_clock_advance(&F.clock, s->action_sleep_ms);
+	saga_step_result r = answer(s->action, s->naction, saga_step_attempt(ctx));
+	if (r == SAGA_STEP_OK) {
+		char v[64];
+		snprintf(v, sizeof(v), "%s-done", saga_step_name(ctx));
+		ck_assert_int_eq(saga_step_put(ctx, saga_step_name(ctx), cJSON_CreateString(v)),
+		                 SAGA_OK);
+	} else {
+		saga_step_set_error(ctx, "scripted failure");
+	}
+	return r;
+}
+
+static saga_step_result do_comp(saga_step_ctx *ctx, void *user)
+{
+	script *s = user;
+	note(ctx, "undo");
+	return answer(s->comp, s->ncomp, saga_step_attempt(ctx));
+}
+
+static void listener(const saga_event *ev, void *user)
+{
+	(void)user;
+	if ((int)ev->type < 16)
+		F.events[ev->type]++;
+}
+
+static saga_definition *make_def(int version)
+{
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "order", version), SAGA_OK);
+	for (int i = 0; i < NSTEPS; i++) {
+		saga_step_spec s = { step_names[i],
+			             i < PIVOT ? SAGA_STEP_COMPENSATABLE
+			                       : i == PIVOT ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
+			             do_action, i < PIVOT ? do_comp : NULL, &F.scripts[i] };
+		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
+	}
+	/* Retries every 100 ms, no jitter, so tests can move the clock exactly. */
+	saga_retry_policy p = { 3, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
+	ck_assert_int_eq(saga_definition_set_retry(d, NULL, &p), SAGA_OK);
+	saga_retry_policy cp = { 2, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
+	ck_assert_int_eq(saga_definition_set_compensation_retry(d, NULL, &cp), SAGA_OK);
+	return d;
+}
+
+static void open_engine(void)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.durability = SAGA_DURABILITY_NORMAL;
+	o.clock = fake_clock_make(&F.clock);
+	o.seed = 42;
+	char err[256];
+	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	ck_assert_int_eq(saga_engine_add_listener(F.e, listener, NULL), SAGA_OK);
+}
+
+static void setup(void)
+{
+	memset(&F, 0, sizeof(F));
+	tmpdir_make(F.dir, sizeof(F.dir));
+	snprintf(F.path, sizeof(F.path), "%s/saga.db", F.dir);
+	F.clock.wall = 1700000000000ull;
+	F.clock.mono = 1000;
+	open_engine();
+}
+
+static void teardown(void)
+{
+	saga_engine_close(F.e);
+	tmpdir_remove(F.dir);
+}
+
+static void reopen(void)
+{
+	saga_engine_close(F.e);
+	open_engine();
+}
+
+static int64_t start(const char *bkey)
+{
+	int64_t id = 0;
+	cJSON *in = cJSON_CreateObject();
+	cJSON_AddNumberToObject(in, "total", 1250);
+	int rc = saga_start(F.e, &id, NULL, "order", bkey, in);
+	cJSON_Delete(in);
+	ck_assert_msg(rc == SAGA_OK, "start: %s", saga_engine_errmsg(F.e));
+	return id;
+}
+
+static saga_instance_info info_of(int64_t id)
+{
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(F.e, &info, id), SAGA_OK);
+	return info;
+}
+
+static void run(void)
+{
+	ck_assert_msg(saga_run_until_idle(F.e) == SAGA_OK, "run: %s", saga_engine_errmsg(F.e));
+}
+
+/* The log joined with spaces. */
+static const char *joined(void)
+{
+	static char buf[LOG_MAX * 24];
+	buf[0] = '\0';
+	for (int i = 0; i < F.nlog; i++) {
+		if (i)
+			strcat(buf, " ");
+		strcat(buf, F.log[i]);
+	}
+	return buf;
+}
+
+typedef struct hist_count {
+	int ends_ok[NSTEPS][2];
+	int starts[NSTEPS][2];
+	int operators;
+	int late;
+	int duplicate;
+	int refused;
+	int n;
+} hist_count;
+
+static int count_event(const saga_event *ev, void *user)
+{
+	hist_count *h = user;
+	h->n++;
+	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->outcome == SAGA_OUTCOME_OK)
+		h->ends_ok[ev->step][ev->phase]++;
+	if (ev->type == SAGA_EVENT_ATTEMPT_START) {
+		h->starts[ev->step][ev->phase]++;
+		ck_assert_str_eq(ev->step_name, step_names[ev->step]);
+	}
+	h->operators += ev->type == SAGA_EVENT_OPERATOR;
+	h->late += ev->type == SAGA_EVENT_LATE;
+	h->duplicate += ev->type == SAGA_EVENT_DUPLICATE;
+	h->refused += ev->type == SAGA_EVENT_BREAKER_REFUSED;
+	return 0;
+}
+
+static hist_count history(int64_t id)
+{
+	hist_count h;
+	memset(&h, 0, sizeof(h));
+	ck_assert_int_eq(saga_history(F.e, id, count_event, &h), SAGA_OK);
+	return h;
+}
+
+START_TEST(happy_path)
+{
+	int64_t id = start(NULL);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPLETED");
+	ck_assert_int_eq(info.pivot_done, 1);
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay do:ship do:notify");
+	/* Keys: <uid>/<step>/action. */
+	char want[128];
+	snprintf(want, sizeof(want), "%s/pay/action", info.uid);
+	ck_assert_str_eq(F.keys[2], want);
+	cJSON *ctx = NULL;
+	ck_assert_int_eq(saga_get_context(F.e, &ctx, id), SAGA_OK);
+	ck_assert_int_eq((int)cJSON_GetObjectItem(ctx, "total")->valuedouble, 1250);
+	ck_assert_str_eq(cJSON_GetObjectItem(ctx, "ship")->valuestring, "ship-done");
+	cJSON_Delete(ctx);
+	hist_count h = history(id);
+	for (int i = 0; i < NSTEPS; i++) {
+		ck_assert_int_eq(h.ends_ok[i][0], 1);
+		ck_assert_int_eq(h.starts[i][0], 1);
+	}
+	ck_assert_int_eq(F.events[SAGA_EVENT_ATTEMPT_START], NSTEPS);
+	ck_assert_int_eq(F.events[SAGA_EVENT_CREATED], 1);
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 1);
+	ck_assert_int_eq(counts[SAGA_RUNNING], 0);
+}
+END_TEST
+
+/* A permanent failure at step _i: the compensations of the steps started
+ * before it, newest first; the failed step applied nothing. */
+START_TEST(permanent_failure_each_step)
+{
+	static const char *const want[NSTEPS] = {
+		"do:order",
+		"do:order do:stock undo:order",
+		"do:order do:stock do:pay undo:stock undo:order",
+		"do:order do:stock do:pay do:ship undo:pay undo:stock undo:order",
+		"do:order do:stock do:pay do:ship do:notify",
+	};
+	F.scripts[_i].action[0] = SAGA_STEP_FAIL;
+	F.scripts[_i].naction = 1;
+	int64_t id = start(NULL);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(joined(), want[_i]);
+	if (_i == NSTEPS - 1) {
+		/* Past the pivot a failure cannot roll back: an operator is needed. */
+		ck_assert_str_eq(saga_state_name(info.state), "STUCK");
+	} else {
+		ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
+		ck_assert_int_eq(info.reason, SAGA_REASON_FAILURE);
+	}
+	/* Compensation keys name the compensation phase. */
+	for (int k = 0; k < F.nlog; k++)
+		if (strncmp(F.log[k], "undo:", 5) == 0)
+			ck_assert_ptr_nonnull(strstr(F.keys[k], "/compensation"));
+}
+END_TEST
+
+START_TEST(transient_then_success)
+{
+	script *s = &F.scripts[2];
+	s->action[0] = SAGA_STEP_RETRY;
+	s->action[1] = SAGA_STEP_RETRY;
+	s->action[2] = SAGA_STEP_OK;
+	s->naction = 3;
+	int64_t id = start(NULL);
+	run();
+	/* The delay is a stored time: the instance waits in the store. */
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "WAITING");
+	ck_assert_uint_eq(info.due_ms, F.clock.wall + 100);
+	uint64_t due = 0;
+	ck_assert_int_eq(saga_next_due(F.e, &due), SAGA_OK);
+	ck_assert_uint_eq(due, F.clock.wall + 100);
+	fake_clock_advance(&F.clock, 99);
+	run();
+	ck_assert_int_eq(F.nlog, 3);
+	fake_clock_advance(&F.clock, 1);
+	run();
+	ck_assert_int_eq(F.nlog, 4);
+	/* A restart in the middle of the backoff resumes it at the right time. */
+	reopen();
+	run();
+	ck_assert_int_eq(F.nlog, 4);
+	fake_clock_advance(&F.clock, 100);
+	run();
+	info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPLETED");
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay do:pay do:pay do:ship do:notify");
+	ck_assert_str_eq(F.keys[2], F.keys[3]);
+	ck_assert_str_eq(F.keys[2], F.keys[4]);
+}
+END_TEST
+
+/* Retries exhausted: the outcome is uncertain, so the step is compensated. */
+START_TEST(retries_exhausted_compensates_step)
+{
+	F.scripts[1].action[0] = SAGA_STEP_RETRY;
+	F.scripts[1].naction = 1;
+	int64_t id = start(NULL);
+	for (int i = 0; i < 5; i++) {
+		run();
+		fake_clock_advance(&F.clock, 100);
+	}
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
+	ck_assert_str_eq(joined(), "do:order do:stock do:stock do:stock undo:stock undo:order");
+}
+END_TEST
+
+START_TEST(async_completion)
+{
+	F.scripts[3].action[0] = SAGA_STEP_PENDING;
+	F.scripts[3].naction = 1;
+	int64_t id = start(NULL);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "WAITING");
+	ck_assert_int_eq(F.nlog, 4);
+	char key[128];
+	snprintf(key, sizeof(key), "%s", F.keys[3]);
+	/* Completion survives a restart: the key is all that is needed. */
+	F.nlog = 0;
+	reopen();
+	run();
+	ck_assert_int_eq(F.nlog, 0);
+	cJSON *out = cJSON_CreateObject();
+	cJSON_AddStringToObject(out, "tracking", "T-1");
+	ck_assert_int_eq(saga_complete(F.e, key, SAGA_STEP_OK, out), SAGA_OK);
+	ck_assert_int_eq(saga_complete(F.e, key, SAGA_STEP_OK, NULL), SAGA_EDUPLICATE);
+	run();
+	info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPLETED");
+	ck_assert_str_eq(joined(), "do:notify");
+	cJSON *ctx = NULL;
+	ck_assert_int_eq(saga_get_context(F.e, &ctx, id), SAGA_OK);
+	ck_assert_str_eq(cJSON_GetObjectItem(ctx, "tracking")->valuestring, "T-1");
+	cJSON_Delete(ctx);
+	hist_count h = history(id);
+	ck_assert_int_eq(h.duplicate, 1);
+	ck_assert_int_eq(h.ends_ok[3][0], 1);
+	/* Bad keys are refused. */
+	ck_assert_int_eq(saga_complete(F.e, "nonsense", SAGA_STEP_OK, NULL), SAGA_EINVAL);
+	ck_assert_int_eq(saga_complete(F.e, "0123456789abcdef0123456789abcdef/ship/action",
+	                               SAGA_STEP_OK, NULL), SAGA_ENOTFOUND);
+}
+END_TEST
+
+START_TEST(async_late_completion)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_timeout(d, "stock", 500, 0), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	F.scripts[1].action[0] = SAGA_STEP_PENDING;
+	F.scripts[1].naction = 1;
+	int64_t id = start(NULL);
+	run();
+	char key[128];
+	snprintf(key, sizeof(key), "%s", F.keys[1]);
+	fake_clock_advance(&F.clock, 500);
+	/* The timeout passed before the timer fired: the completion is late. */
+	ck_assert_int_eq(saga_complete(F.e, key, SAGA_STEP_OK, NULL), SAGA_ELATE);
+	/* Timed out = uncertain: retried with the same key after the delay. */
+	fake_clock_advance(&F.clock, 100);
+	run();
+	ck_assert_str_eq(F.keys[2], key);
+	ck_assert_int_eq(saga_complete(F.e, key, SAGA_STEP_OK, NULL), SAGA_OK);
+	/* and a second answer to the finished step is late, not a duplicate,
+	 * only when the last outcome was a timeout; here it is a duplicate. */
+	ck_assert_int_eq(saga_complete(F.e, key, SAGA_STEP_OK, NULL), SAGA_EDUPLICATE);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+	hist_count h = history(id);
+	ck_assert_int_eq(h.late, 1);
+	ck_assert_int_eq(h.starts[1][0], 2);
+}
+END_TEST
+
+/* A synchronous step that answers after its timeout: the answer is recorded
+ * as late and the attempt counts as TIMEOUT (uncertain). */
+START_TEST(sync_timeout_is_late)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_timeout(d, "pay", 50, 0), SAGA_OK);
+	saga_retry_policy once = { 1, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
+	ck_assert_int_eq(saga_definition_set_retry(d, "pay", &once), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	F.scripts[2].action_sleep_ms = 51;
+	int64_t id = start(NULL);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
+	ck_assert_int_eq(info.reason, SAGA_REASON_TIMEOUT);
+	/* The timed-out step is compensated: its outcome is unknown. */
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay undo:pay undo:stock undo:order");
+	ck_assert_int_eq(history(id).late, 1);
+	cJSON *ctx = NULL;
+	ck_assert_int_eq(saga_get_context(F.e, &ctx, id), SAGA_OK);
+	ck_assert_ptr_null(cJSON_GetObjectItem(ctx, "pay")); /* late output ignored */
+	cJSON_Delete(ctx);
+}
+END_TEST
+
+START_TEST(instance_deadline)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_deadline(d, 1000, 200), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	F.scripts[1].action[0] = SAGA_STEP_RETRY;
+	F.scripts[1].naction = 1;
+	int64_t id = start(NULL);
+	run();
+	/* Waiting on a 100 ms retry; the forward deadline is 800 ms. */
+	for (int i = 0; i < 2; i++) {
+		fake_clock_advance(&F.clock, 100);
+		run();
+	}
+	/* Attempts exhausted before the deadline: compensated for failure.
+	 * Now an instance whose stock step stays pending until the deadline. */
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPENSATED");
+	F.nlog = 0;
+	F.scripts[1].action[0] = SAGA_STEP_PENDING;
+	int64_t id2 = start(NULL);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id2).state), "WAITING");
+	ck_assert_uint_eq(info_of(id2).due_ms, F.clock.wall + 800);
+	fake_clock_advance(&F.clock, 799);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id2).state), "WAITING");
+	fake_clock_advance(&F.clock, 1);
+	run();
+	saga_instance_info info = info_of(id2);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
+	ck_assert_int_eq(info.reason, SAGA_REASON_TIMEOUT);
+	ck_assert_str_eq(joined(), "do:order do:stock undo:stock undo:order");
+}
+END_TEST
+
+START_TEST(cancel_before_and_after_pivot)
+{
+	F.scripts[2].action[0] = SAGA_STEP_PENDING;
+	F.scripts[2].naction = 1;
+	int64_t id = start(NULL);
+	run();
+	ck_assert_int_eq(saga_cancel(F.e, id), SAGA_OK);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
+	ck_assert_int_eq(info.reason, SAGA_REASON_CANCEL);
+	/* The pending step is uncertain: compensated too. */
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay undo:pay undo:stock undo:order");
+	ck_assert_int_eq(saga_cancel(F.e, id), SAGA_ESTATE);
+
+	F.nlog = 0;
+	F.scripts[2].naction = 0;
+	F.scripts[4].action[0] = SAGA_STEP_RETRY;
+	F.scripts[4].naction = 1;
+	int64_t id2 = start(NULL);
+	run();
+	ck_assert_int_eq(info_of(id2).pivot_done, 1);
+	ck_assert_int_eq(saga_cancel(F.e, id2), SAGA_ESTATE);
+	ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "pivot"));
+	ck_assert_int_eq(saga_cancel(F.e, 9999), SAGA_ENOTFOUND);
+}
+END_TEST
+
+START_TEST(idempotent_start)
+{
+	int64_t a = start("order-17"), b = 0;
+	int created = -1;
+	ck_assert_int_eq(saga_start(F.e, &b, &created, "order", "order-17", NULL), SAGA_OK);
+	ck_assert_int_eq(a, b);
+	ck_assert_int_eq(created, 0);
+	run();
+	ck_assert_int_eq(saga_start(F.e, &b, &created, "order", "order-17", NULL), SAGA_OK);
+	ck_assert_int_eq(a, b);
+	int64_t found = 0;
+	ck_assert_int_eq(saga_find(F.e, &found, "order-17"), SAGA_OK);
+	ck_assert_int_eq(found, a);
+	ck_assert_int_eq(saga_find(F.e, &found, "order-18"), SAGA_ENOTFOUND);
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 1);
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay do:ship do:notify");
+	/* Bad input */
+	ck_assert_int_eq(saga_start(F.e, &b, NULL, "nope", NULL, NULL), SAGA_ENOTFOUND);
+	cJSON *arr = cJSON_CreateArray();
+	ck_assert_int_eq(saga_start(F.e, &b, NULL, "order", NULL, arr), SAGA_EINVAL);
+	cJSON_Delete(arr);
+	ck_assert_int_eq(saga_start(F.e, &b, NULL, "order", "", NULL), SAGA_EINVAL);
+}
+END_TEST
+
+/* A compensation that fails goes STUCK; each operator command is recorded. */
+START_TEST(stuck_and_operator_retry)
+{
+	F.scripts[2].action[0] = SAGA_STEP_FAIL;
+	F.scripts[2].naction = 1;
+	F.scripts[1].comp[0] = SAGA_STEP_FAIL;
+	F.scripts[1].comp[1] = SAGA_STEP_OK;
+	F.scripts[1].ncomp = 2;
+	int64_t id = start(NULL);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "STUCK");
+	ck_assert_str_eq(info.error, "FAIL");
+	ck_assert_int_eq(saga_operator_resume(F.e, id), SAGA_OK);
+	/* resume went forward from the failed step: pay fails again. */
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "STUCK");
+	F.scripts[1].comp[0] = SAGA_STEP_OK; /* the operator fixed the cause */
+	ck_assert_int_eq(saga_operator_retry(F.e, id), SAGA_OK);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPENSATED");
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay undo:stock do:pay undo:stock "
+	                           "undo:stock undo:order");
+	ck_assert_int_eq(history(id).operators, 2);
+	ck_assert_int_eq(saga_operator_retry(F.e, id), SAGA_ESTATE);
+}
+END_TEST
+
+START_TEST(stuck_and_operator_skip)
+{
+	F.scripts[1].action[0] = SAGA_STEP_FAIL;
+	F.scripts[1].naction = 1;
+	F.scripts[0].comp[0] = SAGA_STEP_RETRY;
+	F.scripts[0].ncomp = 1;
+	int64_t id = start(NULL);
+	run();
+	fake_clock_advance(&F.clock, 100);
+	run();
+	/* Two compensation attempts (the policy), then STUCK. */
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "STUCK");
+	ck_assert_int_eq(saga_operator_resume(F.e, id), SAGA_OK);
+	run();
+	fake_clock_advance(&F.clock, 100);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "STUCK");
+	ck_assert_int_eq(saga_operator_skip(F.e, id), SAGA_OK);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPENSATED");
+	ck_assert_str_eq(joined(), "do:order do:stock undo:order undo:order do:stock undo:order "
+	                           "undo:order");
+	ck_assert_int_eq(history(id).operators, 2);
+	ck_assert_int_eq(saga_operator_resume(F.e, id), SAGA_ESTATE);
+	/* Past the pivot: a retriable step that fails goes STUCK; skip moves on. */
+	F.nlog = 0;
+	F.scripts[1].naction = 0;
+	F.scripts[4].action[0] = SAGA_STEP_FAIL;
+	F.scripts[4].naction = 1;
+	int64_t id2 = start(NULL);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id2).state), "STUCK");
+	ck_assert_int_eq(saga_operator_skip(F.e, id2), SAGA_OK);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id2).state), "COMPLETED");
+}
+END_TEST
+
+START_TEST(reopen_resumes)
+{
+	int64_t id = start("k1");
+	int64_t id2 = start("k2");
+	reopen();
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+	ck_assert_str_eq(saga_state_name(info_of(id2).state), "COMPLETED");
+	ck_assert_int_eq(F.nlog, 2 * NSTEPS);
+	/* A changed definition under the same version is refused. */
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "order", 1), SAGA_OK);
+	saga_step_spec s = { "other", SAGA_STEP_PIVOT, do_action, NULL, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_ECONFLICT);
+	ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "version"));
+	saga_definition_free(d);
+	d = make_def(1);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_EEXISTS);
+	saga_definition_free(d);
+}
+END_TEST
+
+static int count_listed(const saga_instance_info *info, void *user)
+{
+	(void)info;
+	(*(int *)user)++;
+	return 0;
+}
+
+START_TEST(list_and_counts)
+{
+	F.scripts[3].action[0] = SAGA_STEP_PENDING;
+	F.scripts[3].naction = 1;
+	start(NULL);
+	start(NULL);
+	run();
+	int n = 0;
+	ck_assert_int_eq(saga_list(F.e, SAGA_WAITING, count_listed, &n), SAGA_OK);
+	ck_assert_int_eq(n, 2);
+	n = 0;
+	ck_assert_int_eq(saga_list(F.e, SAGA_COMPLETED, count_listed, &n), SAGA_OK);
+	ck_assert_int_eq(n, 0);
+	n = 0;
+	ck_assert_int_eq(saga_list(F.e, -1, count_listed, &n), SAGA_OK);
+	ck_assert_int_eq(n, 2);
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_WAITING], 2);
+}
+END_TEST
+
+START_TEST(breaker_parks_instance)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	bc.open_wait_ms = 500; /* how often a forced-open breaker is asked again */
+	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_OK);
+	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_EEXISTS);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	saga_breaker *b = saga_engine_breaker(F.e, "payments");
+	ck_assert_ptr_nonnull(b);
+	ck_assert_int_eq(saga_breaker_force(b, SAGA_BREAKER_FORCED_OPEN), SAGA_OK);
+	int64_t id = start(NULL);
+	for (int i = 0; i < 5; i++) {
+		run();
+		fake_clock_advance(&F.clock, 1000);
+	}
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "WAITING");
+	ck_assert_int_eq(info.attempt, 0); /* refusals are not attempts */
+	ck_assert_int_ge(history(id).refused, 2);
+	ck_assert_str_eq(joined(), "do:order do:stock");
+	ck_assert_int_eq(saga_breaker_force(b, SAGA_BREAKER_CLOSED), SAGA_OK);
+	fake_clock_advance(&F.clock, 1000);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+}
+END_TEST
+
+START_TEST(store_errors)
+{
+	saga_engine *e = NULL;
+	saga_options o = SAGA_OPTIONS_INIT;
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_EINVAL);
+	ck_assert_ptr_null(e);
+	/* A foreign SQLite file. */
+	char p[400];
+	snprintf(p, sizeof(p), "%s/foreign.db", F.dir);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'CREATE TABLE t(x)'", p);
+	if (system(cmd) == 0) {
+		o.path = p;
+		ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_ECORRUPT);
+		ck_assert_ptr_nonnull(strstr(err, "not a libsaga store"));
+	}
+	/* Not a database at all. */
+	snprintf(p, sizeof(p), "%s/text.db", F.dir);
+	FILE *f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < 200; i++)
+		fputs("this is not a database file at all\n", f);
+	fclose(f);
+	o.path = p;
+	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_ECORRUPT);
+	/* A directory that does not exist. */
+	o.path = "/nonexistent-dir/saga.db";
+	ck_assert_int_lt(saga_engine_open(&e, &o, err, sizeof(err)), 0);
+	ck_assert_ptr_null(e);
+	/* A newer schema is refused. */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version=99'", F.path);
+	saga_engine_close(F.e);
+	F.e = NULL;
+	if (system(cmd) == 0) {
+		o.path = F.path;
+		ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_EVERSION);
+	}
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version=1'", F.path);
+	ck_assert_int_eq(system(cmd), 0);
+	open_engine();
+	/* The store file is private. */
+	ck_assert_int_eq(access(F.path, R_OK), 0);
+	char mode_cmd[600];
+	snprintf(mode_cmd, sizeof(mode_cmd), "test \"$(stat -c %%a '%s')\" = 600", F.path);
+	ck_assert_int_eq(system(mode_cmd), 0);
+}
+END_TEST
+
+/* Many instances through worker threads (run under TSan in CI). */
+static int worker_calls;
+static pthread_mutex_t worker_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static saga_step_result count_step(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	pthread_mutex_lock(&worker_mu);
+	worker_calls++;
+	pthread_mutex_unlock(&worker_mu);
+	return SAGA_STEP_OK;
+}
+
+START_TEST(workers_many_instances)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.durability = SAGA_DURABILITY_NORMAL;
+	o.workers = 4;
+	o.max_in_flight = 32;
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "w", 1), SAGA_OK);
+	const char *names[] = { "a", "b", "c" };
+	for (int i = 0; i < 3; i++) {
+		saga_step_spec s = { names[i], i < 2 ? SAGA_STEP_COMPENSATABLE : SAGA_STEP_PIVOT,
+			             count_step, i < 2 ? count_step : NULL, NULL };
+		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	worker_calls = 0;
+	for (int i = 0; i < 200; i++) {
+		int64_t id;
+		ck_assert_int_eq(saga_start(F.e, &id, NULL, "w", NULL, NULL), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_run_due(F.e, NULL), SAGA_ESTATE);
+	ck_assert_msg(saga_wait_idle(F.e, 60000) == SAGA_OK, "%s", saga_engine_errmsg(F.e));
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 200);
+	pthread_mutex_lock(&worker_mu);
+	ck_assert_int_eq(worker_calls, 600);
+	pthread_mutex_unlock(&worker_mu);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("engine");
+	TCase *tc = tcase_create("engine");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, happy_path);
+	tcase_add_loop_test(tc, permanent_failure_each_step, 0, NSTEPS);
+	tcase_add_test(tc, transient_then_success);
+	tcase_add_test(tc, retries_exhausted_compensates_step);
+	tcase_add_test(tc, async_completion);
+	tcase_add_test(tc, async_late_completion);
+	tcase_add_test(tc, sync_timeout_is_late);
+	tcase_add_test(tc, instance_deadline);
+	tcase_add_test(tc, cancel_before_and_after_pivot);
+	tcase_add_test(tc, idempotent_start);
+	tcase_add_test(tc, stuck_and_operator_retry);
+	tcase_add_test(tc, stuck_and_operator_skip);
+	tcase_add_test(tc, reopen_resumes);
+	tcase_add_test(tc, list_and_counts);
+	tcase_add_test(tc, breaker_parks_instance);
+	tcase_add_test(tc, store_errors);
+	tcase_add_test(tc, workers_many_instances);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
