@@ -1,0 +1,17 @@
+#!/bin/sh
+# The shared library exports exactly the functions the header declares with
+# SAGA_API. Usage: exported-symbols.sh include/saga.h build/lib/libsaga.so
+set -eu
+header=$1
+lib=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Declarations may span lines: join the header, then take the name before "(".
+grep -v '^#' "$header" | tr '\n' ' ' | grep -o 'SAGA_API [^;(]*(' |
+	sed -E 's/.*[ *]([a-z_0-9]+) *\($/\1/' | sort -u > "$tmp/declared"
+nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBR]$/ {print $3}' | sort -u > "$tmp/exported"
+if ! diff -u "$tmp/declared" "$tmp/exported"; then
+	echo "exported symbols differ from the SAGA_API declarations (- declared, + exported)" >&2
+	exit 1
+fi
+echo "$(wc -l < "$tmp/exported") symbols, all declared"

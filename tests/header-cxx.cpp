@@ -1,0 +1,12 @@
+/* Build-only test: the public header compiles as C++.
+ * SPDX-License-Identifier: MIT */
+#include <saga.h>
+
+int main(void)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	saga_retry_policy r = SAGA_RETRY_POLICY_INIT;
+	saga_breaker_config b = SAGA_BREAKER_CONFIG_INIT;
+	return (o.version == SAGA_OPTIONS_VERSION && r.max_attempts == 3 &&
+	        b.version == SAGA_BREAKER_CONFIG_VERSION) ? 0 : 1;
+}
