@@ -497,6 +497,18 @@ SAGA_API int saga_start(saga_engine *engine, int64_t *out_id, int *created,
                         const char *definition, const char *business_key,
                         const struct cJSON *input);
 
+/* Starts several instances in one transaction (one commit): all or none.
+ * ids[i] (and created[i], when created is not NULL) answer reqs[i] as
+ * saga_start would; on error every id is 0 and nothing was created. The
+ * strings and inputs of reqs are borrowed. */
+typedef struct saga_start_request {
+	const char *definition;
+	const char *business_key;    /* may be NULL */
+	const struct cJSON *input;   /* may be NULL */
+} saga_start_request;
+SAGA_API int saga_start_batch(saga_engine *engine, int64_t *ids, int *created,
+                              const saga_start_request *reqs, size_t n);
+
 /* Caller-driven execution (workers = 0). saga_run_due runs one round of what
  * is due now and sets *ran (may be NULL) to the number of attempts invoked.
  * saga_run_until_idle repeats until nothing is due now; instances waiting on

@@ -39,6 +39,7 @@ typedef struct inst {
 	enum stage stage;
 	bool cancel_req;
 	bool fresh_start;       /* the start of the current attempt was recorded by this process */
+	bool uncommitted;       /* changed in the open transaction */
 	/* the answer of the last invocation */
 	saga_step_result res;
 	cJSON *puts;
@@ -385,6 +386,7 @@ static int write_row(saga_engine *e, inst *in)
 		in->ctx_changed = false;
 	}
 	in->row.updated_at = now_wall(e);
+	in->uncommitted = true;
 	if ((rc = store_update(e->store, &in->row)))
 		return store_err(e, rc);
 	return SAGA_OK;
@@ -856,17 +858,37 @@ static void unload(saga_engine *e, size_t i)
 	e->loaded[i] = e->loaded[--e->nloaded];
 }
 
-/* After a failed commit nothing of this round is durable: forget what was
- * in memory (except callbacks still running) and reload it from the store. */
-static void discard_round(saga_engine *e)
+/* Ends the open transaction without committing and forgets its events. */
+static void abort_txn(saga_engine *e)
 {
 	if (e->in_txn)
 		store_rollback(e->store);
 	e->in_txn = false;
 	drop_events(e);
+}
+
+/* After a commit: what the loaded instances hold is what the store holds. */
+static int commit_txn(saga_engine *e)
+{
+	if (!e->in_txn)
+		return SAGA_OK;
+	e->in_txn = false;
+	int rc = store_commit(e->store);
+	if (rc)
+		return store_err(e, rc);
+	for (size_t i = 0; i < e->nloaded; i++)
+		e->loaded[i]->uncommitted = false;
+	return SAGA_OK;
+}
+
+/* After a failed transaction: the instances it changed are reloaded from the
+ * store, which still holds their last committed state. */
+static void discard_round(saga_engine *e)
+{
+	abort_txn(e);
 	for (size_t i = e->nloaded; i-- > 0;) {
 		inst *in = e->loaded[i];
-		if (in->stage == ST_INVOKING)
+		if (!in->uncommitted && in->stage != ST_RESULT)
 			continue;
 		int64_t id = in->row.id;
 		unload(e, i);
@@ -903,13 +925,8 @@ static int process_round(saga_engine *e)
 			unload(e, i);
 		}
 	}
-	if (e->in_txn) {
-		e->in_txn = false;
-		if ((rc = store_commit(e->store))) {
-			rc = store_err(e, rc);
-			goto fail;
-		}
-	}
+	if ((rc = commit_txn(e)))
+		goto fail;
 	return SAGA_OK;
 fail:
 	discard_round(e);
@@ -1313,55 +1330,36 @@ void saga_engine_close(saga_engine *e)
 /* ------------------------------------------------------------------------ */
 /* Starting                                                                 */
 
-int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *definition,
-               const char *bkey, const cJSON *input)
+/* Inserts one instance in the open transaction; *id is the existing
+ * instance's when the business key is taken. */
+static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created)
 {
-	if (created)
-		*created = 0;
-	if (!e || !out_id || !definition)
-		return SAGA_EINVAL;
-	*out_id = 0;
-	if (bkey && (!*bkey || strlen(bkey) > SAGA_KEY_MAX))
-		return set_err(e, SAGA_EINVAL, "business key must be 1 to %d bytes", SAGA_KEY_MAX);
-	if (input && !cJSON_IsObject(input))
-		return set_err(e, SAGA_EINVAL, "input must be a JSON object");
-	char *text = input ? cJSON_PrintUnformatted(input) : NULL;
-	if (input && !text)
-		return set_err(e, SAGA_ENOMEM, "out of memory");
-	pthread_mutex_lock(&e->mu);
+	*created = 0;
+	const reg_def *rd = find_def(e, q->definition, 0);
+	if (!rd)
+		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered", q->definition);
 	int rc;
+	if (q->business_key) {
+		rc = store_find_bkey(e->store, id, q->business_key);
+		if (rc == SAGA_OK)
+			return SAGA_OK;
+		if (rc != SAGA_ENOTFOUND)
+			return store_err(e, rc);
+	}
+	char *text = q->input ? cJSON_PrintUnformatted(q->input) : NULL;
+	if (q->input && !text)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	uint64_t now = now_wall(e);
 	inst tmp;
 	memset(&tmp, 0, sizeof(tmp));
-	if (e->stopping) {
-		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
-		goto out;
-	}
-	const reg_def *rd = find_def(e, definition, 0);
-	if (!rd) {
-		rc = set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered", definition);
-		goto out;
-	}
-	if (bkey) {
-		int64_t id;
-		rc = store_find_bkey(e->store, &id, bkey);
-		if (rc == SAGA_OK) {
-			*out_id = id;
-			goto out;
-		}
-		if (rc != SAGA_ENOTFOUND) {
-			rc = store_err(e, rc);
-			goto out;
-		}
-	}
-	uint64_t now = now_wall(e);
 	saga_row *r = &tmp.row;
 	tmp.rd = rd;
 	make_uid(e, r->uid);
 	saga_fmt(r->def_name, sizeof(r->def_name), "%s", rd->def->name);
 	r->def_version = rd->def->version;
-	if (bkey) {
+	if (q->business_key) {
 		r->has_bkey = true;
-		saga_fmt(r->bkey, sizeof(r->bkey), "%s", bkey);
+		saga_fmt(r->bkey, sizeof(r->bkey), "%s", q->business_key);
 	}
 	r->state = SAGA_RUNNING;
 	r->phase = SAGA_PHASE_ACTION;
@@ -1369,37 +1367,81 @@ int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *defini
 	r->deadline_at = rd->def->deadline_ms ? now + rd->def->deadline_ms : 0;
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
-	if ((rc = ensure_txn(e)))
-		goto out;
-	if ((rc = store_insert(e->store, r))) {
-		rc = store_err(e, rc);
-		goto rollback;
+	if ((rc = ensure_txn(e)) == SAGA_OK) {
+		if ((rc = store_insert(e->store, r)))
+			rc = store_err(e, rc);
+		else
+			rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
+			            q->business_key ? q->business_key : "");
 	}
-	if ((rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
-	                 bkey ? bkey : "")))
-		goto rollback;
-	e->in_txn = false;
-	if ((rc = store_commit(e->store))) {
-		rc = store_err(e, rc);
-		drop_events(e);
-		goto out;
-	}
-	*out_id = r->id;
-	if (created)
-		*created = 1;
-	/* Already durable: a full queue only delays it until the next scan. */
-	if (push_ready(e, r->id))
-		e->recovered = false;
-	pthread_cond_signal(&e->wake);
-	goto out;
-rollback:
-	e->in_txn = false;
-	store_rollback(e->store);
-	drop_events(e);
-out:
 	cJSON_free(text);
+	if (rc == SAGA_OK) {
+		*id = r->id;
+		*created = 1;
+	}
+	return rc;
+}
+
+static int check_request(saga_engine *e, const saga_start_request *q)
+{
+	if (!q->definition)
+		return set_err(e, SAGA_EINVAL, "a definition name is needed");
+	const char *bk = q->business_key;
+	if (bk && (!*bk || strlen(bk) > SAGA_KEY_MAX))
+		return set_err(e, SAGA_EINVAL, "business key must be 1 to %d bytes", SAGA_KEY_MAX);
+	if (q->input && !cJSON_IsObject(q->input))
+		return set_err(e, SAGA_EINVAL, "input must be a JSON object");
+	return SAGA_OK;
+}
+
+int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
+                     const saga_start_request *reqs, size_t n)
+{
+	if (!e || !ids || (!reqs && n))
+		return SAGA_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = 0;
+		if (created)
+			created[i] = 0;
+	}
+	pthread_mutex_lock(&e->mu);
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++)
+		rc = check_request(e, &reqs[i]);
+	if (rc == SAGA_OK && e->stopping)
+		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
+	int made = 0;
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
+		if ((rc = start_one(e, &reqs[i], &ids[i], &made)) == SAGA_OK && created)
+			created[i] = made;
+	}
+	if (rc == SAGA_OK)
+		rc = commit_txn(e);
+	if (rc) {
+		abort_txn(e);
+		for (size_t i = 0; i < n; i++) {
+			ids[i] = 0;
+			if (created)
+				created[i] = 0;
+		}
+	} else {
+		/* Durable now; a full queue only delays them until the next scan. */
+		for (size_t i = 0; i < n; i++)
+			if (push_ready(e, ids[i]))
+				e->recovered = false;
+		pthread_cond_signal(&e->wake);
+	}
 	unlock_and_deliver(e);
 	return rc;
+}
+
+int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *definition,
+               const char *bkey, const cJSON *input)
+{
+	saga_start_request q = { definition, bkey, input };
+	if (!out_id)
+		return SAGA_EINVAL;
+	return saga_start_batch(e, out_id, created, &q, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1428,13 +1470,13 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, int64_t id, const ch
  * run and freed. */
 static int finish_command(saga_engine *e, inst *in, bool temp, int rc)
 {
-	if (rc == SAGA_OK && (rc = write_row(e, in)) == SAGA_OK && e->in_txn) {
-		e->in_txn = false;
-		if ((rc = store_commit(e->store)))
-			rc = store_err(e, rc);
-	}
+	if (rc == SAGA_OK && (rc = write_row(e, in)) == SAGA_OK)
+		rc = commit_txn(e);
 	if (rc) {
-		discard_round(e);
+		if (temp)
+			abort_txn(e);
+		else
+			discard_round(e);
 	} else if (temp) {
 		push_ready(e, in->row.id);
 		if (in->row.due_at && (e->next_timer == 0 || in->row.due_at < e->next_timer))
@@ -1579,13 +1621,12 @@ int saga_cancel(saga_engine *e, int64_t id)
 		in->cancel_req = true;
 		rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,
 		            "cancel requested");
-		if (rc == SAGA_OK && e->in_txn) {
-			e->in_txn = false;
-			if ((rc = store_commit(e->store)))
-				rc = store_err(e, rc);
+		if (rc == SAGA_OK)
+			rc = commit_txn(e);
+		if (rc) {
+			in->cancel_req = false;
+			abort_txn(e);
 		}
-		if (rc)
-			discard_round(e);
 		goto out;
 	}
 	if ((rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,

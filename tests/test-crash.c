@@ -70,7 +70,6 @@ static char g_log[PATH_MAX + 32];  /* the participant's log */
 static bool g_child;               /* points only count (and kill) in the child */
 static long g_crash_at;            /* kill at this point; 0 = never */
 static long g_points;              /* points passed so far */
-static char g_pending_key[256];    /* the key the async pivot answered PENDING for */
 
 static int step_index(const char *name)
 {
@@ -142,8 +141,7 @@ static saga_step_result participant(saga_step_ctx *ctx, void *user)
 			saga_step_set_error(ctx, "c refuses for good");
 			res = SAGA_STEP_FAIL;
 		} else if (g_scenario == SC_PENDING && strcmp(name, "p") == 0) {
-			snprintf(g_pending_key, sizeof(g_pending_key), "%s", saga_step_key(ctx));
-			res = SAGA_STEP_PENDING;
+			res = SAGA_STEP_PENDING; /* completed later by its key */
 		} else {
 			saga_step_put(ctx, name, cJSON_CreateString(saga_step_key(ctx)));
 		}
@@ -155,9 +153,10 @@ static saga_step_result participant(saga_step_ctx *ctx, void *user)
 static void on_event(const saga_event *ev, void *user)
 {
 	(void)user;
-	point("event %s %s %s %u %s", saga_event_type_name(ev->type),
+	point("event %s %s %s %u %s -> %s", saga_event_type_name(ev->type),
 	      ev->step_name ? ev->step_name : "-", phase_name(ev->phase), (unsigned)ev->attempt,
-	      saga_outcome_name(ev->outcome));
+	      ev->outcome != SAGA_OUTCOME_NONE ? saga_outcome_name(ev->outcome) : "-",
+	      saga_state_name(ev->state));
 }
 
 static int register_def(saga_engine *e)
@@ -200,13 +199,15 @@ static void child_fail(int code, const char *what, saga_engine *e, int rc)
 	_exit(code);
 }
 
-static void child_run(const char *db, long crash_at) __attribute__((noreturn));
-static void child_run(const char *db, long crash_at)
+/* first: start the saga; otherwise this is a recovery run of a store left by
+ * a killed child. Either way, for the async pivot, the participant's answer
+ * arrives once the engine is idle (the instance WAITING on the pivot). */
+static void child_run(const char *db, long crash_at, bool first) __attribute__((noreturn));
+static void child_run(const char *db, long crash_at, bool first)
 {
 	g_child = true;
 	g_crash_at = crash_at;
 	g_points = 0;
-	g_pending_key[0] = '\0';
 	char err[256];
 	saga_engine *e = open_engine(db, err, sizeof(err));
 	if (!e) {
@@ -219,17 +220,19 @@ static void child_run(const char *db, long crash_at)
 	if ((rc = saga_engine_add_listener(e, on_event, NULL)))
 		child_fail(12, "listener", e, rc);
 	int64_t id = 0;
-	if ((rc = saga_start(e, &id, NULL, DEF_NAME, BKEY, NULL)))
-		child_fail(13, "start", e, rc);
+	if ((rc = first ? saga_start(e, &id, NULL, DEF_NAME, BKEY, NULL) : saga_find(e, &id, BKEY)))
+		child_fail(13, first ? "start" : "find", e, rc);
 	if ((rc = saga_run_until_idle(e)))
 		child_fail(14, "run", e, rc);
-	if (g_scenario == SC_PENDING) {
-		/* The async participant answers: complete the pivot, go on. */
-		if (!g_pending_key[0])
-			child_fail(15, "no pending key", e, SAGA_ERROR);
+	saga_instance_info info;
+	if ((rc = saga_get(e, &info, id)))
+		child_fail(15, "get", e, rc);
+	if (g_scenario == SC_PENDING && info.state == SAGA_WAITING) {
+		char key[256];
+		snprintf(key, sizeof(key), "%s/p/action", info.uid);
 		cJSON *out = cJSON_CreateObject();
 		cJSON_AddStringToObject(out, "p", "async");
-		if ((rc = saga_complete(e, g_pending_key, SAGA_STEP_OK, out)))
+		if ((rc = saga_complete(e, key, SAGA_STEP_OK, out)))
 			child_fail(16, "complete", e, rc);
 		if ((rc = saga_run_until_idle(e)))
 			child_fail(17, "run after complete", e, rc);
@@ -254,10 +257,11 @@ typedef struct call_rec {
 typedef struct plog {
 	call_rec calls[64];
 	int ncalls;
-	long crash_n;         /* 0 when no crash line */
-	char crash[256];      /* its description */
-	long end_points;      /* -1 when no end line */
-	char error[512];
+	int ncrash;           /* kills, in order */
+	long crash_n[4];      /* the point of each kill */
+	char crash[4][256];   /* where it was */
+	long end_points;      /* points passed by the last child that ended normally; -1 if none */
+	char error[1024];
 } plog;
 
 static void read_plog(plog *pl)
@@ -281,9 +285,12 @@ static void read_plog(plog *pl)
 			ck_assert_int_ge(c->step, 0);
 			pl->ncalls++;
 		} else if (strncmp(line, "crash ", 6) == 0) {
+			ck_assert_int_lt(pl->ncrash, 4);
 			char *end = NULL;
-			pl->crash_n = strtol(line + 6, &end, 10);
-			snprintf(pl->crash, sizeof(pl->crash), "%s", end && *end ? end + 1 : "");
+			pl->crash_n[pl->ncrash] = strtol(line + 6, &end, 10);
+			snprintf(pl->crash[pl->ncrash], sizeof(pl->crash[0]), "%s",
+			         end && *end ? end + 1 : "");
+			pl->ncrash++;
 		} else if (strncmp(line, "end ", 4) == 0) {
 			pl->end_points = strtol(line + 4, NULL, 10);
 		} else if (strncmp(line, "error ", 6) == 0) {
@@ -390,6 +397,8 @@ typedef struct stats {
 	long interrupted;       /* runs whose history has an "interrupted" attempt end */
 	long parent_completed;  /* pending: the parent completed the pivot */
 	long child_completed;   /* pending: the completion was durable before the kill */
+	long runs;              /* recoveries checked */
+	bool verbose;           /* print every run */
 	bool killed_after_pending; /* pending: a kill right after PENDING was recorded */
 } stats;
 
@@ -412,12 +421,13 @@ static void check_step(const plog *pl, const hist *h, const char *uid, int s, in
 		              phase_name(ph));
 		return;
 	}
-	/* Invoked at least once, at most twice (one extra call for the attempt
-	 * interrupted by the kill). */
-	ck_assert_msg(ncalls >= 1 && ncalls <= 2, "[%s] %s %s invoked %d times (want 1 or 2)",
-	              where, sn, phase_name(ph), ncalls);
-	ck_assert_msg(starts >= 1 && starts <= 2, "[%s] %s %s has %d attempt starts", where, sn,
-	              phase_name(ph), starts);
+	/* Invoked at least once; each kill adds at most one call (the attempt it
+	 * interrupted): at most twice after one kill. */
+	ck_assert_msg(ncalls >= 1 && ncalls <= 1 + pl->ncrash,
+	              "[%s] %s %s invoked %d times after %d kill(s)", where, sn, phase_name(ph),
+	              ncalls, pl->ncrash);
+	ck_assert_msg(starts >= 1 && starts <= 1 + pl->ncrash, "[%s] %s %s has %d attempt starts",
+	              where, sn, phase_name(ph), starts);
 	/* The key is stable and has the documented form; the action key of a
 	 * compensation is its action's key. */
 	char key[256], akey[256];
@@ -450,22 +460,24 @@ static void check_step(const plog *pl, const hist *h, const char *uid, int s, in
 		ck_assert_msg(oks == 0 && fails == 1, "[%s] %s %s: %d OK and %d FAIL outcomes",
 		              where, sn, phase_name(ph), oks, fails);
 	}
-	ck_assert_msg(hist_count(h, SAGA_EVENT_ATTEMPT_END, s, ph, SAGA_OUTCOME_NONE) <= 1,
-	              "[%s] %s %s interrupted more than once", where, sn, phase_name(ph));
-	/* A second call happens only when the kill came after the callback did
-	 * its work and before its answer was durable: its "return" point. */
+	ck_assert_msg(hist_count(h, SAGA_EVENT_ATTEMPT_END, s, ph, SAGA_OUTCOME_NONE) <= pl->ncrash,
+	              "[%s] %s %s interrupted more often than it was killed", where, sn,
+	              phase_name(ph));
+	/* An extra call happens exactly when a kill came after the callback did
+	 * its work and before its answer was durable: at its "return" point.
+	 * A kill anywhere else must not make the engine call it again. */
 	char ret[128];
 	snprintf(ret, sizeof(ret), "return %s %s ", sn, phase_name(ph));
-	bool killed_in_return = strncmp(pl->crash, ret, strlen(ret)) == 0;
-	if (ncalls == 2) {
-		ck_assert_msg(killed_in_return,
-		              "[%s] %s %s invoked twice, but its answer could have been recorded",
-		              where, sn, phase_name(ph));
+	int in_return = 0;
+	for (int k = 0; k < pl->ncrash; k++)
+		if (strncmp(pl->crash[k], ret, strlen(ret)) == 0)
+			in_return++;
+	ck_assert_msg(ncalls == 1 + in_return,
+	              "[%s] %s %s invoked %d times; %d kill(s) came between its work and the "
+	              "record of its answer, so %d calls were expected",
+	              where, sn, phase_name(ph), ncalls, in_return, 1 + in_return);
+	if (ncalls > 1)
 		*twice = true;
-	}
-	if (killed_in_return)
-		ck_assert_msg(ncalls == 2, "[%s] %s %s: killed before its answer was recorded, but "
-		              "not invoked again (%d calls)", where, sn, phase_name(ph), ncalls);
 }
 
 static void check_context(saga_engine *e, int64_t id, const char *uid, enum scenario sc,
@@ -491,23 +503,31 @@ static void check_context(saga_engine *e, int64_t id, const char *uid, enum scen
 	cJSON_Delete(ctx);
 }
 
-/* Reopens the store after the child is gone, recovers and checks. */
-static void recover_and_check(const char *db, enum scenario sc, long n, bool killed, stats *st)
+/* Reopens the store after the children are gone, recovers and checks.
+ * kills[]: the points at which the children were killed. */
+static void recover_and_check(const char *db, enum scenario sc, const long *kills, int nkills,
+                              stats *st)
 {
 	plog *pl = calloc(1, sizeof(*pl));
 	hist *h = calloc(1, sizeof(*h));
 	ck_assert_ptr_nonnull(pl);
 	ck_assert_ptr_nonnull(h);
 	read_plog(pl);
-	ck_assert_msg(pl->error[0] == '\0', "child (point %ld): %s", n, pl->error);
-	char where[320];
-	if (killed) {
-		ck_assert_msg(pl->crash_n == n, "killed at point %ld, log says %ld", n, pl->crash_n);
-		snprintf(where, sizeof(where), "%s, kill at point %ld: %s", scenario_names[sc], n,
-		         pl->crash);
-	} else {
-		snprintf(where, sizeof(where), "%s, no kill", scenario_names[sc]);
+	ck_assert_msg(pl->error[0] == '\0', "%s: child failed: %s", scenario_names[sc], pl->error);
+	ck_assert_int_eq(pl->ncrash, nkills);
+	char where[1100];
+	int off = snprintf(where, sizeof(where), "%s", scenario_names[sc]);
+	if (nkills == 0)
+		snprintf(where + off, sizeof(where) - (size_t)off, ", no kill");
+	for (int k = 0; k < nkills; k++) {
+		ck_assert_msg(pl->crash_n[k] == kills[k], "%s: kill %d at point %ld, log says %ld",
+		              scenario_names[sc], k + 1, kills[k], pl->crash_n[k]);
+		off += snprintf(where + off, sizeof(where) - (size_t)off, "%s kill %d at point %ld: %s",
+		                k ? ";" : ",", k + 1, kills[k], pl->crash[k]);
 	}
+	if (st->verbose)
+		printf("  %s\n", where);
+	bool killed = nkills > 0;
 
 	/* Recovery: the parent (the Check test process) is the new owner. */
 	char err[256];
@@ -566,9 +586,10 @@ static void recover_and_check(const char *db, enum scenario sc, long n, bool kil
 		              saga_strerror(rc));
 		ck_assert_int_eq(saga_get(e, &info, id), SAGA_OK);
 		ck_assert_int_eq(info.state, SAGA_COMPLETED);
-		if (killed && strstr(pl->crash, "event ATTEMPT_END p action") &&
-		    strstr(pl->crash, "PENDING"))
-			st->killed_after_pending = true;
+		for (int k = 0; k < nkills; k++)
+			if (strncmp(pl->crash[k], "event attempt-end p action ", 27) == 0 &&
+			    strstr(pl->crash[k], "PENDING"))
+				st->killed_after_pending = true;
 	} else if (sc == SC_HAPPY) {
 		ck_assert_msg(info.state == SAGA_COMPLETED, "[%s] ended %s, want COMPLETED", where,
 		              saga_state_name(info.state));
@@ -581,7 +602,7 @@ static void recover_and_check(const char *db, enum scenario sc, long n, bool kil
 	ck_assert_int_eq(saga_history(e, id, collect, h), SAGA_OK);
 	ck_assert(!h->overflow);
 	read_plog(pl); /* again: recovery appended its own calls */
-	ck_assert_msg(pl->error[0] == '\0', "child (point %ld): %s", n, pl->error);
+	ck_assert_msg(pl->error[0] == '\0', "[%s] %s", where, pl->error);
 
 	bool twice = false;
 	if (sc == SC_FAIL) {
@@ -630,12 +651,13 @@ static void recover_and_check(const char *db, enum scenario sc, long n, bool kil
 			              "[%s] the duplicate completions are not in the history", where);
 		}
 	}
-	/* One kill: at most one attempt, in the whole run, was invoked twice. */
+	/* Each kill causes at most one extra invocation in the whole run. */
 	int extra = pl->ncalls;
 	for (int s = 0; s < NSTEPS; s++)
 		for (int ph = 0; ph < 2; ph++)
 			extra -= calls_of(pl, s, ph) > 0 ? 1 : 0;
-	ck_assert_msg(extra <= 1, "[%s] %d extra invocations after a single kill", where, extra);
+	ck_assert_msg(extra <= nkills, "[%s] %d extra invocations after %d kill(s)", where, extra,
+	              nkills);
 	if (twice)
 		st->reinvoked++;
 	for (int i = 0; i < h->n; i++)
@@ -655,53 +677,87 @@ static void recover_and_check(const char *db, enum scenario sc, long n, bool kil
 /* ------------------------------------------------------------------------ */
 /* The crash loop                                                           */
 
-static void run_scenario(enum scenario sc)
+/* Forks a child that runs (first: starts) the saga and is killed at point
+ * crash_at. Returns true when SIGKILL ended it; false when it passed every
+ * point and exited normally (*points: how many it passed). */
+static bool run_child(const char *db, long crash_at, bool first, long *points)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0)
+		child_run(db, crash_at, first); /* never returns */
+	int status = 0;
+	pid_t w;
+	do
+		w = waitpid(pid, &status, 0);
+	while (w < 0 && errno == EINTR);
+	ck_assert_int_eq(w, pid);
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+		return true;
+	plog *pl = calloc(1, sizeof(*pl));
+	ck_assert_ptr_nonnull(pl);
+	read_plog(pl);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	              "%s child (kill at %ld): status 0x%x (%s)", first ? "first" : "recovery",
+	              crash_at, status, pl->error);
+	/* A normal exit: point crash_at does not exist, the child passed crash_at - 1. */
+	ck_assert_msg(pl->end_points == crash_at - 1, "child passed %ld points, was to be killed at %ld",
+	              pl->end_points, crash_at);
+	*points = pl->end_points;
+	free(pl);
+	return false;
+}
+
+/* For every crash point n of a fresh run: kill the child at n, recover in the
+ * parent and check. With `twice`, the recovery is first run by a second child
+ * killed in turn at each of its points m (a crash during recovery), and the
+ * parent recovers from that. */
+static void run_scenario(enum scenario sc, bool twice)
 {
 	g_scenario = sc;
 	g_child = false;
 	stats st;
 	memset(&st, 0, sizeof(st));
-	long n;
+	st.verbose = !twice;
+	long second_points = 0;
 	bool finished = false;
-	for (n = 1; n <= MAX_POINTS && !finished; n++) {
-		char dir[PATH_MAX];
-		char db[PATH_MAX + 32];
-		tmpdir_make(dir, sizeof(dir));
-		snprintf(db, sizeof(db), "%s/saga.db", dir);
-		snprintf(g_log, sizeof(g_log), "%s/participant.log", dir);
-		fflush(stdout);
-		fflush(stderr);
-		pid_t pid = fork();
-		ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
-		if (pid == 0)
-			child_run(db, n); /* never returns */
-		int status = 0;
-		pid_t w;
-		do
-			w = waitpid(pid, &status, 0);
-		while (w < 0 && errno == EINTR);
-		ck_assert_int_eq(w, pid);
-		bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
-		if (!killed) {
-			plog pl;
-			read_plog(&pl);
-			ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-			              "%s point %ld: child ended with status 0x%x (%s)",
-			              scenario_names[sc], n, status, pl.error);
-			/* A normal exit: point n does not exist, the child passed n - 1. */
-			ck_assert_msg(pl.end_points == n - 1,
-			              "%s: child passed %ld points but was to be killed at %ld",
-			              scenario_names[sc], pl.end_points, n);
-			st.points = n - 1;
-			finished = true;
-		} else {
-			st.kills++;
+	for (long n = 1; n <= MAX_POINTS && !finished; n++) {
+		for (long m = twice ? 1 : 0; m <= MAX_POINTS; m++) {
+			char dir[PATH_MAX];
+			char db[PATH_MAX + 32];
+			tmpdir_make(dir, sizeof(dir));
+			snprintf(db, sizeof(db), "%s/saga.db", dir);
+			snprintf(g_log, sizeof(g_log), "%s/participant.log", dir);
+			long kills[2] = { n, m };
+			long passed = 0;
+			int nkills = 0;
+			if (run_child(db, n, true, &passed)) {
+				nkills = 1;
+				st.kills++;
+			} else {
+				st.points = passed;
+				finished = true;
+			}
+			bool again = false;
+			if (twice && nkills == 1) {
+				if (run_child(db, m, false, &passed)) {
+					nkills = 2;
+					st.kills++;
+					again = true;
+				} else {
+					second_points += passed;
+				}
+			}
+			recover_and_check(db, sc, kills, nkills, &st);
+			st.runs++;
+			tmpdir_remove(dir);
+			if (!again)
+				break;
 		}
-		recover_and_check(db, sc, n, killed, &st);
-		tmpdir_remove(dir);
 	}
 	ck_assert_msg(finished, "%s: more than %d crash points", scenario_names[sc], MAX_POINTS);
-	ck_assert_int_eq(st.kills, st.points);
 	/* Some kills must have interrupted an attempt whose work was done. */
 	ck_assert_int_gt(st.reinvoked, 0);
 	ck_assert_int_gt(st.interrupted, 0);
@@ -710,31 +766,58 @@ static void run_scenario(enum scenario sc)
 		ck_assert_int_gt(st.parent_completed, 0);
 		ck_assert_int_gt(st.child_completed, 0);
 	}
-	printf("crash[%s]: %ld crash points, %ld SIGKILLs + 1 clean run; %ld runs with an "
-	       "attempt invoked twice, %ld with an interrupted attempt recorded",
-	       scenario_names[sc], st.points, st.kills, st.reinvoked, st.interrupted);
+	if (twice) {
+		ck_assert_int_eq(st.kills, st.points + second_points);
+		printf("crash[%s, killed twice]: %ld crash points in the first run x %ld points of "
+		       "its recoveries = %ld double kills; %ld recoveries checked",
+		       scenario_names[sc], st.points, second_points, second_points, st.runs);
+	} else {
+		ck_assert_int_eq(st.kills, st.points);
+		printf("crash[%s]: %ld crash points, %ld SIGKILLs + 1 clean run", scenario_names[sc],
+		       st.points, st.kills);
+	}
+	printf("; %ld runs with an attempt invoked again, %ld with an interrupted attempt recorded",
+	       st.reinvoked, st.interrupted);
 	if (sc == SC_PENDING)
-		printf("; pivot completed by the parent after recovery in %ld, by the child "
-		       "before the kill in %ld", st.parent_completed, st.child_completed);
+		printf("; pivot completed by the parent after recovery in %ld runs, durably by a "
+		       "child before its kill in %ld", st.parent_completed, st.child_completed);
 	printf("\n");
 	fflush(stdout);
 }
 
 START_TEST(test_crash_happy)
 {
-	run_scenario(SC_HAPPY);
+	run_scenario(SC_HAPPY, false);
 }
 END_TEST
 
 START_TEST(test_crash_compensation)
 {
-	run_scenario(SC_FAIL);
+	run_scenario(SC_FAIL, false);
 }
 END_TEST
 
 START_TEST(test_crash_pending_pivot)
 {
-	run_scenario(SC_PENDING);
+	run_scenario(SC_PENDING, false);
+}
+END_TEST
+
+START_TEST(test_crash_twice_happy)
+{
+	run_scenario(SC_HAPPY, true);
+}
+END_TEST
+
+START_TEST(test_crash_twice_compensation)
+{
+	run_scenario(SC_FAIL, true);
+}
+END_TEST
+
+START_TEST(test_crash_twice_pending_pivot)
+{
+	run_scenario(SC_PENDING, true);
 }
 END_TEST
 
@@ -747,6 +830,13 @@ static Suite *crash_suite(void)
 	tcase_add_test(tc, test_crash_compensation);
 	tcase_add_test(tc, test_crash_pending_pivot);
 	suite_add_tcase(s, tc);
+	/* A second kill during the recovery run. */
+	TCase *tc2 = tcase_create("sigkill-twice");
+	tcase_set_timeout(tc2, 240);
+	tcase_add_test(tc2, test_crash_twice_happy);
+	tcase_add_test(tc2, test_crash_twice_compensation);
+	tcase_add_test(tc2, test_crash_twice_pending_pivot);
+	suite_add_tcase(s, tc2);
 	return s;
 }
 

@@ -2,6 +2,7 @@
 #include "test-common.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -299,6 +300,8 @@ START_TEST(out_of_range_values)
 	        "breakers.payments", 1, 15);
 	refused("{\"saga\": {\"deadline_ms\": 1000, \"compensation_reserve_ms\": 1000}}",
 	        SAGA_ECONFIG, "saga", 1, 2);
+	refused("{\"saga\": {\"deadline_ms\": 0, \"compensation_reserve_ms\": 5}}", SAGA_ECONFIG,
+	        "saga", 1, 2);
 	/* the reserve is checked against the deadline already set (60 s) */
 	refused("{\"saga\": {\"compensation_reserve_ms\": 70000}}", SAGA_ECONFIG, "saga", 1, 2);
 }
@@ -445,6 +448,67 @@ START_TEST(apply_file)
 }
 END_TEST
 
+static long budget;
+
+static void *failing_malloc(size_t n, void *user)
+{
+	(void)user;
+	return budget-- > 0 ? malloc(n) : NULL;
+}
+
+static void *failing_realloc(void *p, size_t n, void *user)
+{
+	(void)user;
+	return budget-- > 0 ? realloc(p, n) : NULL;
+}
+
+static void plain_free(void *p, void *user)
+{
+	(void)user;
+	free(p);
+}
+
+START_TEST(allocation_failures_change_nothing)
+{
+	/* every allocation made with the definition's allocator fails in turn:
+	 * each run answers SAGA_ENOMEM with nothing changed, until one succeeds */
+	static const char doc[] =
+		"{\"defaults\": {\"retry\": {\"max_attempts\": 4}, \"timeout_ms\": 10},\n"
+		" \"steps\": {\"pay\": {\"breaker\": \"b1\", \"timeout_ms\": 5},\n"
+		"           \"ship\": {\"breaker\": \"b2\"}},\n"
+		" \"saga\": {\"deadline_ms\": 9000, \"compensation_reserve_ms\": 1000}}";
+	const saga_alloc failing = { failing_malloc, failing_realloc, plain_free, NULL };
+	policies before, after;
+	int rc = SAGA_ENOMEM;
+	long n;
+
+	preset();
+	ck_assert_int_eq(saga_definition_set_breaker(def, "reserve", "b0"), 0);
+	take(&before);
+	for (n = 0; n < 1000; n++) {
+		def->alloc = failing;
+		budget = n;
+		saga_config_error err;
+
+		rc = saga_policies_apply(NULL, def, doc, strlen(doc), &err);
+		def->alloc = saga_default_alloc;
+		if (rc == 0)
+			break;
+		ck_assert_msg(rc == SAGA_ENOMEM, "budget %ld: %d %s: %s", n, rc, err.key,
+		              err.message);
+		take(&after);
+		same(&before, &after);
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_gt(n, 3);
+	ck_assert_str_eq(saga_def_breaker(def, 0), "b0");
+	ck_assert_str_eq(saga_def_breaker(def, 1), "b1");
+	ck_assert_str_eq(saga_def_breaker(def, 2), "b2");
+	ck_assert_uint_eq(saga_def_timeout(def, 1, SAGA_PHASE_ACTION), 5);
+	ck_assert_uint_eq(def->deadline_ms, 9000);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("policy-config");
@@ -463,6 +527,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, breakers_need_an_engine);
 	tcase_add_test(tc, existing_breaker_is_refused);
 	tcase_add_test(tc, apply_file);
+	tcase_add_test(tc, allocation_failures_change_nothing);
 	suite_add_tcase(s, tc);
 	return s;
 }

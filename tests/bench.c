@@ -1,0 +1,320 @@
+/* Throughput benchmark: N instances of an S-step no-op saga, K in flight,
+ * W workers, FULL or NORMAL durability; --raw measures the SQLite ceiling
+ * for the same write shape in the same run. `meson test --benchmark` runs a
+ * short version; run it by hand with flags for the figures in
+ * docs/performance.md. SPDX-License-Identifier: MIT */
+#include <saga.h>
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct opts {
+	long n;
+	int steps;
+	unsigned int inflight;
+	unsigned int workers;
+	saga_durability durability;
+	double fail_rate;
+	int raw;
+	const char *dir;
+} opts;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double fail_rate;
+static unsigned int fail_seed = 1;
+
+static saga_step_result noop(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	if (fail_rate > 0 && saga_step_phase(ctx) == SAGA_PHASE_ACTION &&
+	    (double)rand_r(&fail_seed) / RAND_MAX < fail_rate)
+		return SAGA_STEP_FAIL;
+	return SAGA_STEP_OK;
+}
+
+/* Per-instance latency: creation time from the CREATED event, end from the
+ * final state event. */
+typedef struct lat {
+	double *start;
+	double *end;
+	long cap;
+	long transitions;
+	long ends;
+} lat;
+
+static void on_event(const saga_event *ev, void *user)
+{
+	lat *l = user;
+	if (ev->instance <= 0 || ev->instance > l->cap)
+		return;
+	if (ev->type == SAGA_EVENT_ATTEMPT_END)
+		l->transitions++;
+	if (ev->type == SAGA_EVENT_STATE &&
+	    (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED || ev->state == SAGA_STUCK)) {
+		l->end[ev->instance - 1] = now_s();
+		l->ends++;
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static long peak_rss_kb(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss;
+}
+
+static long long file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+/* The raw ceiling: one UPDATE of an instance row plus one INSERT of a history
+ * row per transition, on a WAL file with the same durability; committed one
+ * at a time, and `batch` at a time. Returns transitions per second. */
+static double raw_ceiling(const opts *o, int batch, double *commit_latency)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/raw-%d.db", o->dir, batch);
+	unlink(path);
+	sqlite3 *db;
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		return 0;
+	sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+	sqlite3_exec(db, o->durability == SAGA_DURABILITY_FULL ? "PRAGMA synchronous=FULL"
+	                                                       : "PRAGMA synchronous=NORMAL",
+	             NULL, NULL, NULL);
+	sqlite3_exec(db,
+	             "CREATE TABLE inst(id INTEGER PRIMARY KEY, state INT, step INT, attempt INT,"
+	             " updated INT, context TEXT);"
+	             "CREATE TABLE hist(seq INTEGER PRIMARY KEY, instance INT, at INT, type INT,"
+	             " step INT, detail TEXT);"
+	             "CREATE INDEX hist_i ON hist(instance, seq);",
+	             NULL, NULL, NULL);
+	sqlite3_stmt *ins, *upd, *hist, *begin, *commit;
+	sqlite3_prepare_v2(db, "INSERT INTO inst VALUES (?1, 0, 0, 0, 0, '{}')", -1, &ins, NULL);
+	sqlite3_prepare_v2(db, "UPDATE inst SET step = step + 1, attempt = 1, updated = ?2"
+	                       " WHERE id = ?1", -1, &upd, NULL);
+	sqlite3_prepare_v2(db, "INSERT INTO hist(instance, at, type, step, detail)"
+	                       " VALUES (?1, ?2, 3, 1, '')", -1, &hist, NULL);
+	sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
+	sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
+	long rows = 1000;
+	sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+	for (long i = 1; i <= rows; i++) {
+		sqlite3_bind_int64(ins, 1, i);
+		sqlite3_step(ins);
+		sqlite3_reset(ins);
+	}
+	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	long total = batch == 1 ? 2000 : 64L * 400;
+	double t0 = now_s();
+	for (long done = 0; done < total;) {
+		sqlite3_step(begin);
+		sqlite3_reset(begin);
+		for (int k = 0; k < batch; k++, done++) {
+			sqlite3_bind_int64(upd, 1, done % rows + 1);
+			sqlite3_bind_int64(upd, 2, done);
+			sqlite3_step(upd);
+			sqlite3_reset(upd);
+			sqlite3_bind_int64(hist, 1, done % rows + 1);
+			sqlite3_bind_int64(hist, 2, done);
+			sqlite3_step(hist);
+			sqlite3_reset(hist);
+		}
+		sqlite3_step(commit);
+		sqlite3_reset(commit);
+	}
+	double el = now_s() - t0;
+	if (commit_latency)
+		*commit_latency = el / ((double)total / batch);
+	sqlite3_finalize(ins);
+	sqlite3_finalize(upd);
+	sqlite3_finalize(hist);
+	sqlite3_finalize(begin);
+	sqlite3_finalize(commit);
+	sqlite3_close(db);
+	return (double)total / el;
+}
+
+static int run_engine(const opts *o, double *tps_out)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/bench.db", o->dir);
+	unlink(path);
+	saga_options so = SAGA_OPTIONS_INIT;
+	so.path = path;
+	so.durability = o->durability;
+	so.workers = o->workers;
+	so.max_in_flight = o->inflight;
+	saga_engine *e;
+	char err[256];
+	if (saga_engine_open(&e, &so, err, sizeof(err)) != SAGA_OK) {
+		fprintf(stderr, "open: %s\n", err);
+		return 1;
+	}
+	saga_definition *d;
+	saga_definition_new(&d, "bench", 1);
+	for (int i = 0; i < o->steps; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "s%d", i);
+		saga_step_spec s = { name, SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
+		saga_definition_add_step(d, &s);
+	}
+	int rc = saga_engine_register(e, d);
+	saga_definition_free(d);
+	lat l = { calloc((size_t)o->n, sizeof(double)), calloc((size_t)o->n, sizeof(double)),
+		  o->n, 0, 0 };
+	saga_engine_add_listener(e, on_event, &l);
+	double t0 = now_s();
+	/* Keep about `inflight` instances unfinished at any time. */
+	long started = 0;
+	saga_start_request reqs[1024];
+	int64_t ids[1024];
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		reqs[i].definition = "bench";
+		reqs[i].business_key = NULL;
+		reqs[i].input = NULL;
+	}
+	while (rc == SAGA_OK && (started < o->n || l.ends < o->n)) {
+		/* Top up in one transaction (saga_start_batch). */
+		size_t k = 0;
+		while (started + (long)k < o->n && started + (long)k - l.ends < (long)o->inflight &&
+		       k < sizeof(reqs) / sizeof(reqs[0]))
+			k++;
+		if (k) {
+			double t = now_s();
+			if ((rc = saga_start_batch(e, ids, NULL, reqs, k)) != SAGA_OK)
+				break;
+			for (size_t i = 0; i < k; i++)
+				l.start[started + (long)i] = t;
+			started += (long)k;
+		}
+		if (rc)
+			break;
+		if (o->workers) {
+			struct timespec ts = { 0, 200000 };
+			nanosleep(&ts, NULL);
+		} else {
+			rc = saga_run_due(e, NULL);
+		}
+	}
+	double el = now_s() - t0;
+	if (rc) {
+		fprintf(stderr, "engine: %s\n", saga_engine_errmsg(e));
+		saga_engine_close(e);
+		return 1;
+	}
+	saga_engine_close(e);
+	double *lats = malloc((size_t)o->n * sizeof(double));
+	for (long i = 0; i < o->n; i++)
+		lats[i] = (l.end[i] - l.start[i]) * 1000.0;
+	qsort(lats, (size_t)o->n, sizeof(double), cmp_double);
+	double ips = (double)o->n / el;
+	double tps = (double)l.transitions / el;
+	long long bytes = file_size(path);
+	snprintf(path, sizeof(path), "%s/bench.db-wal", o->dir);
+	bytes += file_size(path);
+	printf("engine: %ld instances x %d steps, %u in flight, %u workers, %s\n", o->n, o->steps,
+	       o->inflight, o->workers, o->durability == SAGA_DURABILITY_FULL ? "FULL" : "NORMAL");
+	printf("  instances/s     %10.0f\n", ips);
+	printf("  transitions/s   %10.0f\n", tps);
+	printf("  latency p50 ms  %10.3f\n", lats[o->n / 2]);
+	printf("  latency p99 ms  %10.3f\n", lats[(long)((double)o->n * 0.99)]);
+	printf("  peak RSS KB     %10ld\n", peak_rss_kb());
+	printf("  store bytes/instance %6.0f\n", (double)bytes / (double)o->n);
+	*tps_out = tps;
+	free(lats);
+	free(l.start);
+	free(l.end);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, NULL };
+	char dir[] = "/tmp/saga-bench-XXXXXX";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--raw")) {
+			o.raw = 1;
+			continue;
+		}
+		if (!v) {
+			fprintf(stderr, "%s needs a value\n", a);
+			return 2;
+		}
+		i++;
+		if (!strcmp(a, "-n"))
+			o.n = atol(v);
+		else if (!strcmp(a, "--steps"))
+			o.steps = atoi(v);
+		else if (!strcmp(a, "--inflight"))
+			o.inflight = (unsigned)atoi(v);
+		else if (!strcmp(a, "--workers"))
+			o.workers = (unsigned)atoi(v);
+		else if (!strcmp(a, "--durability"))
+			o.durability = !strcmp(v, "NORMAL") ? SAGA_DURABILITY_NORMAL : SAGA_DURABILITY_FULL;
+		else if (!strcmp(a, "--fail"))
+			o.fail_rate = atof(v);
+		else if (!strcmp(a, "--dir"))
+			o.dir = v;
+		else {
+			fprintf(stderr, "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
+			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--dir D]\n");
+			return 2;
+		}
+	}
+	if (o.n < 1 || o.steps < 1 || o.inflight < 1) {
+		fprintf(stderr, "bad arguments\n");
+		return 2;
+	}
+	if (!o.dir) {
+		if (!mkdtemp(dir)) {
+			perror("mkdtemp");
+			return 1;
+		}
+		o.dir = dir;
+	}
+	fail_rate = o.fail_rate;
+	double tps = 0;
+	if (run_engine(&o, &tps))
+		return 1;
+	if (o.raw) {
+		double lat1 = 0;
+		double single = raw_ceiling(&o, 1, &lat1);
+		double batched = raw_ceiling(&o, 64, NULL);
+		printf("raw SQLite, same file kind and durability:\n");
+		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single, lat1 * 1e3);
+		printf("  64 per commit   %10.0f transitions/s\n", batched);
+		printf("  engine / batched ceiling  %.2f\n", tps / batched);
+	}
+	char cmd[600];
+	if (o.dir == dir) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", dir);
+	}
+	return 0;
+}
