@@ -557,6 +557,12 @@ typedef int (*saga_instance_fn)(const saga_instance_info *info, void *user); /* 
 SAGA_API int saga_list(saga_engine *engine, int state, saga_instance_fn fn, void *user);
 SAGA_API int saga_counts(saga_engine *engine, int64_t counts[SAGA_STATE_COUNT]);
 
+/* Deletes finished instances (state COMPLETED or COMPENSATED, or -1 for
+ * both) whose last change is older than older_than_ms, with their history,
+ * in small transactions. *purged (may be NULL) counts them. STUCK and
+ * unfinished instances are never purged (SAGA_EINVAL if asked). */
+SAGA_API int saga_purge(saga_engine *engine, int64_t *purged, int state, uint64_t older_than_ms);
+
 SAGA_API const char *saga_state_name(saga_state state);
 SAGA_API const char *saga_event_type_name(saga_event_type type);
 SAGA_API const char *saga_outcome_name(saga_outcome outcome);

@@ -1808,6 +1808,44 @@ int saga_counts(saga_engine *e, int64_t counts[SAGA_STATE_COUNT])
 	return rc;
 }
 
+int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_ms)
+{
+	if (purged)
+		*purged = 0;
+	if (!e)
+		return SAGA_EINVAL;
+	if (state != SAGA_COMPLETED && state != SAGA_COMPENSATED && state != -1)
+		return set_err(e, SAGA_EINVAL, "only COMPLETED or COMPENSATED instances can be purged");
+	int rc = SAGA_OK;
+	int64_t total = 0;
+	for (int pass = 0; pass < 2 && rc == SAGA_OK; pass++) {
+		int st = pass == 0 ? SAGA_COMPLETED : SAGA_COMPENSATED;
+		if (state != -1 && state != st)
+			continue;
+		/* Small transactions, so running sagas are not held up for long. */
+		for (;;) {
+			pthread_mutex_lock(&e->mu);
+			uint64_t now = now_wall(e);
+			uint64_t before = now > older_than_ms ? now - older_than_ms : 0;
+			int64_t n = 0;
+			if ((rc = ensure_txn(e)) == SAGA_OK &&
+			    (rc = store_purge_batch(e->store, st, before, &n)) != SAGA_OK)
+				rc = store_err(e, rc);
+			if (rc == SAGA_OK)
+				rc = commit_txn(e);
+			if (rc)
+				abort_txn(e);
+			pthread_mutex_unlock(&e->mu);
+			if (rc || n == 0)
+				break;
+			total += n;
+		}
+	}
+	if (purged)
+		*purged = total;
+	return rc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* The step context                                                         */
 

@@ -85,8 +85,6 @@ char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the pivot, or -1. */
 int saga_def_pivot(const saga_definition *d);
 
-#endif
-
 /* ---- the SQLite store (store_sqlite.c) ---- */
 typedef struct saga_store saga_store;
 
@@ -159,3 +157,8 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 int store_list(saga_store *s, int state, saga_instance_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 void row_to_info(saga_instance_info *info, const saga_row *r);
+/* Deletes up to 256 instances in `state` last changed before `before`, with
+ * their history, in the open transaction; *purged says how many. */
+int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
+
+#endif

@@ -54,6 +54,7 @@ enum stmt_id {
 	ST_INSERT, ST_UPDATE, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
 	ST_HIST_ADD, ST_SCAN_ACTIVE, ST_SCAN_DUE, ST_NEXT_DUE, ST_LAST_OUTCOME,
 	ST_HISTORY, ST_LIST, ST_LIST_ALL, ST_COUNTS,
+	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST,
 	ST_COUNT
 };
 
@@ -87,6 +88,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_LIST] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?1 ORDER BY id",
 	[ST_LIST_ALL] = "SELECT " ROW_COLUMNS " FROM instances ORDER BY id",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
+	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state = ?1 AND updated_at < ?2"
+	                  " ORDER BY id LIMIT ?3",
+	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
+	[ST_PURGE_INST] = "DELETE FROM instances WHERE id = ?1 AND state = ?2",
 };
 
 struct saga_store {
@@ -678,5 +683,48 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 	}
 	int rc = src == SQLITE_DONE ? SAGA_OK : fail(s, src, "count");
 	sqlite3_reset(st);
+	return rc;
+}
+
+/* Collects ids for store_purge. */
+typedef struct id_list {
+	int64_t ids[256];
+	int n;
+} id_list;
+
+static int collect_id(int64_t id, void *user)
+{
+	id_list *l = user;
+	l->ids[l->n++] = id;
+	return l->n == (int)(sizeof(l->ids) / sizeof(l->ids[0]));
+}
+
+int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged)
+{
+	sqlite3_stmt *st = s->st[ST_PURGE_PICK];
+	id_list l;
+	l.n = 0;
+	*purged = 0;
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int(st, 1, state));
+	BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)before));
+	BIND(sqlite3_bind_int(st, 3, (int)(sizeof(l.ids) / sizeof(l.ids[0]))));
+	if ((rc = scan_ids(s, st, collect_id, &l)))
+		return rc;
+	for (int i = 0; i < l.n; i++) {
+		sqlite3_stmt *h = s->st[ST_PURGE_HIST];
+		sqlite3_stmt *in = s->st[ST_PURGE_INST];
+		if (sqlite3_bind_int64(h, 1, l.ids[i]) != SQLITE_OK ||
+		    sqlite3_bind_int64(in, 1, l.ids[i]) != SQLITE_OK ||
+		    sqlite3_bind_int(in, 2, state) != SQLITE_OK)
+			return fail(s, sqlite3_errcode(s->db), "bind");
+		if ((rc = run(s, h, "purge history")) || (rc = run(s, in, "purge instance")))
+			return rc;
+	}
+	*purged = l.n;
+	return SAGA_OK;
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	return rc;
 }

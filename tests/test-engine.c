@@ -740,6 +740,46 @@ START_TEST(store_errors)
 }
 END_TEST
 
+START_TEST(purge_finished)
+{
+	F.scripts[1].action[0] = SAGA_STEP_FAIL;
+	F.scripts[1].naction = 1;
+	int64_t failed = start(NULL);
+	run();
+	F.scripts[1].naction = 0;
+	F.scripts[3].action[0] = SAGA_STEP_PENDING;
+	F.scripts[3].naction = 1;
+	int64_t waiting = start(NULL);
+	run();
+	F.scripts[3].naction = 0;
+	int64_t done[3];
+	for (int i = 0; i < 3; i++)
+		done[i] = start(NULL);
+	run();
+	fake_clock_advance(&F.clock, 10000);
+	int64_t fresh = start(NULL);
+	run();
+	int64_t n = -1;
+	ck_assert_int_eq(saga_purge(F.e, &n, SAGA_STUCK, 0), SAGA_EINVAL);
+	ck_assert_int_eq(saga_purge(F.e, &n, SAGA_COMPLETED, 5000), SAGA_OK);
+	ck_assert_int_eq(n, 3);
+	saga_instance_info info;
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(saga_get(F.e, &info, done[i]), SAGA_ENOTFOUND);
+	ck_assert_int_eq(saga_history(F.e, done[0], count_event, &(hist_count){ 0 }),
+	                 SAGA_ENOTFOUND);
+	/* Newer, unfinished and compensated ones stay. */
+	ck_assert_int_eq(saga_get(F.e, &info, fresh), SAGA_OK);
+	ck_assert_int_eq(saga_get(F.e, &info, waiting), SAGA_OK);
+	ck_assert_int_eq(saga_get(F.e, &info, failed), SAGA_OK);
+	fake_clock_advance(&F.clock, 1);
+	ck_assert_int_eq(saga_purge(F.e, &n, -1, 0), SAGA_OK);
+	ck_assert_int_eq(n, 2); /* fresh (COMPLETED) and failed (COMPENSATED) */
+	ck_assert_int_eq(saga_get(F.e, &info, waiting), SAGA_OK);
+	ck_assert_int_eq(saga_get(F.e, &info, failed), SAGA_ENOTFOUND);
+}
+END_TEST
+
 /* Many instances through worker threads (run under TSan in CI). */
 static int worker_calls;
 static pthread_mutex_t worker_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -812,6 +852,7 @@ int main(void)
 	tcase_add_test(tc, list_and_counts);
 	tcase_add_test(tc, breaker_parks_instance);
 	tcase_add_test(tc, store_errors);
+	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, workers_many_instances);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
