@@ -1468,18 +1468,22 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, int64_t id, const ch
 
 /* Writes and commits a command's changes; a temporary instance is queued to
  * run and freed. */
-static int finish_command(saga_engine *e, inst *in, bool temp, int rc)
+static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int rc)
 {
-	if (rc == SAGA_OK && (rc = write_row(e, in)) == SAGA_OK)
+	if (rc == SAGA_OK && changed)
+		rc = write_row(e, in);
+	if (rc == SAGA_OK)
 		rc = commit_txn(e);
 	if (rc) {
 		if (temp)
 			abort_txn(e);
 		else
 			discard_round(e);
-	} else if (temp) {
-		push_ready(e, in->row.id);
-		if (in->row.due_at && (e->next_timer == 0 || in->row.due_at < e->next_timer))
+	} else if (temp && changed && in->row.due_at) {
+		/* Due now: queue it; due later: the timer scan will find it. */
+		if (in->row.due_at <= now_wall(e))
+			push_ready(e, in->row.id);
+		else if (e->next_timer == 0 || in->row.due_at < e->next_timer)
 			e->next_timer = in->row.due_at;
 	}
 	if (temp)
@@ -1548,7 +1552,7 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 		saga_outcome oc = result == SAGA_STEP_OK ? SAGA_OUTCOME_OK
 		                : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL : SAGA_OUTCOME_RETRY;
 		rc = apply_outcome(e, in, oc, output, "completed asynchronously");
-		rc = finish_command(e, in, temp, rc);
+		rc = finish_command(e, in, temp, true, rc);
 		goto out;
 	}
 	if (current) {
@@ -1557,7 +1561,7 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 		if (rc == SAGA_OK)
 			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt, SAGA_OUTCOME_NONE,
 			            "completion after the timeout; ignored");
-		rc = finish_command(e, in, temp, rc);
+		rc = finish_command(e, in, temp, true, rc);
 		if (rc == SAGA_OK)
 			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
 		goto out;
@@ -1573,7 +1577,7 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	rc = record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
 	            SAGA_OUTCOME_NONE, late ? "completion after the timeout; ignored"
 	                                    : "second completion; ignored");
-	rc = finish_command(e, in, temp, rc);
+	rc = finish_command(e, in, temp, false, rc);
 	if (rc == SAGA_OK)
 		rc = late ? set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key)
 		          : set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
@@ -1634,7 +1638,7 @@ int saga_cancel(saga_engine *e, int64_t id)
 		/* An async step still pending is uncertain: it is compensated. */
 		rc = start_compensation(e, in, SAGA_REASON_CANCEL, false);
 	}
-	rc = finish_command(e, in, temp, rc);
+	rc = finish_command(e, in, temp, true, rc);
 out:
 	unlock_and_deliver(e);
 	return rc;
@@ -1689,7 +1693,7 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 	}
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
 	rc = record(e, in, SAGA_EVENT_OPERATOR, r->step, r->phase, 0, SAGA_OUTCOME_NONE, names[op]);
-	rc = finish_command(e, in, temp, rc);
+	rc = finish_command(e, in, temp, true, rc);
 out:
 	unlock_and_deliver(e);
 	return rc;
