@@ -72,8 +72,11 @@ SAGA_API const char *saga_version(void);
 /* Hooks: allocator, log, clock                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Allocator for the engine's own memory. SQLite and cJSON keep their own
- * (process-wide) allocators; see docs/api.md. All three must be set or none. */
+/* Allocator for the engine's own memory (instances in flight, queues,
+ * registered copies of definitions). SQLite and cJSON keep their own
+ * process-wide allocators (sqlite3_config, cJSON_InitHooks), and so do
+ * saga_definition_new and saga_breaker_new (malloc); see docs/api.md.
+ * All three functions must be set or none. */
 typedef struct saga_allocator {
 	void *(*malloc_fn)(size_t size, void *user);
 	void *(*realloc_fn)(void *ptr, size_t size, void *user);
@@ -88,13 +91,14 @@ typedef enum saga_log_level {
 	SAGA_LOG_ERROR = 3
 } saga_log_level;
 
-/* Log hook. `msg` is borrowed for the duration of the call. */
+/* Log hook. `msg` is borrowed for the duration of the call. It may be called
+ * with the engine's lock held: it must not call the engine. */
 typedef void (*saga_log_fn)(saga_log_level level, const char *msg, void *user);
 
 /* Clock hook. wall_ms: milliseconds since the Unix epoch, used for every time
- * stored (retry timers, deadlines), so waiting survives a restart. mono_ms:
- * a monotonic millisecond clock, used by circuit breakers and to measure how
- * long an attempt took. NULL members use the system clocks. */
+ * stored (retry timers, attempt timeouts, deadlines), so waiting survives a
+ * restart. mono_ms: a monotonic millisecond clock, used by circuit breakers
+ * (windows, open waits, slow calls). NULL members use the system clocks. */
 typedef struct saga_clock {
 	uint64_t (*wall_ms)(void *user);
 	uint64_t (*mono_ms)(void *user);
@@ -370,7 +374,8 @@ typedef enum saga_event_type {
 	SAGA_EVENT_LATE = 4,           /* a result arrived after its timeout; ignored */
 	SAGA_EVENT_DUPLICATE = 5,      /* a second async completion; ignored */
 	SAGA_EVENT_BREAKER_REFUSED = 6,/* a breaker refused the call; not an attempt */
-	SAGA_EVENT_OPERATOR = 7        /* an operator command (detail names it) */
+	SAGA_EVENT_OPERATOR = 7,       /* an operator command (detail names it) */
+	SAGA_EVENT_EARLY_COMPLETION = 8/* saga_complete before the action answered PENDING */
 } saga_event_type;
 
 typedef enum saga_outcome {
@@ -442,7 +447,8 @@ typedef struct saga_options {
 	saga_durability durability;
 	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
 	unsigned int max_in_flight;  /* instances advanced at once; 0 = 64 */
-	uint64_t seed;               /* random source for jitter and ids; 0 = from the system */
+	uint64_t seed;               /* random source for retry jitter; 0 = from the system.
+	                                (instance ids always come from the system's entropy) */
 	saga_allocator allocator;    /* all NULL = malloc/realloc/free */
 	saga_log_fn log;             /* NULL = no logging */
 	void *log_user;
@@ -457,7 +463,9 @@ typedef struct saga_options {
 	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0 }
 
 /* Opens (creating if needed) the store at options->path and migrates its
- * schema. Unfinished instances are resumed once their definitions are
+ * schema. An engine owns its store until it is closed (an exclusive flock):
+ * a second engine on the same file, in this process or another, gets
+ * SAGA_EBUSY, so no instance is ever advanced by two engines. Unfinished instances are resumed once their definitions are
  * registered and the engine runs. On failure *out is NULL; `errmsg` (may be
  * NULL) receives a message of at most errmsg_size bytes.
  * Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT, SAGA_EVERSION,
@@ -467,8 +475,9 @@ SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
 /* Stops the workers (waiting for callbacks in progress), and closes the
  * store. Nothing durable is lost: unfinished instances resume at next open. */
 SAGA_API void saga_engine_close(saga_engine *engine);
-/* The last error message of this engine; never NULL; borrowed until the next
- * call on the engine from the same thread. */
+/* The message of the last call on this engine that failed in the calling
+ * thread (each thread sees its own); "no error" if there was none. Never
+ * NULL; borrowed until the thread's next failing call. */
 SAGA_API const char *saga_engine_errmsg(const saga_engine *engine);
 
 /* Registers a definition (borrowed: it is copied, the caller frees it).
@@ -525,6 +534,9 @@ SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
 
 /* Completes an async (PENDING) step by its key, from any thread. `output`
  * (may be NULL) is merged into the context on OK; ownership is taken.
+ * A completion that arrives while the action is still running is kept and
+ * applied when it answers PENDING (an EARLY_COMPLETION event records it; if
+ * the process dies first, the action is invoked again with the same key).
  * result is OK, FAIL or RETRY. Returns 0 once the completion is durable,
  * SAGA_EDUPLICATE for a second completion, SAGA_ELATE after the step's
  * timeout (both recorded and otherwise ignored), SAGA_ENOTFOUND. */

@@ -306,10 +306,17 @@ nomem:
 	return SAGA_ENOMEM;
 }
 
+/* Past the pivot a step retries until it succeeds or an operator acts. */
+static const saga_retry_policy retriable_retry = {
+	0, 0, SAGA_BACKOFF_EXPONENTIAL, 100, 60000, 2.0, SAGA_JITTER_FULL
+};
+
 const saga_retry_policy *saga_def_retry(const saga_definition *d, size_t i)
 {
 	if (d->steps[i].policy.has_retry)
 		return &d->steps[i].policy.retry;
+	if (d->steps[i].kind == SAGA_STEP_RETRIABLE)
+		return &retriable_retry;
 	if (d->defaults.has_retry)
 		return &d->defaults.retry;
 	return &default_retry;
@@ -334,6 +341,14 @@ uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase)
 const char *saga_def_breaker(const saga_definition *d, size_t i)
 {
 	return d->steps[i].policy.breaker ? d->steps[i].policy.breaker : d->defaults.breaker;
+}
+
+int saga_def_no_return(const saga_definition *d)
+{
+	for (size_t i = 0; i < d->nsteps; i++)
+		if (d->steps[i].kind != SAGA_STEP_COMPENSATABLE)
+			return (int)i;
+	return (int)d->nsteps;
 }
 
 int saga_def_pivot(const saga_definition *d)

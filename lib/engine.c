@@ -40,6 +40,9 @@ typedef struct inst {
 	bool cancel_req;
 	bool fresh_start;       /* the start of the current attempt was recorded by this process */
 	bool uncommitted;       /* changed in the open transaction */
+	bool has_early;         /* saga_complete arrived while the action still ran */
+	saga_step_result early;
+	cJSON *early_output;
 	/* the answer of the last invocation */
 	saga_step_result res;
 	cJSON *puts;
@@ -98,8 +101,14 @@ struct saga_engine {
 	bool driver_idle;
 	pthread_t *threads;       /* driver + workers */
 	unsigned int nthreads;
-	char errmsg[512];
 };
+
+/* The message of the last failed call, per thread: a thread reads the
+ * message of its own call, whatever other threads do meanwhile. */
+static _Thread_local struct {
+	const saga_engine *engine;
+	char text[512];
+} last_error;
 
 struct saga_step_ctx {
 	saga_engine *engine;
@@ -122,7 +131,8 @@ static int set_err(saga_engine *e, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(e->errmsg, sizeof(e->errmsg), fmt, ap);
+	vsnprintf(last_error.text, sizeof(last_error.text), fmt, ap);
+	last_error.engine = e;
 	va_end(ap);
 	return code;
 }
@@ -157,7 +167,9 @@ static uint64_t now_wall(saga_engine *e)
 
 const char *saga_engine_errmsg(const saga_engine *e)
 {
-	return e ? e->errmsg : "engine is NULL";
+	if (!e)
+		return "engine is NULL";
+	return last_error.engine == e ? last_error.text : "no error";
 }
 
 static const char *phase_word(int phase)
@@ -400,6 +412,7 @@ static void free_inst(saga_engine *e, inst *in)
 		saga_breaker_record(in->breaker, &in->permit, SAGA_CALL_IGNORED);
 	cJSON_Delete(in->ctx);
 	cJSON_Delete(in->puts);
+	cJSON_Delete(in->early_output);
 	saga_free(&e->alloc, in->row.context);
 	saga_free(&e->alloc, in);
 }
@@ -561,6 +574,12 @@ static int start_compensation(saga_engine *e, inst *in, saga_reason reason, bool
 	return record_state(e, in, d);
 }
 
+/* Has the instance started a step that cannot be compensated? */
+static bool past_no_return(const inst *in)
+{
+	return in->row.pivot_done || in->row.fwd_started > saga_def_no_return(in->rd->def);
+}
+
 static uint64_t forward_deadline(const inst *in)
 {
 	if (!in->row.deadline_at)
@@ -573,7 +592,7 @@ static uint64_t forward_deadline(const inst *in)
 static int park(saga_engine *e, inst *in, uint64_t when)
 {
 	uint64_t fd = forward_deadline(in);
-	if (in->row.phase == SAGA_PHASE_ACTION && !in->row.pivot_done && fd && (!when || fd < when))
+	if (in->row.phase == SAGA_PHASE_ACTION && !past_no_return(in) && fd && (!when || fd < when))
 		when = fd;
 	bool changed = in->row.state != SAGA_WAITING;
 	in->row.state = SAGA_WAITING;
@@ -649,6 +668,9 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 		}
 		if (r->phase == SAGA_PHASE_COMPENSATION || sd->kind == SAGA_STEP_RETRIABLE)
 			return end_as(e, in, SAGA_STUCK, "stuck: the retry policy is exhausted");
+		if (sd->kind == SAGA_STEP_PIVOT && outcome == SAGA_OUTCOME_TIMEOUT)
+			/* The pivot may have happened and cannot be compensated. */
+			return end_as(e, in, SAGA_STUCK, "stuck: the pivot's outcome is unknown");
 		return start_compensation(e, in, outcome == SAGA_OUTCOME_TIMEOUT
 		                                         ? SAGA_REASON_TIMEOUT : SAGA_REASON_FAILURE,
 		                          false);
@@ -673,7 +695,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 			return SAGA_OK;
 		/* A whole-instance deadline stops forward work before the pivot. */
 		uint64_t fd = forward_deadline(in);
-		if (r->phase == SAGA_PHASE_ACTION && !r->pivot_done && fd && now >= fd) {
+		if (r->phase == SAGA_PHASE_ACTION && !past_no_return(in) && fd && now >= fd) {
 			if (r->inflight || r->pending)
 				rc = record(e, in, SAGA_EVENT_ATTEMPT_END, r->step, r->phase, r->attempt,
 				            SAGA_OUTCOME_TIMEOUT, "instance deadline passed");
@@ -683,6 +705,15 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 			                                   false)))
 				return rc;
 			continue;
+		}
+		if (in->cancel_req) {
+			/* saga_cancel came while an attempt ran: it has answered. */
+			in->cancel_req = false;
+			if (r->phase == SAGA_PHASE_ACTION && !past_no_return(in)) {
+				if ((rc = start_compensation(e, in, SAGA_REASON_CANCEL, false)))
+					return rc;
+				continue;
+			}
 		}
 		if (r->pending) {
 			if (r->attempt_deadline && now >= r->attempt_deadline) {
@@ -705,12 +736,6 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 		if (r->phase == SAGA_PHASE_ACTION) {
 			if ((size_t)r->step >= d->nsteps)
 				return end_as(e, in, SAGA_COMPLETED, "completed");
-			if (in->cancel_req && !r->pivot_done) {
-				in->cancel_req = false;
-				if ((rc = start_compensation(e, in, SAGA_REASON_CANCEL, false)))
-					return rc;
-				continue;
-			}
 		} else {
 			while (r->step >= 0 && d->steps[r->step].kind != SAGA_STEP_COMPENSATABLE)
 				r->step--;
@@ -742,6 +767,11 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 			}
 		}
 		/* Record the start of the attempt: durable before it is invoked. */
+		if (r->state == SAGA_WAITING) {
+			r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
+			if ((rc = record_state(e, in, "resumed")))
+				return rc;
+		}
 		if (r->attempt == 0)
 			r->step_since = now;
 		r->attempt++;
@@ -795,6 +825,20 @@ static int apply_result(saga_engine *e, inst *in)
 	}
 	cJSON *puts = in->puts;
 	in->puts = NULL;
+	if (in->has_early) {
+		/* The completion came before the callback answered PENDING. */
+		in->has_early = false;
+		if (oc == SAGA_OUTCOME_PENDING) {
+			oc = in->early == SAGA_STEP_OK ? SAGA_OUTCOME_OK
+			   : in->early == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL : SAGA_OUTCOME_RETRY;
+			cJSON_Delete(puts);
+			puts = in->early_output;
+			in->early_output = NULL;
+			saga_fmt(in->err, sizeof(in->err), "completed asynchronously");
+		}
+		cJSON_Delete(in->early_output);
+		in->early_output = NULL;
+	}
 	rc = apply_outcome(e, in, oc, oc == SAGA_OUTCOME_OK ? puts : NULL, in->err);
 	cJSON_Delete(puts);
 	in->err[0] = '\0';
@@ -1037,7 +1081,7 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 	int rc = store_next_due(e->store, &nd);
 	if (rc)
 		rc = store_err(e, rc);
-	if (e->nloaded || e->ready_len)
+	if (e->nloaded || e->ready_len || !e->recovered)
 		nd = now_wall(e);
 	*out = nd;
 	pthread_mutex_unlock(&e->mu);
@@ -1085,7 +1129,7 @@ static void *driver_main(void *arg)
 	while (!e->stopping) {
 		int rc = process_round(e);
 		if (rc) {
-			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", e->errmsg);
+			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", saga_engine_errmsg(e));
 		}
 		if (has_stage(e, ST_INVOKE))
 			pthread_cond_broadcast(&e->work_cv);
@@ -1210,7 +1254,6 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 		e->max_in_flight = 1024;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
-	saga_fmt(e->errmsg, sizeof(e->errmsg), "no error");
 	int rc;
 	bool mu = false, c1 = false, c2 = false, c3 = false;
 	if (pthread_mutex_init(&e->mu, NULL) != 0 || !(mu = true) ||
@@ -1293,7 +1336,7 @@ void saga_engine_close(saga_engine *e)
 		if (e->loaded[i]->stage == ST_INVOKE || e->loaded[i]->stage == ST_PROCESS)
 			unload(e, i);
 	if (results && process_round(e) != SAGA_OK)
-		logf_(e, SAGA_LOG_ERROR, "close: %s", e->errmsg);
+		logf_(e, SAGA_LOG_ERROR, "close: %s", saga_engine_errmsg(e));
 	unlock_and_deliver(e);
 	while (e->nloaded)
 		unload(e, 0);
@@ -1566,6 +1609,25 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
 		goto out;
 	}
+	if (!temp && in->stage != ST_PROCESS && r->inflight && r->step == idx && r->phase == phase &&
+	    !in->has_early) {
+		/* The action has not answered yet: keep the completion for when it
+		 * answers PENDING. It is recorded now; if the process dies before
+		 * the answer, the step is invoked again with the same key. */
+		rc = record(e, in, SAGA_EVENT_EARLY_COMPLETION, idx, phase, r->attempt,
+		            SAGA_OUTCOME_NONE, "completion before the action answered");
+		if (rc == SAGA_OK)
+			rc = commit_txn(e);
+		if (rc) {
+			abort_txn(e);
+		} else {
+			in->has_early = true;
+			in->early = result;
+			in->early_output = output;
+			output = NULL;
+		}
+		goto out;
+	}
 	int last = 0;
 	if ((rc = store_last_outcome(e->store, r->id, idx, phase, &last))) {
 		rc = store_err(e, rc);
@@ -1605,11 +1667,11 @@ int saga_cancel(saga_engine *e, int64_t id)
 		goto out;
 	saga_row *r = &in->row;
 	const saga_definition *d = in->rd->def;
-	int pivot = saga_def_pivot(d);
+	(void)d;
 	if (ended(r) && r->state != SAGA_STUCK) {
 		rc = set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", (long long)id,
 		             saga_state_name((saga_state)r->state));
-	} else if (r->pivot_done || (pivot >= 0 && r->fwd_started > pivot)) {
+	} else if (past_no_return(in)) {
 		rc = set_err(e, SAGA_ESTATE, "instance %lld is past its pivot: it can only go forward",
 		             (long long)id);
 	} else if (r->phase == SAGA_PHASE_COMPENSATION) {

@@ -56,6 +56,7 @@ const char *saga_event_type_name(saga_event_type t)
 	case SAGA_EVENT_DUPLICATE: return "duplicate";
 	case SAGA_EVENT_BREAKER_REFUSED: return "breaker-refused";
 	case SAGA_EVENT_OPERATOR: return "operator";
+	case SAGA_EVENT_EARLY_COMPLETION: return "early-completion";
 	}
 	return "unknown";
 }

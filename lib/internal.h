@@ -68,8 +68,10 @@ struct saga_definition {
 };
 
 /* The defaults used when neither the step nor the definition sets one:
- * action retry SAGA_RETRY_POLICY_INIT; compensation retry: 20 attempts,
- * exponential 100 ms .. 60 s with full jitter. */
+ * action retry SAGA_RETRY_POLICY_INIT (retriable steps: unlimited attempts,
+ * exponential 100 ms .. 60 s, full jitter, and the definition-wide default
+ * does not apply to them); compensation retry: 20 attempts, exponential
+ * 100 ms .. 60 s with full jitter. */
 extern const saga_retry_policy saga_default_comp_retry;
 
 /* Deep copy with a given allocator. */
@@ -82,6 +84,9 @@ uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase);
 const char *saga_def_breaker(const saga_definition *d, size_t i);
 /* JSON snapshot of names and kinds (owned by caller, cJSON_free/free). */
 char *saga_definition_snapshot(const saga_definition *d);
+/* Index of the first step that cannot be compensated (the pivot or the
+ * first retriable step), or nsteps: once it has started, only forward. */
+int saga_def_no_return(const saga_definition *d);
 /* Index of the pivot, or -1. */
 int saga_def_pivot(const saga_definition *d);
 

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -95,6 +96,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 };
 
 struct saga_store {
+	int lock_fd;                 /* holds flock(LOCK_EX): one engine per store */
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
 	saga_alloc alloc;
@@ -206,6 +208,7 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 		return SAGA_ENOMEM;
 	}
 	s->alloc = *alloc;
+	s->lock_fd = -1;
 	int rc;
 	/* Create the file ourselves so it is 0600; SQLite gives the -wal and
 	 * -shm files the same mode as the database. */
@@ -216,7 +219,18 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 		rc = errno == ENOSPC ? SAGA_EFULL : SAGA_EIO;
 		goto out;
 	}
-	close(fd);
+	/* Two engines running the same instances would advance them twice:
+	 * the first engine to open a store owns it until it closes. */
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int lerr = errno;
+		close(fd);
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "store: %s is in use by another engine (%s)", path,
+		         lerr == EWOULDBLOCK ? "locked" : strerror(lerr));
+		rc = lerr == EWOULDBLOCK ? SAGA_EBUSY : SAGA_EIO;
+		goto out;
+	}
+	s->lock_fd = fd;
 	int src = sqlite3_open_v2(path, &s->db,
 	                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (src != SQLITE_OK) {
@@ -272,6 +286,8 @@ void store_close(saga_store *s)
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the flock */
 	saga_free(&s->alloc, s);
 }
 

@@ -717,6 +717,11 @@ START_TEST(store_errors)
 	fclose(f);
 	o.path = p;
 	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_ECORRUPT);
+	/* One engine per store. */
+	o.path = F.path;
+	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_EBUSY);
+	ck_assert_ptr_nonnull(strstr(err, "in use"));
+	ck_assert_ptr_null(e);
 	/* A directory that does not exist. */
 	o.path = "/nonexistent-dir/saga.db";
 	ck_assert_int_lt(saga_engine_open(&e, &o, err, sizeof(err)), 0);

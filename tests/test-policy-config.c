@@ -166,7 +166,9 @@ START_TEST(valid_document_is_applied)
 	ck_assert_str_eq(saga_def_breaker(def, 1), "payments");
 
 	/* ship: only the compensation timeout given, the action one inherited */
-	ck_assert_uint_eq(saga_def_retry(def, 2)->max_attempts, 5);
+	/* ship is retriable: the definition-wide retry default does not apply;
+	 * it retries until it succeeds (max_attempts 0) unless set per step. */
+	ck_assert_uint_eq(saga_def_retry(def, 2)->max_attempts, 0);
 	ck_assert_uint_eq(saga_def_timeout(def, 2, SAGA_PHASE_ACTION), 3000);
 	ck_assert_uint_eq(saga_def_timeout(def, 2, SAGA_PHASE_COMPENSATION), 7);
 	ck_assert_str_eq(saga_def_breaker(def, 2), "shipping");
