@@ -611,6 +611,7 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 	const saga_step_def *sd = step_def(in, r->step);
 	uint64_t now = now_wall(e);
 	int rc;
+	bool was_waiting = r->state == SAGA_WAITING;
 	r->inflight = false;
 	r->pending = false;
 	if (outcome != SAGA_OUTCOME_OK && outcome != SAGA_OUTCOME_PENDING)
@@ -651,7 +652,8 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 			r->state = SAGA_COMPENSATING;
 		}
 		r->due_at = now;
-		return SAGA_OK;
+		/* An async completion wakes a WAITING instance: say so. */
+		return was_waiting ? record_state(e, in, "resumed") : SAGA_OK;
 	case SAGA_OUTCOME_FAIL:
 		if (r->phase == SAGA_PHASE_COMPENSATION || sd->kind == SAGA_STEP_RETRIABLE)
 			return end_as(e, in, SAGA_STUCK, "stuck: the step failed");

@@ -20,6 +20,11 @@
  *    completion is SAGA_EDUPLICATE (11).
  * The loop ends when N exceeds the number of points: the child then exits
  * normally, and that run is checked the same way.
+ * The "sigkill-twice" cases also kill the recovery: a second child reopens a
+ * copy of what the first kill left and is killed at each of its first
+ * MAX_SECOND_POINTS points; each kill may then add one invocation, and an
+ * extra invocation is demanded exactly for a kill at a callback's "return"
+ * point (work done, answer not yet durable).
  *
  * The "participant" appends one line per invocation to a log file with
  * open(O_APPEND) + a single write(): the line is in the page cache when the

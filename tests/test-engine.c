@@ -185,6 +185,7 @@ typedef struct hist_count {
 	int late;
 	int duplicate;
 	int refused;
+	int resumed;
 	int n;
 } hist_count;
 
@@ -202,6 +203,8 @@ static int count_event(const saga_event *ev, void *user)
 	h->late += ev->type == SAGA_EVENT_LATE;
 	h->duplicate += ev->type == SAGA_EVENT_DUPLICATE;
 	h->refused += ev->type == SAGA_EVENT_BREAKER_REFUSED;
+	h->resumed += ev->type == SAGA_EVENT_STATE && ev->state == SAGA_RUNNING &&
+	              strcmp(ev->detail, "resumed") == 0;
 	return 0;
 }
 
@@ -358,6 +361,7 @@ START_TEST(async_completion)
 	hist_count h = history(id);
 	ck_assert_int_eq(h.duplicate, 1);
 	ck_assert_int_eq(h.ends_ok[3][0], 1);
+	ck_assert_int_eq(h.resumed, 1); /* WAITING -> RUNNING is an event too */
 	/* Bad keys are refused. */
 	ck_assert_int_eq(saga_complete(F.e, "nonsense", SAGA_STEP_OK, NULL), SAGA_EINVAL);
 	ck_assert_int_eq(saga_complete(F.e, "0123456789abcdef0123456789abcdef/ship/action",
