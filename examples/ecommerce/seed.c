@@ -79,6 +79,8 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 	inventory_svc *inv = NULL;
 	order_svc *ord = NULL;
 	payment_svc *pay = NULL;
+	shipping_svc *shp = NULL;
+	notification_svc *ntf = NULL;
 	ecom_product *products = calloc((size_t)nproducts + 1, sizeof *products);
 	ecom_customer *customers = calloc((size_t)ncustomers + 1, sizeof *customers);
 	ecom_account *accounts = calloc((size_t)ncustomers + 1, sizeof *accounts);
@@ -89,6 +91,12 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 		rc = order_open(&ord, dir);
 	if (rc == 0)
 		rc = payment_open(&pay, dir);
+	/* The other two hold nothing yet; opening creates their files, so the
+	 * directory is complete for `check`. */
+	if (rc == 0)
+		rc = shipping_open(&shp, dir);
+	if (rc == 0)
+		rc = notification_open(&ntf, dir);
 	if (rc != 0) {
 		svc_msg(msg, msg_size, "seed: cannot open the services in %s: %s", dir,
 		        saga_strerror(rc));
@@ -135,6 +143,8 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 	if (rc == 0)
 		rc = payment_open_accounts(pay, accounts, (size_t)ncustomers, msg, msg_size);
 out:
+	notification_close(ntf);
+	shipping_close(shp);
 	payment_close(pay);
 	order_close(ord);
 	inventory_close(inv);

@@ -187,7 +187,7 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 	if (!dir || !*dir)
 		return SAGA_EINVAL;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return SAGA_EIO;
+		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
 	char path[4096];
 	int n = snprintf(path, sizeof path, "%s/%s.db", dir, ecom_service_name(service));
 	if (n < 0 || (size_t)n >= sizeof path)
