@@ -367,7 +367,8 @@ static int record(saga_engine *e, inst *in, saga_event_type type, int step, int 
 	pe->ev.type = type;
 	pe->ev.state = (saga_state)h.state;
 	pe->ev.step = step;
-	pe->ev.step_name = (step >= 0 && in->rd) ? in->rd->names[step] : NULL;
+	pe->ev.step_name = (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps)
+	                           ? in->rd->names[step] : NULL;
 	pe->ev.phase = (saga_phase)phase;
 	pe->ev.attempt = attempt;
 	pe->ev.outcome = outcome;
@@ -1738,6 +1739,7 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 			free_inst(e, in);
 		goto out;
 	}
+	int acted_on = r->step, acted_phase = r->phase;
 	r->attempt = 0;
 	r->prev_delay = 0;
 	r->attempt_deadline = 0;
@@ -1756,7 +1758,8 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 		r->step = r->fwd_started > 0 ? r->fwd_started - 1 : 0;
 	}
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
-	rc = record(e, in, SAGA_EVENT_OPERATOR, r->step, r->phase, 0, SAGA_OUTCOME_NONE, names[op]);
+	rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
+	            names[op]);
 	rc = finish_command(e, in, temp, true, rc);
 out:
 	unlock_and_deliver(e);
