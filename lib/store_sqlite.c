@@ -33,7 +33,7 @@ static const char *const migrations[] = {
 	"  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
 	"  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL);"
 	"CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
-	"CREATE INDEX instances_state ON instances(state);"
+	"CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
 	"CREATE TABLE history("
 	"  seq INTEGER PRIMARY KEY, instance INTEGER NOT NULL, at INTEGER NOT NULL,"
 	"  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
@@ -260,6 +260,10 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 	if ((rc = exec(s, durability == SAGA_DURABILITY_NORMAL ? "PRAGMA synchronous=NORMAL"
 	                                                        : "PRAGMA synchronous=FULL",
 	               "set durability")))
+		goto out;
+	/* An 8 MiB page cache keeps the rows of instances in flight and the
+	 * ends of the history b-trees in memory between commits. */
+	if ((rc = exec(s, "PRAGMA cache_size=-8192", "set cache size")))
 		goto out;
 	if ((rc = migrate(s)))
 		goto out;
