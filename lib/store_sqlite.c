@@ -78,7 +78,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
 	[ST_HIST_ADD] = "INSERT INTO history(instance, at, type, state, step, phase, attempt,"
 	                " outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state IN (0, 2) ORDER BY id",
+	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
 	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
 	                " ORDER BY due_at LIMIT ?2",
 	[ST_NEXT_DUE] = "SELECT min(due_at) FROM instances WHERE state = 1 AND due_at > 0",

@@ -695,6 +695,65 @@ START_TEST(breaker_parks_instance)
 }
 END_TEST
 
+/* Failures open the breaker mid-run; instances park without using attempts
+ * and resume when a probe closes it. */
+START_TEST(breaker_opens_mid_run)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	bc.window_size = 4;
+	bc.minimum_calls = 2;
+	bc.failure_rate_threshold = 50;
+	bc.open_wait_ms = 1000;
+	bc.half_open_calls = 1;
+	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_OK);
+	saga_definition *d = make_def(1);
+	saga_retry_policy p = { 5, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
+	ck_assert_int_eq(saga_definition_set_retry(d, "pay", &p), SAGA_OK);
+	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	script *s = &F.scripts[2];
+	s->action[0] = SAGA_STEP_RETRY;
+	s->action[1] = SAGA_STEP_RETRY;
+	s->action[2] = SAGA_STEP_OK;
+	s->naction = 3;
+	int64_t a = start(NULL);
+	run();
+	fake_clock_advance(&F.clock, 100);
+	run(); /* A's second failure: 2 of 2 calls failed -> OPEN */
+	saga_breaker_snapshot snap;
+	ck_assert_int_eq(saga_breaker_get_snapshot(&snap, saga_engine_breaker(F.e, "payments")),
+	                 SAGA_OK);
+	ck_assert_int_eq(snap.state, SAGA_BREAKER_OPEN);
+	s->naction = 0; /* the payment service recovers */
+	int64_t b = start(NULL);
+	run();
+	fake_clock_advance(&F.clock, 100);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(b).state), "WAITING");
+	ck_assert_int_eq(info_of(b).attempt, 0);
+	ck_assert_int_eq(info_of(a).attempt, 2); /* refusals are not attempts */
+	ck_assert_int_ge(history(b).refused, 1);
+	for (int i = 0; i < 12; i++) {
+		fake_clock_advance(&F.clock, 100);
+		run();
+	}
+	ck_assert_str_eq(saga_state_name(info_of(a).state), "COMPLETED");
+	ck_assert_str_eq(saga_state_name(info_of(b).state), "COMPLETED");
+	ck_assert_int_eq(history(b).starts[2][0], 1);
+	ck_assert_int_eq(history(a).starts[2][0], 3);
+	ck_assert_int_eq(saga_breaker_get_snapshot(&snap, saga_engine_breaker(F.e, "payments")),
+	                 SAGA_OK);
+	ck_assert_int_eq(snap.state, SAGA_BREAKER_CLOSED);
+}
+END_TEST
+
 START_TEST(store_errors)
 {
 	saga_engine *e = NULL;
@@ -860,6 +919,7 @@ int main(void)
 	tcase_add_test(tc, reopen_resumes);
 	tcase_add_test(tc, list_and_counts);
 	tcase_add_test(tc, breaker_parks_instance);
+	tcase_add_test(tc, breaker_opens_mid_run);
 	tcase_add_test(tc, store_errors);
 	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, workers_many_instances);
