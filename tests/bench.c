@@ -23,6 +23,9 @@ typedef struct opts {
 	saga_durability durability;
 	double fail_rate;
 	int raw;
+	long park;      /* --park N: N instances parked on an async step; RSS */
+	long reopen;    /* --reopen N: N unfinished instances resumed after reopen */
+	long prefill;   /* --prefill M: M finished instances in the store first */
 	const char *dir;
 } opts;
 
@@ -34,12 +37,15 @@ static double now_s(void)
 }
 
 static double fail_rate;
+static int park_mode;
 static unsigned int fail_seed = 1;
 
 static saga_step_result noop(saga_step_ctx *ctx, void *user)
 {
 	(void)ctx;
 	(void)user;
+	if (park_mode)
+		return SAGA_STEP_PENDING;
 	if (fail_rate > 0 && saga_step_phase(ctx) == SAGA_PHASE_ACTION &&
 	    (double)rand_r(&fail_seed) / RAND_MAX < fail_rate)
 		return SAGA_STEP_FAIL;
@@ -157,11 +163,8 @@ static double raw_ceiling(const opts *o, int batch, double *commit_latency)
 	return (double)total / el;
 }
 
-static int run_engine(const opts *o, double *tps_out)
+static saga_engine *open_bench(const opts *o, const char *path)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/bench.db", o->dir);
-	unlink(path);
 	saga_options so = SAGA_OPTIONS_INIT;
 	so.path = path;
 	so.durability = o->durability;
@@ -171,7 +174,7 @@ static int run_engine(const opts *o, double *tps_out)
 	char err[256];
 	if (saga_engine_open(&e, &so, err, sizeof(err)) != SAGA_OK) {
 		fprintf(stderr, "open: %s\n", err);
-		return 1;
+		return NULL;
 	}
 	saga_definition *d;
 	saga_definition_new(&d, "bench", 1);
@@ -183,6 +186,147 @@ static int run_engine(const opts *o, double *tps_out)
 	}
 	int rc = saga_engine_register(e, d);
 	saga_definition_free(d);
+	if (rc) {
+		fprintf(stderr, "register: %s\n", saga_engine_errmsg(e));
+		saga_engine_close(e);
+		return NULL;
+	}
+	return e;
+}
+
+/* Starts n instances in batches of 1000; returns 0 on success. */
+static int start_many(saga_engine *e, long n)
+{
+	static saga_start_request reqs[1000];
+	static int64_t ids[1000];
+	for (size_t i = 0; i < 1000; i++)
+		reqs[i].definition = "bench";
+	for (long done = 0; done < n;) {
+		size_t k = (size_t)(n - done < 1000 ? n - done : 1000);
+		if (saga_start_batch(e, ids, NULL, reqs, k) != SAGA_OK) {
+			fprintf(stderr, "start: %s\n", saga_engine_errmsg(e));
+			return 1;
+		}
+		done += (long)k;
+	}
+	return 0;
+}
+
+/* --park: instances waiting on an async step live in the store, not in
+ * memory: RSS must not grow with their number. */
+static int run_park(const opts *o)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/park.db", o->dir);
+	unlink(path);
+	saga_engine *e = open_bench(o, path);
+	if (!e)
+		return 1;
+	park_mode = 1;
+	long rss0 = peak_rss_kb();
+	double t0 = now_s();
+	for (long done = 0; done < o->park; done += 10000) {
+		long k = o->park - done < 10000 ? o->park - done : 10000;
+		if (start_many(e, k) || saga_run_until_idle(e) != SAGA_OK) {
+			fprintf(stderr, "park: %s\n", saga_engine_errmsg(e));
+			saga_engine_close(e);
+			return 1;
+		}
+	}
+	int64_t counts[SAGA_STATE_COUNT];
+	saga_counts(e, counts);
+	double el = now_s() - t0;
+	printf("park: %ld instances parked on an async step in %.1f s\n", o->park, el);
+	printf("  WAITING in store  %lld\n", (long long)counts[SAGA_WAITING]);
+	printf("  peak RSS KB       %ld (before: %ld)\n", peak_rss_kb(), rss0);
+	printf("  store bytes/instance %.0f\n", (double)file_size(path) / (double)o->park);
+	saga_engine_close(e);
+	park_mode = 0;
+	return 0;
+}
+
+/* --reopen: N unfinished instances in the store; time from open to all
+ * finished. */
+static int run_reopen(const opts *o)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/reopen.db", o->dir);
+	unlink(path);
+	saga_engine *e = open_bench(o, path);
+	if (!e || start_many(e, o->reopen))
+		return 1;
+	saga_engine_close(e);
+	double t0 = now_s();
+	e = open_bench(o, path);
+	if (!e)
+		return 1;
+	double t_open = now_s() - t0;
+	int rc = o->workers ? saga_wait_idle(e, 600000) : saga_run_until_idle(e);
+	double el = now_s() - t0;
+	int64_t counts[SAGA_STATE_COUNT];
+	saga_counts(e, counts);
+	printf("reopen: %ld unfinished instances x %d steps\n", o->reopen, o->steps);
+	printf("  open + register   %.3f s\n", t_open);
+	printf("  all finished in   %.2f s (%lld COMPLETED)\n", el,
+	       (long long)counts[SAGA_COMPLETED]);
+	saga_engine_close(e);
+	return rc != SAGA_OK;
+}
+
+/* --prefill: M finished 5-step instances with their history, written
+ * straight into the store (same rows the engine writes), before the run. */
+static int prefill(const char *path, long m, int steps)
+{
+	sqlite3 *db;
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		return 1;
+	char sql[2048];
+	snprintf(sql, sizeof(sql),
+	         "PRAGMA synchronous=OFF; BEGIN;"
+	         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %ld)"
+	         " INSERT INTO instances(uid, def_name, def_version, business_key, state, phase,"
+	         " step, attempt, inflight, pending, pivot_done, reason, fwd_started,"
+	         " comp_done_any, due_at, deadline_at, attempt_deadline, step_since, prev_delay,"
+	         " created_at, updated_at, error, context)"
+	         " SELECT printf('%%032x', i), 'bench', 1, NULL, 3, 0, %d, 0, 0, 0, 0, 0, %d, 0,"
+	         " 0, 0, 0, 0, 0, 1700000000000, 1700000000000, '', '{}' FROM n;"
+	         "INSERT INTO history(instance, at, type, state, step, phase, attempt, outcome,"
+	         " detail) SELECT id, 1700000000000, t.type, 0, t.step, 0, 1, t.outcome, ''"
+	         " FROM instances, (WITH RECURSIVE k(j) AS (SELECT 0 UNION ALL SELECT j + 1"
+	         " FROM k WHERE j < %d) SELECT 2 AS type, j / 2 AS step, 0 AS outcome FROM k"
+	         " WHERE j %% 2 = 0 UNION ALL SELECT 3, j / 2, 1 FROM k WHERE j %% 2 = 1) AS t"
+	         " WHERE instances.state = 3;"
+	         "COMMIT;",
+	         m, steps, steps, 2 * steps - 1);
+	char *err = NULL;
+	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+	if (rc != SQLITE_OK)
+		fprintf(stderr, "prefill: %s\n", err ? err : "?");
+	sqlite3_free(err);
+	sqlite3_close(db);
+	return rc != SQLITE_OK;
+}
+
+static int run_engine(const opts *o, double *tps_out)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/bench.db", o->dir);
+	unlink(path);
+	if (o->prefill) {
+		/* Create the schema, then fill it while no engine holds it. */
+		saga_engine *pe = open_bench(o, path);
+		if (!pe)
+			return 1;
+		saga_engine_close(pe);
+		double tp = now_s();
+		if (prefill(path, o->prefill, o->steps))
+			return 1;
+		printf("prefill: %ld finished instances in %.1f s\n", o->prefill, now_s() - tp);
+	}
+	saga_engine *e = open_bench(o, path);
+	if (!e)
+		return 1;
+	int rc = SAGA_OK;
 	lat l = { calloc((size_t)o->n, sizeof(double)), calloc((size_t)o->n, sizeof(double)),
 		  o->n, 0, 0 };
 	saga_engine_add_listener(e, on_event, &l);
@@ -252,7 +396,7 @@ static int run_engine(const opts *o, double *tps_out)
 
 int main(int argc, char **argv)
 {
-	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, NULL };
+	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, 0, 0, 0, NULL };
 	char dir[] = "/tmp/saga-bench-XXXXXX";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -278,11 +422,18 @@ int main(int argc, char **argv)
 			o.durability = !strcmp(v, "NORMAL") ? SAGA_DURABILITY_NORMAL : SAGA_DURABILITY_FULL;
 		else if (!strcmp(a, "--fail"))
 			o.fail_rate = atof(v);
+		else if (!strcmp(a, "--park"))
+			o.park = atol(v);
+		else if (!strcmp(a, "--reopen"))
+			o.reopen = atol(v);
+		else if (!strcmp(a, "--prefill"))
+			o.prefill = atol(v);
 		else if (!strcmp(a, "--dir"))
 			o.dir = v;
 		else {
 			fprintf(stderr, "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
-			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--dir D]\n");
+			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--dir D]"
+			                " [--park N] [--reopen N] [--prefill M]\n");
 			return 2;
 		}
 	}
@@ -298,6 +449,16 @@ int main(int argc, char **argv)
 		o.dir = dir;
 	}
 	fail_rate = o.fail_rate;
+	if (o.park || o.reopen) {
+		int rc = o.park ? run_park(&o) : run_reopen(&o);
+		if (o.dir == dir) {
+			char rm[600];
+			snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);
+			if (system(rm) != 0)
+				fprintf(stderr, "could not remove %s\n", dir);
+		}
+		return rc;
+	}
 	double tps = 0;
 	if (run_engine(&o, &tps))
 		return 1;
