@@ -1669,9 +1669,7 @@ int saga_cancel(saga_engine *e, int64_t id)
 	if (rc)
 		goto out;
 	saga_row *r = &in->row;
-	const saga_definition *d = in->rd->def;
-	(void)d;
-	if (ended(r) && r->state != SAGA_STUCK) {
+	if (ended(r)) {
 		rc = set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", (long long)id,
 		             saga_state_name((saga_state)r->state));
 	} else if (past_no_return(in)) {
