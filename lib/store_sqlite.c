@@ -40,6 +40,8 @@ static const char *const migrations[] = {
 	"  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
 	"  detail TEXT NOT NULL);"
 	"CREATE INDEX history_instance ON history(instance, seq);",
+	/* 2: purging by age finds finished instances without a scan */
+	"CREATE INDEX instances_finished ON instances(state, updated_at) WHERE state >= 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -89,8 +91,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_LIST] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?1 ORDER BY id",
 	[ST_LIST_ALL] = "SELECT " ROW_COLUMNS " FROM instances ORDER BY id",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
-	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state = ?1 AND updated_at < ?2"
-	                  " ORDER BY id LIMIT ?3",
+	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state >= 3 AND state = ?1"
+	                  " AND updated_at < ?2 ORDER BY updated_at LIMIT ?3",
 	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
 	[ST_PURGE_INST] = "DELETE FROM instances WHERE id = ?1 AND state = ?2",
 };
