@@ -297,7 +297,10 @@ SAGA_API int saga_definition_add_step(saga_definition *def, const saga_step_spec
 SAGA_API int saga_definition_validate(const saga_definition *def, char *msg, size_t msg_size);
 
 /* Policies. `step` names a step already added; NULL sets the definition's
- * default, used by every step with no policy of its own. Borrowed arguments. */
+ * default, used by every step with no policy of its own, except the action
+ * retry of retriable steps: they retry until they succeed (unlimited,
+ * exponential 100 ms .. 60 s) unless given a policy of their own.
+ * Borrowed arguments. */
 SAGA_API int saga_definition_set_retry(saga_definition *def, const char *step,
                                        const saga_retry_policy *policy);
 SAGA_API int saga_definition_set_compensation_retry(saga_definition *def, const char *step,
@@ -309,7 +312,9 @@ SAGA_API int saga_definition_set_timeout(saga_definition *def, const char *step,
 SAGA_API int saga_definition_set_breaker(saga_definition *def, const char *step,
                                          const char *breaker);
 /* Whole-instance deadline (0 = none) and the part of it reserved for
- * compensation: forward work stops at deadline - reserve. */
+ * compensation: forward work stops at deadline - reserve, unless the
+ * instance has started its pivot (or first retriable step): from there it
+ * only goes forward. */
 SAGA_API int saga_definition_set_deadline(saga_definition *def, uint64_t deadline_ms,
                                           uint64_t compensation_reserve_ms);
 /* Number of steps and index of a step by name (SAGA_ENOTFOUND). */
@@ -375,7 +380,7 @@ typedef enum saga_event_type {
 	SAGA_EVENT_DUPLICATE = 5,      /* a second async completion; ignored */
 	SAGA_EVENT_BREAKER_REFUSED = 6,/* a breaker refused the call; not an attempt */
 	SAGA_EVENT_OPERATOR = 7,       /* an operator command (detail names it) */
-	SAGA_EVENT_EARLY_COMPLETION = 8/* saga_complete before the action answered PENDING */
+	SAGA_EVENT_EARLY_COMPLETION = 8/* saga_complete before the callback answered PENDING */
 } saga_event_type;
 
 typedef enum saga_outcome {
@@ -448,7 +453,8 @@ typedef struct saga_options {
 	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
 	unsigned int max_in_flight;  /* instances advanced at once; 0 = 64 */
 	uint64_t seed;               /* random source for retry jitter; 0 = from the system.
-	                                (instance ids always come from the system's entropy) */
+	                                (instance ids come from the system's entropy, getrandom;
+	                                the seeded source only if that fails) */
 	saga_allocator allocator;    /* all NULL = malloc/realloc/free */
 	saga_log_fn log;             /* NULL = no logging */
 	void *log_user;
@@ -475,9 +481,9 @@ SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
 /* Stops the workers (waiting for callbacks in progress), and closes the
  * store. Nothing durable is lost: unfinished instances resume at next open. */
 SAGA_API void saga_engine_close(saga_engine *engine);
-/* The message of the last call on this engine that failed in the calling
- * thread (each thread sees its own); "no error" if there was none. Never
- * NULL; borrowed until the thread's next failing call. */
+/* The message of the calling thread's last failed call, if that call was on
+ * this engine; "no error" otherwise. Each thread sees its own. Never NULL;
+ * borrowed until the thread's next failing call. */
 SAGA_API const char *saga_engine_errmsg(const saga_engine *engine);
 
 /* Registers a definition (borrowed: it is copied, the caller frees it).
@@ -525,8 +531,9 @@ SAGA_API int saga_start_batch(saga_engine *engine, int64_t *ids, int *created,
  * return SAGA_ESTATE. Callbacks run in the calling thread. */
 SAGA_API int saga_run_due(saga_engine *engine, unsigned int *ran);
 SAGA_API int saga_run_until_idle(saga_engine *engine);
-/* Wall-clock ms of the next timer (retry, breaker, timeout, deadline), or 0
- * when none is pending. */
+/* Wall-clock ms of the next timer (retry, breaker, timeout, deadline); the
+ * current time when instances are queued or the store has not been scanned
+ * since open; 0 when nothing is pending. */
 SAGA_API int saga_next_due(saga_engine *engine, uint64_t *out_ms);
 /* With workers: blocks until nothing is due now and no callback runs, or
  * timeout_ms passes (SAGA_EBUSY). Without workers: saga_run_until_idle. */
@@ -534,9 +541,11 @@ SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
 
 /* Completes an async (PENDING) step by its key, from any thread. `output`
  * (may be NULL) is merged into the context on OK; ownership is taken.
- * A completion that arrives while the action is still running is kept and
- * applied when it answers PENDING (an EARLY_COMPLETION event records it; if
- * the process dies first, the action is invoked again with the same key).
+ * A completion that arrives while the callback (action or compensation) is
+ * still running is recorded (an EARLY_COMPLETION event) and returns 0: it is
+ * applied if the callback answers PENDING and ignored if it answers anything
+ * else; if the process dies first, the step is invoked again with the same
+ * key.
  * result is OK, FAIL or RETRY. Returns 0 once the completion is durable,
  * SAGA_EDUPLICATE for a second completion, SAGA_ELATE after the step's
  * timeout (both recorded and otherwise ignored), SAGA_ENOTFOUND. */
@@ -544,7 +553,10 @@ SAGA_API int saga_complete(saga_engine *engine, const char *key, saga_step_resul
                            struct cJSON *output);
 
 /* Cancels: the instance compensates what it started (reason CANCEL).
- * SAGA_ESTATE once the pivot succeeded or started, or when it has ended. */
+ * SAGA_ESTATE once its pivot (or, without one, its first retriable step) has
+ * started, when it is already compensating, or when it has ended (STUCK
+ * included). A cancel made while an attempt runs is applied when the attempt
+ * answers; it is held in memory until then (lost if the process dies). */
 SAGA_API int saga_cancel(saga_engine *engine, int64_t id);
 
 /* Operator commands on a STUCK instance; each is recorded in the history.

@@ -1673,8 +1673,9 @@ int saga_cancel(saga_engine *e, int64_t id)
 		rc = set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", (long long)id,
 		             saga_state_name((saga_state)r->state));
 	} else if (past_no_return(in)) {
-		rc = set_err(e, SAGA_ESTATE, "instance %lld is past its pivot: it can only go forward",
-		             (long long)id);
+		rc = set_err(e, SAGA_ESTATE,
+		             "instance %lld is past its pivot (point of no return): it can only go "
+		             "forward", (long long)id);
 	} else if (r->phase == SAGA_PHASE_COMPENSATION) {
 		rc = set_err(e, SAGA_ESTATE, "instance %lld is already compensating", (long long)id);
 	}
@@ -1758,6 +1759,8 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
 	rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
 	            names[op]);
+	if (rc == SAGA_OK)
+		rc = record_state(e, in, "resumed by an operator");
 	rc = finish_command(e, in, temp, true, rc);
 out:
 	unlock_and_deliver(e);

@@ -438,6 +438,58 @@ START_TEST(sync_timeout_is_late)
 }
 END_TEST
 
+/* A pivot whose attempts all time out may have happened: it cannot be
+ * compensated, so an operator must decide. */
+START_TEST(pivot_timeout_goes_stuck)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_timeout(d, "ship", 50, 0), SAGA_OK);
+	saga_retry_policy twice = { 2, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
+	ck_assert_int_eq(saga_definition_set_retry(d, "ship", &twice), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	F.scripts[3].action_sleep_ms = 51;
+	int64_t id = start(NULL);
+	run();
+	fake_clock_advance(&F.clock, 100);
+	run();
+	saga_instance_info info = info_of(id);
+	ck_assert_str_eq(saga_state_name(info.state), "STUCK");
+	ck_assert_str_eq(joined(), "do:order do:stock do:pay do:ship do:ship");
+	ck_assert_int_eq(saga_cancel(F.e, id), SAGA_ESTATE);
+	/* The operator learns the pivot happened: skip it and go on. */
+	F.scripts[3].action_sleep_ms = 0;
+	ck_assert_int_eq(saga_operator_skip(F.e, id), SAGA_OK);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+}
+END_TEST
+
+/* Past the pivot a step retries until it succeeds: the definition's
+ * default of 3 attempts does not apply to it. */
+START_TEST(retriable_retries_until_success)
+{
+	script *s = &F.scripts[4];
+	for (int i = 0; i < 6; i++)
+		s->action[i] = SAGA_STEP_RETRY;
+	s->action[6] = SAGA_STEP_OK;
+	s->naction = 7;
+	int64_t id = start(NULL);
+	for (int i = 0; i < 10; i++) {
+		run();
+		fake_clock_advance(&F.clock, 60000);
+	}
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+	ck_assert_int_eq(history(id).starts[4][0], 7);
+}
+END_TEST
+
 START_TEST(instance_deadline)
 {
 	saga_engine_close(F.e);
@@ -924,6 +976,8 @@ int main(void)
 	tcase_add_test(tc, async_late_completion);
 	tcase_add_test(tc, sync_timeout_is_late);
 	tcase_add_test(tc, instance_deadline);
+	tcase_add_test(tc, pivot_timeout_goes_stuck);
+	tcase_add_test(tc, retriable_retries_until_success);
 	tcase_add_test(tc, cancel_before_and_after_pivot);
 	tcase_add_test(tc, idempotent_start);
 	tcase_add_test(tc, stuck_and_operator_retry);
