@@ -980,6 +980,23 @@ fail:
 	return rc;
 }
 
+/* "<uid>/<step>/<phase>" without printf: this runs for every attempt. The
+ * buffer always fits (uid, a step name of at most SAGA_NAME_MAX, a phase). */
+static void key_join(char *dst, size_t size, const char *uid, const char *step,
+                     const char *phase)
+{
+	size_t a = strlen(uid), b = strlen(step), c = strlen(phase);
+	if (a + b + c + 3 > size) {
+		dst[0] = '\0';
+		return;
+	}
+	memcpy(dst, uid, a);
+	dst[a] = '/';
+	memcpy(dst + a + 1, step, b);
+	dst[a + 1 + b] = '/';
+	memcpy(dst + a + b + 2, phase, c + 1);
+}
+
 /* Runs one callback; called without the mutex. */
 static void invoke(saga_engine *e, inst *in)
 {
@@ -991,13 +1008,13 @@ static void invoke(saga_engine *e, inst *in)
 	c.in = in;
 	c.sd = sd;
 	c.phase = (saga_phase)r->phase;
-	saga_fmt(c.key, sizeof(c.key), "%s/%s/%s", r->uid, sd->name, phase_word(r->phase));
-	saga_fmt(c.action_key, sizeof(c.action_key), "%s/%s/action", r->uid, sd->name);
+	key_join(c.key, sizeof(c.key), r->uid, sd->name, phase_word(r->phase));
+	key_join(c.action_key, sizeof(c.action_key), r->uid, sd->name, "action");
 	saga_step_fn fn = r->phase == SAGA_PHASE_ACTION ? sd->action : sd->compensation;
 	in->res = fn(&c, sd->user);
 	in->wall_end = now_wall(e);
 	in->puts = c.puts;
-	saga_fmt(in->err, sizeof(in->err), "%s", c.err);
+	memcpy(in->err, c.err, sizeof(in->err));
 }
 
 /* Has any loaded instance work for the driver? */

@@ -436,7 +436,12 @@ int store_update(saga_store *s, const saga_row *r)
 static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
 {
 	const unsigned char *t = sqlite3_column_text(st, col);
-	saga_fmt(dst, size, "%s", t ? (const char *)t : "");
+	size_t n = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+	if (n >= size)
+		n = size - 1; /* longer than the field allows: cut, never overflow */
+	if (n)
+		memcpy(dst, t, n);
+	dst[n] = '\0';
 }
 
 /* Reads the current row of st; context is copied when alloc is not NULL. */
