@@ -1,0 +1,253 @@
+#!/bin/sh
+# Integration tests of the `ecommerce` binary (examples/ecommerce): runs with
+# each kind of failure injected, a crash at each named point followed by
+# `recover`, the refused bad orders, a duplicate order key, cancellation.
+# Every case uses a fresh data directory.
+#
+#   tests/test-ecommerce.sh PATH/TO/ecommerce
+#
+# SPDX-License-Identifier: MIT
+set -eu
+
+B=${1:?usage: test-ecommerce.sh PATH/TO/ecommerce}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-ecommerce.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT INT TERM
+# Failure injection from the environment would change every case.
+unset ECOMMERCE_FAIL ECOMMERCE_TRANSIENT ECOMMERCE_LATENCY ECOMMERCE_TIMEOUT \
+      ECOMMERCE_CRASH ECOMMERCE_FAULT_SEED ECOMMERCE_POLICIES 2>/dev/null || true
+
+CASES=0
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$TMP/out" "$TMP/err"; do
+		if [ -s "$f" ]; then
+			echo "---- $(basename "$f"):" >&2
+			tail -n 40 "$f" >&2
+		fi
+	done
+	exit 1
+}
+
+say() {
+	echo "== $*"
+	CASES=$((CASES + 1))
+}
+
+# A fresh, seeded data directory.
+fresh() {
+	d=$(mktemp -d "$TMP/data.XXXXXX")
+	"$B" --data "$d" seed --products 30 --customers 12 --seed 7 >"$TMP/out" 2>"$TMP/err" ||
+		fail "seed in $d"
+	echo "$d"
+}
+
+# expect CODE CMD...: runs CMD with stdout/stderr in $TMP/out and $TMP/err
+# and fails unless it exits with CODE.
+expect() {
+	want=$1
+	shift
+	set +e
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	[ "$rc" -eq "$want" ] || fail "exit $rc (wanted $want): $*"
+	sanitizer_clean
+}
+
+# Under -Db_sanitize, a report on stderr fails the case whatever the exit code.
+sanitizer_clean() {
+	if grep -q -e 'runtime error:' -e 'Sanitizer' "$TMP/err"; then
+		fail "sanitizer report"
+	fi
+}
+
+# Everything a command could have written: the report, and with the sqlite3
+# shell the row count of every table of every file (guard records too).
+snapshot() {
+	"$B" --data "$1" --json report || echo "report failed: $?"
+	ls "$1"
+	if command -v sqlite3 >/dev/null 2>&1; then
+		for f in "$1"/*.db; do
+			for t in $(sqlite3 "$f" "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"); do
+				echo "$(basename "$f") $t $(sqlite3 "$f" "SELECT count(*) FROM \"$t\"")"
+			done
+		done
+	fi
+}
+
+# The first number on the report line that starts with $2 ("orders:", "sagas:").
+report_count() {
+	"$B" --data "$1" report | sed -n "s/^$2 *\([0-9][0-9]*\).*/\1/p"
+}
+
+# ---------------------------------------------------------------------------
+# 1. Runs with each kind of failure injected end in a clean check.
+# ---------------------------------------------------------------------------
+for spec in \
+	"--fail payment=0.2,inventory=0.1,order=0.05,shipping=0.1" \
+	"--transient *=0.2" \
+	"--latency *=3" \
+	"--timeout payment=1100:0.1,shipping=1100:0.1" \
+	"--fail *=0.1 --transient *=0.1 --latency payment=2"
+do
+	say "run with $spec: recover, then a clean check"
+	d=$(fresh)
+	# shellcheck disable=SC2086  # the spec is split on purpose
+	expect 0 "$B" --data "$d" run --orders 40 --concurrency 4 --seed 3 $spec
+	grep -q "^outcomes: .*STUCK 0, unfinished 0" "$TMP/out" || fail "run left sagas: $spec"
+	expect 0 "$B" --data "$d" recover
+	expect 0 "$B" --data "$d" check
+	grep -q "^consistent: 40 sagas" "$TMP/out" || fail "check did not see 40 sagas"
+done
+
+say "failure injection from the environment (ECOMMERCE_TRANSIENT, ECOMMERCE_FAIL)"
+d=$(fresh)
+expect 0 env ECOMMERCE_TRANSIENT='*=0.2' ECOMMERCE_FAIL='payment=0.2' \
+	"$B" --data "$d" run --orders 20 --concurrency 4
+grep -q "transient" "$TMP/out" || fail "no transient failure was injected from the environment"
+expect 0 "$B" --data "$d" check
+
+say "run --json gives the figures"
+d=$(fresh)
+expect 0 "$B" --data "$d" --json run --orders 10 --concurrency 2
+for k in '"orders_per_second"' '"p50"' '"p99"' '"COMPLETED"'; do
+	grep -q "$k" "$TMP/out" || fail "run --json has no $k"
+done
+
+# ---------------------------------------------------------------------------
+# 2. A crash at each named point, then recover: a clean check.
+# ---------------------------------------------------------------------------
+# The saga never calls payment_refund_amount (partial refunds) nor
+# shipping_cancel (its pivot is never compensated), so their points are
+# never reached: the run must then finish normally, and stay consistent.
+unreached="payment.refund_amount.before payment.refund_amount.after shipping.cancel.before shipping.cancel.after"
+points=$("$B" --data "$TMP/none" run --crash list 2>&1 | sed -n 's/^  *//p' || true)
+# The list comes from ecom_crash_points(); the binary prints it on a bad point.
+[ -n "$points" ] || fail "could not read the crash point list"
+for p in $points; do
+	say "crash at $p, recover, check"
+	d=$(fresh)
+	set +e
+	"$B" --data "$d" run --orders 30 --concurrency 4 --seed 5 --fail shipping=0.3 \
+		--crash "$p" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	sanitizer_clean
+	case " $unreached " in
+	*" $p "*)
+		[ "$rc" -eq 0 ] || fail "$p is not on the saga's path, yet the run exited $rc"
+		;;
+	*)
+		[ "$rc" -eq 137 ] || fail "the run did not die by SIGKILL at $p (exit $rc)"
+		;;
+	esac
+	expect 0 "$B" --data "$d" recover --timeout 60
+	expect 0 "$B" --data "$d" check
+done
+
+# ---------------------------------------------------------------------------
+# 3. Bad orders are refused with exit 2 and nothing written.
+# ---------------------------------------------------------------------------
+say "bad orders on a fresh directory write nothing, not even the saga store"
+d=$(fresh)
+before=$(snapshot "$d")
+expect 2 "$B" --data "$d" order --customer NOBODY --item SKU-0001:1
+after=$(snapshot "$d")
+[ "$before" = "$after" ] || fail "a refused order wrote something"
+[ ! -e "$d/saga.db" ] || fail "a refused order created the saga store"
+
+d=$(fresh)
+expect 0 "$B" --data "$d" order --customer CUST-0001 --item SKU-0001:1 --key good-1
+before=$(snapshot "$d")
+bad() {
+	what=$1
+	shift
+	say "refused: $what"
+	expect 2 "$B" --data "$d" order "$@"
+	[ -s "$TMP/err" ] || fail "no message for: $what"
+	sed 's/^/   /' "$TMP/err"
+	after=$(snapshot "$d")
+	[ "$before" = "$after" ] || fail "refused order ($what) wrote something"
+}
+bad "no customer" --item SKU-0001:1
+bad "unknown customer" --customer CUST-9999 --item SKU-0001:1
+bad "no items" --customer CUST-0001
+bad "unknown product" --customer CUST-0001 --item SKU-9999:1
+bad "negative quantity" --customer CUST-0001 --item SKU-0001:-2
+bad "zero quantity" --customer CUST-0001 --item SKU-0001:0
+bad "malformed item" --customer CUST-0001 --item SKU-0001
+bad "empty address" --customer CUST-0001 --item SKU-0001:1 --address ""
+bad "unknown payment method" --customer CUST-0001 --item SKU-0001:1 --payment BITCOIN
+bad "unknown shipping method" --customer CUST-0001 --item SKU-0001:1 --shipping CARRIER_PIGEON
+bad "zero amount (total 0)" --customer CUST-0001 --item SKU-0001:1 --total 0
+bad "zero amount (unit price 0)" --customer CUST-0001 --item SKU-0001:1@0
+bad "huge amount (total)" --customer CUST-0001 --item SKU-0001:1 --total 9999999999999
+bad "huge amount (unit price)" --customer CUST-0001 --item SKU-0001:1@9223372036854775807
+bad "huge amount (quantity overflowing the total)" --customer CUST-0001 --item SKU-0001:9223372036854775807
+bad "total different from the items" --customer CUST-0001 --item SKU-0001:1 --total 1
+bad "bulk quantity 1000" --customer CUST-0001 --item SKU-0001:1000
+bad "more than 50 lines" --customer CUST-0001 $(i=0; while [ $i -lt 51 ]; do printf ' --item SKU-0001:1'; i=$((i + 1)); done)
+bad "empty key" --customer CUST-0001 --item SKU-0001:1 --key ""
+
+say "usage errors exit 2"
+expect 2 "$B" --data "$d" frobnicate
+expect 2 "$B" --data "$d" run --orders 5 --fail wallet=0.1
+expect 2 "$B" --data "$d" run --orders 5 --fail payment=2
+expect 2 "$B" --data "$d" run --orders 5 --crash payment.nothing.after
+expect 2 "$B" --data "$d" run --concurrency 0
+expect 2 "$B" --data "$d" status
+expect 2 "$B" --data "$d" status no-such-order
+expect 2 "$B" --data "$d" seed
+expect 2 "$B" --data "$TMP/never-seeded" order --customer CUST-0001 --item SKU-0001:1
+[ ! -e "$TMP/never-seeded" ] || fail "an order on a missing directory created it"
+after=$(snapshot "$d")
+[ "$before" = "$after" ] || fail "a usage error wrote something"
+
+# ---------------------------------------------------------------------------
+# 4. The same order key three times gives one order.
+# ---------------------------------------------------------------------------
+say "duplicate order key three times: one order, one saga"
+d=$(fresh)
+for i in 1 2 3; do
+	expect 0 "$B" --data "$d" order --customer CUST-0002 --item SKU-0003:1 --key dup-key
+	grep -q "^order: *1 CONFIRMED" "$TMP/out" || fail "attempt $i did not answer order 1"
+done
+[ "$(report_count "$d" orders:)" = 1 ] || fail "$(report_count "$d" orders:) orders for one key"
+[ "$(report_count "$d" sagas:)" = 1 ] || fail "$(report_count "$d" sagas:) sagas for one key"
+expect 0 "$B" --data "$d" check
+
+# ---------------------------------------------------------------------------
+# 5. Cancellation, status, business failure.
+# ---------------------------------------------------------------------------
+say "cancel a parked order: compensated, order CANCELLED"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0001:1 --key parked \
+	--transient payment=1 --wait 0
+grep -q "WAITING" "$TMP/out" || fail "the order did not park"
+expect 1 "$B" --data "$d" check
+grep -q "^violation saga-unfinished" "$TMP/out" || fail "check did not name the unfinished saga"
+expect 0 "$B" --data "$d" cancel parked
+grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "cancel did not compensate"
+grep -q "CANCELLED" "$TMP/out" || fail "the order is not CANCELLED"
+expect 0 "$B" --data "$d" status parked
+grep -q "compensation" "$TMP/out" || fail "status shows no compensation in the history"
+
+say "cancel past the pivot is refused (exit 1); recover finishes the order"
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key past-pivot \
+	--transient notification=1 --wait 0
+expect 1 "$B" --data "$d" cancel past-pivot
+grep -q "pivot" "$TMP/err" || fail "no message about the pivot"
+expect 0 "$B" --data "$d" recover
+expect 0 "$B" --data "$d" status past-pivot
+grep -q "COMPLETED" "$TMP/out" || fail "recover did not complete the order"
+expect 1 "$B" --data "$d" cancel past-pivot
+grep -q "already ended" "$TMP/err" || fail "cancelling a completed order"
+
+say "a business failure (credit limit) exits 1 and rolls back"
+expect 1 "$B" --data "$d" order --customer CUST-0012 --item SKU-0004:9 --key too-dear
+grep -q "FAILED" "$TMP/out" || fail "the order is not FAILED"
+expect 0 "$B" --data "$d" check
+expect 0 "$B" --data "$d" --json check
+grep -q '"consistent":[[:space:]]*true' "$TMP/out" || fail "check --json"
+
+echo "ok: $CASES cases"
