@@ -432,7 +432,8 @@ typedef struct saga_instance_info {
 	uint64_t updated_ms;
 	uint64_t due_ms;          /* when it runs next; 0 = not scheduled */
 	uint64_t deadline_ms;     /* 0 = none */
-	char error[256];          /* the last step error message, "" if none */
+	char error[256];          /* the last step error, "" if none; the error that
+	                             started a rollback stays through compensation */
 } saga_instance_info;
 
 /* ------------------------------------------------------------------------ */

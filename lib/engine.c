@@ -638,7 +638,9 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 			}
 			in->ctx_changed = true;
 		}
-		r->error[0] = '\0';
+		/* The error that started a rollback stays visible after it. */
+		if (r->phase == SAGA_PHASE_ACTION)
+			r->error[0] = '\0';
 		r->attempt = 0;
 		r->prev_delay = 0;
 		r->attempt_deadline = 0;
@@ -811,9 +813,13 @@ static int apply_result(saga_engine *e, inst *in)
 		break;
 	}
 	if (in->has_permit) {
+		/* A breaker watches the health of a service: a definite answer (OK,
+		 * FAIL: a business refusal, PENDING) shows it working; RETRY and
+		 * a late answer show it failing. */
+		bool late = r->attempt_deadline && in->wall_end > r->attempt_deadline;
 		saga_breaker_record(in->breaker, &in->permit,
-		                    oc == SAGA_OUTCOME_OK || oc == SAGA_OUTCOME_PENDING
-		                            ? SAGA_CALL_SUCCESS : SAGA_CALL_FAILURE);
+		                    oc != SAGA_OUTCOME_RETRY && !late ? SAGA_CALL_SUCCESS
+		                                                      : SAGA_CALL_FAILURE);
 		in->has_permit = false;
 	}
 	int rc;
@@ -1854,6 +1860,36 @@ int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 
 /* Query callbacks run with the engine locked: they must not call the engine.
  * (Documented in docs/api.md.) */
+/* History of an instance whose definition this engine has not registered:
+ * the step names come from the definition's snapshot in the store. */
+static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_fn fn,
+                                 void *user)
+{
+	char *snap = NULL;
+	int rc = store_get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
+	if (rc)
+		return rc == SAGA_ENOTFOUND ? store_history(e->store, r->id, fn, user, NULL, 0) : rc;
+	cJSON *doc = cJSON_Parse(snap);
+	saga_free(&e->alloc, snap);
+	const cJSON *steps = cJSON_GetObjectItemCaseSensitive(doc, "steps");
+	int n = cJSON_GetArraySize(steps);
+	const char **names = n > 0 ? saga_calloc(&e->alloc, (size_t)n, sizeof(char *)) : NULL;
+	if (!doc || (n > 0 && !names)) {
+		cJSON_Delete(doc);
+		return SAGA_ENOMEM;
+	}
+	int i = 0;
+	const cJSON *st;
+	cJSON_ArrayForEach(st, steps) {
+		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(st, "name");
+		names[i++] = cJSON_IsString(nm) ? nm->valuestring : NULL;
+	}
+	rc = store_history(e->store, r->id, fn, user, names, (size_t)n);
+	saga_free(&e->alloc, names);
+	cJSON_Delete(doc);
+	return rc;
+}
+
 int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 {
 	if (!e || !fn)
@@ -1863,8 +1899,10 @@ int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 	int rc = store_load(e->store, &r, id, NULL);
 	if (rc == SAGA_OK) {
 		const reg_def *rd = find_def(e, r.def_name, r.def_version);
-		rc = store_history(e->store, id, fn, user, rd ? rd->names : NULL,
-		                   rd ? rd->def->nsteps : 0);
+		if (rd)
+			rc = store_history(e->store, id, fn, user, rd->names, rd->def->nsteps);
+		else
+			rc = history_from_snapshot(e, &r, fn, user);
 	}
 	if (rc)
 		rc = rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)

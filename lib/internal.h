@@ -143,6 +143,9 @@ int store_commit(saga_store *s);
 void store_rollback(saga_store *s);
 /* Stores the snapshot, or compares it with the stored one (SAGA_ECONFLICT). */
 int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot);
+/* The stored snapshot of a definition (owned by the caller, alloc'd). */
+int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
+                         const saga_alloc *alloc);
 int store_insert(saga_store *s, saga_row *row);   /* sets row->id */
 int store_update(saga_store *s, const saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);

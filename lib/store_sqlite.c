@@ -370,6 +370,28 @@ done:
 	return rc;
 }
 
+int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
+                         const saga_alloc *a)
+{
+	sqlite3_stmt *st = s->st[ST_DEF_GET];
+	int rc = SAGA_OK;
+	*snapshot = NULL;
+	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, 2, version));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		if (!t || !(*snapshot = saga_strdup(a, t)))
+			rc = SAGA_ENOMEM;
+	} else {
+		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, "read definition");
+	}
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
 static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r)
 {
 	int rc = SAGA_OK;

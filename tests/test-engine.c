@@ -270,6 +270,8 @@ START_TEST(permanent_failure_each_step)
 	} else {
 		ck_assert_str_eq(saga_state_name(info.state), "COMPENSATED");
 		ck_assert_int_eq(info.reason, SAGA_REASON_FAILURE);
+		/* Why it rolled back stays visible after the compensations. */
+		ck_assert_str_eq(info.error, "scripted failure");
 	}
 	/* Compensation keys name the compensation phase. */
 	for (int k = 0; k < F.nlog; k++)
@@ -806,6 +808,71 @@ START_TEST(breaker_opens_mid_run)
 }
 END_TEST
 
+/* A business refusal (FAIL) is a healthy answer: it does not open the
+ * breaker; transient failures (RETRY) do. */
+START_TEST(breaker_ignores_business_refusals)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	bc.window_size = 4;
+	bc.minimum_calls = 2;
+	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_OK);
+	saga_definition *d = make_def(1);
+	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	F.scripts[2].action[0] = SAGA_STEP_FAIL;
+	F.scripts[2].naction = 1;
+	for (int i = 0; i < 3; i++)
+		start(NULL);
+	run();
+	saga_breaker_snapshot snap;
+	saga_breaker *b = saga_engine_breaker(F.e, "payments");
+	ck_assert_int_eq(saga_breaker_get_snapshot(&snap, b), SAGA_OK);
+	ck_assert_int_eq(snap.state, SAGA_BREAKER_CLOSED);
+	ck_assert_uint_eq(snap.calls, 3);
+	ck_assert_uint_eq(snap.failures, 0);
+	F.scripts[2].action[0] = SAGA_STEP_RETRY;
+	start(NULL);
+	start(NULL);
+	run();
+	ck_assert_int_eq(saga_breaker_get_snapshot(&snap, b), SAGA_OK);
+	ck_assert_int_eq(snap.state, SAGA_BREAKER_OPEN);
+}
+END_TEST
+
+/* The history names steps even when this engine has not registered the
+ * definition: the store keeps a snapshot of it. */
+static int check_names(const saga_event *ev, void *user)
+{
+	if (ev->step >= 0) {
+		ck_assert_ptr_nonnull(ev->step_name);
+		ck_assert_str_eq(ev->step_name, step_names[ev->step]);
+		(*(int *)user)++;
+	}
+	return 0;
+}
+
+START_TEST(history_names_from_snapshot)
+{
+	int64_t id = start(NULL);
+	run();
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	int named = 0;
+	ck_assert_int_eq(saga_history(F.e, id, check_names, &named), SAGA_OK);
+	ck_assert_int_eq(named, 2 * NSTEPS);
+}
+END_TEST
+
 START_TEST(store_errors)
 {
 	int64_t id = start(NULL);
@@ -986,6 +1053,8 @@ int main(void)
 	tcase_add_test(tc, list_and_counts);
 	tcase_add_test(tc, breaker_parks_instance);
 	tcase_add_test(tc, breaker_opens_mid_run);
+	tcase_add_test(tc, breaker_ignores_business_refusals);
+	tcase_add_test(tc, history_names_from_snapshot);
 	tcase_add_test(tc, store_errors);
 	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, workers_many_instances);
