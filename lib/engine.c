@@ -494,6 +494,22 @@ static int64_t pop_ready(saga_engine *e)
 	return id;
 }
 
+/* A stored row the engine could have written: the step in range for its
+ * phase and state, counters in range. A damaged store must give
+ * SAGA_ECORRUPT, never an out-of-bounds step. */
+static bool row_consistent(const saga_row *r, const saga_definition *d)
+{
+	int n = (int)d->nsteps;
+	if (r->fwd_started < 0 || r->fwd_started > n || r->attempt > UINT32_MAX / 2 ||
+	    r->def_version < 1)
+		return false;
+	if (r->inflight || r->pending)
+		return r->step >= 0 && r->step < n && !(r->inflight && r->pending);
+	if (r->phase == SAGA_PHASE_COMPENSATION)
+		return r->step >= -1 && r->step < n && r->step < r->fwd_started;
+	return r->step >= 0 && r->step <= n;
+}
+
 /* Loads an instance row into memory. SAGA_ENOTFOUND when the id is unknown;
  * *out is NULL (and 0 returned) when its definition is not registered. */
 static int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
@@ -518,11 +534,11 @@ static int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 		free_inst(e, in);
 		return SAGA_OK;
 	}
-	if ((size_t)in->row.fwd_started > in->rd->def->nsteps || in->row.step < -1 ||
-	    in->row.step > (int)in->rd->def->nsteps) {
+	if (!row_consistent(&in->row, in->rd->def)) {
 		int64_t bad = in->row.id;
 		free_inst(e, in);
-		return set_err(e, SAGA_ECORRUPT, "instance %lld: step out of range", (long long)bad);
+		return set_err(e, SAGA_ECORRUPT, "instance %lld: its stored state is inconsistent",
+		               (long long)bad);
 	}
 	in->ctx = cJSON_Parse(in->row.context);
 	if (!in->ctx || !cJSON_IsObject(in->ctx)) {
@@ -630,8 +646,11 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 			while (item) {
 				cJSON *next = item->next;
 				cJSON_DetachItemViaPointer(puts, item);
-				if (cJSON_GetObjectItemCaseSensitive(in->ctx, item->string))
-					cJSON_ReplaceItemInObjectCaseSensitive(in->ctx, item->string, item);
+				/* Replace through the pointer: replacing by name would
+				 * free the name the item still points to. */
+				cJSON *old = cJSON_GetObjectItemCaseSensitive(in->ctx, item->string);
+				if (old)
+					cJSON_ReplaceItemViaPointer(in->ctx, old, item);
 				else
 					cJSON_AddItemToObject(in->ctx, item->string, item);
 				item = next;

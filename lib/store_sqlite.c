@@ -470,6 +470,16 @@ static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
 static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_alloc *a)
 {
 	memset(r, 0, sizeof(*r));
+	/* Integers must be integers: text in a counter would read as 0 and
+	 * hide the instance from every scan. */
+	for (int col = 3; col <= 21; col++) {
+		if (col != 4 && sqlite3_column_type(st, col) != SQLITE_INTEGER) {
+			saga_fmt(s->errmsg, sizeof(s->errmsg),
+			         "store: instance %lld: column %d is not an integer",
+			         (long long)sqlite3_column_int64(st, 0), col);
+			return SAGA_ECORRUPT;
+		}
+	}
 	r->id = sqlite3_column_int64(st, 0);
 	copy_col(r->uid, sizeof(r->uid), st, 1);
 	copy_col(r->def_name, sizeof(r->def_name), st, 2);
@@ -479,7 +489,8 @@ static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_all
 	r->state = sqlite3_column_int(st, 5);
 	r->phase = sqlite3_column_int(st, 6);
 	r->step = sqlite3_column_int(st, 7);
-	r->attempt = (uint32_t)sqlite3_column_int64(st, 8);
+	sqlite3_int64 attempt = sqlite3_column_int64(st, 8);
+	r->attempt = attempt < 0 || attempt > UINT32_MAX / 2 ? UINT32_MAX : (uint32_t)attempt;
 	r->inflight = sqlite3_column_int(st, 9) != 0;
 	r->pending = sqlite3_column_int(st, 10) != 0;
 	r->pivot_done = sqlite3_column_int(st, 11) != 0;

@@ -147,6 +147,8 @@ static int64_t start(const char *bkey)
 	int64_t id = 0;
 	cJSON *in = cJSON_CreateObject();
 	cJSON_AddNumberToObject(in, "total", 1250);
+	/* The stock step writes "stock" again: an existing key is replaced. */
+	cJSON_AddStringToObject(in, "stock", "before");
 	int rc = saga_start(F.e, &id, NULL, "order", bkey, in);
 	cJSON_Delete(in);
 	ck_assert_msg(rc == SAGA_OK, "start: %s", saga_engine_errmsg(F.e));
@@ -232,6 +234,7 @@ START_TEST(happy_path)
 	ck_assert_int_eq(saga_get_context(F.e, &ctx, id), SAGA_OK);
 	ck_assert_int_eq((int)cJSON_GetObjectItem(ctx, "total")->valuedouble, 1250);
 	ck_assert_str_eq(cJSON_GetObjectItem(ctx, "ship")->valuestring, "ship-done");
+	ck_assert_str_eq(cJSON_GetObjectItem(ctx, "stock")->valuestring, "stock-done");
 	cJSON_Delete(ctx);
 	hist_count h = history(id);
 	for (int i = 0; i < NSTEPS; i++) {
