@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum stage { ST_PROCESS, ST_INVOKE, ST_INVOKING, ST_RESULT };
+enum stage { ST_PROCESS, ST_INVOKE, ST_INVOKING, ST_RESULT, ST_DONE };
 
 typedef struct reg_def {
 	saga_definition *def;
@@ -92,6 +92,9 @@ struct saga_engine {
 	int64_t *ready;           /* ids waiting to be loaded (FIFO) */
 	size_t ready_head, ready_len, ready_cap;
 	bool recovered;           /* the unfinished instances were queued */
+	int64_t *quarantine;      /* ids of damaged rows: reported once, then skipped */
+	size_t nquarantine;
+	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
 	uint64_t next_timer;      /* earliest stored due time; 0 = unknown */
 	bool in_txn;
 	pending_event *events;
@@ -510,6 +513,25 @@ static bool row_consistent(const saga_row *r, const saga_definition *d)
 	return r->step >= 0 && r->step <= n;
 }
 
+/* Parses a stored context. A parse failure is ENOMEM when the text is
+ * well-formed JSON (cJSON ran out of memory), ECORRUPT otherwise. */
+static int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id)
+{
+	*out = cJSON_Parse(text);
+	if (*out && cJSON_IsObject(*out))
+		return SAGA_OK;
+	bool valid = false;
+	int rc = SAGA_OK;
+	if (!*out && (rc = store_json_valid(e->store, text, &valid)))
+		return store_err(e, rc);
+	if (!*out && valid)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	cJSON_Delete(*out);
+	*out = NULL;
+	return set_err(e, SAGA_ECORRUPT, "instance %lld: stored context is not a JSON object",
+	               (long long)id);
+}
+
 /* Loads an instance row into memory. SAGA_ENOTFOUND when the id is unknown;
  * *out is NULL (and 0 returned) when its definition is not registered. */
 static int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
@@ -540,15 +562,11 @@ static int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 		return set_err(e, SAGA_ECORRUPT, "instance %lld: its stored state is inconsistent",
 		               (long long)bad);
 	}
-	in->ctx = cJSON_Parse(in->row.context);
-	if (!in->ctx || !cJSON_IsObject(in->ctx)) {
-		int64_t bad = in->row.id;
-		bool nomem = in->ctx == NULL && cJSON_GetErrorPtr() == NULL;
+	int64_t id_loaded = in->row.id;
+	rc = parse_context(e, &in->ctx, in->row.context, id_loaded);
+	if (rc) {
 		free_inst(e, in);
-		if (nomem)
-			return set_err(e, SAGA_ENOMEM, "out of memory");
-		return set_err(e, SAGA_ECORRUPT, "instance %lld: stored context is not a JSON object",
-		               (long long)bad);
+		return rc;
 	}
 	*out = in;
 	return SAGA_OK;
@@ -649,10 +667,12 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 				/* Replace through the pointer: replacing by name would
 				 * free the name the item still points to. */
 				cJSON *old = cJSON_GetObjectItemCaseSensitive(in->ctx, item->string);
-				if (old)
-					cJSON_ReplaceItemViaPointer(in->ctx, old, item);
-				else
-					cJSON_AddItemToObject(in->ctx, item->string, item);
+				bool kept = old ? cJSON_ReplaceItemViaPointer(in->ctx, old, item)
+				                : cJSON_AddItemToObject(in->ctx, item->string, item);
+				if (!kept) {
+					cJSON_Delete(item);
+					return set_err(e, SAGA_ENOMEM, "out of memory");
+				}
 				item = next;
 			}
 			in->ctx_changed = true;
@@ -882,6 +902,24 @@ static int queue_id(int64_t id, void *user)
 	return push_ready(e, id) ? 1 : 0;
 }
 
+static bool quarantined(saga_engine *e, int64_t id)
+{
+	for (size_t i = 0; i < e->nquarantine; i++)
+		if (e->quarantine[i] == id)
+			return true;
+	return false;
+}
+
+static int quarantine_add(saga_engine *e, int64_t id)
+{
+	int64_t *q = saga_realloc(&e->alloc, e->quarantine, (e->nquarantine + 1) * sizeof(*q));
+	if (!q)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	q[e->nquarantine++] = id;
+	e->quarantine = q;
+	return SAGA_OK;
+}
+
 /* Brings due instances into memory, up to max_in_flight. */
 static int fill(saga_engine *e)
 {
@@ -895,7 +933,7 @@ static int fill(saga_engine *e)
 	if (e->ready_len == 0 && e->nloaded < e->max_in_flight &&
 	    (e->next_timer == 0 || e->next_timer <= now)) {
 		size_t before = e->ready_len;
-		int room = (int)(e->max_in_flight - e->nloaded);
+		int room = (int)(e->max_in_flight - e->nloaded + e->nquarantine);
 		if ((rc = store_scan_due(e->store, now, room, queue_id, e)))
 			return store_err(e, rc);
 		if (e->ready_len - before < (size_t)room) {
@@ -908,12 +946,20 @@ static int fill(saga_engine *e)
 	}
 	while (e->ready_len && e->nloaded < e->max_in_flight) {
 		int64_t id = pop_ready(e);
-		if (is_loaded(e, id))
+		if (is_loaded(e, id) || quarantined(e, id))
 			continue;
 		inst *in;
 		rc = load_inst(e, &in, id, NULL);
 		if (rc == SAGA_ENOTFOUND)
 			continue;
+		if (rc == SAGA_ECORRUPT) {
+			/* One damaged row must not hold up the others. */
+			logf_(e, SAGA_LOG_ERROR, "%s; the instance is skipped", saga_engine_errmsg(e));
+			if ((rc = quarantine_add(e, id)))
+				return rc;
+			e->new_corrupt = id;
+			continue;
+		}
 		if (rc)
 			return rc;
 		if (!in)
@@ -972,34 +1018,33 @@ static void discard_round(saga_engine *e)
  * Instances that must be invoked are left in ST_INVOKE. */
 static int process_round(saga_engine *e)
 {
-	int rc = fill(e);
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < e->nloaded;) {
+	/* A failed fill still lets the instances in memory move on. */
+	int fill_rc = fill(e);
+	int rc;
+	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
+		if (in->stage != ST_RESULT && in->stage != ST_PROCESS)
+			continue;
+		/* From here its memory is ahead of the store until the commit. */
+		in->uncommitted = true;
 		if (in->stage == ST_RESULT) {
 			in->fresh_start = false;
 			if ((rc = apply_result(e, in)))
 				goto fail;
 			in->stage = ST_PROCESS;
 		}
-		if (in->stage != ST_PROCESS) {
-			i++;
-			continue;
-		}
 		enum next next;
 		if ((rc = advance(e, in, &next)) || (rc = write_row(e, in)))
 			goto fail;
-		if (next == NEXT_INVOKE) {
-			in->stage = ST_INVOKE;
-			i++;
-		} else {
-			unload(e, i);
-		}
+		in->stage = next == NEXT_INVOKE ? ST_INVOKE : ST_DONE;
 	}
 	if ((rc = commit_txn(e)))
 		goto fail;
-	return SAGA_OK;
+	/* Parked and finished instances leave memory only once durable. */
+	for (size_t i = e->nloaded; i-- > 0;)
+		if (e->loaded[i]->stage == ST_DONE)
+			unload(e, i);
+	return fill_rc;
 fail:
 	discard_round(e);
 	return rc;
@@ -1078,6 +1123,18 @@ static int run_round(saga_engine *e, unsigned int *ran)
 	return n ? process_round(e) : SAGA_OK;
 }
 
+/* The healthy instances ran; a damaged one found on the way is reported
+ * (once: it is skipped from then on). */
+static int report_corrupt(saga_engine *e, int rc)
+{
+	if (rc == SAGA_OK && e->new_corrupt)
+		rc = set_err(e, SAGA_ECORRUPT,
+		             "instance %lld is damaged in the store and was skipped; the others ran",
+		             (long long)e->new_corrupt);
+	e->new_corrupt = 0;
+	return rc;
+}
+
 int saga_run_due(saga_engine *e, unsigned int *ran)
 {
 	if (ran)
@@ -1087,7 +1144,9 @@ int saga_run_due(saga_engine *e, unsigned int *ran)
 	if (e->nworkers)
 		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	pthread_mutex_lock(&e->mu);
+	e->new_corrupt = 0;
 	int rc = run_round(e, ran);
+	rc = report_corrupt(e, rc);
 	unlock_and_deliver(e);
 	return rc;
 }
@@ -1105,6 +1164,7 @@ int saga_run_until_idle(saga_engine *e)
 	if (e->nworkers)
 		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	pthread_mutex_lock(&e->mu);
+	e->new_corrupt = 0;
 	int rc = SAGA_OK;
 	for (;;) {
 		unsigned int ran = 0;
@@ -1113,6 +1173,7 @@ int saga_run_until_idle(saga_engine *e)
 		if (ran == 0 && nothing_due(e))
 			break;
 	}
+	rc = report_corrupt(e, rc);
 	unlock_and_deliver(e);
 	return rc;
 }
@@ -1405,6 +1466,7 @@ void saga_engine_close(saga_engine *e)
 	}
 	store_close(e->store);
 	saga_free(&e->alloc, e->ready);
+	saga_free(&e->alloc, e->quarantine);
 	saga_free(&e->alloc, e->loaded);
 	saga_free(&e->alloc, e->threads);
 	pthread_cond_destroy(&e->idle_cv);
@@ -1852,10 +1914,7 @@ int saga_get_context(saga_engine *e, cJSON **out, int64_t id)
 	saga_row r;
 	int rc = store_load(e->store, &r, id, &e->alloc);
 	if (rc == SAGA_OK) {
-		*out = cJSON_Parse(r.context);
-		if (!*out)
-			rc = set_err(e, SAGA_ECORRUPT, "instance %lld: stored context is not JSON",
-			             (long long)id);
+		rc = parse_context(e, out, r.context, id);
 		saga_free(&e->alloc, r.context);
 	} else {
 		rc = rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)

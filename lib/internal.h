@@ -165,6 +165,9 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 int store_list(saga_store *s, int state, saga_instance_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 void row_to_info(saga_instance_info *info, const saga_row *r);
+/* Is `text` well-formed JSON? Tells a damaged context from a parser that ran
+ * out of memory. */
+int store_json_valid(saga_store *s, const char *text, bool *valid);
 /* Deletes up to 256 instances in `state` last changed before `before`, with
  * their history, in the open transaction; *purged says how many. */
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);

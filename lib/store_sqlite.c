@@ -57,7 +57,7 @@ enum stmt_id {
 	ST_INSERT, ST_UPDATE, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
 	ST_HIST_ADD, ST_SCAN_ACTIVE, ST_SCAN_DUE, ST_NEXT_DUE, ST_LAST_OUTCOME,
 	ST_HISTORY, ST_LIST, ST_LIST_ALL, ST_COUNTS,
-	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST,
+	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST, ST_JSON_VALID,
 	ST_COUNT
 };
 
@@ -95,6 +95,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                  " AND updated_at < ?2 ORDER BY updated_at LIMIT ?3",
 	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
 	[ST_PURGE_INST] = "DELETE FROM instances WHERE id = ?1 AND state = ?2",
+	[ST_JSON_VALID] = "SELECT json_valid(?1)",
 };
 
 struct saga_store {
@@ -783,6 +784,23 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 	}
 	*purged = l.n;
 	return SAGA_OK;
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_json_valid(saga_store *s, const char *text, bool *valid)
+{
+	sqlite3_stmt *st = s->st[ST_JSON_VALID];
+	int rc = SAGA_OK;
+	*valid = false;
+	BIND(sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW)
+		*valid = sqlite3_column_int(st, 0) == 1;
+	else
+		rc = fail(s, src, "check JSON");
 done:
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
