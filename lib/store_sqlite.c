@@ -471,12 +471,18 @@ static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
 static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_alloc *a)
 {
 	memset(r, 0, sizeof(*r));
-	/* Integers must be integers: text in a counter would read as 0 and
-	 * hide the instance from every scan. */
+	/* Integers must be integers, and the narrow ones must fit: text, or a
+	 * state of 2^32, would read as 0 in C yet match nothing in the SQL
+	 * scans, hiding the instance from recovery. Times are never negative. */
 	for (int col = 3; col <= 21; col++) {
-		if (col != 4 && sqlite3_column_type(st, col) != SQLITE_INTEGER) {
+		if (col == 4)
+			continue;
+		sqlite3_int64 v = sqlite3_column_int64(st, col);
+		bool narrow = col <= 14; /* version .. comp_done_any are C ints */
+		if (sqlite3_column_type(st, col) != SQLITE_INTEGER || v < (narrow ? -1 : 0) ||
+		    (narrow && v > INT32_MAX)) {
 			saga_fmt(s->errmsg, sizeof(s->errmsg),
-			         "store: instance %lld: column %d is not an integer",
+			         "store: instance %lld: column %d holds an impossible value",
 			         (long long)sqlite3_column_int64(st, 0), col);
 			return SAGA_ECORRUPT;
 		}
