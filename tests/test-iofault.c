@@ -56,7 +56,6 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,124 +65,14 @@
 #include <unistd.h>
 
 #include "faultvfs.h"
-#include "test-common.h"
+#include "scenario.h"
 
-#define NSTEPS 4
-#define PIVOT 2
-#define SHIP 3
-static const char *const step_names[NSTEPS] = { "reserve", "hold", "charge", "ship" };
-#define DEF_NAME "trip"
-#define NWHO 2 /* instances: A completes, B fails at the pivot */
-static const char *const who_names[NWHO] = { "A", "B" };
-#define MAX_CALLS 256
-#define MAX_EVENTS 512
 #define MAX_N 20000 /* a safety stop for the fault loops */
 
-typedef struct call {
-	int who;
-	int step;
-	int phase;
-	uint32_t attempt;
-	char key[160];
-} call;
-
-typedef struct seen_event {
-	int64_t instance;
-	int64_t seq;
-	int type, step, phase, outcome;
-	uint32_t attempt;
-} seen_event;
-
-static struct {
-	char dir[256];
-	char path[300];
-	fake_clock clock;
-	saga_definition *def;
-	call calls[MAX_CALLS];
-	int ncalls;
-	seen_event events[MAX_EVENTS];
-	int nevents;
-	int violations;
-	char violation[512];
-	bool cold_cache; /* the participant writes the store from another connection */
-} T;
-
-static void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void violation(const char *fmt, ...)
-{
-	if (T.violations++ == 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(T.violation, sizeof(T.violation), fmt, ap);
-		va_end(ap);
-	}
-}
-
 /* ------------------------------------------------------------------------ */
-/* The participant and its write-ahead check                                */
+/* The participant's extra: a cold page cache                               */
 
-static int64_t query_int(sqlite3 *db, const char *sql, int64_t a, int64_t b, int64_t c,
-                         int64_t d, const char *text)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t v = -1;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-		violation("checker: %s: %s", sql, sqlite3_errmsg(db));
-		return -1;
-	}
-	sqlite3_bind_int64(st, 1, a);
-	sqlite3_bind_int64(st, 2, b);
-	sqlite3_bind_int64(st, 3, c);
-	sqlite3_bind_int64(st, 4, d);
-	if (text)
-		sqlite3_bind_text(st, 5, text, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	else
-		violation("checker: %s: %s", sql, sqlite3_errmsg(db));
-	sqlite3_finalize(st);
-	return v;
-}
-
-/* What the store holds when the participant is called: what a crash right
- * now would leave. Read through the plain unix VFS, never faulted. */
-static void check_write_ahead(saga_step_ctx *c, int step, int phase)
-{
-	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(T.path, &db, SQLITE_OPEN_READONLY, "unix") != SQLITE_OK) {
-		violation("checker: cannot open the store: %s", db ? sqlite3_errmsg(db) : "?");
-		sqlite3_close(db);
-		return;
-	}
-	int64_t id = saga_step_instance(c);
-	uint32_t attempt = saga_step_attempt(c);
-	int64_t n = query_int(db, "SELECT count(*) FROM history WHERE instance = ?1 AND type = 2"
-	                          " AND step = ?2 AND phase = ?3 AND attempt = ?4",
-	                      id, step, phase, attempt, NULL);
-	if (n != 1)
-		violation("write-ahead: %s/%d attempt %u invoked with %lld durable starts",
-		          step_names[step], phase, attempt, (long long)n);
-	n = query_int(db, "SELECT inflight = 1 AND step = ?2 AND phase = ?3 AND attempt = ?4"
-	                  " FROM instances WHERE id = ?1", id, step, phase, attempt, NULL);
-	if (n != 1)
-		violation("write-ahead: %s/%d attempt %u invoked but the stored row disagrees",
-		          step_names[step], phase, attempt);
-	if (phase == SAGA_PHASE_ACTION && step > 0) {
-		n = query_int(db, "SELECT count(*) FROM history WHERE instance = ?1 AND type = 3"
-		                  " AND outcome = 1 AND step = ?2 AND phase = 0",
-		              id, step - 1, 0, 0, NULL);
-		if (n != 1)
-			violation("write-ahead: %s started with %lld durable OK outcomes of %s",
-			          step_names[step], (long long)n, step_names[step - 1]);
-		n = query_int(db, "SELECT json_extract(context, '$.' || ?5) IS NOT NULL"
-		                  " FROM instances WHERE id = ?1", id, 0, 0, 0, step_names[step - 1]);
-		if (n != 1)
-			violation("write-ahead: %s started before the output of %s was durable",
-			          step_names[step], step_names[step - 1]);
-	}
-	sqlite3_close(db);
-}
+static bool cold_cache; /* the participant writes the store from another connection */
 
 /* Another connection rewrites the schema cookie with its own value: nothing
  * changes, but the engine's connection must drop its page cache and read the
@@ -191,7 +80,7 @@ static void check_write_ahead(saga_step_ctx *c, int step, int phase)
 static void chill_cache(void)
 {
 	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(T.path, &db, SQLITE_OPEN_READWRITE, "unix") != SQLITE_OK) {
+	if (sqlite3_open_v2(scn.path, &db, SQLITE_OPEN_READWRITE, "unix") != SQLITE_OK) {
 		violation("cache: cannot open the store");
 		sqlite3_close(db);
 		return;
@@ -205,105 +94,24 @@ static void chill_cache(void)
 	sqlite3_close(db);
 }
 
-static int who_of(saga_step_ctx *c)
+static void on_invoke(void)
 {
-	const cJSON *w = cJSON_GetObjectItemCaseSensitive(saga_step_context(c), "who");
-	const char *s = cJSON_GetStringValue(w);
-	for (int i = 0; s && i < NWHO; i++)
-		if (strcmp(s, who_names[i]) == 0)
-			return i;
-	return -1;
-}
-
-static saga_step_result participant(saga_step_ctx *c, void *user)
-{
-	int step = (int)(intptr_t)user;
-	int phase = saga_step_phase(c);
-	int who = who_of(c);
-	if (who < 0) {
-		violation("participant: the context lost its 'who'");
-		return SAGA_STEP_FAIL;
-	}
-	if (T.ncalls < MAX_CALLS) {
-		call *k = &T.calls[T.ncalls++];
-		k->who = who;
-		k->step = step;
-		k->phase = phase;
-		k->attempt = saga_step_attempt(c);
-		snprintf(k->key, sizeof(k->key), "%s", saga_step_key(c));
-	} else {
-		violation("participant: more than %d calls", MAX_CALLS);
-	}
-	check_write_ahead(c, step, phase);
-	if (T.cold_cache)
+	if (cold_cache)
 		chill_cache();
-	if (phase == SAGA_PHASE_COMPENSATION)
-		return SAGA_STEP_OK;
-	if (step == PIVOT && who == 1) {
-		saga_step_set_error(c, "card declined");
-		return SAGA_STEP_FAIL;
-	}
-	if (step == SHIP && saga_step_attempt(c) == 1) {
-		saga_step_set_error(c, "carrier busy");
-		return SAGA_STEP_RETRY;
-	}
-	if (saga_step_put(c, step_names[step], cJSON_CreateString("done")) != SAGA_OK)
-		violation("participant: saga_step_put failed");
-	return SAGA_STEP_OK;
-}
-
-static void listener(const saga_event *ev, void *user)
-{
-	(void)user;
-	if (T.nevents >= MAX_EVENTS) {
-		violation("listener: more than %d events", MAX_EVENTS);
-		return;
-	}
-	seen_event *s = &T.events[T.nevents++];
-	s->instance = ev->instance;
-	s->seq = ev->seq;
-	s->type = ev->type;
-	s->step = ev->step;
-	s->phase = ev->phase;
-	s->outcome = ev->outcome;
-	s->attempt = ev->attempt;
-}
-
-static saga_definition *make_def(void)
-{
-	saga_definition *d;
-	ck_assert_int_eq(saga_definition_new(&d, DEF_NAME, 1), SAGA_OK);
-	for (int i = 0; i < NSTEPS; i++) {
-		saga_step_spec s = { step_names[i],
-			             i < PIVOT ? SAGA_STEP_COMPENSATABLE
-			                       : i == PIVOT ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
-			             participant, i < PIVOT ? participant : NULL,
-			             (void *)(intptr_t)i };
-		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
-	}
-	saga_retry_policy p = { 3, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
-	ck_assert_int_eq(saga_definition_set_retry(d, NULL, &p), SAGA_OK);
-	ck_assert_int_eq(saga_definition_set_compensation_retry(d, NULL, &p), SAGA_OK);
-	saga_retry_policy forever = { 0, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
-	ck_assert_int_eq(saga_definition_set_retry(d, "ship", &forever), SAGA_OK);
-	return d;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                  */
 
-/* Where a broken expectation jumps to (see EXPECT); NULL outside the loops. */
-static jmp_buf *expect_env;
-
 static void setup(void)
 {
-	expect_env = NULL;
-	memset(&T, 0, sizeof(T));
-	tmpdir_make(T.dir, sizeof(T.dir));
-	snprintf(T.path, sizeof(T.path), "%s/saga.db", T.dir);
+	scenario_setup();
+	cold_cache = false;
 	ck_assert_int_eq(faultvfs_register(1), SQLITE_OK);
 	ck_assert_str_eq(sqlite3_vfs_find(NULL)->zName, FAULTVFS_NAME);
-	T.def = make_def();
+	/* The checker reads through the plain unix VFS, never faulted. */
+	scn.cfg.checker_vfs = "unix";
+	scn.cfg.on_invoke = on_invoke;
 }
 
 static void teardown(void)
@@ -311,297 +119,17 @@ static void teardown(void)
 	expect_env = NULL;
 	faultvfs_disarm();
 	faultvfs_restore_default();
-	saga_definition_free(T.def);
-	tmpdir_remove(T.dir);
-}
-
-static void remove_store(void)
-{
-	static const char *const sfx[] = { "", "-wal", "-shm", "-journal" };
-	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		char p[320];
-		snprintf(p, sizeof(p), "%s%s", T.path, sfx[i]);
-		unlink(p);
-	}
+	scenario_teardown();
 }
 
 static saga_options options(saga_durability dur)
 {
 	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = T.path;
+	o.path = scn.path;
 	o.durability = dur;
-	o.clock = fake_clock_make(&T.clock);
+	o.clock = fake_clock_make(&scn.clock);
 	o.seed = 7;
 	return o;
-}
-
-static cJSON *input_of(int who)
-{
-	cJSON *in = cJSON_CreateObject();
-	ck_assert_ptr_nonnull(in);
-	cJSON_AddStringToObject(in, "who", who_names[who]);
-	return in;
-}
-
-/* A broken expectation inside the fault loops ends the current N only: the
- * loop records it and goes on, so one run reports every failing N. Outside
- * the loops it fails the test at once. */
-static char expect_msg[1024];
-static saga_engine *cur_engine; /* closed when an expectation breaks */
-
-static void expect_failed(int line, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
-static void expect_failed(int line, const char *fmt, ...)
-{
-	char msg[900];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	snprintf(expect_msg, sizeof(expect_msg), "line %d: %s", line, msg);
-	if (expect_env)
-		longjmp(*expect_env, 1);
-	ck_abort_msg("%s", expect_msg);
-	abort(); /* not reached */
-}
-
-#define EXPECT(cond, ...)                                       \
-	do {                                                    \
-		if (!(cond))                                    \
-			expect_failed(__LINE__, __VA_ARGS__);   \
-	} while (0)
-
-/* ------------------------------------------------------------------------ */
-/* Checking calls                                                           */
-
-/* The codes seen in the fault loops, for the report, and the first call
- * that failed in the current N (for failure messages). */
-static long code_counts[32];
-static char first_failure[320];
-
-/* Every call answers 0 or a named error with a message. */
-static int check_rc(saga_engine *e, const char *what, int rc, long n)
-{
-	EXPECT(rc <= 0 && rc >= SAGA_ECLOSED, "N=%ld %s: unknown return code %d", n, what,
-	       rc);
-	code_counts[-rc]++;
-	if (rc && !first_failure[0])
-		snprintf(first_failure, sizeof(first_failure), "%s: %s (%s)", what,
-		         saga_strerror(rc), e ? saga_engine_errmsg(e) : "open");
-	if (rc && e) {
-		const char *m = saga_engine_errmsg(e);
-		EXPECT(m && *m && strcmp(m, "no error") != 0,
-		       "N=%ld %s failed (%s) without a message", n, what, saga_strerror(rc));
-	}
-	return rc;
-}
-
-typedef struct hist {
-	int starts[NSTEPS][2];
-	int ok[NSTEPS][2];
-	int fail[NSTEPS][2];
-	int64_t first_start_seq[NSTEPS][2];
-	int64_t ok_seq[NSTEPS][2];
-	seen_event ev[MAX_EVENTS];
-	int n;
-} hist;
-
-static int hist_fn(const saga_event *ev, void *user)
-{
-	hist *h = user;
-	if (ev->step >= NSTEPS || ev->step < -1) {
-		violation("history: step %d out of range", ev->step);
-		return 0;
-	}
-	if (h->n < MAX_EVENTS) {
-		seen_event *s = &h->ev[h->n++];
-		s->instance = ev->instance;
-		s->seq = ev->seq;
-		s->type = ev->type;
-		s->step = ev->step;
-		s->phase = ev->phase;
-		s->outcome = ev->outcome;
-		s->attempt = ev->attempt;
-	}
-	if (ev->step < 0)
-		return 0;
-	int s = ev->step, p = ev->phase & 1;
-	if (ev->type == SAGA_EVENT_ATTEMPT_START) {
-		if (!h->starts[s][p]++)
-			h->first_start_seq[s][p] = ev->seq;
-	}
-	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->outcome == SAGA_OUTCOME_OK) {
-		h->ok[s][p]++;
-		h->ok_seq[s][p] = ev->seq;
-	}
-	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->outcome == SAGA_OUTCOME_FAIL)
-		h->fail[s][p]++;
-	return 0;
-}
-
-/* The per-N statistics. */
-typedef struct loop_stats {
-	long n_values;      /* N values run */
-	long injected;      /* faults injected in total */
-	long ops;           /* operations of the kind in the fault-free run */
-	long reinvocations; /* participant calls beyond one per outcome */
-	long open_failed;   /* the first open failed */
-	long calls_failed;  /* API calls that returned an error under a fault */
-} loop_stats;
-
-/* Checks the finished store against the contract; e is open on it. */
-static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *label, long n,
-                           loop_stats *st)
-{
-	EXPECT(T.violations == 0, "%s N=%ld: %d violations, first: %s", label, n,
-	       T.violations, T.violation);
-	int64_t counts[SAGA_STATE_COUNT];
-	EXPECT(saga_counts(e, counts) == SAGA_OK, "N=%ld: saga_counts: %s", n,
-	       saga_engine_errmsg(e));
-	int64_t total = 0;
-	for (int i = 0; i < SAGA_STATE_COUNT; i++)
-		total += counts[i];
-	EXPECT(total == NWHO, "%s N=%ld: %lld instances, want %d", label, n,
-	       (long long)total, NWHO);
-	static hist h[NWHO];
-	for (int w = 0; w < NWHO; w++) {
-		saga_instance_info info;
-		EXPECT(saga_get(e, &info, ids[w]) == SAGA_OK, "N=%ld: saga_get: %s", n,
-		       saga_engine_errmsg(e));
-		saga_state want = w == 0 ? SAGA_COMPLETED : SAGA_COMPENSATED;
-		EXPECT(info.state == want, "%s N=%ld: %s is %s, want %s", label, n,
-		       who_names[w], saga_state_name(info.state), saga_state_name(want));
-		memset(&h[w], 0, sizeof(h[w]));
-		EXPECT(saga_history(e, ids[w], hist_fn, &h[w]) == SAGA_OK,
-		       "N=%ld: saga_history: %s", n, saga_engine_errmsg(e));
-		EXPECT(T.violations == 0, "%s N=%ld: %s", label, n, T.violation);
-		/* Exactly one final outcome per started step and phase. */
-		for (int s = 0; s < NSTEPS; s++) {
-			int started = w == 0 || s <= PIVOT;
-			int final_a = h[w].ok[s][0] + h[w].fail[s][0];
-			EXPECT(final_a == started, "%s N=%ld: %s %s action: %d final outcomes",
-			       label, n, who_names[w], step_names[s], final_a);
-			EXPECT(started || h[w].starts[s][0] == 0,
-			       "%s N=%ld: %s %s was never due but started", label, n,
-			       who_names[w], step_names[s]);
-			int comp = w == 1 && s < PIVOT;
-			EXPECT(h[w].ok[s][1] == comp && h[w].fail[s][1] == 0,
-			       "%s N=%ld: %s %s compensation: %d OK, %d FAIL", label, n,
-			       who_names[w], step_names[s], h[w].ok[s][1], h[w].fail[s][1]);
-			EXPECT(comp || h[w].starts[s][1] == 0,
-			       "%s N=%ld: %s %s compensation started", label, n, who_names[w],
-			       step_names[s]);
-		}
-		if (w == 0) {
-			for (int s = 0; s < NSTEPS; s++)
-				EXPECT(h[w].ok[s][0] == 1, "%s N=%ld: A %s not OK", label, n,
-				       step_names[s]);
-		} else {
-			EXPECT(h[w].fail[PIVOT][0] == 1 && h[w].ok[0][0] == 1 &&
-			       h[w].ok[1][0] == 1,
-			       "%s N=%ld: B's forward outcomes are wrong", label, n);
-			/* Reverse order: hold is compensated before reserve starts. */
-			EXPECT(h[w].ok_seq[1][1] < h[w].first_start_seq[0][1],
-			       "%s N=%ld: B compensated out of order", label, n);
-		}
-		/* Every participant call of this instance used its stable key. */
-		int per[NSTEPS][2] = { { 0 } };
-		for (int k = 0; k < T.ncalls; k++) {
-			const call *c = &T.calls[k];
-			if (c->who != w)
-				continue;
-			char want_key[160];
-			snprintf(want_key, sizeof(want_key), "%s/%s/%s", info.uid,
-			         step_names[c->step],
-			         c->phase == SAGA_PHASE_ACTION ? "action" : "compensation");
-			EXPECT(strcmp(c->key, want_key) == 0, "%s N=%ld: key %s, want %s",
-			       label, n, c->key, want_key);
-			per[c->step][c->phase]++;
-		}
-		for (int s = 0; s < NSTEPS; s++)
-			for (int p = 0; p < 2; p++) {
-				/* Attempts that answered (RETRY, FAIL, OK) are legitimate calls. */
-				int legit = h[w].ok[s][p] + h[w].fail[s][p] +
-				            (w == 0 && s == SHIP && !p);
-				EXPECT(per[s][p] >= legit, "%s N=%ld: %s %s/%d called %d times "
-				       "for %d outcomes", label, n, who_names[w], step_names[s], p,
-				       per[s][p], legit);
-				st->reinvocations += per[s][p] - legit;
-			}
-	}
-	/* Every event a listener saw is durable, unchanged. */
-	for (int i = 0; i < T.nevents; i++) {
-		const seen_event *s = &T.events[i];
-		int w = s->instance == ids[0] ? 0 : s->instance == ids[1] ? 1 : -1;
-		EXPECT(w >= 0, "%s N=%ld: an event of instance %lld that does not exist",
-		       label, n, (long long)s->instance);
-		bool found = false;
-		for (int k = 0; k < h[w].n && !found; k++) {
-			const seen_event *d = &h[w].ev[k];
-			found = d->seq == s->seq && d->type == s->type && d->step == s->step &&
-			        d->phase == s->phase && d->outcome == s->outcome &&
-			        d->attempt == s->attempt;
-		}
-		EXPECT(found, "%s N=%ld: event seq %lld (%s) was delivered but is not in "
-		       "the history", label, n, (long long)s->seq,
-		       saga_event_type_name((saga_event_type)s->type));
-	}
-}
-
-/* Starts A and B (idempotent) and runs until both have ended. With
- * only_missing, instances whose start answered OK are not started again
- * (a start queues the instance, which would hide one the engine forgot). */
-static void finish(saga_engine *e, int64_t ids[NWHO], const char *label, long n,
-                   bool only_missing)
-{
-	for (int w = 0; w < NWHO; w++) {
-		if (only_missing && ids[w])
-			continue;
-		cJSON *in = input_of(w);
-		int64_t id = 0;
-		int created = -1;
-		int rc = saga_start(e, &id, &created, DEF_NAME, who_names[w], in);
-		cJSON_Delete(in);
-		EXPECT(rc == SAGA_OK, "%s N=%ld: start %s after the fault: %s", label, n,
-		       who_names[w], saga_engine_errmsg(e));
-		/* A start that answered OK is durable: the same instance. */
-		EXPECT(!ids[w] || ids[w] == id, "%s N=%ld: %s started as %lld, found %lld",
-		       label, n, who_names[w], (long long)ids[w], (long long)id);
-		EXPECT(!(ids[w] && created), "%s N=%ld: %s created twice", label, n,
-		       who_names[w]);
-		ids[w] = id;
-	}
-	for (int round = 0;; round++) {
-		if (round == 30) {
-			char st[2][160];
-			for (int w = 0; w < NWHO; w++) {
-				saga_instance_info info;
-				saga_get(e, &info, ids[w]);
-				long long due = info.due_ms ? (long long)(info.due_ms - T.clock.wall) : 0;
-				snprintf(st[w], sizeof(st[w]),
-				         "%s %s step %d phase %d attempt %u due %+lld", who_names[w],
-				         saga_state_name(info.state), info.step, info.phase, info.attempt,
-				         due);
-			}
-			EXPECT(false, "%s N=%ld: the sagas never finish: %s; %s; the fault: %s",
-			       label, n, st[0], st[1],
-			       first_failure[0] ? first_failure : "none reported");
-		}
-		int rc = saga_run_until_idle(e);
-		EXPECT(rc == SAGA_OK, "%s N=%ld: run after the fault: %s (%s)", label, n,
-		       saga_strerror(rc), saga_engine_errmsg(e));
-		int done = 0;
-		for (int w = 0; w < NWHO; w++) {
-			saga_instance_info info;
-			EXPECT(saga_get(e, &info, ids[w]) == SAGA_OK, "N=%ld: saga_get: %s", n,
-			       saga_engine_errmsg(e));
-			done += info.state == SAGA_COMPLETED || info.state == SAGA_COMPENSATED ||
-			        info.state == SAGA_STUCK;
-		}
-		if (done == NWHO)
-			break;
-		fake_clock_advance(&T.clock, 100);
-	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -635,19 +163,6 @@ static const fault_kind kinds[] = {
 };
 #define NKINDS ((int)(sizeof(kinds) / sizeof(kinds[0])))
 
-static long env_long(const char *name)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtol(v, NULL, 10) : 0;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* SQLite's own check of the file, through the plain unix VFS. */
 static bool store_intact(char *msg, size_t size)
 {
@@ -655,7 +170,7 @@ static bool store_intact(char *msg, size_t size)
 	sqlite3_stmt *st = NULL;
 	bool ok = false;
 	snprintf(msg, size, "cannot open");
-	if (sqlite3_open_v2(T.path, &db, SQLITE_OPEN_READONLY, "unix") == SQLITE_OK &&
+	if (sqlite3_open_v2(scn.path, &db, SQLITE_OPEN_READONLY, "unix") == SQLITE_OK &&
 	    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW) {
 		const char *r = (const char *)sqlite3_column_text(st, 0);
@@ -667,156 +182,30 @@ static bool store_intact(char *msg, size_t size)
 	return ok;
 }
 
+static void arm_kind(long n, const void *arg)
+{
+	const fault_kind *k = arg;
+	faultvfs_arm(k->op, n, k->code, k->sticky);
+}
+
 /* One N: the scenario under the fault; returns the faults injected. With
  * same_engine, the fault is lifted before close and the same engine must
  * finish the sagas. */
 static long run_one(const fault_kind *k, long n, bool same_engine, loop_stats *st)
 {
-	remove_store();
-	T.ncalls = 0;
-	T.nevents = 0;
-	T.violations = 0;
-	T.cold_cache = k->cold_cache;
-	first_failure[0] = '\0';
-	T.clock.wall = 1700000000000ull;
-	T.clock.mono = 1000;
+	scenario_reset();
+	cold_cache = k->cold_cache;
 	saga_options o = options(k->durability);
 	int64_t ids[NWHO] = { 0, 0 };
-	char err[256] = "";
-	saga_engine *e = NULL;
 
-	faultvfs_arm(k->op, n, k->code, k->sticky);
-	int rc = saga_engine_open(&e, &o, err, sizeof(err));
-	cur_engine = rc == SAGA_OK ? e : NULL;
-	check_rc(NULL, "open", rc, n);
-	if (rc) {
-		EXPECT(e == NULL && err[0], "N=%ld: open failed without a message", n);
-		st->open_failed++;
-		st->calls_failed++;
-	} else {
-		EXPECT(saga_engine_add_listener(e, listener, NULL) == SAGA_OK,
-		       "N=%ld: add_listener: %s", n, saga_engine_errmsg(e));
-		st->calls_failed += check_rc(e, "register", saga_engine_register(e, T.def), n) != 0;
-		for (int w = 0; w < NWHO; w++) {
-			cJSON *in = input_of(w);
-			int64_t id = 0;
-			rc = saga_start(e, &id, NULL, DEF_NAME, who_names[w], in);
-			cJSON_Delete(in);
-			check_rc(e, "start", rc, n);
-			if (rc == SAGA_OK) {
-				EXPECT(id > 0, "N=%ld: start gave id %lld", n, (long long)id);
-				ids[w] = id;
-			}
-			st->calls_failed += rc != 0;
-		}
-		for (int round = 0; round < 3; round++) {
-			st->calls_failed += check_rc(e, "run", saga_run_until_idle(e), n) != 0;
-			fake_clock_advance(&T.clock, 100);
-		}
-		if (ids[0]) {
-			saga_instance_info info;
-			st->calls_failed += check_rc(e, "get", saga_get(e, &info, ids[0]), n) != 0;
-			cJSON *ctx = NULL;
-			rc = saga_get_context(e, &ctx, ids[0]);
-			bool out_ok = rc == SAGA_OK ? ctx != NULL : ctx == NULL;
-			cJSON_Delete(ctx);
-			check_rc(e, "get_context", rc, n);
-			EXPECT(out_ok, "N=%ld: get_context: output and answer disagree", n);
-			st->calls_failed += rc != 0;
-			static hist h;
-			memset(&h, 0, sizeof(h));
-			st->calls_failed += check_rc(e, "history", saga_history(e, ids[0], hist_fn, &h),
-			                             n) != 0;
-		}
-		int64_t counts[SAGA_STATE_COUNT];
-		st->calls_failed += check_rc(e, "counts", saga_counts(e, counts), n) != 0;
-		if (same_engine) {
-			faultvfs_disarm();
-			/* Registration is the caller's: redo it if the fault hit it. */
-			rc = saga_engine_register(e, T.def);
-			EXPECT(rc == SAGA_OK || rc == SAGA_EEXISTS, "N=%ld: register: %s", n,
-			       saga_engine_errmsg(e));
-			finish(e, ids, "same engine", n, true);
-			check_contract(e, ids, "same engine", n, st);
-		}
-		saga_engine_close(e);
-		cur_engine = NULL;
-	}
-	faultvfs_disarm();
+	scenario_drive(&o, n, same_engine, arm_kind, k, faultvfs_disarm, ids, st);
 	long injected = faultvfs_injected();
 
 	/* The fault is lifted: the store opens intact and recovery finishes. */
-	rc = saga_engine_open(&e, &o, err, sizeof(err));
-	cur_engine = rc == SAGA_OK ? e : NULL;
-	EXPECT(rc == SAGA_OK, "%s N=%ld: the store does not reopen: %s", k->name, n, err);
-	EXPECT(saga_engine_add_listener(e, listener, NULL) == SAGA_OK, "N=%ld: add_listener: %s",
-	       n, saga_engine_errmsg(e));
-	EXPECT(saga_engine_register(e, T.def) == SAGA_OK, "%s N=%ld: register: %s", k->name,
-	       n, saga_engine_errmsg(e));
-	finish(e, ids, k->name, n, false);
-	check_contract(e, ids, k->name, n, st);
-	saga_engine_close(e);
-	cur_engine = NULL;
+	scenario_recover(&o, k->name, k->name, n, ids, st);
 	char why[256];
 	EXPECT(store_intact(why, sizeof(why)), "%s N=%ld: integrity_check: %s", k->name, n, why);
 	return injected;
-}
-
-/* The N values whose scenario broke an expectation, grouped by the kind of
- * failure (the message without its numbers). */
-#define MAX_FAILED 40
-#define MAX_KINDS 16
-static long failed_n[MAX_FAILED];
-static long nfailed;
-static struct failure_kind {
-	char sig[256];
-	char first[1024];
-	long first_n, count;
-} failure_kinds[MAX_KINDS];
-static int nfailure_kinds;
-
-static void note_failure(long n, const char *msg)
-{
-	if (nfailed < MAX_FAILED)
-		failed_n[nfailed] = n;
-	nfailed++;
-	char sig[256];
-	size_t k = 0;
-	for (const char *p = msg; *p && k + 1 < sizeof(sig); p++)
-		if (*p < '0' || *p > '9')
-			sig[k++] = *p;
-	sig[k] = '\0';
-	for (int i = 0; i < nfailure_kinds; i++)
-		if (strcmp(failure_kinds[i].sig, sig) == 0) {
-			failure_kinds[i].count++;
-			return;
-		}
-	if (nfailure_kinds == MAX_KINDS)
-		return;
-	struct failure_kind *f = &failure_kinds[nfailure_kinds++];
-	snprintf(f->sig, sizeof(f->sig), "%s", sig);
-	snprintf(f->first, sizeof(f->first), "%s", msg);
-	f->first_n = n;
-	f->count = 1;
-}
-
-/* Prints the failures and fails the test when there were any. */
-static void report_failures(const char *label)
-{
-	if (!nfailed)
-		return;
-	char list[512] = "";
-	for (long i = 0; i < nfailed && i < MAX_FAILED; i++) {
-		char one[24];
-		snprintf(one, sizeof(one), "%s%ld", i ? "," : "", failed_n[i]);
-		strncat(list, one, sizeof(list) - strlen(list) - 1);
-	}
-	for (int i = 0; i < nfailure_kinds; i++)
-		printf("%s: %ld N broke: first N=%ld: %s\n", label, failure_kinds[i].count,
-		       failure_kinds[i].first_n, failure_kinds[i].first);
-	ck_abort_msg("%s: %ld N values broke the contract in %d ways (N = %s%s); first: %s", label,
-	             nfailed, nfailure_kinds, list, nfailed > MAX_FAILED ? ",..." : "",
-	             failure_kinds[0].first);
 }
 
 /* Adds what the last N injected (the shim keeps it until the next arming). */
@@ -832,9 +221,7 @@ static void fault_loop(const fault_kind *k, bool same_engine)
 	static loop_stats st;
 	static long n;
 	memset(&st, 0, sizeof(st));
-	memset(code_counts, 0, sizeof(code_counts));
-	nfailed = 0;
-	nfailure_kinds = 0;
+	scenario_loop_begin();
 	static double t0;
 	static long only;
 	t0 = now_s();
@@ -845,13 +232,11 @@ static void fault_loop(const fault_kind *k, bool same_engine)
 		expect_env = &env;
 		if (setjmp(env)) {
 			/* This N broke the contract: note it, clean up, go on. */
-			faultvfs_disarm();
-			saga_engine_close(cur_engine);
-			cur_engine = NULL;
-			note_failure(n, expect_msg);
+			scenario_abandon(faultvfs_disarm);
+			scenario_note_failure(n, expect_msg);
 			account(&st, k);
 			/* no fault reached: that was the fault-free run */
-			if (only || nfailed >= 200 || faultvfs_injected() == 0)
+			if (only || scenario_nfailed() >= 200 || faultvfs_injected() == 0)
 				break;
 			continue;
 		}
@@ -861,22 +246,17 @@ static void fault_loop(const fault_kind *k, bool same_engine)
 			break;
 	}
 	expect_env = NULL;
-	char codes[512] = "";
-	for (int i = 1; i < 32; i++)
-		if (code_counts[i]) {
-			char one[64];
-			snprintf(one, sizeof(one), " %s=%ld", saga_strerror(-i), code_counts[i]);
-			strncat(codes, one, sizeof(codes) - strlen(codes) - 1);
-		}
+	char codes[512];
+	scenario_codes(codes, sizeof(codes));
 	printf("iofault %-46s%s N=%ld..%ld: %ld faults injected, %ld %s ops in a fault-free run, "
 	       "%ld failed calls (%ld opens), %ld re-invocations, %ld N broke the contract, "
 	       "%.2f s; codes:%s\n",
 	       k->name, same_engine ? " [same engine]" : "", only ? only : 1, n, st.injected,
 	       st.ops, faultvfs_op_name(k->op), st.calls_failed, st.open_failed,
-	       st.reinvocations, nfailed, now_s() - t0, codes);
+	       st.reinvocations, scenario_nfailed(), now_s() - t0, codes);
 	char label[128];
 	snprintf(label, sizeof(label), "iofault %s%s", k->name, same_engine ? " [same engine]" : "");
-	report_failures(label);
+	scenario_report_failures(label);
 	if (!only)
 		ck_assert_int_gt(st.injected, 0);
 }
@@ -908,7 +288,7 @@ static void make_store(const char *path, int n, int64_t *running)
 	saga_engine *e;
 	char err[256];
 	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
-	ck_assert_int_eq(saga_engine_register(e, T.def), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, scn.def), SAGA_OK);
 	char pad[301];
 	memset(pad, 'x', 300);
 	pad[300] = '\0';
@@ -923,7 +303,7 @@ static void make_store(const char *path, int n, int64_t *running)
 	}
 	for (int r = 0; r < 4; r++) {
 		ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
-		fake_clock_advance(&T.clock, 100);
+		fake_clock_advance(&scn.clock, 100);
 	}
 	if (running) {
 		cJSON *in = input_of(0);
@@ -931,8 +311,8 @@ static void make_store(const char *path, int n, int64_t *running)
 		cJSON_Delete(in);
 	}
 	saga_engine_close(e);
-	T.ncalls = 0;
-	T.nevents = 0;
+	scn.ncalls = 0;
+	scn.nevents = 0;
 }
 
 static off_t file_size(const char *path)
@@ -1028,7 +408,7 @@ static damage_result use_store(const char *path)
 		snprintf(r.msg, sizeof(r.msg), "%s", err);
 		return r;
 	}
-	note_damage(&r, e, "register", saga_engine_register(e, T.def));
+	note_damage(&r, e, "register", saga_engine_register(e, scn.def));
 	int n = 0;
 	note_damage(&r, e, "list", saga_list(e, -1, list_fn, &n));
 	int64_t counts[SAGA_STATE_COUNT];
@@ -1049,7 +429,7 @@ static damage_result use_store(const char *path)
 	note_damage(&r, e, "find", rc == SAGA_ENOTFOUND ? 0 : rc);
 	for (int round = 0; round < 3; round++) {
 		note_damage(&r, e, "run", saga_run_until_idle(e));
-		fake_clock_advance(&T.clock, 100);
+		fake_clock_advance(&scn.clock, 100);
 	}
 	cJSON *in = input_of(0);
 	note_damage(&r, e, "start", saga_start(e, &id, NULL, DEF_NAME, "new-after-damage", in));
@@ -1071,17 +451,17 @@ static void remove_side_files(const char *path)
 START_TEST(truncated_store)
 {
 	char clean[300];
-	snprintf(clean, sizeof(clean), "%s/clean.db", T.dir);
+	snprintf(clean, sizeof(clean), "%s/clean.db", scn.dir);
 	make_store(clean, 40, NULL);
 	off_t size = file_size(clean);
 	ck_assert_int_ge(size, 8 * 4096);
 	/* Half, and a few other cuts: mid-page and a whole number of pages. */
 	const off_t cuts[] = { size / 2, size / 2 + 1000, (size / 4096 / 2) * 4096, 4096, 100 };
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
-		copy_file(clean, T.path);
-		remove_side_files(T.path);
-		ck_assert_int_eq(truncate(T.path, cuts[i]), 0);
-		damage_result r = use_store(T.path);
+		copy_file(clean, scn.path);
+		remove_side_files(scn.path);
+		ck_assert_int_eq(truncate(scn.path, cuts[i]), 0);
+		damage_result r = use_store(scn.path);
 		printf("iofault truncated to %lld of %lld bytes: %s from %s: %s\n",
 		       (long long)cuts[i], (long long)size,
 		       r.first_error ? saga_strerror(r.first_error) : "no error",
@@ -1116,7 +496,7 @@ static long middle_table_page(const char *path, long pages)
 START_TEST(corrupted_pages)
 {
 	char clean[300];
-	snprintf(clean, sizeof(clean), "%s/clean.db", T.dir);
+	snprintf(clean, sizeof(clean), "%s/clean.db", scn.dir);
 	make_store(clean, 40, NULL);
 	off_t size = file_size(clean);
 	long pages = (long)(size / 4096);
@@ -1128,8 +508,8 @@ START_TEST(corrupted_pages)
 	 * inside a text value cannot be, the file has no checksums; never a
 	 * crash, and any error is SAGA_ECORRUPT or SAGA_ESTORE). */
 	for (long p = -1; p < 2 * pages; p++) {
-		copy_file(clean, T.path);
-		remove_side_files(T.path);
+		copy_file(clean, scn.path);
+		remove_side_files(scn.path);
 		off_t off;
 		size_t len;
 		if (p < 0) {
@@ -1145,8 +525,8 @@ START_TEST(corrupted_pages)
 			off = (p - pages) * 4096 + (p == pages ? 100 : 0);
 			len = 12;
 		}
-		scribble(T.path, off, len, (uint64_t)p + 99);
-		damage_result r = use_store(T.path);
+		scribble(scn.path, off, len, (uint64_t)p + 99);
+		damage_result r = use_store(scn.path);
 		if (r.first_error == SAGA_ECORRUPT)
 			detected++;
 		else if (r.first_error == 0)
@@ -1216,10 +596,10 @@ START_TEST(foreign_files)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		if (cases[i].sql) {
-			sql_file(T.path, cases[i].sql);
+			sql_file(scn.path, cases[i].sql);
 		} else {
 			remove_store();
-			FILE *f = fopen(T.path, "wb");
+			FILE *f = fopen(scn.path, "wb");
 			ck_assert_ptr_nonnull(f);
 			if (strstr(cases[i].what, "garbage")) {
 				fputs("SQLite format 3", f);
@@ -1230,7 +610,7 @@ START_TEST(foreign_files)
 			}
 			fclose(f);
 		}
-		damage_result r = use_store(T.path);
+		damage_result r = use_store(scn.path);
 		printf("iofault foreign file, %s: %s from %s: %s\n", cases[i].what,
 		       r.first_error ? saga_strerror(r.first_error) : "no error",
 		       r.where ? r.where : "-", r.msg);
@@ -1297,8 +677,8 @@ static int64_t db_int(sqlite3 *db, const char *sql)
 START_TEST(older_schema_migrated)
 {
 	char cur[300], old[300];
-	snprintf(cur, sizeof(cur), "%s/current.db", T.dir);
-	snprintf(old, sizeof(old), "%s/v1.db", T.dir);
+	snprintf(cur, sizeof(cur), "%s/current.db", scn.dir);
+	snprintf(old, sizeof(old), "%s/v1.db", scn.dir);
 	int64_t running = 0;
 	make_store(cur, 2, &running);
 	sqlite3 *db;
@@ -1328,10 +708,10 @@ START_TEST(older_schema_migrated)
 	saga_engine *e;
 	char err[256];
 	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open v1: %s", err);
-	ck_assert_int_eq(saga_engine_register(e, T.def), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, scn.def), SAGA_OK);
 	for (int r = 0; r < 4; r++) {
 		ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
-		fake_clock_advance(&T.clock, 100);
+		fake_clock_advance(&scn.clock, 100);
 	}
 	saga_instance_info info;
 	ck_assert_int_eq(saga_get(e, &info, running), SAGA_OK);
@@ -1404,7 +784,7 @@ START_TEST(corrupted_rows)
 {
 	const struct row_damage *d = &row_damages[_i];
 	char clean[300];
-	snprintf(clean, sizeof(clean), "%s/clean.db", T.dir);
+	snprintf(clean, sizeof(clean), "%s/clean.db", scn.dir);
 	int64_t bad = 0;
 	make_store(clean, 2, &bad);
 	/* A healthy instance next to the damaged one must still finish. */
@@ -1413,7 +793,7 @@ START_TEST(corrupted_rows)
 	saga_engine *e;
 	char err[256];
 	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(e, T.def), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, scn.def), SAGA_OK);
 	cJSON *in = input_of(0);
 	int64_t good = 0;
 	ck_assert_int_eq(saga_start(e, &good, NULL, DEF_NAME, "G", in), SAGA_OK);
@@ -1433,11 +813,11 @@ START_TEST(corrupted_rows)
 	damage_result r;
 	memset(&r, 0, sizeof(r));
 	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_OK);
-	note_damage(&r, e, "register", saga_engine_register(e, T.def));
+	note_damage(&r, e, "register", saga_engine_register(e, scn.def));
 	int64_t ids[] = { bad, good, 1 };
 	for (int round = 0; round < 6; round++) {
 		note_damage(&r, e, "run", saga_run_until_idle(e));
-		fake_clock_advance(&T.clock, 100);
+		fake_clock_advance(&scn.clock, 100);
 	}
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
 		saga_instance_info info;
@@ -1471,12 +851,7 @@ END_TEST
 
 int main(void)
 {
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	/* The loops create and sync thousands of small stores; on a disk the
-	 * fsyncs of the checkpoints dominate the run time, and the faults here
-	 * are simulated anyway: use memory when TMPDIR does not say otherwise. */
-	if (!getenv("TMPDIR") && access("/dev/shm", W_OK) == 0)
-		setenv("TMPDIR", "/dev/shm", 1);
+	scenario_main_init();
 	Suite *s = suite_create("iofault");
 	TCase *tc = tcase_create("faults");
 	tcase_add_checked_fixture(tc, setup, teardown);

@@ -16,6 +16,8 @@
 struct inventory_svc {
 	svc_db s;
 };
+_Static_assert(offsetof(struct inventory_svc, s) == 0,
+               "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS products("
@@ -45,25 +47,15 @@ int inventory_open(inventory_svc **out, const char *dir)
 {
 	if (!out)
 		return SAGA_EINVAL;
-	*out = NULL;
-	inventory_svc *v = calloc(1, sizeof *v);
-	if (!v)
-		return SAGA_ENOMEM;
-	int rc = svc_db_open(&v->s, ECOM_INVENTORY, dir, schema);
-	if (rc != 0) {
-		free(v);
-		return rc;
-	}
-	*out = v;
-	return 0;
+	svc_db *s;
+	int rc = svc_db_new(&s, sizeof(inventory_svc), ECOM_INVENTORY, dir, schema);
+	*out = (inventory_svc *)s; /* its first member */
+	return rc;
 }
 
 void inventory_close(inventory_svc *v)
 {
-	if (!v)
-		return;
-	svc_db_close(&v->s);
-	free(v);
+	svc_db_delete(v ? &v->s : NULL);
 }
 
 void inventory_set_faults(inventory_svc *v, ecom_faults *faults)
@@ -194,22 +186,15 @@ int inventory_reserve(inventory_svc *v, const char *key, int64_t order_id,
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || !key || !*key || (!items && n))
 		return SAGA_EINVAL;
-	int rc = svc_inject(&v->s, "reserve", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&v->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict verdict;
-	rc = saga_guard_action(v->s.db, key, &verdict);
+	int rc = svc_guard_begin(&v->s, "reserve", saga_guard_action, key, &verdict, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&v->s, rc, msg, msg_size);
+		return rc;
 	if (verdict == SAGA_GUARD_DONE)
 		return svc_rollback(&v->s, ECOM_OK);
-	if (verdict == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "reservation %s was released before it arrived: refused", key);
-		return svc_rollback(&v->s, ECOM_REFUSED);
-	}
+	if (verdict == SAGA_GUARD_REFUSED)
+		return svc_refuse(&v->s, msg, msg_size,
+		                  "reservation %s was released before it arrived: refused", key);
 	if (n == 0 || n > ECOM_MAX_ITEMS) {
 		svc_msg(msg, msg_size, "a reservation holds 1..%d items, not %zu", ECOM_MAX_ITEMS, n);
 		return svc_rollback(&v->s, ECOM_REFUSED);
@@ -264,16 +249,11 @@ int inventory_release(inventory_svc *v, const char *action_key, char *msg, size_
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || !action_key || !*action_key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&v->s, "release", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&v->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict verdict;
-	rc = saga_guard_compensation(v->s.db, action_key, &verdict);
+	int rc = svc_guard_begin(&v->s, "release", saga_guard_compensation, action_key, &verdict,
+	                         msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&v->s, rc, msg, msg_size);
+		return rc;
 	if (verdict == SAGA_GUARD_DONE)
 		return svc_rollback(&v->s, ECOM_OK);
 	if (verdict == SAGA_GUARD_EMPTY)
@@ -319,22 +299,15 @@ int inventory_ship(inventory_svc *v, const char *key, int64_t order_id,
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || !key || !*key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&v->s, "ship", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&v->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict verdict;
-	rc = saga_guard_action(v->s.db, key, &verdict);
+	int rc = svc_guard_begin(&v->s, "ship", saga_guard_action, key, &verdict, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&v->s, rc, msg, msg_size);
+		return rc;
 	if (verdict == SAGA_GUARD_DONE)
 		return svc_rollback(&v->s, ECOM_OK);
-	if (verdict == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "shipping out %s was compensated: refused", key);
-		return svc_rollback(&v->s, ECOM_REFUSED);
-	}
+	if (verdict == SAGA_GUARD_REFUSED)
+		return svc_refuse(&v->s, msg, msg_size, "shipping out %s was compensated: refused",
+		                  key);
 
 	int changes = 0;
 	rc = svc_exec(&v->s, NULL,

@@ -53,6 +53,18 @@ static void errorf(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The array p (elements of `size` bytes) with room for twice *cap elements
+ * (`first` when empty); *cap is updated. NULL when out of memory: p and *cap
+ * are left as they were. */
+static void *grow_array(void *p, size_t *cap, size_t first, size_t size)
+{
+	size_t n = *cap ? *cap * 2 : first;
+	void *np = realloc(p, n * size);
+	if (np)
+		*cap = n;
+	return np;
+}
+
 static double mono_s(void)
 {
 	struct timespec ts;
@@ -169,6 +181,21 @@ static int is_opt(const args *a, const char *name)
 	const char *arg = a->argv[a->i];
 	size_t n = strlen(name);
 	return strncmp(arg, name, n) == 0 && (arg[n] == '\0' || arg[n] == '=');
+}
+
+/* The value of option `name` as an integer in lo..hi into *out: 0, or -1
+ * after a message ("<label> "<value>" is not <what>"). Advances the cursor. */
+static int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out,
+                   const char *label, const char *what)
+{
+	const char *v = opt_value(a, name);
+	if (!v)
+		return -1;
+	if (parse_i64(v, lo, hi, out) != 0) {
+		errorf("%s \"%s\" is not %s", label, v, what);
+		return -1;
+	}
+	return 0;
 }
 
 /* Options allowed after the command too: --data, --json, --policies.
@@ -555,19 +582,13 @@ static int cmd_seed(args *a, globals *g)
 			continue;
 		const char *v;
 		if (is_opt(a, "--products")) {
-			if (!(v = opt_value(a, "--products")))
+			if (opt_i64(a, "--products", 1, 100000, &products, "seed: --products:",
+			            "a number in 1..100000") != 0)
 				return EXIT_USAGE;
-			if (parse_i64(v, 1, 100000, &products) != 0) {
-				errorf("seed: --products: \"%s\" is not a number in 1..100000", v);
-				return EXIT_USAGE;
-			}
 		} else if (is_opt(a, "--customers")) {
-			if (!(v = opt_value(a, "--customers")))
+			if (opt_i64(a, "--customers", 1, 100000, &customers, "seed: --customers:",
+			            "a number in 1..100000") != 0)
 				return EXIT_USAGE;
-			if (parse_i64(v, 1, 100000, &customers) != 0) {
-				errorf("seed: --customers: \"%s\" is not a number in 1..100000", v);
-				return EXIT_USAGE;
-			}
 		} else if (is_opt(a, "--seed")) {
 			if (!(v = opt_value(a, "--seed")))
 				return EXIT_USAGE;
@@ -745,20 +766,14 @@ static int cmd_order(args *a, globals *g)
 				goto out;
 			nitems++;
 		} else if (is_opt(a, "--total")) {
-			if (!(v = opt_value(a, "--total")))
+			if (opt_i64(a, "--total", INT64_MIN, INT64_MAX, &total_arg,
+			            "order: --total", "a whole number of cents") != 0)
 				goto out;
-			if (parse_i64(v, INT64_MIN, INT64_MAX, &total_arg) != 0) {
-				errorf("order: --total \"%s\" is not a whole number of cents", v);
-				goto out;
-			}
 			has_total = 1;
 		} else if (is_opt(a, "--wait")) {
-			if (!(v = opt_value(a, "--wait")))
+			if (opt_i64(a, "--wait", 0, 86400, &wait_s, "order: --wait",
+			            "a number of seconds (0..86400)") != 0)
 				goto out;
-			if (parse_i64(v, 0, 86400, &wait_s) != 0) {
-				errorf("order: --wait \"%s\" is not a number of seconds (0..86400)", v);
-				goto out;
-			}
 		} else if (is_opt(a, "--seed")) {
 			if (!opt_value(a, "--seed"))  /* read before the loop */
 				goto out;
@@ -941,15 +956,13 @@ static void run_listener(const saga_event *ev, void *user)
 	double now = mono_s();
 	pthread_mutex_lock(&rs->mu);
 	if (rs->qlen == rs->qcap) {
-		size_t ncap = rs->qcap ? rs->qcap * 2 : 256;
-		fin_event *nq = realloc(rs->q, ncap * sizeof *nq);
+		fin_event *nq = grow_array(rs->q, &rs->qcap, 256, sizeof *nq);
 		if (!nq) {
 			rs->oom = 1;
 			pthread_mutex_unlock(&rs->mu);
 			return;
 		}
 		rs->q = nq;
-		rs->qcap = ncap;
 	}
 	rs->q[rs->qlen++] = (fin_event){ ev->instance, ev->state, now };
 	pthread_cond_signal(&rs->cv);
@@ -1007,12 +1020,10 @@ static int cat_product(const ecom_product *p, void *user)
 {
 	catalogue *c = user;
 	if (c->nproducts == c->cap_products) {
-		size_t n = c->cap_products ? c->cap_products * 2 : 64;
-		ecom_product *np = realloc(c->products, n * sizeof *np);
+		ecom_product *np = grow_array(c->products, &c->cap_products, 64, sizeof *np);
 		if (!np)
 			return 1;
 		c->products = np;
-		c->cap_products = n;
 	}
 	c->products[c->nproducts++] = *p;
 	return 0;
@@ -1022,12 +1033,10 @@ static int cat_customer(const ecom_customer *cu, void *user)
 {
 	catalogue *c = user;
 	if (c->ncustomers == c->cap_customers) {
-		size_t n = c->cap_customers ? c->cap_customers * 2 : 64;
-		ecom_customer *nc = realloc(c->customers, n * sizeof *nc);
+		ecom_customer *nc = grow_array(c->customers, &c->cap_customers, 64, sizeof *nc);
 		if (!nc)
 			return 1;
 		c->customers = nc;
-		c->cap_customers = n;
 	}
 	c->customers[c->ncustomers++] = *cu;
 	return 0;
@@ -1163,28 +1172,18 @@ static int cmd_run(args *a, globals *g)
 			goto out;
 		if (r)
 			continue;
-		const char *v;
 		if (is_opt(a, "--orders")) {
-			if (!(v = opt_value(a, "--orders")))
+			if (opt_i64(a, "--orders", 1, 1000000, &norders, "run: --orders",
+			            "a number in 1..1000000") != 0)
 				goto out;
-			if (parse_i64(v, 1, 1000000, &norders) != 0) {
-				errorf("run: --orders \"%s\" is not a number in 1..1000000", v);
-				goto out;
-			}
 		} else if (is_opt(a, "--concurrency")) {
-			if (!(v = opt_value(a, "--concurrency")))
+			if (opt_i64(a, "--concurrency", 1, 256, &conc, "run: --concurrency",
+			            "a number in 1..256") != 0)
 				goto out;
-			if (parse_i64(v, 1, 256, &conc) != 0) {
-				errorf("run: --concurrency \"%s\" is not a number in 1..256", v);
-				goto out;
-			}
 		} else if (is_opt(a, "--wait")) {
-			if (!(v = opt_value(a, "--wait")))
+			if (opt_i64(a, "--wait", 1, 86400, &stall_s, "run: --wait",
+			            "a number of seconds (1..86400)") != 0)
 				goto out;
-			if (parse_i64(v, 1, 86400, &stall_s) != 0) {
-				errorf("run: --wait \"%s\" is not a number of seconds (1..86400)", v);
-				goto out;
-			}
 		} else if (is_opt(a, "--seed")) {
 			if (!opt_value(a, "--seed"))
 				goto out;
@@ -1663,14 +1662,12 @@ static int collect_unfinished(const saga_instance_info *in, void *user)
 	if (!is_unfinished(in->state))
 		return 0;
 	if (l->n == l->cap) {
-		size_t c = l->cap ? l->cap * 2 : 64;
-		int64_t *p = realloc(l->ids, c * sizeof *p);
+		int64_t *p = grow_array(l->ids, &l->cap, 64, sizeof *p);
 		if (!p) {
 			l->oom = 1;
 			return 1;
 		}
 		l->ids = p;
-		l->cap = c;
 	}
 	l->ids[l->n++] = in->id;
 	return 0;
@@ -1696,13 +1693,9 @@ static int cmd_recover(args *a, globals *g)
 		if (r)
 			continue;
 		if (is_opt(a, "--timeout")) {
-			const char *v = opt_value(a, "--timeout");
-			if (!v)
+			if (opt_i64(a, "--timeout", 1, 86400, &timeout_s, "recover: --timeout",
+			            "a number of seconds (1..86400)") != 0)
 				return EXIT_USAGE;
-			if (parse_i64(v, 1, 86400, &timeout_s) != 0) {
-				errorf("recover: --timeout \"%s\" is not a number of seconds (1..86400)", v);
-				return EXIT_USAGE;
-			}
 		} else {
 			errorf("recover: unknown option \"%s\"", a->argv[a->i]);
 			return EXIT_USAGE;
@@ -1931,14 +1924,12 @@ static int collect_uid(const saga_instance_info *in, void *user)
 	if (strcmp(in->definition, ECOM_SAGA_NAME) != 0)
 		return 0;
 	if (l->n == l->cap) {
-		size_t c = l->cap ? l->cap * 2 : 256;
-		char (*u)[SAGA_UID_LEN + 1] = realloc(l->uids, c * sizeof *u);
+		char (*u)[SAGA_UID_LEN + 1] = grow_array(l->uids, &l->cap, 256, sizeof *u);
 		if (!u) {
 			l->oom = 1;
 			return 1;
 		}
 		l->uids = u;
-		l->cap = c;
 	}
 	snprintf(l->uids[l->n++], SAGA_UID_LEN + 1, "%s", in->uid);
 	return 0;

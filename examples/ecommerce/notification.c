@@ -10,6 +10,8 @@
 struct notification_svc {
 	svc_db s;
 };
+_Static_assert(offsetof(struct notification_svc, s) == 0,
+               "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS messages("
@@ -26,25 +28,15 @@ int notification_open(notification_svc **out, const char *dir)
 {
 	if (!out)
 		return SAGA_EINVAL;
-	*out = NULL;
-	notification_svc *n = calloc(1, sizeof *n);
-	if (!n)
-		return SAGA_ENOMEM;
-	int rc = svc_db_open(&n->s, ECOM_NOTIFICATION, dir, schema);
-	if (rc != 0) {
-		free(n);
-		return rc;
-	}
-	*out = n;
-	return 0;
+	svc_db *s;
+	int rc = svc_db_new(&s, sizeof(notification_svc), ECOM_NOTIFICATION, dir, schema);
+	*out = (notification_svc *)s; /* its first member */
+	return rc;
 }
 
 void notification_close(notification_svc *n)
 {
-	if (!n)
-		return;
-	svc_db_close(&n->s);
-	free(n);
+	svc_db_delete(n ? &n->s : NULL);
 }
 
 void notification_set_faults(notification_svc *n, ecom_faults *faults)
@@ -59,22 +51,14 @@ int notification_send(notification_svc *n, const char *key, int64_t order_id, in
 	svc_msg(msg, msg_size, "%s", "");
 	if (!n || !key || !*key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&n->s, "send", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&n->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(n->s.db, key, &v);
+	int rc = svc_guard_begin(&n->s, "send", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&n->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&n->s, ECOM_OK);
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "message %s was compensated: refused", key);
-		return svc_rollback(&n->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&n->s, msg, msg_size, "message %s was compensated: refused", key);
 	const char *ch = ecom_channel_name(channel), *k = ecom_message_kind_name(kind);
 	if (!ch || !k) {
 		svc_msg(msg, msg_size, "unknown %s %d", ch ? "message kind" : "channel",

@@ -12,6 +12,8 @@
 struct order_svc {
 	svc_db s;
 };
+_Static_assert(offsetof(struct order_svc, s) == 0,
+               "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS customers("
@@ -278,25 +280,15 @@ int order_open(order_svc **out, const char *dir)
 {
 	if (!out)
 		return SAGA_EINVAL;
-	*out = NULL;
-	order_svc *o = calloc(1, sizeof *o);
-	if (!o)
-		return SAGA_ENOMEM;
-	int rc = svc_db_open(&o->s, ECOM_ORDER, dir, schema);
-	if (rc != 0) {
-		free(o);
-		return rc;
-	}
-	*out = o;
-	return 0;
+	svc_db *s;
+	int rc = svc_db_new(&s, sizeof(order_svc), ECOM_ORDER, dir, schema);
+	*out = (order_svc *)s; /* its first member */
+	return rc;
 }
 
 void order_close(order_svc *o)
 {
-	if (!o)
-		return;
-	svc_db_close(&o->s);
-	free(o);
+	svc_db_delete(o ? &o->s : NULL);
 }
 
 void order_set_faults(order_svc *o, ecom_faults *faults)
@@ -379,17 +371,10 @@ int order_create(order_svc *o, const char *key, const ecom_order *order, int64_t
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o || !key || !*key || strlen(key) >= ECOM_KEY_MAX || !order)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&o->s, "create", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&o->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
-
 	saga_guard_verdict v;
-	rc = saga_guard_action(o->s.db, key, &v);
+	int rc = svc_guard_begin(&o->s, "create", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&o->s, rc, msg, msg_size);
+		return rc;
 	int64_t id = 0;
 	if (v == SAGA_GUARD_DONE) {
 		rc = svc_int(&o->s, &id, "SELECT id FROM orders WHERE key = ?", "t", key);
@@ -399,10 +384,9 @@ int order_create(order_svc *o, const char *key, const ecom_order *order, int64_t
 			*order_id = id;
 		return svc_rollback(&o->s, ECOM_OK);
 	}
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "order %s was cancelled before it arrived: refused", key);
-		return svc_rollback(&o->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&o->s, msg, msg_size,
+		                  "order %s was cancelled before it arrived: refused", key);
 
 	int64_t one;
 	rc = svc_int(&o->s, &one, "SELECT 1 FROM customers WHERE id = ?", "t",
@@ -445,16 +429,11 @@ int order_cancel(order_svc *o, const char *action_key, int failed, const char *r
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o || !action_key || !*action_key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&o->s, "cancel", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&o->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_compensation(o->s.db, action_key, &v);
+	int rc = svc_guard_begin(&o->s, "cancel", saga_guard_compensation, action_key, &v, msg,
+	                         msg_size);
 	if (rc != 0)
-		return svc_fail(&o->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&o->s, ECOM_OK);
 	if (v == SAGA_GUARD_EMPTY)  /* nothing was created; the guard row is the record */
@@ -481,22 +460,15 @@ int order_confirm(order_svc *o, const char *key, int64_t order_id, char *msg, si
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o || !key || !*key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&o->s, "confirm", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&o->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(o->s.db, key, &v);
+	int rc = svc_guard_begin(&o->s, "confirm", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&o->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&o->s, ECOM_OK);
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "confirmation %s was compensated: refused", key);
-		return svc_rollback(&o->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&o->s, msg, msg_size, "confirmation %s was compensated: refused",
+		                  key);
 	int changes = 0;
 	rc = svc_exec(&o->s, &changes,
 	              "UPDATE orders SET status = 'CONFIRMED', updated_at = ?"

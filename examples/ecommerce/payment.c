@@ -11,6 +11,8 @@
 struct payment_svc {
 	svc_db s;
 };
+_Static_assert(offsetof(struct payment_svc, s) == 0,
+               "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS accounts("
@@ -38,25 +40,15 @@ int payment_open(payment_svc **out, const char *dir)
 {
 	if (!out)
 		return SAGA_EINVAL;
-	*out = NULL;
-	payment_svc *p = calloc(1, sizeof *p);
-	if (!p)
-		return SAGA_ENOMEM;
-	int rc = svc_db_open(&p->s, ECOM_PAYMENT, dir, schema);
-	if (rc != 0) {
-		free(p);
-		return rc;
-	}
-	*out = p;
-	return 0;
+	svc_db *s;
+	int rc = svc_db_new(&s, sizeof(payment_svc), ECOM_PAYMENT, dir, schema);
+	*out = (payment_svc *)s; /* its first member */
+	return rc;
 }
 
 void payment_close(payment_svc *p)
 {
-	if (!p)
-		return;
-	svc_db_close(&p->s);
-	free(p);
+	svc_db_delete(p ? &p->s : NULL);
 }
 
 void payment_set_faults(payment_svc *p, ecom_faults *faults)
@@ -165,16 +157,10 @@ int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || !key || !*key || strlen(key) >= ECOM_KEY_MAX || !customer)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&p->s, "charge", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&p->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(p->s.db, key, &v);
+	int rc = svc_guard_begin(&p->s, "charge", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&p->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE) {
 		int64_t id;
 		rc = svc_int(&p->s, &id, "SELECT id FROM charges WHERE key = ?", "t", key);
@@ -184,10 +170,9 @@ int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char
 			*charge_id = id;
 		return svc_rollback(&p->s, ECOM_OK);
 	}
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "charge %s was refunded before it arrived: refused", key);
-		return svc_rollback(&p->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&p->s, msg, msg_size,
+		                  "charge %s was refunded before it arrived: refused", key);
 
 #define REFUSE(...) do { svc_msg(msg, msg_size, __VA_ARGS__); \
                          return svc_rollback(&p->s, ECOM_REFUSED); } while (0)
@@ -262,16 +247,11 @@ int payment_refund(payment_svc *p, const char *action_key, char *msg, size_t msg
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || !action_key || !*action_key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&p->s, "refund", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&p->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_compensation(p->s.db, action_key, &v);
+	int rc = svc_guard_begin(&p->s, "refund", saga_guard_compensation, action_key, &v, msg,
+	                         msg_size);
 	if (rc != 0)
-		return svc_fail(&p->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&p->s, ECOM_OK);
 	if (v == SAGA_GUARD_EMPTY)
@@ -295,22 +275,14 @@ int payment_refund_amount(payment_svc *p, const char *key, const char *charge_ke
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || !key || !*key || !charge_key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&p->s, "refund_amount", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&p->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(p->s.db, key, &v);
+	int rc = svc_guard_begin(&p->s, "refund_amount", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&p->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&p->s, ECOM_OK);
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "refund %s was compensated: refused", key);
-		return svc_rollback(&p->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&p->s, msg, msg_size, "refund %s was compensated: refused", key);
 	ecom_charge c;
 	rc = read_charge(p, charge_key, &c);
 	if (rc == SAGA_ENOTFOUND) {

@@ -70,6 +70,17 @@ static saga_step_result no_order_id(saga_step_ctx *ctx)
 	return SAGA_STEP_FAIL;
 }
 
+/* The order id and the order (release with ecom_order_clear) for a step
+ * after create_order: SAGA_STEP_OK, or the step's answer when the context
+ * lacks either. */
+static saga_step_result ctx_order_and_id(saga_step_ctx *ctx, int64_t *id, ecom_order *o)
+{
+	*id = ctx_order_id(ctx);
+	if (*id <= 0)
+		return no_order_id(ctx);
+	return ctx_order(ctx, o);
+}
+
 /* ---- create_order ---- */
 
 static saga_step_result create_order(saga_step_ctx *ctx, void *user)
@@ -149,11 +160,9 @@ static saga_step_result cancel_order(saga_step_ctx *ctx, void *user)
 static saga_step_result reserve_inventory(saga_step_ctx *ctx, void *user)
 {
 	ecom_app *app = user;
-	int64_t id = ctx_order_id(ctx);
-	if (id <= 0)
-		return no_order_id(ctx);
+	int64_t id;
 	ecom_order o;
-	saga_step_result r = ctx_order(ctx, &o);
+	saga_step_result r = ctx_order_and_id(ctx, &id, &o);
 	if (r != SAGA_STEP_OK)
 		return r;
 	char msg[ECOM_MSG_MAX];
@@ -176,11 +185,9 @@ static saga_step_result release_inventory(saga_step_ctx *ctx, void *user)
 static saga_step_result charge_payment(saga_step_ctx *ctx, void *user)
 {
 	ecom_app *app = user;
-	int64_t id = ctx_order_id(ctx);
-	if (id <= 0)
-		return no_order_id(ctx);
+	int64_t id;
 	ecom_order o;
-	saga_step_result r = ctx_order(ctx, &o);
+	saga_step_result r = ctx_order_and_id(ctx, &id, &o);
 	if (r != SAGA_STEP_OK)
 		return r;
 	char msg[ECOM_MSG_MAX];
@@ -207,11 +214,9 @@ static saga_step_result refund_payment(saga_step_ctx *ctx, void *user)
 static saga_step_result schedule_shipping(saga_step_ctx *ctx, void *user)
 {
 	ecom_app *app = user;
-	int64_t id = ctx_order_id(ctx);
-	if (id <= 0)
-		return no_order_id(ctx);
+	int64_t id;
 	ecom_order o;
-	saga_step_result r = ctx_order(ctx, &o);
+	saga_step_result r = ctx_order_and_id(ctx, &id, &o);
 	if (r != SAGA_STEP_OK)
 		return r;
 	char msg[ECOM_MSG_MAX];

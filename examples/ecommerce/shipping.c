@@ -11,6 +11,8 @@
 struct shipping_svc {
 	svc_db s;
 };
+_Static_assert(offsetof(struct shipping_svc, s) == 0,
+               "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS shipments("
@@ -40,25 +42,15 @@ int shipping_open(shipping_svc **out, const char *dir)
 {
 	if (!out)
 		return SAGA_EINVAL;
-	*out = NULL;
-	shipping_svc *h = calloc(1, sizeof *h);
-	if (!h)
-		return SAGA_ENOMEM;
-	int rc = svc_db_open(&h->s, ECOM_SHIPPING, dir, schema);
-	if (rc != 0) {
-		free(h);
-		return rc;
-	}
-	*out = h;
-	return 0;
+	svc_db *s;
+	int rc = svc_db_new(&s, sizeof(shipping_svc), ECOM_SHIPPING, dir, schema);
+	*out = (shipping_svc *)s; /* its first member */
+	return rc;
 }
 
 void shipping_close(shipping_svc *h)
 {
-	if (!h)
-		return;
-	svc_db_close(&h->s);
-	free(h);
+	svc_db_delete(h ? &h->s : NULL);
 }
 
 void shipping_set_faults(shipping_svc *h, ecom_faults *faults)
@@ -123,16 +115,10 @@ int shipping_schedule(shipping_svc *h, const char *key, int64_t order_id, int me
 	svc_msg(msg, msg_size, "%s", "");
 	if (!h || !key || !*key || strlen(key) >= ECOM_KEY_MAX)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&h->s, "schedule", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&h->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(h->s.db, key, &v);
+	int rc = svc_guard_begin(&h->s, "schedule", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&h->s, rc, msg, msg_size);
+		return rc;
 	ecom_shipment sh;
 	if (v == SAGA_GUARD_DONE) {
 		rc = read_shipment(h, &sh, "SELECT " SHIPMENT_COLUMNS " FROM shipments WHERE key = ?",
@@ -143,10 +129,9 @@ int shipping_schedule(shipping_svc *h, const char *key, int64_t order_id, int me
 			*out = sh;
 		return svc_rollback(&h->s, ECOM_OK);
 	}
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "shipment %s was cancelled before it arrived: refused", key);
-		return svc_rollback(&h->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&h->s, msg, msg_size,
+		                  "shipment %s was cancelled before it arrived: refused", key);
 	int days = ecom_shipping_days(method);
 	if (days < 0) {
 		svc_msg(msg, msg_size, "unknown shipping method %d", method);
@@ -200,22 +185,15 @@ int shipping_commit(shipping_svc *h, const char *key, int64_t order_id,
 	svc_msg(msg, msg_size, "%s", "");
 	if (!h || !key || !*key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&h->s, "commit", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&h->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_action(h->s.db, key, &v);
+	int rc = svc_guard_begin(&h->s, "commit", saga_guard_action, key, &v, msg, msg_size);
 	if (rc != 0)
-		return svc_fail(&h->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&h->s, ECOM_OK);
-	if (v == SAGA_GUARD_REFUSED) {
-		svc_msg(msg, msg_size, "handover %s was compensated: refused", key);
-		return svc_rollback(&h->s, ECOM_REFUSED);
-	}
+	if (v == SAGA_GUARD_REFUSED)
+		return svc_refuse(&h->s, msg, msg_size, "handover %s was compensated: refused",
+		                  key);
 	int changes = 0;
 	rc = svc_exec(&h->s, &changes, "UPDATE shipments SET status = 'COMMITTED', updated_at = ?"
 	              " WHERE order_id = ? AND status = 'SCHEDULED'",
@@ -241,16 +219,11 @@ int shipping_cancel(shipping_svc *h, const char *action_key, char *msg, size_t m
 	svc_msg(msg, msg_size, "%s", "");
 	if (!h || !action_key || !*action_key)
 		return SAGA_EINVAL;
-	int rc = svc_inject(&h->s, "cancel", msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(&h->s, msg, msg_size);
-	if (rc != 0)
-		return rc;
 	saga_guard_verdict v;
-	rc = saga_guard_compensation(h->s.db, action_key, &v);
+	int rc = svc_guard_begin(&h->s, "cancel", saga_guard_compensation, action_key, &v, msg,
+	                         msg_size);
 	if (rc != 0)
-		return svc_fail(&h->s, rc, msg, msg_size);
+		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&h->s, ECOM_OK);
 	if (v == SAGA_GUARD_EMPTY)

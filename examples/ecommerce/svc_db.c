@@ -252,6 +252,30 @@ void svc_db_close(svc_db *s)
 	pthread_mutex_destroy(&s->lock);
 }
 
+int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
+               const char *schema)
+{
+	*out = NULL;
+	svc_db *s = calloc(1, size);
+	if (!s)
+		return SAGA_ENOMEM;
+	int rc = svc_db_open(s, service, dir, schema);
+	if (rc != 0) {
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+void svc_db_delete(svc_db *s)
+{
+	if (!s)
+		return;
+	svc_db_close(s);
+	free(s);
+}
+
 void svc_lock(svc_db *s)
 {
 	pthread_mutex_lock(&s->lock);
@@ -266,6 +290,33 @@ int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	return ecom_faults_enter(s->faults, s->service, op, msg, msg_size);
+}
+
+int svc_guard_begin(svc_db *s, const char *op,
+                    int (*guard)(struct sqlite3 *, const char *, saga_guard_verdict *),
+                    const char *key, saga_guard_verdict *verdict, char *msg, size_t msg_size)
+{
+	int rc = svc_inject(s, op, msg, msg_size);
+	if (rc != ECOM_OK)
+		return rc;
+	rc = svc_begin(s, msg, msg_size);
+	if (rc != 0)
+		return rc;
+	rc = guard(s->db, key, verdict);
+	if (rc != 0)
+		return svc_fail(s, rc, msg, msg_size);
+	return 0;
+}
+
+int svc_refuse(svc_db *s, char *msg, size_t msg_size, const char *fmt, ...)
+{
+	if (msg && msg_size) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(msg, msg_size, fmt, ap);
+		va_end(ap);
+	}
+	return svc_rollback(s, ECOM_REFUSED);
 }
 
 int svc_begin(svc_db *s, char *msg, size_t msg_size)

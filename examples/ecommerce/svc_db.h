@@ -26,6 +26,13 @@ typedef struct svc_db {
 int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema);
 void svc_db_close(svc_db *s);
 
+/* A service's handle: `size` zeroed bytes whose first member is its svc_db,
+ * opened with svc_db_open. *out is NULL on failure. svc_db_delete closes and
+ * frees it (NULL is ignored). */
+int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
+               const char *schema);
+void svc_db_delete(svc_db *s);
+
 /* Wall clock, ms since the epoch. */
 uint64_t svc_now_ms(void);
 
@@ -50,6 +57,19 @@ int svc_rollback(svc_db *s, int rc);
 /* For a store error in the middle of a transaction: puts the SQLite message
  * in msg, rolls back and returns rc. */
 int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size);
+/* An operation under the participant guard: failure injection for `op`,
+ * BEGIN IMMEDIATE, then `guard` (saga_guard_action, or
+ * saga_guard_compensation with the compensated action's key) on `key`.
+ * Returns 0 with the transaction open and *verdict set; otherwise the
+ * operation's answer (an injected failure or a store error, msg set) with
+ * the transaction closed. */
+int svc_guard_begin(svc_db *s, const char *op,
+                    int (*guard)(struct sqlite3 *, const char *, saga_guard_verdict *),
+                    const char *key, saga_guard_verdict *verdict, char *msg, size_t msg_size);
+/* A business refusal inside a transaction: formats msg, rolls back and
+ * returns ECOM_REFUSED. */
+int svc_refuse(svc_db *s, char *msg, size_t msg_size, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* For reads outside transactions. */
 void svc_lock(svc_db *s);
 void svc_unlock(svc_db *s);
