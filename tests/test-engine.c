@@ -876,6 +876,26 @@ START_TEST(history_names_from_snapshot)
 }
 END_TEST
 
+/* A damaged row naming version 0 must not run against another version's
+ * steps: it is reported and skipped, and the other instances run. */
+START_TEST(damaged_version_is_corrupt)
+{
+	int64_t bad = start("bad"), good = start("good");
+	saga_engine_close(F.e);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'UPDATE instances SET def_version = 0 WHERE id = %lld'",
+	         F.path, (long long)bad);
+	ck_assert_int_eq(system(cmd), 0);
+	open_engine();
+	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_ECORRUPT);
+	ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "damaged"));
+	ck_assert_str_eq(saga_state_name(info_of(good).state), "COMPLETED");
+	ck_assert_str_eq(saga_state_name(info_of(bad).state), "RUNNING");
+	ck_assert_int_eq(F.nlog, NSTEPS); /* only the good one ran */
+	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK); /* reported once */
+}
+END_TEST
+
 START_TEST(store_errors)
 {
 	int64_t id = start(NULL);
@@ -1058,6 +1078,7 @@ int main(void)
 	tcase_add_test(tc, breaker_opens_mid_run);
 	tcase_add_test(tc, breaker_ignores_business_refusals);
 	tcase_add_test(tc, history_names_from_snapshot);
+	tcase_add_test(tc, damaged_version_is_corrupt);
 	tcase_add_test(tc, store_errors);
 	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, workers_many_instances);
