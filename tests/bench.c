@@ -58,6 +58,7 @@ typedef struct lat {
 	double *start;
 	double *end;
 	long cap;
+	int64_t base;  /* id of the first instance of the run, minus one */
 	long transitions;
 	long ends;
 } lat;
@@ -65,13 +66,14 @@ typedef struct lat {
 static void on_event(const saga_event *ev, void *user)
 {
 	lat *l = user;
-	if (ev->instance <= 0 || ev->instance > l->cap)
+	int64_t i = ev->instance - l->base;
+	if (i <= 0 || i > l->cap)
 		return;
 	if (ev->type == SAGA_EVENT_ATTEMPT_END)
 		l->transitions++;
 	if (ev->type == SAGA_EVENT_STATE &&
 	    (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED || ev->state == SAGA_STUCK)) {
-		l->end[ev->instance - 1] = now_s();
+		l->end[i - 1] = now_s();
 		l->ends++;
 	}
 }
@@ -328,7 +330,7 @@ static int run_engine(const opts *o, double *tps_out)
 		return 1;
 	int rc = SAGA_OK;
 	lat l = { calloc((size_t)o->n, sizeof(double)), calloc((size_t)o->n, sizeof(double)),
-		  o->n, 0, 0 };
+		  o->n, 0, 0, 0 };
 	saga_engine_add_listener(e, on_event, &l);
 	double t0 = now_s();
 	/* Keep about `inflight` instances unfinished at any time. */
@@ -350,6 +352,8 @@ static int run_engine(const opts *o, double *tps_out)
 			double t = now_s();
 			if ((rc = saga_start_batch(e, ids, NULL, reqs, k)) != SAGA_OK)
 				break;
+			if (started == 0) /* ids are consecutive: a prefilled store shifts them */
+				l.base = ids[0] - 1;
 			for (size_t i = 0; i < k; i++)
 				l.start[started + (long)i] = t;
 			started += (long)k;
