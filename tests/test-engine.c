@@ -105,6 +105,25 @@ static saga_definition *make_def(int version)
 	return d;
 }
 
+/* Reopens the store with the fake clock and no definition, for tests that
+ * register a definition with policies of their own (register_def). */
+static void reopen_bare(void)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	char err[256];
+	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+}
+
+static void register_def(saga_definition *d)
+{
+	ck_assert_msg(saga_engine_register(F.e, d) == SAGA_OK, "register: %s",
+	              saga_engine_errmsg(F.e));
+	saga_definition_free(d);
+}
+
 static void open_engine(void)
 {
 	saga_options o = SAGA_OPTIONS_INIT;
@@ -115,8 +134,7 @@ static void open_engine(void)
 	char err[256];
 	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
 	saga_definition *d = make_def(1);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	ck_assert_int_eq(saga_engine_add_listener(F.e, listener, NULL), SAGA_OK);
 }
 
@@ -376,16 +394,10 @@ END_TEST
 
 START_TEST(async_late_completion)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_timeout(d, "stock", 500, 0), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	F.scripts[1].action[0] = SAGA_STEP_PENDING;
 	F.scripts[1].naction = 1;
 	int64_t id = start(NULL);
@@ -415,18 +427,12 @@ END_TEST
  * as late and the attempt counts as TIMEOUT (uncertain). */
 START_TEST(sync_timeout_is_late)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_timeout(d, "pay", 50, 0), SAGA_OK);
 	saga_retry_policy once = { 1, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
 	ck_assert_int_eq(saga_definition_set_retry(d, "pay", &once), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	F.scripts[2].action_sleep_ms = 51;
 	int64_t id = start(NULL);
 	run();
@@ -447,18 +453,12 @@ END_TEST
  * compensated, so an operator must decide. */
 START_TEST(pivot_timeout_goes_stuck)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_timeout(d, "ship", 50, 0), SAGA_OK);
 	saga_retry_policy twice = { 2, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
 	ck_assert_int_eq(saga_definition_set_retry(d, "ship", &twice), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	F.scripts[3].action_sleep_ms = 51;
 	int64_t id = start(NULL);
 	run();
@@ -497,16 +497,10 @@ END_TEST
 
 START_TEST(instance_deadline)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_deadline(d, 1000, 200), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	F.scripts[1].action[0] = SAGA_STEP_RETRY;
 	F.scripts[1].naction = 1;
 	int64_t id = start(NULL);
@@ -718,20 +712,14 @@ END_TEST
 
 START_TEST(breaker_parks_instance)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
 	bc.open_wait_ms = 500; /* how often a forced-open breaker is asked again */
 	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_OK);
 	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_EEXISTS);
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	saga_breaker *b = saga_engine_breaker(F.e, "payments");
 	ck_assert_ptr_nonnull(b);
 	ck_assert_int_eq(saga_breaker_force(b, SAGA_BREAKER_FORCED_OPEN), SAGA_OK);
@@ -756,12 +744,7 @@ END_TEST
  * and resume when a probe closes it. */
 START_TEST(breaker_opens_mid_run)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
 	bc.window_size = 4;
 	bc.minimum_calls = 2;
@@ -773,8 +756,7 @@ START_TEST(breaker_opens_mid_run)
 	saga_retry_policy p = { 5, 0, SAGA_BACKOFF_CONSTANT, 100, 0, 2.0, SAGA_JITTER_NONE };
 	ck_assert_int_eq(saga_definition_set_retry(d, "pay", &p), SAGA_OK);
 	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	script *s = &F.scripts[2];
 	s->action[0] = SAGA_STEP_RETRY;
 	s->action[1] = SAGA_STEP_RETRY;
@@ -815,20 +797,14 @@ END_TEST
  * breaker; transient failures (RETRY) do. */
 START_TEST(breaker_ignores_business_refusals)
 {
-	saga_engine_close(F.e);
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = F.path;
-	o.clock = fake_clock_make(&F.clock);
-	char err[256];
-	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_OK);
+	reopen_bare();
 	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
 	bc.window_size = 4;
 	bc.minimum_calls = 2;
 	ck_assert_int_eq(saga_engine_add_breaker(F.e, "payments", &bc), SAGA_OK);
 	saga_definition *d = make_def(1);
 	ck_assert_int_eq(saga_definition_set_breaker(d, "pay", "payments"), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	F.scripts[2].action[0] = SAGA_STEP_FAIL;
 	F.scripts[2].naction = 1;
 	for (int i = 0; i < 3; i++)
@@ -1034,8 +1010,7 @@ START_TEST(workers_many_instances)
 			             count_step, i < 2 ? count_step : NULL, NULL };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
-	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
-	saga_definition_free(d);
+	register_def(d);
 	worker_calls = 0;
 	for (int i = 0; i < 200; i++) {
 		int64_t id;
