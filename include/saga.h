@@ -418,7 +418,7 @@ typedef void (*saga_listener_fn)(const saga_event *event, void *user);
 
 typedef struct saga_instance_info {
 	int64_t id;
-	char uid[SAGA_UID_LEN + 1];
+	char uid[SAGA_UID_LEN + 1];  /* creation ms (48 bits) + 80 random bits, in hex */
 	char definition[SAGA_NAME_MAX + 1];
 	int version;
 	char business_key[SAGA_KEY_MAX + 1]; /* "" when started without one */
