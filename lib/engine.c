@@ -429,19 +429,6 @@ static void deliver(saga_engine *e, pending_event *evs, size_t n, listener *ls)
 			l->fn(&evs[i].ev, l->user);
 }
 
-/* Takes the queued events out of the engine (called with the mutex). */
-static void take_events(saga_engine *e, pending_event **evs, size_t *n, size_t *cap,
-                        listener **ls)
-{
-	*evs = e->events;
-	*n = e->nevents;
-	*cap = e->events_cap;
-	*ls = e->listeners;
-	e->events = NULL;
-	e->nevents = 0;
-	e->events_cap = 0;
-}
-
 static void free_events(saga_engine *e, pending_event *evs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -449,15 +436,17 @@ static void free_events(saga_engine *e, pending_event *evs, size_t n)
 	saga_free(&e->alloc, evs);
 }
 
-/* Unlocks the engine, then delivers what was committed. */
+/* Unlocks the engine, then delivers what was committed: the queued events
+ * are taken out under the mutex, so listeners run without it. */
 static void unlock_and_deliver(saga_engine *e)
 {
-	pending_event *evs;
-	size_t n, cap;
-	listener *ls;
-	take_events(e, &evs, &n, &cap, &ls);
+	pending_event *evs = e->events;
+	size_t n = e->nevents;
+	listener *ls = e->listeners;
+	e->events = NULL;
+	e->nevents = 0;
+	e->events_cap = 0;
 	pthread_mutex_unlock(&e->mu);
-	(void)cap;
 	deliver(e, evs, n, ls);
 	free_events(e, evs, n);
 }
