@@ -351,14 +351,6 @@ int saga_def_no_return(const saga_definition *d)
 	return (int)d->nsteps;
 }
 
-int saga_def_pivot(const saga_definition *d)
-{
-	for (size_t i = 0; i < d->nsteps; i++)
-		if (d->steps[i].kind == SAGA_STEP_PIVOT)
-			return (int)i;
-	return -1;
-}
-
 char *saga_definition_snapshot(const saga_definition *d)
 {
 	static const char *const kinds[] = { "compensatable", "pivot", "retriable" };

@@ -578,6 +578,11 @@ static int end_as(saga_engine *e, inst *in, saga_state state, const char *detail
 	return record_state(e, in, detail);
 }
 
+static bool ended(const saga_row *r)
+{
+	return r->state == SAGA_COMPLETED || r->state == SAGA_COMPENSATED || r->state == SAGA_STUCK;
+}
+
 /* Leaves the forward path: compensate every started step, newest first. A
  * step whose last answer was a definite FAIL applied nothing and is skipped. */
 static int start_compensation(saga_engine *e, inst *in, saga_reason reason, bool skip_current)
@@ -723,8 +728,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 	*next = NEXT_RELEASE;
 	for (;;) {
 		uint64_t now = now_wall(e);
-		if (r->state == SAGA_COMPLETED || r->state == SAGA_COMPENSATED ||
-		    r->state == SAGA_STUCK)
+		if (ended(r))
 			return SAGA_OK;
 		/* A whole-instance deadline stops forward work before the pivot. */
 		uint64_t fd = forward_deadline(in);
@@ -1612,6 +1616,14 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, int64_t id, const ch
 	return rc;
 }
 
+/* Frees the instance if the command loaded it for itself; returns rc. */
+static int release_temp(saga_engine *e, inst *in, bool temp, int rc)
+{
+	if (temp)
+		free_inst(e, in);
+	return rc;
+}
+
 /* Writes and commits a command's changes; a temporary instance is queued to
  * run and freed. */
 static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int rc)
@@ -1632,8 +1644,7 @@ static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int
 		else if (e->next_timer == 0 || in->row.due_at < e->next_timer)
 			e->next_timer = in->row.due_at;
 	}
-	if (temp)
-		free_inst(e, in);
+	release_temp(e, in, temp, rc);
 	pthread_cond_signal(&e->wake);
 	return rc;
 }
@@ -1686,9 +1697,8 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	saga_row *r = &in->row;
 	int idx = saga_definition_step_index(in->rd->def, step);
 	if (idx < 0) {
-		rc = set_err(e, SAGA_ENOTFOUND, "no step '%s' in '%s'", step, r->def_name);
-		if (temp)
-			free_inst(e, in);
+		rc = release_temp(e, in, temp,
+		            set_err(e, SAGA_ENOTFOUND, "no step '%s' in '%s'", step, r->def_name));
 		goto out;
 	}
 	uint64_t now = now_wall(e);
@@ -1733,9 +1743,7 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	}
 	int last = 0;
 	if ((rc = store_last_outcome(e->store, r->id, idx, phase, &last))) {
-		rc = store_err(e, rc);
-		if (temp)
-			free_inst(e, in);
+		rc = release_temp(e, in, temp, store_err(e, rc));
 		goto out;
 	}
 	bool late = last == SAGA_OUTCOME_TIMEOUT;
@@ -1753,10 +1761,6 @@ out:
 	return rc;
 }
 
-static bool ended(const saga_row *r)
-{
-	return r->state == SAGA_COMPLETED || r->state == SAGA_COMPENSATED || r->state == SAGA_STUCK;
-}
 
 int saga_cancel(saga_engine *e, int64_t id)
 {
@@ -1780,8 +1784,7 @@ int saga_cancel(saga_engine *e, int64_t id)
 		rc = set_err(e, SAGA_ESTATE, "instance %lld is already compensating", (long long)id);
 	}
 	if (rc) {
-		if (temp)
-			free_inst(e, in);
+		release_temp(e, in, temp, rc);
 		goto out;
 	}
 	if (!temp && in->stage != ST_PROCESS) {
@@ -1823,19 +1826,15 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 	if (rc)
 		goto out;
 	saga_row *r = &in->row;
-	if (r->state != SAGA_STUCK) {
+	if (r->state != SAGA_STUCK)
 		rc = set_err(e, SAGA_ESTATE, "instance %lld is not STUCK (%s)", (long long)id,
 		             saga_state_name((saga_state)r->state));
-		if (temp)
-			free_inst(e, in);
-		goto out;
-	}
-	if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any) {
+	else if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
 		rc = set_err(e, SAGA_ESTATE,
 		             "instance %lld: a compensation has completed; it cannot resume forward",
 		             (long long)id);
-		if (temp)
-			free_inst(e, in);
+	if (rc) {
+		release_temp(e, in, temp, rc);
 		goto out;
 	}
 	int acted_on = r->step, acted_phase = r->phase;

@@ -87,8 +87,6 @@ char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the first step that cannot be compensated (the pivot or the
  * first retriable step), or nsteps: once it has started, only forward. */
 int saga_def_no_return(const saga_definition *d);
-/* Index of the pivot, or -1. */
-int saga_def_pivot(const saga_definition *d);
 
 /* ---- the SQLite store (store_sqlite.c) ---- */
 typedef struct saga_store saga_store;

@@ -338,34 +338,18 @@ void store_rollback(saga_store *s)
 		}                               \
 	} while (0)
 
-int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
+
+/* Steps a statement whose parameters are bound and that answers at most one
+ * row of one integer: SAGA_OK with *out set, SAGA_ENOTFOUND without a row, or
+ * the error. Resets the statement either way. */
+static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_int64 *out)
 {
-	sqlite3_stmt *st = s->st[ST_DEF_GET];
-	int rc = SAGA_OK;
-	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	BIND(sqlite3_bind_int(st, 2, version));
 	int src = sqlite3_step(st);
-	if (src == SQLITE_ROW) {
-		const char *old = (const char *)sqlite3_column_text(st, 0);
-		if (!old || strcmp(old, snapshot) != 0) {
-			saga_fmt(s->errmsg, sizeof(s->errmsg),
-			         "definition '%s' version %d differs from the one in the store; "
-			         "give the changed definition a new version", name, version);
-			rc = SAGA_ECONFLICT;
-		}
-		goto done;
-	}
-	if (src != SQLITE_DONE) {
-		rc = fail(s, src, "read definition");
-		goto done;
-	}
-	sqlite3_reset(st);
-	st = s->st[ST_DEF_PUT];
-	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
-	BIND(sqlite3_bind_int(st, 2, version));
-	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
-	return run(s, st, "store definition");
-done:
+	int rc = SAGA_OK;
+	if (src == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	else
+		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, what);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return rc;
@@ -387,6 +371,33 @@ int store_get_definition(saga_store *s, char **snapshot, const char *name, int v
 	} else {
 		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, "read definition");
 	}
+done:
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
+{
+	char *old = NULL;
+	int rc = store_get_definition(s, &old, name, version, &s->alloc);
+	if (rc == SAGA_OK) {
+		if (strcmp(old, snapshot) != 0) {
+			saga_fmt(s->errmsg, sizeof(s->errmsg),
+			         "definition '%s' version %d differs from the one in the store; "
+			         "give the changed definition a new version", name, version);
+			rc = SAGA_ECONFLICT;
+		}
+		saga_free(&s->alloc, old);
+		return rc;
+	}
+	if (rc != SAGA_ENOTFOUND)
+		return rc;
+	sqlite3_stmt *st = s->st[ST_DEF_PUT];
+	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, 2, version));
+	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
+	return run(s, st, "store definition");
 done:
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
@@ -560,23 +571,6 @@ int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc
 	return load_by(s, st, r, a);
 }
 
-int store_find_bkey(saga_store *s, int64_t *id, const char *bkey)
-{
-	sqlite3_stmt *st = s->st[ST_FIND_BKEY];
-	int rc = SAGA_OK;
-	BIND(sqlite3_bind_text(st, 1, bkey, -1, SQLITE_STATIC));
-	int src = sqlite3_step(st);
-	if (src == SQLITE_ROW)
-		*id = sqlite3_column_int64(st, 0);
-	else if (src == SQLITE_DONE)
-		rc = SAGA_ENOTFOUND;
-	else
-		rc = fail(s, src, "find business key");
-done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
-}
 
 int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 {
@@ -642,24 +636,6 @@ int store_next_due(saga_store *s, uint64_t *out)
 	return code;
 }
 
-int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome)
-{
-	sqlite3_stmt *st = s->st[ST_LAST_OUTCOME];
-	int rc = SAGA_OK;
-	*outcome = 0;
-	BIND(sqlite3_bind_int64(st, 1, id));
-	BIND(sqlite3_bind_int(st, 2, step));
-	BIND(sqlite3_bind_int(st, 3, phase));
-	int src = sqlite3_step(st);
-	if (src == SQLITE_ROW)
-		*outcome = sqlite3_column_int(st, 0);
-	else if (src != SQLITE_DONE)
-		rc = fail(s, src, "last outcome");
-done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
-}
 
 int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
                   const char *const *names, size_t nsteps)
@@ -796,19 +772,47 @@ done:
 	return rc;
 }
 
-int store_json_valid(saga_store *s, const char *text, bool *valid)
+int store_find_bkey(saga_store *s, int64_t *id, const char *bkey)
 {
-	sqlite3_stmt *st = s->st[ST_JSON_VALID];
+	sqlite3_stmt *st = s->st[ST_FIND_BKEY];
+	int rc = sqlite3_bind_text(st, 1, bkey, -1, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return fail(s, rc, "bind");
+	sqlite3_int64 v = 0;
+	rc = one_int(s, st, "find business key", &v);
+	if (rc == SAGA_OK)
+		*id = v;
+	return rc;
+}
+
+int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome)
+{
+	sqlite3_stmt *st = s->st[ST_LAST_OUTCOME];
+	*outcome = 0;
 	int rc = SAGA_OK;
-	*valid = false;
-	BIND(sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC));
-	int src = sqlite3_step(st);
-	if (src == SQLITE_ROW)
-		*valid = sqlite3_column_int(st, 0) == 1;
-	else
-		rc = fail(s, src, "check JSON");
+	BIND(sqlite3_bind_int64(st, 1, id));
+	BIND(sqlite3_bind_int(st, 2, step));
+	BIND(sqlite3_bind_int(st, 3, phase));
+	sqlite3_int64 v = 0;
+	rc = one_int(s, st, "last outcome", &v);
+	if (rc == SAGA_OK)
+		*outcome = (int)v;
+	return rc == SAGA_ENOTFOUND ? SAGA_OK : rc;
 done:
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+int store_json_valid(saga_store *s, const char *text, bool *valid)
+{
+	sqlite3_stmt *st = s->st[ST_JSON_VALID];
+	*valid = false;
+	int rc = sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	if (rc != SQLITE_OK)
+		return fail(s, rc, "bind");
+	sqlite3_int64 v = 0;
+	if ((rc = one_int(s, st, "check JSON", &v)) == SAGA_OK)
+		*valid = v == 1;
 	return rc;
 }
