@@ -116,6 +116,8 @@ typedef struct saga_row {
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
+	int stored_state;           /* the state as last read or written: a hint that */
+	                            /* a write need not touch the state indexes */
 	char error[256];
 	char *context;
 } saga_row;
@@ -145,7 +147,7 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
                          const saga_alloc *alloc);
 int store_insert(saga_store *s, saga_row *row);   /* sets row->id */
-int store_update(saga_store *s, const saga_row *row);
+int store_update(saga_store *s, saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
 int store_find_bkey(saga_store *s, int64_t *id, const char *bkey);

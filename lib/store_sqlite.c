@@ -42,6 +42,25 @@ static const char *const migrations[] = {
 	"CREATE INDEX history_instance ON history(instance, seq);",
 	/* 2: purging by age finds finished instances without a scan */
 	"CREATE INDEX instances_finished ON instances(state, updated_at) WHERE state >= 3;",
+	/* 3: one b-tree for the history, keyed by (instance, seq), with the next
+	 * seq kept in a one-row table; the purge index on finished_at, a column
+	 * that only changes with the state, so that a step's progress rewrites
+	 * the row without touching any index. */
+	"CREATE TABLE history_v3("
+	"  instance INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
+	"  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
+	"  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
+	"  detail TEXT NOT NULL, PRIMARY KEY(instance, seq)) WITHOUT ROWID;"
+	"INSERT INTO history_v3 SELECT instance, seq, at, type, state, step, phase, attempt,"
+	"  outcome, detail FROM history;"
+	"CREATE TABLE counters(next_seq INTEGER NOT NULL);"
+	"INSERT INTO counters SELECT coalesce(max(seq), 0) + 1 FROM history;"
+	"DROP TABLE history;"
+	"ALTER TABLE history_v3 RENAME TO history;"
+	"ALTER TABLE instances ADD COLUMN finished_at INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE instances SET finished_at = updated_at WHERE state >= 3;"
+	"DROP INDEX instances_finished;"
+	"CREATE INDEX instances_finished ON instances(state, finished_at) WHERE state >= 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -54,12 +73,20 @@ static const char *const migrations[] = {
 enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
 	ST_DEF_GET, ST_DEF_PUT,
-	ST_INSERT, ST_UPDATE, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
+	ST_INSERT, ST_UPDATE, ST_PROGRESS, ST_SEQ_GET, ST_SEQ_PUT, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
 	ST_HIST_ADD, ST_SCAN_ACTIVE, ST_SCAN_DUE, ST_NEXT_DUE, ST_LAST_OUTCOME,
 	ST_HISTORY, ST_LIST, ST_LIST_ALL, ST_COUNTS,
-	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST, ST_JSON_VALID,
+	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST, ST_JSON_VALID, ST_HIST_ADD_MANY,
 	ST_COUNT
 };
+
+/* History rows wait in memory until the commit (or a read of the history)
+ * and go in HIST_MANY at a time: one statement for many rows. */
+#define HIST_MANY 16
+#define HIST_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define HIST_ROWS4 HIST_ROW "," HIST_ROW "," HIST_ROW "," HIST_ROW
+#define HIST_INSERT "INSERT INTO history(instance, seq, at, type, state, step, phase," \
+	            " attempt, outcome, detail) VALUES "
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -67,19 +94,31 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_DEF_GET] = "SELECT snapshot FROM definitions WHERE name = ?1 AND version = ?2",
 	[ST_DEF_PUT] = "INSERT INTO definitions(name, version, snapshot) VALUES (?1, ?2, ?3)",
-	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ") VALUES (NULL, ?2, ?3, ?4, ?5,"
-	              " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,"
-	              " ?21, ?22, ?23, ?24)",
+	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ", finished_at) VALUES (NULL, ?2, ?3,"
+	              " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
+	              " ?20, ?21, ?22, ?23, ?24, ?25)",
 	[ST_UPDATE] = "UPDATE instances SET state = ?6, phase = ?7, step = ?8, attempt = ?9,"
 	              " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
 	              " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
 	              " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
-	              " updated_at = ?22, error = ?23, context = ?24 WHERE id = ?1",
+	              " updated_at = ?22, error = ?23, context = ?24, finished_at = ?25 WHERE id = ?1",
+	/* The same row when its state (and so finished_at) keeps its value: the
+	 * state indexes are left alone, and the partial index on due_at only
+	 * works for a WAITING row. It changes nothing when the stored state
+	 * differs, and store_update then writes the row whole. */
+	[ST_PROGRESS] = "UPDATE instances SET phase = ?7, step = ?8, attempt = ?9,"
+	                " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
+	                " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
+	                " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
+	                " updated_at = ?22, error = ?23, context = ?24"
+	                " WHERE id = ?1 AND state = ?6",
+	[ST_SEQ_GET] = "SELECT next_seq FROM counters",
+	[ST_SEQ_PUT] = "UPDATE counters SET next_seq = ?1",
 	[ST_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ?1",
 	[ST_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = ?1",
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
-	[ST_HIST_ADD] = "INSERT INTO history(instance, at, type, state, step, phase, attempt,"
-	                " outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_HIST_ADD] = HIST_INSERT HIST_ROW,
+	[ST_HIST_ADD_MANY] = HIST_INSERT HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4,
 	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
 	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
 	                " ORDER BY due_at LIMIT ?2",
@@ -92,16 +131,30 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_LIST_ALL] = "SELECT " ROW_COLUMNS " FROM instances ORDER BY id",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
 	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state >= 3 AND state = ?1"
-	                  " AND updated_at < ?2 ORDER BY updated_at LIMIT ?3",
+	                  " AND finished_at < ?2 ORDER BY finished_at LIMIT ?3",
 	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
 	[ST_PURGE_INST] = "DELETE FROM instances WHERE id = ?1 AND state = ?2",
 	[ST_JSON_VALID] = "SELECT json_valid(?1)",
+};
+
+/* A history row waiting for its statement. Its detail is a copy: in small
+ * when it fits, else in big. */
+struct hist_entry {
+	saga_hist h;
+	int64_t seq;
+	char *big;
+	char small[48];
 };
 
 struct saga_store {
 	int lock_fd;                 /* holds flock(LOCK_EX): one engine per store */
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
+	int64_t next_seq;            /* the next history row's seq */
+	int64_t stored_seq;          /* next_seq as the last commit left it */
+	struct hist_entry *hist;     /* history rows not written yet, oldest first */
+	size_t nhist, hist_cap;
+	int hist_failed;             /* rows were lost: the transaction cannot commit */
 	saga_alloc alloc;
 	char errmsg[512];
 };
@@ -131,6 +184,16 @@ static int fail(saga_store *s, int rc, const char *what)
 	         s->db ? sqlite3_errmsg(s->db) : "no database", sqlite3_errstr(rc));
 	return map_rc(rc);
 }
+
+/* Binds a parameter, or records the error and goes to done. */
+#define BIND(call)                              \
+	do {                                    \
+		int brc_ = (call);              \
+		if (brc_ != SQLITE_OK) {        \
+			rc = fail(s, brc_, "bind"); \
+			goto done;              \
+		}                               \
+	} while (0)
 
 const char *store_errmsg(const saga_store *s)
 {
@@ -200,6 +263,10 @@ fail:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
 }
+
+static int load_seq(saga_store *s);
+static int flush_history(saga_store *s);
+static void drop_history(saga_store *s);
 
 int store_open(saga_store **out, const char *path, saga_durability durability,
                uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size)
@@ -278,6 +345,8 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 			goto out;
 		}
 	}
+	if ((rc = load_seq(s)))
+		goto out;
 	*out = s;
 	return SAGA_OK;
 out:
@@ -290,6 +359,8 @@ void store_close(saga_store *s)
 {
 	if (!s)
 		return;
+	drop_history(s);
+	saga_free(&s->alloc, s->hist);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
@@ -313,12 +384,77 @@ int store_begin(saga_store *s)
 	return run(s, s->st[ST_BEGIN], "begin");
 }
 
+static void drop_history(saga_store *s)
+{
+	for (size_t i = 0; i < s->nhist; i++)
+		saga_free(&s->alloc, s->hist[i].big);
+	s->nhist = 0;
+}
+
+static int bind_hist(saga_store *s, sqlite3_stmt *st, int base, const struct hist_entry *e)
+{
+	const saga_hist *h = &e->h;
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, base + 1, h->instance));
+	BIND(sqlite3_bind_int64(st, base + 2, e->seq));
+	BIND(sqlite3_bind_int64(st, base + 3, (sqlite3_int64)h->at));
+	BIND(sqlite3_bind_int(st, base + 4, h->type));
+	BIND(sqlite3_bind_int(st, base + 5, h->state));
+	BIND(sqlite3_bind_int(st, base + 6, h->step));
+	BIND(sqlite3_bind_int(st, base + 7, h->phase));
+	BIND(sqlite3_bind_int64(st, base + 8, h->attempt));
+	BIND(sqlite3_bind_int(st, base + 9, h->outcome));
+	BIND(sqlite3_bind_text(st, base + 10, e->big ? e->big : e->small, -1, SQLITE_STATIC));
+done:
+	return rc;
+}
+
+/* Writes the waiting history rows, HIST_MANY to a statement while there are
+ * that many. A failure loses them: the transaction must then roll back, and
+ * store_commit refuses to commit it. */
+static int flush_history(saga_store *s)
+{
+	int rc = s->hist_failed;
+	for (size_t i = 0; i < s->nhist && rc == SAGA_OK;) {
+		size_t n = s->nhist - i >= HIST_MANY ? HIST_MANY : 1;
+		sqlite3_stmt *st = s->st[n == 1 ? ST_HIST_ADD : ST_HIST_ADD_MANY];
+		for (size_t k = 0; k < n && rc == SAGA_OK; k++)
+			rc = bind_hist(s, st, (int)k * 10, &s->hist[i + k]);
+		if (rc == SAGA_OK) {
+			rc = run(s, st, "add history");
+		} else {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+		}
+		i += n;
+	}
+	drop_history(s);
+	return s->hist_failed = rc;
+}
+
+/* Writes next_seq when the open transaction used some. */
+static int save_seq(saga_store *s)
+{
+	if (s->next_seq == s->stored_seq)
+		return SAGA_OK;
+	sqlite3_stmt *st = s->st[ST_SEQ_PUT];
+	int brc = sqlite3_bind_int64(st, 1, s->next_seq);
+	return brc == SQLITE_OK ? run(s, st, "save history seq") : fail(s, brc, "bind");
+}
+
 int store_commit(saga_store *s)
 {
-	int rc = run(s, s->st[ST_COMMIT], "commit");
-	if (rc)
+	int rc = flush_history(s);
+	if (rc == SAGA_OK)
+		rc = save_seq(s);
+	if (rc == SAGA_OK)
+		rc = run(s, s->st[ST_COMMIT], "commit");
+	if (rc) {
 		store_rollback(s);
-	return rc;
+		return rc;
+	}
+	s->stored_seq = s->next_seq;
+	return SAGA_OK;
 }
 
 void store_rollback(saga_store *s)
@@ -327,16 +463,10 @@ void store_rollback(saga_store *s)
 		sqlite3_step(s->st[ST_ROLLBACK]);
 		sqlite3_reset(s->st[ST_ROLLBACK]);
 	}
+	drop_history(s);
+	s->hist_failed = SAGA_OK;
+	s->next_seq = s->stored_seq;
 }
-
-#define BIND(call)                              \
-	do {                                    \
-		int brc_ = (call);              \
-		if (brc_ != SQLITE_OK) {        \
-			rc = fail(s, brc_, "bind"); \
-			goto done;              \
-		}                               \
-	} while (0)
 
 
 /* Steps a statement whose parameters are bound and that answers at most one
@@ -352,6 +482,18 @@ static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_in
 		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, what);
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
+	return rc;
+}
+
+static int load_seq(saga_store *s)
+{
+	sqlite3_int64 v = 0;
+	int rc = one_int(s, s->st[ST_SEQ_GET], "read history seq", &v);
+	if (rc == SAGA_ENOTFOUND || (rc == SAGA_OK && v < 1)) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: the history counter is missing");
+		return SAGA_ECORRUPT;
+	}
+	s->next_seq = s->stored_seq = v;
 	return rc;
 }
 
@@ -404,11 +546,18 @@ done:
 	return rc;
 }
 
-static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r)
+/* Which columns a statement sets: the insert all of them, the update all but
+ * the fixed ones, progress neither those nor finished_at. */
+enum row_kind { ROW_INSERT, ROW_UPDATE, ROW_PROGRESS };
+
+static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row_kind kind)
 {
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, 1, r->id));
-	if (sqlite3_bind_parameter_index(st, "?2")) {
+	if (kind != ROW_PROGRESS)
+		BIND(sqlite3_bind_int64(st, 25, r->state >= SAGA_COMPLETED
+		                                        ? (sqlite3_int64)r->updated_at : 0));
+	if (kind == ROW_INSERT) {
 		BIND(sqlite3_bind_text(st, 2, r->uid, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_text(st, 3, r->def_name, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_int(st, 4, r->def_version));
@@ -440,31 +589,47 @@ done:
 	return rc;
 }
 
-int store_insert(saga_store *s, saga_row *r)
+/* Binds and runs one of the row statements. */
+static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 {
-	sqlite3_stmt *st = s->st[ST_INSERT];
-	int rc = bind_row(s, st, r);
+	static const int ids[] = { [ROW_INSERT] = ST_INSERT, [ROW_UPDATE] = ST_UPDATE,
+		                   [ROW_PROGRESS] = ST_PROGRESS };
+	static const char *const what[] = { [ROW_INSERT] = "insert instance",
+		                            [ROW_UPDATE] = "update instance",
+		                            [ROW_PROGRESS] = "update instance" };
+	sqlite3_stmt *st = s->st[ids[kind]];
+	int rc = bind_row(s, st, r, kind);
 	if (rc) {
 		sqlite3_reset(st);
 		sqlite3_clear_bindings(st);
 		return rc;
 	}
-	if ((rc = run(s, st, "insert instance")))
+	if ((rc = run(s, st, what[kind])))
 		return rc;
-	r->id = sqlite3_last_insert_rowid(s->db);
+	r->stored_state = r->state;
 	return SAGA_OK;
 }
 
-int store_update(saga_store *s, const saga_row *r)
+int store_insert(saga_store *s, saga_row *r)
 {
-	sqlite3_stmt *st = s->st[ST_UPDATE];
-	int rc = bind_row(s, st, r);
-	if (rc) {
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
-		return rc;
+	int rc = write_row(s, r, ROW_INSERT);
+	if (rc == SAGA_OK)
+		r->id = sqlite3_last_insert_rowid(s->db);
+	return rc;
+}
+
+int store_update(saga_store *s, saga_row *r)
+{
+	/* Most writes are a step's progress, with the state as it was: the
+	 * narrow statement leaves the state indexes alone. What the row
+	 * remembers of the store is only a hint; the statement itself checks,
+	 * and changes nothing when the store differs. */
+	if (r->state == r->stored_state) {
+		int rc = write_row(s, r, ROW_PROGRESS);
+		if (rc || sqlite3_changes(s->db) == 1)
+			return rc;
 	}
-	return run(s, st, "update instance");
+	return write_row(s, r, ROW_UPDATE);
 }
 
 static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
@@ -522,6 +687,7 @@ static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_all
 	r->prev_delay = (uint64_t)sqlite3_column_int64(st, 19);
 	r->created_at = (uint64_t)sqlite3_column_int64(st, 20);
 	r->updated_at = (uint64_t)sqlite3_column_int64(st, 21);
+	r->stored_state = r->state;
 	copy_col(r->error, sizeof(r->error), st, 22);
 	if (r->state < 0 || r->state >= SAGA_STATE_COUNT || r->phase < 0 || r->phase > 1) {
 		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: instance %lld has an invalid state",
@@ -572,26 +738,47 @@ int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc
 }
 
 
+/* Bounds the rows held in memory within one transaction. */
+#define HIST_BUFFER_MAX 1024
+
 int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 {
-	sqlite3_stmt *st = s->st[ST_HIST_ADD];
-	int rc = SAGA_OK;
-	BIND(sqlite3_bind_int64(st, 1, h->instance));
-	BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)h->at));
-	BIND(sqlite3_bind_int(st, 3, h->type));
-	BIND(sqlite3_bind_int(st, 4, h->state));
-	BIND(sqlite3_bind_int(st, 5, h->step));
-	BIND(sqlite3_bind_int(st, 6, h->phase));
-	BIND(sqlite3_bind_int64(st, 7, h->attempt));
-	BIND(sqlite3_bind_int(st, 8, h->outcome));
-	BIND(sqlite3_bind_text(st, 9, h->detail ? h->detail : "", -1, SQLITE_STATIC));
-	if ((rc = run(s, st, "add history")) == SAGA_OK && seq)
-		*seq = sqlite3_last_insert_rowid(s->db);
-	return rc;
-done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	int rc;
+	if (s->nhist == s->hist_cap) {
+		if (s->hist_cap >= HIST_BUFFER_MAX) {
+			if ((rc = flush_history(s)))
+				return rc;
+		} else {
+			size_t cap = s->hist_cap ? s->hist_cap * 2 : 64;
+			struct hist_entry *n = saga_realloc(&s->alloc, s->hist, cap * sizeof(*n));
+			if (!n)
+				return SAGA_ENOMEM;
+			s->hist = n;
+			s->hist_cap = cap;
+		}
+	}
+	struct hist_entry *e = &s->hist[s->nhist];
+	const char *detail = h->detail ? h->detail : "";
+	size_t len = strlen(detail);
+	e->big = NULL;
+	if (len < sizeof(e->small))
+		memcpy(e->small, detail, len + 1);
+	else if (!(e->big = saga_strdup(&s->alloc, detail)))
+		return SAGA_ENOMEM;
+	e->h = *h;
+	e->h.detail = NULL; /* the copy is bound, never this pointer */
+	e->seq = s->next_seq++;
+	s->nhist++;
+	if (seq)
+		*seq = e->seq;
+	/* Outside a transaction, one of its own writes the row and its seq. */
+	if (sqlite3_get_autocommit(s->db)) {
+		if ((rc = store_begin(s)) == SAGA_OK)
+			return store_commit(s);
+		store_rollback(s);
+		return rc;
+	}
+	return SAGA_OK;
 }
 
 /* Steps through an id query, calling fn for each id. */
@@ -641,7 +828,9 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
                   const char *const *names, size_t nsteps)
 {
 	sqlite3_stmt *st = s->st[ST_HISTORY];
-	int rc = SAGA_OK, src;
+	int rc = flush_history(s), src;
+	if (rc)
+		return rc;
 	BIND(sqlite3_bind_int64(st, 1, id));
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		saga_event ev;
@@ -748,7 +937,9 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 	id_list l;
 	l.n = 0;
 	*purged = 0;
-	int rc = SAGA_OK;
+	int rc = flush_history(s);
+	if (rc)
+		return rc;
 	BIND(sqlite3_bind_int(st, 1, state));
 	BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)before));
 	BIND(sqlite3_bind_int(st, 3, (int)(sizeof(l.ids) / sizeof(l.ids[0]))));
@@ -789,7 +980,9 @@ int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outc
 {
 	sqlite3_stmt *st = s->st[ST_LAST_OUTCOME];
 	*outcome = 0;
-	int rc = SAGA_OK;
+	int rc = flush_history(s);
+	if (rc)
+		return rc;
 	BIND(sqlite3_bind_int64(st, 1, id));
 	BIND(sqlite3_bind_int(st, 2, step));
 	BIND(sqlite3_bind_int(st, 3, phase));

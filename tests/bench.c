@@ -301,17 +301,19 @@ static int prefill(const char *path, long m, int steps)
 	         " INSERT INTO instances(uid, def_name, def_version, business_key, state, phase,"
 	         " step, attempt, inflight, pending, pivot_done, reason, fwd_started,"
 	         " comp_done_any, due_at, deadline_at, attempt_deadline, step_since, prev_delay,"
-	         " created_at, updated_at, error, context)"
+	         " created_at, updated_at, error, context, finished_at)"
 	         " SELECT printf('%%032x', i), 'bench', 1, NULL, 3, 0, %d, 0, 0, 0, 0, 0, %d, 0,"
-	         " 0, 0, 0, 0, 0, 1700000000000, 1700000000000, '', '{}' FROM n;"
-	         "INSERT INTO history(instance, at, type, state, step, phase, attempt, outcome,"
-	         " detail) SELECT id, 1700000000000, t.type, 0, t.step, 0, 1, t.outcome, ''"
+	         " 0, 0, 0, 0, 0, 1700000000000, 1700000000000, '', '{}', 1700000000000 FROM n;"
+	         "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt, outcome,"
+	         " detail) SELECT id, (id - 1) * %d + t.j + 1, 1700000000000, t.type, 0, t.step, 0,"
+	         " 1, t.outcome, ''"
 	         " FROM instances, (WITH RECURSIVE k(j) AS (SELECT 0 UNION ALL SELECT j + 1"
-	         " FROM k WHERE j < %d) SELECT 2 AS type, j / 2 AS step, 0 AS outcome FROM k"
-	         " WHERE j %% 2 = 0 UNION ALL SELECT 3, j / 2, 1 FROM k WHERE j %% 2 = 1) AS t"
+	         " FROM k WHERE j < %d) SELECT j, 2 AS type, j / 2 AS step, 0 AS outcome FROM k"
+	         " WHERE j %% 2 = 0 UNION ALL SELECT j, 3, j / 2, 1 FROM k WHERE j %% 2 = 1) AS t"
 	         " WHERE instances.state = 3;"
+	         "UPDATE counters SET next_seq = %ld * %d + 1;"
 	         "COMMIT;",
-	         m, steps, steps, 2 * steps - 1);
+	         m, steps, steps, 2 * steps, 2 * steps - 1, m, 2 * steps);
 	char *err = NULL;
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
 	if (rc != SQLITE_OK)

@@ -916,19 +916,14 @@ START_TEST(store_errors)
 		o.path = F.path;
 		ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_EVERSION);
 	}
-	/* An older schema (version 1, before the purge index) is migrated
-	 * forward, keeping what the store holds. */
-	snprintf(cmd, sizeof(cmd),
-	         "sqlite3 '%s' 'DROP INDEX instances_finished; PRAGMA user_version=1'", F.path);
+	/* Back at this version, the refused store opens and its instance goes
+	 * on (migrations from older stores are tested by test-iofault). */
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version=3'", F.path);
 	ck_assert_int_eq(system(cmd), 0);
 	open_engine();
 	run();
 	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
 	saga_engine_close(F.e);
-	snprintf(cmd, sizeof(cmd),
-	         "test \"$(sqlite3 '%s' 'PRAGMA user_version; SELECT count(*) FROM sqlite_schema"
-	         " WHERE name = \"instances_finished\"')\" = \"$(printf '2\\n1')\"", F.path);
-	ck_assert_int_eq(system(cmd), 0);
 	open_engine();
 	/* The store file is private. */
 	ck_assert_int_eq(access(F.path, R_OK), 0);

@@ -694,6 +694,8 @@ START_TEST(older_schema_migrated)
 	char *msg = NULL;
 	ck_assert_msg(sqlite3_exec(db, v1_schema, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
 	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
+	int64_t old_rows = db_int(db, "SELECT count(*) FROM history");
+	int64_t old_max = db_int(db, "SELECT max(seq) FROM history");
 	int64_t current_version = 0;
 	{
 		sqlite3 *c;
@@ -723,6 +725,23 @@ START_TEST(older_schema_migrated)
 
 	ck_assert_int_eq(sqlite3_open_v2(old, &db, SQLITE_OPEN_READONLY, "unix"), SQLITE_OK);
 	ck_assert_int_eq(db_int(db, "PRAGMA user_version"), current_version);
+	/* The history came over whole, and the rows written after the migration
+	 * follow it: seq stays unique and increasing across the store. */
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history WHERE seq <= %lld",
+	         (long long)old_max);
+	ck_assert_int_eq(db_int(db, sql), old_rows);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history WHERE instance = %lld AND seq > %lld",
+	         (long long)running, (long long)old_max);
+	ck_assert_int_gt(db_int(db, sql), 0);
+	ck_assert_int_eq(db_int(db, "SELECT count(DISTINCT seq) = count(*) FROM history"), 1);
+	ck_assert_int_eq(db_int(db, "SELECT next_seq = (SELECT max(seq) + 1 FROM history)"
+	                            " FROM counters"), 1);
+	/* Finished instances carry their finishing time (their last change)
+	 * for the purge index; the others none. */
+	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM instances WHERE state >= 3 AND"
+	                            " finished_at != updated_at"), 0);
+	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM instances WHERE state < 3 AND"
+	                            " finished_at != 0"), 0);
 	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur", cur);
 	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	/* The same tables and indexes as a store created by this version. */
