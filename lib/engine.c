@@ -1480,9 +1480,28 @@ void saga_engine_close(saga_engine *e)
 /* ------------------------------------------------------------------------ */
 /* Starting                                                                 */
 
+/* The in-memory copy of a row just inserted, so that it need not be read
+ * back; NULL when memory is short (it is then loaded from the store). */
+static inst *fresh_inst(saga_engine *e, const saga_row *r, const reg_def *rd)
+{
+	inst *in = saga_calloc(&e->alloc, 1, sizeof(*in));
+	if (!in)
+		return NULL;
+	in->row = *r;
+	in->rd = rd;
+	in->row.context = saga_strdup(&e->alloc, r->context);
+	if (!in->row.context || !(in->ctx = cJSON_Parse(r->context)) || !cJSON_IsObject(in->ctx)) {
+		free_inst(e, in);
+		return NULL;
+	}
+	return in;
+}
+
 /* Inserts one instance in the open transaction; *id is the existing
- * instance's when the business key is taken. */
-static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created)
+ * instance's when the business key is taken. With fresh, *fresh may receive
+ * the new instance ready to run. */
+static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created,
+                     inst **fresh)
 {
 	*created = 0;
 	const reg_def *rd = find_def(e, q->definition, 0);
@@ -1524,11 +1543,13 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 			rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
 			            q->business_key ? q->business_key : "");
 	}
-	cJSON_free(text);
 	if (rc == SAGA_OK) {
 		*id = r->id;
 		*created = 1;
+		if (fresh)
+			*fresh = fresh_inst(e, r, rd);
 	}
+	cJSON_free(text);
 	return rc;
 }
 
@@ -1560,9 +1581,15 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
 		rc = check_request(e, &reqs[i]);
 	if (rc == SAGA_OK && e->stopping)
 		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
+	/* With room in memory and nothing queued before them, new instances
+	 * go straight to the driver instead of being read back. */
+	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
+	                      ? e->max_in_flight - e->nloaded : 0;
+	inst **fresh = rc == SAGA_OK && room ? saga_calloc(&e->alloc, n, sizeof(*fresh)) : NULL;
 	int made = 0;
 	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
-		if ((rc = start_one(e, &reqs[i], &ids[i], &made)) == SAGA_OK && created)
+		rc = start_one(e, &reqs[i], &ids[i], &made, fresh && i < room ? &fresh[i] : NULL);
+		if (rc == SAGA_OK && created)
 			created[i] = made;
 	}
 	if (rc == SAGA_OK)
@@ -1576,11 +1603,20 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
 		}
 	} else {
 		/* Durable now; a full queue only delays them until the next scan. */
-		for (size_t i = 0; i < n; i++)
-			if (push_ready(e, ids[i]))
+		for (size_t i = 0; i < n; i++) {
+			if (fresh && fresh[i] && e->nloaded < e->max_in_flight) {
+				fresh[i]->stage = ST_PROCESS;
+				e->loaded[e->nloaded++] = fresh[i];
+				fresh[i] = NULL;
+			} else if (push_ready(e, ids[i])) {
 				e->recovered = false;
+			}
+		}
 		pthread_cond_signal(&e->wake);
 	}
+	for (size_t i = 0; fresh && i < n; i++)
+		free_inst(e, fresh[i]);
+	saga_free(&e->alloc, fresh);
 	unlock_and_deliver(e);
 	return rc;
 }
