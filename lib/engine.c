@@ -1089,10 +1089,13 @@ static bool has_stage(saga_engine *e, enum stage st)
 	return false;
 }
 
-/* One caller-driven round: process, commit, invoke, then record the answers. */
+/* One caller-driven round: process, commit, invoke, then record the answers.
+ * When attempts whose starts the last round made durable are waiting, they
+ * are invoked first: what else is due (new instances, timers) is processed
+ * with their answers, in the same commit. */
 static int run_round(saga_engine *e, unsigned int *ran)
 {
-	int rc = process_round(e);
+	int rc = has_stage(e, ST_INVOKE) ? SAGA_OK : process_round(e);
 	inst *batch[1024];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
