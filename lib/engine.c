@@ -578,6 +578,14 @@ static int end_as(saga_engine *e, inst *in, saga_state state, const char *detail
 	return record_state(e, in, detail);
 }
 
+/* Makes the instance due now. One already due keeps its time: a step's
+ * progress then leaves due_at, and with it the timer index, untouched. */
+static void mark_due(saga_row *r, uint64_t now)
+{
+	if (r->due_at == 0 || r->due_at > now)
+		r->due_at = now;
+}
+
 static bool ended(const saga_row *r)
 {
 	return r->state == SAGA_COMPLETED || r->state == SAGA_COMPENSATED || r->state == SAGA_STUCK;
@@ -687,7 +695,7 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 			r->step--;
 			r->state = SAGA_COMPENSATING;
 		}
-		r->due_at = now;
+		mark_due(r, now);
 		/* An async completion wakes a WAITING instance: say so. */
 		return was_waiting ? record_state(e, in, "resumed") : SAGA_OK;
 	case SAGA_OUTCOME_FAIL:
@@ -819,7 +827,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 		if (r->phase == SAGA_PHASE_ACTION && r->step >= r->fwd_started)
 			r->fwd_started = r->step + 1;
 		r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
-		r->due_at = now;
+		mark_due(r, now);
 		if ((rc = record(e, in, SAGA_EVENT_ATTEMPT_START, r->step, r->phase, r->attempt,
 		                 SAGA_OUTCOME_NONE, NULL)))
 			return rc;

@@ -116,8 +116,8 @@ typedef struct saga_row {
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
-	int stored_state;           /* the state as last read or written: a hint that */
-	                            /* a write need not touch the state indexes */
+	int stored_state;           /* state and due_at as last read or written: a */
+	uint64_t stored_due;        /* hint that a write need not touch the indexes */
 	char error[256];
 	char *context;
 } saga_row;

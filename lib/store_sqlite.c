@@ -102,16 +102,17 @@ static const char *const stmt_sql[ST_COUNT] = {
 	              " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
 	              " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
 	              " updated_at = ?22, error = ?23, context = ?24, finished_at = ?25 WHERE id = ?1",
-	/* The same row when its state (and so finished_at) keeps its value: the
-	 * state indexes are left alone, and the partial index on due_at only
-	 * works for a WAITING row. It changes nothing when the stored state
-	 * differs, and store_update then writes the row whole. */
+	/* The same row when its indexed columns (state, due_at, and with the
+	 * state finished_at) keep their values: no index is touched (setting an
+	 * indexed column costs its index's upkeep even when the value is the
+	 * same). It changes nothing when the stored values differ, and
+	 * store_update then writes the row whole. */
 	[ST_PROGRESS] = "UPDATE instances SET phase = ?7, step = ?8, attempt = ?9,"
 	                " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
-	                " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
+	                " fwd_started = ?14, comp_done_any = ?15, deadline_at = ?17,"
 	                " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
 	                " updated_at = ?22, error = ?23, context = ?24"
-	                " WHERE id = ?1 AND state = ?6",
+	                " WHERE id = ?1 AND state = ?6 AND due_at = ?16",
 	[ST_SEQ_GET] = "SELECT next_seq FROM counters",
 	[ST_SEQ_PUT] = "UPDATE counters SET next_seq = ?1",
 	[ST_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ?1",
@@ -607,6 +608,7 @@ static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 	if ((rc = run(s, st, what[kind])))
 		return rc;
 	r->stored_state = r->state;
+	r->stored_due = r->due_at;
 	return SAGA_OK;
 }
 
@@ -620,11 +622,11 @@ int store_insert(saga_store *s, saga_row *r)
 
 int store_update(saga_store *s, saga_row *r)
 {
-	/* Most writes are a step's progress, with the state as it was: the
-	 * narrow statement leaves the state indexes alone. What the row
-	 * remembers of the store is only a hint; the statement itself checks,
-	 * and changes nothing when the store differs. */
-	if (r->state == r->stored_state) {
+	/* Most writes are a step's progress, with the state and due time as
+	 * they were: the narrow statement leaves the indexes alone. What the
+	 * row remembers of the store is only a hint; the statement itself
+	 * checks, and changes nothing when the store differs. */
+	if (r->state == r->stored_state && r->due_at == r->stored_due) {
 		int rc = write_row(s, r, ROW_PROGRESS);
 		if (rc || sqlite3_changes(s->db) == 1)
 			return rc;
@@ -688,6 +690,7 @@ static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_all
 	r->created_at = (uint64_t)sqlite3_column_int64(st, 20);
 	r->updated_at = (uint64_t)sqlite3_column_int64(st, 21);
 	r->stored_state = r->state;
+	r->stored_due = r->due_at;
 	copy_col(r->error, sizeof(r->error), st, 22);
 	if (r->state < 0 || r->state >= SAGA_STATE_COUNT || r->phase < 0 || r->phase > 1) {
 		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: instance %lld has an invalid state",
