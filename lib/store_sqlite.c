@@ -45,7 +45,8 @@ static const char *const migrations[] = {
 	/* 3: one b-tree for the history, keyed by (instance, seq), with the next
 	 * seq kept in a one-row table; the purge index on finished_at, a column
 	 * that only changes with the state, so that a step's progress rewrites
-	 * the row without touching any index. */
+	 * the row without touching any index; business keys indexed only where
+	 * there is one. */
 	"CREATE TABLE history_v3("
 	"  instance INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
 	"  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
@@ -57,9 +58,29 @@ static const char *const migrations[] = {
 	"INSERT INTO counters SELECT coalesce(max(seq), 0) + 1 FROM history;"
 	"DROP TABLE history;"
 	"ALTER TABLE history_v3 RENAME TO history;"
-	"ALTER TABLE instances ADD COLUMN finished_at INTEGER NOT NULL DEFAULT 0;"
-	"UPDATE instances SET finished_at = updated_at WHERE state >= 3;"
-	"DROP INDEX instances_finished;"
+	"CREATE TABLE instances_v3("
+	"  id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE,"
+	"  def_name TEXT NOT NULL, def_version INTEGER NOT NULL, business_key TEXT,"
+	"  state INTEGER NOT NULL, phase INTEGER NOT NULL, step INTEGER NOT NULL,"
+	"  attempt INTEGER NOT NULL, inflight INTEGER NOT NULL, pending INTEGER NOT NULL,"
+	"  pivot_done INTEGER NOT NULL, reason INTEGER NOT NULL,"
+	"  fwd_started INTEGER NOT NULL, comp_done_any INTEGER NOT NULL,"
+	"  due_at INTEGER NOT NULL, deadline_at INTEGER NOT NULL,"
+	"  attempt_deadline INTEGER NOT NULL, step_since INTEGER NOT NULL,"
+	"  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+	"  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL,"
+	"  finished_at INTEGER NOT NULL);"
+	"INSERT INTO instances_v3 SELECT id, uid, def_name, def_version, business_key, state,"
+	"  phase, step, attempt, inflight, pending, pivot_done, reason, fwd_started,"
+	"  comp_done_any, due_at, deadline_at, attempt_deadline, step_since, prev_delay,"
+	"  created_at, updated_at, error, context,"
+	"  CASE WHEN state >= 3 THEN updated_at ELSE 0 END FROM instances;"
+	"DROP TABLE instances;"
+	"ALTER TABLE instances_v3 RENAME TO instances;"
+	"CREATE UNIQUE INDEX instances_bkey ON instances(business_key)"
+	"  WHERE business_key IS NOT NULL;"
+	"CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
+	"CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
 	"CREATE INDEX instances_finished ON instances(state, finished_at) WHERE state >= 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -375,8 +396,9 @@ static int run(saga_store *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 	int code = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SAGA_OK : fail(s, rc, what);
+	/* Every caller binds all of the statement's parameters before each
+	 * step, so the bindings are left as they are (clearing them costs). */
 	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
 	return code;
 }
 
