@@ -582,8 +582,18 @@ typedef int (*saga_instance_fn)(const saga_instance_info *info, void *user); /* 
 SAGA_API int saga_list(saga_engine *engine, int state, saga_instance_fn fn, void *user);
 SAGA_API int saga_counts(saga_engine *engine, int64_t counts[SAGA_STATE_COUNT]);
 
+/* What this engine has done since it was opened (counted in memory, never
+ * stored): for monitoring, and for the benchmark's figures. */
+typedef struct saga_stats {
+	uint64_t commits;        /* transactions committed to the store */
+	uint64_t attempts;       /* action and compensation callbacks invoked */
+	uint64_t history_rows;   /* history rows committed */
+	uint64_t started;        /* instances created */
+} saga_stats;
+SAGA_API int saga_engine_stats(saga_engine *engine, saga_stats *out);
+
 /* Deletes finished instances (state COMPLETED or COMPENSATED, or -1 for
- * both) whose last change is older than older_than_ms, with their history,
+ * both) that finished more than older_than_ms ago, with their history,
  * in small transactions. *purged (may be NULL) counts them. STUCK and
  * unfinished instances are never purged (SAGA_EINVAL if asked). */
 SAGA_API int saga_purge(saga_engine *engine, int64_t *purged, int state, uint64_t older_than_ms);

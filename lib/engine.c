@@ -97,6 +97,9 @@ struct saga_engine {
 	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
 	uint64_t next_timer;      /* earliest stored due time; 0 = unknown */
 	bool in_txn;
+	uint64_t txn_rows;        /* history rows in the open transaction */
+	uint64_t txn_started;     /* instances created in it */
+	saga_stats stats;
 	pending_event *events;
 	size_t nevents, events_cap;
 	unsigned int invoking;    /* callbacks running */
@@ -351,6 +354,7 @@ static int record(saga_engine *e, inst *in, saga_event_type type, int step, int 
 	int64_t seq = 0;
 	if ((rc = store_add_history(e->store, &h, &seq)))
 		return store_err(e, rc);
+	e->txn_rows++;
 	if (!e->listeners)
 		return SAGA_OK;
 	if (e->nevents == e->events_cap) {
@@ -983,6 +987,7 @@ static void abort_txn(saga_engine *e)
 	if (e->in_txn)
 		store_rollback(e->store);
 	e->in_txn = false;
+	e->txn_rows = e->txn_started = 0;
 	drop_events(e);
 }
 
@@ -993,8 +998,13 @@ static int commit_txn(saga_engine *e)
 		return SAGA_OK;
 	e->in_txn = false;
 	int rc = store_commit(e->store);
+	uint64_t rows = e->txn_rows, started = e->txn_started;
+	e->txn_rows = e->txn_started = 0;
 	if (rc)
 		return store_err(e, rc);
+	e->stats.commits++;
+	e->stats.history_rows += rows;
+	e->stats.started += started;
 	for (size_t i = 0; i < e->nloaded; i++)
 		e->loaded[i]->uncommitted = false;
 	return SAGA_OK;
@@ -1120,6 +1130,7 @@ static int run_round(saga_engine *e, unsigned int *ran)
 	e->invoking -= (unsigned)n;
 	for (size_t i = 0; i < n; i++)
 		batch[i]->stage = ST_RESULT;
+	e->stats.attempts += n;
 	if (ran)
 		*ran += (unsigned)n;
 	if (rc)
@@ -1225,6 +1236,7 @@ static void *worker_main(void *arg)
 		invoke(e, in);
 		pthread_mutex_lock(&e->mu);
 		in->stage = ST_RESULT;
+		e->stats.attempts++;
 		e->invoking--;
 		pthread_cond_signal(&e->wake);
 	}
@@ -1557,6 +1569,7 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	if (rc == SAGA_OK) {
 		*id = r->id;
 		*created = 1;
+		e->txn_started++;
 		if (fresh)
 			*fresh = fresh_inst(e, r, rd);
 	}
@@ -2053,6 +2066,16 @@ int saga_counts(saga_engine *e, int64_t counts[SAGA_STATE_COUNT])
 		rc = store_err(e, rc);
 	pthread_mutex_unlock(&e->mu);
 	return rc;
+}
+
+int saga_engine_stats(saga_engine *e, saga_stats *out)
+{
+	if (!e || !out)
+		return SAGA_EINVAL;
+	pthread_mutex_lock(&e->mu);
+	*out = e->stats;
+	pthread_mutex_unlock(&e->mu);
+	return SAGA_OK;
 }
 
 int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_ms)

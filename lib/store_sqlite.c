@@ -103,9 +103,10 @@ enum stmt_id {
 
 /* History rows wait in memory until the commit (or a read of the history)
  * and go in HIST_MANY at a time: one statement for many rows. */
-#define HIST_MANY 16
+#define HIST_MANY 32
 #define HIST_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #define HIST_ROWS4 HIST_ROW "," HIST_ROW "," HIST_ROW "," HIST_ROW
+#define HIST_ROWS16 HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4
 #define HIST_INSERT "INSERT INTO history(instance, seq, at, type, state, step, phase," \
 	            " attempt, outcome, detail) VALUES "
 
@@ -140,7 +141,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = ?1",
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
 	[ST_HIST_ADD] = HIST_INSERT HIST_ROW,
-	[ST_HIST_ADD_MANY] = HIST_INSERT HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4,
+	[ST_HIST_ADD_MANY] = HIST_INSERT HIST_ROWS16 "," HIST_ROWS16,
 	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
 	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
 	                " ORDER BY due_at LIMIT ?2",

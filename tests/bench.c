@@ -390,7 +390,8 @@ static int run_engine(const opts *o, double *tps_out)
 		}
 	}
 	double el = now_s() - t0;
-	if (rc) {
+	saga_stats st;
+	if (rc || (rc = saga_engine_stats(e, &st)) != SAGA_OK) {
 		fprintf(stderr, "engine: %s\n", saga_engine_errmsg(e));
 		saga_engine_close(e);
 		return 1;
@@ -409,6 +410,9 @@ static int run_engine(const opts *o, double *tps_out)
 	       o->inflight, o->workers, o->durability == SAGA_DURABILITY_FULL ? "FULL" : "NORMAL");
 	printf("  instances/s     %10.0f\n", ips);
 	printf("  transitions/s   %10.0f\n", tps);
+	printf("  commits/s       %10.0f (%.1f transitions and %.1f history rows each)\n",
+	       (double)st.commits / el, (double)l.transitions / (double)st.commits,
+	       (double)st.history_rows / (double)st.commits);
 	printf("  latency p50 ms  %10.3f\n", lats[o->n / 2]);
 	printf("  latency p99 ms  %10.3f\n", lats[(long)((double)o->n * 0.99)]);
 	printf("  peak RSS KB     %10ld\n", peak_rss_kb());

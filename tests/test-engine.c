@@ -933,6 +933,38 @@ START_TEST(store_errors)
 }
 END_TEST
 
+/* The counters match what the store holds; they start from zero. */
+START_TEST(engine_stats)
+{
+	saga_stats st;
+	ck_assert_int_eq(saga_engine_stats(NULL, &st), SAGA_EINVAL);
+	ck_assert_int_eq(saga_engine_stats(F.e, NULL), SAGA_EINVAL);
+	ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+	ck_assert_uint_eq(st.commits + st.attempts + st.history_rows + st.started, 0);
+	int64_t a = start(NULL), b = start("stats-key");
+	ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+	ck_assert_uint_eq(st.started, 2);
+	ck_assert_uint_eq(st.commits, 2);
+	ck_assert_uint_eq(st.attempts, 0);
+	ck_assert_int_eq(start("stats-key"), b); /* the same instance: nothing created */
+	run();
+	ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+	ck_assert_uint_eq(st.started, 2);
+	ck_assert_uint_eq(st.attempts, 2 * NSTEPS);
+	/* The two instances move together: one commit per round after the starts. */
+	ck_assert_uint_ge(st.commits, 3 + NSTEPS);
+	ck_assert_uint_le(st.commits, 3 + 2 * (NSTEPS + 1));
+	hist_count h;
+	memset(&h, 0, sizeof(h));
+	ck_assert_int_eq(saga_history(F.e, a, count_event, &h), SAGA_OK);
+	ck_assert_int_eq(saga_history(F.e, b, count_event, &h), SAGA_OK);
+	ck_assert_uint_eq(st.history_rows, (uint64_t)h.n);
+	reopen();
+	ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+	ck_assert_uint_eq(st.commits + st.attempts + st.history_rows + st.started, 0);
+}
+END_TEST
+
 START_TEST(purge_finished)
 {
 	F.scripts[1].action[0] = SAGA_STEP_FAIL;
@@ -1051,6 +1083,7 @@ int main(void)
 	tcase_add_test(tc, damaged_version_is_corrupt);
 	tcase_add_test(tc, store_errors);
 	tcase_add_test(tc, purge_finished);
+	tcase_add_test(tc, engine_stats);
 	tcase_add_test(tc, workers_many_instances);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
