@@ -452,7 +452,7 @@ typedef struct saga_options {
 	const char *path;            /* the store file; created with mode 0600 */
 	saga_durability durability;
 	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
-	unsigned int max_in_flight;  /* instances advanced at once; 0 = 64 */
+	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256 */
 	uint64_t seed;               /* random source for retry jitter; 0 = from the system.
 	                                (instance ids come from the system's entropy, getrandom;
 	                                the seeded source only if that fails) */

@@ -1378,7 +1378,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->log = o->log;
 	e->log_user = o->log_user;
 	e->log_level = o->log_level;
-	e->max_in_flight = o->max_in_flight ? o->max_in_flight : 64;
+	e->max_in_flight = o->max_in_flight ? o->max_in_flight : 256;
 	if (e->max_in_flight > 1024)
 		e->max_in_flight = 1024;
 	e->nworkers = o->workers;
