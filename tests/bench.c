@@ -331,6 +331,9 @@ static int prefill(const char *path, long m, int steps)
 	return rc != SQLITE_OK;
 }
 
+/* Of the last engine run: median latency and durable commits per instance. */
+static double last_p50_ms, last_commits_per_instance;
+
 static int run_engine(const opts *o, double *tps_out)
 {
 	char path[512];
@@ -418,6 +421,8 @@ static int run_engine(const opts *o, double *tps_out)
 	printf("  peak RSS KB     %10ld\n", peak_rss_kb());
 	printf("  store bytes/instance %6.0f\n", (double)bytes / (double)o->n);
 	*tps_out = tps;
+	last_p50_ms = lats[o->n / 2];
+	last_commits_per_instance = (double)st.commits / (double)o->n;
 	free(lats);
 	free(l.start);
 	free(l.end);
@@ -516,6 +521,10 @@ int main(int argc, char **argv)
 		qsort(ratio, (size_t)o.repeat, sizeof(double), cmp_double);
 		printf("raw SQLite, same file kind and durability:\n");
 		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single, lat1 * 1e3);
+		if (o.inflight == 1)
+			printf("  one instance alone: p50 %.3f ms / (%.2f commits x %.3f ms) = %.2f\n",
+			       last_p50_ms, last_commits_per_instance, lat1 * 1e3,
+			       last_p50_ms / (last_commits_per_instance * lat1 * 1e3));
 		printf("  64 per commit   %10.0f transitions/s (median of %d)\n",
 		       batched[o.repeat / 2], o.repeat + 1);
 		printf("  engine          %10.0f transitions/s (median of %d)\n",
