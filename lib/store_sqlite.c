@@ -123,7 +123,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 	              " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
 	              " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
 	              " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
-	              " updated_at = ?22, error = ?23, context = ?24, finished_at = ?25 WHERE id = ?1",
+	              " updated_at = ?22, error = ?23, context = ?24,"
+	              /* the time it reached its final state, kept while it stays there */
+	              " finished_at = CASE WHEN ?6 < 3 THEN 0 WHEN state = ?6 THEN finished_at"
+	              " ELSE ?22 END WHERE id = ?1",
 	/* The same row when its indexed columns (state, due_at, and with the
 	 * state finished_at) keep their values: no index is touched (setting an
 	 * indexed column costs its index's upkeep even when the value is the
@@ -571,17 +574,17 @@ done:
 }
 
 /* Which columns a statement sets: the insert all of them, the update all but
- * the fixed ones, progress neither those nor finished_at. */
+ * the fixed ones (finished_at from the state), progress neither those nor
+ * state and due_at. */
 enum row_kind { ROW_INSERT, ROW_UPDATE, ROW_PROGRESS };
 
 static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row_kind kind)
 {
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, 1, r->id));
-	if (kind != ROW_PROGRESS)
+	if (kind == ROW_INSERT) {
 		BIND(sqlite3_bind_int64(st, 25, r->state >= SAGA_COMPLETED
 		                                        ? (sqlite3_int64)r->updated_at : 0));
-	if (kind == ROW_INSERT) {
 		BIND(sqlite3_bind_text(st, 2, r->uid, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_text(st, 3, r->def_name, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_int(st, 4, r->def_version));

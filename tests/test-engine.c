@@ -449,9 +449,8 @@ START_TEST(sync_timeout_is_late)
 }
 END_TEST
 
-/* A pivot whose attempts all time out may have happened: it cannot be
- * compensated, so an operator must decide. */
-START_TEST(pivot_timeout_goes_stuck)
+/* An instance whose pivot ("ship") timed out on both its attempts. */
+static int64_t stuck_at_pivot(void)
 {
 	reopen_bare();
 	saga_definition *d = make_def(1);
@@ -464,6 +463,14 @@ START_TEST(pivot_timeout_goes_stuck)
 	run();
 	fake_clock_advance(&F.clock, 100);
 	run();
+	return id;
+}
+
+/* A pivot whose attempts all time out may have happened: it cannot be
+ * compensated, so an operator must decide. */
+START_TEST(pivot_timeout_goes_stuck)
+{
+	int64_t id = stuck_at_pivot();
 	saga_instance_info info = info_of(id);
 	ck_assert_str_eq(saga_state_name(info.state), "STUCK");
 	ck_assert_str_eq(joined(), "do:order do:stock do:pay do:ship do:ship");
@@ -1005,6 +1012,30 @@ START_TEST(purge_finished)
 }
 END_TEST
 
+/* The age saga_purge() compares is the time the instance finished, not the
+ * time it was created or went STUCK. */
+START_TEST(purge_counts_from_the_finish)
+{
+	int64_t id = stuck_at_pivot();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "STUCK");
+	fake_clock_advance(&F.clock, 60000);
+	F.scripts[3].action_sleep_ms = 0;
+	ck_assert_int_eq(saga_operator_skip(F.e, id), SAGA_OK);
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(id).state), "COMPLETED");
+	int64_t n = -1;
+	fake_clock_advance(&F.clock, 1000);
+	ck_assert_int_eq(saga_purge(F.e, &n, SAGA_COMPLETED, 30000), SAGA_OK);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(info_of(id).id, id);
+	fake_clock_advance(&F.clock, 30000);
+	ck_assert_int_eq(saga_purge(F.e, &n, SAGA_COMPLETED, 30000), SAGA_OK);
+	ck_assert_int_eq(n, 1);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(F.e, &info, id), SAGA_ENOTFOUND);
+}
+END_TEST
+
 /* Many instances through worker threads (run under TSan in CI). */
 static int worker_calls;
 static pthread_mutex_t worker_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -1084,6 +1115,7 @@ int main(void)
 	tcase_add_test(tc, store_errors);
 	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, engine_stats);
+	tcase_add_test(tc, purge_counts_from_the_finish);
 	tcase_add_test(tc, workers_many_instances);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
