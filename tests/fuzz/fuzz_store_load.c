@@ -245,13 +245,16 @@ static void setup(void)
 	                       "INSERT INTO instances(id, uid, def_name, def_version, business_key,"
 	                       " state, phase, step, attempt, inflight, pending, pivot_done, reason,"
 	                       " fwd_started, comp_done_any, due_at, deadline_at, attempt_deadline,"
-	                       " step_since, prev_delay, created_at, updated_at, error, context)"
+	                       " step_since, prev_delay, created_at, updated_at, error, context,"
+	                       " finished_at)"
 	                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-	                       " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+	                       " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,"
+	                       " CASE WHEN ?6 >= 3 THEN ?22 ELSE 0 END)",
 	                       -1, &insert_instance, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db,
 	                       "INSERT INTO history(instance, type, state, step, phase, attempt,"
-	                       " outcome, at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	                       " outcome, at, detail, seq)"
+	                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
 	                       -1, &insert_history, NULL) != SQLITE_OK)
 		die("sqlite", db != NULL ? sqlite3_errmsg(db) : "open");
 }
@@ -331,6 +334,18 @@ static int bind_text(sqlite3_stmt *st, int i, span t)
 	return sqlite3_bind_text(st, i, t.p, (int)t.n, SQLITE_TRANSIENT);
 }
 
+/* Writes one row the input describes. Only the values may be refused (a
+ * NULL in a NOT NULL column): any other error means this target no longer
+ * matches the store's schema, and would fuzz an empty store. */
+static void step_row(sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && (rc & 0xff) != SQLITE_CONSTRAINT)
+		die(what, sqlite3_errmsg(db));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
 /* Replaces the store's rows with the ones the input describes. */
 static void write_rows(span *in)
 {
@@ -364,9 +379,7 @@ static void write_rows(span *in)
 	bind_text(st, 24, ctx);
 	/* A row the schema refuses (a NULL in a NOT NULL column) is no
 	 * instance at all: the calls then run on an empty store. */
-	sqlite3_step(st);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
+	step_row(st, "insert instance");
 
 	st = insert_history;
 	for (int n = 0; n < MAX_HISTORY && in->n; n++) {
@@ -381,11 +394,12 @@ static void write_rows(span *in)
 			rest.n--;
 		}
 		bind_text(st, 9, rest);
-		sqlite3_step(st);
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
+		sqlite3_bind_int(st, 10, n + 1);
+		step_row(st, "insert history");
 	}
-	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+	/* The store's history counter follows the rows, as the store keeps it. */
+	if (sqlite3_exec(db, "UPDATE counters SET next_seq = (SELECT coalesce(max(seq), 0) + 1"
+	                     " FROM history); COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		die("commit", sqlite3_errmsg(db));
 }
 
