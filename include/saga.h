@@ -531,6 +531,15 @@ SAGA_API int saga_start_batch(saga_engine *engine, int64_t *ids, int *created,
  * timers, breakers or async completions stay waiting. With workers > 0 both
  * return SAGA_ESTATE. Callbacks run in the calling thread. */
 SAGA_API int saga_run_due(saga_engine *engine, unsigned int *ran);
+/* saga_run_due that also starts n instances (as saga_start_batch fills
+ * ids and created): they are written in the round's commit, with the
+ * answers of the attempts it invoked, so a caller that starts instances
+ * between rounds pays one commit per round instead of two. A nonzero ids[i]
+ * is durable when the call returns, even with an error of the round that
+ * came after the commit (SAGA_ECORRUPT for a damaged instance found); when
+ * their commit failed, ids and created are zeroed. */
+SAGA_API int saga_run_due_start(saga_engine *engine, unsigned int *ran, int64_t *ids,
+                                int *created, const saga_start_request *reqs, size_t n);
 SAGA_API int saga_run_until_idle(saga_engine *engine);
 /* Wall-clock ms of the next timer (retry, breaker, timeout, deadline); the
  * current time when instances are queued or the store has not been scanned

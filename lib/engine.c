@@ -1026,11 +1026,12 @@ static void discard_round(saga_engine *e)
 }
 
 /* Processes every loaded instance that is not being invoked, and commits.
- * Instances that must be invoked are left in ST_INVOKE. */
-static int process_round(saga_engine *e)
+ * Instances that must be invoked are left in ST_INVOKE. Returns the
+ * commit's result; *fill_rc receives that of bringing instances in, which
+ * does not stop the others. */
+static int process_and_commit(saga_engine *e, int *fill_rc)
 {
-	/* A failed fill still lets the instances in memory move on. */
-	int fill_rc = fill(e);
+	*fill_rc = fill(e);
 	int rc;
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
@@ -1055,10 +1056,17 @@ static int process_round(saga_engine *e)
 	for (size_t i = e->nloaded; i-- > 0;)
 		if (e->loaded[i]->stage == ST_DONE)
 			unload(e, i);
-	return fill_rc;
+	return SAGA_OK;
 fail:
 	discard_round(e);
 	return rc;
+}
+
+static int process_round(saga_engine *e)
+{
+	int fill_rc;
+	int rc = process_and_commit(e, &fill_rc);
+	return rc ? rc : fill_rc;
 }
 
 /* "<uid>/<step>/<phase>" without printf: this runs for every attempt. The
@@ -1107,13 +1115,51 @@ static bool has_stage(saga_engine *e, enum stage st)
 	return false;
 }
 
+/* New instances written in one transaction: saga_start_batch commits them
+ * alone, saga_run_due_start with a round. */
+typedef struct start_set {
+	const saga_start_request *reqs;
+	size_t n;
+	int64_t *ids;
+	int *created;
+	struct fresh_slot {
+		inst *in;   /* the new instance ready to run, or NULL */
+		bool moved; /* it went to the driver */
+	} *fresh;           /* per request, or NULL */
+} start_set;
+
+static int starts_check(saga_engine *e, start_set *ss);
+static int starts_insert(saga_engine *e, start_set *ss);
+static void starts_to_driver(saga_engine *e, start_set *ss);
+static void starts_end(saga_engine *e, start_set *ss, int rc);
+
+/* Inserts new instances in the round's transaction, hands them to the
+ * driver, and processes and commits the round with their first starts.
+ * The starts learn the commit's result; a failed fill is returned after. */
+static int round_with_starts(saga_engine *e, start_set *ss)
+{
+	int rc = starts_insert(e, ss), fill_rc = SAGA_OK;
+	if (rc) {
+		discard_round(e);
+	} else {
+		starts_to_driver(e, ss);
+		rc = process_and_commit(e, &fill_rc);
+	}
+	starts_end(e, ss, rc);
+	return rc ? rc : fill_rc;
+}
+
 /* One caller-driven round: process, commit, invoke, then record the answers.
  * When attempts whose starts the last round made durable are waiting, they
  * are invoked first: what else is due (new instances, timers) is processed
- * with their answers, in the same commit. */
-static int run_round(saga_engine *e, unsigned int *ran)
+ * with their answers, in the same commit. With ss, new instances are
+ * started in that commit. */
+static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 {
-	int rc = has_stage(e, ST_INVOKE) ? SAGA_OK : process_round(e);
+	bool first = !has_stage(e, ST_INVOKE);
+	int rc = SAGA_OK;
+	if (first)
+		rc = ss ? round_with_starts(e, ss) : process_round(e);
 	inst *batch[1024];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
@@ -1135,6 +1181,8 @@ static int run_round(saga_engine *e, unsigned int *ran)
 		*ran += (unsigned)n;
 	if (rc)
 		return rc;
+	if (ss && !first)
+		return round_with_starts(e, ss);
 	return n ? process_round(e) : SAGA_OK;
 }
 
@@ -1160,8 +1208,27 @@ int saga_run_due(saga_engine *e, unsigned int *ran)
 		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	pthread_mutex_lock(&e->mu);
 	e->new_corrupt = 0;
-	int rc = run_round(e, ran);
+	int rc = run_round(e, ran, NULL);
 	rc = report_corrupt(e, rc);
+	unlock_and_deliver(e);
+	return rc;
+}
+
+int saga_run_due_start(saga_engine *e, unsigned int *ran, int64_t *ids, int *created,
+                       const saga_start_request *reqs, size_t n)
+{
+	if (ran)
+		*ran = 0;
+	if (!e || !ids || (!reqs && n))
+		return SAGA_EINVAL;
+	if (e->nworkers)
+		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
+	start_set ss = { reqs, n, ids, created, NULL };
+	pthread_mutex_lock(&e->mu);
+	e->new_corrupt = 0;
+	int rc = starts_check(e, &ss);
+	if (rc == SAGA_OK)
+		rc = report_corrupt(e, run_round(e, ran, &ss));
 	unlock_and_deliver(e);
 	return rc;
 }
@@ -1183,7 +1250,7 @@ int saga_run_until_idle(saga_engine *e)
 	int rc = SAGA_OK;
 	for (;;) {
 		unsigned int ran = 0;
-		if ((rc = run_round(e, &ran)))
+		if ((rc = run_round(e, &ran, NULL)))
 			break;
 		if (ran == 0 && nothing_due(e))
 			break;
@@ -1589,58 +1656,94 @@ static int check_request(saga_engine *e, const saga_start_request *q)
 	return SAGA_OK;
 }
 
+
+/* Checks the requests and zeroes the answers; called with the mutex. */
+static int starts_check(saga_engine *e, start_set *ss)
+{
+	for (size_t i = 0; i < ss->n; i++) {
+		ss->ids[i] = 0;
+		if (ss->created)
+			ss->created[i] = 0;
+	}
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++)
+		rc = check_request(e, &ss->reqs[i]);
+	if (rc == SAGA_OK && e->stopping)
+		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
+	return rc;
+}
+
+/* Inserts the instances in the open transaction. With room in memory and
+ * nothing queued before them, new instances go straight to the driver
+ * instead of being read back: their copies wait in ss->fresh. */
+static int starts_insert(saga_engine *e, start_set *ss)
+{
+	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
+	                      ? e->max_in_flight - e->nloaded : 0;
+	ss->fresh = room && ss->n ? saga_calloc(&e->alloc, ss->n, sizeof(*ss->fresh)) : NULL;
+	int rc = SAGA_OK, made = 0;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
+		               ss->fresh && i < room ? &ss->fresh[i].in : NULL);
+		if (rc == SAGA_OK && ss->created)
+			ss->created[i] = made;
+	}
+	return rc;
+}
+
+/* Moves the fresh copies into memory as instances to process. */
+static void starts_to_driver(saga_engine *e, start_set *ss)
+{
+	for (size_t i = 0; ss->fresh && i < ss->n; i++) {
+		struct fresh_slot *f = &ss->fresh[i];
+		if (f->in && e->nloaded < e->max_in_flight) {
+			f->in->stage = ST_PROCESS;
+			e->loaded[e->nloaded++] = f->in;
+			f->in = NULL;
+			f->moved = true;
+		}
+	}
+}
+
+/* After the commit (rc == 0) or its failure: the instances left out of
+ * memory are queued, or every answer is zeroed; the copies are freed. */
+static void starts_end(saga_engine *e, start_set *ss, int rc)
+{
+	for (size_t i = 0; i < ss->n; i++) {
+		if (rc) {
+			ss->ids[i] = 0;
+			if (ss->created)
+				ss->created[i] = 0;
+		} else if (!(ss->fresh && ss->fresh[i].moved) && push_ready(e, ss->ids[i])) {
+			/* Durable now; a full queue only delays it until the next scan. */
+			e->recovered = false;
+		}
+	}
+	for (size_t i = 0; ss->fresh && i < ss->n; i++)
+		free_inst(e, ss->fresh[i].in);
+	saga_free(&e->alloc, ss->fresh);
+	ss->fresh = NULL;
+	if (rc == SAGA_OK)
+		pthread_cond_signal(&e->wake);
+}
+
 int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
                      const saga_start_request *reqs, size_t n)
 {
 	if (!e || !ids || (!reqs && n))
 		return SAGA_EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		ids[i] = 0;
-		if (created)
-			created[i] = 0;
-	}
+	start_set ss = { reqs, n, ids, created, NULL };
 	pthread_mutex_lock(&e->mu);
-	int rc = SAGA_OK;
-	for (size_t i = 0; i < n && rc == SAGA_OK; i++)
-		rc = check_request(e, &reqs[i]);
-	if (rc == SAGA_OK && e->stopping)
-		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
-	/* With room in memory and nothing queued before them, new instances
-	 * go straight to the driver instead of being read back. */
-	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
-	                      ? e->max_in_flight - e->nloaded : 0;
-	inst **fresh = rc == SAGA_OK && room ? saga_calloc(&e->alloc, n, sizeof(*fresh)) : NULL;
-	int made = 0;
-	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
-		rc = start_one(e, &reqs[i], &ids[i], &made, fresh && i < room ? &fresh[i] : NULL);
-		if (rc == SAGA_OK && created)
-			created[i] = made;
-	}
+	int rc = starts_check(e, &ss);
+	if (rc == SAGA_OK)
+		rc = starts_insert(e, &ss);
 	if (rc == SAGA_OK)
 		rc = commit_txn(e);
-	if (rc) {
+	if (rc)
 		abort_txn(e);
-		for (size_t i = 0; i < n; i++) {
-			ids[i] = 0;
-			if (created)
-				created[i] = 0;
-		}
-	} else {
-		/* Durable now; a full queue only delays them until the next scan. */
-		for (size_t i = 0; i < n; i++) {
-			if (fresh && fresh[i] && e->nloaded < e->max_in_flight) {
-				fresh[i]->stage = ST_PROCESS;
-				e->loaded[e->nloaded++] = fresh[i];
-				fresh[i] = NULL;
-			} else if (push_ready(e, ids[i])) {
-				e->recovered = false;
-			}
-		}
-		pthread_cond_signal(&e->wake);
-	}
-	for (size_t i = 0; fresh && i < n; i++)
-		free_inst(e, fresh[i]);
-	saga_free(&e->alloc, fresh);
+	else
+		starts_to_driver(e, &ss);
+	starts_end(e, &ss, rc);
 	unlock_and_deliver(e);
 	return rc;
 }

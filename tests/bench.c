@@ -6,6 +6,7 @@
 #include <saga.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ typedef struct opts {
 	saga_durability durability;
 	double fail_rate;
 	int raw;
+	int start_batch; /* --start-batch: caller-driven, starts in their own commits */
 	int repeat;     /* --repeat R: R engine runs between R + 1 raw ones */
 	long park;      /* --park N: N instances parked on an async step; RSS */
 	long reopen;    /* --reopen N: N unfinished instances resumed after reopen */
@@ -354,8 +356,9 @@ static int run_engine(const opts *o, double *tps_out)
 	if (!e)
 		return 1;
 	int rc = SAGA_OK;
+	/* The prefill wrote ids 1..M: the run's instances follow. */
 	lat l = { calloc((size_t)o->n, sizeof(double)), calloc((size_t)o->n, sizeof(double)),
-		  o->n, 0, 0, 0 };
+		  o->n, o->prefill, 0, 0 };
 	saga_engine_add_listener(e, on_event, &l);
 	double t0 = now_s();
 	/* Keep about `inflight` instances unfinished at any time. */
@@ -368,27 +371,33 @@ static int run_engine(const opts *o, double *tps_out)
 		reqs[i].input = NULL;
 	}
 	while (rc == SAGA_OK && (started < o->n || l.ends < o->n)) {
-		/* Top up in one transaction (saga_start_batch). */
+		/* Top up: caller-driven, in the round's commit (saga_run_due_start);
+		 * with workers or --start-batch, in a transaction of their own
+		 * (saga_start_batch). */
 		size_t k = 0;
 		while (started + (long)k < o->n && started + (long)k - l.ends < (long)o->inflight &&
 		       k < sizeof(reqs) / sizeof(reqs[0]))
 			k++;
-		if (k) {
-			double t = now_s();
-			if ((rc = saga_start_batch(e, ids, NULL, reqs, k)) != SAGA_OK)
-				break;
-			if (started == 0) /* ids are consecutive: a prefilled store shifts them */
-				l.base = ids[0] - 1;
-			for (size_t i = 0; i < k; i++)
-				l.start[started + (long)i] = t;
-			started += (long)k;
-		}
+		double t = now_s();
+		bool own = o->workers || o->start_batch;
+		if (own && k)
+			rc = saga_start_batch(e, ids, NULL, reqs, k);
+		else if (!own)
+			rc = saga_run_due_start(e, NULL, ids, NULL, reqs, k);
 		if (rc)
 			break;
+		if (k && ids[0] - 1 != l.base + started) {
+			fprintf(stderr, "engine: instance ids are not consecutive\n");
+			rc = 1;
+			break;
+		}
+		for (size_t i = 0; i < k; i++)
+			l.start[started + (long)i] = t;
+		started += (long)k;
 		if (o->workers) {
 			struct timespec ts = { 0, 200000 };
 			nanosleep(&ts, NULL);
-		} else {
+		} else if (own) {
 			rc = saga_run_due(e, NULL);
 		}
 	}
@@ -431,13 +440,17 @@ static int run_engine(const opts *o, double *tps_out)
 
 int main(int argc, char **argv)
 {
-	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, 1, 0, 0, 0, NULL };
+	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, 0, 1, 0, 0, 0, NULL };
 	char dir[] = "/tmp/saga-bench-XXXXXX";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--raw")) {
 			o.raw = 1;
+			continue;
+		}
+		if (!strcmp(a, "--start-batch")) {
+			o.start_batch = 1;
 			continue;
 		}
 		if (!v) {
@@ -469,7 +482,7 @@ int main(int argc, char **argv)
 			o.repeat = atoi(v);
 		else {
 			fprintf(stderr, "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
-			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--dir D]"
+			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] [--dir D]"
 			                " [--repeat R] [--park N] [--reopen N] [--prefill M]\n");
 			return 2;
 		}

@@ -1012,6 +1012,58 @@ START_TEST(purge_finished)
 }
 END_TEST
 
+/* saga_run_due_start: new instances share the round's commit. */
+START_TEST(run_due_start_shares_the_commit)
+{
+	saga_start_request reqs[2] = { { "order", NULL, NULL }, { "order", "rds-key", NULL } };
+	int64_t ids[2], first[2];
+	int created[2];
+	unsigned int ran = 99;
+	saga_stats st;
+	/* A refused request: nothing starts and nothing runs. */
+	saga_start_request bad = { NULL, NULL, NULL };
+	ck_assert_int_eq(saga_run_due_start(F.e, &ran, ids, created, &bad, 1), SAGA_EINVAL);
+	ck_assert_int_eq(ids[0], 0);
+	ck_assert_uint_eq(ran, 0);
+	ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+	ck_assert_uint_eq(st.commits, 0);
+	/* The first call has nothing to invoke before: it starts, invokes the
+	 * first steps and records them (two commits). Each later call invokes
+	 * first and commits once. */
+	ck_assert_int_eq(saga_run_due_start(F.e, &ran, first, created, reqs, 2), SAGA_OK);
+	ck_assert_int_gt(first[0], 0);
+	ck_assert_int_gt(first[1], 0);
+	ck_assert_int_eq(created[0] + created[1], 2);
+	ck_assert_uint_eq(ran, 2);
+	reqs[1].business_key = "rds-key-2";
+	for (int k = 2; k <= 4; k++) {
+		ck_assert_int_eq(saga_run_due_start(F.e, &ran, ids, created, reqs, 2), SAGA_OK);
+		ck_assert_int_eq(created[0] + created[1], 2);
+		ck_assert_uint_eq(ran, 2 * (unsigned)k - 2);
+		ck_assert_int_eq(saga_engine_stats(F.e, &st), SAGA_OK);
+		ck_assert_uint_eq(st.commits, (uint64_t)k + 1);
+		ck_assert_uint_eq(st.started, 2 * (uint64_t)k);
+		reqs[1].business_key = k == 2 ? "rds-key-3" : "rds-key-4";
+	}
+	/* A key already taken gives its instance, not a new one. */
+	reqs[1].business_key = "rds-key";
+	ck_assert_int_eq(saga_run_due_start(F.e, &ran, ids, created, reqs, 2), SAGA_OK);
+	ck_assert_int_eq(ids[1], first[1]);
+	ck_assert_int_eq(created[1], 0);
+	ck_assert_int_eq(created[0], 1);
+	/* Durable when the call returned: a reopened engine has them all. */
+	int64_t last = ids[0];
+	reopen();
+	run();
+	ck_assert_str_eq(saga_state_name(info_of(first[0]).state), "COMPLETED");
+	ck_assert_str_eq(saga_state_name(info_of(first[1]).state), "COMPLETED");
+	ck_assert_str_eq(saga_state_name(info_of(last).state), "COMPLETED");
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 9);
+}
+END_TEST
+
 /* The age saga_purge() compares is the time the instance finished, not the
  * time it was created or went STUCK. */
 START_TEST(purge_counts_from_the_finish)
@@ -1116,6 +1168,7 @@ int main(void)
 	tcase_add_test(tc, purge_finished);
 	tcase_add_test(tc, engine_stats);
 	tcase_add_test(tc, purge_counts_from_the_finish);
+	tcase_add_test(tc, run_due_start_shares_the_commit);
 	tcase_add_test(tc, workers_many_instances);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
