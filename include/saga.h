@@ -516,7 +516,9 @@ SAGA_API int saga_start(saga_engine *engine, int64_t *out_id, int *created,
 /* Starts several instances in one transaction (one commit): all or none.
  * ids[i] (and created[i], when created is not NULL) answer reqs[i] as
  * saga_start would; on error every id is 0 and nothing was created. The
- * strings and inputs of reqs are borrowed. */
+ * strings and inputs of reqs are borrowed. With workers, a call from any
+ * thread but the driver's joins the driver's next commit (group commit with
+ * the round and with other threads' starts) and returns once it is done. */
 typedef struct saga_start_request {
 	const char *definition;
 	const char *business_key;    /* may be NULL */

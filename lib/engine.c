@@ -83,6 +83,10 @@ struct saga_engine {
 	pthread_cond_t wake;      /* the driver: work arrived */
 	pthread_cond_t work_cv;   /* workers: something to invoke */
 	pthread_cond_t idle_cv;   /* saga_wait_idle */
+	pthread_cond_t start_cv;  /* queued starts: their commit is done */
+	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
+	pthread_t driver_tid;
+	bool driver_running;
 	reg_def *defs;
 	size_t ndefs;
 	breaker_entry *breakers;
@@ -1149,6 +1153,48 @@ static int round_with_starts(saga_engine *e, start_set *ss)
 	return rc ? rc : fill_rc;
 }
 
+/* A saga_start_batch waiting for the driver's next commit (workers). */
+struct start_wait {
+	start_set *ss;
+	int rc;
+	bool done;
+	char msg[256];  /* the driver's message when rc != 0 */
+	struct start_wait *next;
+};
+
+/* Answers the queued starts and wakes their callers. */
+static void finish_queued(saga_engine *e, struct start_wait *w, int rc)
+{
+	for (; w; w = w->next) {
+		starts_end(e, w->ss, rc);
+		w->rc = rc;
+		if (rc)
+			saga_fmt(w->msg, sizeof(w->msg), "%s", saga_engine_errmsg(e));
+		w->done = true;
+	}
+	pthread_cond_broadcast(&e->start_cv);
+}
+
+/* The driver's round with the queued starts: all are inserted, then all go
+ * to the driver, and one commit records them with the round. */
+static int round_with_queued_starts(saga_engine *e)
+{
+	struct start_wait *q = e->start_queue;
+	e->start_queue = e->start_tail = NULL;
+	int rc = SAGA_OK, fill_rc = SAGA_OK;
+	for (struct start_wait *w = q; w && rc == SAGA_OK; w = w->next)
+		rc = starts_insert(e, w->ss);
+	if (rc) {
+		discard_round(e);
+	} else {
+		for (struct start_wait *w = q; w; w = w->next)
+			starts_to_driver(e, w->ss);
+		rc = process_and_commit(e, &fill_rc);
+	}
+	finish_queued(e, q, rc);
+	return rc ? rc : fill_rc;
+}
+
 /* One caller-driven round: process, commit, invoke, then record the answers.
  * When attempts whose starts the last round made durable are waiting, they
  * are invoked first: what else is due (new instances, timers) is processed
@@ -1315,21 +1361,24 @@ static void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
 	pthread_mutex_lock(&e->mu);
+	e->driver_tid = pthread_self();
+	e->driver_running = true;
 	while (!e->stopping) {
-		int rc = process_round(e);
+		int rc = e->start_queue ? round_with_queued_starts(e) : process_round(e);
 		if (rc) {
 			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", saga_engine_errmsg(e));
 		}
 		if (has_stage(e, ST_INVOKE))
 			pthread_cond_broadcast(&e->work_cv);
-		bool busy = has_stage(e, ST_RESULT) || (e->ready_len && e->nloaded < e->max_in_flight);
+		bool busy = has_stage(e, ST_RESULT) || e->start_queue ||
+		            (e->ready_len && e->nloaded < e->max_in_flight);
 		bool idle = e->invoking == 0 && !has_stage(e, ST_INVOKE) && nothing_due(e);
 		e->driver_idle = idle;
 		if (idle)
 			pthread_cond_broadcast(&e->idle_cv);
 		unlock_and_deliver(e);
 		pthread_mutex_lock(&e->mu);
-		if (busy || e->stopping || has_stage(e, ST_RESULT))
+		if (busy || e->stopping || has_stage(e, ST_RESULT) || e->start_queue)
 			continue;
 		/* Sleep until a timer is due, work arrives, or a short while
 		 * passes (an injected clock does not wake a condition variable). */
@@ -1344,6 +1393,14 @@ static void *driver_main(void *arg)
 		ts.tv_nsec %= 1000000000L;
 		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
 	}
+	/* Starts queued while the engine was closing are refused. */
+	struct start_wait *q = e->start_queue;
+	e->start_queue = e->start_tail = NULL;
+	if (q) {
+		set_err(e, SAGA_ECLOSED, "engine is closing");
+		finish_queued(e, q, SAGA_ECLOSED);
+	}
+	e->driver_running = false;
 	pthread_cond_broadcast(&e->work_cv);
 	pthread_mutex_unlock(&e->mu);
 	return NULL;
@@ -1451,11 +1508,12 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
 	int rc;
-	bool mu = false, c1 = false, c2 = false, c3 = false;
+	bool mu = false, c1 = false, c2 = false, c3 = false, c4 = false;
 	if (pthread_mutex_init(&e->mu, NULL) != 0 || !(mu = true) ||
 	    pthread_cond_init(&e->wake, NULL) != 0 || !(c1 = true) ||
 	    pthread_cond_init(&e->work_cv, NULL) != 0 || !(c2 = true) ||
-	    pthread_cond_init(&e->idle_cv, NULL) != 0 || !(c3 = true)) {
+	    pthread_cond_init(&e->idle_cv, NULL) != 0 || !(c3 = true) ||
+	    pthread_cond_init(&e->start_cv, NULL) != 0 || !(c4 = true)) {
 		saga_fmt(errmsg, errsize, "cannot create a mutex or condition variable");
 		rc = SAGA_ERROR;
 		goto fail;
@@ -1501,6 +1559,8 @@ fail:
 	saga_free(&a, e->threads);
 	store_close(e->store);
 	saga_free(&a, e->loaded);
+	if (c4)
+		pthread_cond_destroy(&e->start_cv);
 	if (c3)
 		pthread_cond_destroy(&e->idle_cv);
 	if (c2)
@@ -1559,6 +1619,7 @@ void saga_engine_close(saga_engine *e)
 	saga_free(&e->alloc, e->quarantine);
 	saga_free(&e->alloc, e->loaded);
 	saga_free(&e->alloc, e->threads);
+	pthread_cond_destroy(&e->start_cv);
 	pthread_cond_destroy(&e->idle_cv);
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->wake);
@@ -1698,6 +1759,7 @@ static void starts_to_driver(saga_engine *e, start_set *ss)
 		struct fresh_slot *f = &ss->fresh[i];
 		if (f->in && e->nloaded < e->max_in_flight) {
 			f->in->stage = ST_PROCESS;
+			f->in->uncommitted = true; /* reloaded if the commit fails */
 			e->loaded[e->nloaded++] = f->in;
 			f->in = NULL;
 			f->moved = true;
@@ -1735,6 +1797,23 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
 	start_set ss = { reqs, n, ids, created, NULL };
 	pthread_mutex_lock(&e->mu);
 	int rc = starts_check(e, &ss);
+	if (rc == SAGA_OK && n && e->driver_running && !pthread_equal(pthread_self(), e->driver_tid)) {
+		/* With workers, the starts join the driver's next commit (a
+		 * listener on the driver thread commits its own). */
+		struct start_wait w = { &ss, SAGA_OK, false, "", NULL };
+		if (e->start_tail)
+			e->start_tail->next = &w;
+		else
+			e->start_queue = &w;
+		e->start_tail = &w;
+		pthread_cond_signal(&e->wake);
+		while (!w.done)
+			pthread_cond_wait(&e->start_cv, &e->mu);
+		if ((rc = w.rc) != SAGA_OK)
+			set_err(e, rc, "%s", w.msg);
+		pthread_mutex_unlock(&e->mu);
+		return rc;
+	}
 	if (rc == SAGA_OK)
 		rc = starts_insert(e, &ss);
 	if (rc == SAGA_OK)
