@@ -3,6 +3,7 @@
 #include "test-common.h"
 
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1122,10 +1123,29 @@ START_TEST(workers_many_instances)
 	}
 	register_def(d);
 	worker_calls = 0;
+	/* A start from this thread joins the driver's next commit: when it
+	 * returns, the row is in the store for another connection to read. */
+	sqlite3 *db;
+	ck_assert_int_eq(sqlite3_open_v2(F.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_stmt *st;
+	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE id = ?1",
+	                                    -1, &st, NULL), SQLITE_OK);
 	for (int i = 0; i < 200; i++) {
 		int64_t id;
 		ck_assert_int_eq(saga_start(F.e, &id, NULL, "w", NULL, NULL), SAGA_OK);
+		ck_assert_int_gt(id, 0);
+		if (i % 20 == 0) {
+			sqlite3_bind_int64(st, 1, id);
+			ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+			ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+			sqlite3_reset(st);
+		}
 	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	saga_stats stats;
+	ck_assert_int_eq(saga_engine_stats(F.e, &stats), SAGA_OK);
+	ck_assert_uint_eq(stats.started, 200);
 	ck_assert_int_eq(saga_run_due(F.e, NULL), SAGA_ESTATE);
 	ck_assert_msg(saga_wait_idle(F.e, 60000) == SAGA_OK, "%s", saga_engine_errmsg(F.e));
 	int64_t counts[SAGA_STATE_COUNT];
