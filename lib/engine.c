@@ -1727,8 +1727,14 @@ static int starts_check(saga_engine *e, start_set *ss)
 			ss->created[i] = 0;
 	}
 	int rc = SAGA_OK;
-	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++)
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
 		rc = check_request(e, &ss->reqs[i]);
+		/* Refused here, not in the transaction, where it would also fail
+		 * the starts of other threads that share the commit. */
+		if (rc == SAGA_OK && !find_def(e, ss->reqs[i].definition, 0))
+			rc = set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
+			             ss->reqs[i].definition);
+	}
 	if (rc == SAGA_OK && e->stopping)
 		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
 	return rc;

@@ -1103,6 +1103,18 @@ static saga_step_result count_step(saga_step_ctx *ctx, void *user)
 	return SAGA_STEP_OK;
 }
 
+/* Starts of an unregistered definition, from another thread. */
+static void *bad_starter(void *arg)
+{
+	saga_engine *e = arg;
+	for (int i = 0; i < 200; i++) {
+		int64_t id = -1;
+		ck_assert_int_eq(saga_start(e, &id, NULL, "no-such-saga", NULL, NULL), SAGA_ENOTFOUND);
+		ck_assert_int_eq(id, 0);
+	}
+	return NULL;
+}
+
 START_TEST(workers_many_instances)
 {
 	saga_engine_close(F.e);
@@ -1130,6 +1142,10 @@ START_TEST(workers_many_instances)
 	sqlite3_stmt *st;
 	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE id = ?1",
 	                                    -1, &st, NULL), SQLITE_OK);
+	/* Refused starts from another thread at the same time fail alone: the
+	 * commit they would have shared still takes these. */
+	pthread_t bad;
+	ck_assert_int_eq(pthread_create(&bad, NULL, bad_starter, F.e), 0);
 	for (int i = 0; i < 200; i++) {
 		int64_t id;
 		ck_assert_int_eq(saga_start(F.e, &id, NULL, "w", NULL, NULL), SAGA_OK);
@@ -1141,6 +1157,7 @@ START_TEST(workers_many_instances)
 			sqlite3_reset(st);
 		}
 	}
+	pthread_join(bad, NULL);
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	saga_stats stats;
