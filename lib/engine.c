@@ -1137,23 +1137,8 @@ static int starts_insert(saga_engine *e, start_set *ss);
 static void starts_to_driver(saga_engine *e, start_set *ss);
 static void starts_end(saga_engine *e, start_set *ss, int rc);
 
-/* Inserts new instances in the round's transaction, hands them to the
- * driver, and processes and commits the round with their first starts.
- * The starts learn the commit's result; a failed fill is returned after. */
-static int round_with_starts(saga_engine *e, start_set *ss)
-{
-	int rc = starts_insert(e, ss), fill_rc = SAGA_OK;
-	if (rc) {
-		discard_round(e);
-	} else {
-		starts_to_driver(e, ss);
-		rc = process_and_commit(e, &fill_rc);
-	}
-	starts_end(e, ss, rc);
-	return rc ? rc : fill_rc;
-}
-
-/* A saga_start_batch waiting for the driver's next commit (workers). */
+/* Starts waiting for a round's commit: from saga_run_due_start, or queued
+ * by saga_start_batch for the driver (workers), whose callers wait. */
 struct start_wait {
 	start_set *ss;
 	int rc;
@@ -1162,10 +1147,10 @@ struct start_wait {
 	struct start_wait *next;
 };
 
-/* Answers the queued starts and wakes their callers. */
-static void finish_queued(saga_engine *e, struct start_wait *w, int rc)
+/* Answers the waiting starts with rc and wakes their callers. */
+static void answer_starts(saga_engine *e, struct start_wait *q, int rc)
 {
-	for (; w; w = w->next) {
+	for (struct start_wait *w = q; w; w = w->next) {
 		starts_end(e, w->ss, rc);
 		w->rc = rc;
 		if (rc)
@@ -1175,12 +1160,11 @@ static void finish_queued(saga_engine *e, struct start_wait *w, int rc)
 	pthread_cond_broadcast(&e->start_cv);
 }
 
-/* The driver's round with the queued starts: all are inserted, then all go
- * to the driver, and one commit records them with the round. */
-static int round_with_queued_starts(saga_engine *e)
+/* Inserts the waiting starts in the round's transaction, hands them to the
+ * driver, and processes and commits the round with their first starts.
+ * Each learns the commit's result; a failed fill is returned after. */
+static int round_with_starts(saga_engine *e, struct start_wait *q)
 {
-	struct start_wait *q = e->start_queue;
-	e->start_queue = e->start_tail = NULL;
 	int rc = SAGA_OK, fill_rc = SAGA_OK;
 	for (struct start_wait *w = q; w && rc == SAGA_OK; w = w->next)
 		rc = starts_insert(e, w->ss);
@@ -1191,7 +1175,7 @@ static int round_with_queued_starts(saga_engine *e)
 			starts_to_driver(e, w->ss);
 		rc = process_and_commit(e, &fill_rc);
 	}
-	finish_queued(e, q, rc);
+	answer_starts(e, q, rc);
 	return rc ? rc : fill_rc;
 }
 
@@ -1203,9 +1187,10 @@ static int round_with_queued_starts(saga_engine *e)
 static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 {
 	bool first = !has_stage(e, ST_INVOKE);
+	struct start_wait w = { ss, SAGA_OK, false, "", NULL };
 	int rc = SAGA_OK;
 	if (first)
-		rc = ss ? round_with_starts(e, ss) : process_round(e);
+		rc = ss ? round_with_starts(e, &w) : process_round(e);
 	inst *batch[1024];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
@@ -1228,7 +1213,7 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	if (rc)
 		return rc;
 	if (ss && !first)
-		return round_with_starts(e, ss);
+		return round_with_starts(e, &w);
 	return n ? process_round(e) : SAGA_OK;
 }
 
@@ -1244,20 +1229,25 @@ static int report_corrupt(saga_engine *e, int rc)
 	return rc;
 }
 
-int saga_run_due(saga_engine *e, unsigned int *ran)
+/* saga_run_due, and with ss saga_run_due_start (e is not NULL). */
+static int run_due(saga_engine *e, unsigned int *ran, start_set *ss)
 {
-	if (ran)
-		*ran = 0;
-	if (!e)
-		return SAGA_EINVAL;
 	if (e->nworkers)
 		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	pthread_mutex_lock(&e->mu);
 	e->new_corrupt = 0;
-	int rc = run_round(e, ran, NULL);
-	rc = report_corrupt(e, rc);
+	int rc = ss ? starts_check(e, ss) : SAGA_OK;
+	if (rc == SAGA_OK)
+		rc = report_corrupt(e, run_round(e, ran, ss));
 	unlock_and_deliver(e);
 	return rc;
+}
+
+int saga_run_due(saga_engine *e, unsigned int *ran)
+{
+	if (ran)
+		*ran = 0;
+	return e ? run_due(e, ran, NULL) : SAGA_EINVAL;
 }
 
 int saga_run_due_start(saga_engine *e, unsigned int *ran, int64_t *ids, int *created,
@@ -1267,16 +1257,8 @@ int saga_run_due_start(saga_engine *e, unsigned int *ran, int64_t *ids, int *cre
 		*ran = 0;
 	if (!e || !ids || (!reqs && n))
 		return SAGA_EINVAL;
-	if (e->nworkers)
-		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	start_set ss = { reqs, n, ids, created, NULL };
-	pthread_mutex_lock(&e->mu);
-	e->new_corrupt = 0;
-	int rc = starts_check(e, &ss);
-	if (rc == SAGA_OK)
-		rc = report_corrupt(e, run_round(e, ran, &ss));
-	unlock_and_deliver(e);
-	return rc;
+	return run_due(e, ran, &ss);
 }
 
 static bool nothing_due(saga_engine *e)
@@ -1364,7 +1346,9 @@ static void *driver_main(void *arg)
 	e->driver_tid = pthread_self();
 	e->driver_running = true;
 	while (!e->stopping) {
-		int rc = e->start_queue ? round_with_queued_starts(e) : process_round(e);
+		struct start_wait *q = e->start_queue;
+		e->start_queue = e->start_tail = NULL;
+		int rc = q ? round_with_starts(e, q) : process_round(e);
 		if (rc) {
 			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", saga_engine_errmsg(e));
 		}
@@ -1394,11 +1378,10 @@ static void *driver_main(void *arg)
 		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
 	}
 	/* Starts queued while the engine was closing are refused. */
-	struct start_wait *q = e->start_queue;
-	e->start_queue = e->start_tail = NULL;
-	if (q) {
+	if (e->start_queue) {
 		set_err(e, SAGA_ECLOSED, "engine is closing");
-		finish_queued(e, q, SAGA_ECLOSED);
+		answer_starts(e, e->start_queue, SAGA_ECLOSED);
+		e->start_queue = e->start_tail = NULL;
 	}
 	e->driver_running = false;
 	pthread_cond_broadcast(&e->work_cv);

@@ -221,6 +221,14 @@ static int fail(saga_store *s, int rc, const char *what)
 		}                               \
 	} while (0)
 
+/* Makes a statement ready for its next use, and passes rc on. */
+static int done_with(sqlite3_stmt *st, int rc)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc;
+}
+
 const char *store_errmsg(const saga_store *s)
 {
 	return s->errmsg;
@@ -450,8 +458,7 @@ static int flush_history(saga_store *s)
 		if (rc == SAGA_OK) {
 			rc = run(s, st, "add history");
 		} else {
-			sqlite3_reset(st);
-			sqlite3_clear_bindings(st);
+			done_with(st, rc);
 		}
 		i += n;
 	}
@@ -507,9 +514,7 @@ static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_in
 		*out = sqlite3_column_int64(st, 0);
 	else
 		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, what);
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 static int load_seq(saga_store *s)
@@ -541,9 +546,7 @@ int store_get_definition(saga_store *s, char **snapshot, const char *name, int v
 		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, "read definition");
 	}
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
@@ -568,9 +571,7 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
 	return run(s, st, "store definition");
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 /* Which columns a statement sets: the insert all of them, the update all but
@@ -627,9 +628,7 @@ static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 	sqlite3_stmt *st = s->st[ids[kind]];
 	int rc = bind_row(s, st, r, kind);
 	if (rc) {
-		sqlite3_reset(st);
-		sqlite3_clear_bindings(st);
-		return rc;
+		return done_with(st, rc);
 	}
 	if ((rc = run(s, st, what[kind])))
 		return rc;
@@ -743,9 +742,7 @@ static int load_by(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_allo
 		code = SAGA_ENOTFOUND;
 	else
 		code = fail(s, rc, "load instance");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return code;
+	return done_with(st, code);
 }
 
 int store_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
@@ -772,6 +769,11 @@ int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc
 
 int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 {
+	/* The row waits for the commit of the open transaction: there must be one. */
+	if (sqlite3_get_autocommit(s->db)) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: history written outside a transaction");
+		return SAGA_ESTATE;
+	}
 	int rc;
 	if (s->nhist == s->hist_cap) {
 		if (s->hist_cap >= HIST_BUFFER_MAX) {
@@ -800,13 +802,6 @@ int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 	s->nhist++;
 	if (seq)
 		*seq = e->seq;
-	/* Outside a transaction, one of its own writes the row and its seq. */
-	if (sqlite3_get_autocommit(s->db)) {
-		if ((rc = store_begin(s)) == SAGA_OK)
-			return store_commit(s);
-		store_rollback(s);
-		return rc;
-	}
 	return SAGA_OK;
 }
 
@@ -819,9 +814,7 @@ static int scan_ids(saga_store *s, sqlite3_stmt *st, store_id_fn fn, void *user)
 			break;
 	}
 	int code = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SAGA_OK : fail(s, rc, "scan");
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return code;
+	return done_with(st, code);
 }
 
 int store_scan_active(saga_store *s, store_id_fn fn, void *user)
@@ -837,9 +830,7 @@ int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void 
 	BIND(sqlite3_bind_int(st, 2, limit));
 	return scan_ids(s, st, fn, user);
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 int store_next_due(saga_store *s, uint64_t *out)
@@ -882,9 +873,7 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 	if (src != SQLITE_ROW && src != SQLITE_DONE)
 		rc = fail(s, src, "read history");
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 void row_to_info(saga_instance_info *info, const saga_row *r)
@@ -926,9 +915,7 @@ int store_list(saga_store *s, int state, saga_instance_fn fn, void *user)
 	if (src != SQLITE_ROW && src != SQLITE_DONE)
 		rc = fail(s, src, "list");
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
@@ -987,9 +974,7 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 	*purged = l.n;
 	return SAGA_OK;
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 int store_find_bkey(saga_store *s, int64_t *id, const char *bkey)
@@ -1021,9 +1006,7 @@ int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outc
 		*outcome = (int)v;
 	return rc == SAGA_ENOTFOUND ? SAGA_OK : rc;
 done:
-	sqlite3_reset(st);
-	sqlite3_clear_bindings(st);
-	return rc;
+	return done_with(st, rc);
 }
 
 int store_json_valid(saga_store *s, const char *text, bool *valid)
