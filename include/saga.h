@@ -5,7 +5,9 @@
  *  - Functions return int: 0 (SAGA_OK) on success, a negative SAGA_E* code on
  *    failure. saga_strerror() names a code; saga_engine_errmsg() gives the
  *    engine's last message, which is never NULL.
- *  - Out parameters come first.
+ *  - The object acted on (engine, definition, breaker, step context) comes
+ *    first, then out parameters; constructors put their out parameter first.
+ *    One exception: saga_breaker_get_snapshot(out, breaker).
  *  - "borrows" means the library does not keep the pointer past the call;
  *    "takes ownership" means the library frees it, also when the call fails.
  *  - Every *_free / *_close accepts NULL.

@@ -207,6 +207,8 @@ typedef struct hist_count {
 	int duplicate;
 	int refused;
 	int resumed;
+	int op_resumed;   /* STATE "resumed by an operator" right after an OPERATOR */
+	int prev_type;
 	int n;
 } hist_count;
 
@@ -226,6 +228,11 @@ static int count_event(const saga_event *ev, void *user)
 	h->refused += ev->type == SAGA_EVENT_BREAKER_REFUSED;
 	h->resumed += ev->type == SAGA_EVENT_STATE && ev->state == SAGA_RUNNING &&
 	              strcmp(ev->detail, "resumed") == 0;
+	h->op_resumed += ev->type == SAGA_EVENT_STATE && h->n > 1 &&
+	                 h->prev_type == SAGA_EVENT_OPERATOR &&
+	                 (ev->state == SAGA_RUNNING || ev->state == SAGA_COMPENSATING) &&
+	                 strcmp(ev->detail, "resumed by an operator") == 0;
+	h->prev_type = ev->type;
 	return 0;
 }
 
@@ -618,6 +625,9 @@ START_TEST(stuck_and_operator_retry)
 	ck_assert_str_eq(joined(), "do:order do:stock do:pay undo:stock do:pay undo:stock "
 	                           "undo:stock undo:order");
 	ck_assert_int_eq(history(id).operators, 2);
+	/* Each command leaves STUCK with the OPERATOR event, then a STATE event
+	 * (docs/api.md, "Instances, states, events"). */
+	ck_assert_int_eq(history(id).op_resumed, 2);
 	ck_assert_int_eq(saga_operator_retry(F.e, id), SAGA_ESTATE);
 }
 END_TEST
@@ -645,6 +655,7 @@ START_TEST(stuck_and_operator_skip)
 	ck_assert_str_eq(joined(), "do:order do:stock undo:order undo:order do:stock undo:order "
 	                           "undo:order");
 	ck_assert_int_eq(history(id).operators, 2);
+	ck_assert_int_eq(history(id).op_resumed, 2);
 	ck_assert_int_eq(saga_operator_resume(F.e, id), SAGA_ESTATE);
 	/* Past the pivot: a retriable step that fails goes STUCK; skip moves on. */
 	F.nlog = 0;
