@@ -392,6 +392,8 @@ static int canonical_path(saga_store *s, const char *path)
 		              "store: '%s': store paths are file names, not URIs (a file whose "
 		              "name begins with \"file:\" is reached as \"./file:...\")", path);
 	size_t len = strlen(path);
+	if (len == 0)
+		return refuse(s, SAGA_EINVAL, "store: the path is empty");
 	if (len >= PATH_MAX)
 		return refuse(s, SAGA_EINVAL, "store: the path is too long (%zu bytes)", len);
 	if (path[len - 1] == '/')

@@ -318,22 +318,51 @@ START_TEST(refused_open_keeps_the_locks)
 }
 END_TEST
 
-/* In one process too: a refused open, then the first engine still works and
- * another process's reader cannot take the database file from it. */
+/* Whether a process other than a child of this one holds a read lock on
+ * the database file's shared range (SQLite's SHARED lock, which a
+ * connection in WAL mode keeps while it is open). Asked from a child, since
+ * F_GETLK does not report the caller's own locks. */
+static bool shared_lock_held(const char *p)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(p, O_RDONLY);
+		struct flock fl;
+		memset(&fl, 0, sizeof(fl));
+		fl.l_type = F_WRLCK;
+		fl.l_whence = SEEK_SET;
+		fl.l_start = 0x40000000 + 2; /* SQLite's PENDING_BYTE + 2: SHARED_FIRST */
+		fl.l_len = 510;              /* SHARED_SIZE */
+		if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
+			_exit(2);
+		_exit(fl.l_type == F_RDLCK ? 0 : 1);
+	}
+	int status = 0;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) <= 1);
+	return WEXITSTATUS(status) == 0;
+}
+
+/* In one process: a refused open leaves SQLite's lock on the database file
+ * with the engine (another process sees it), and the engine goes on. */
 START_TEST(refused_open_same_process_store_keeps_working)
 {
 	saga_engine *e = NULL;
 	char err[512], uid[SAGA_UID_LEN + 1];
 	int64_t id;
 	ck_assert_msg(open_engine(&e, path, err, sizeof(err)) == SAGA_OK, "%s", err);
+	ck_assert_int_eq(start_one(e, &id, uid), SAGA_OK);
+	ck_assert_msg(shared_lock_held(path), "no SHARED lock on an open store");
 	for (int i = 0; i < 3; i++) {
 		refused(path, SAGA_EBUSY, "in use");
+		ck_assert_msg(shared_lock_held(path), "a refused open dropped the engine's locks");
 		ck_assert_int_eq(start_one(e, &id, uid), SAGA_OK);
 	}
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	int64_t counts[SAGA_STATE_COUNT];
 	ck_assert_int_eq(saga_counts(e, counts), SAGA_OK);
-	ck_assert_int_eq(counts[SAGA_COMPLETED], 3);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 4);
 	saga_engine_close(e);
 }
 END_TEST
