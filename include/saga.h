@@ -451,7 +451,7 @@ typedef enum saga_durability {
 
 typedef struct saga_options {
 	unsigned int version;        /* SAGA_OPTIONS_VERSION */
-	const char *path;            /* the store file; created with mode 0600 */
+	const char *path;            /* the store file, a file name (not a URI); created 0600 */
 	saga_durability durability;
 	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
 	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256 */
@@ -472,13 +472,21 @@ typedef struct saga_options {
 	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0 }
 
 /* Opens (creating if needed) the store at options->path and migrates its
- * schema. An engine owns its store until it is closed (an exclusive flock):
- * a second engine on the same file, in this process or another, gets
- * SAGA_EBUSY, so no instance is ever advanced by two engines. Unfinished instances are resumed once their definitions are
- * registered and the engine runs. On failure *out is NULL; `errmsg` (may be
- * NULL) receives a message of at most errmsg_size bytes.
- * Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT, SAGA_EVERSION,
- * SAGA_EIO, SAGA_EFULL, SAGA_EBUSY. */
+ * schema. The path is a file name, relative or absolute; symbolic links,
+ * "." and ".." are resolved, so every name of one file is the same store. A
+ * name beginning with "file:" is refused (SAGA_EINVAL): store paths are not
+ * URIs (a file whose name begins with "file:" is reached as "./file:...").
+ * An engine owns its store until it is closed (an exclusive flock on the
+ * file "<store>-lock" beside it, created 0600 and never deleted): a second
+ * engine on the same file, under any name, in this process or another, gets
+ * SAGA_EBUSY, so no instance is ever advanced by two engines. A new store is
+ * built under a temporary name and renamed into place whole, so an existing
+ * file that is empty, too short or not a libsaga store is refused with
+ * SAGA_ECORRUPT and left as it is. Unfinished instances are resumed once
+ * their definitions are registered and the engine runs. On failure *out is
+ * NULL; `errmsg` (may be NULL) receives a message of at most errmsg_size
+ * bytes. Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT,
+ * SAGA_EVERSION, SAGA_EIO, SAGA_EFULL, SAGA_EBUSY. */
 SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
                               char *errmsg, size_t errmsg_size);
 /* Stops the workers (waiting for callbacks in progress), and closes the

@@ -4,9 +4,12 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -173,7 +176,10 @@ struct hist_entry {
 };
 
 struct saga_store {
-	int lock_fd;                 /* holds flock(LOCK_EX): one engine per store */
+	int lock_fd;                 /* "<path>-lock", holding flock(LOCK_EX): one engine per store */
+	char *path;                  /* the store's canonical absolute path */
+	char *side;                  /* room for path + a suffix (side_name) */
+	size_t side_size;
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
 	int64_t next_seq;            /* the next history row's seq */
@@ -259,26 +265,68 @@ static int query_int(saga_store *s, const char *sql, int64_t *out)
 	return code;
 }
 
-static int migrate(saga_store *s)
+/* Sets the store's message and returns code. */
+static int refuse(saga_store *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int refuse(saga_store *s, int code, const char *fmt, ...)
 {
-	int64_t app = 0, ver = 0, tables = 0;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		s->errmsg[0] = '\0';
+	return code;
+}
+
+/* The libsaga code of a failed system call's errno. */
+static int sys_code(int err)
+{
+	switch (err) {
+	case ENOSPC:
+	case EDQUOT: return SAGA_EFULL;
+	case ENOMEM: return SAGA_ENOMEM;
+	default: return SAGA_EIO;
+	}
+}
+
+/* Reads what the file is, before anything is written to it: libsaga's
+ * application id, and a schema version this libsaga knows (*ver). A store is
+ * only ever born by birth(), which sets the application id in the
+ * transaction that creates the tables (every libsaga release has), so an
+ * existing file without it was never a libsaga store, or lost its first
+ * page. `newborn` is set only for the empty file birth() has just created. */
+static int read_schema(saga_store *s, const char *name, bool newborn, int64_t *ver)
+{
+	int64_t app = 0, tables = 0;
 	int rc;
 	if ((rc = query_int(s, "PRAGMA application_id", &app)) ||
-	    (rc = query_int(s, "PRAGMA user_version", &ver)) ||
-	    (rc = query_int(s, "SELECT count(*) FROM sqlite_schema", &tables)))
+	    (rc = query_int(s, "PRAGMA user_version", ver)) ||
+	    (rc = query_int(s, "SELECT count(*) FROM sqlite_schema", &tables))) {
+		if (rc == SAGA_ECORRUPT)
+			return refuse(s, rc, "store: %s is damaged or not a SQLite database (%s)",
+			              name, sqlite3_errmsg(s->db));
 		return rc;
-	if (app != SAGA_APPLICATION_ID && (app != 0 || tables != 0)) {
-		saga_fmt(s->errmsg, sizeof(s->errmsg),
-		         "store: the file is not a libsaga store (application id %lld, %lld tables)",
-		         (long long)app, (long long)tables);
-		return SAGA_ECORRUPT;
 	}
-	if (ver > SCHEMA_VERSION) {
-		saga_fmt(s->errmsg, sizeof(s->errmsg),
-		         "store: schema version %lld is newer than this libsaga (%d)",
-		         (long long)ver, SCHEMA_VERSION);
-		return SAGA_EVERSION;
-	}
+	if (newborn ? app != 0 || tables != 0 || *ver != 0 : app != SAGA_APPLICATION_ID)
+		return refuse(s, SAGA_ECORRUPT,
+		              "store: %s is not a libsaga store (application id %lld, %lld tables)",
+		              name, (long long)app, (long long)tables);
+	/* The id is set with the first version, never without it. */
+	if (!newborn && *ver < 1)
+		return refuse(s, SAGA_ECORRUPT, "store: %s is damaged: schema version %lld", name,
+		              (long long)*ver);
+	if (*ver > SCHEMA_VERSION)
+		return refuse(s, SAGA_EVERSION,
+		              "store: %s: schema version %lld is newer than this libsaga (%d)", name,
+		              (long long)*ver, SCHEMA_VERSION);
+	return SAGA_OK;
+}
+
+/* Brings a schema of version `ver` up to this version, in one transaction. */
+static int migrate(saga_store *s, int64_t ver)
+{
+	int rc;
 	if (ver == SCHEMA_VERSION)
 		return SAGA_OK;
 	if ((rc = exec(s, "BEGIN IMMEDIATE", "begin migration")))
@@ -302,6 +350,236 @@ static int load_seq(saga_store *s);
 static int flush_history(saga_store *s);
 static void drop_history(saga_store *s);
 
+/* ------------------------------------------------------------------------ */
+/* Opening a store
+ *
+ * Only SQLite ever opens, closes, renames or deletes the database file and
+ * its -wal and -shm: POSIX drops every fcntl lock a process holds on a file
+ * when any descriptor of that file is closed, so one close() of ours would
+ * take SQLite's locks from an engine of this process, and a reader in
+ * another process could then checkpoint and delete a -wal still in use.
+ *
+ * The engine's own lock is a flock on a separate file, "<store>-lock",
+ * created beside the store and never deleted; its descriptor lives as long
+ * as the engine. The store is named by its canonical path (symbolic links,
+ * "." and ".." resolved), so every spelling of one file takes the same
+ * lock, and SQLite is given that absolute path, which it cannot read as a
+ * URI or as ":memory:".
+ *
+ * A new store is born whole: under the lock, SQLite builds it in
+ * "<store>-new" (created here, O_EXCL, 0600: it is not yet the store), in
+ * WAL mode, and closes it (folding the -wal in); the file is synced, renamed
+ * into place and the directory synced. A crash leaves no store or a whole
+ * one, and the next open removes what is left of "<store>-new". So an
+ * existing file that is empty, short, or not marked as libsaga's is damage,
+ * refused with SAGA_ECORRUPT and left as it is.                            */
+
+#define SQLITE_MIN_FILE 512 /* the smallest page, and so the smallest database */
+
+/* s->path with `suffix` appended, in s->side (one at a time). */
+static const char *side_name(saga_store *s, const char *suffix)
+{
+	saga_fmt(s->side, s->side_size, "%s%s", s->path, suffix);
+	return s->side;
+}
+
+/* The canonical absolute name of the store `path` names, in s->path. */
+static int canonical_path(saga_store *s, const char *path)
+{
+	char real[PATH_MAX], dir[PATH_MAX];
+	if (strncmp(path, "file:", 5) == 0)
+		return refuse(s, SAGA_EINVAL,
+		              "store: '%s': store paths are file names, not URIs (a file whose "
+		              "name begins with \"file:\" is reached as \"./file:...\")", path);
+	size_t len = strlen(path);
+	if (len == 0)
+		return refuse(s, SAGA_EINVAL, "store: the path is empty");
+	if (len >= PATH_MAX)
+		return refuse(s, SAGA_EINVAL, "store: the path is too long (%zu bytes)", len);
+	if (path[len - 1] == '/')
+		return refuse(s, SAGA_EINVAL, "store: '%s' names a directory, not a file", path);
+	if (!realpath(path, real)) {
+		int err = errno;
+		struct stat st;
+		if (err != ENOENT)
+			return refuse(s, err == ENAMETOOLONG ? SAGA_EINVAL : SAGA_EIO,
+			              "store: cannot open %s: %s", path, strerror(err));
+		if (lstat(path, &st) == 0)
+			return refuse(s, SAGA_EINVAL, "store: '%s' is a symbolic link to a file "
+			              "that does not exist", path);
+		/* A new store: its directory's canonical name and its own. */
+		const char *slash = strrchr(path, '/');
+		const char *base = slash ? slash + 1 : path;
+		if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+			return refuse(s, SAGA_EINVAL, "store: '%s' names a directory, not a file",
+			              path);
+		if (!slash)
+			saga_fmt(dir, sizeof(dir), ".");
+		else if (slash == path)
+			saga_fmt(dir, sizeof(dir), "/");
+		else
+			saga_fmt(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+		char rdir[PATH_MAX];
+		if (!realpath(dir, rdir)) {
+			err = errno;
+			return refuse(s, err == ENAMETOOLONG ? SAGA_EINVAL : SAGA_EIO,
+			              "store: cannot open %s: directory %s: %s", path, dir,
+			              strerror(err));
+		}
+		int n = snprintf(real, sizeof(real), "%s/%s", strcmp(rdir, "/") ? rdir : "", base);
+		if (n < 0 || (size_t)n >= sizeof(real))
+			return refuse(s, SAGA_EINVAL, "store: the path is too long");
+	}
+	/* Room for the names beside it: -lock, -new-journal... */
+	size_t n = strlen(real);
+	s->side_size = n + 16;
+	if (!(s->path = saga_malloc(&s->alloc, n + 1)) ||
+	    !(s->side = saga_malloc(&s->alloc, s->side_size)))
+		return refuse(s, SAGA_ENOMEM, "out of memory");
+	memcpy(s->path, real, n + 1);
+	return SAGA_OK;
+}
+
+/* Takes the store's lock: an exclusive flock on "<store>-lock", kept until
+ * store_close. Two engines running the same instances would advance them
+ * twice: the first engine to open a store owns it until it closes. */
+static int take_lock(saga_store *s)
+{
+	const char *name = side_name(s, "-lock");
+	int fd = open(name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return refuse(s, sys_code(errno), "store: cannot open the lock file %s: %s", name,
+		              strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return refuse(s, SAGA_EINVAL, "store: the lock file %s is not a regular file",
+		              name);
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int err = errno;
+		close(fd);
+		if (err == EWOULDBLOCK)
+			return refuse(s, SAGA_EBUSY, "store: %s is in use by another engine "
+			              "(its lock file %s is held)", s->path, name);
+		return refuse(s, SAGA_EIO, "store: cannot lock %s: %s", name, strerror(err));
+	}
+	s->lock_fd = fd;
+	return SAGA_OK;
+}
+
+/* Deletes what a birth left (under the lock, so no birth is under way). */
+static int remove_leftovers(saga_store *s)
+{
+	static const char *const sfx[] = { "-new-wal", "-new-shm", "-new-journal", "-new" };
+	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		const char *name = side_name(s, sfx[i]);
+		if (unlink(name) != 0 && errno != ENOENT)
+			return refuse(s, sys_code(errno), "store: cannot remove %s: %s", name,
+			              strerror(errno));
+	}
+	return SAGA_OK;
+}
+
+/* fsync of a file or directory that SQLite does not have open. */
+static int sync_path(saga_store *s, const char *name, bool is_dir)
+{
+	int fd = open(name, O_RDONLY | O_CLOEXEC | (is_dir ? O_DIRECTORY : 0));
+	if (fd < 0)
+		return refuse(s, sys_code(errno), "store: cannot open %s: %s", name,
+		              strerror(errno));
+	/* Some file systems cannot sync a directory (EINVAL): nothing to do. */
+	int rc = fsync(fd) == 0 || (is_dir && errno == EINVAL) ? SAGA_OK : sys_code(errno);
+	if (rc)
+		refuse(s, rc, "store: cannot sync %s: %s", name, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+/* Opens s->path with SQLite (never creating it) and sets the busy timeout. */
+static int connect_db(saga_store *s, const char *name, uint32_t busy_ms)
+{
+	int src = sqlite3_open_v2(name, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (src != SQLITE_OK)
+		return fail(s, src, "open");
+	sqlite3_extended_result_codes(s->db, 1);
+	if ((src = sqlite3_busy_timeout(s->db, busy_ms ? (int)busy_ms : 5000)) != SQLITE_OK)
+		return fail(s, src, "busy timeout");
+	return SAGA_OK;
+}
+
+/* PRAGMA journal_mode=WAL, checked: it answers the mode it chose. */
+static int use_wal(saga_store *s)
+{
+	sqlite3_stmt *st = NULL;
+	int src = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		const unsigned char *mode = sqlite3_column_text(st, 0);
+		src = mode && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK : SQLITE_ERROR;
+	}
+	int rc = src == SQLITE_OK ? SAGA_OK : fail(s, src, "enable WAL");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Builds a new store in "<store>-new" and renames it into place. */
+static int birth(saga_store *s, uint32_t busy_ms)
+{
+	size_t n = s->side_size;
+	char *tmp = saga_malloc(&s->alloc, n);
+	if (!tmp)
+		return refuse(s, SAGA_ENOMEM, "out of memory");
+	saga_fmt(tmp, n, "%s", side_name(s, "-new"));
+	int rc, fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		rc = refuse(s, sys_code(errno), "store: cannot create %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	/* Closed before SQLite opens it: never two descriptors of one file. */
+	close(fd);
+	int64_t ver = 0;
+	if ((rc = connect_db(s, tmp, busy_ms)) || (rc = read_schema(s, tmp, true, &ver)) ||
+	    (rc = use_wal(s)) || (rc = exec(s, "PRAGMA synchronous=FULL", "set durability")) ||
+	    (rc = migrate(s, ver)))
+		goto undo;
+	int src = sqlite3_close(s->db);
+	s->db = NULL;
+	if (src != SQLITE_OK) {
+		rc = refuse(s, map_rc(src), "store: cannot close %s: %s", tmp, sqlite3_errstr(src));
+		goto undo;
+	}
+	/* The last connection's close folds the -wal into the file and deletes
+	 * it; one left behind would hold part of the schema. */
+	struct stat st;
+	if (stat(side_name(s, "-new-wal"), &st) == 0) {
+		rc = refuse(s, SAGA_ESTORE, "store: %s: its -wal was not folded in at close", tmp);
+		goto undo;
+	}
+	if ((rc = sync_path(s, tmp, false)))
+		goto undo;
+	if (rename(tmp, s->path) != 0) {
+		rc = refuse(s, sys_code(errno), "store: cannot rename %s to %s: %s", tmp, s->path,
+		            strerror(errno));
+		goto undo;
+	}
+	/* The directory that now names it. */
+	char *slash = strrchr(tmp, '/');
+	if (slash == tmp)
+		slash++;
+	*slash = '\0';
+	rc = sync_path(s, tmp, true);
+	goto out;
+undo:
+	sqlite3_close(s->db);
+	s->db = NULL;
+	remove_leftovers(s);
+out:
+	saga_free(&s->alloc, tmp);
+	return rc;
+}
+
 int store_open(saga_store **out, const char *path, saga_durability durability,
                uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size)
 {
@@ -314,53 +592,57 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 	s->alloc = *alloc;
 	s->lock_fd = -1;
 	int rc;
-	/* Create the file ourselves so it is 0600; SQLite gives the -wal and
-	 * -shm files the same mode as the database. */
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: cannot open %s: %s", path,
-		         strerror(errno));
-		rc = errno == ENOSPC ? SAGA_EFULL : SAGA_EIO;
+	if ((rc = canonical_path(s, path)) || (rc = take_lock(s)))
+		goto out;
+	/* Under the lock: the store as it is, or a birth. */
+	struct stat st;
+	if (stat(s->path, &st) == 0) {
+		/* Checked before SQLite opens it: SQLite would take an empty
+		 * file for a new database, and delete the -wal beside it. */
+		if (!S_ISREG(st.st_mode)) {
+			rc = refuse(s, SAGA_EINVAL, "store: %s is not a regular file", s->path);
+			goto out;
+		}
+		if (st.st_nlink > 1) {
+			rc = refuse(s, SAGA_EINVAL, "store: %s has %ju hard links: a store has one "
+			            "name (SQLite finds its -wal by name)", s->path,
+			            (uintmax_t)st.st_nlink);
+			goto out;
+		}
+		if (st.st_size < SQLITE_MIN_FILE) {
+			rc = refuse(s, SAGA_ECORRUPT, st.st_size == 0
+			            ? "store: %s is empty (%lld bytes): a store is never empty, the file "
+			              "is damaged; restore it, or move it away for a new store"
+			            : "store: %s is too short to be a store (%lld bytes): the file is "
+			              "damaged; restore it, or move it away for a new store",
+			            s->path, (long long)st.st_size);
+			goto out;
+		}
+		if ((rc = remove_leftovers(s)))
+			goto out;
+	} else if (errno == ENOENT) {
+		/* A -wal without its store: the store was moved or deleted. A
+		 * new store beside it would take in its frames. */
+		const char *wal = side_name(s, "-wal");
+		if (stat(wal, &st) == 0 && st.st_size > 0) {
+			rc = refuse(s, SAGA_ECORRUPT, "store: %s does not exist but %s does (%lld "
+			            "bytes): the store was moved or deleted without its -wal; put it "
+			            "back, or move the -wal away for a new store", s->path, wal,
+			            (long long)st.st_size);
+			goto out;
+		}
+		if ((rc = remove_leftovers(s)) || (rc = birth(s, busy_ms)))
+			goto out;
+	} else {
+		rc = refuse(s, sys_code(errno), "store: cannot open %s: %s", s->path,
+		            strerror(errno));
 		goto out;
 	}
-	/* Two engines running the same instances would advance them twice:
-	 * the first engine to open a store owns it until it closes. */
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int lerr = errno;
-		close(fd);
-		saga_fmt(s->errmsg, sizeof(s->errmsg),
-		         "store: %s is in use by another engine (%s)", path,
-		         lerr == EWOULDBLOCK ? "locked" : strerror(lerr));
-		rc = lerr == EWOULDBLOCK ? SAGA_EBUSY : SAGA_EIO;
+	int64_t ver = 0;
+	if ((rc = connect_db(s, s->path, busy_ms)) || (rc = read_schema(s, s->path, false, &ver)))
 		goto out;
-	}
-	s->lock_fd = fd;
-	int src = sqlite3_open_v2(path, &s->db,
-	                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-	if (src != SQLITE_OK) {
-		rc = fail(s, src, "open");
+	if ((rc = use_wal(s)))
 		goto out;
-	}
-	sqlite3_extended_result_codes(s->db, 1);
-	if ((src = sqlite3_busy_timeout(s->db, busy_ms ? (int)busy_ms : 5000)) != SQLITE_OK) {
-		rc = fail(s, src, "busy timeout");
-		goto out;
-	}
-	/* journal_mode returns a row; check that WAL was really chosen. */
-	sqlite3_stmt *st = NULL;
-	src = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
-	if (src == SQLITE_OK)
-		src = sqlite3_step(st);
-	if (src == SQLITE_ROW) {
-		const unsigned char *mode = sqlite3_column_text(st, 0);
-		src = mode && strcmp((const char *)mode, "wal") == 0 ? SQLITE_OK : SQLITE_ERROR;
-	}
-	if (src != SQLITE_OK) {
-		rc = fail(s, src, "enable WAL");
-		sqlite3_finalize(st);
-		goto out;
-	}
-	sqlite3_finalize(st);
 	if ((rc = exec(s, durability == SAGA_DURABILITY_NORMAL ? "PRAGMA synchronous=NORMAL"
 	                                                        : "PRAGMA synchronous=FULL",
 	               "set durability")))
@@ -369,11 +651,11 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 	 * ends of the history b-trees in memory between commits. */
 	if ((rc = exec(s, "PRAGMA cache_size=-8192", "set cache size")))
 		goto out;
-	if ((rc = migrate(s)))
+	if ((rc = migrate(s, ver)))
 		goto out;
 	for (int i = 0; i < ST_COUNT; i++) {
-		src = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-		                         &s->st[i], NULL);
+		int src = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+		                             &s->st[i], NULL);
 		if (src != SQLITE_OK) {
 			rc = fail(s, src, "prepare");
 			goto out;
@@ -398,8 +680,12 @@ void store_close(saga_store *s)
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
+	/* The lock file, never the store: the flock goes with it, after
+	 * SQLite is done with the store. */
 	if (s->lock_fd >= 0)
-		close(s->lock_fd); /* releases the flock */
+		close(s->lock_fd);
+	saga_free(&s->alloc, s->path);
+	saga_free(&s->alloc, s->side);
 	saga_free(&s->alloc, s);
 }
 

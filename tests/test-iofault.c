@@ -589,10 +589,12 @@ START_TEST(foreign_files)
 		  "CREATE TABLE instances(id INTEGER PRIMARY KEY, name TEXT);"
 		  "CREATE TABLE history(x); CREATE TABLE definitions(y)", SAGA_ESTORE,
 		  SAGA_ECORRUPT },
-		{ "an empty SQLite database (schema version 0): migrated", "PRAGMA user_version = 0",
-		  SAGA_OK, 0 },
+		/* libsaga never leaves a store without its application id, nor
+		 * an empty file: a new store is born whole, under another name. */
+		{ "an empty SQLite database (schema version 0, no application id)",
+		  "PRAGMA user_version = 0", SAGA_ECORRUPT, 0 },
 		{ "a SQLite header followed by garbage", NULL, SAGA_ECORRUPT, 0 },
-		{ "a zero-length file: a new store", NULL, SAGA_OK, 0 },
+		{ "a zero-length file", NULL, SAGA_ECORRUPT, 0 },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		if (cases[i].sql) {

@@ -141,6 +141,8 @@ static void cleanup(void)
 	unlink(p);
 	snprintf(p, sizeof(p), "%s-shm", store_path);
 	unlink(p);
+	snprintf(p, sizeof(p), "%s-lock", store_path);
+	unlink(p);
 	rmdir(tmp_dir);
 }
 
