@@ -945,6 +945,79 @@ START_TEST(injected_failures_leave_no_trace)
 }
 END_TEST
 
+/* A key already recorded answers as recorded, before any injection: after a
+ * crash just after a service's COMMIT, the replay with the same key must
+ * see the effect (and the engine then compensates it), never an injected
+ * failure that would leave a durable effect nobody undoes. */
+START_TEST(replays_answer_as_recorded_under_injection)
+{
+	ecom_order o = good_order();
+	o.ref = "r";
+	int64_t oid = 0, oid2 = 0, cid = 0, cid2 = 0;
+	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid, msg, sizeof msg), 0);
+	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
+	                                   sizeof msg), 0);
+	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid, msg,
+	                                sizeof msg), 0);
+	ecom_shipment a, b;
+	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS, "1 Main St",
+	                                   &a, msg, sizeof msg), 0);
+	ck_assert_int_eq(order_cancel(ord, "c/create/action", 1, "x", msg, sizeof msg), 0);
+
+	ecom_faults *f;
+	ck_assert_int_eq(ecom_faults_new(&f, 9), 0);
+	order_set_faults(ord, f);
+	inventory_set_faults(inv, f);
+	payment_set_faults(pay, f);
+	shipping_set_faults(shp, f);
+	ck_assert_int_eq(ecom_faults_set_fail(f, -1, 1.0), 0);
+
+	/* Replays of recorded actions: the recorded answer. */
+	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid2, msg, sizeof msg), 0);
+	ck_assert_int_eq(oid2, oid);
+	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
+	                                   sizeof msg), 0);
+	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid2, msg,
+	                                sizeof msg), 0);
+	ck_assert_int_eq(cid2, cid);
+	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS,
+	                                   "1 Main St", &b, msg, sizeof msg), 0);
+	ck_assert_str_eq(a.tracking, b.tracking);
+	/* An action after its compensation is still refused as recorded, not
+	 * as an injected failure. */
+	ck_assert_int_eq(order_create(ord, "c/create/action", &o, NULL, msg, sizeof msg),
+	                 ECOM_REFUSED);
+	ck_assert_ptr_null(strstr(msg, "injected"));
+	/* A new key gets the injected failure. */
+	ck_assert_int_eq(payment_charge(pay, "n/charge/action", oid, "C1", 4500, 4500, NULL, msg,
+	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_str_eq(msg, "injected failure: payment.charge");
+
+	/* Compensations: a replay of a recorded one is not failed transiently. */
+	ck_assert_int_eq(ecom_faults_set_fail(f, -1, 0.0), 0);
+	ck_assert_int_eq(payment_refund(pay, "r/charge/action", msg, sizeof msg), 0);
+	ck_assert_int_eq(ecom_faults_set_transient(f, -1, 1.0), 0);
+	ck_assert_int_eq(payment_refund(pay, "r/charge/action", msg, sizeof msg), 0);
+	ck_assert_int_eq(order_cancel(ord, "c/create/action", 1, "x", msg, sizeof msg), 0);
+	ck_assert_int_eq(inventory_release(inv, "n/reserve/action", msg, sizeof msg),
+	                 ECOM_TRANSIENT);
+
+	/* Counted: only the answers given. */
+	ecom_fault_counts counts;
+	ck_assert_int_eq(ecom_faults_counts(f, ECOM_PAYMENT, &counts), 0);
+	ck_assert_uint_eq(counts.failures, 1);
+	ck_assert_uint_eq(counts.transients, 0);
+	ck_assert_int_eq(ecom_faults_counts(f, ECOM_ORDER, &counts), 0);
+	ck_assert_uint_eq(counts.failures, 0);
+	ck_assert_uint_eq(counts.transients, 0);
+	order_set_faults(ord, NULL);
+	inventory_set_faults(inv, NULL);
+	payment_set_faults(pay, NULL);
+	shipping_set_faults(shp, NULL);
+	ecom_faults_free(f);
+}
+END_TEST
+
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -1423,6 +1496,7 @@ static Suite *ecommerce_suite(void)
 	tcase_add_test(tc, fault_specs_parse);
 	tcase_add_test(tc, bad_spec_changes_nothing);
 	tcase_add_test(tc, injected_failures_leave_no_trace);
+	tcase_add_test(tc, replays_answer_as_recorded_under_injection);
 	tcase_add_test(tc, latency_and_timeouts_delay_the_call);
 	tcase_add_test(tc, faults_are_reproducible);
 	tcase_add_test(tc, faults_from_environment);

@@ -146,6 +146,29 @@ for p in $points; do
 done
 
 # ---------------------------------------------------------------------------
+# 2b. A crash just after a service's COMMIT, then a replay that would be
+#     refused by every injected permanent failure: a key already recorded
+#     answers as recorded, whatever is injected, so nothing durable is left
+#     uncompensated (a charge on a FAILED order, a reservation held, an
+#     order PENDING).
+# ---------------------------------------------------------------------------
+for p in $points; do
+	case "$p" in *.after) ;; *) continue ;; esac
+	case " $unreached " in *" $p "*) continue ;; esac
+	say "crash at $p, replay under permanent failures (rate 1.0), check"
+	d=$(fresh)
+	set +e
+	"$B" --data "$d" run --orders 12 --concurrency 4 --seed 11 --fail shipping=0.5 \
+		--crash "$p" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	sanitizer_clean
+	[ "$rc" -eq 137 ] || fail "the run did not die by SIGKILL at $p (exit $rc)"
+	expect 0 env ECOMMERCE_FAIL='*=1.0' "$B" --data "$d" recover --timeout 60
+	expect 0 "$B" --data "$d" check
+done
+
+# ---------------------------------------------------------------------------
 # 3. Bad orders are refused with exit 2 and nothing written.
 # ---------------------------------------------------------------------------
 say "bad orders on a fresh directory write nothing, not even the saga store"

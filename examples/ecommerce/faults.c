@@ -477,8 +477,7 @@ static int may_fail(ecom_service service, const char *op)
 	return 0;
 }
 
-int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
-                      char *msg, size_t msg_size)
+int ecom_faults_draw(ecom_faults *f, ecom_service service, const char *op)
 {
 	if (!f || (int)service < 0 || service >= ECOM_SERVICE_COUNT)
 		return ECOM_OK;
@@ -495,8 +494,6 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
 	int transient = !fail && r_transient < f->cfg.transient[service];
 	ecom_fault_counts *c = &f->counts[service];
 	c->calls++;
-	c->failures += (uint64_t)fail;
-	c->transients += (uint64_t)transient;
 	c->timeouts += (uint64_t)timeout;
 	pthread_mutex_unlock(&f->lock);
 
@@ -504,16 +501,31 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
 		sleep_ms(latency);
 	if (timeout_ms)
 		sleep_ms(timeout_ms);  /* then do the work: the result arrives late */
-	if (fail) {
-		svc_msg(msg, msg_size, "injected failure: %s.%s", ecom_service_name(service), op);
-		return ECOM_REFUSED;
-	}
-	if (transient) {
-		svc_msg(msg, msg_size, "injected transient failure: %s.%s",
-		        ecom_service_name(service), op);
-		return ECOM_TRANSIENT;
-	}
-	return ECOM_OK;
+	return fail ? ECOM_REFUSED : transient ? ECOM_TRANSIENT : ECOM_OK;
+}
+
+int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer,
+                     char *msg, size_t msg_size)
+{
+	if (!f || (int)service < 0 || service >= ECOM_SERVICE_COUNT || answer == ECOM_OK)
+		return ECOM_OK;
+	pthread_mutex_lock(&f->lock);
+	if (answer == ECOM_REFUSED)
+		f->counts[service].failures++;
+	else
+		f->counts[service].transients++;
+	pthread_mutex_unlock(&f->lock);
+	svc_msg(msg, msg_size, answer == ECOM_REFUSED ? "injected failure: %s.%s"
+	                                              : "injected transient failure: %s.%s",
+	        ecom_service_name(service), op);
+	return answer;
+}
+
+int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
+                      char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s", "");
+	return ecom_faults_give(f, service, op, ecom_faults_draw(f, service, op), msg, msg_size);
 }
 
 void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op, const char *when)

@@ -286,25 +286,25 @@ void svc_unlock(svc_db *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size)
-{
-	svc_msg(msg, msg_size, "%s", "");
-	return ecom_faults_enter(s->faults, s->service, op, msg, msg_size);
-}
-
 int svc_guard_begin(svc_db *s, const char *op,
                     int (*guard)(struct sqlite3 *, const char *, saga_guard_verdict *),
                     const char *key, saga_guard_verdict *verdict, char *msg, size_t msg_size)
 {
-	int rc = svc_inject(s, op, msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(s, msg, msg_size);
+	svc_msg(msg, msg_size, "%s", "");
+	/* Drawn (and slept) outside the transaction, answered only after the
+	 * guard: a key already recorded answers as recorded, so a replay after
+	 * a crash just after COMMIT sees the effect, never an injected failure. */
+	int injected = ecom_faults_draw(s->faults, s->service, op);
+	int rc = svc_begin(s, msg, msg_size);
 	if (rc != 0)
 		return rc;
 	rc = guard(s->db, key, verdict);
 	if (rc != 0)
 		return svc_fail(s, rc, msg, msg_size);
+	int new_key = *verdict == SAGA_GUARD_PROCEED || *verdict == SAGA_GUARD_EMPTY;
+	if (new_key && injected != ECOM_OK)
+		return svc_rollback(s, ecom_faults_give(s->faults, s->service, op, injected, msg,
+		                                        msg_size));
 	return 0;
 }
 

@@ -40,10 +40,6 @@ uint64_t svc_now_ms(void);
 void svc_msg(char *msg, size_t size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Failure injection for operation `op` of this service, before anything is
- * written: ECOM_OK, ECOM_REFUSED or ECOM_TRANSIENT (message set); may sleep. */
-int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size);
-
 /* Takes the service's lock and BEGIN IMMEDIATE. On failure the lock is
  * released and msg says why. */
 int svc_begin(svc_db *s, char *msg, size_t msg_size);
@@ -57,9 +53,12 @@ int svc_rollback(svc_db *s, int rc);
 /* For a store error in the middle of a transaction: puts the SQLite message
  * in msg, rolls back and returns rc. */
 int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size);
-/* An operation under the participant guard: failure injection for `op`,
- * BEGIN IMMEDIATE, then `guard` (saga_guard_action, or
- * saga_guard_compensation with the compensated action's key) on `key`.
+/* An operation under the participant guard: the failure injector's draw
+ * for `op` (its latency slept before any lock is taken), BEGIN IMMEDIATE,
+ * then `guard` (saga_guard_action, or saga_guard_compensation with the
+ * compensated action's key) on `key`. An injected failure is answered only
+ * for a key the guard has not recorded (PROCEED, EMPTY): a replay of a
+ * recorded key (DONE, REFUSED) answers as recorded whatever is injected.
  * Returns 0 with the transaction open and *verdict set; otherwise the
  * operation's answer (an injected failure or a store error, msg set) with
  * the transaction closed. */
