@@ -319,17 +319,19 @@ static int app_open_services(ecom_app *app, const char *cmd)
 		       app->dir);
 		return EXIT_USAGE;
 	}
-	int rc = order_open(&app->order, app->dir);
+	char msg[ECOM_MSG_MAX] = "";
+	int rc = order_open(&app->order, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = inventory_open(&app->inventory, app->dir);
+		rc = inventory_open(&app->inventory, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = payment_open(&app->payment, app->dir);
+		rc = payment_open(&app->payment, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = shipping_open(&app->shipping, app->dir);
+		rc = shipping_open(&app->shipping, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = notification_open(&app->notification, app->dir);
+		rc = notification_open(&app->notification, app->dir, msg, sizeof msg);
 	if (rc != 0) {
-		errorf("%s: cannot open the services in %s: %s", cmd, app->dir, saga_strerror(rc));
+		errorf("%s: cannot open the services in %s: %s", cmd, app->dir,
+		       msg[0] ? msg : saga_strerror(rc));
 		return EXIT_FAIL;
 	}
 	if (app->faults) {

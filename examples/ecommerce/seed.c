@@ -86,20 +86,21 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 	ecom_account *accounts = calloc((size_t)ncustomers + 1, sizeof *accounts);
 	int rc = products && customers && accounts ? 0 : SAGA_ENOMEM;
 	if (rc == 0)
-		rc = inventory_open(&inv, dir);
+		rc = inventory_open(&inv, dir, msg, msg_size);
 	if (rc == 0)
-		rc = order_open(&ord, dir);
+		rc = order_open(&ord, dir, msg, msg_size);
 	if (rc == 0)
-		rc = payment_open(&pay, dir);
+		rc = payment_open(&pay, dir, msg, msg_size);
 	/* The other two hold nothing yet; opening creates their files, so the
 	 * directory is complete for `check`. */
 	if (rc == 0)
-		rc = shipping_open(&shp, dir);
+		rc = shipping_open(&shp, dir, msg, msg_size);
 	if (rc == 0)
-		rc = notification_open(&ntf, dir);
+		rc = notification_open(&ntf, dir, msg, msg_size);
 	if (rc != 0) {
-		svc_msg(msg, msg_size, "seed: cannot open the services in %s: %s", dir,
-		        saga_strerror(rc));
+		char why[ECOM_MSG_MAX];
+		svc_msg(why, sizeof why, "%s", msg && msg[0] ? msg : saga_strerror(rc));
+		svc_msg(msg, msg_size, "seed: cannot open the services in %s: %s", dir, why);
 		goto out;
 	}
 

@@ -169,32 +169,148 @@ static int run_script(sqlite3 *db, const char *sql)
 	return 0;
 }
 
-/* Creates the file with mode 0600 before SQLite sees it: SQLite gives its
- * -wal and -shm files the mode of the database file. */
-static int create_private(const char *path)
+/* Says why a database could not be opened: the file, SQLite's message and,
+ * when there is one, the system's cause. */
+static void open_msg(char *msg, size_t msg_size, const char *path, const char *what,
+                     sqlite3 *db, int rc)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
-	int rc = fchmod(fd, 0600) == 0 ? 0 : SAGA_EIO;
-	close(fd);
+	int sys = db ? sqlite3_system_errno(db) : 0;
+	svc_msg(msg, msg_size, "%s: %s: %s%s%s", path, what,
+	        db ? sqlite3_errmsg(db) : saga_strerror(rc), sys ? ": " : "",
+	        sys ? strerror(sys) : "");
+}
+
+/* Applies the schema version 1 (`schema` and the guard's table) in one
+ * transaction, unless the file has it. */
+static int apply_schema(svc_db *s, const char *schema)
+{
+	int64_t version = 0;
+	int rc = svc_int(s, &version, "PRAGMA user_version", NULL);
+	if (rc == 0 && version > SVC_SCHEMA_VERSION)
+		return SAGA_EVERSION;
+	if (rc != 0 || version == SVC_SCHEMA_VERSION)
+		return rc;
+	rc = run_script(s->db, "BEGIN IMMEDIATE");
+	if (rc != 0)
+		return rc;
+	rc = run_script(s->db, schema);
+	if (rc == 0)
+		rc = saga_guard_init(s->db);
+	if (rc == 0)
+		rc = run_script(s->db, "PRAGMA user_version=1; COMMIT");
+	if (rc != 0 && !sqlite3_get_autocommit(s->db))
+		run_script(s->db, "ROLLBACK");
 	return rc;
 }
 
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema)
+/* Removes a file that may be left by a crashed creator; 0 if it is gone. */
+static int remove_stale(const char *path, const char *suffix)
 {
-	memset(s, 0, sizeof *s);
-	if (!dir || !*dir)
+	char p[4200];
+	int n = snprintf(p, sizeof p, "%s%s", path, suffix);
+	if (n < 0 || (size_t)n >= sizeof p)
+		return -1;
+	return unlink(p) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* A new database is born whole: SQLite builds it under a temporary name
+ * (mode 0600 set by path as soon as SQLite has created it, before anything
+ * is written; its -wal and -shm take that mode), with the schema, in
+ * rollback-journal mode so that the closed file holds everything; then it
+ * is linked into place, which fails if another process was first (its file
+ * is used). Nothing here opens or closes a database file but SQLite: a
+ * descriptor of it closed behind SQLite's back would drop every fcntl lock
+ * this process holds on the file. */
+static int create_db(svc_db *s, const char *dir, const char *path, const char *schema,
+                     char *msg, size_t msg_size)
+{
+	static unsigned counter;
+	char tmp[4200];
+	int n = snprintf(tmp, sizeof tmp, "%s.new-%ld-%u", path, (long)getpid(),
+	                 __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED));
+	if (n < 0 || (size_t)n >= sizeof tmp) {
+		svc_msg(msg, msg_size, "%s: path too long", path);
 		return SAGA_EINVAL;
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+	}
+	if (remove_stale(tmp, "") != 0 || remove_stale(tmp, "-journal") != 0 ||
+	    remove_stale(tmp, "-wal") != 0 || remove_stale(tmp, "-shm") != 0) {
+		svc_msg(msg, msg_size, "%s: cannot remove a stale file: %s", tmp, strerror(errno));
+		return SAGA_EIO;
+	}
+	svc_db t = { .service = s->service };
+	int rc = svc_map(sqlite3_open_v2(tmp, &t.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                                 NULL));
+	if (rc != 0) {
+		open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
+	} else if (chmod(tmp, 0600) != 0) {
+		svc_msg(msg, msg_size, "%s: chmod 0600: %s", tmp, strerror(errno));
+		rc = SAGA_EIO;
+	} else {
+		rc = run_script(t.db, "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;");
+		if (rc == 0)
+			rc = apply_schema(&t, schema);
+		if (rc != 0)
+			open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
+	}
+	int crc = svc_map(sqlite3_close(t.db));
+	if (rc == 0 && crc != 0) {
+		svc_msg(msg, msg_size, "%s: cannot close: %s", tmp, saga_strerror(crc));
+		rc = crc;
+	}
+	if (rc == 0 && link(tmp, path) != 0 && errno != EEXIST) {
+		svc_msg(msg, msg_size, "%s: cannot link %s into place: %s", path, tmp,
+		        strerror(errno));
+		rc = SAGA_EIO;
+	}
+	remove_stale(tmp, "-journal");
+	if (unlink(tmp) != 0 && errno != ENOENT && rc == 0) {
+		svc_msg(msg, msg_size, "%s: cannot remove: %s", tmp, strerror(errno));
+		rc = SAGA_EIO;
+	}
+	if (rc == 0) {  /* the new name is durable before anything relies on it */
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0) {
+			svc_msg(msg, msg_size, "%s: cannot sync the directory: %s", dir,
+			        strerror(errno));
+			rc = SAGA_EIO;
+		}
+		if (dfd >= 0)
+			close(dfd);
+	}
+	return rc;
+}
+
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
+                char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s", "");
+	memset(s, 0, sizeof *s);
+	s->service = service;
+	if (!dir || !*dir) {
+		svc_msg(msg, msg_size, "%s: no data directory", ecom_service_name(service));
+		return SAGA_EINVAL;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		svc_msg(msg, msg_size, "%s: cannot create the directory: %s", dir, strerror(errno));
 		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
+	}
 	char path[4096];
 	int n = snprintf(path, sizeof path, "%s/%s.db", dir, ecom_service_name(service));
-	if (n < 0 || (size_t)n >= sizeof path)
+	if (n < 0 || (size_t)n >= sizeof path) {
+		svc_msg(msg, msg_size, "%s/%s.db: path too long", dir, ecom_service_name(service));
 		return SAGA_EINVAL;
-	int rc = create_private(path);
-	if (rc != 0)
-		return rc;
+	}
+	struct stat sb;
+	int rc = 0;
+	if (stat(path, &sb) != 0) {
+		if (errno != ENOENT) {
+			svc_msg(msg, msg_size, "%s: %s", path, strerror(errno));
+			return SAGA_EIO;
+		}
+		rc = create_db(s, dir, path, schema, msg, msg_size);
+		if (rc != 0)
+			return rc;
+	}
 
 	rc = svc_map(sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
 	                             NULL));
@@ -216,27 +332,17 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 	sqlite3_finalize(st);
 	if (rc == 0)
 		rc = run_script(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-	int64_t version = 0;
-	s->service = service;
+	/* A file from before the schema was applied at birth: applied now. */
 	if (rc == 0)
-		rc = svc_int(s, &version, "PRAGMA user_version", NULL);
-	if (rc == 0 && version > SVC_SCHEMA_VERSION)
-		rc = SAGA_EVERSION;
-	if (rc == 0 && version < SVC_SCHEMA_VERSION) {
-		rc = run_script(s->db, "BEGIN IMMEDIATE");
-		if (rc == 0) {
-			rc = run_script(s->db, schema);
-			if (rc == 0)
-				rc = saga_guard_init(s->db);
-			if (rc == 0)
-				rc = run_script(s->db, "PRAGMA user_version=1; COMMIT");
-			if (rc != 0 && !sqlite3_get_autocommit(s->db))
-				run_script(s->db, "ROLLBACK");
-		}
-	}
+		rc = apply_schema(s, schema);
 	if (rc == 0 && pthread_mutex_init(&s->lock, NULL) != 0)
 		rc = SAGA_ENOMEM;
 	if (rc != 0) {
+		if (rc == SAGA_EVERSION)
+			svc_msg(msg, msg_size, "%s: written by a newer version (schema above %d)", path,
+			        SVC_SCHEMA_VERSION);
+		else
+			open_msg(msg, msg_size, path, "cannot open", s->db, rc);
 		sqlite3_close(s->db);
 		s->db = NULL;
 	}
@@ -253,13 +359,16 @@ void svc_db_close(svc_db *s)
 }
 
 int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema)
+               const char *schema, char *msg, size_t msg_size)
 {
 	*out = NULL;
+	svc_msg(msg, msg_size, "%s", "");
 	svc_db *s = calloc(1, size);
-	if (!s)
+	if (!s) {
+		svc_msg(msg, msg_size, "%s: out of memory", ecom_service_name(service));
 		return SAGA_ENOMEM;
-	int rc = svc_db_open(s, service, dir, schema);
+	}
+	int rc = svc_db_open(s, service, dir, schema, msg, msg_size);
 	if (rc != 0) {
 		free(s);
 		return rc;

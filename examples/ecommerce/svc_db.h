@@ -20,17 +20,22 @@ typedef struct svc_db {
 	pthread_mutex_t lock;     /* one operation at a time on the connection */
 } svc_db;
 
-/* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (created with
- * mode 0600; WAL, synchronous=FULL, foreign keys, busy timeout 5 s) and
- * applies `schema` (several statements) and the guard's table once. */
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema);
+/* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (WAL,
+ * synchronous=FULL, foreign keys, busy timeout 5 s) with `schema` (several
+ * statements) and the guard's table. A missing file is born whole: SQLite
+ * builds it with the schema under a temporary name, mode 0600, and it is
+ * linked into place (a concurrent creator's file wins). Only SQLite ever
+ * opens or closes the database file and its -wal/-shm. On failure msg (may
+ * be NULL) names the file and the cause. */
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
+                char *msg, size_t msg_size);
 void svc_db_close(svc_db *s);
 
 /* A service's handle: `size` zeroed bytes whose first member is its svc_db,
  * opened with svc_db_open. *out is NULL on failure. svc_db_delete closes and
  * frees it (NULL is ignored). */
 int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema);
+               const char *schema, char *msg, size_t msg_size);
 void svc_db_delete(svc_db *s);
 
 /* Wall clock, ms since the epoch. */
