@@ -4,6 +4,7 @@
 #include "faults.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -256,8 +257,33 @@ int ecom_faults_counts(const ecom_faults *f, int service, ecom_fault_counts *out
 
 /* ---- parsing ---- */
 
+int ecom_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	if (!s || !*s)
+		return -1;
+	uint64_t v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (max - d) / 10u)
+			return -1;
+		v = v * 10u + d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A rate: digits and a point (1, 0.25, .5, 1e-3), no sign, no blank (the
+ * entry is trimmed before), no "inf" or "nan" or hex: strtod takes them all. */
 static int parse_rate(const char *s, double *out)
 {
+	if (!((*s >= '0' && *s <= '9') || *s == '.'))
+		return -1;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' ||
+		      ((*p == '-' || *p == '+') && p > s && (p[-1] == 'e' || p[-1] == 'E'))))
+			return -1;
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
@@ -269,12 +295,8 @@ static int parse_rate(const char *s, double *out)
 
 static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 {
-	char *end;
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (*end || errno || v > max)
+	uint64_t v;
+	if (ecom_parse_u64(s, max, &v) != 0)
 		return -1;
 	*out = (uint32_t)v;
 	return 0;
@@ -435,11 +457,10 @@ int ecom_faults_from_env(ecom_faults *f, char *msg, size_t msg_size)
 	};
 	const char *seed = getenv("ECOMMERCE_FAULT_SEED");
 	if (seed && *seed) {
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(seed, &end, 0);
-		if (*end || errno) {
-			svc_msg(msg, msg_size, "ECOMMERCE_FAULT_SEED: \"%s\" is not a number", seed);
+		uint64_t v;
+		if (ecom_parse_u64(seed, UINT64_MAX, &v) != 0) {
+			svc_msg(msg, msg_size, "ECOMMERCE_FAULT_SEED: \"%.*s\" is not a number (decimal "
+			        "digits, 0..%" PRIu64 ")", 64, seed, UINT64_MAX);
 			return SAGA_EINVAL;
 		}
 		pthread_mutex_lock(&f->lock);

@@ -37,6 +37,10 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
 void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op,
                        const char *when);
 
+/* A number in decimal digits only (no sign, blank or other base), at most
+ * max: 0, or -1 for anything else, an empty string or an overflow. */
+int ecom_parse_u64(const char *s, uint64_t max, uint64_t *out);
+
 /* The example's own generator (splitmix64): reproducible from a seed,
  * independent of rand(). */
 uint64_t ecom_rand_next(uint64_t *state);

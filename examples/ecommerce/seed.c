@@ -138,7 +138,17 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 		snprintf(accounts[i].customer, sizeof accounts[i].customer, "%s", c->id);
 		accounts[i].credit_limit = c->credit_limit;
 	}
+	/* The products go in first, all or none in one transaction: of two
+	 * seeds racing on one directory (both saw it empty), the second finds
+	 * them there and stops before writing anything. */
 	rc = inventory_add_products(inv, products, (size_t)nproducts, msg, msg_size);
+	if (rc == ECOM_REFUSED) {
+		found = 0;
+		if (inventory_list_products(inv, any_product, &found) == 0 && found) {
+			svc_msg(msg, msg_size, "seed: %s is already seeded (by another seed?)", dir);
+			rc = SAGA_EEXISTS;
+		}
+	}
 	if (rc == 0)
 		rc = order_add_customers(ord, customers, (size_t)ncustomers, msg, msg_size);
 	if (rc == 0)
