@@ -203,6 +203,25 @@ static int apply_schema(svc_db *s, const char *schema)
 	return rc;
 }
 
+/* PRAGMA journal_mode=WAL, which answers with a row naming the mode
+ * actually set. */
+static int set_wal(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = svc_map(sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
+	if (rc == 0) {
+		rc = svc_step(st);
+		if (rc == 1) {
+			const unsigned char *mode = sqlite3_column_text(st, 0);
+			rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : SAGA_ESTORE;
+		} else if (rc == 0) {
+			rc = SAGA_ESTORE;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 /* Removes a file that may be left by a crashed creator; 0 if it is gone. */
 static int remove_stale(const char *path, const char *suffix)
 {
@@ -215,9 +234,9 @@ static int remove_stale(const char *path, const char *suffix)
 
 /* A new database is born whole: SQLite builds it under a temporary name
  * (mode 0600 set by path as soon as SQLite has created it, before anything
- * is written; its -wal and -shm take that mode), with the schema, in
- * rollback-journal mode so that the closed file holds everything; then it
- * is linked into place, which fails if another process was first (its file
+ * is written; its -wal and -shm take that mode), with the schema, then
+ * switched to WAL and closed (the close checkpoints, so the file holds
+ * everything); then it is linked into place, which fails if another process was first (its file
  * is used). Nothing here opens or closes a database file but SQLite: a
  * descriptor of it closed behind SQLite's back would drop every fcntl lock
  * this process holds on the file. */
@@ -249,6 +268,12 @@ static int create_db(svc_db *s, const char *dir, const char *path, const char *s
 		rc = run_script(t.db, "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;");
 		if (rc == 0)
 			rc = apply_schema(&t, schema);
+		/* WAL is recorded in the file, so no opener of the final file has to
+		 * switch modes (which needs an exclusive lock, and two openers
+		 * racing to take it get "database is locked"). The close below
+		 * checkpoints: the file alone holds everything. */
+		if (rc == 0)
+			rc = set_wal(t.db);
 		if (rc != 0)
 			open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
 	}
@@ -263,6 +288,8 @@ static int create_db(svc_db *s, const char *dir, const char *path, const char *s
 		rc = SAGA_EIO;
 	}
 	remove_stale(tmp, "-journal");
+	remove_stale(tmp, "-wal");
+	remove_stale(tmp, "-shm");
 	if (unlink(tmp) != 0 && errno != ENOENT && rc == 0) {
 		svc_msg(msg, msg_size, "%s: cannot remove: %s", tmp, strerror(errno));
 		rc = SAGA_EIO;
@@ -316,20 +343,8 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 	                             NULL));
 	if (rc == 0)
 		rc = svc_map(sqlite3_busy_timeout(s->db, 5000));
-	/* journal_mode answers with a row naming the mode actually set. */
-	sqlite3_stmt *st = NULL;
 	if (rc == 0)
-		rc = svc_map(sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
-	if (rc == 0) {
-		rc = svc_step(st);
-		if (rc == 1) {
-			const unsigned char *mode = sqlite3_column_text(st, 0);
-			rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : SAGA_ESTORE;
-		} else if (rc == 0) {
-			rc = SAGA_ESTORE;
-		}
-	}
-	sqlite3_finalize(st);
+		rc = set_wal(s->db);
 	if (rc == 0)
 		rc = run_script(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
 	/* A file from before the schema was applied at birth: applied now. */
