@@ -491,4 +491,15 @@ cp "$d2/saga.db" "$d/saga.db"
 expect 1 "$B" --data "$d" --json recover
 grep -q '"services_consistent":[[:space:]]*false' "$TMP/out" || fail "recover --json"
 
+say "recover with the saga store cut to 0 bytes under an order in flight: exit 1"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key cut \
+	--transient payment=1 --wait 0
+rm -f "$d/saga.db-wal" "$d/saga.db-shm"
+: >"$d/saga.db"
+# Refused as damage by the store, or opened as empty and caught by the
+# cross-check: never "resumed 0 sagas" and 0.
+expect 1 "$B" --data "$d" recover
+[ -s "$TMP/err" ] || fail "recover said nothing"
+
 echo "ok: $CASES cases"
