@@ -818,6 +818,17 @@ static void swap_policies(saga_definition *def, saga_definition *copy)
 	copy->comp_reserve_ms = t;
 }
 
+/* A NUL byte at offset off: SAGA_ECONFIG, its position in err. */
+static int refuse_nul(const char *text, size_t len, size_t off, saga_config_error *err)
+{
+	if (err != NULL) {
+		line_col(text, len, off, &err->line, &err->column);
+		saga_fmt(err->message, sizeof(err->message), "%s",
+		         "a NUL byte in the document (nothing may follow the JSON but blanks)");
+	}
+	return SAGA_ECONFIG;
+}
+
 int saga_policies_apply(saga_engine *engine, saga_definition *def, const char *json,
                         size_t len, saga_config_error *err)
 {
@@ -839,6 +850,14 @@ int saga_policies_apply(saga_engine *engine, saga_definition *def, const char *j
 	c.len = len;
 	c.err = err;
 
+	/* Every byte is part of the document: a NUL anywhere but as a string's
+	 * terminator counted in len (the last byte) would end the text early
+	 * for cJSON or for a C string made from it, and silently drop what
+	 * follows. */
+	const char *nul = memchr(json, '\0', len);
+	if (nul != NULL && nul != json + len - 1)
+		return refuse_nul(json, len, (size_t)(nul - json), err);
+
 	root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
 	if (root == NULL) {
 		if (err != NULL) {
@@ -851,11 +870,11 @@ int saga_policies_apply(saga_engine *engine, saga_definition *def, const char *j
 		return SAGA_ECONFIG;
 	}
 	if (end != NULL && end >= json) {
-		/* cJSON stops after the first value: anything but blanks (or a
-		 * terminating NUL) after it is an error too. */
+		/* cJSON stops after the first value: anything but blanks (or the
+		 * terminating NUL, the last byte) after it is an error too. */
 		size_t off = skip_ws(json, len, (size_t)(end - json));
 
-		if (off < len && json[off] != '\0') {
+		if (off < len && !(json[off] == '\0' && off == len - 1)) {
 			cJSON_Delete(root);
 			if (err != NULL) {
 				line_col(json, len, off, &err->line, &err->column);
@@ -958,7 +977,13 @@ int saga_policies_apply_file(saga_engine *engine, saga_definition *def, const ch
 		return SAGA_EIO;
 	}
 	fclose(f);
-	rc = saga_policies_apply(engine, def, buf, len, err);
+	/* The whole file is the document: unlike a string passed in, a file
+	 * has no terminator, so any NUL byte in it is refused. */
+	const char *nul = len > 0 ? memchr(buf, '\0', len) : NULL;
+	if (nul != NULL)
+		rc = refuse_nul(buf, len, (size_t)(nul - buf), err);
+	else
+		rc = saga_policies_apply(engine, def, buf, len, err);
 	saga_free(a, buf);
 	return rc;
 }

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Random-kill soak test: `ecommerce run` is killed with SIGKILL at random
-# moments, `ecommerce recover` runs in between, and at the end `ecommerce
+# moments, `ecommerce recover` runs in between (with every new forward step
+# failed for good, so each replay of a step that committed before the kill
+# is tested against an injected failure), and at the end `ecommerce
 # check` must be clean with no saga unfinished. Reproducible by seed.
 #
 #   tests/soak-kill.sh PATH/TO/ecommerce [KILLS] [SEED]
@@ -42,9 +44,10 @@ i=0
 while [ "$i" -lt "$KILLS" ]; do
 	i=$((i + 1))
 	# Latency and transient failures keep sagas in every state when the
-	# kill lands: mid-step, waiting on a retry, compensating.
-	"$B" --data "$D" run --orders 40 --concurrency 4 --seed "$((SEED * 1000 + i))" \
-		--latency '*=3' --transient payment=0.2 --fail inventory=0.1 \
+	# kill lands: mid-step, waiting on a retry, compensating. Permanent
+	# failures are injected in every service that may fail for good.
+	"$B" --data "$D" run --orders 400 --concurrency 8 --seed "$((SEED * 1000 + i))" \
+		--latency '*=3' --transient payment=0.2 --fail '*=0.1' \
 		>"$TMP/out" 2>"$TMP/err" &
 	pid=$!
 	ms=$(( 20 + $(next 400) ))
@@ -61,7 +64,11 @@ while [ "$i" -lt "$KILLS" ]; do
 	0|1) finished=$((finished + 1)) ;; # the run ended before the kill
 	*) fail "run $i exited $rc" ;;
 	esac
-	"$B" --data "$D" recover --timeout 60 >"$TMP/out" 2>"$TMP/err" || fail "recover after kill $i"
+	# The recovery replays, under permanent failures for every new key: a
+	# step whose effect committed just before the kill must answer as
+	# recorded (and be compensated or completed), never as a failure.
+	ECOMMERCE_FAIL='*=1.0' "$B" --data "$D" recover --timeout 60 >"$TMP/out" 2>"$TMP/err" ||
+		fail "recover after kill $i"
 done
 
 "$B" --data "$D" check >"$TMP/out" 2>"$TMP/err" || fail "check after $KILLS kills"

@@ -29,11 +29,11 @@ static char msg[ECOM_MSG_MAX];
 
 static void open_all(const char *d)
 {
-	ck_assert_int_eq(order_open(&ord, d), 0);
-	ck_assert_int_eq(inventory_open(&inv, d), 0);
-	ck_assert_int_eq(payment_open(&pay, d), 0);
-	ck_assert_int_eq(shipping_open(&shp, d), 0);
-	ck_assert_int_eq(notification_open(&ntf, d), 0);
+	ck_assert_int_eq(order_open(&ord, d, msg, sizeof msg), 0);
+	ck_assert_int_eq(inventory_open(&inv, d, msg, sizeof msg), 0);
+	ck_assert_int_eq(payment_open(&pay, d, msg, sizeof msg), 0);
+	ck_assert_int_eq(shipping_open(&shp, d, msg, sizeof msg), 0);
+	ck_assert_int_eq(notification_open(&ntf, d, msg, sizeof msg), 0);
 }
 
 static void close_all(void)
@@ -417,17 +417,74 @@ START_TEST(files_are_private_and_in_wal_mode)
 }
 END_TEST
 
+/* Nothing but SQLite opens or closes a service's database file: POSIX drops
+ * every fcntl lock a process holds on a file when any descriptor of it is
+ * closed, so a raw open/close (of the kind that once gave new files their
+ * mode) would take away the locks of a handle already open in the process.
+ * Then another process's connection, at its close, finds itself alone,
+ * checkpoints and deletes the -wal under the open handle. */
+START_TEST(opening_a_service_keeps_other_handles_locks)
+{
+	ck_assert_int_eq(payment_charge(pay, "l/charge/action", 1, "C1", 4500, 4500, NULL, msg,
+	                                sizeof msg), 0);
+	for (int round = 0; round < 2; round++) {
+		payment_svc *again = NULL;
+		ck_assert_int_eq(payment_open(&again, dir, msg, sizeof msg), 0);
+		payment_close(again);
+		char wal[PATH_MAX + 32], db[PATH_MAX + 32];
+		snprintf(db, sizeof db, "%s/payment.db", dir);
+		snprintf(wal, sizeof wal, "%s/payment.db-wal", dir);
+		/* A fresh process (exec'd: a forked child would inherit this one's
+		 * SQLite lock bookkeeping). */
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			execl("/proc/self/exe", "test-ecommerce-services", "--reader", db, wal,
+			      (char *)NULL);
+			_exit(3);
+		}
+		int status = 0;
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) < 2, "the reader failed");
+		ck_assert_msg(WEXITSTATUS(status) == 0, "round %d: another process deleted the -wal "
+		              "of an open service: the handle had lost its locks", round);
+		/* The handle still works and its data is there. */
+		ck_assert_int_eq(balance("C1"), 4500);
+	}
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
 	order_svc *o = NULL;
-	ck_assert_int_eq(order_open(&o, NULL), SAGA_EINVAL);
+	ck_assert_int_eq(order_open(&o, NULL, msg, sizeof msg), SAGA_EINVAL);
 	ck_assert_ptr_null(o);
-	ck_assert_int_eq(order_open(NULL, dir), SAGA_EINVAL);
+	ck_assert_int_eq(order_open(NULL, dir, msg, sizeof msg), SAGA_EINVAL);
 	char missing[PATH_MAX + 32];
 	snprintf(missing, sizeof missing, "%s/no/such/dir", dir);
 	inventory_svc *other = (inventory_svc *)1;
-	ck_assert_int_lt(inventory_open(&other, missing), 0);
+	ck_assert_int_lt(inventory_open(&other, missing, msg, sizeof msg), 0);
 	ck_assert_ptr_null(other);
+	ck_assert_msg(strstr(msg, missing) && strstr(msg, "No such file"), "%s", msg);
+	/* A file that cannot be opened is named, with the cause. */
+	char bad[PATH_MAX + 32], bad_db[PATH_MAX + 64];
+	snprintf(bad, sizeof bad, "%s/bad", dir);
+	ck_assert_int_eq(mkdir(bad, 0700), 0);
+	snprintf(bad_db, sizeof bad_db, "%s/shipping.db", bad);
+	FILE *fp = fopen(bad_db, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("this is not a database, but it is long enough to have a header..........\n", fp);
+	fclose(fp);
+	shipping_svc *sh = (shipping_svc *)1;
+	ck_assert_int_eq(shipping_open(&sh, bad, msg, sizeof msg), SAGA_ECORRUPT);
+	ck_assert_ptr_null(sh);
+	ck_assert_msg(strstr(msg, bad_db) && strstr(msg, "not a database"), "%s", msg);
+	snprintf(bad_db, sizeof bad_db, "%s/payment.db", bad);
+	ck_assert_int_eq(mkdir(bad_db, 0700), 0);  /* a directory in the file's place */
+	payment_svc *pa = (payment_svc *)1;
+	ck_assert_int_lt(payment_open(&pa, bad, msg, sizeof msg), 0);
+	ck_assert_ptr_null(pa);
+	ck_assert_msg(strstr(msg, bad_db) && strstr(msg, "unable to open"), "%s", msg);
 	ecom_order g = good_order();
 	ck_assert_int_eq(order_create(ord, NULL, &g, NULL, msg, sizeof msg), SAGA_EINVAL);
 	ck_assert_int_eq(order_create(ord, "", &g, NULL, msg, sizeof msg), SAGA_EINVAL);
@@ -945,6 +1002,79 @@ START_TEST(injected_failures_leave_no_trace)
 }
 END_TEST
 
+/* A key already recorded answers as recorded, before any injection: after a
+ * crash just after a service's COMMIT, the replay with the same key must
+ * see the effect (and the engine then compensates it), never an injected
+ * failure that would leave a durable effect nobody undoes. */
+START_TEST(replays_answer_as_recorded_under_injection)
+{
+	ecom_order o = good_order();
+	o.ref = "r";
+	int64_t oid = 0, oid2 = 0, cid = 0, cid2 = 0;
+	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid, msg, sizeof msg), 0);
+	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
+	                                   sizeof msg), 0);
+	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid, msg,
+	                                sizeof msg), 0);
+	ecom_shipment a, b;
+	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS, "1 Main St",
+	                                   &a, msg, sizeof msg), 0);
+	ck_assert_int_eq(order_cancel(ord, "c/create/action", 1, "x", msg, sizeof msg), 0);
+
+	ecom_faults *f;
+	ck_assert_int_eq(ecom_faults_new(&f, 9), 0);
+	order_set_faults(ord, f);
+	inventory_set_faults(inv, f);
+	payment_set_faults(pay, f);
+	shipping_set_faults(shp, f);
+	ck_assert_int_eq(ecom_faults_set_fail(f, -1, 1.0), 0);
+
+	/* Replays of recorded actions: the recorded answer. */
+	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid2, msg, sizeof msg), 0);
+	ck_assert_int_eq(oid2, oid);
+	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
+	                                   sizeof msg), 0);
+	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid2, msg,
+	                                sizeof msg), 0);
+	ck_assert_int_eq(cid2, cid);
+	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS,
+	                                   "1 Main St", &b, msg, sizeof msg), 0);
+	ck_assert_str_eq(a.tracking, b.tracking);
+	/* An action after its compensation is still refused as recorded, not
+	 * as an injected failure. */
+	ck_assert_int_eq(order_create(ord, "c/create/action", &o, NULL, msg, sizeof msg),
+	                 ECOM_REFUSED);
+	ck_assert_ptr_null(strstr(msg, "injected"));
+	/* A new key gets the injected failure. */
+	ck_assert_int_eq(payment_charge(pay, "n/charge/action", oid, "C1", 4500, 4500, NULL, msg,
+	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_str_eq(msg, "injected failure: payment.charge");
+
+	/* Compensations: a replay of a recorded one is not failed transiently. */
+	ck_assert_int_eq(ecom_faults_set_fail(f, -1, 0.0), 0);
+	ck_assert_int_eq(payment_refund(pay, "r/charge/action", msg, sizeof msg), 0);
+	ck_assert_int_eq(ecom_faults_set_transient(f, -1, 1.0), 0);
+	ck_assert_int_eq(payment_refund(pay, "r/charge/action", msg, sizeof msg), 0);
+	ck_assert_int_eq(order_cancel(ord, "c/create/action", 1, "x", msg, sizeof msg), 0);
+	ck_assert_int_eq(inventory_release(inv, "n/reserve/action", msg, sizeof msg),
+	                 ECOM_TRANSIENT);
+
+	/* Counted: only the answers given. */
+	ecom_fault_counts counts;
+	ck_assert_int_eq(ecom_faults_counts(f, ECOM_PAYMENT, &counts), 0);
+	ck_assert_uint_eq(counts.failures, 1);
+	ck_assert_uint_eq(counts.transients, 0);
+	ck_assert_int_eq(ecom_faults_counts(f, ECOM_ORDER, &counts), 0);
+	ck_assert_uint_eq(counts.failures, 0);
+	ck_assert_uint_eq(counts.transients, 0);
+	order_set_faults(ord, NULL);
+	inventory_set_faults(inv, NULL);
+	payment_set_faults(pay, NULL);
+	shipping_set_faults(shp, NULL);
+	ecom_faults_free(f);
+}
+END_TEST
+
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -1076,7 +1206,7 @@ static void charge_and_die(const char *d, const char *point)
 	if (pid == 0) {
 		payment_svc *p = NULL;
 		ecom_faults *f = NULL;
-		if (payment_open(&p, d) != 0 || ecom_faults_new(&f, 1) != 0 ||
+		if (payment_open(&p, d, msg, sizeof msg) != 0 || ecom_faults_new(&f, 1) != 0 ||
 		    ecom_faults_add_crash(f, point, 1) != 0)
 			_exit(3);
 		payment_set_faults(p, f);
@@ -1095,13 +1225,13 @@ START_TEST(crash_before_commit_loses_everything)
 	char d[PATH_MAX + 16];
 	snprintf(d, sizeof d, "%s/crash", dir);
 	payment_svc *p;
-	ck_assert_int_eq(payment_open(&p, d), 0);
+	ck_assert_int_eq(payment_open(&p, d, msg, sizeof msg), 0);
 	ecom_account a = { "C1", 100000, 0 };
 	ck_assert_int_eq(payment_open_accounts(p, &a, 1, msg, sizeof msg), 0);
 	payment_close(p);
 
 	charge_and_die(d, "payment.charge.before");
-	ck_assert_int_eq(payment_open(&p, d), 0);
+	ck_assert_int_eq(payment_open(&p, d, msg, sizeof msg), 0);
 	ecom_charge c;
 	ck_assert_int_eq(payment_get_charge(p, "die/charge/action", &c), SAGA_ENOTFOUND);
 	ck_assert_int_eq(payment_get_account(p, "C1", &a), 0);
@@ -1109,7 +1239,7 @@ START_TEST(crash_before_commit_loses_everything)
 	payment_close(p);
 
 	charge_and_die(d, "payment.charge.after");
-	ck_assert_int_eq(payment_open(&p, d), 0);
+	ck_assert_int_eq(payment_open(&p, d, msg, sizeof msg), 0);
 	ck_assert_int_eq(payment_get_charge(p, "die/charge/action", &c), 0);
 	ck_assert_int_eq(c.amount, 4500);
 	/* Recovery replays the attempt with the same key: charged once. */
@@ -1156,8 +1286,8 @@ static seen seed_and_list(const char *d, uint64_t seed)
 	ck_assert_int_eq(ecom_seed(d, seed, 20, 10, msg, sizeof msg), 0);
 	inventory_svc *i;
 	order_svc *o;
-	ck_assert_int_eq(inventory_open(&i, d), 0);
-	ck_assert_int_eq(order_open(&o, d), 0);
+	ck_assert_int_eq(inventory_open(&i, d, msg, sizeof msg), 0);
+	ck_assert_int_eq(order_open(&o, d, msg, sizeof msg), 0);
 	ck_assert_int_eq(inventory_list_products(i, see_product, &s), 0);
 	seen c;
 	memset(&c, 0, sizeof c);
@@ -1399,6 +1529,7 @@ static Suite *ecommerce_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, files_are_private_and_in_wal_mode);
+	tcase_add_test(tc, opening_a_service_keeps_other_handles_locks);
 	tcase_add_test(tc, bad_arguments);
 	tcase_add_test(tc, seeding_refuses_duplicates);
 	tcase_add_test(tc, create_is_idempotent);
@@ -1423,6 +1554,7 @@ static Suite *ecommerce_suite(void)
 	tcase_add_test(tc, fault_specs_parse);
 	tcase_add_test(tc, bad_spec_changes_nothing);
 	tcase_add_test(tc, injected_failures_leave_no_trace);
+	tcase_add_test(tc, replays_answer_as_recorded_under_injection);
 	tcase_add_test(tc, latency_and_timeouts_delay_the_call);
 	tcase_add_test(tc, faults_are_reproducible);
 	tcase_add_test(tc, faults_from_environment);
@@ -1443,7 +1575,24 @@ static Suite *ecommerce_suite(void)
 	return s;
 }
 
-int main(void)
+/* test-ecommerce-services --reader DB WAL: what `sqlite3 DB 'select ...'`
+ * does (open, read, close: the last connection to close checkpoints and
+ * deletes the -wal), then exits 0 when WAL is still there, 1 when it was
+ * deleted, 2 on an error. */
+static int reader(const char *path, const char *wal)
 {
+	sqlite3 *db = NULL;
+	int ok = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
+	         sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) ==
+	         SQLITE_OK;
+	ok = sqlite3_close(db) == SQLITE_OK && ok;
+	struct stat sb;
+	return !ok ? 2 : stat(wal, &sb) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "--reader") == 0)
+		return reader(argv[2], argv[3]);
 	return run_suite(ecommerce_suite());
 }

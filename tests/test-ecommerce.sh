@@ -10,6 +10,7 @@
 set -eu
 
 B=${1:?usage: test-ecommerce.sh PATH/TO/ecommerce}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-ecommerce.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
 # Failure injection from the environment would change every case.
@@ -73,6 +74,13 @@ snapshot() {
 			done
 		done
 	fi
+}
+
+# Every file of a directory, with its content's hash.
+tree_sum() {
+	(cd "$1" && find . -type f | LC_ALL=C sort | while read -r f; do
+		echo "$f $(sha256sum <"$f")"
+	done)
 }
 
 # The first number on the report line that starts with $2 ("orders:", "sagas:").
@@ -146,6 +154,29 @@ for p in $points; do
 done
 
 # ---------------------------------------------------------------------------
+# 2b. A crash just after a service's COMMIT, then a replay that would be
+#     refused by every injected permanent failure: a key already recorded
+#     answers as recorded, whatever is injected, so nothing durable is left
+#     uncompensated (a charge on a FAILED order, a reservation held, an
+#     order PENDING).
+# ---------------------------------------------------------------------------
+for p in $points; do
+	case "$p" in *.after) ;; *) continue ;; esac
+	case " $unreached " in *" $p "*) continue ;; esac
+	say "crash at $p, replay under permanent failures (rate 1.0), check"
+	d=$(fresh)
+	set +e
+	"$B" --data "$d" run --orders 12 --concurrency 4 --seed 11 --fail shipping=0.5 \
+		--crash "$p" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	sanitizer_clean
+	[ "$rc" -eq 137 ] || fail "the run did not die by SIGKILL at $p (exit $rc)"
+	expect 0 env ECOMMERCE_FAIL='*=1.0' "$B" --data "$d" recover --timeout 60
+	expect 0 "$B" --data "$d" check
+done
+
+# ---------------------------------------------------------------------------
 # 3. Bad orders are refused with exit 2 and nothing written.
 # ---------------------------------------------------------------------------
 say "bad orders on a fresh directory write nothing, not even the saga store"
@@ -197,6 +228,8 @@ expect 2 "$B" --data "$d" run --orders 5 --crash payment.nothing.after
 expect 2 "$B" --data "$d" run --concurrency 0
 expect 2 "$B" --data "$d" status
 expect 2 "$B" --data "$d" status no-such-order
+expect 2 "$B" --data "$d" status --key no-such-order
+expect 2 "$B" --data "$d" status --id 999
 expect 2 "$B" --data "$d" seed
 expect 2 "$B" --data "$TMP/never-seeded" order --customer CUST-0001 --item SKU-0001:1
 [ ! -e "$TMP/never-seeded" ] || fail "an order on a missing directory created it"
@@ -226,19 +259,19 @@ expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0001:1 --key par
 grep -q "WAITING" "$TMP/out" || fail "the order did not park"
 expect 1 "$B" --data "$d" check
 grep -q "^violation saga-unfinished" "$TMP/out" || fail "check did not name the unfinished saga"
-expect 0 "$B" --data "$d" cancel parked
+expect 0 "$B" --data "$d" cancel --key parked
 grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "cancel did not compensate"
 grep -q "CANCELLED" "$TMP/out" || fail "the order is not CANCELLED"
-expect 0 "$B" --data "$d" status parked
+expect 0 "$B" --data "$d" status --key parked
 grep -q "compensation" "$TMP/out" || fail "status shows no compensation in the history"
 
 say "cancel past the pivot is refused (exit 1); recover finishes the order"
 expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key past-pivot \
 	--transient notification=1 --wait 0
-expect 1 "$B" --data "$d" cancel past-pivot
+expect 1 "$B" --data "$d" cancel --key past-pivot
 grep -q "pivot" "$TMP/err" || fail "no message about the pivot"
 expect 0 "$B" --data "$d" recover
-expect 0 "$B" --data "$d" status past-pivot
+expect 0 "$B" --data "$d" status --key past-pivot
 grep -q "COMPLETED" "$TMP/out" || fail "recover did not complete the order"
 expect 1 "$B" --data "$d" cancel past-pivot
 grep -q "already ended" "$TMP/err" || fail "cancelling a completed order"
@@ -249,5 +282,224 @@ grep -q "FAILED" "$TMP/out" || fail "the order is not FAILED"
 expect 0 "$B" --data "$d" check
 expect 0 "$B" --data "$d" --json check
 grep -q '"consistent":[[:space:]]*true' "$TMP/out" || fail "check --json"
+
+# ---------------------------------------------------------------------------
+# 6. status and cancel name exactly one order: --id N or --key K.
+# ---------------------------------------------------------------------------
+say "a number names no order by itself: cancel 2 is refused, --key 2 and --id 2 are not"
+d=$(fresh)
+park() {
+	expect 1 "$B" --data "$d" order --customer "$1" --item SKU-0001:1 --key "$2" \
+		--transient payment=1 --wait 0
+	grep -q "WAITING" "$TMP/out" || fail "order $2 did not park"
+}
+park CUST-0001 first    # order 1
+park CUST-0002 other    # order 2, key "other"
+park CUST-0003 2        # order 3, key "2"
+before=$(tree_sum "$d")
+for cmd in status cancel; do
+	for arg in 2 " 2" +2 -2; do
+		expect 2 "$B" --data "$d" $cmd "$arg"
+		grep -q -e "--id" "$TMP/err" || fail "$cmd \"$arg\": the message does not say --id/--key"
+	done
+	expect 2 "$B" --data "$d" $cmd --id 2 --key 2
+	expect 2 "$B" --data "$d" $cmd --id " 2"
+	expect 2 "$B" --data "$d" $cmd --id +2
+	expect 2 "$B" --data "$d" $cmd --id 0
+	expect 2 "$B" --data "$d" $cmd --id 99
+	expect 2 "$B" --data "$d" $cmd --key 99
+	expect 2 "$B" --data "$d" $cmd --key ""
+done
+[ "$before" = "$(tree_sum "$d")" ] || fail "a refused status/cancel wrote something"
+expect 0 "$B" --data "$d" status --key 2
+grep -q "^order: *3 PENDING" "$TMP/out" || fail "status --key 2 is not order 3"
+expect 0 "$B" --data "$d" status --id 2
+grep -q "key other" "$TMP/out" || fail "status --id 2 is not the order of key other"
+expect 0 "$B" --data "$d" status --id 1
+grep -q "key first" "$TMP/out" || fail "status --id 1 is not the order of key first"
+expect 0 "$B" --data "$d" cancel --key 2
+grep -q "^order: *3 CANCELLED" "$TMP/out" || fail "cancel --key 2 did not cancel order 3"
+# The other parked orders may have gone on meanwhile (their retries were due):
+# cancelled they are not.
+expect 0 "$B" --data "$d" status --id 2
+grep -q "key other" "$TMP/out" || fail "status --id 2 is not the order of key other"
+if grep -q "CANCELLED" "$TMP/out"; then fail "cancel --key 2 cancelled order 2"; fi
+expect 0 "$B" --data "$d" recover
+expect 0 "$B" --data "$d" check
+
+# ---------------------------------------------------------------------------
+# 7. Every exit-2 path leaves every file byte-identical (and creates none,
+#    not even the saga store): arguments, the policy file, the order and
+#    its ids are all checked before anything is opened for writing. No value
+#    is cut to fit a buffer: too long, signed or blank is refused.
+# ---------------------------------------------------------------------------
+printf '{"defaults": {"timeout_ms": "soon"}}\n' >"$TMP/bad-policy.json"
+{ cat "$SRC/examples/ecommerce/policies.json"; printf '\000{"garbage": 1}\n'; } \
+	>"$TMP/nul-policy.json"
+{ cat "$SRC/examples/ecommerce/policies.json"; printf '\n[]\n'; } >"$TMP/trailing-policy.json"
+zeros=$(printf '%062d' 0)
+long_qty="SKU-0001:${zeros}1xyz"   # cut to 64 bytes, it read as quantity 1
+refused() {
+	what=$1
+	shift
+	set +e
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	sanitizer_clean
+	[ "$rc" -eq 2 ] || fail "$what: exit $rc (wanted 2): $*"
+	[ -s "$TMP/err" ] || fail "$what: no message"
+	[ "$before" = "$(tree_sum "$d")" ] || fail "$what: exit 2, yet the directory changed: $*"
+}
+exit2_cases() {
+	refused "status of an unknown key" "$B" --data "$d" status --key nope
+	refused "status of an unknown id" "$B" --data "$d" status --id 77
+	refused "cancel of an unknown key" "$B" --data "$d" cancel --key nope
+	refused "cancel of an unknown id" "$B" --data "$d" cancel --id 77
+	for pol in bad-policy nul-policy trailing-policy missing-policy; do
+		P="$TMP/$pol.json"
+		refused "order, $pol" "$B" --data "$d" --policies "$P" order --customer CUST-0001 \
+			--item SKU-0002:1
+		refused "run, $pol" "$B" --data "$d" --policies "$P" run --orders 2
+		refused "recover, $pol" "$B" --data "$d" --policies "$P" recover
+		refused "cancel, $pol" "$B" --data "$d" --policies "$P" cancel --key p1
+		refused "order, $pol from the environment" env ECOMMERCE_POLICIES="$P" \
+			"$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1
+	done
+	refused "an --item longer than a buffer" "$B" --data "$d" order --customer CUST-0001 \
+		--item "$long_qty"
+	refused "a price with a sign" "$B" --data "$d" order --customer CUST-0001 \
+		--item "SKU-0001:1@+100"
+	refused "a quantity with a blank" "$B" --data "$d" order --customer CUST-0001 \
+		--item "SKU-0001: 1"
+	refused "a total with a blank" "$B" --data "$d" order --customer CUST-0001 \
+		--item SKU-0001:1 --total " 100"
+	refused "a long payment method" "$B" --data "$d" order --customer CUST-0001 \
+		--item SKU-0001:1 --payment "credit-card$(printf '%070d' 0)"
+	refused "--seed with a blank and a sign" "$B" --data "$d" run --orders 2 --seed " -1"
+	refused "--seed in hex" "$B" --data "$d" run --orders 2 --seed 0x10
+	refused "--orders with a blank" "$B" --data "$d" run --orders " 2"
+	refused "--orders with a sign" "$B" --data "$d" run --orders +2
+	refused "--wait with a sign" "$B" --data "$d" order --customer CUST-0001 \
+		--item SKU-0001:1 --wait -0
+	refused "ECOMMERCE_FAULT_SEED signed" env ECOMMERCE_FAULT_SEED=" -1" \
+		"$B" --data "$d" run --orders 2
+	refused "a rate with a sign" "$B" --data "$d" run --orders 2 --fail payment=+1
+	refused "a rate in hex" "$B" --data "$d" run --orders 2 --fail payment=0x1p-1
+	refused "a latency with a sign" "$B" --data "$d" run --orders 2 --latency payment=+5
+	refused "--timeout with a sign" "$B" --data "$d" recover --timeout +5
+	refused "an unknown order" "$B" --data "$d" order --customer NOBODY --item SKU-0001:1
+	refused "a key too long" "$B" --data "$d" status --key "$(printf '%0300d' 0)"
+	refused "--data too long" "$B" --data "$d/$(printf '%04100d' 0)" report
+	refused "--policies empty" "$B" --data "$d" --policies "" recover
+}
+say "exit 2 on a seeded directory with no saga store: nothing written, no saga.db"
+d=$(fresh)
+before=$(tree_sum "$d")
+exit2_cases
+[ ! -e "$d/saga.db" ] || fail "an exit-2 path created the saga store"
+
+say "exit 2 on a directory with sagas (one parked): nothing written"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key p1 \
+	--transient payment=1 --wait 0
+before=$(tree_sum "$d")
+exit2_cases
+
+say "exit 2 on a directory missing a service file: nothing created"
+d=$(fresh)
+rm "$d/payment.db"
+before=$(tree_sum "$d")
+refused "order" "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1
+grep -q "payment.db is missing" "$TMP/err" || fail "the missing file is not named"
+refused "run" "$B" --data "$d" run --orders 2
+refused "recover" "$B" --data "$d" recover
+refused "check" "$B" --data "$d" check
+refused "report" "$B" --data "$d" report
+refused "status" "$B" --data "$d" status --key x
+
+say "seed --seed ' -1' is refused before the directory is made"
+expect 2 "$B" --data "$TMP/seed-signed" seed --seed " -1"
+[ ! -e "$TMP/seed-signed" ] || fail "a refused seed created its directory"
+expect 2 "$B" --data "$TMP/seed-signed" seed --products " 5"
+[ ! -e "$TMP/seed-signed" ] || fail "a refused seed created its directory"
+
+# ---------------------------------------------------------------------------
+# 8. Smaller: messages, concurrent seeds, check's leftovers.
+# ---------------------------------------------------------------------------
+say "--data '' names the program once"
+expect 2 "$B" --data ''
+grep -q "^ecommerce: --data needs a directory" "$TMP/err" || fail "no message for --data ''"
+if grep -q "ecommerce: ecommerce:" "$TMP/err"; then fail "the prefix is printed twice"; fi
+expect 2 "$B" --data
+if grep -q "ecommerce: ecommerce:" "$TMP/err"; then fail "the prefix is printed twice"; fi
+
+say "two seeds at once on one directory: one seeds (0), the other is refused (2)"
+for i in 1 2 3 4 5; do
+	sd="$TMP/seed-race-$i"
+	"$B" --data "$sd" seed --products 400 --customers 400 >"$TMP/s1.out" 2>"$TMP/s1.err" &
+	p1=$!
+	"$B" --data "$sd" seed --products 400 --customers 400 >"$TMP/s2.out" 2>"$TMP/s2.err" &
+	p2=$!
+	set +e
+	wait "$p1"; r1=$?
+	wait "$p2"; r2=$?
+	set -e
+	case "$r1$r2" in
+	02|20) ;;
+	*) cat "$TMP/s1.err" "$TMP/s2.err" >"$TMP/err"; fail "seeds racing exited $r1 and $r2" ;;
+	esac
+	expect 0 "$B" --data "$sd" check
+done
+
+say "a service file that cannot be opened is named, with the cause"
+d=$(fresh)
+rm "$d/shipping.db"
+mkdir "$d/shipping.db"
+expect 1 "$B" --data "$d" report
+grep -q "shipping.db: cannot open: unable to open" "$TMP/err" || fail "the file or cause is not named"
+
+say "check leaves no -wal or -shm beside the service files"
+d=$(fresh)
+expect 0 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1
+expect 0 "$B" --data "$d" check
+left=$(ls "$d" | grep -e '-wal$' -e '-shm$' || true)
+[ -z "$left" ] || fail "check left: $left"
+
+# ---------------------------------------------------------------------------
+# 9. recover cross-checks the services against the store.
+# ---------------------------------------------------------------------------
+say "recover with the saga store deleted under an order in flight: exit 1"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key lost \
+	--transient payment=1 --wait 0
+rm -f "$d/saga.db" "$d/saga.db-wal" "$d/saga.db-shm"
+expect 1 "$B" --data "$d" recover
+grep -q "no saga" "$TMP/err" || fail "recover does not say what is wrong"
+[ ! -e "$d/saga.db" ] || fail "recover created a saga store"
+
+say "recover with the saga store replaced by an empty one: exit 1"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key lost \
+	--transient payment=1 --wait 0
+d2=$(fresh)
+expect 0 "$B" --data "$d2" recover   # nothing in flight, no store: 0, and none made
+[ ! -e "$d2/saga.db" ] || fail "recover created a saga store"
+expect 0 "$B" --data "$d2" order --customer CUST-0002 --item SKU-0003:1 --key x
+rm -f "$d/saga.db" "$d/saga.db-wal" "$d/saga.db-shm"
+cp "$d2/saga.db" "$d/saga.db"
+expect 1 "$B" --data "$d" --json recover
+grep -q '"services_consistent":[[:space:]]*false' "$TMP/out" || fail "recover --json"
+
+say "recover with the saga store cut to 0 bytes under an order in flight: exit 1"
+d=$(fresh)
+expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key cut \
+	--transient payment=1 --wait 0
+rm -f "$d/saga.db-wal" "$d/saga.db-shm"
+: >"$d/saga.db"
+# Refused as damage by the store, or opened as empty and caught by the
+# cross-check: never "resumed 0 sagas" and 0.
+expect 1 "$B" --data "$d" recover
+[ -s "$TMP/err" ] || fail "recover said nothing"
 
 echo "ok: $CASES cases"

@@ -476,6 +476,48 @@ START_TEST(apply_file)
 }
 END_TEST
 
+/* No byte of a document is silently dropped: a NUL with text after it, a
+ * NUL inside the document, or a NUL anywhere in a file is refused. */
+START_TEST(nul_bytes_are_refused)
+{
+	policies before, after;
+	saga_config_error err;
+	static const char nul_then_garbage[] = "{}\0{\"garbage\": 1}";
+	static const char nul_then_blank[] = "{}\0 ";
+	static const char nul_inside[] = "{\"steps\": {\"pay\": {\"timeout_ms\": 15\0000}}}";
+
+	preset();
+	take(&before);
+	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_then_garbage,
+	                                     sizeof(nul_then_garbage) - 1, &err), SAGA_ECONFIG);
+	ck_assert_int_eq(err.line, 1);
+	ck_assert_int_eq(err.column, 3);
+	ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
+	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_then_blank, sizeof(nul_then_blank) - 1,
+	                                     &err), SAGA_ECONFIG);
+	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_inside, sizeof(nul_inside) - 1, &err),
+	                 SAGA_ECONFIG);
+	take(&after);
+	same(&before, &after);
+
+	/* In a file, even one NUL at its end is a byte that is not JSON. */
+	char path[320];
+	snprintf(path, sizeof(path), "%s/nul.json", dir);
+	static const char *const files[] = { "{}\0{\"garbage\": 1}\n", "{}\n\0" };
+	static const size_t sizes[] = { 18, 4 };
+	for (int i = 0; i < 2; i++) {
+		FILE *f = fopen(path, "wb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_uint_eq(fwrite(files[i], 1, sizes[i], f), sizes[i]);
+		fclose(f);
+		ck_assert_int_eq(saga_policies_apply_file(NULL, def, path, &err), SAGA_ECONFIG);
+		ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
+	}
+	take(&after);
+	same(&before, &after);
+}
+END_TEST
+
 static long budget;
 
 static void *failing_malloc(size_t n, void *user)
@@ -555,6 +597,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, breakers_need_an_engine);
 	tcase_add_test(tc, existing_breaker_is_refused);
 	tcase_add_test(tc, apply_file);
+	tcase_add_test(tc, nul_bytes_are_refused);
 	tcase_add_test(tc, allocation_failures_change_nothing);
 	suite_add_tcase(s, tc);
 	return s;

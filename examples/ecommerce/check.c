@@ -1,5 +1,7 @@
-/* The consistency checker: the five databases attached read-only to one
- * in-memory connection, and each rule a query whose rows are violations.
+/* The consistency checker: the five databases attached to one in-memory
+ * connection that writes nothing (query_only; attached read-write, without
+ * creating, so that the last connection to close removes the -wal and
+ * -shm files as usual), and each rule a query whose rows are violations.
  * Run it when no saga is in flight (after `recover`): an order still
  * PENDING is reported.
  * SPDX-License-Identifier: MIT */
@@ -211,7 +213,10 @@ static int file_uri(char *out, size_t size, const char *path)
 			out[n++] = hex[c & 15];
 		}
 	}
-	const char *suffix = "?mode=ro";
+	/* Read-write (the connection is query_only): a read-only connection
+	 * cannot remove the -wal and -shm it makes, and the last one to close
+	 * removes them. Never created (no mode=rwc). */
+	const char *suffix = "?mode=rw";
 	if (n + strlen(suffix) + 1 > size)
 		return SAGA_EINVAL;
 	memcpy(out + n, suffix, strlen(suffix) + 1);
@@ -293,6 +298,9 @@ int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
 		if (rc != 0)
 			svc_msg(errmsg, errmsg_size, "loading the sagas: %s", sqlite3_errmsg(db));
 	}
+	/* Nothing is written from here on, whatever a rule says. */
+	if (rc == 0 && (rc = exec1(db, "PRAGMA query_only=1", NULL)) != 0)
+		svc_msg(errmsg, errmsg_size, "query_only: %s", sqlite3_errmsg(db));
 	/* One read transaction: every rule sees the same state of each file. */
 	if (rc == 0)
 		rc = exec1(db, "BEGIN", NULL);

@@ -4,6 +4,7 @@
 #include "faults.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -256,8 +257,33 @@ int ecom_faults_counts(const ecom_faults *f, int service, ecom_fault_counts *out
 
 /* ---- parsing ---- */
 
+int ecom_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+	if (!s || !*s)
+		return -1;
+	uint64_t v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (max - d) / 10u)
+			return -1;
+		v = v * 10u + d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A rate: digits and a point (1, 0.25, .5, 1e-3), no sign, no blank (the
+ * entry is trimmed before), no "inf" or "nan" or hex: strtod takes them all. */
 static int parse_rate(const char *s, double *out)
 {
+	if (!((*s >= '0' && *s <= '9') || *s == '.'))
+		return -1;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' ||
+		      ((*p == '-' || *p == '+') && p > s && (p[-1] == 'e' || p[-1] == 'E'))))
+			return -1;
 	char *end;
 	errno = 0;
 	double v = strtod(s, &end);
@@ -269,12 +295,8 @@ static int parse_rate(const char *s, double *out)
 
 static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 {
-	char *end;
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (*end || errno || v > max)
+	uint64_t v;
+	if (ecom_parse_u64(s, max, &v) != 0)
 		return -1;
 	*out = (uint32_t)v;
 	return 0;
@@ -435,11 +457,10 @@ int ecom_faults_from_env(ecom_faults *f, char *msg, size_t msg_size)
 	};
 	const char *seed = getenv("ECOMMERCE_FAULT_SEED");
 	if (seed && *seed) {
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(seed, &end, 0);
-		if (*end || errno) {
-			svc_msg(msg, msg_size, "ECOMMERCE_FAULT_SEED: \"%s\" is not a number", seed);
+		uint64_t v;
+		if (ecom_parse_u64(seed, UINT64_MAX, &v) != 0) {
+			svc_msg(msg, msg_size, "ECOMMERCE_FAULT_SEED: \"%.*s\" is not a number (decimal "
+			        "digits, 0..%" PRIu64 ")", 64, seed, UINT64_MAX);
 			return SAGA_EINVAL;
 		}
 		pthread_mutex_lock(&f->lock);
@@ -477,8 +498,7 @@ static int may_fail(ecom_service service, const char *op)
 	return 0;
 }
 
-int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
-                      char *msg, size_t msg_size)
+int ecom_faults_draw(ecom_faults *f, ecom_service service, const char *op)
 {
 	if (!f || (int)service < 0 || service >= ECOM_SERVICE_COUNT)
 		return ECOM_OK;
@@ -495,8 +515,6 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
 	int transient = !fail && r_transient < f->cfg.transient[service];
 	ecom_fault_counts *c = &f->counts[service];
 	c->calls++;
-	c->failures += (uint64_t)fail;
-	c->transients += (uint64_t)transient;
 	c->timeouts += (uint64_t)timeout;
 	pthread_mutex_unlock(&f->lock);
 
@@ -504,16 +522,31 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
 		sleep_ms(latency);
 	if (timeout_ms)
 		sleep_ms(timeout_ms);  /* then do the work: the result arrives late */
-	if (fail) {
-		svc_msg(msg, msg_size, "injected failure: %s.%s", ecom_service_name(service), op);
-		return ECOM_REFUSED;
-	}
-	if (transient) {
-		svc_msg(msg, msg_size, "injected transient failure: %s.%s",
-		        ecom_service_name(service), op);
-		return ECOM_TRANSIENT;
-	}
-	return ECOM_OK;
+	return fail ? ECOM_REFUSED : transient ? ECOM_TRANSIENT : ECOM_OK;
+}
+
+int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer,
+                     char *msg, size_t msg_size)
+{
+	if (!f || (int)service < 0 || service >= ECOM_SERVICE_COUNT || answer == ECOM_OK)
+		return ECOM_OK;
+	pthread_mutex_lock(&f->lock);
+	if (answer == ECOM_REFUSED)
+		f->counts[service].failures++;
+	else
+		f->counts[service].transients++;
+	pthread_mutex_unlock(&f->lock);
+	svc_msg(msg, msg_size, answer == ECOM_REFUSED ? "injected failure: %s.%s"
+	                                              : "injected transient failure: %s.%s",
+	        ecom_service_name(service), op);
+	return answer;
+}
+
+int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
+                      char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s", "");
+	return ecom_faults_give(f, service, op, ecom_faults_draw(f, service, op), msg, msg_size);
 }
 
 void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op, const char *when)

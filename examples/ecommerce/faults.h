@@ -8,11 +8,26 @@
 
 #include "services.h"
 
-/* Called before an operation writes anything. Sleeps the added latency
- * (and, for a call drawn to time out, the timeout's sleep), then answers
- * ECOM_OK to go on, ECOM_REFUSED for an injected permanent failure (only
- * for a forward action that may fail for good) or ECOM_TRANSIENT, with a
- * message. f may be NULL (no faults). */
+/* The injector's decision for one call of operation `op`, in two halves so
+ * that an operation can consult its participant guard in between: an
+ * injected failure is an answer for a key the service has not recorded
+ * yet, never for a replay of one it has (that answers as recorded).
+ *
+ * ecom_faults_draw sleeps the added latency (and, for a call drawn to time
+ * out, the timeout's sleep: the result arrives late whatever it is) and
+ * returns what would be injected: ECOM_OK, ECOM_REFUSED (an injected
+ * permanent failure, only for a forward action that may fail for good) or
+ * ECOM_TRANSIENT. Nothing is answered yet; call it before any transaction
+ * is open, since it may sleep.
+ *
+ * ecom_faults_give answers a drawn failure for a new key: counts it, writes
+ * its message and returns it (ECOM_OK for ECOM_OK, without a message).
+ *
+ * ecom_faults_enter is both at once, for a call that has no key. f may be
+ * NULL (no faults) in all three. */
+int ecom_faults_draw(ecom_faults *f, ecom_service service, const char *op);
+int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer,
+                     char *msg, size_t msg_size);
 int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
                       char *msg, size_t msg_size);
 
@@ -21,6 +36,10 @@ int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
  * f may be NULL. */
 void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op,
                        const char *when);
+
+/* A number in decimal digits only (no sign, blank or other base), at most
+ * max: 0, or -1 for anything else, an empty string or an overflow. */
+int ecom_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /* The example's own generator (splitmix64): reproducible from a seed,
  * independent of rand(). */

@@ -43,12 +43,12 @@ static const char schema[] =
 	" quantity INTEGER NOT NULL CHECK (quantity > 0),"
 	" PRIMARY KEY (key, line));";
 
-int inventory_open(inventory_svc **out, const char *dir)
+int inventory_open(inventory_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(inventory_svc), ECOM_INVENTORY, dir, schema);
+	int rc = svc_db_new(&s, sizeof(inventory_svc), ECOM_INVENTORY, dir, schema, msg, msg_size);
 	*out = (inventory_svc *)s; /* its first member */
 	return rc;
 }

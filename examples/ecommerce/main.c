@@ -13,6 +13,7 @@
  */
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -86,30 +87,34 @@ static void sleep_ms(uint64_t ms)
 		;
 }
 
+/* A number in decimal digits only, no sign, no blank, no other base, in
+ * lo..hi (lo >= 0): strtoll would take " -1" or "+1" and strtoull(" -1")
+ * gives 2^64-1. */
 static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
-	if (!s || !*s)
+	uint64_t v;
+	if (ecom_parse_u64(s, (uint64_t)INT64_MAX, &v) != 0 || (int64_t)v < lo ||
+	    (int64_t)v > hi)
 		return -1;
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (*end || errno || v < lo || v > hi)
-		return -1;
-	*out = v;
+	*out = (int64_t)v;
 	return 0;
+}
+
+/* parse_i64 of the first n bytes of s; more digits than any int64_t has
+ * are refused, never cut. */
+static int parse_i64_n(const char *s, size_t n, int64_t lo, int64_t hi, int64_t *out)
+{
+	char buf[24];
+	if (n >= sizeof buf)
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return parse_i64(buf, lo, hi, out);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
 {
-	if (!s || !*s || *s == '-')
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 0);
-	if (*end || errno)
-		return -1;
-	*out = v;
-	return 0;
+	return ecom_parse_u64(s, UINT64_MAX, out);
 }
 
 static int file_exists(const char *path)
@@ -155,8 +160,22 @@ typedef struct args {
 	int argc;
 	char **argv;
 	int i;
-	const char *cmd;
+	const char *cmd;   /* NULL before the command: errorf already names the program */
 } args;
+
+/* "CMD: " in a message about an argument, or "" before the command. */
+static const char *pfx(const args *a)
+{
+	static char buf[64];
+	if (!a->cmd)
+		return "";
+	snprintf(buf, sizeof buf, "%s: ", a->cmd);
+	return buf;
+}
+
+/* Longest --data: room is left for "/notification.db-wal" and the like in
+ * every path built from it (ecom_app.dir, path_in's buffers). */
+#define DATA_DIR_MAX 4000
 
 /* The value of option argv[i] ("--opt VALUE" or "--opt=VALUE"), or NULL
  * with a message. Advances the cursor. */
@@ -169,7 +188,7 @@ static const char *opt_value(args *a, const char *name)
 		return arg + n + 1;
 	}
 	if (a->i + 1 >= a->argc) {
-		errorf("%s: option %s needs a value", a->cmd, name);
+		errorf("%soption %s needs a value", pfx(a), name);
 		return NULL;
 	}
 	a->i += 2;
@@ -212,7 +231,11 @@ static int global_opt(args *a, globals *g)
 		if (!v)
 			return -1;
 		if (!*v) {
-			errorf("%s: --data needs a directory", a->cmd);
+			errorf("%s--data needs a directory", pfx(a));
+			return -1;
+		}
+		if (strlen(v) > DATA_DIR_MAX) {
+			errorf("%s--data: the path is longer than %d bytes", pfx(a), DATA_DIR_MAX);
 			return -1;
 		}
 		g->data = v;
@@ -222,6 +245,10 @@ static int global_opt(args *a, globals *g)
 		const char *v = opt_value(a, "--policies");
 		if (!v)
 			return -1;
+		if (!*v) {
+			errorf("%s--policies needs a file", pfx(a));
+			return -1;
+		}
 		g->policies = v;
 		return 1;
 	}
@@ -245,7 +272,7 @@ static int fault_opt(args *a, ecom_faults *f, int with_timeout)
 			return -1;
 		char msg[ECOM_MSG_MAX];
 		if (ecom_faults_parse(f, kinds[k], v, msg, sizeof msg) != 0) {
-			errorf("%s: %s %s: %s", a->cmd, name, v, msg);
+			errorf("%s%s %s: %s", pfx(a), name, v, msg);
 			if (k == 4) {  /* say which points exist, one a line */
 				fprintf(stderr, "crash points:\n");
 				for (const char *const *p = ecom_crash_points(); *p; p++)
@@ -269,7 +296,8 @@ static int prescan_seed(const args *a, uint64_t *seed)
 		else if (strcmp(a->argv[i], "--seed") == 0 && i + 1 < a->argc)
 			v = a->argv[i + 1];
 		if (v && parse_u64(v, seed) != 0) {
-			errorf("%s: --seed \"%s\" is not a number", a->cmd, v);
+			errorf("%s--seed \"%s\" is not a number (decimal digits, 0..%" PRIu64 ")",
+			       pfx(a), v, UINT64_MAX);
 			return -1;
 		}
 	}
@@ -293,6 +321,45 @@ static int data_present(const char *dir)
 	return file_exists(p);
 }
 
+/* The first service file missing from a seeded directory, or NULL: opening
+ * a service creates its file, and a command must not do that. */
+static const char *data_missing(const char *dir)
+{
+	static char name[32];
+	for (int i = 0; i < ECOM_SERVICE_COUNT; i++) {
+		char p[4200];
+		snprintf(name, sizeof name, "%s.db", ecom_service_name(i));
+		path_in(p, sizeof p, dir, name);
+		if (!file_exists(p))
+			return name;
+	}
+	return NULL;
+}
+
+/* 1 when the directory holds a saga store. */
+static int store_present(const char *dir)
+{
+	char p[4200];
+	path_in(p, sizeof p, dir, "saga.db");
+	return file_exists(p);
+}
+
+/* Exit code after checking that `dir` is a seeded data directory (message
+ * printed otherwise); nothing is opened. */
+static int data_ready(const char *dir, const char *cmd)
+{
+	if (!data_present(dir)) {
+		errorf("%s: no data in %s (run `%s --data %s seed` first)", cmd, dir, prog, dir);
+		return EXIT_USAGE;
+	}
+	const char *missing = data_missing(dir);
+	if (missing) {
+		errorf("%s: %s is not a complete data directory: %s is missing", cmd, dir, missing);
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
 static void app_close(ecom_app *app)
 {
 	saga_engine_close(app->engine);
@@ -314,22 +381,22 @@ static void app_close(ecom_app *app)
 /* Opens the five services of a seeded directory. Exit code on failure. */
 static int app_open_services(ecom_app *app, const char *cmd)
 {
-	if (!data_present(app->dir)) {
-		errorf("%s: no data in %s (run `%s --data %s seed` first)", cmd, app->dir, prog,
-		       app->dir);
-		return EXIT_USAGE;
-	}
-	int rc = order_open(&app->order, app->dir);
+	int ex = data_ready(app->dir, cmd);
+	if (ex != EXIT_OK)
+		return ex;
+	char msg[ECOM_MSG_MAX] = "";
+	int rc = order_open(&app->order, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = inventory_open(&app->inventory, app->dir);
+		rc = inventory_open(&app->inventory, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = payment_open(&app->payment, app->dir);
+		rc = payment_open(&app->payment, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = shipping_open(&app->shipping, app->dir);
+		rc = shipping_open(&app->shipping, app->dir, msg, sizeof msg);
 	if (rc == 0)
-		rc = notification_open(&app->notification, app->dir);
+		rc = notification_open(&app->notification, app->dir, msg, sizeof msg);
 	if (rc != 0) {
-		errorf("%s: cannot open the services in %s: %s", cmd, app->dir, saga_strerror(rc));
+		errorf("%s: cannot open the services in %s: %s", cmd, app->dir,
+		       msg[0] ? msg : saga_strerror(rc));
 		return EXIT_FAIL;
 	}
 	if (app->faults) {
@@ -370,13 +437,14 @@ static const char *policies_path(const globals *g, const char *dir, char *buf, s
 	return ECOM_POLICIES_DEFAULT;
 }
 
-/* Opens DIR/saga.db; with cfg->with_saga, registers the "order" saga with
- * the policy file. Exit code on failure. */
-static int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
-                           const char *cmd)
+/* Opens STORE_DIR/saga.db into *out; with cfg->with_saga, registers the
+ * "order" saga with the policy file (found from app->dir). Exit code on
+ * failure (EXIT_USAGE for a bad policy file). */
+static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir,
+                       const globals *g, const engine_cfg *cfg, const char *cmd)
 {
 	char path[4200];
-	path_in(path, sizeof path, app->dir, "saga.db");
+	path_in(path, sizeof path, store_dir, "saga.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = path;
 	o.workers = cfg->workers;
@@ -385,7 +453,7 @@ static int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cf
 	o.log = engine_log;
 	o.log_level = SAGA_LOG_WARN;
 	char err[512] = "";
-	int rc = saga_engine_open(&app->engine, &o, err, sizeof err);
+	int rc = saga_engine_open(out, &o, err, sizeof err);
 	if (rc != SAGA_OK) {
 		if (rc == SAGA_EBUSY)
 			errorf("%s: %s is in use by another process (one ecommerce command at a time)",
@@ -406,7 +474,7 @@ static int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cf
 	const char *pp = policies_path(g, app->dir, pbuf, sizeof pbuf);
 	saga_config_error ce;
 	memset(&ce, 0, sizeof ce);
-	rc = cfg->with_saga == 1 ? saga_policies_apply_file(app->engine, def, pp, &ce) : SAGA_OK;
+	rc = cfg->with_saga == 1 ? saga_policies_apply_file(*out, def, pp, &ce) : SAGA_OK;
 	if (rc != SAGA_OK) {
 		if (rc == SAGA_EIO)
 			errorf("%s: cannot read the policy file %s (give one with --policies FILE)",
@@ -417,13 +485,63 @@ static int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cf
 		saga_definition_free(def);
 		return EXIT_USAGE;
 	}
-	rc = saga_engine_register(app->engine, def);
+	rc = saga_engine_register(*out, def);
 	saga_definition_free(def);
 	if (rc != SAGA_OK) {
-		errorf("%s: cannot register the saga: %s", cmd, saga_engine_errmsg(app->engine));
+		errorf("%s: cannot register the saga: %s", cmd, saga_engine_errmsg(*out));
 		return EXIT_FAIL;
 	}
 	return EXIT_OK;
+}
+
+static int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
+                           const char *cmd)
+{
+	return open_engine(&app->engine, app, app->dir, g, cfg, cmd);
+}
+
+/* Removes the files of a scratch directory, then the directory. */
+static void remove_scratch(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+				continue;
+			char p[4200 + 256];
+			path_in(p, sizeof p, dir, de->d_name);
+			unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+/* The policy file is checked before anything in the data directory is
+ * opened for writing: applying it needs an engine (its breakers live on
+ * one), and opening the real store would create it, or with workers start
+ * resuming sagas. So it is applied to a scratch engine in a private
+ * temporary directory, removed after. Exit code (EXIT_USAGE, with the
+ * message, for a bad file). */
+static int check_policies(ecom_app *app, const globals *g, const char *cmd)
+{
+	const char *tmp = getenv("TMPDIR");
+	if (!tmp || !*tmp)
+		tmp = "/tmp";
+	char scratch[4200];
+	int n = snprintf(scratch, sizeof scratch, "%s/ecommerce-policies.XXXXXX", tmp);
+	if (n < 0 || (size_t)n >= sizeof scratch || !mkdtemp(scratch)) {
+		errorf("%s: cannot check the policy file: no scratch directory in %s: %s", cmd, tmp,
+		       n < 0 || (size_t)n >= sizeof scratch ? "path too long" : strerror(errno));
+		return EXIT_FAIL;
+	}
+	saga_engine *e = NULL;
+	engine_cfg ec = { 0, 0, 0, 1 };
+	int ex = open_engine(&e, app, scratch, g, &ec, cmd);
+	saga_engine_close(e);
+	remove_scratch(scratch);
+	return ex;
 }
 
 static int is_final(saga_state s)
@@ -629,13 +747,18 @@ static int cmd_seed(args *a, globals *g)
 /* order                                                                  */
 /* ---------------------------------------------------------------------- */
 
-/* "credit-card" -> "CREDIT_CARD". */
-static void method_name(char *buf, size_t size, const char *s)
+/* "credit-card" -> "CREDIT_CARD"; -1 when it does not fit (no method name
+ * is that long: refused, not cut). */
+static int method_name(char *buf, size_t size, const char *s)
 {
 	size_t i = 0;
-	for (; s[i] && i + 1 < size; i++)
+	for (; s[i]; i++) {
+		if (i + 1 >= size)
+			return -1;
 		buf[i] = s[i] == '-' ? '_' : (char)toupper((unsigned char)s[i]);
+	}
 	buf[i] = '\0';
+	return 0;
 }
 
 typedef struct item_arg {
@@ -655,21 +778,22 @@ static int parse_item(const char *s, item_arg *out)
 	}
 	memcpy(out->sku, s, (size_t)(colon - s));
 	out->sku[colon - s] = '\0';
-	char qty[64];
-	snprintf(qty, sizeof qty, "%s", colon + 1);
+	/* Parsed in place, whatever its length: a copy into a buffer would cut
+	 * a long value and parse what is left. */
+	const char *qty = colon + 1, *at = strchr(qty, '@');
+	size_t qlen = at ? (size_t)(at - qty) : strlen(qty);
 	out->has_price = 0;
-	char *at = strchr(qty, '@');
 	if (at) {
-		*at = '\0';
 		out->has_price = 1;
-		if (parse_i64(at + 1, INT64_MIN, INT64_MAX, &out->price) != 0) {
-			errorf("order: --item \"%s\": the price \"%s\" is not a whole number of cents",
-			       s, at + 1);
+		if (parse_i64(at + 1, 0, INT64_MAX, &out->price) != 0) {
+			errorf("order: --item \"%s\": the price \"%s\" is not a whole number of cents "
+			       "(digits only)", s, at + 1);
 			return -1;
 		}
 	}
-	if (parse_i64(qty, INT64_MIN, INT64_MAX, &out->quantity) != 0) {
-		errorf("order: --item \"%s\": the quantity \"%s\" is not a whole number", s, qty);
+	if (parse_i64_n(qty, qlen, 0, INT64_MAX, &out->quantity) != 0) {
+		errorf("order: --item \"%s\": the quantity \"%.*s\" is not a whole number "
+		       "(digits only)", s, (int)qlen, qty);
 		return -1;
 	}
 	return 0;
@@ -766,8 +890,8 @@ static int cmd_order(args *a, globals *g)
 				goto out;
 			nitems++;
 		} else if (is_opt(a, "--total")) {
-			if (opt_i64(a, "--total", INT64_MIN, INT64_MAX, &total_arg,
-			            "order: --total", "a whole number of cents") != 0)
+			if (opt_i64(a, "--total", 0, INT64_MAX, &total_arg,
+			            "order: --total", "a whole number of cents (digits only)") != 0)
 				goto out;
 			has_total = 1;
 		} else if (is_opt(a, "--wait")) {
@@ -793,10 +917,10 @@ static int cmd_order(args *a, globals *g)
 		goto out;
 	}
 	char pname[64], sname[64];
-	method_name(pname, sizeof pname, payment);
-	method_name(sname, sizeof sname, shipping);
-	int pay = ecom_payment_method_parse(pname);
-	int ship = ecom_shipping_method_parse(sname);
+	int pay = method_name(pname, sizeof pname, payment) == 0
+	          ? ecom_payment_method_parse(pname) : -1;
+	int ship = method_name(sname, sizeof sname, shipping) == 0
+	           ? ecom_shipping_method_parse(sname) : -1;
 	if (pay < 0) {
 		errorf("order: unknown payment method \"%s\" (expected CREDIT_CARD, DEBIT_CARD, "
 		       "PAYPAL or BANK_TRANSFER)", payment);
@@ -826,7 +950,9 @@ static int cmd_order(args *a, globals *g)
 		goto out;
 	}
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	if ((ex = app_open_services(&app, "order")) != EXIT_OK)
+	if ((ex = data_ready(app.dir, "order")) != EXIT_OK ||
+	    (ex = check_policies(&app, g, "order")) != EXIT_OK ||
+	    (ex = app_open_services(&app, "order")) != EXIT_OK)
 		goto out;
 	ex = EXIT_USAGE;
 
@@ -1198,7 +1324,9 @@ static int cmd_run(args *a, globals *g)
 		goto out;
 	}
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	if ((ex = app_open_services(&app, "run")) != EXIT_OK)
+	if ((ex = data_ready(app.dir, "run")) != EXIT_OK ||
+	    (ex = check_policies(&app, g, "run")) != EXIT_OK ||
+	    (ex = app_open_services(&app, "run")) != EXIT_OK)
 		goto out;
 
 	catalogue cat;
@@ -1445,21 +1573,64 @@ out:
 /* status, cancel                                                         */
 /* ---------------------------------------------------------------------- */
 
-/* Finds the saga of ORDER (an order id or a business key). */
-static int find_saga(ecom_app *app, const char *cmd, const char *what, int64_t *saga_id)
+/* Which order a command is about: --id N (an order id) or --key K (its
+ * business key, the saga's). A bare operand is a key, unless it reads as a
+ * number: then it could be either and is refused, since taking it as an id
+ * once cancelled another customer's order whose id matched a key. */
+typedef struct order_ref {
+	int by_id;
+	int64_t id;
+	const char *key;
+} order_ref;
+
+/* 1 when s reads as a number, blanks and signs included. */
+static int numeric(const char *s)
 {
-	int64_t oid;
-	char ref[ECOM_KEY_MAX] = "";
-	if (parse_i64(what, 1, INT64_MAX, &oid) == 0) {
+	s += strspn(s, " \t\n+-");
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/* The saga of the order: *saga_id, or an exit code after a message
+ * (EXIT_USAGE when there is no such order or saga). With no saga store in
+ * the directory nothing is opened: there is no saga. The services must be
+ * open; the engine is opened here when the store exists. */
+static int find_saga(ecom_app *app, const globals *g, const engine_cfg *ec, const char *cmd,
+                     const order_ref *r, int64_t *saga_id)
+{
+	char ref[ECOM_KEY_MAX];
+	const char *key = r->key;
+	char what[ECOM_KEY_MAX + 32];
+	if (r->by_id) {
 		ecom_order_info oi;
-		if (order_get(app->order, oid, &oi) == 0)
-			snprintf(ref, sizeof ref, "%s", oi.ref);
+		int rc = order_get(app->order, r->id, &oi);
+		if (rc == SAGA_ENOTFOUND) {
+			errorf("%s: no order with id %" PRId64, cmd, r->id);
+			return EXIT_USAGE;
+		}
+		if (rc != 0) {
+			errorf("%s: reading order %" PRId64 ": %s", cmd, r->id, saga_strerror(rc));
+			return EXIT_FAIL;
+		}
+		if (!oi.ref[0]) {
+			errorf("%s: order %" PRId64 " has no saga", cmd, r->id);
+			return EXIT_USAGE;
+		}
+		snprintf(ref, sizeof ref, "%s", oi.ref);
+		key = ref;
+		snprintf(what, sizeof what, "order %" PRId64 " (key %s)", r->id, ref);
+	} else {
+		snprintf(what, sizeof what, "key \"%s\"", key);
 	}
-	if (!ref[0])
-		snprintf(ref, sizeof ref, "%s", what);
-	int rc = saga_find(app->engine, saga_id, ref);
+	if (!store_present(app->dir)) {
+		errorf("%s: no saga for %s (no saga store in %s yet)", cmd, what, app->dir);
+		return EXIT_USAGE;
+	}
+	int ex = app_open_engine(app, g, ec, cmd);
+	if (ex != EXIT_OK)
+		return ex;
+	int rc = saga_find(app->engine, saga_id, key);
 	if (rc == SAGA_ENOTFOUND) {
-		errorf("%s: no order or saga \"%s\" (give an order id or its key)", cmd, what);
+		errorf("%s: no saga for %s", cmd, what);
 		return EXIT_USAGE;
 	}
 	if (rc != SAGA_OK) {
@@ -1513,29 +1684,62 @@ static int history_line(const saga_event *ev, void *user)
 	return 0;
 }
 
-static int one_operand(args *a, globals *g, const char **operand, const char *cmd)
+/* The order operand of status and cancel (see order_ref); -1 after a
+ * message. */
+static int order_operand(args *a, globals *g, order_ref *r, const char *cmd)
 {
-	*operand = NULL;
+	memset(r, 0, sizeof *r);
+	int n = 0;
 	while (a->i < a->argc) {
-		int r = global_opt(a, g);
-		if (r < 0)
+		int x = global_opt(a, g);
+		if (x < 0)
 			return -1;
-		if (r)
+		if (x)
 			continue;
 		const char *arg = a->argv[a->i];
-		if (arg[0] == '-' && arg[1] == '-') {
+		if (is_opt(a, "--id")) {
+			const char *v = opt_value(a, "--id");
+			if (!v)
+				return -1;
+			if (parse_i64(v, 1, INT64_MAX, &r->id) != 0) {
+				errorf("%s: --id \"%s\" is not an order id (digits only)", cmd, v);
+				return -1;
+			}
+			r->by_id = 1;
+			n++;
+			continue;
+		}
+		if (is_opt(a, "--key")) {
+			if (!(r->key = opt_value(a, "--key")))
+				return -1;
+			r->by_id = 0;
+			n++;
+			continue;
+		}
+		if (numeric(arg)) {
+			errorf("%s: \"%s\" could be an order id or a key: say --id N or --key K",
+			       cmd, arg);
+			return -1;
+		}
+		if (arg[0] == '-') {
 			errorf("%s: unknown option \"%s\"", cmd, arg);
 			return -1;
 		}
-		if (*operand) {
-			errorf("%s: one ORDER only (got \"%s\" and \"%s\")", cmd, *operand, arg);
-			return -1;
-		}
-		*operand = arg;
+		r->key = arg;
+		r->by_id = 0;
+		n++;
 		a->i++;
 	}
-	if (!*operand || !**operand) {
-		errorf("%s: which order? (%s ORDER, an order id or its key)", cmd, cmd);
+	if (n == 0) {
+		errorf("%s: which order? (%s --id N, %s --key K)", cmd, cmd, cmd);
+		return -1;
+	}
+	if (n > 1) {
+		errorf("%s: one order only (--id N or --key K, once)", cmd);
+		return -1;
+	}
+	if (!r->by_id && (!*r->key || strlen(r->key) > SAGA_KEY_MAX)) {
+		errorf("%s: a key has 1 to %d bytes", cmd, SAGA_KEY_MAX);
 		return -1;
 	}
 	return 0;
@@ -1543,19 +1747,17 @@ static int one_operand(args *a, globals *g, const char **operand, const char *cm
 
 static int cmd_status(args *a, globals *g)
 {
-	const char *what;
-	if (one_operand(a, g, &what, "status") != 0)
+	order_ref what;
+	if (order_operand(a, g, &what, "status") != 0)
 		return EXIT_USAGE;
 	ecom_app app;
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
 	int ex = app_open_services(&app, "status");
 	engine_cfg ec = { 0, 0, 0, 2 };  /* the history names steps of registered definitions */
-	if (ex == EXIT_OK)
-		ex = app_open_engine(&app, g, &ec, "status");
 	int64_t sid = 0;
 	if (ex == EXIT_OK)
-		ex = find_saga(&app, "status", what, &sid);
+		ex = find_saga(&app, g, &ec, "status", &what, &sid);
 	saga_instance_info in;
 	if (ex == EXIT_OK && saga_get(app.engine, &in, sid) != SAGA_OK) {
 		errorf("status: %s", saga_engine_errmsg(app.engine));
@@ -1584,13 +1786,13 @@ static int cmd_status(args *a, globals *g)
 
 static int cmd_cancel(args *a, globals *g)
 {
-	const char *what = NULL;
+	order_ref ref;
 	ecom_app app;
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
 	char msg[ECOM_MSG_MAX];
-	if (one_operand(a, g, &what, "cancel") != 0) {
+	if (order_operand(a, g, &ref, "cancel") != 0) {
 		app_close(&app);
 		return EXIT_USAGE;
 	}
@@ -1600,15 +1802,22 @@ static int cmd_cancel(args *a, globals *g)
 		return EXIT_USAGE;
 	}
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	int ex = app_open_services(&app, "cancel");
-	engine_cfg ec = { 0, 0, 0, 1 };
+	int ex = data_ready(app.dir, "cancel");
 	if (ex == EXIT_OK)
-		ex = app_open_engine(&app, g, &ec, "cancel");
+		ex = check_policies(&app, g, "cancel");
+	if (ex == EXIT_OK)
+		ex = app_open_services(&app, "cancel");
+	engine_cfg ec = { 0, 0, 0, 1 };
 	int64_t sid = 0;
 	if (ex == EXIT_OK)
-		ex = find_saga(&app, "cancel", what, &sid);
+		ex = find_saga(&app, g, &ec, "cancel", &ref, &sid);
 	if (ex != EXIT_OK)
 		goto out;
+	char what[ECOM_KEY_MAX + 32];
+	if (ref.by_id)
+		snprintf(what, sizeof what, "%" PRId64, ref.id);
+	else
+		snprintf(what, sizeof what, "%s", ref.key);
 	saga_instance_info in;
 	int rc = saga_cancel(app.engine, sid);
 	if (rc == SAGA_ESTATE) {
@@ -1644,6 +1853,98 @@ static int cmd_cancel(args *a, globals *g)
 out:
 	app_close(&app);
 	return ex;
+}
+
+/* ---------------------------------------------------------------------- */
+/* the checker's facts and violations (recover and check)                 */
+/* ---------------------------------------------------------------------- */
+
+typedef struct fact_list {
+	ecom_saga_fact *facts;
+	char (*keys)[SAGA_KEY_MAX + 1];
+	size_t n, cap;
+	int oom;
+} fact_list;
+
+static int collect_fact(const saga_instance_info *in, void *user)
+{
+	fact_list *l = user;
+	if (strcmp(in->definition, ECOM_SAGA_NAME) != 0)
+		return 0;
+	if (l->n == l->cap) {
+		size_t c = l->cap ? l->cap * 2 : 256;
+		ecom_saga_fact *f = realloc(l->facts, c * sizeof *f);
+		if (!f) {
+			l->oom = 1;
+			return 1;
+		}
+		l->facts = f;
+		char (*k)[SAGA_KEY_MAX + 1] = realloc(l->keys, c * sizeof *k);
+		if (!k) {
+			l->oom = 1;
+			return 1;
+		}
+		l->keys = k;
+		l->cap = c;
+	}
+	snprintf(l->keys[l->n], sizeof l->keys[l->n], "%s", in->business_key);
+	l->facts[l->n].state = in->state;
+	l->n++;
+	return 0;
+}
+
+typedef struct violations {
+	int json;     /* 1: into arr; 0: printed on stdout; 2: on stderr (and into arr if any) */
+	cJSON *arr;
+	int64_t n;
+} violations;
+
+static void on_violation(const char *name, const char *detail, void *user)
+{
+	violations *v = user;
+	v->n++;
+	if (v->json == 2) {
+		errorf("recover: violation %s: %s", name, detail);
+		if (!v->arr)
+			return;
+	}
+	if (v->json) {
+		cJSON *e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "name", name);
+		cJSON_AddStringToObject(e, "detail", detail);
+		cJSON_AddItemToArray(v->arr, e);
+	} else {
+		printf("violation %s: %s\n", name, detail);
+	}
+}
+
+/* Runs the checker over the services, with the sagas of the store when
+ * there is one (engine open). Violations go to v. 0, or -1 after a message. */
+static int cross_check(ecom_app *app, int have_store, violations *v)
+{
+	fact_list l = { 0 };
+	int rc = 0;
+	if (have_store &&
+	    (saga_list(app->engine, -1, collect_fact, &l) != SAGA_OK || l.oom)) {
+		errorf("recover: %s", l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
+		rc = -1;
+	}
+	for (size_t i = 0; i < l.n; i++)
+		l.facts[i].business_key = l.keys[i];
+	char err[ECOM_MSG_MAX] = "";
+	if (rc == 0) {
+		int n = ecommerce_check(app->dir, have_store ? (l.facts ? l.facts
+		                                                        : (ecom_saga_fact[1]){ { "", 0 } })
+		                                             : NULL,
+		                        l.n, on_violation, v, err, sizeof err);
+		if (n < 0) {
+			errorf("recover: checking the services: %s", err[0] ? err : saga_strerror(n));
+			rc = -1;
+		}
+	}
+	free(l.facts);
+	free(l.keys);
+	return rc;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1712,20 +2013,29 @@ static int cmd_recover(args *a, globals *g)
 		return EXIT_USAGE;
 	}
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	int ex = app_open_services(&app, "recover");
-	engine_cfg ec = { 0, 0, 0, 1 };
+	int ex = data_ready(app.dir, "recover");
 	if (ex == EXIT_OK)
+		ex = check_policies(&app, g, "recover");
+	if (ex == EXIT_OK)
+		ex = app_open_services(&app, "recover");
+	/* No store: no saga to resume, and none is created; the cross-check
+	 * below still looks at the services. */
+	int have_store = store_present(app.dir);
+	engine_cfg ec = { 0, 0, 0, 1 };
+	if (ex == EXIT_OK && have_store)
 		ex = app_open_engine(&app, g, &ec, "recover");
 	id_list l = { 0 };
 	if (ex != EXIT_OK)
 		goto out;
-	if (saga_list(app.engine, -1, collect_unfinished, &l) != SAGA_OK || l.oom) {
+	if (have_store &&
+	    (saga_list(app.engine, -1, collect_unfinished, &l) != SAGA_OK || l.oom)) {
 		errorf("recover: %s", l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
 		ex = EXIT_FAIL;
 		goto out;
 	}
 	double t = mono_s();
-	int rc = drive(app.engine, none_unfinished, NULL, (uint64_t)timeout_s * 1000u);
+	int rc = have_store ? drive(app.engine, none_unfinished, NULL, (uint64_t)timeout_s * 1000u)
+	                    : SAGA_OK;
 	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
 		errorf("recover: %s", saga_engine_errmsg(app.engine));
 		ex = EXIT_FAIL;
@@ -1748,8 +2058,25 @@ static int cmd_recover(args *a, globals *g)
 			       in.reason ? saga_reason_name(in.reason) : "");
 	}
 	int64_t left = states[SAGA_RUNNING] + states[SAGA_WAITING] + states[SAGA_COMPENSATING];
+	/* The services must agree with the store: work in flight in them that
+	 * no saga will finish (the store deleted, replaced or damaged) is not a
+	 * recovery. Only when nothing is left unfinished (the checker reads an
+	 * unfinished saga as a violation). */
+	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0 };
+	if (!left) {
+		int xr = cross_check(&app, have_store, &v);
+		if (xr < 0) {
+			cJSON_Delete(v.arr);
+			cJSON_Delete(j);
+			cJSON_Delete(arr);
+			ex = EXIT_FAIL;
+			goto out;
+		}
+	}
 	if (j) {
 		cJSON_AddNumberToObject(j, "resumed", (double)l.n);
+		cJSON_AddBoolToObject(j, "services_consistent", v.n == 0);
+		cJSON_AddItemToObject(j, "violations", v.arr ? v.arr : cJSON_CreateArray());
 		cJSON *st = cJSON_AddObjectToObject(j, "states");
 		for (int s = 0; s < SAGA_STATE_COUNT; s++)
 			cJSON_AddNumberToObject(st, saga_state_name((saga_state)s), (double)states[s]);
@@ -1766,7 +2093,11 @@ static int cmd_recover(args *a, globals *g)
 		errorf("recover: %" PRId64 " saga%s still unfinished after %" PRId64
 		       " s (run recover again, or raise --timeout)", left, left == 1 ? "" : "s",
 		       timeout_s);
-	ex = left || states[SAGA_STUCK] ? EXIT_FAIL : EXIT_OK;
+	if (v.n)
+		errorf("recover: the services hold %" PRId64 " inconsistenc%s that no saga will "
+		       "finish (orders in flight with no saga: was the saga store deleted or "
+		       "replaced?); see `check`", v.n, v.n == 1 ? "y" : "ies");
+	ex = left || states[SAGA_STUCK] || v.n ? EXIT_FAIL : EXIT_OK;
 out:
 	free(l.ids);
 	app_close(&app);
@@ -1776,60 +2107,6 @@ out:
 /* ---------------------------------------------------------------------- */
 /* check                                                                  */
 /* ---------------------------------------------------------------------- */
-
-typedef struct fact_list {
-	ecom_saga_fact *facts;
-	char (*keys)[SAGA_KEY_MAX + 1];
-	size_t n, cap;
-	int oom;
-} fact_list;
-
-static int collect_fact(const saga_instance_info *in, void *user)
-{
-	fact_list *l = user;
-	if (strcmp(in->definition, ECOM_SAGA_NAME) != 0)
-		return 0;
-	if (l->n == l->cap) {
-		size_t c = l->cap ? l->cap * 2 : 256;
-		ecom_saga_fact *f = realloc(l->facts, c * sizeof *f);
-		if (!f) {
-			l->oom = 1;
-			return 1;
-		}
-		l->facts = f;
-		char (*k)[SAGA_KEY_MAX + 1] = realloc(l->keys, c * sizeof *k);
-		if (!k) {
-			l->oom = 1;
-			return 1;
-		}
-		l->keys = k;
-		l->cap = c;
-	}
-	snprintf(l->keys[l->n], sizeof l->keys[l->n], "%s", in->business_key);
-	l->facts[l->n].state = in->state;
-	l->n++;
-	return 0;
-}
-
-typedef struct violations {
-	int json;
-	cJSON *arr;
-	int64_t n;
-} violations;
-
-static void on_violation(const char *name, const char *detail, void *user)
-{
-	violations *v = user;
-	v->n++;
-	if (v->json) {
-		cJSON *e = cJSON_CreateObject();
-		cJSON_AddStringToObject(e, "name", name);
-		cJSON_AddStringToObject(e, "detail", detail);
-		cJSON_AddItemToArray(v->arr, e);
-	} else {
-		printf("violation %s: %s\n", name, detail);
-	}
-}
 
 static int cmd_check(args *a, globals *g)
 {
@@ -1842,10 +2119,9 @@ static int cmd_check(args *a, globals *g)
 			return EXIT_USAGE;
 		}
 	}
-	if (!data_present(g->data)) {
-		errorf("check: no data in %s (run `%s --data %s seed` first)", g->data, prog, g->data);
-		return EXIT_USAGE;
-	}
+	int ready = data_ready(g->data, "check");
+	if (ready != EXIT_OK)
+		return ready;
 	ecom_app app;
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
@@ -2069,8 +2345,9 @@ static void usage(FILE *f)
 "          [--key K] [--address TEXT] [--channel email|sms|push] [--total CENTS]\n"
 "          [--wait SECONDS] [FAULTS]\n"
 "  run     [--orders N] [--concurrency K] [--seed S] [--wait SECONDS] [FAULTS]\n"
-"  status  ORDER              (an order id or its key)\n"
-"  cancel  ORDER\n"
+"  status  --id N | --key K   (an order id, or its key; a bare K is a key\n"
+"                              unless it reads as a number: refused)\n"
+"  cancel  --id N | --key K\n"
 "  recover [--timeout SECONDS]\n"
 "  check\n"
 "  report\n"
@@ -2081,14 +2358,16 @@ static void usage(FILE *f)
 "        from ECOMMERCE_FAIL, ECOMMERCE_TRANSIENT, ECOMMERCE_LATENCY,\n"
 "        ECOMMERCE_TIMEOUT, ECOMMERCE_CRASH, ECOMMERCE_FAULT_SEED)\n"
 "\n"
-"--data defaults to ./ecommerce-data. Exit codes: 0 success, 1 a business\n"
-"failure or a violation, 2 bad usage or input (nothing written).\n", prog);
+"Numbers are decimal digits only (no sign, no blank); a value too long for\n"
+"its field is refused, never cut. --data defaults to ./ecommerce-data.\n"
+"Exit codes: 0 success, 1 a business failure or a violation, 2 bad usage or\n"
+"input (checked before anything is opened for writing: nothing written).\n", prog);
 }
 
 int main(int argc, char **argv)
 {
 	globals g = { "./ecommerce-data", NULL, 0 };
-	args a = { argc, argv, 1, "ecommerce" };
+	args a = { argc, argv, 1, NULL };
 	while (a.i < argc && argv[a.i][0] == '-') {
 		if (strcmp(argv[a.i], "-h") == 0 || strcmp(argv[a.i], "--help") == 0) {
 			usage(stdout);

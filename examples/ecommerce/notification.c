@@ -24,12 +24,12 @@ static const char schema[] =
 	" created_at INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS messages_order ON messages(order_id);";
 
-int notification_open(notification_svc **out, const char *dir)
+int notification_open(notification_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(notification_svc), ECOM_NOTIFICATION, dir, schema);
+	int rc = svc_db_new(&s, sizeof(notification_svc), ECOM_NOTIFICATION, dir, schema, msg, msg_size);
 	*out = (notification_svc *)s; /* its first member */
 	return rc;
 }

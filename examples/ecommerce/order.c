@@ -276,12 +276,12 @@ void ecom_order_clear(ecom_order *o)
 
 /* ---- the service ---- */
 
-int order_open(order_svc **out, const char *dir)
+int order_open(order_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(order_svc), ECOM_ORDER, dir, schema);
+	int rc = svc_db_new(&s, sizeof(order_svc), ECOM_ORDER, dir, schema, msg, msg_size);
 	*out = (order_svc *)s; /* its first member */
 	return rc;
 }

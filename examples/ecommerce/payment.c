@@ -36,12 +36,12 @@ static const char schema[] =
 	" amount INTEGER NOT NULL CHECK (amount > 0),"
 	" created_at INTEGER NOT NULL);";
 
-int payment_open(payment_svc **out, const char *dir)
+int payment_open(payment_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(payment_svc), ECOM_PAYMENT, dir, schema);
+	int rc = svc_db_new(&s, sizeof(payment_svc), ECOM_PAYMENT, dir, schema, msg, msg_size);
 	*out = (payment_svc *)s; /* its first member */
 	return rc;
 }

@@ -86,20 +86,21 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 	ecom_account *accounts = calloc((size_t)ncustomers + 1, sizeof *accounts);
 	int rc = products && customers && accounts ? 0 : SAGA_ENOMEM;
 	if (rc == 0)
-		rc = inventory_open(&inv, dir);
+		rc = inventory_open(&inv, dir, msg, msg_size);
 	if (rc == 0)
-		rc = order_open(&ord, dir);
+		rc = order_open(&ord, dir, msg, msg_size);
 	if (rc == 0)
-		rc = payment_open(&pay, dir);
+		rc = payment_open(&pay, dir, msg, msg_size);
 	/* The other two hold nothing yet; opening creates their files, so the
 	 * directory is complete for `check`. */
 	if (rc == 0)
-		rc = shipping_open(&shp, dir);
+		rc = shipping_open(&shp, dir, msg, msg_size);
 	if (rc == 0)
-		rc = notification_open(&ntf, dir);
+		rc = notification_open(&ntf, dir, msg, msg_size);
 	if (rc != 0) {
-		svc_msg(msg, msg_size, "seed: cannot open the services in %s: %s", dir,
-		        saga_strerror(rc));
+		char why[ECOM_MSG_MAX];
+		svc_msg(why, sizeof why, "%s", msg && msg[0] ? msg : saga_strerror(rc));
+		svc_msg(msg, msg_size, "seed: cannot open the services in %s: %s", dir, why);
 		goto out;
 	}
 
@@ -137,7 +138,17 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 		snprintf(accounts[i].customer, sizeof accounts[i].customer, "%s", c->id);
 		accounts[i].credit_limit = c->credit_limit;
 	}
+	/* The products go in first, all or none in one transaction: of two
+	 * seeds racing on one directory (both saw it empty), the second finds
+	 * them there and stops before writing anything. */
 	rc = inventory_add_products(inv, products, (size_t)nproducts, msg, msg_size);
+	if (rc == ECOM_REFUSED) {
+		found = 0;
+		if (inventory_list_products(inv, any_product, &found) == 0 && found) {
+			svc_msg(msg, msg_size, "seed: %s is already seeded (by another seed?)", dir);
+			rc = SAGA_EEXISTS;
+		}
+	}
 	if (rc == 0)
 		rc = order_add_customers(ord, customers, (size_t)ncustomers, msg, msg_size);
 	if (rc == 0)

@@ -3,7 +3,12 @@
  *
  * Each service owns one SQLite file in the data directory (order.db,
  * inventory.db, payment.db, shipping.db, notification.db): WAL mode,
- * synchronous=FULL, file mode 0600. Every operation
+ * synchronous=FULL, file mode 0600. A missing file is born whole (built by
+ * SQLite under a temporary name, then linked into place); nothing but
+ * SQLite opens or closes a database file or its -wal/-shm, since closing
+ * any descriptor of a file drops every fcntl lock the process holds on it.
+ * The *_open functions put in msg (may be NULL) the file and the cause of
+ * a failure. Every operation
  *  - is idempotent, keyed by the saga step's idempotency key;
  *  - runs in ONE transaction (BEGIN IMMEDIATE ... COMMIT) that also holds the
  *    libsaga participant guard (saga_guard_action / saga_guard_compensation),
@@ -223,7 +228,7 @@ int ecom_order_validate(const ecom_order *order, int customer_known,
 
 typedef struct order_svc order_svc;
 
-int order_open(order_svc **out, const char *dir);
+int order_open(order_svc **out, const char *dir, char *msg, size_t msg_size);
 void order_close(order_svc *svc);
 /* Borrowed: must outlive the service or be reset to NULL. */
 void order_set_faults(order_svc *svc, ecom_faults *faults);
@@ -297,7 +302,7 @@ typedef struct ecom_product {
 
 typedef struct inventory_svc inventory_svc;
 
-int inventory_open(inventory_svc **out, const char *dir);
+int inventory_open(inventory_svc **out, const char *dir, char *msg, size_t msg_size);
 void inventory_close(inventory_svc *svc);
 void inventory_set_faults(inventory_svc *svc, ecom_faults *faults);
 
@@ -350,7 +355,7 @@ typedef struct ecom_charge {
 
 typedef struct payment_svc payment_svc;
 
-int payment_open(payment_svc **out, const char *dir);
+int payment_open(payment_svc **out, const char *dir, char *msg, size_t msg_size);
 void payment_close(payment_svc *svc);
 void payment_set_faults(payment_svc *svc, ecom_faults *faults);
 
@@ -395,7 +400,7 @@ typedef struct ecom_shipment {
 
 typedef struct shipping_svc shipping_svc;
 
-int shipping_open(shipping_svc **out, const char *dir);
+int shipping_open(shipping_svc **out, const char *dir, char *msg, size_t msg_size);
 void shipping_close(shipping_svc *svc);
 void shipping_set_faults(shipping_svc *svc, ecom_faults *faults);
 
@@ -421,7 +426,7 @@ int shipping_get(shipping_svc *svc, int64_t order_id, ecom_shipment *out);
 
 typedef struct notification_svc notification_svc;
 
-int notification_open(notification_svc **out, const char *dir);
+int notification_open(notification_svc **out, const char *dir, char *msg, size_t msg_size);
 void notification_close(notification_svc *svc);
 void notification_set_faults(notification_svc *svc, ecom_faults *faults);
 

@@ -38,12 +38,12 @@ static const struct { const char *carrier, *prefix; } carriers[ECOM_SHIP_COUNT] 
 	{ "DHL", "JD" },      /* INTERNATIONAL */
 };
 
-int shipping_open(shipping_svc **out, const char *dir)
+int shipping_open(shipping_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(shipping_svc), ECOM_SHIPPING, dir, schema);
+	int rc = svc_db_new(&s, sizeof(shipping_svc), ECOM_SHIPPING, dir, schema, msg, msg_size);
 	*out = (shipping_svc *)s; /* its first member */
 	return rc;
 }

@@ -169,41 +169,46 @@ static int run_script(sqlite3 *db, const char *sql)
 	return 0;
 }
 
-/* Creates the file with mode 0600 before SQLite sees it: SQLite gives its
- * -wal and -shm files the mode of the database file. */
-static int create_private(const char *path)
+/* Says why a database could not be opened: the file, SQLite's message and,
+ * when there is one, the system's cause. */
+static void open_msg(char *msg, size_t msg_size, const char *path, const char *what,
+                     sqlite3 *db, int rc)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
-	int rc = fchmod(fd, 0600) == 0 ? 0 : SAGA_EIO;
-	close(fd);
+	int sys = db ? sqlite3_system_errno(db) : 0;
+	svc_msg(msg, msg_size, "%s: %s: %s%s%s", path, what,
+	        db ? sqlite3_errmsg(db) : saga_strerror(rc), sys ? ": " : "",
+	        sys ? strerror(sys) : "");
+}
+
+/* Applies the schema version 1 (`schema` and the guard's table) in one
+ * transaction, unless the file has it. */
+static int apply_schema(svc_db *s, const char *schema)
+{
+	int64_t version = 0;
+	int rc = svc_int(s, &version, "PRAGMA user_version", NULL);
+	if (rc == 0 && version > SVC_SCHEMA_VERSION)
+		return SAGA_EVERSION;
+	if (rc != 0 || version == SVC_SCHEMA_VERSION)
+		return rc;
+	rc = run_script(s->db, "BEGIN IMMEDIATE");
+	if (rc != 0)
+		return rc;
+	rc = run_script(s->db, schema);
+	if (rc == 0)
+		rc = saga_guard_init(s->db);
+	if (rc == 0)
+		rc = run_script(s->db, "PRAGMA user_version=1; COMMIT");
+	if (rc != 0 && !sqlite3_get_autocommit(s->db))
+		run_script(s->db, "ROLLBACK");
 	return rc;
 }
 
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema)
+/* PRAGMA journal_mode=WAL, which answers with a row naming the mode
+ * actually set. */
+static int set_wal(sqlite3 *db)
 {
-	memset(s, 0, sizeof *s);
-	if (!dir || !*dir)
-		return SAGA_EINVAL;
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
-	char path[4096];
-	int n = snprintf(path, sizeof path, "%s/%s.db", dir, ecom_service_name(service));
-	if (n < 0 || (size_t)n >= sizeof path)
-		return SAGA_EINVAL;
-	int rc = create_private(path);
-	if (rc != 0)
-		return rc;
-
-	rc = svc_map(sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-	                             NULL));
-	if (rc == 0)
-		rc = svc_map(sqlite3_busy_timeout(s->db, 5000));
-	/* journal_mode answers with a row naming the mode actually set. */
 	sqlite3_stmt *st = NULL;
-	if (rc == 0)
-		rc = svc_map(sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
+	int rc = svc_map(sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL));
 	if (rc == 0) {
 		rc = svc_step(st);
 		if (rc == 1) {
@@ -214,29 +219,145 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 		}
 	}
 	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Removes a file that may be left by a crashed creator; 0 if it is gone. */
+static int remove_stale(const char *path, const char *suffix)
+{
+	char p[4200];
+	int n = snprintf(p, sizeof p, "%s%s", path, suffix);
+	if (n < 0 || (size_t)n >= sizeof p)
+		return -1;
+	return unlink(p) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* A new database is born whole: SQLite builds it under a temporary name
+ * (mode 0600 set by path as soon as SQLite has created it, before anything
+ * is written; its -wal and -shm take that mode), with the schema, then
+ * switched to WAL and closed (the close checkpoints, so the file holds
+ * everything); then it is linked into place, which fails if another process was first (its file
+ * is used). Nothing here opens or closes a database file but SQLite: a
+ * descriptor of it closed behind SQLite's back would drop every fcntl lock
+ * this process holds on the file. */
+static int create_db(svc_db *s, const char *dir, const char *path, const char *schema,
+                     char *msg, size_t msg_size)
+{
+	static unsigned counter;
+	char tmp[4200];
+	int n = snprintf(tmp, sizeof tmp, "%s.new-%ld-%u", path, (long)getpid(),
+	                 __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED));
+	if (n < 0 || (size_t)n >= sizeof tmp) {
+		svc_msg(msg, msg_size, "%s: path too long", path);
+		return SAGA_EINVAL;
+	}
+	if (remove_stale(tmp, "") != 0 || remove_stale(tmp, "-journal") != 0 ||
+	    remove_stale(tmp, "-wal") != 0 || remove_stale(tmp, "-shm") != 0) {
+		svc_msg(msg, msg_size, "%s: cannot remove a stale file: %s", tmp, strerror(errno));
+		return SAGA_EIO;
+	}
+	svc_db t = { .service = s->service };
+	int rc = svc_map(sqlite3_open_v2(tmp, &t.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                                 NULL));
+	if (rc != 0) {
+		open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
+	} else if (chmod(tmp, 0600) != 0) {
+		svc_msg(msg, msg_size, "%s: chmod 0600: %s", tmp, strerror(errno));
+		rc = SAGA_EIO;
+	} else {
+		rc = run_script(t.db, "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;");
+		if (rc == 0)
+			rc = apply_schema(&t, schema);
+		/* WAL is recorded in the file, so no opener of the final file has to
+		 * switch modes (which needs an exclusive lock, and two openers
+		 * racing to take it get "database is locked"). The close below
+		 * checkpoints: the file alone holds everything. */
+		if (rc == 0)
+			rc = set_wal(t.db);
+		if (rc != 0)
+			open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
+	}
+	int crc = svc_map(sqlite3_close(t.db));
+	if (rc == 0 && crc != 0) {
+		svc_msg(msg, msg_size, "%s: cannot close: %s", tmp, saga_strerror(crc));
+		rc = crc;
+	}
+	if (rc == 0 && link(tmp, path) != 0 && errno != EEXIST) {
+		svc_msg(msg, msg_size, "%s: cannot link %s into place: %s", path, tmp,
+		        strerror(errno));
+		rc = SAGA_EIO;
+	}
+	remove_stale(tmp, "-journal");
+	remove_stale(tmp, "-wal");
+	remove_stale(tmp, "-shm");
+	if (unlink(tmp) != 0 && errno != ENOENT && rc == 0) {
+		svc_msg(msg, msg_size, "%s: cannot remove: %s", tmp, strerror(errno));
+		rc = SAGA_EIO;
+	}
+	if (rc == 0) {  /* the new name is durable before anything relies on it */
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0) {
+			svc_msg(msg, msg_size, "%s: cannot sync the directory: %s", dir,
+			        strerror(errno));
+			rc = SAGA_EIO;
+		}
+		if (dfd >= 0)
+			close(dfd);
+	}
+	return rc;
+}
+
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
+                char *msg, size_t msg_size)
+{
+	svc_msg(msg, msg_size, "%s", "");
+	memset(s, 0, sizeof *s);
+	s->service = service;
+	if (!dir || !*dir) {
+		svc_msg(msg, msg_size, "%s: no data directory", ecom_service_name(service));
+		return SAGA_EINVAL;
+	}
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		svc_msg(msg, msg_size, "%s: cannot create the directory: %s", dir, strerror(errno));
+		return errno == ENOENT || errno == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
+	}
+	char path[4096];
+	int n = snprintf(path, sizeof path, "%s/%s.db", dir, ecom_service_name(service));
+	if (n < 0 || (size_t)n >= sizeof path) {
+		svc_msg(msg, msg_size, "%s/%s.db: path too long", dir, ecom_service_name(service));
+		return SAGA_EINVAL;
+	}
+	struct stat sb;
+	int rc = 0;
+	if (stat(path, &sb) != 0) {
+		if (errno != ENOENT) {
+			svc_msg(msg, msg_size, "%s: %s", path, strerror(errno));
+			return SAGA_EIO;
+		}
+		rc = create_db(s, dir, path, schema, msg, msg_size);
+		if (rc != 0)
+			return rc;
+	}
+
+	rc = svc_map(sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+	                             NULL));
+	if (rc == 0)
+		rc = svc_map(sqlite3_busy_timeout(s->db, 5000));
+	if (rc == 0)
+		rc = set_wal(s->db);
 	if (rc == 0)
 		rc = run_script(s->db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-	int64_t version = 0;
-	s->service = service;
+	/* A file from before the schema was applied at birth: applied now. */
 	if (rc == 0)
-		rc = svc_int(s, &version, "PRAGMA user_version", NULL);
-	if (rc == 0 && version > SVC_SCHEMA_VERSION)
-		rc = SAGA_EVERSION;
-	if (rc == 0 && version < SVC_SCHEMA_VERSION) {
-		rc = run_script(s->db, "BEGIN IMMEDIATE");
-		if (rc == 0) {
-			rc = run_script(s->db, schema);
-			if (rc == 0)
-				rc = saga_guard_init(s->db);
-			if (rc == 0)
-				rc = run_script(s->db, "PRAGMA user_version=1; COMMIT");
-			if (rc != 0 && !sqlite3_get_autocommit(s->db))
-				run_script(s->db, "ROLLBACK");
-		}
-	}
+		rc = apply_schema(s, schema);
 	if (rc == 0 && pthread_mutex_init(&s->lock, NULL) != 0)
 		rc = SAGA_ENOMEM;
 	if (rc != 0) {
+		if (rc == SAGA_EVERSION)
+			svc_msg(msg, msg_size, "%s: written by a newer version (schema above %d)", path,
+			        SVC_SCHEMA_VERSION);
+		else
+			open_msg(msg, msg_size, path, "cannot open", s->db, rc);
 		sqlite3_close(s->db);
 		s->db = NULL;
 	}
@@ -253,13 +374,16 @@ void svc_db_close(svc_db *s)
 }
 
 int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema)
+               const char *schema, char *msg, size_t msg_size)
 {
 	*out = NULL;
+	svc_msg(msg, msg_size, "%s", "");
 	svc_db *s = calloc(1, size);
-	if (!s)
+	if (!s) {
+		svc_msg(msg, msg_size, "%s: out of memory", ecom_service_name(service));
 		return SAGA_ENOMEM;
-	int rc = svc_db_open(s, service, dir, schema);
+	}
+	int rc = svc_db_open(s, service, dir, schema, msg, msg_size);
 	if (rc != 0) {
 		free(s);
 		return rc;
@@ -286,25 +410,25 @@ void svc_unlock(svc_db *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size)
-{
-	svc_msg(msg, msg_size, "%s", "");
-	return ecom_faults_enter(s->faults, s->service, op, msg, msg_size);
-}
-
 int svc_guard_begin(svc_db *s, const char *op,
                     int (*guard)(struct sqlite3 *, const char *, saga_guard_verdict *),
                     const char *key, saga_guard_verdict *verdict, char *msg, size_t msg_size)
 {
-	int rc = svc_inject(s, op, msg, msg_size);
-	if (rc != ECOM_OK)
-		return rc;
-	rc = svc_begin(s, msg, msg_size);
+	svc_msg(msg, msg_size, "%s", "");
+	/* Drawn (and slept) outside the transaction, answered only after the
+	 * guard: a key already recorded answers as recorded, so a replay after
+	 * a crash just after COMMIT sees the effect, never an injected failure. */
+	int injected = ecom_faults_draw(s->faults, s->service, op);
+	int rc = svc_begin(s, msg, msg_size);
 	if (rc != 0)
 		return rc;
 	rc = guard(s->db, key, verdict);
 	if (rc != 0)
 		return svc_fail(s, rc, msg, msg_size);
+	int new_key = *verdict == SAGA_GUARD_PROCEED || *verdict == SAGA_GUARD_EMPTY;
+	if (new_key && injected != ECOM_OK)
+		return svc_rollback(s, ecom_faults_give(s->faults, s->service, op, injected, msg,
+		                                        msg_size));
 	return 0;
 }
 

@@ -20,17 +20,22 @@ typedef struct svc_db {
 	pthread_mutex_t lock;     /* one operation at a time on the connection */
 } svc_db;
 
-/* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (created with
- * mode 0600; WAL, synchronous=FULL, foreign keys, busy timeout 5 s) and
- * applies `schema` (several statements) and the guard's table once. */
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema);
+/* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (WAL,
+ * synchronous=FULL, foreign keys, busy timeout 5 s) with `schema` (several
+ * statements) and the guard's table. A missing file is born whole: SQLite
+ * builds it with the schema under a temporary name, mode 0600, and it is
+ * linked into place (a concurrent creator's file wins). Only SQLite ever
+ * opens or closes the database file and its -wal/-shm. On failure msg (may
+ * be NULL) names the file and the cause. */
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
+                char *msg, size_t msg_size);
 void svc_db_close(svc_db *s);
 
 /* A service's handle: `size` zeroed bytes whose first member is its svc_db,
  * opened with svc_db_open. *out is NULL on failure. svc_db_delete closes and
  * frees it (NULL is ignored). */
 int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema);
+               const char *schema, char *msg, size_t msg_size);
 void svc_db_delete(svc_db *s);
 
 /* Wall clock, ms since the epoch. */
@@ -39,10 +44,6 @@ uint64_t svc_now_ms(void);
 /* Writes a formatted message (never fails; NULL buffer ignored). */
 void svc_msg(char *msg, size_t size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-
-/* Failure injection for operation `op` of this service, before anything is
- * written: ECOM_OK, ECOM_REFUSED or ECOM_TRANSIENT (message set); may sleep. */
-int svc_inject(svc_db *s, const char *op, char *msg, size_t msg_size);
 
 /* Takes the service's lock and BEGIN IMMEDIATE. On failure the lock is
  * released and msg says why. */
@@ -57,9 +58,12 @@ int svc_rollback(svc_db *s, int rc);
 /* For a store error in the middle of a transaction: puts the SQLite message
  * in msg, rolls back and returns rc. */
 int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size);
-/* An operation under the participant guard: failure injection for `op`,
- * BEGIN IMMEDIATE, then `guard` (saga_guard_action, or
- * saga_guard_compensation with the compensated action's key) on `key`.
+/* An operation under the participant guard: the failure injector's draw
+ * for `op` (its latency slept before any lock is taken), BEGIN IMMEDIATE,
+ * then `guard` (saga_guard_action, or saga_guard_compensation with the
+ * compensated action's key) on `key`. An injected failure is answered only
+ * for a key the guard has not recorded (PROCEED, EMPTY): a replay of a
+ * recorded key (DONE, REFUSED) answers as recorded whatever is injected.
  * Returns 0 with the transaction open and *verdict set; otherwise the
  * operation's answer (an injected failure or a store error, msg set) with
  * the transaction closed. */

@@ -8,6 +8,8 @@
  *  - the answer is 0, SAGA_ECONFIG, SAGA_EINVAL or SAGA_ENOMEM;
  *  - on error the definition is unchanged ("checked before anything
  *    changes"), and err->key / err->message are terminated strings;
+ *  - a NUL byte anywhere but as the last byte (a counted terminator) is
+ *    refused: nothing after it is dropped silently;
  *  - a document accepted without an engine, applied again to its result,
  *    is accepted and changes nothing (applying is idempotent).
  * A successful apply with an engine creates breakers, which would make the
@@ -196,6 +198,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&err, 0x5a, sizeof(err));
 	rc = saga_policies_apply(NULL, def, json, size, &err);
 	check_error(rc, &err);
+	/* No byte is dropped silently: a NUL anywhere but as the counted
+	 * terminator (the last byte) refuses the document. */
+	const char *nul = size > 0 ? memchr(json, '\0', size) : NULL;
+	FUZZ_ASSERT(nul == NULL || nul == json + size - 1 || rc != 0,
+	            "a document with a NUL byte before its end was accepted");
 	if (rc != 0) {
 		FUZZ_ASSERT(same_policies(def, before), "a refused document changed the definition");
 	} else {
