@@ -447,21 +447,30 @@ typedef enum saga_durability {
 	SAGA_DURABILITY_NORMAL = 1  /* synchronous=NORMAL: survives a process crash */
 } saga_durability;
 
+/* The ranges of the numeric options. A value outside its range is refused
+ * by saga_engine_open (SAGA_EINVAL, the message names the option), never
+ * clamped. */
+#define SAGA_WORKERS_MAX 256u
+#define SAGA_MAX_IN_FLIGHT_MAX 1024u
+#define SAGA_BUSY_TIMEOUT_MAX 2147483647u /* INT32_MAX ms, about 24.8 days */
+
 typedef struct saga_options {
 	unsigned int version;        /* SAGA_OPTIONS_VERSION */
 	const char *path;            /* the store file; created with mode 0600 */
-	saga_durability durability;
-	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
-	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256 */
-	uint64_t seed;               /* random source for retry jitter; 0 = from the system.
-	                                (instance ids come from the system's entropy, getrandom;
-	                                the seeded source only if that fails) */
+	saga_durability durability;  /* FULL or NORMAL */
+	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads;
+	                                0 .. SAGA_WORKERS_MAX */
+	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256;
+	                                1 .. SAGA_MAX_IN_FLIGHT_MAX */
+	uint64_t seed;               /* random source for retry jitter; 0 = from the system;
+	                                any value. (instance ids come from the system's entropy,
+	                                getrandom; the seeded source only if that fails) */
 	saga_allocator allocator;    /* all NULL = malloc/realloc/free */
 	saga_log_fn log;             /* NULL = no logging */
 	void *log_user;
-	saga_log_level log_level;
+	saga_log_level log_level;    /* SAGA_LOG_DEBUG .. SAGA_LOG_ERROR */
 	saga_clock clock;            /* all NULL = system clocks */
-	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000 */
+	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000; 1 .. SAGA_BUSY_TIMEOUT_MAX */
 } saga_options;
 
 #define SAGA_OPTIONS_VERSION 1
@@ -474,7 +483,9 @@ typedef struct saga_options {
  * a second engine on the same file, in this process or another, gets
  * SAGA_EBUSY, so no instance is ever advanced by two engines. Unfinished instances are resumed once their definitions are
  * registered and the engine runs. On failure *out is NULL; `errmsg` (may be
- * NULL) receives a message of at most errmsg_size bytes.
+ * NULL) receives a message of at most errmsg_size bytes. Options are checked
+ * before any file is created or opened: an option out of its range gives
+ * SAGA_EINVAL with a message naming it.
  * Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT, SAGA_EVERSION,
  * SAGA_EIO, SAGA_EFULL, SAGA_EBUSY. */
 SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -173,6 +174,20 @@ static void logf_(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
 static uint64_t now_wall(saga_engine *e)
 {
 	return e->clock.wall_ms(e->clock.user);
+}
+
+/* The latest time the store can hold (its columns are SQLite's signed
+ * 64-bit integers): a time past it means "never". */
+#define TIME_END ((uint64_t)INT64_MAX)
+
+/* t + d, saturated at TIME_END: a huge timeout, delay or deadline (the
+ * policies take any uint64_t) is far in the future, never wrapped into the
+ * past. */
+static uint64_t time_add(uint64_t t, uint64_t d)
+{
+	if (t >= TIME_END || d >= TIME_END - t)
+		return TIME_END;
+	return t + d;
 }
 
 const char *saga_engine_errmsg(const saga_engine *e)
@@ -717,8 +732,8 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 		uint64_t delay = 0;
 		uint64_t elapsed = now > r->step_since ? now - r->step_since : 0;
 		if (saga_retry_next(&delay, p, r->attempt, elapsed, r->prev_delay, &e->rng) == 1) {
-			r->prev_delay = delay;
-			return park(e, in, now + delay);
+			r->prev_delay = delay < TIME_END ? delay : TIME_END; /* stored */
+			return park(e, in, time_add(now, delay));
 		}
 		if (r->phase == SAGA_PHASE_COMPENSATION || sd->kind == SAGA_STEP_RETRIABLE)
 			return end_as(e, in, SAGA_STUCK, "stuck: the retry policy is exhausted");
@@ -808,7 +823,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 					if ((rc = record(e, in, SAGA_EVENT_BREAKER_REFUSED, r->step, r->phase,
 					                 r->attempt, SAGA_OUTCOME_NONE, msg)))
 						return rc;
-					return park(e, in, now + (after ? after : 10));
+					return park(e, in, time_add(now, after ? after : 10));
 				}
 				if (brc == SAGA_OK) {
 					in->breaker = b;
@@ -831,7 +846,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 		r->inflight = true;
 		in->fresh_start = true;
 		uint64_t t = saga_def_timeout(d, (size_t)r->step, (saga_phase)r->phase);
-		r->attempt_deadline = t ? now + t : 0;
+		r->attempt_deadline = t ? time_add(now, t) : 0;
 		if (r->phase == SAGA_PHASE_ACTION && r->step >= r->fwd_started)
 			r->fwd_started = r->step + 1;
 		r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
@@ -942,7 +957,8 @@ static int fill(saga_engine *e)
 	if (e->ready_len == 0 && e->nloaded < e->max_in_flight &&
 	    (e->next_timer == 0 || e->next_timer <= now)) {
 		size_t before = e->ready_len;
-		int room = (int)(e->max_in_flight - e->nloaded + e->nquarantine);
+		size_t want = e->max_in_flight - e->nloaded + e->nquarantine;
+		int room = want < INT_MAX ? (int)want : INT_MAX;
 		if ((rc = store_scan_due(e->store, now, room, queue_id, e)))
 			return store_err(e, rc);
 		if (e->ready_len - before < (size_t)room) {
@@ -1191,7 +1207,7 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	int rc = SAGA_OK;
 	if (first)
 		rc = ss ? round_with_starts(e, &w) : process_round(e);
-	inst *batch[1024];
+	inst *batch[SAGA_MAX_IN_FLIGHT_MAX];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
 		if (e->loaded[i]->stage == ST_INVOKE) {
@@ -1455,15 +1471,58 @@ static void make_uid(saga_engine *e, char out[SAGA_UID_LEN + 1])
 	out[SAGA_UID_LEN] = '\0';
 }
 
-int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
+/* Checks every option against its documented range (saga.h), before
+ * anything is allocated or any file is touched. */
+static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 {
-	if (!out || !o || !o->path || !*o->path || o->version != SAGA_OPTIONS_VERSION) {
-		saga_fmt(errmsg, errsize, "invalid options (path and version are required)");
-		if (out)
-			*out = NULL;
+	if (!o->path || !*o->path) {
+		saga_fmt(errmsg, errsize, "invalid options: path is required");
 		return SAGA_EINVAL;
 	}
-	*out = NULL;
+	if (o->version != SAGA_OPTIONS_VERSION) {
+		saga_fmt(errmsg, errsize, "invalid options: version is %u, not SAGA_OPTIONS_VERSION (%u)",
+		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
+		return SAGA_EINVAL;
+	}
+	if (o->durability != SAGA_DURABILITY_FULL && o->durability != SAGA_DURABILITY_NORMAL) {
+		saga_fmt(errmsg, errsize, "invalid options: durability %d is neither FULL nor NORMAL",
+		         (int)o->durability);
+		return SAGA_EINVAL;
+	}
+	if (o->workers > SAGA_WORKERS_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: workers is %u, at most %u", o->workers,
+		         (unsigned)SAGA_WORKERS_MAX);
+		return SAGA_EINVAL;
+	}
+	if (o->max_in_flight > SAGA_MAX_IN_FLIGHT_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: max_in_flight is %u, at most %u (0 = 256)",
+		         o->max_in_flight, (unsigned)SAGA_MAX_IN_FLIGHT_MAX);
+		return SAGA_EINVAL;
+	}
+	if ((int)o->log_level < SAGA_LOG_DEBUG || (int)o->log_level > SAGA_LOG_ERROR) {
+		saga_fmt(errmsg, errsize, "invalid options: log_level %d is not DEBUG..ERROR",
+		         (int)o->log_level);
+		return SAGA_EINVAL;
+	}
+	if (o->busy_timeout_ms > SAGA_BUSY_TIMEOUT_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: busy_timeout_ms is %lu, at most %lu (0 = 5000)",
+		         (unsigned long)o->busy_timeout_ms, (unsigned long)SAGA_BUSY_TIMEOUT_MAX);
+		return SAGA_EINVAL;
+	}
+	return SAGA_OK;
+}
+
+int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !o) {
+		saga_fmt(errmsg, errsize, "invalid arguments: out and options are required");
+		return SAGA_EINVAL;
+	}
+	int rc = check_options(o, errmsg, errsize);
+	if (rc)
+		return rc;
 	saga_alloc a = saga_default_alloc;
 	if (o->allocator.malloc_fn || o->allocator.realloc_fn || o->allocator.free_fn) {
 		if (!o->allocator.malloc_fn || !o->allocator.realloc_fn || !o->allocator.free_fn) {
@@ -1486,11 +1545,8 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->log_user = o->log_user;
 	e->log_level = o->log_level;
 	e->max_in_flight = o->max_in_flight ? o->max_in_flight : 256;
-	if (e->max_in_flight > 1024)
-		e->max_in_flight = 1024;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
-	int rc;
 	bool mu = false, c1 = false, c2 = false, c3 = false, c4 = false;
 	if (pthread_mutex_init(&e->mu, NULL) != 0 || !(mu = true) ||
 	    pthread_cond_init(&e->wake, NULL) != 0 || !(c1 = true) ||
@@ -1667,7 +1723,7 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	r->state = SAGA_RUNNING;
 	r->phase = SAGA_PHASE_ACTION;
 	r->due_at = now;
-	r->deadline_at = rd->def->deadline_ms ? now + rd->def->deadline_ms : 0;
+	r->deadline_at = rd->def->deadline_ms ? time_add(now, rd->def->deadline_ms) : 0;
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
 	if ((rc = ensure_txn(e)) == SAGA_OK) {
