@@ -1355,9 +1355,46 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Waits on `cv` until `ms` of the system's monotonic clock have passed or
+ * `until_stop` and the engine is stopping; other wake-ups are ignored when
+ * until_stop is set. Called with the mutex. */
+static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
+{
+	uint64_t end = saga_sys_mono_ms(NULL) + ms;
+	for (;;) {
+		uint64_t now = saga_sys_mono_ms(NULL);
+		if (now >= end || e->stopping)
+			return;
+		uint64_t left = end - now;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)(left % 1000) * 1000000L;
+		ts.tv_sec += (time_t)(left / 1000) + ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+		if (!until_stop)
+			return;
+	}
+}
+
+/* The driver's wait after its n-th failed round in a row (n >= 1):
+ * ROUND_BACKOFF_FIRST_MS doubled each time, at most ROUND_BACKOFF_MAX_MS. */
+#define ROUND_BACKOFF_FIRST_MS 100u
+#define ROUND_BACKOFF_MAX_MS 5000u
+
+static uint64_t round_backoff(uint64_t failures)
+{
+	uint64_t ms = ROUND_BACKOFF_FIRST_MS;
+	for (uint64_t i = 1; i < failures && ms < ROUND_BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return ms < ROUND_BACKOFF_MAX_MS ? ms : ROUND_BACKOFF_MAX_MS;
+}
+
 static void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
+	uint64_t failures = 0; /* failed rounds in a row */
+	int last_rc = SAGA_OK;
 	pthread_mutex_lock(&e->mu);
 	e->driver_tid = pthread_self();
 	e->driver_running = true;
@@ -1365,9 +1402,24 @@ static void *driver_main(void *arg)
 		struct start_wait *q = e->start_queue;
 		e->start_queue = e->start_tail = NULL;
 		int rc = q ? round_with_starts(e, q) : process_round(e);
+		/* A failing store (a full disk) fails every round: the change of
+		 * state is logged, not each round. */
 		if (rc) {
-			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", saga_engine_errmsg(e));
+			failures++;
+			if (failures == 1)
+				logf_(e, SAGA_LOG_ERROR,
+				      "engine rounds failing: %s (retrying after %u ms, backing off to "
+				      "%u ms while they fail)", saga_engine_errmsg(e),
+				      ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+			else if (rc != last_rc)
+				logf_(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
+				      saga_engine_errmsg(e));
+		} else if (failures) {
+			logf_(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
+			      (unsigned long long)failures);
+			failures = 0;
 		}
+		last_rc = rc;
 		if (has_stage(e, ST_INVOKE))
 			pthread_cond_broadcast(&e->work_cv);
 		bool busy = has_stage(e, ST_RESULT) || e->start_queue ||
@@ -1378,20 +1430,21 @@ static void *driver_main(void *arg)
 			pthread_cond_broadcast(&e->idle_cv);
 		unlock_and_deliver(e);
 		pthread_mutex_lock(&e->mu);
+		if (rc) {
+			/* Back off whatever is waiting (answers, starts, timers):
+			 * retrying at once fails again at once. Only close wakes it. */
+			driver_sleep(e, round_backoff(failures), true);
+			continue;
+		}
 		if (busy || e->stopping || has_stage(e, ST_RESULT) || e->start_queue)
 			continue;
 		/* Sleep until a timer is due, work arrives, or a short while
 		 * passes (an injected clock does not wake a condition variable). */
-		uint64_t wait_ms = rc ? 100 : 50;
+		uint64_t wait_ms = 50;
 		uint64_t now = now_wall(e);
 		if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < wait_ms)
 			wait_ms = e->next_timer - now;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		ts.tv_sec += (time_t)(wait_ms / 1000) + ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+		driver_sleep(e, wait_ms, false);
 	}
 	/* Starts queued while the engine was closing are refused. */
 	if (e->start_queue) {
