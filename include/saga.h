@@ -345,7 +345,8 @@ SAGA_API const struct cJSON *saga_step_context(const saga_step_ctx *ctx);
 /* Writes `value` under `key` into the saga context when the step answers OK
  * (discarded otherwise). Takes ownership of `value`, also on failure. */
 SAGA_API int saga_step_put(saga_step_ctx *ctx, const char *key, struct cJSON *value);
-/* Wall-clock ms by which this attempt must finish; 0 = no timeout. */
+/* Wall-clock ms by which this attempt must finish: the time this callback
+ * was invoked plus the step's timeout; 0 = no timeout. */
 SAGA_API uint64_t saga_step_deadline(const saga_step_ctx *ctx);
 /* A short reason for a FAIL or RETRY, kept in the history (copied). */
 SAGA_API void saga_step_set_error(saga_step_ctx *ctx, const char *message);

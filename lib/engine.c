@@ -48,7 +48,8 @@ typedef struct inst {
 	saga_step_result res;
 	cJSON *puts;
 	char err[256];
-	uint64_t wall_end;
+	uint64_t wall_start;    /* when the callback was invoked: its timeout counts from here */
+	uint64_t wall_end;      /* when it returned */
 	saga_breaker *breaker;
 	saga_breaker_permit permit;
 	bool has_permit;
@@ -130,6 +131,7 @@ struct saga_step_ctx {
 	char action_key[SAGA_UID_LEN + SAGA_NAME_MAX + 24];
 	cJSON *puts;
 	char err[256];
+	uint64_t deadline;      /* invocation + the step's timeout; 0 = none */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -845,8 +847,10 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 		r->attempt++;
 		r->inflight = true;
 		in->fresh_start = true;
-		uint64_t t = saga_def_timeout(d, (size_t)r->step, (saga_phase)r->phase);
-		r->attempt_deadline = t ? time_add(now, t) : 0;
+		/* The timeout counts from the invocation (invoke()), not from
+		 * here: the attempt may wait for a worker or for the callbacks
+		 * before it in the round. Its deadline is stored with its answer. */
+		r->attempt_deadline = 0;
 		if (r->phase == SAGA_PHASE_ACTION && r->step >= r->fwd_started)
 			r->fwd_started = r->step + 1;
 		r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
@@ -859,10 +863,21 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 	}
 }
 
-/* Turns an invocation's answer into an outcome (late answers time out). */
+/* The deadline of an attempt invoked at `invoked`; 0 = no timeout. */
+static uint64_t attempt_deadline(const inst *in, uint64_t invoked)
+{
+	uint64_t t = saga_def_timeout(in->rd->def, (size_t)in->row.step,
+	                              (saga_phase)in->row.phase);
+	return t ? time_add(invoked, t) : 0;
+}
+
+/* Turns an invocation's answer into an outcome (late answers time out). The
+ * attempt's deadline counts from the invocation; written with the answer,
+ * it is what a PENDING step waits for, also after a restart. */
 static int apply_result(saga_engine *e, inst *in)
 {
 	saga_row *r = &in->row;
+	r->attempt_deadline = attempt_deadline(in, in->wall_start);
 	saga_outcome oc;
 	switch (in->res) {
 	case SAGA_STEP_OK: oc = SAGA_OUTCOME_OK; break;
@@ -874,16 +889,6 @@ static int apply_result(saga_engine *e, inst *in)
 		saga_fmt(in->err, sizeof(in->err), "callback returned an invalid result %d",
 		         (int)in->res);
 		break;
-	}
-	if (in->has_permit) {
-		/* A breaker watches the health of a service: a definite answer (OK,
-		 * FAIL: a business refusal, PENDING) shows it working; RETRY and
-		 * a late answer show it failing. */
-		bool late = r->attempt_deadline && in->wall_end > r->attempt_deadline;
-		saga_breaker_record(in->breaker, &in->permit,
-		                    oc != SAGA_OUTCOME_RETRY && !late ? SAGA_CALL_SUCCESS
-		                                                      : SAGA_CALL_FAILURE);
-		in->has_permit = false;
 	}
 	int rc;
 	if (r->attempt_deadline && in->wall_end > r->attempt_deadline) {
@@ -1120,8 +1125,26 @@ static void invoke(saga_engine *e, inst *in)
 	key_join(c.key, sizeof(c.key), r->uid, sd->name, phase_word(r->phase));
 	key_join(c.action_key, sizeof(c.action_key), r->uid, sd->name, "action");
 	saga_step_fn fn = r->phase == SAGA_PHASE_ACTION ? sd->action : sd->compensation;
+	/* The attempt's clocks start now, however long it waited to run: its
+	 * timeout, and the call's duration for its breaker (slow calls). */
+	in->wall_start = now_wall(e);
+	c.deadline = attempt_deadline(in, in->wall_start);
+	if (in->has_permit)
+		in->permit.started_ms = e->clock.mono_ms(e->clock.user);
 	in->res = fn(&c, sd->user);
 	in->wall_end = now_wall(e);
+	if (in->has_permit) {
+		/* The breaker learns of the call as it ends, so the call's own
+		 * duration decides a slow call, not the wait for the round that
+		 * records the answer. It watches the health of a service: a
+		 * definite answer (OK, FAIL: a business refusal, PENDING) shows it
+		 * working; RETRY and an answer after the timeout show it failing. */
+		bool late = c.deadline && in->wall_end > c.deadline;
+		saga_breaker_record(in->breaker, &in->permit,
+		                    in->res != SAGA_STEP_RETRY && !late ? SAGA_CALL_SUCCESS
+		                                                        : SAGA_CALL_FAILURE);
+		in->has_permit = false;
+	}
 	in->puts = c.puts;
 	memcpy(in->err, c.err, sizeof(in->err));
 }
@@ -2460,7 +2483,7 @@ int saga_step_put(saga_step_ctx *c, const char *key, cJSON *value)
 
 uint64_t saga_step_deadline(const saga_step_ctx *c)
 {
-	return c ? c->in->row.attempt_deadline : 0;
+	return c ? c->deadline : 0;
 }
 
 void saga_step_set_error(saga_step_ctx *c, const char *message)
