@@ -89,7 +89,7 @@ struct saga_engine {
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
 	pthread_t driver_tid;
 	bool driver_running;
-	reg_def *defs;
+	reg_def **defs;           /* each apart: loaded instances point to theirs */
 	size_t ndefs;
 	breaker_entry *breakers;
 	listener *listeners;
@@ -216,12 +216,12 @@ static const reg_def *find_def(saga_engine *e, const char *name, int version)
 {
 	const reg_def *best = NULL;
 	for (size_t i = 0; i < e->ndefs; i++) {
-		const saga_definition *d = e->defs[i].def;
+		const saga_definition *d = e->defs[i]->def;
 		if (strcmp(d->name, name) != 0)
 			continue;
 		if (version > 0 ? d->version == version
 		                : (!best || d->version > best->def->version))
-			best = &e->defs[i];
+			best = e->defs[i];
 	}
 	return best;
 }
@@ -254,21 +254,24 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 		                          : store_err(e, rc);
 		goto out;
 	}
-	reg_def *defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
+	/* The array moves as it grows; the reg_def it points to does not. */
+	reg_def **defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
 	if (!defs) {
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;
 	}
 	e->defs = defs;
-	reg_def rd = { NULL, NULL };
-	if ((rc = saga_definition_clone(&rd.def, def, &e->alloc)) ||
-	    !(rd.names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
-		saga_definition_free(rd.def);
+	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
+	if (!rd || (rc = saga_definition_clone(&rd->def, def, &e->alloc)) ||
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
+		if (rd)
+			saga_definition_free(rd->def);
+		saga_free(&e->alloc, rd);
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < def->nsteps; i++)
-		rd.names[i] = rd.def->steps[i].name;
+		rd->names[i] = rd->def->steps[i].name;
 	e->defs[e->ndefs++] = rd;
 	/* Instances of this definition parked in the store may now run. */
 	e->recovered = false;
@@ -1714,8 +1717,9 @@ void saga_engine_close(saga_engine *e)
 	drop_events(e);
 	saga_free(&e->alloc, e->events);
 	for (size_t i = 0; i < e->ndefs; i++) {
-		saga_definition_free(e->defs[i].def);
-		saga_free(&e->alloc, e->defs[i].names);
+		saga_definition_free(e->defs[i]->def);
+		saga_free(&e->alloc, e->defs[i]->names);
+		saga_free(&e->alloc, e->defs[i]);
 	}
 	saga_free(&e->alloc, e->defs);
 	while (e->breakers) {
