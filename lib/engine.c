@@ -1381,7 +1381,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-/* Waits on `cv` until `ms` of the system's monotonic clock have passed or
+/* Waits on e->wake until `ms` of the system's monotonic clock have passed or
  * `until_stop` and the engine is stopping; other wake-ups are ignored when
  * until_stop is set. Called with the mutex. */
 static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
