@@ -347,7 +347,8 @@ SAGA_API const struct cJSON *saga_step_context(const saga_step_ctx *ctx);
 /* Writes `value` under `key` into the saga context when the step answers OK
  * (discarded otherwise). Takes ownership of `value`, also on failure. */
 SAGA_API int saga_step_put(saga_step_ctx *ctx, const char *key, struct cJSON *value);
-/* Wall-clock ms by which this attempt must finish; 0 = no timeout. */
+/* Wall-clock ms by which this attempt must finish: the time this callback
+ * was invoked plus the step's timeout; 0 = no timeout. */
 SAGA_API uint64_t saga_step_deadline(const saga_step_ctx *ctx);
 /* A short reason for a FAIL or RETRY, kept in the history (copied). */
 SAGA_API void saga_step_set_error(saga_step_ctx *ctx, const char *message);
@@ -449,21 +450,30 @@ typedef enum saga_durability {
 	SAGA_DURABILITY_NORMAL = 1  /* synchronous=NORMAL: survives a process crash */
 } saga_durability;
 
+/* The ranges of the numeric options. A value outside its range is refused
+ * by saga_engine_open (SAGA_EINVAL, the message names the option), never
+ * clamped. */
+#define SAGA_WORKERS_MAX 256u
+#define SAGA_MAX_IN_FLIGHT_MAX 1024u
+#define SAGA_BUSY_TIMEOUT_MAX 2147483647u /* INT32_MAX ms, about 24.8 days */
+
 typedef struct saga_options {
 	unsigned int version;        /* SAGA_OPTIONS_VERSION */
 	const char *path;            /* the store file, a file name (not a URI); created 0600 */
-	saga_durability durability;
-	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads */
-	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256 */
-	uint64_t seed;               /* random source for retry jitter; 0 = from the system.
-	                                (instance ids come from the system's entropy, getrandom;
-	                                the seeded source only if that fails) */
+	saga_durability durability;  /* FULL or NORMAL */
+	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads;
+	                                0 .. SAGA_WORKERS_MAX */
+	unsigned int max_in_flight;  /* instances advanced at once; 0 = 256;
+	                                1 .. SAGA_MAX_IN_FLIGHT_MAX */
+	uint64_t seed;               /* random source for retry jitter; 0 = from the system;
+	                                any value. (instance ids come from the system's entropy,
+	                                getrandom; the seeded source only if that fails) */
 	saga_allocator allocator;    /* all NULL = malloc/realloc/free */
 	saga_log_fn log;             /* NULL = no logging */
 	void *log_user;
-	saga_log_level log_level;
+	saga_log_level log_level;    /* SAGA_LOG_DEBUG .. SAGA_LOG_ERROR */
 	saga_clock clock;            /* all NULL = system clocks */
-	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000 */
+	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000; 1 .. SAGA_BUSY_TIMEOUT_MAX */
 } saga_options;
 
 #define SAGA_OPTIONS_VERSION 1
@@ -472,7 +482,9 @@ typedef struct saga_options {
 	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0 }
 
 /* Opens (creating if needed) the store at options->path and migrates its
- * schema. The path is a file name, relative or absolute; symbolic links,
+ * schema. Options are checked first, before any file is created or opened:
+ * an option out of its range gives SAGA_EINVAL with a message naming it.
+ * The path is a file name, relative or absolute; symbolic links,
  * "." and ".." are resolved, so every name of one file is the same store. A
  * name beginning with "file:" is refused (SAGA_EINVAL): store paths are not
  * URIs (a file whose name begins with "file:" is reached as "./file:...").

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,7 +48,8 @@ typedef struct inst {
 	saga_step_result res;
 	cJSON *puts;
 	char err[256];
-	uint64_t wall_end;
+	uint64_t wall_start;    /* when the callback was invoked: its timeout counts from here */
+	uint64_t wall_end;      /* when it returned */
 	saga_breaker *breaker;
 	saga_breaker_permit permit;
 	bool has_permit;
@@ -87,7 +89,7 @@ struct saga_engine {
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
 	pthread_t driver_tid;
 	bool driver_running;
-	reg_def *defs;
+	reg_def **defs;           /* each apart: loaded instances point to theirs */
 	size_t ndefs;
 	breaker_entry *breakers;
 	listener *listeners;
@@ -129,6 +131,7 @@ struct saga_step_ctx {
 	char action_key[SAGA_UID_LEN + SAGA_NAME_MAX + 24];
 	cJSON *puts;
 	char err[256];
+	uint64_t deadline;      /* invocation + the step's timeout; 0 = none */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -175,6 +178,20 @@ static uint64_t now_wall(saga_engine *e)
 	return e->clock.wall_ms(e->clock.user);
 }
 
+/* The latest time the store can hold (its columns are SQLite's signed
+ * 64-bit integers): a time past it means "never". */
+#define TIME_END ((uint64_t)INT64_MAX)
+
+/* t + d, saturated at TIME_END: a huge timeout, delay or deadline (the
+ * policies take any uint64_t) is far in the future, never wrapped into the
+ * past. */
+static uint64_t time_add(uint64_t t, uint64_t d)
+{
+	if (t >= TIME_END || d >= TIME_END - t)
+		return TIME_END;
+	return t + d;
+}
+
 const char *saga_engine_errmsg(const saga_engine *e)
 {
 	if (!e)
@@ -199,12 +216,12 @@ static const reg_def *find_def(saga_engine *e, const char *name, int version)
 {
 	const reg_def *best = NULL;
 	for (size_t i = 0; i < e->ndefs; i++) {
-		const saga_definition *d = e->defs[i].def;
+		const saga_definition *d = e->defs[i]->def;
 		if (strcmp(d->name, name) != 0)
 			continue;
 		if (version > 0 ? d->version == version
 		                : (!best || d->version > best->def->version))
-			best = &e->defs[i];
+			best = e->defs[i];
 	}
 	return best;
 }
@@ -237,21 +254,24 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 		                          : store_err(e, rc);
 		goto out;
 	}
-	reg_def *defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
+	/* The array moves as it grows; the reg_def it points to does not. */
+	reg_def **defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
 	if (!defs) {
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;
 	}
 	e->defs = defs;
-	reg_def rd = { NULL, NULL };
-	if ((rc = saga_definition_clone(&rd.def, def, &e->alloc)) ||
-	    !(rd.names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
-		saga_definition_free(rd.def);
+	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
+	if (!rd || (rc = saga_definition_clone(&rd->def, def, &e->alloc)) ||
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
+		if (rd)
+			saga_definition_free(rd->def);
+		saga_free(&e->alloc, rd);
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < def->nsteps; i++)
-		rd.names[i] = rd.def->steps[i].name;
+		rd->names[i] = rd->def->steps[i].name;
 	e->defs[e->ndefs++] = rd;
 	/* Instances of this definition parked in the store may now run. */
 	e->recovered = false;
@@ -717,8 +737,8 @@ static int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *
 		uint64_t delay = 0;
 		uint64_t elapsed = now > r->step_since ? now - r->step_since : 0;
 		if (saga_retry_next(&delay, p, r->attempt, elapsed, r->prev_delay, &e->rng) == 1) {
-			r->prev_delay = delay;
-			return park(e, in, now + delay);
+			r->prev_delay = delay < TIME_END ? delay : TIME_END; /* stored */
+			return park(e, in, time_add(now, delay));
 		}
 		if (r->phase == SAGA_PHASE_COMPENSATION || sd->kind == SAGA_STEP_RETRIABLE)
 			return end_as(e, in, SAGA_STUCK, "stuck: the retry policy is exhausted");
@@ -808,7 +828,7 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 					if ((rc = record(e, in, SAGA_EVENT_BREAKER_REFUSED, r->step, r->phase,
 					                 r->attempt, SAGA_OUTCOME_NONE, msg)))
 						return rc;
-					return park(e, in, now + (after ? after : 10));
+					return park(e, in, time_add(now, after ? after : 10));
 				}
 				if (brc == SAGA_OK) {
 					in->breaker = b;
@@ -830,8 +850,10 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 		r->attempt++;
 		r->inflight = true;
 		in->fresh_start = true;
-		uint64_t t = saga_def_timeout(d, (size_t)r->step, (saga_phase)r->phase);
-		r->attempt_deadline = t ? now + t : 0;
+		/* The timeout counts from the invocation (invoke()), not from
+		 * here: the attempt may wait for a worker or for the callbacks
+		 * before it in the round. Its deadline is stored with its answer. */
+		r->attempt_deadline = 0;
 		if (r->phase == SAGA_PHASE_ACTION && r->step >= r->fwd_started)
 			r->fwd_started = r->step + 1;
 		r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
@@ -844,10 +866,21 @@ static int advance(saga_engine *e, inst *in, enum next *next)
 	}
 }
 
-/* Turns an invocation's answer into an outcome (late answers time out). */
+/* The deadline of an attempt invoked at `invoked`; 0 = no timeout. */
+static uint64_t attempt_deadline(const inst *in, uint64_t invoked)
+{
+	uint64_t t = saga_def_timeout(in->rd->def, (size_t)in->row.step,
+	                              (saga_phase)in->row.phase);
+	return t ? time_add(invoked, t) : 0;
+}
+
+/* Turns an invocation's answer into an outcome (late answers time out). The
+ * attempt's deadline counts from the invocation; written with the answer,
+ * it is what a PENDING step waits for, also after a restart. */
 static int apply_result(saga_engine *e, inst *in)
 {
 	saga_row *r = &in->row;
+	r->attempt_deadline = attempt_deadline(in, in->wall_start);
 	saga_outcome oc;
 	switch (in->res) {
 	case SAGA_STEP_OK: oc = SAGA_OUTCOME_OK; break;
@@ -859,16 +892,6 @@ static int apply_result(saga_engine *e, inst *in)
 		saga_fmt(in->err, sizeof(in->err), "callback returned an invalid result %d",
 		         (int)in->res);
 		break;
-	}
-	if (in->has_permit) {
-		/* A breaker watches the health of a service: a definite answer (OK,
-		 * FAIL: a business refusal, PENDING) shows it working; RETRY and
-		 * a late answer show it failing. */
-		bool late = r->attempt_deadline && in->wall_end > r->attempt_deadline;
-		saga_breaker_record(in->breaker, &in->permit,
-		                    oc != SAGA_OUTCOME_RETRY && !late ? SAGA_CALL_SUCCESS
-		                                                      : SAGA_CALL_FAILURE);
-		in->has_permit = false;
 	}
 	int rc;
 	if (r->attempt_deadline && in->wall_end > r->attempt_deadline) {
@@ -942,7 +965,8 @@ static int fill(saga_engine *e)
 	if (e->ready_len == 0 && e->nloaded < e->max_in_flight &&
 	    (e->next_timer == 0 || e->next_timer <= now)) {
 		size_t before = e->ready_len;
-		int room = (int)(e->max_in_flight - e->nloaded + e->nquarantine);
+		size_t want = e->max_in_flight - e->nloaded + e->nquarantine;
+		int room = want < INT_MAX ? (int)want : INT_MAX;
 		if ((rc = store_scan_due(e->store, now, room, queue_id, e)))
 			return store_err(e, rc);
 		if (e->ready_len - before < (size_t)room) {
@@ -1104,8 +1128,26 @@ static void invoke(saga_engine *e, inst *in)
 	key_join(c.key, sizeof(c.key), r->uid, sd->name, phase_word(r->phase));
 	key_join(c.action_key, sizeof(c.action_key), r->uid, sd->name, "action");
 	saga_step_fn fn = r->phase == SAGA_PHASE_ACTION ? sd->action : sd->compensation;
+	/* The attempt's clocks start now, however long it waited to run: its
+	 * timeout, and the call's duration for its breaker (slow calls). */
+	in->wall_start = now_wall(e);
+	c.deadline = attempt_deadline(in, in->wall_start);
+	if (in->has_permit)
+		in->permit.started_ms = e->clock.mono_ms(e->clock.user);
 	in->res = fn(&c, sd->user);
 	in->wall_end = now_wall(e);
+	if (in->has_permit) {
+		/* The breaker learns of the call as it ends, so the call's own
+		 * duration decides a slow call, not the wait for the round that
+		 * records the answer. It watches the health of a service: a
+		 * definite answer (OK, FAIL: a business refusal, PENDING) shows it
+		 * working; RETRY and an answer after the timeout show it failing. */
+		bool late = c.deadline && in->wall_end > c.deadline;
+		saga_breaker_record(in->breaker, &in->permit,
+		                    in->res != SAGA_STEP_RETRY && !late ? SAGA_CALL_SUCCESS
+		                                                        : SAGA_CALL_FAILURE);
+		in->has_permit = false;
+	}
 	in->puts = c.puts;
 	memcpy(in->err, c.err, sizeof(in->err));
 }
@@ -1191,7 +1233,7 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	int rc = SAGA_OK;
 	if (first)
 		rc = ss ? round_with_starts(e, &w) : process_round(e);
-	inst *batch[1024];
+	inst *batch[SAGA_MAX_IN_FLIGHT_MAX];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
 		if (e->loaded[i]->stage == ST_INVOKE) {
@@ -1339,9 +1381,46 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Waits on e->wake until `ms` of the system's monotonic clock have passed or
+ * `until_stop` and the engine is stopping; other wake-ups are ignored when
+ * until_stop is set. Called with the mutex. */
+static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
+{
+	uint64_t end = saga_sys_mono_ms(NULL) + ms;
+	for (;;) {
+		uint64_t now = saga_sys_mono_ms(NULL);
+		if (now >= end || e->stopping)
+			return;
+		uint64_t left = end - now;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)(left % 1000) * 1000000L;
+		ts.tv_sec += (time_t)(left / 1000) + ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+		if (!until_stop)
+			return;
+	}
+}
+
+/* The driver's wait after its n-th failed round in a row (n >= 1):
+ * ROUND_BACKOFF_FIRST_MS doubled each time, at most ROUND_BACKOFF_MAX_MS. */
+#define ROUND_BACKOFF_FIRST_MS 100u
+#define ROUND_BACKOFF_MAX_MS 5000u
+
+static uint64_t round_backoff(uint64_t failures)
+{
+	uint64_t ms = ROUND_BACKOFF_FIRST_MS;
+	for (uint64_t i = 1; i < failures && ms < ROUND_BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return ms < ROUND_BACKOFF_MAX_MS ? ms : ROUND_BACKOFF_MAX_MS;
+}
+
 static void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
+	uint64_t failures = 0; /* failed rounds in a row */
+	int last_rc = SAGA_OK;
 	pthread_mutex_lock(&e->mu);
 	e->driver_tid = pthread_self();
 	e->driver_running = true;
@@ -1349,9 +1428,24 @@ static void *driver_main(void *arg)
 		struct start_wait *q = e->start_queue;
 		e->start_queue = e->start_tail = NULL;
 		int rc = q ? round_with_starts(e, q) : process_round(e);
+		/* A failing store (a full disk) fails every round: the change of
+		 * state is logged, not each round. */
 		if (rc) {
-			logf_(e, SAGA_LOG_ERROR, "engine round failed: %s", saga_engine_errmsg(e));
+			failures++;
+			if (failures == 1)
+				logf_(e, SAGA_LOG_ERROR,
+				      "engine rounds failing: %s (retrying after %u ms, backing off to "
+				      "%u ms while they fail)", saga_engine_errmsg(e),
+				      ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+			else if (rc != last_rc)
+				logf_(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
+				      saga_engine_errmsg(e));
+		} else if (failures) {
+			logf_(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
+			      (unsigned long long)failures);
+			failures = 0;
 		}
+		last_rc = rc;
 		if (has_stage(e, ST_INVOKE))
 			pthread_cond_broadcast(&e->work_cv);
 		bool busy = has_stage(e, ST_RESULT) || e->start_queue ||
@@ -1362,20 +1456,21 @@ static void *driver_main(void *arg)
 			pthread_cond_broadcast(&e->idle_cv);
 		unlock_and_deliver(e);
 		pthread_mutex_lock(&e->mu);
+		if (rc) {
+			/* Back off whatever is waiting (answers, starts, timers):
+			 * retrying at once fails again at once. Only close wakes it. */
+			driver_sleep(e, round_backoff(failures), true);
+			continue;
+		}
 		if (busy || e->stopping || has_stage(e, ST_RESULT) || e->start_queue)
 			continue;
 		/* Sleep until a timer is due, work arrives, or a short while
 		 * passes (an injected clock does not wake a condition variable). */
-		uint64_t wait_ms = rc ? 100 : 50;
+		uint64_t wait_ms = 50;
 		uint64_t now = now_wall(e);
 		if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < wait_ms)
 			wait_ms = e->next_timer - now;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		ts.tv_sec += (time_t)(wait_ms / 1000) + ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
+		driver_sleep(e, wait_ms, false);
 	}
 	/* Starts queued while the engine was closing are refused. */
 	if (e->start_queue) {
@@ -1455,15 +1550,58 @@ static void make_uid(saga_engine *e, char out[SAGA_UID_LEN + 1])
 	out[SAGA_UID_LEN] = '\0';
 }
 
-int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
+/* Checks every option against its documented range (saga.h), before
+ * anything is allocated or any file is touched. */
+static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 {
-	if (!out || !o || !o->path || !*o->path || o->version != SAGA_OPTIONS_VERSION) {
-		saga_fmt(errmsg, errsize, "invalid options (path and version are required)");
-		if (out)
-			*out = NULL;
+	if (!o->path || !*o->path) {
+		saga_fmt(errmsg, errsize, "invalid options: path is required");
 		return SAGA_EINVAL;
 	}
-	*out = NULL;
+	if (o->version != SAGA_OPTIONS_VERSION) {
+		saga_fmt(errmsg, errsize, "invalid options: version is %u, not SAGA_OPTIONS_VERSION (%u)",
+		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
+		return SAGA_EINVAL;
+	}
+	if (o->durability != SAGA_DURABILITY_FULL && o->durability != SAGA_DURABILITY_NORMAL) {
+		saga_fmt(errmsg, errsize, "invalid options: durability %d is neither FULL nor NORMAL",
+		         (int)o->durability);
+		return SAGA_EINVAL;
+	}
+	if (o->workers > SAGA_WORKERS_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: workers is %u, at most %u", o->workers,
+		         (unsigned)SAGA_WORKERS_MAX);
+		return SAGA_EINVAL;
+	}
+	if (o->max_in_flight > SAGA_MAX_IN_FLIGHT_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: max_in_flight is %u, at most %u (0 = 256)",
+		         o->max_in_flight, (unsigned)SAGA_MAX_IN_FLIGHT_MAX);
+		return SAGA_EINVAL;
+	}
+	if ((int)o->log_level < SAGA_LOG_DEBUG || (int)o->log_level > SAGA_LOG_ERROR) {
+		saga_fmt(errmsg, errsize, "invalid options: log_level %d is not DEBUG..ERROR",
+		         (int)o->log_level);
+		return SAGA_EINVAL;
+	}
+	if (o->busy_timeout_ms > SAGA_BUSY_TIMEOUT_MAX) {
+		saga_fmt(errmsg, errsize, "invalid options: busy_timeout_ms is %lu, at most %lu (0 = 5000)",
+		         (unsigned long)o->busy_timeout_ms, (unsigned long)SAGA_BUSY_TIMEOUT_MAX);
+		return SAGA_EINVAL;
+	}
+	return SAGA_OK;
+}
+
+int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
+{
+	if (out)
+		*out = NULL;
+	if (!out || !o) {
+		saga_fmt(errmsg, errsize, "invalid arguments: out and options are required");
+		return SAGA_EINVAL;
+	}
+	int rc = check_options(o, errmsg, errsize);
+	if (rc)
+		return rc;
 	saga_alloc a = saga_default_alloc;
 	if (o->allocator.malloc_fn || o->allocator.realloc_fn || o->allocator.free_fn) {
 		if (!o->allocator.malloc_fn || !o->allocator.realloc_fn || !o->allocator.free_fn) {
@@ -1486,11 +1624,8 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->log_user = o->log_user;
 	e->log_level = o->log_level;
 	e->max_in_flight = o->max_in_flight ? o->max_in_flight : 256;
-	if (e->max_in_flight > 1024)
-		e->max_in_flight = 1024;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
-	int rc;
 	bool mu = false, c1 = false, c2 = false, c3 = false, c4 = false;
 	if (pthread_mutex_init(&e->mu, NULL) != 0 || !(mu = true) ||
 	    pthread_cond_init(&e->wake, NULL) != 0 || !(c1 = true) ||
@@ -1582,8 +1717,9 @@ void saga_engine_close(saga_engine *e)
 	drop_events(e);
 	saga_free(&e->alloc, e->events);
 	for (size_t i = 0; i < e->ndefs; i++) {
-		saga_definition_free(e->defs[i].def);
-		saga_free(&e->alloc, e->defs[i].names);
+		saga_definition_free(e->defs[i]->def);
+		saga_free(&e->alloc, e->defs[i]->names);
+		saga_free(&e->alloc, e->defs[i]);
 	}
 	saga_free(&e->alloc, e->defs);
 	while (e->breakers) {
@@ -1667,7 +1803,7 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	r->state = SAGA_RUNNING;
 	r->phase = SAGA_PHASE_ACTION;
 	r->due_at = now;
-	r->deadline_at = rd->def->deadline_ms ? now + rd->def->deadline_ms : 0;
+	r->deadline_at = rd->def->deadline_ms ? time_add(now, rd->def->deadline_ms) : 0;
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
 	if ((rc = ensure_txn(e)) == SAGA_OK) {
@@ -2351,7 +2487,7 @@ int saga_step_put(saga_step_ctx *c, const char *key, cJSON *value)
 
 uint64_t saga_step_deadline(const saga_step_ctx *c)
 {
-	return c ? c->in->row.attempt_deadline : 0;
+	return c ? c->deadline : 0;
 }
 
 void saga_step_set_error(saga_step_ctx *c, const char *message)

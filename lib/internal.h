@@ -111,7 +111,8 @@ typedef struct saga_row {
 	bool comp_done_any;         /* a compensation has completed */
 	uint64_t due_at;            /* 0 = not scheduled */
 	uint64_t deadline_at;       /* 0 = none */
-	uint64_t attempt_deadline;  /* deadline of the current attempt, 0 = none */
+	uint64_t attempt_deadline;  /* the current attempt's invocation + its timeout, written
+	                               with its answer; 0 = none or not answered yet */
 	uint64_t step_since;        /* start of the first attempt of (step, phase) */
 	uint64_t prev_delay;
 	uint64_t created_at;

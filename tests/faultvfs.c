@@ -6,6 +6,7 @@
  * the wrapped VFS. SPDX-License-Identifier: MIT */
 #include "faultvfs.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -18,6 +19,9 @@ static sqlite3_vfs *real_vfs;
 static sqlite3_vfs fault_vfs;
 static bool registered;
 
+/* The fault's state, shared by every thread that does I/O: an engine's
+ * driver thread may write while the test thread arms or reads counters. */
+static pthread_mutex_t F_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	bool armed;
 	faultvfs_op op;
@@ -31,41 +35,52 @@ static struct {
 /* Counts one call of `op`; nonzero when it must fail (the code to return). */
 static int fault_check(faultvfs_op op)
 {
-	if (!F.armed)
-		return 0;
-	long n = ++F.calls[op];
-	if (op != F.op)
-		return 0;
-	if (n == F.nth || (F.sticky && n > F.nth)) {
-		F.injected++;
-		return F.code;
+	int rc = 0;
+	pthread_mutex_lock(&F_mu);
+	if (F.armed) {
+		long n = ++F.calls[op];
+		if (op == F.op && (n == F.nth || (F.sticky && n > F.nth))) {
+			F.injected++;
+			rc = F.code;
+		}
 	}
-	return 0;
+	pthread_mutex_unlock(&F_mu);
+	return rc;
 }
 
 void faultvfs_arm(faultvfs_op op, long nth, int sqlite_code, bool sticky)
 {
+	pthread_mutex_lock(&F_mu);
 	memset(&F, 0, sizeof(F));
 	F.armed = true;
 	F.op = op;
 	F.nth = nth;
 	F.code = sqlite_code;
 	F.sticky = sticky;
+	pthread_mutex_unlock(&F_mu);
 }
 
 void faultvfs_disarm(void)
 {
+	pthread_mutex_lock(&F_mu);
 	F.armed = false;
+	pthread_mutex_unlock(&F_mu);
 }
 
 long faultvfs_calls(faultvfs_op op)
 {
-	return F.calls[op];
+	pthread_mutex_lock(&F_mu);
+	long n = F.calls[op];
+	pthread_mutex_unlock(&F_mu);
+	return n;
 }
 
 long faultvfs_injected(void)
 {
-	return F.injected;
+	pthread_mutex_lock(&F_mu);
+	long n = F.injected;
+	pthread_mutex_unlock(&F_mu);
+	return n;
 }
 
 const char *faultvfs_op_name(faultvfs_op op)

@@ -10,8 +10,9 @@
  * stays full, a disk that went bad) until faultvfs_disarm().
  *
  * The engine opens its store with the default VFS, so a test registers the
- * shim as the default before saga_engine_open. Not thread-safe: the tests
- * drive the engine from one thread (workers = 0).
+ * shim as the default before saga_engine_open. The fault's state is guarded
+ * by a mutex: a test may arm, disarm and read the counters while an engine's
+ * driver thread writes (workers > 0).
  * SPDX-License-Identifier: MIT */
 #ifndef SAGA_TEST_FAULTVFS_H
 #define SAGA_TEST_FAULTVFS_H

@@ -1185,6 +1185,88 @@ START_TEST(workers_many_instances)
 }
 END_TEST
 
+/* An allocator whose realloc always moves the block and poisons the old one,
+ * so a pointer kept into a reallocated array reads garbage at once. */
+static void *moving_malloc(size_t n, void *user)
+{
+	(void)user;
+	size_t *p = malloc(sizeof(size_t) + n);
+	if (!p)
+		return NULL;
+	*p = n;
+	return p + 1;
+}
+
+static void moving_free(void *ptr, void *user)
+{
+	(void)user;
+	if (!ptr)
+		return;
+	size_t *p = (size_t *)ptr - 1;
+	memset(p, 0xA5, sizeof(size_t) + *p);
+	free(p);
+}
+
+static void *moving_realloc(void *ptr, size_t n, void *user)
+{
+	void *q = moving_malloc(n, user);
+	if (q && ptr) {
+		size_t old = ((size_t *)ptr)[-1];
+		memcpy(q, ptr, old < n ? old : n);
+		moving_free(ptr, user);
+	}
+	return q;
+}
+
+static saga_step_result plain_ok(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	return SAGA_STEP_OK;
+}
+
+/* Registering a definition while instances of another are in memory (an
+ * attempt started, not yet invoked) must not leave them pointing into the
+ * old array of registered definitions. */
+START_TEST(register_while_instances_loaded)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	o.allocator.malloc_fn = moving_malloc;
+	o.allocator.realloc_fn = moving_realloc;
+	o.allocator.free_fn = moving_free;
+	char err[256];
+	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "first", 1), SAGA_OK);
+	saga_step_spec a = { "a", SAGA_STEP_RETRIABLE, plain_ok, NULL, NULL };
+	saga_step_spec b = { "b", SAGA_STEP_RETRIABLE, plain_ok, NULL, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &a), SAGA_OK);
+	ck_assert_int_eq(saga_definition_add_step(d, &b), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	int64_t id;
+	ck_assert_int_eq(saga_start(F.e, &id, NULL, "first", NULL, NULL), SAGA_OK);
+	unsigned int ran = 0;
+	ck_assert_int_eq(saga_run_due(F.e, &ran), SAGA_OK);
+	ck_assert_uint_eq(ran, 1);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(F.e, &info, id), SAGA_OK);
+	ck_assert_int_eq(info.step, 1); /* b's start is written; it waits in memory */
+	for (int v = 1; v <= 3; v++) {
+		ck_assert_int_eq(saga_definition_new(&d, "second", v), SAGA_OK);
+		ck_assert_int_eq(saga_definition_add_step(d, &a), SAGA_OK);
+		ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+		saga_definition_free(d);
+	}
+	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
+	ck_assert_int_eq(saga_get(F.e, &info, id), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1218,6 +1300,7 @@ int main(void)
 	tcase_add_test(tc, purge_counts_from_the_finish);
 	tcase_add_test(tc, run_due_start_shares_the_commit);
 	tcase_add_test(tc, workers_many_instances);
+	tcase_add_test(tc, register_while_instances_loaded);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
