@@ -203,7 +203,7 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir,
 }
 
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
-                           const char *cmd)
+                    const char *cmd)
 {
 	return open_engine(&app->engine, app, app->dir, g, cfg, cmd);
 }
@@ -232,7 +232,7 @@ static void remove_scratch(const char *dir)
  * resuming sagas. So it is applied to a scratch engine in a private
  * temporary directory, removed after. Exit code (EXIT_USAGE, with the
  * message, for a bad file). */
-int check_policies(ecom_app *app, const globals *g, const char *cmd)
+static int check_policies(ecom_app *app, const globals *g, const char *cmd)
 {
 	const char *tmp = getenv("TMPDIR");
 	if (!tmp || !*tmp)
@@ -252,6 +252,22 @@ int check_policies(ecom_app *app, const globals *g, const char *cmd)
 	return ex;
 }
 
+int app_open(ecom_app *app, const globals *g, const char *cmd)
+{
+	snprintf(app->dir, sizeof app->dir, "%s", g->data);
+	char msg[ECOM_MSG_MAX];
+	if (ecom_faults_from_env(app->faults, msg, sizeof msg) != 0) {
+		errorf("%s: %s", cmd, msg);
+		return EXIT_USAGE;
+	}
+	int ex = data_ready(app->dir, cmd);
+	if (ex == EXIT_OK)
+		ex = check_policies(app, g, cmd);
+	if (ex == EXIT_OK)
+		ex = app_open_services(app, cmd);
+	return ex;
+}
+
 int is_final(saga_state s)
 {
 	return s == SAGA_COMPLETED || s == SAGA_COMPENSATED || s == SAGA_STUCK;
@@ -265,8 +281,7 @@ int is_unfinished(saga_state s)
 /* Caller-driven execution in real time: runs what is due, then sleeps until
  * the next timer, until done(user) says so or wait_ms passes. Returns 0,
  * SAGA_EBUSY on the time limit, or an engine error. */
-int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user,
-                 uint64_t wait_ms)
+int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user, uint64_t wait_ms)
 {
 	uint64_t end = wall_ms() + wait_ms;
 	for (;;) {

@@ -64,11 +64,15 @@ void app_close(ecom_app *app);
 int app_open_services(ecom_app *app, const char *cmd);
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
                     const char *cmd);
-int check_policies(ecom_app *app, const globals *g, const char *cmd);
+/* What a command that runs sagas does before it writes anything: reads the
+ * fault variables of the environment into app->faults (which must be set),
+ * checks that --data names a seeded directory and that the policy file is
+ * valid, then opens the services. Exit code (EXIT_USAGE, with a message,
+ * for bad input). The engine is opened after, with app_open_engine. */
+int app_open(ecom_app *app, const globals *g, const char *cmd);
 int is_final(saga_state s);
 int is_unfinished(saga_state s);
-int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user,
-          uint64_t wait_ms);
+int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user, uint64_t wait_ms);
 
 /* Text and JSON rendering (output.c). */
 void print_json(cJSON *j);

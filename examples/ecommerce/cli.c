@@ -158,7 +158,7 @@ int is_opt(const args *a, const char *name)
 /* The value of option `name` as an integer in lo..hi into *out: 0, or -1
  * after a message ("<label> "<value>" is not <what>"). Advances the cursor. */
 int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out,
-                   const char *label, const char *what)
+            const char *label, const char *what)
 {
 	const char *v = opt_value(a, name);
 	if (!v)
@@ -255,4 +255,14 @@ int prescan_seed(const args *a, uint64_t *seed)
 		}
 	}
 	return 0;
+}
+
+int workload_opt(args *a, globals *g, ecom_faults *f)
+{
+	int x = global_opt(a, g);
+	if (x == 0)
+		x = fault_opt(a, f, 1);
+	if (x == 0 && is_opt(a, "--seed"))
+		x = opt_value(a, "--seed") ? 1 : -1;  /* read by prescan_seed */
+	return x;
 }

@@ -54,5 +54,9 @@ int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out,
 int global_opt(args *a, globals *g);
 int fault_opt(args *a, ecom_faults *f, int with_timeout);
 int prescan_seed(const args *a, uint64_t *seed);
+/* The options of the commands that run orders (order, run): the global
+ * ones, the fault flags and --seed (its value read before by prescan_seed).
+ * 1 consumed, 0 not one of them, -1 after a message. */
+int workload_opt(args *a, globals *g, ecom_faults *f);
 
 #endif

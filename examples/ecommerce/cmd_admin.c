@@ -218,18 +218,7 @@ int cmd_recover(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
-	char msg[ECOM_MSG_MAX];
-	if (ecom_faults_from_env(app.faults, msg, sizeof msg) != 0) {
-		errorf("recover: %s", msg);
-		app_close(&app);
-		return EXIT_USAGE;
-	}
-	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	int ex = data_ready(app.dir, "recover");
-	if (ex == EXIT_OK)
-		ex = check_policies(&app, g, "recover");
-	if (ex == EXIT_OK)
-		ex = app_open_services(&app, "recover");
+	int ex = app_open(&app, g, "recover");
 	/* No store: no saga to resume, and none is created; the cross-check
 	 * below still looks at the services. */
 	int have_store = store_present(app.dir);

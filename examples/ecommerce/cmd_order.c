@@ -83,225 +83,256 @@ static int one_done(saga_engine *e, void *user)
 	return is_final(in.state) || (w->stop_when_parked && in.state == SAGA_WAITING);
 }
 
-int cmd_order(args *a, globals *g)
-{
-	const char *customer = NULL, *key = NULL, *payment = "CREDIT_CARD", *shipping = "STANDARD";
-	const char *address = "1 Main Street, Springfield", *channel = "email";
-	const char *currency = NULL;
-	int64_t total_arg = -1;
-	int has_total = 0;
-	int64_t wait_s = 30;
-	item_arg *items = calloc(MAX_ITEMS_ARG, sizeof *items);
-	size_t nitems = 0;
-	ecom_faults *faults = NULL;
-	ecom_app app;
-	memset(&app, 0, sizeof app);
-	int ex = EXIT_USAGE;
-	uint64_t seed = 1;
-	if (prescan_seed(a, &seed) != 0) {
-		free(items);
-		return EXIT_USAGE;
-	}
-	if (!items || ecom_faults_new(&faults, seed) != 0) {
-		errorf("order: out of memory");
-		free(items);
-		return EXIT_FAIL;
-	}
-	app.faults = faults;
+/* What `order` is asked for, as its options say it. */
+typedef struct order_req {
+	const char *customer, *key, *payment, *shipping, *address, *channel, *currency;
+	int64_t total;        /* --total, when has_total */
+	int has_total;
+	int64_t wait_s;
+	item_arg *items;      /* room for MAX_ITEMS_ARG; nitems read */
+	size_t nitems;
+	int pay, ship;        /* the methods, set by order_check */
+	char keybuf[64];      /* the new key, when none was given */
+} order_req;
 
+/* Phase 1: reads the options into r. 0, or -1 after a message. */
+static int order_options(args *a, globals *g, order_req *r, ecom_faults *faults)
+{
+	const struct {
+		const char *flag;
+		const char **value;
+	} strs[] = {
+		{ "--customer", &r->customer }, { "--key", &r->key }, { "--payment", &r->payment },
+		{ "--shipping", &r->shipping }, { "--address", &r->address },
+		{ "--channel", &r->channel }, { "--currency", &r->currency },
+	};
 	while (a->i < a->argc) {
-		int r = global_opt(a, g);
-		if (r == 0)
-			r = fault_opt(a, faults, 1);
-		if (r < 0)
-			goto out;
-		if (r)
+		int x = workload_opt(a, g, faults);
+		if (x < 0)
+			return -1;
+		if (x)
 			continue;
-		const char *v;
-#define STR_OPT(flag, var) \
-		if (is_opt(a, flag)) { if (!(v = opt_value(a, flag))) goto out; var = v; continue; }
-		STR_OPT("--customer", customer)
-		STR_OPT("--key", key)
-		STR_OPT("--payment", payment)
-		STR_OPT("--shipping", shipping)
-		STR_OPT("--address", address)
-		STR_OPT("--channel", channel)
-		STR_OPT("--currency", currency)
-#undef STR_OPT
-		if (is_opt(a, "--item")) {
-			if (!(v = opt_value(a, "--item")))
-				goto out;
-			if (nitems == MAX_ITEMS_ARG) {
+		size_t s = 0;
+		while (s < sizeof strs / sizeof strs[0] && !is_opt(a, strs[s].flag))
+			s++;
+		if (s < sizeof strs / sizeof strs[0]) {
+			if (!(*strs[s].value = opt_value(a, strs[s].flag)))
+				return -1;
+		} else if (is_opt(a, "--item")) {
+			const char *v = opt_value(a, "--item");
+			if (!v)
+				return -1;
+			if (r->nitems == MAX_ITEMS_ARG) {
 				errorf("order: too many --item (at most %d lines per order)", ECOM_MAX_ITEMS);
-				goto out;
+				return -1;
 			}
-			if (parse_item(v, &items[nitems]) != 0)
-				goto out;
-			nitems++;
+			if (parse_item(v, &r->items[r->nitems]) != 0)
+				return -1;
+			r->nitems++;
 		} else if (is_opt(a, "--total")) {
-			if (opt_i64(a, "--total", 0, INT64_MAX, &total_arg,
+			if (opt_i64(a, "--total", 0, INT64_MAX, &r->total,
 			            "order: --total", "a whole number of cents (digits only)") != 0)
-				goto out;
-			has_total = 1;
+				return -1;
+			r->has_total = 1;
 		} else if (is_opt(a, "--wait")) {
-			if (opt_i64(a, "--wait", 0, 86400, &wait_s, "order: --wait",
+			if (opt_i64(a, "--wait", 0, 86400, &r->wait_s, "order: --wait",
 			            "a number of seconds (0..86400)") != 0)
-				goto out;
-		} else if (is_opt(a, "--seed")) {
-			if (!opt_value(a, "--seed"))  /* read before the loop */
-				goto out;
+				return -1;
 		} else {
 			errorf("order: unknown option \"%s\"", a->argv[a->i]);
-			goto out;
+			return -1;
 		}
 	}
+	return 0;
+}
 
-	/* Everything below is checked before anything is written. */
-	if (!customer || !*customer) {
+/* Phase 2a: what can be checked before anything is opened; gives the order
+ * a new key when it has none. 0, or -1 after a message. */
+static int order_check(order_req *r)
+{
+	if (!r->customer || !*r->customer) {
 		errorf("order: --customer ID is required");
-		goto out;
+		return -1;
 	}
-	if (nitems == 0) {
+	if (r->nitems == 0) {
 		errorf("order: at least one --item SKU:QTY is required");
-		goto out;
+		return -1;
 	}
 	char pname[64], sname[64];
-	int pay = method_name(pname, sizeof pname, payment) == 0
-	          ? ecom_payment_method_parse(pname) : -1;
-	int ship = method_name(sname, sizeof sname, shipping) == 0
-	           ? ecom_shipping_method_parse(sname) : -1;
-	if (pay < 0) {
+	r->pay = method_name(pname, sizeof pname, r->payment) == 0
+	         ? ecom_payment_method_parse(pname) : -1;
+	r->ship = method_name(sname, sizeof sname, r->shipping) == 0
+	          ? ecom_shipping_method_parse(sname) : -1;
+	if (r->pay < 0) {
 		errorf("order: unknown payment method \"%s\" (expected CREDIT_CARD, DEBIT_CARD, "
-		       "PAYPAL or BANK_TRANSFER)", payment);
-		goto out;
+		       "PAYPAL or BANK_TRANSFER)", r->payment);
+		return -1;
 	}
-	if (ship < 0) {
+	if (r->ship < 0) {
 		errorf("order: unknown shipping method \"%s\" (expected STANDARD, EXPRESS, "
-		       "OVERNIGHT, TWO_DAY or INTERNATIONAL)", shipping);
-		goto out;
+		       "OVERNIGHT, TWO_DAY or INTERNATIONAL)", r->shipping);
+		return -1;
 	}
-	if (ecom_channel_parse(channel) < 0) {
-		errorf("order: unknown channel \"%s\" (expected email, sms or push)", channel);
-		goto out;
+	if (ecom_channel_parse(r->channel) < 0) {
+		errorf("order: unknown channel \"%s\" (expected email, sms or push)", r->channel);
+		return -1;
 	}
-	char keybuf[64];
-	if (key && (!*key || strlen(key) > 200)) {
+	if (r->key && (!*r->key || strlen(r->key) > 200)) {
 		errorf("order: --key must have 1 to 200 characters");
-		goto out;
+		return -1;
 	}
-	if (!key) {
-		new_key(keybuf, sizeof keybuf, "ord");
-		key = keybuf;
+	if (!r->key) {
+		new_key(r->keybuf, sizeof r->keybuf, "ord");
+		r->key = r->keybuf;
 	}
-	char msg[ECOM_MSG_MAX];
-	if (ecom_faults_from_env(faults, msg, sizeof msg) != 0) {
-		errorf("order: %s", msg);
-		goto out;
-	}
-	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	if ((ex = data_ready(app.dir, "order")) != EXIT_OK ||
-	    (ex = check_policies(&app, g, "order")) != EXIT_OK ||
-	    (ex = app_open_services(&app, "order")) != EXIT_OK)
-		goto out;
-	ex = EXIT_USAGE;
+	return 0;
+}
 
-	ecom_item *lines = calloc(nitems, sizeof *lines);
-	if (!lines) {
-		errorf("order: out of memory");
-		ex = EXIT_FAIL;
-		goto out;
-	}
-	int64_t total = 0;
-	int overflow = 0;
-	for (size_t i = 0; i < nitems; i++) {
+/* The order's lines, priced from the catalogue unless --item gave a price,
+ * and their sum (*overflow set when it does not fit). Exit code. */
+static int order_lines(ecom_app *app, const order_req *r, ecom_item *lines, int64_t *total,
+                       int *overflow)
+{
+	*total = 0;
+	*overflow = 0;
+	for (size_t i = 0; i < r->nitems; i++) {
 		ecom_product p;
-		int rc = inventory_get_product(app.inventory, items[i].sku, &p);
+		int rc = inventory_get_product(app->inventory, r->items[i].sku, &p);
 		if (rc == SAGA_ENOTFOUND) {
-			errorf("order: unknown product \"%s\"", items[i].sku);
-			free(lines);
-			goto out;
+			errorf("order: unknown product \"%s\"", r->items[i].sku);
+			return EXIT_USAGE;
 		}
 		if (rc != 0) {
-			errorf("order: reading product %s: %s", items[i].sku, saga_strerror(rc));
-			free(lines);
-			ex = EXIT_FAIL;
-			goto out;
+			errorf("order: reading product %s: %s", r->items[i].sku, saga_strerror(rc));
+			return EXIT_FAIL;
 		}
-		lines[i].sku = items[i].sku;
-		lines[i].quantity = items[i].quantity;
-		lines[i].unit_price = items[i].has_price ? items[i].price : p.price;
+		lines[i].sku = r->items[i].sku;
+		lines[i].quantity = r->items[i].quantity;
+		lines[i].unit_price = r->items[i].has_price ? r->items[i].price : p.price;
 		int64_t line;
 		if (__builtin_mul_overflow(lines[i].quantity, lines[i].unit_price, &line) ||
-		    __builtin_add_overflow(total, line, &total))
-			overflow = 1;
+		    __builtin_add_overflow(*total, line, total))
+			*overflow = 1;
 	}
+	return EXIT_OK;
+}
+
+/* Phase 2b: the saga's input, validated against the services as they are
+ * (products, prices, stock, the customer) before anything is written.
+ * *input is owned by the caller. Exit code. */
+static int order_input(ecom_app *app, const order_req *r, cJSON **input)
+{
+	ecom_item *lines = calloc(r->nitems, sizeof *lines);
+	if (!lines) {
+		errorf("order: out of memory");
+		return EXIT_FAIL;
+	}
+	int64_t total;
+	int overflow;
+	int ex = order_lines(app, r, lines, &total, &overflow);
+	if (ex != EXIT_OK)
+		goto out;
 	ecom_order order = {
-		.ref = key, .customer = customer, .items = lines, .nitems = nitems,
-		.total = has_total ? total_arg : overflow ? INT64_MAX : total,
-		.currency = currency, .address = address, .payment = pay, .shipping = ship,
+		.ref = r->key, .customer = r->customer, .items = lines, .nitems = r->nitems,
+		.total = r->has_total ? r->total : overflow ? INT64_MAX : total,
+		.currency = r->currency, .address = r->address, .payment = r->pay,
+		.shipping = r->ship,
 	};
-	int known = order_customer_exists(app.order, customer);
+	int known = order_customer_exists(app->order, r->customer);
 	if (known < 0) {
 		errorf("order: reading customers: %s", saga_strerror(known));
-		free(lines);
 		ex = EXIT_FAIL;
 		goto out;
 	}
+	char msg[ECOM_MSG_MAX];
 	if (ecom_order_validate(&order, known, msg, sizeof msg) != 0 ||
-	    inventory_check_items(app.inventory, lines, nitems, msg, sizeof msg) != 0) {
+	    inventory_check_items(app->inventory, lines, r->nitems, msg, sizeof msg) != 0) {
 		errorf("order: %s", msg);
-		free(lines);
+		ex = EXIT_USAGE;
 		goto out;
 	}
-	if (overflow && !has_total) {
+	if (overflow && !r->has_total) {
 		errorf("order: the total overflows");
-		free(lines);
+		ex = EXIT_USAGE;
 		goto out;
 	}
-	cJSON *input = ecom_order_to_json(&order);
-	free(lines);
-	if (!input) {
+	if (!(*input = ecom_order_to_json(&order))) {
 		errorf("order: out of memory");
 		ex = EXIT_FAIL;
 		goto out;
 	}
-	cJSON_AddStringToObject(input, "channel", channel);
+	cJSON_AddStringToObject(*input, "channel", r->channel);
+out:
+	free(lines);
+	return ex;
+}
 
+/* Phase 3, the libsaga part: opens the engine, starts the saga (or finds
+ * the one already started under the same key) and drives it until it ends,
+ * parks with --wait 0, or --wait passes. *in is the saga as it is then.
+ * Exit code. */
+static int order_start_and_wait(ecom_app *app, const globals *g, const order_req *r,
+                                const cJSON *input, saga_instance_info *in, int *created)
+{
 	engine_cfg ec = { 0, 0, 0, 1 };
-	if ((ex = app_open_engine(&app, g, &ec, "order")) != EXIT_OK) {
-		cJSON_Delete(input);
-		goto out;
-	}
+	int ex = app_open_engine(app, g, &ec, "order");
+	if (ex != EXIT_OK)
+		return ex;
 	int64_t id = 0;
-	int created = 0;
-	int rc = saga_start(app.engine, &id, &created, ECOM_SAGA_NAME, key, input);
-	cJSON_Delete(input);
-	if (rc != SAGA_OK) {
-		errorf("order: cannot start the saga: %s", saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
-		goto out;
+	if (saga_start(app->engine, &id, created, ECOM_SAGA_NAME, r->key, input) != SAGA_OK) {
+		errorf("order: cannot start the saga: %s", saga_engine_errmsg(app->engine));
+		return EXIT_FAIL;
 	}
-	wait_one w = { id, wait_s == 0 };
-	rc = drive(app.engine, one_done, &w, (uint64_t)wait_s * 1000u);
+	wait_one w = { id, r->wait_s == 0 };
+	int rc = drive(app->engine, one_done, &w, (uint64_t)r->wait_s * 1000u);
 	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
-		errorf("order: running the saga: %s", saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
-		goto out;
+		errorf("order: running the saga: %s", saga_engine_errmsg(app->engine));
+		return EXIT_FAIL;
 	}
+	if (saga_get(app->engine, in, id) != SAGA_OK) {
+		errorf("order: %s", saga_engine_errmsg(app->engine));
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+int cmd_order(args *a, globals *g)
+{
+	order_req r = {
+		.payment = "CREDIT_CARD", .shipping = "STANDARD",
+		.address = "1 Main Street, Springfield", .channel = "email", .wait_s = 30,
+	};
+	ecom_app app;
+	memset(&app, 0, sizeof app);
+	uint64_t seed = 1;
+	if (prescan_seed(a, &seed) != 0)
+		return EXIT_USAGE;
+	r.items = calloc(MAX_ITEMS_ARG, sizeof *r.items);
+	if (!r.items || ecom_faults_new(&app.faults, seed) != 0) {
+		errorf("order: out of memory");
+		free(r.items);
+		return EXIT_FAIL;
+	}
+	cJSON *input = NULL;
 	saga_instance_info in;
-	if ((rc = saga_get(app.engine, &in, id)) != SAGA_OK) {
-		errorf("order: %s", saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
+	int created = 0;
+	int ex = EXIT_USAGE;
+	if (order_options(a, g, &r, app.faults) != 0 || order_check(&r) != 0)
 		goto out;
-	}
+	if ((ex = app_open(&app, g, "order")) != EXIT_OK ||
+	    (ex = order_input(&app, &r, &input)) != EXIT_OK ||
+	    (ex = order_start_and_wait(&app, g, &r, input, &in, &created)) != EXIT_OK)
+		goto out;
+	/* Phase 4: the outcome. */
 	char what[400];
 	snprintf(what, sizeof what, created ? "order %s: %s"
 	                                    : "order %s already exists (same key): %s",
-	         key, is_final(in.state) ? "done" : "still in progress (see `status`, `recover`)");
+	         r.key, is_final(in.state) ? "done" : "still in progress (see `status`, `recover`)");
 	ex = print_outcome(&app, g, &in, created, what);
 out:
+	cJSON_Delete(input);
 	app_close(&app);
-	free(items);
+	free(r.items);
 	return ex;
 }
 
@@ -483,22 +514,11 @@ int cmd_cancel(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
-	char msg[ECOM_MSG_MAX];
 	if (order_operand(a, g, &ref, "cancel") != 0) {
 		app_close(&app);
 		return EXIT_USAGE;
 	}
-	if (ecom_faults_from_env(app.faults, msg, sizeof msg) != 0) {
-		errorf("cancel: %s", msg);
-		app_close(&app);
-		return EXIT_USAGE;
-	}
-	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	int ex = data_ready(app.dir, "cancel");
-	if (ex == EXIT_OK)
-		ex = check_policies(&app, g, "cancel");
-	if (ex == EXIT_OK)
-		ex = app_open_services(&app, "cancel");
+	int ex = app_open(&app, g, "cancel");
 	engine_cfg ec = { 0, 0, 0, 1 };
 	int64_t sid = 0;
 	if (ex == EXIT_OK)

@@ -275,15 +275,7 @@ int cmd_run(args *a, globals *g)
 			goto out;
 		}
 	}
-	char msg[ECOM_MSG_MAX];
-	if (ecom_faults_from_env(faults, msg, sizeof msg) != 0) {
-		errorf("run: %s", msg);
-		goto out;
-	}
-	snprintf(app.dir, sizeof app.dir, "%s", g->data);
-	if ((ex = data_ready(app.dir, "run")) != EXIT_OK ||
-	    (ex = check_policies(&app, g, "run")) != EXIT_OK ||
-	    (ex = app_open_services(&app, "run")) != EXIT_OK)
+	if ((ex = app_open(&app, g, "run")) != EXIT_OK)
 		goto out;
 
 	catalogue cat;

@@ -116,7 +116,7 @@ void print_saga_text(const saga_instance_info *in)
 }
 
 int print_outcome(ecom_app *app, globals *g, const saga_instance_info *in, int created,
-                         const char *what)
+                  const char *what)
 {
 	int64_t oid = order_of_key(app, in->business_key);
 	if (g->json) {
