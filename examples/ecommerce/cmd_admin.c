@@ -196,6 +196,84 @@ static int none_unfinished(saga_engine *e, void *user)
 	return c[SAGA_RUNNING] + c[SAGA_WAITING] + c[SAGA_COMPENSATING] == 0;
 }
 
+/* Phase 2, the libsaga part: lists the unfinished sagas into l and drives
+ * the engine until none is left or timeout_s passes (*secs: how long that
+ * took). Exit code. */
+static int recover_resume(ecom_app *app, int64_t timeout_s, id_list *l, double *secs)
+{
+	if (saga_list(app->engine, -1, collect_unfinished, l) != SAGA_OK || l->oom) {
+		errorf("recover: %s", l->oom ? "out of memory" : saga_engine_errmsg(app->engine));
+		return EXIT_FAIL;
+	}
+	double t = mono_s();
+	int rc = drive(app->engine, none_unfinished, NULL, (uint64_t)timeout_s * 1000u);
+	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
+		errorf("recover: %s", saga_engine_errmsg(app->engine));
+		return EXIT_FAIL;
+	}
+	*secs = mono_s() - t;
+	return EXIT_OK;
+}
+
+/* Phase 3: where the resumed sagas ended, the services cross-checked when
+ * none is left unfinished, and the report. Exit code. */
+static int recover_report(ecom_app *app, const globals *g, int have_store, const id_list *l,
+                          double secs, int64_t timeout_s)
+{
+	int64_t states[SAGA_STATE_COUNT] = { 0 };
+	cJSON *j = g->json ? cJSON_CreateObject() : NULL;
+	cJSON *arr = j ? cJSON_CreateArray() : NULL;
+	for (size_t i = 0; i < l->n; i++) {
+		saga_instance_info in;
+		if (saga_get(app->engine, &in, l->ids[i]) != SAGA_OK)
+			continue;
+		states[in.state]++;
+		if (arr)
+			cJSON_AddItemToArray(arr, saga_json(&in));
+		else if (!g->json)
+			printf("  saga %" PRId64 " %s: %s%s%s\n", in.id, in.business_key,
+			       saga_state_name(in.state), in.reason ? " " : "",
+			       in.reason ? saga_reason_name(in.reason) : "");
+	}
+	int64_t left = states[SAGA_RUNNING] + states[SAGA_WAITING] + states[SAGA_COMPENSATING];
+	/* The services must agree with the store: work in flight in them that
+	 * no saga will finish (the store deleted, replaced or damaged) is not a
+	 * recovery. Only when nothing is left unfinished (the checker reads an
+	 * unfinished saga as a violation). */
+	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0 };
+	if (!left && cross_check(app, have_store, &v) < 0) {
+		cJSON_Delete(v.arr);
+		cJSON_Delete(j);
+		cJSON_Delete(arr);
+		return EXIT_FAIL;
+	}
+	if (j) {
+		cJSON_AddNumberToObject(j, "resumed", (double)l->n);
+		cJSON_AddBoolToObject(j, "services_consistent", v.n == 0);
+		cJSON_AddItemToObject(j, "violations", v.arr ? v.arr : cJSON_CreateArray());
+		cJSON *st = cJSON_AddObjectToObject(j, "states");
+		for (int s = 0; s < SAGA_STATE_COUNT; s++)
+			cJSON_AddNumberToObject(st, saga_state_name((saga_state)s), (double)states[s]);
+		cJSON_AddNumberToObject(j, "seconds", secs);
+		cJSON_AddItemToObject(j, "sagas", arr);
+		print_json(j);
+	} else {
+		printf("resumed %zu saga%s in %.2f s: COMPLETED %" PRId64 ", COMPENSATED %" PRId64
+		       ", STUCK %" PRId64 ", still unfinished %" PRId64 "\n",
+		       l->n, l->n == 1 ? "" : "s", secs, states[SAGA_COMPLETED],
+		       states[SAGA_COMPENSATED], states[SAGA_STUCK], left);
+	}
+	if (left)
+		errorf("recover: %" PRId64 " saga%s still unfinished after %" PRId64
+		       " s (run recover again, or raise --timeout)", left, left == 1 ? "" : "s",
+		       timeout_s);
+	if (v.n)
+		errorf("recover: the services hold %" PRId64 " inconsistenc%s that no saga will "
+		       "finish (orders in flight with no saga: was the saga store deleted or "
+		       "replaced?); see `check`", v.n, v.n == 1 ? "y" : "ies");
+	return left || states[SAGA_STUCK] || v.n ? EXIT_FAIL : EXIT_OK;
+}
+
 int cmd_recover(args *a, globals *g)
 {
 	int64_t timeout_s = 60;
@@ -218,88 +296,19 @@ int cmd_recover(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
+	/* Phase 1: open. No store: no saga to resume, and none is created; the
+	 * cross-check still looks at the services. */
 	int ex = app_open(&app, g, "recover");
-	/* No store: no saga to resume, and none is created; the cross-check
-	 * below still looks at the services. */
 	int have_store = store_present(app.dir);
 	engine_cfg ec = { 0, 0, 0, 1 };
 	if (ex == EXIT_OK && have_store)
 		ex = app_open_engine(&app, g, &ec, "recover");
 	id_list l = { 0 };
-	if (ex != EXIT_OK)
-		goto out;
-	if (have_store &&
-	    (saga_list(app.engine, -1, collect_unfinished, &l) != SAGA_OK || l.oom)) {
-		errorf("recover: %s", l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
-		goto out;
-	}
-	double t = mono_s();
-	int rc = have_store ? drive(app.engine, none_unfinished, NULL, (uint64_t)timeout_s * 1000u)
-	                    : SAGA_OK;
-	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
-		errorf("recover: %s", saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
-		goto out;
-	}
-	t = mono_s() - t;
-	int64_t states[SAGA_STATE_COUNT] = { 0 };
-	cJSON *j = g->json ? cJSON_CreateObject() : NULL;
-	cJSON *arr = j ? cJSON_CreateArray() : NULL;
-	for (size_t i = 0; i < l.n; i++) {
-		saga_instance_info in;
-		if (saga_get(app.engine, &in, l.ids[i]) != SAGA_OK)
-			continue;
-		states[in.state]++;
-		if (arr)
-			cJSON_AddItemToArray(arr, saga_json(&in));
-		else if (!g->json)
-			printf("  saga %" PRId64 " %s: %s%s%s\n", in.id, in.business_key,
-			       saga_state_name(in.state), in.reason ? " " : "",
-			       in.reason ? saga_reason_name(in.reason) : "");
-	}
-	int64_t left = states[SAGA_RUNNING] + states[SAGA_WAITING] + states[SAGA_COMPENSATING];
-	/* The services must agree with the store: work in flight in them that
-	 * no saga will finish (the store deleted, replaced or damaged) is not a
-	 * recovery. Only when nothing is left unfinished (the checker reads an
-	 * unfinished saga as a violation). */
-	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0 };
-	if (!left) {
-		int xr = cross_check(&app, have_store, &v);
-		if (xr < 0) {
-			cJSON_Delete(v.arr);
-			cJSON_Delete(j);
-			cJSON_Delete(arr);
-			ex = EXIT_FAIL;
-			goto out;
-		}
-	}
-	if (j) {
-		cJSON_AddNumberToObject(j, "resumed", (double)l.n);
-		cJSON_AddBoolToObject(j, "services_consistent", v.n == 0);
-		cJSON_AddItemToObject(j, "violations", v.arr ? v.arr : cJSON_CreateArray());
-		cJSON *st = cJSON_AddObjectToObject(j, "states");
-		for (int s = 0; s < SAGA_STATE_COUNT; s++)
-			cJSON_AddNumberToObject(st, saga_state_name((saga_state)s), (double)states[s]);
-		cJSON_AddNumberToObject(j, "seconds", t);
-		cJSON_AddItemToObject(j, "sagas", arr);
-		print_json(j);
-	} else {
-		printf("resumed %zu saga%s in %.2f s: COMPLETED %" PRId64 ", COMPENSATED %" PRId64
-		       ", STUCK %" PRId64 ", still unfinished %" PRId64 "\n",
-		       l.n, l.n == 1 ? "" : "s", t, states[SAGA_COMPLETED], states[SAGA_COMPENSATED],
-		       states[SAGA_STUCK], left);
-	}
-	if (left)
-		errorf("recover: %" PRId64 " saga%s still unfinished after %" PRId64
-		       " s (run recover again, or raise --timeout)", left, left == 1 ? "" : "s",
-		       timeout_s);
-	if (v.n)
-		errorf("recover: the services hold %" PRId64 " inconsistenc%s that no saga will "
-		       "finish (orders in flight with no saga: was the saga store deleted or "
-		       "replaced?); see `check`", v.n, v.n == 1 ? "y" : "ies");
-	ex = left || states[SAGA_STUCK] || v.n ? EXIT_FAIL : EXIT_OK;
-out:
+	double secs = 0;
+	if (ex == EXIT_OK && have_store)
+		ex = recover_resume(&app, timeout_s, &l, &secs);
+	if (ex == EXIT_OK)
+		ex = recover_report(&app, g, have_store, &l, secs, timeout_s);
 	free(l.ids);
 	app_close(&app);
 	return ex;
@@ -427,6 +436,107 @@ static int sum_stock(const ecom_product *p, void *user)
 	return 0;
 }
 
+/* What `report` shows: orders by status, sagas by state, the money and the
+ * stock. */
+typedef struct report_data {
+	int64_t orders[ECOM_ORDER_STATUS_COUNT];
+	int64_t sagas[SAGA_STATE_COUNT];
+	int64_t norders, nsagas;
+	stock_sum stock;
+	int64_t charged, refunded, charges, refunds;
+} report_data;
+
+/* Reads the services and, when there is one, the saga store. Exit code. */
+static int report_collect(ecom_app *app, const globals *g, report_data *d)
+{
+	uid_list l = { 0 };
+	int ex = EXIT_OK;
+	if (order_count_by_status(app->order, d->orders) != 0 ||
+	    inventory_list_products(app->inventory, sum_stock, &d->stock) != 0) {
+		errorf("report: cannot read the services");
+		return EXIT_FAIL;
+	}
+	char sp[4200];
+	path_in(sp, sizeof sp, app->dir, "saga.db");
+	if (file_exists(sp)) {  /* a fresh directory has no saga store yet */
+		engine_cfg ec = { 0, 0, 0, 0 };
+		if ((ex = app_open_engine(app, g, &ec, "report")) != EXIT_OK)
+			goto out;
+		if (saga_counts(app->engine, d->sagas) != SAGA_OK ||
+		    saga_list(app->engine, -1, collect_uid, &l) != SAGA_OK || l.oom) {
+			errorf("report: %s", l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
+			ex = EXIT_FAIL;
+			goto out;
+		}
+	}
+	/* The charge of each order saga, by the key its step gave the service. */
+	for (size_t i = 0; i < l.n; i++) {
+		char key[SAGA_UID_LEN + 64];
+		snprintf(key, sizeof key, "%s/%s/action", l.uids[i], STEP_CHARGE);
+		ecom_charge c;
+		if (payment_get_charge(app->payment, key, &c) != 0)
+			continue;
+		d->charges++;
+		d->charged += c.amount;
+		d->refunded += c.refunded;
+		d->refunds += c.refunded > 0;
+	}
+	for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
+		d->norders += d->orders[i];
+	for (int i = 0; i < SAGA_STATE_COUNT; i++)
+		d->nsagas += d->sagas[i];
+out:
+	free(l.uids);
+	return ex;
+}
+
+static void report_print_json(const report_data *d)
+{
+	cJSON *j = cJSON_CreateObject();
+	cJSON *o = cJSON_AddObjectToObject(j, "orders");
+	cJSON_AddNumberToObject(o, "total", (double)d->norders);
+	for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
+		cJSON_AddNumberToObject(o, ecom_order_status_name(i), (double)d->orders[i]);
+	cJSON *s = cJSON_AddObjectToObject(j, "sagas");
+	cJSON_AddNumberToObject(s, "total", (double)d->nsagas);
+	for (int i = 0; i < SAGA_STATE_COUNT; i++)
+		cJSON_AddNumberToObject(s, saga_state_name((saga_state)i), (double)d->sagas[i]);
+	cJSON *p = cJSON_AddObjectToObject(j, "payments");
+	cJSON_AddNumberToObject(p, "charges", (double)d->charges);
+	cJSON_AddNumberToObject(p, "charged", (double)d->charged);
+	cJSON_AddNumberToObject(p, "refunds", (double)d->refunds);
+	cJSON_AddNumberToObject(p, "refunded", (double)d->refunded);
+	cJSON_AddNumberToObject(p, "revenue", (double)(d->charged - d->refunded));
+	cJSON *st = cJSON_AddObjectToObject(j, "stock");
+	cJSON_AddNumberToObject(st, "products", (double)d->stock.products);
+	cJSON_AddNumberToObject(st, "initial", (double)d->stock.initial);
+	cJSON_AddNumberToObject(st, "available", (double)(d->stock.stock - d->stock.reserved));
+	cJSON_AddNumberToObject(st, "reserved", (double)d->stock.reserved);
+	cJSON_AddNumberToObject(st, "shipped", (double)d->stock.shipped);
+	print_json(j);
+}
+
+static void report_print_text(const report_data *d)
+{
+	char rev[32], chg[32], ref[32];
+	money(rev, sizeof rev, d->charged - d->refunded);
+	money(chg, sizeof chg, d->charged);
+	money(ref, sizeof ref, d->refunded);
+	printf("orders:   %" PRId64 " (", d->norders);
+	for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
+		printf("%s%s %" PRId64, i ? ", " : "", ecom_order_status_name(i), d->orders[i]);
+	printf(")\nsagas:    %" PRId64 " (", d->nsagas);
+	for (int i = 0; i < SAGA_STATE_COUNT; i++)
+		printf("%s%s %" PRId64, i ? ", " : "", saga_state_name((saga_state)i), d->sagas[i]);
+	printf(")\nrevenue:  %s (charged %s in %" PRId64 " charge%s, refunded %s in %" PRId64
+	       " refund%s)\n", rev, chg, d->charges, d->charges == 1 ? "" : "s", ref, d->refunds,
+	       d->refunds == 1 ? "" : "s");
+	printf("stock:    %" PRId64 " products, %" PRId64 " units: available %" PRId64
+	       ", reserved %" PRId64 ", shipped %" PRId64 "\n", d->stock.products,
+	       d->stock.initial, d->stock.stock - d->stock.reserved, d->stock.reserved,
+	       d->stock.shipped);
+}
+
 int cmd_report(args *a, globals *g)
 {
 	while (a->i < a->argc) {
@@ -441,93 +551,17 @@ int cmd_report(args *a, globals *g)
 	ecom_app app;
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
+	report_data d;
+	memset(&d, 0, sizeof d);
 	int ex = app_open_services(&app, "report");
-	int64_t orders[ECOM_ORDER_STATUS_COUNT] = { 0 };
-	int64_t sagas[SAGA_STATE_COUNT] = { 0 };
-	uid_list l = { 0 };
-	stock_sum ss = { 0 };
-	int64_t charged = 0, refunded = 0, charges = 0, refunds = 0;
-	if (ex != EXIT_OK)
-		goto out;
-	if (order_count_by_status(app.order, orders) != 0 ||
-	    inventory_list_products(app.inventory, sum_stock, &ss) != 0) {
-		errorf("report: cannot read the services");
-		ex = EXIT_FAIL;
-		goto out;
+	if (ex == EXIT_OK)
+		ex = report_collect(&app, g, &d);
+	if (ex == EXIT_OK) {
+		if (g->json)
+			report_print_json(&d);
+		else
+			report_print_text(&d);
 	}
-	char sp[4200];
-	path_in(sp, sizeof sp, app.dir, "saga.db");
-	if (file_exists(sp)) {  /* a fresh directory has no saga store yet */
-		engine_cfg ec = { 0, 0, 0, 0 };
-		if ((ex = app_open_engine(&app, g, &ec, "report")) != EXIT_OK)
-			goto out;
-		if (saga_counts(app.engine, sagas) != SAGA_OK ||
-		    saga_list(app.engine, -1, collect_uid, &l) != SAGA_OK || l.oom) {
-			errorf("report: %s", l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
-			ex = EXIT_FAIL;
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < l.n; i++) {
-		char key[SAGA_UID_LEN + 64];
-		snprintf(key, sizeof key, "%s/%s/action", l.uids[i], STEP_CHARGE);
-		ecom_charge c;
-		if (payment_get_charge(app.payment, key, &c) != 0)
-			continue;
-		charges++;
-		charged += c.amount;
-		refunded += c.refunded;
-		refunds += c.refunded > 0;
-	}
-	int64_t norders = 0, nsagas = 0;
-	for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
-		norders += orders[i];
-	for (int i = 0; i < SAGA_STATE_COUNT; i++)
-		nsagas += sagas[i];
-	if (g->json) {
-		cJSON *j = cJSON_CreateObject();
-		cJSON *o = cJSON_AddObjectToObject(j, "orders");
-		cJSON_AddNumberToObject(o, "total", (double)norders);
-		for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
-			cJSON_AddNumberToObject(o, ecom_order_status_name(i), (double)orders[i]);
-		cJSON *s = cJSON_AddObjectToObject(j, "sagas");
-		cJSON_AddNumberToObject(s, "total", (double)nsagas);
-		for (int i = 0; i < SAGA_STATE_COUNT; i++)
-			cJSON_AddNumberToObject(s, saga_state_name((saga_state)i), (double)sagas[i]);
-		cJSON *p = cJSON_AddObjectToObject(j, "payments");
-		cJSON_AddNumberToObject(p, "charges", (double)charges);
-		cJSON_AddNumberToObject(p, "charged", (double)charged);
-		cJSON_AddNumberToObject(p, "refunds", (double)refunds);
-		cJSON_AddNumberToObject(p, "refunded", (double)refunded);
-		cJSON_AddNumberToObject(p, "revenue", (double)(charged - refunded));
-		cJSON *st = cJSON_AddObjectToObject(j, "stock");
-		cJSON_AddNumberToObject(st, "products", (double)ss.products);
-		cJSON_AddNumberToObject(st, "initial", (double)ss.initial);
-		cJSON_AddNumberToObject(st, "available", (double)(ss.stock - ss.reserved));
-		cJSON_AddNumberToObject(st, "reserved", (double)ss.reserved);
-		cJSON_AddNumberToObject(st, "shipped", (double)ss.shipped);
-		print_json(j);
-	} else {
-		char rev[32], chg[32], ref[32];
-		money(rev, sizeof rev, charged - refunded);
-		money(chg, sizeof chg, charged);
-		money(ref, sizeof ref, refunded);
-		printf("orders:   %" PRId64 " (", norders);
-		for (int i = 0; i < ECOM_ORDER_STATUS_COUNT; i++)
-			printf("%s%s %" PRId64, i ? ", " : "", ecom_order_status_name(i), orders[i]);
-		printf(")\nsagas:    %" PRId64 " (", nsagas);
-		for (int i = 0; i < SAGA_STATE_COUNT; i++)
-			printf("%s%s %" PRId64, i ? ", " : "", saga_state_name((saga_state)i), sagas[i]);
-		printf(")\nrevenue:  %s (charged %s in %" PRId64 " charge%s, refunded %s in %" PRId64
-		       " refund%s)\n", rev, chg, charges, charges == 1 ? "" : "s", ref, refunds,
-		       refunds == 1 ? "" : "s");
-		printf("stock:    %" PRId64 " products, %" PRId64 " units: available %" PRId64
-		       ", reserved %" PRId64 ", shipped %" PRId64 "\n", ss.products, ss.initial,
-		       ss.stock - ss.reserved, ss.reserved, ss.shipped);
-	}
-	ex = EXIT_OK;
-out:
-	free(l.uids);
 	app_close(&app);
 	return ex;
 }
