@@ -1,10 +1,19 @@
 /*
- * How a program wires libsaga: this is what a reader of the example came
- * for. Open the five services of a data directory; open the engine on
- * DIR/saga.db; build the "order" definition (saga_steps.c), apply its
- * policy file and register it; then drive the engine, running what is due
- * and sleeping until the next timer, until the saga is done. The commands
- * (cmd_*.c) call these.
+ * How a program wires libsaga, which is what a reader of this example came
+ * for. A command does it in this order:
+ *
+ *   1. app_open: check the input (fault variables, a seeded data directory,
+ *      the policy file, tried on a scratch engine), then open the five
+ *      services. Nothing is written before this succeeds.
+ *   2. app_open_engine: saga_engine_open on DIR/saga.db, then the "order"
+ *      definition (its steps in saga_steps.c) with the retries, timeouts
+ *      and breakers of the policy file (saga_policies_apply_file), and
+ *      saga_engine_register.
+ *   3. saga_start (in the command), then drive(): saga_run_until_idle, and
+ *      sleep until saga_next_due, until the command has what it waits for.
+ *      `run` lets the engine's worker threads drive instead (cmd_run.c).
+ *   4. app_close: the engine first (it holds the store's lock), then the
+ *      services.
  * SPDX-License-Identifier: MIT
  */
 #include "app.h"
@@ -21,7 +30,7 @@
 #endif
 
 /* ---------------------------------------------------------------------- */
-/* Services and engine                                                    */
+/* The data directory                                                     */
 /* ---------------------------------------------------------------------- */
 
 void path_in(char *buf, size_t size, const char *dir, const char *file)
@@ -76,23 +85,9 @@ int data_ready(const char *dir, const char *cmd)
 	return EXIT_OK;
 }
 
-void app_close(ecom_app *app)
-{
-	saga_engine_close(app->engine);
-	app->engine = NULL;
-	notification_close(app->notification);
-	shipping_close(app->shipping);
-	payment_close(app->payment);
-	inventory_close(app->inventory);
-	order_close(app->order);
-	app->notification = NULL;
-	app->shipping = NULL;
-	app->payment = NULL;
-	app->inventory = NULL;
-	app->order = NULL;
-	ecom_faults_free(app->faults);
-	app->faults = NULL;
-}
+/* ---------------------------------------------------------------------- */
+/* The services (step 1, after the checks below)                          */
+/* ---------------------------------------------------------------------- */
 
 /* Opens the five services of a seeded directory. Exit code on failure. */
 int app_open_services(ecom_app *app, const char *cmd)
@@ -124,6 +119,10 @@ int app_open_services(ecom_app *app, const char *cmd)
 	}
 	return EXIT_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/* The engine, with the saga and its policies (step 2)                    */
+/* ---------------------------------------------------------------------- */
 
 static void engine_log(saga_log_level level, const char *msg, void *user)
 {
@@ -208,6 +207,10 @@ int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
 	return open_engine(&app->engine, app, app->dir, g, cfg, cmd);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Checked before anything is written (step 1)                            */
+/* ---------------------------------------------------------------------- */
+
 /* Removes the files of a scratch directory, then the directory. */
 static void remove_scratch(const char *dir)
 {
@@ -268,6 +271,10 @@ int app_open(ecom_app *app, const globals *g, const char *cmd)
 	return ex;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Driving the engine (step 3)                                            */
+/* ---------------------------------------------------------------------- */
+
 int is_final(saga_state s)
 {
 	return s == SAGA_COMPLETED || s == SAGA_COMPENSATED || s == SAGA_STUCK;
@@ -308,4 +315,26 @@ int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user, uint64
 		if (nap)
 			sleep_ms(nap);
 	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Closing (step 4)                                                       */
+/* ---------------------------------------------------------------------- */
+
+void app_close(ecom_app *app)
+{
+	saga_engine_close(app->engine);
+	app->engine = NULL;
+	notification_close(app->notification);
+	shipping_close(app->shipping);
+	payment_close(app->payment);
+	inventory_close(app->inventory);
+	order_close(app->order);
+	app->notification = NULL;
+	app->shipping = NULL;
+	app->payment = NULL;
+	app->inventory = NULL;
+	app->order = NULL;
+	ecom_faults_free(app->faults);
+	app->faults = NULL;
 }

@@ -47,7 +47,10 @@ int ecom_saga_definition(saga_definition **out, ecom_app *app);
  * ECOM_OK -> OK, ECOM_REFUSED -> FAIL, everything else -> RETRY. */
 saga_step_result ecom_step_result(saga_step_ctx *ctx, int rc, const char *msg);
 
-/* Opening the services and the engine, and driving it (app.c). */
+/* Opening the services and the engine, and driving it (app.c, whose head
+ * comment gives the order). */
+
+/* How app_open_engine opens the engine. */
 typedef struct engine_cfg {
 	unsigned int workers;
 	unsigned int max_in_flight;
@@ -62,6 +65,9 @@ int store_present(const char *dir);
 int data_ready(const char *dir, const char *cmd);
 void app_close(ecom_app *app);
 int app_open_services(ecom_app *app, const char *cmd);
+/* Opens app->dir/saga.db as app->engine and, with cfg->with_saga,
+ * registers the "order" saga. Exit code (EXIT_USAGE for a bad policy
+ * file). */
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
                     const char *cmd);
 /* What a command that runs sagas does before it writes anything: reads the
