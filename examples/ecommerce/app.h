@@ -81,13 +81,22 @@ int is_unfinished(saga_state s);
 int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user, uint64_t wait_ms);
 
 /* Text and JSON rendering (output.c). */
+
+/* Prints j on stdout and frees it (takes ownership; NULL prints nothing). */
 void print_json(cJSON *j);
+/* Cents as "12.34". */
 void money(char *buf, size_t size, int64_t cents);
+/* The order of a saga's business key; 0 when there is none. */
 int64_t order_of_key(ecom_app *app, const char *key);
+/* An order (with its shipment) as JSON, owned by the caller; JSON null for
+ * none. */
 cJSON *order_json(ecom_app *app, int64_t order_id);
 void print_order_text(ecom_app *app, int64_t order_id);
+/* A saga instance as JSON, owned by the caller. */
 cJSON *saga_json(const saga_instance_info *in);
 void print_saga_text(const saga_instance_info *in);
+/* The saga and its order, as text (after the line `what`, may be NULL) or
+ * JSON; the exit code says whether the saga completed. */
 int print_outcome(ecom_app *app, globals *g, const saga_instance_info *in, int created,
                   const char *what);
 

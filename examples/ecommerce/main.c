@@ -10,20 +10,17 @@
  * Each command opens the saga store (DIR/saga.db) and closes it before it
  * exits: the engine holds an exclusive lock on the store while it is open.
  *
- * This file is the front door: usage and the command table. The libsaga
- * wiring is in app.c, the commands in cmd_*.c (commands.h), argument
- * parsing in cli.c, rendering in output.c, the saga's steps in
- * saga_steps.c.
+ * This file is the front door: usage, the command table and the leading
+ * global options. How the commands use libsaga is in app.c (read it
+ * first), the commands in cmd_*.c (commands.h), argument parsing in cli.c,
+ * rendering in output.c, the saga's steps in saga_steps.c; README.md maps
+ * every file.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
-
-/* ---------------------------------------------------------------------- */
-/* main                                                                   */
-/* ---------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
@@ -54,6 +51,17 @@ static void usage(FILE *f)
 "input (checked before anything is opened for writing: nothing written).\n", prog);
 }
 
+/* The commands, by name (commands.h). */
+static const struct {
+	const char *name;
+	int (*fn)(args *, globals *);
+} cmds[] = {
+	{ "seed", cmd_seed }, { "order", cmd_order }, { "run", cmd_run },
+	{ "status", cmd_status }, { "cancel", cmd_cancel }, { "recover", cmd_recover },
+	{ "check", cmd_check }, { "report", cmd_report },
+};
+
+/* The global options before the command, then the command with the rest. */
 int main(int argc, char **argv)
 {
 	globals g = { "./ecommerce-data", NULL, 0 };
@@ -77,14 +85,6 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	static const struct {
-		const char *name;
-		int (*fn)(args *, globals *);
-	} cmds[] = {
-		{ "seed", cmd_seed }, { "order", cmd_order }, { "run", cmd_run },
-		{ "status", cmd_status }, { "cancel", cmd_cancel }, { "recover", cmd_recover },
-		{ "check", cmd_check }, { "report", cmd_report },
-	};
 	const char *cmd = argv[a.i++];
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
