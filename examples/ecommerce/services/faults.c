@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "svc_db.h"
+#include "msg.h"
 
 #define MAX_CRASHES 16
 #define MAX_SLEEP_MS 600000u  /* ten minutes: more is a typo */

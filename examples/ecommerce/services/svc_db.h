@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 #include <stdarg.h>
 
+#include "msg.h"
 #include "services.h"
 
 typedef struct svc_db {
@@ -40,10 +41,6 @@ void svc_db_delete(svc_db *s);
 
 /* Wall clock, ms since the epoch. */
 uint64_t svc_now_ms(void);
-
-/* Writes a formatted message (never fails; NULL buffer ignored). */
-void svc_msg(char *msg, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 
 /* Takes the service's lock and BEGIN IMMEDIATE. On failure the lock is
  * released and msg says why. */

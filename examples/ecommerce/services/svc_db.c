@@ -15,16 +15,6 @@
 
 #define SVC_SCHEMA_VERSION 1
 
-void svc_msg(char *msg, size_t size, const char *fmt, ...)
-{
-	if (!msg || size == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, size, fmt, ap);
-	va_end(ap);
-}
-
 uint64_t svc_now_ms(void)
 {
 	struct timespec ts;
