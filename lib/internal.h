@@ -33,6 +33,8 @@ uint64_t saga_sys_wall_ms(void *user);
 uint64_t saga_sys_mono_ms(void *user);
 /* Fills in NULL members of a clock with the system clocks. */
 void saga_clock_resolve(saga_clock *out, const saga_clock *in);
+/* A seed for the engine's random numbers when none is given. */
+uint64_t seed_from_system(void);
 
 /* ---- definitions (definition.c) ---- */
 typedef struct saga_step_policy {

@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 static void *sys_malloc(size_t n, void *user)
 {
@@ -103,4 +105,12 @@ void saga_clock_resolve(saga_clock *out, const saga_clock *in)
 	if (!c.mono_ms)
 		c.mono_ms = saga_sys_mono_ms;
 	*out = c;
+}
+
+uint64_t seed_from_system(void)
+{
+	uint64_t s = 0;
+	if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
+		s = saga_sys_wall_ms(NULL) ^ ((uint64_t)getpid() << 32) ^ saga_sys_mono_ms(NULL);
+	return s;
 }
