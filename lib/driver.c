@@ -214,7 +214,7 @@ int saga_run_due_start(saga_engine *e, unsigned int *ran, int64_t *ids, int *cre
 	if (ran)
 		*ran = 0;
 	if (!e || !ids || (!reqs && n))
-		return SAGA_EINVAL;
+		return bad_args(e, "run_due_start: ids and the requests are needed");
 	start_set ss = { reqs, n, ids, created, NULL };
 	return run_due(e, ran, &ss);
 }
@@ -243,7 +243,7 @@ int saga_run_until_idle(saga_engine *e)
 int saga_next_due(saga_engine *e, uint64_t *out)
 {
 	if (!e || !out)
-		return SAGA_EINVAL;
+		return bad_args(e, "next_due: out is needed");
 	pthread_mutex_lock(&e->mu);
 	uint64_t nd = 0;
 	int rc = store_next_due(e->store, &nd);

@@ -200,6 +200,7 @@ int set_err(saga_engine *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void logf_(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+int bad_args(saga_engine *e, const char *what);
 int store_err(saga_engine *e, int code);
 
 /* ---- what is registered on an engine (registry.c) ---- */

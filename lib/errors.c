@@ -106,6 +106,13 @@ int set_err(saga_engine *e, int code, const char *fmt, ...)
 	return code;
 }
 
+/* An argument error: SAGA_EINVAL, with a message saying what is wrong, so
+ * that saga_engine_errmsg never describes an older failure. e may be NULL. */
+int bad_args(saga_engine *e, const char *what)
+{
+	return e ? set_err(e, SAGA_EINVAL, "invalid arguments: %s", what) : SAGA_EINVAL;
+}
+
 /* Copies the store's message after a failed store call. */
 int store_err(saga_engine *e, int code)
 {

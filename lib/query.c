@@ -6,7 +6,7 @@
 int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
 {
 	if (!e || !out)
-		return SAGA_EINVAL;
+		return bad_args(e, "get: out is needed");
 	pthread_mutex_lock(&e->mu);
 	saga_row r;
 	int rc = store_load(e->store, &r, id, NULL);
@@ -22,7 +22,7 @@ int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
 int saga_get_context(saga_engine *e, cJSON **out, int64_t id)
 {
 	if (!e || !out)
-		return SAGA_EINVAL;
+		return bad_args(e, "get_context: out is needed");
 	*out = NULL;
 	pthread_mutex_lock(&e->mu);
 	saga_row r;
@@ -41,7 +41,7 @@ int saga_get_context(saga_engine *e, cJSON **out, int64_t id)
 int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 {
 	if (!e || !out_id || !bkey)
-		return SAGA_EINVAL;
+		return bad_args(e, "find: out_id and a business key are needed");
 	pthread_mutex_lock(&e->mu);
 	int rc = store_find_bkey(e->store, out_id, bkey);
 	if (rc && rc != SAGA_ENOTFOUND)
@@ -85,7 +85,7 @@ static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_f
 int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 {
 	if (!e || !fn)
-		return SAGA_EINVAL;
+		return bad_args(e, "history: a function is needed");
 	pthread_mutex_lock(&e->mu);
 	saga_row r;
 	int rc = store_load(e->store, &r, id, NULL);
@@ -106,7 +106,7 @@ int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 int saga_list(saga_engine *e, int state, saga_instance_fn fn, void *user)
 {
 	if (!e || !fn || state >= SAGA_STATE_COUNT)
-		return SAGA_EINVAL;
+		return bad_args(e, "list: a function and a state (or -1) are needed");
 	pthread_mutex_lock(&e->mu);
 	int rc = store_list(e->store, state, fn, user);
 	if (rc)
@@ -118,7 +118,7 @@ int saga_list(saga_engine *e, int state, saga_instance_fn fn, void *user)
 int saga_counts(saga_engine *e, int64_t counts[SAGA_STATE_COUNT])
 {
 	if (!e || !counts)
-		return SAGA_EINVAL;
+		return bad_args(e, "counts: an array is needed");
 	pthread_mutex_lock(&e->mu);
 	int rc = store_counts(e->store, counts);
 	if (rc)
@@ -130,7 +130,7 @@ int saga_counts(saga_engine *e, int64_t counts[SAGA_STATE_COUNT])
 int saga_engine_stats(saga_engine *e, saga_stats *out)
 {
 	if (!e || !out)
-		return SAGA_EINVAL;
+		return bad_args(e, "stats: out is needed");
 	pthread_mutex_lock(&e->mu);
 	*out = e->stats;
 	pthread_mutex_unlock(&e->mu);

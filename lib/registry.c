@@ -21,7 +21,7 @@ const reg_def *find_def(saga_engine *e, const char *name, int version)
 int saga_engine_register(saga_engine *e, const saga_definition *def)
 {
 	if (!e || !def)
-		return SAGA_EINVAL;
+		return bad_args(e, "a definition is needed");
 	char msg[256];
 	pthread_mutex_lock(&e->mu);
 	int rc = saga_definition_validate(def, msg, sizeof(msg));
@@ -85,7 +85,7 @@ saga_breaker *find_breaker(saga_engine *e, const char *name)
 int saga_engine_add_breaker(saga_engine *e, const char *name, const saga_breaker_config *cfg)
 {
 	if (!e || !name || !cfg)
-		return SAGA_EINVAL;
+		return bad_args(e, "a breaker name and configuration are needed");
 	pthread_mutex_lock(&e->mu);
 	int rc;
 	if (find_breaker(e, name)) {
@@ -124,7 +124,7 @@ saga_breaker *saga_engine_breaker(saga_engine *e, const char *name)
 int saga_engine_add_listener(saga_engine *e, saga_listener_fn fn, void *user)
 {
 	if (!e || !fn)
-		return SAGA_EINVAL;
+		return bad_args(e, "a listener function is needed");
 	listener *l = saga_malloc(&e->alloc, sizeof(*l));
 	if (!l)
 		return set_err(e, SAGA_ENOMEM, "out of memory");

@@ -200,7 +200,7 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
                      const saga_start_request *reqs, size_t n)
 {
 	if (!e || !ids || (!reqs && n))
-		return SAGA_EINVAL;
+		return bad_args(e, "start: ids and the requests are needed");
 	start_set ss = { reqs, n, ids, created, NULL };
 	pthread_mutex_lock(&e->mu);
 	int rc = starts_check(e, &ss);
@@ -239,6 +239,6 @@ int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *defini
 {
 	saga_start_request q = { definition, bkey, input };
 	if (!out_id)
-		return SAGA_EINVAL;
+		return bad_args(e, "start: out_id is needed");
 	return saga_start_batch(e, out_id, created, &q, 1);
 }

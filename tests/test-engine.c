@@ -1267,6 +1267,44 @@ START_TEST(register_while_instances_loaded)
 }
 END_TEST
 
+/* An argument error on an engine replaces the message of an older failure:
+ * saga_engine_errmsg never describes a call that came before. */
+#define EXPECT_FRESH_EINVAL(call)                                                       \
+	do {                                                                            \
+		saga_instance_info info_;                                               \
+		ck_assert_int_eq(saga_get(F.e, &info_, 99999), SAGA_ENOTFOUND);         \
+		ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "99999"));        \
+		ck_assert_int_eq((call), SAGA_EINVAL);                                  \
+		ck_assert_msg(strstr(saga_engine_errmsg(F.e), "99999") == NULL,         \
+		              "%s: stale message '%s'", #call, saga_engine_errmsg(F.e)); \
+	} while (0)
+
+START_TEST(einval_replaces_stale_message)
+{
+	int64_t id = 0;
+	int n = 0;
+	saga_start_request req = { "order", NULL, NULL };
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	EXPECT_FRESH_EINVAL(saga_engine_register(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_engine_add_breaker(F.e, NULL, &bc));
+	EXPECT_FRESH_EINVAL(saga_engine_add_listener(F.e, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_start(F.e, NULL, NULL, "order", NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_start_batch(F.e, NULL, NULL, &req, 1));
+	EXPECT_FRESH_EINVAL(saga_run_due_start(F.e, NULL, NULL, NULL, &req, 1));
+	EXPECT_FRESH_EINVAL(saga_next_due(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_complete(F.e, NULL, SAGA_STEP_OK, NULL));
+	EXPECT_FRESH_EINVAL(saga_get(F.e, NULL, 1));
+	EXPECT_FRESH_EINVAL(saga_get_context(F.e, NULL, 1));
+	EXPECT_FRESH_EINVAL(saga_find(F.e, &id, NULL));
+	EXPECT_FRESH_EINVAL(saga_history(F.e, 1, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_list(F.e, 0, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_list(F.e, SAGA_STATE_COUNT, count_listed, &n));
+	EXPECT_FRESH_EINVAL(saga_counts(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_engine_stats(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_purge(F.e, NULL, SAGA_STUCK, 0));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1301,6 +1339,7 @@ int main(void)
 	tcase_add_test(tc, run_due_start_shares_the_commit);
 	tcase_add_test(tc, workers_many_instances);
 	tcase_add_test(tc, register_while_instances_loaded);
+	tcase_add_test(tc, einval_replaces_stale_message);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
