@@ -37,7 +37,7 @@ static int release_temp(saga_engine *e, inst *in, bool temp, int rc)
 static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int rc)
 {
 	if (rc == SAGA_OK && changed)
-		rc = write_row(e, in);
+		rc = put_instance(e, in);
 	if (rc == SAGA_OK)
 		rc = commit_txn(e);
 	if (rc) {
@@ -111,7 +111,7 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	}
 	uint64_t now = now_wall(e);
 	bool current = r->pending && r->step == idx && r->phase == phase &&
-	               (temp || in->stage == ST_PROCESS);
+	               (temp || in->stage == STAGE_PROCESS);
 	if (current && !(r->attempt_deadline && now >= r->attempt_deadline)) {
 		saga_outcome oc = result == SAGA_STEP_OK ? SAGA_OUTCOME_OK
 		                : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL : SAGA_OUTCOME_RETRY;
@@ -130,8 +130,8 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
 		goto out;
 	}
-	if (!temp && in->stage != ST_PROCESS && r->inflight && r->step == idx && r->phase == phase &&
-	    !in->has_early) {
+	if (!temp && in->stage != STAGE_PROCESS && r->inflight && r->step == idx &&
+	    r->phase == phase && !in->has_early) {
 		/* The action has not answered yet: keep the completion for when it
 		 * answers PENDING. It is recorded now; if the process dies before
 		 * the answer, the step is invoked again with the same key. */
@@ -194,7 +194,7 @@ int saga_cancel(saga_engine *e, int64_t id)
 		release_temp(e, in, temp, rc);
 		goto out;
 	}
-	if (!temp && in->stage != ST_PROCESS) {
+	if (!temp && in->stage != STAGE_PROCESS) {
 		/* An attempt is running: compensation starts after its answer. */
 		in->cancel_req = true;
 		rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,

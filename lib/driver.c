@@ -10,7 +10,7 @@
 #include <time.h>
 
 /* Processes every loaded instance that is not being invoked, and commits.
- * Instances that must be invoked are left in ST_INVOKE. Returns the
+ * Instances that must be invoked are left in STAGE_INVOKE. Returns the
  * commit's result; *fill_rc receives that of bringing instances in, which
  * does not stop the others. */
 static int process_and_commit(saga_engine *e, int *fill_rc)
@@ -19,26 +19,26 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 	int rc;
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
-		if (in->stage != ST_RESULT && in->stage != ST_PROCESS)
+		if (in->stage != STAGE_RESULT && in->stage != STAGE_PROCESS)
 			continue;
 		/* From here its memory is ahead of the store until the commit. */
 		in->uncommitted = true;
-		if (in->stage == ST_RESULT) {
+		if (in->stage == STAGE_RESULT) {
 			in->fresh_start = false;
 			if ((rc = apply_result(e, in)))
 				goto fail;
-			in->stage = ST_PROCESS;
+			in->stage = STAGE_PROCESS;
 		}
 		enum next next;
-		if ((rc = advance(e, in, &next)) || (rc = write_row(e, in)))
+		if ((rc = advance(e, in, &next)) || (rc = put_instance(e, in)))
 			goto fail;
-		in->stage = next == NEXT_INVOKE ? ST_INVOKE : ST_DONE;
+		in->stage = next == NEXT_INVOKE ? STAGE_INVOKE : STAGE_DONE;
 	}
 	if ((rc = commit_txn(e)))
 		goto fail;
 	/* Parked and finished instances leave memory only once durable. */
 	for (size_t i = e->nloaded; i-- > 0;)
-		if (e->loaded[i]->stage == ST_DONE)
+		if (e->loaded[i]->stage == STAGE_DONE)
 			unload(e, i);
 	return SAGA_OK;
 fail:
@@ -156,7 +156,7 @@ static int round_with_starts(saga_engine *e, struct start_wait *q)
  * started in that commit. */
 static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 {
-	bool first = !has_stage(e, ST_INVOKE);
+	bool first = !has_stage(e, STAGE_INVOKE);
 	struct start_wait w = { ss, SAGA_OK, false, "", NULL };
 	int rc = SAGA_OK;
 	if (first)
@@ -164,8 +164,8 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	inst *batch[SAGA_MAX_IN_FLIGHT_MAX];
 	size_t n = 0;
 	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
-		if (e->loaded[i]->stage == ST_INVOKE) {
-			e->loaded[i]->stage = ST_INVOKING;
+		if (e->loaded[i]->stage == STAGE_INVOKE) {
+			e->loaded[i]->stage = STAGE_INVOKING;
 			batch[n++] = e->loaded[i];
 		}
 	}
@@ -176,7 +176,7 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	pthread_mutex_lock(&e->mu);
 	e->invoking -= (unsigned)n;
 	for (size_t i = 0; i < n; i++)
-		batch[i]->stage = ST_RESULT;
+		batch[i]->stage = STAGE_RESULT;
 	e->stats.attempts += n;
 	if (ran)
 		*ran += (unsigned)n;
@@ -249,7 +249,7 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 	int rc = store_next_due(e->store, &nd);
 	if (rc)
 		rc = store_err(e, rc);
-	if (e->nloaded || e->ready_len || !e->recovered)
+	if (e->nloaded || e->ready_len || !e->active_scanned)
 		nd = now_wall(e);
 	*out = nd;
 	pthread_mutex_unlock(&e->mu);
@@ -263,7 +263,7 @@ void *worker_main(void *arg)
 	for (;;) {
 		inst *in = NULL;
 		for (size_t i = 0; i < e->nloaded; i++) {
-			if (e->loaded[i]->stage == ST_INVOKE) {
+			if (e->loaded[i]->stage == STAGE_INVOKE) {
 				in = e->loaded[i];
 				break;
 			}
@@ -274,12 +274,12 @@ void *worker_main(void *arg)
 			pthread_cond_wait(&e->work_cv, &e->mu);
 			continue;
 		}
-		in->stage = ST_INVOKING;
+		in->stage = STAGE_INVOKING;
 		e->invoking++;
 		pthread_mutex_unlock(&e->mu);
 		invoke(e, in);
 		pthread_mutex_lock(&e->mu);
-		in->stage = ST_RESULT;
+		in->stage = STAGE_RESULT;
 		e->stats.attempts++;
 		e->invoking--;
 		pthread_cond_signal(&e->wake);
@@ -340,24 +340,24 @@ void *driver_main(void *arg)
 		if (rc) {
 			failures++;
 			if (failures == 1)
-				logf_(e, SAGA_LOG_ERROR,
-				      "engine rounds failing: %s (retrying after %u ms, backing off to "
-				      "%u ms while they fail)", saga_engine_errmsg(e),
-				      ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+				log_at(e, SAGA_LOG_ERROR,
+				       "engine rounds failing: %s (retrying after %u ms, backing off to "
+				       "%u ms while they fail)", saga_engine_errmsg(e),
+				       ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
 			else if (rc != last_rc)
-				logf_(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
-				      saga_engine_errmsg(e));
+				log_at(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
+				       saga_engine_errmsg(e));
 		} else if (failures) {
-			logf_(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
-			      (unsigned long long)failures);
+			log_at(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
+			       (unsigned long long)failures);
 			failures = 0;
 		}
 		last_rc = rc;
-		if (has_stage(e, ST_INVOKE))
+		if (has_stage(e, STAGE_INVOKE))
 			pthread_cond_broadcast(&e->work_cv);
-		bool busy = has_stage(e, ST_RESULT) || e->start_queue ||
+		bool busy = has_stage(e, STAGE_RESULT) || e->start_queue ||
 		            (e->ready_len && e->nloaded < e->max_in_flight);
-		bool idle = e->invoking == 0 && !has_stage(e, ST_INVOKE) && nothing_due(e);
+		bool idle = e->invoking == 0 && !has_stage(e, STAGE_INVOKE) && nothing_due(e);
 		e->driver_idle = idle;
 		if (idle)
 			pthread_cond_broadcast(&e->idle_cv);
@@ -369,7 +369,7 @@ void *driver_main(void *arg)
 			driver_sleep(e, round_backoff(failures), true);
 			continue;
 		}
-		if (busy || e->stopping || has_stage(e, ST_RESULT) || e->start_queue)
+		if (busy || e->stopping || has_stage(e, STAGE_RESULT) || e->start_queue)
 			continue;
 		/* Sleep until a timer is due, work arrives, or a short while
 		 * passes (an injected clock does not wake a condition variable). */

@@ -158,12 +158,12 @@ void saga_engine_close(saga_engine *e)
 	/* Record the answers of callbacks that finished; starts already
 	 * recorded but not invoked are resumed at the next open. */
 	pthread_mutex_lock(&e->mu);
-	bool results = has_stage(e, ST_RESULT);
+	bool results = has_stage(e, STAGE_RESULT);
 	for (size_t i = e->nloaded; i-- > 0;)
-		if (e->loaded[i]->stage == ST_INVOKE || e->loaded[i]->stage == ST_PROCESS)
+		if (e->loaded[i]->stage == STAGE_INVOKE || e->loaded[i]->stage == STAGE_PROCESS)
 			unload(e, i);
 	if (results && process_round(e) != SAGA_OK)
-		logf_(e, SAGA_LOG_ERROR, "close: %s", saga_engine_errmsg(e));
+		log_at(e, SAGA_LOG_ERROR, "close: %s", saga_engine_errmsg(e));
 	unlock_and_deliver(e);
 	while (e->nloaded)
 		unload(e, 0);

@@ -39,7 +39,7 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 
-enum stage { ST_PROCESS, ST_INVOKE, ST_INVOKING, ST_RESULT, ST_DONE };
+enum stage { STAGE_PROCESS, STAGE_INVOKE, STAGE_INVOKING, STAGE_RESULT, STAGE_DONE };
 
 typedef struct reg_def {
 	saga_definition *def;
@@ -111,7 +111,8 @@ struct saga_engine {
 	size_t nloaded;
 	int64_t *ready;           /* ids waiting to be loaded (FIFO) */
 	size_t ready_head, ready_len, ready_cap;
-	bool recovered;           /* the unfinished instances were queued */
+	bool active_scanned;      /* the unfinished instances were queued since the last
+	                             reason to scan again (a registration, a full queue) */
 	int64_t *quarantine;      /* ids of damaged rows: reported once, then skipped */
 	size_t nquarantine;
 	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
@@ -198,7 +199,7 @@ static inline const saga_step_def *step_def(const inst *in, int step)
 /* ---- error text and logging (errors.c) ---- */
 int set_err(saga_engine *e, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void logf_(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int bad_args(saga_engine *e, const char *what);
 int store_err(saga_engine *e, int code);
@@ -213,7 +214,7 @@ void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
            uint32_t attempt, saga_outcome outcome, const char *detail);
 int record_state(saga_engine *e, inst *in, const char *detail);
-int write_row(saga_engine *e, inst *in);
+int put_instance(saga_engine *e, inst *in);
 void unlock_and_deliver(saga_engine *e);
 void abort_txn(saga_engine *e);
 int commit_txn(saga_engine *e);

@@ -1,6 +1,6 @@
 /* Error texts, enum names, and the engine's message and log: the per-thread
  * message of the last failed call (set_err, saga_engine_errmsg) and the log
- * hook (logf_). SPDX-License-Identifier: MIT */
+ * hook (log_at). SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
 #include <stdio.h>
@@ -121,7 +121,7 @@ int store_err(saga_engine *e, int code)
 	return set_err(e, code, "%s", store_errmsg(e->store));
 }
 
-void logf_(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
 {
 	if (!e->log || lvl < e->log_level)
 		return;

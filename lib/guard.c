@@ -58,8 +58,8 @@ static int map_sqlite(int rc)
 /* Runs one statement with an optional text (?1) and integer (?2) parameter.
  * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
  * first column of the first row, or 0 when there is no row. */
-static int run(sqlite3 *db, const char *sql, const char *text, int64_t num,
-               int *changes, int *state)
+static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
+                    int *changes, int *state)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -111,12 +111,12 @@ int saga_guard_init(sqlite3 *db)
 {
 	if (!db)
 		return SAGA_EINVAL;
-	return run(db,
-	           "CREATE TABLE IF NOT EXISTS saga_guard("
-	           " action_key TEXT PRIMARY KEY,"
-	           " state INTEGER NOT NULL,"
-	           " at INTEGER)",
-	           NULL, 0, NULL, NULL);
+	return exec_sql(db,
+	                "CREATE TABLE IF NOT EXISTS saga_guard("
+	                " action_key TEXT PRIMARY KEY,"
+	                " state INTEGER NOT NULL,"
+	                " at INTEGER)",
+	                NULL, 0, NULL, NULL);
 }
 
 int saga_guard_action(sqlite3 *db, const char *action_key,
@@ -127,10 +127,10 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 		return rc;
 
 	int changes = 0;
-	rc = run(db,
-	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
-	         " ON CONFLICT(action_key) DO NOTHING",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
+	              " ON CONFLICT(action_key) DO NOTHING",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -139,8 +139,8 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	         action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	              action_key, 0, NULL, &state);
 	if (rc != SAGA_OK)
 		return rc;
 	switch (state) {
@@ -164,10 +164,10 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 		return rc;
 
 	int changes = 0;
-	rc = run(db,
-	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
-	         " ON CONFLICT(action_key) DO NOTHING",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
+	              " ON CONFLICT(action_key) DO NOTHING",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -175,10 +175,10 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 		return SAGA_OK;
 	}
 
-	rc = run(db,
-	         "UPDATE saga_guard SET state = 2, at = ?2"
-	         " WHERE action_key = ?1 AND state = 1",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "UPDATE saga_guard SET state = 2, at = ?2"
+	              " WHERE action_key = ?1 AND state = 1",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -187,8 +187,8 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	         action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	              action_key, 0, NULL, &state);
 	if (rc != SAGA_OK)
 		return rc;
 	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {

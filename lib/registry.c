@@ -66,7 +66,7 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 		rd->names[i] = rd->def->steps[i].name;
 	e->defs[e->ndefs++] = rd;
 	/* Instances of this definition parked in the store may now run. */
-	e->recovered = false;
+	e->active_scanned = false;
 	e->next_timer = 0;
 	pthread_cond_signal(&e->wake);
 out:

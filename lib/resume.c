@@ -109,8 +109,8 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 	}
 	in->rd = find_def(e, in->row.def_name, in->row.def_version);
 	if (!in->rd) {
-		logf_(e, SAGA_LOG_WARN, "instance %lld: definition '%s' version %d is not registered",
-		      (long long)in->row.id, in->row.def_name, in->row.def_version);
+		log_at(e, SAGA_LOG_WARN, "instance %lld: definition '%s' version %d is not registered",
+		       (long long)in->row.id, in->row.def_name, in->row.def_version);
 		free_inst(e, in);
 		return SAGA_OK;
 	}
@@ -158,8 +158,8 @@ static int quarantine_add(saga_engine *e, int64_t id)
 int fill(saga_engine *e)
 {
 	int rc;
-	if (!e->recovered) {
-		e->recovered = true;
+	if (!e->active_scanned) {
+		e->active_scanned = true;
 		if ((rc = store_scan_active(e->store, queue_id, e)))
 			return store_err(e, rc);
 	}
@@ -189,7 +189,7 @@ int fill(saga_engine *e)
 			continue;
 		if (rc == SAGA_ECORRUPT) {
 			/* One damaged row must not hold up the others. */
-			logf_(e, SAGA_LOG_ERROR, "%s; the instance is skipped", saga_engine_errmsg(e));
+			log_at(e, SAGA_LOG_ERROR, "%s; the instance is skipped", saga_engine_errmsg(e));
 			if ((rc = quarantine_add(e, id)))
 				return rc;
 			e->new_corrupt = id;
@@ -199,7 +199,7 @@ int fill(saga_engine *e)
 			return rc;
 		if (!in)
 			continue;
-		in->stage = ST_PROCESS;
+		in->stage = STAGE_PROCESS;
 		e->loaded[e->nloaded++] = in;
 	}
 	return SAGA_OK;
@@ -218,7 +218,7 @@ void discard_round(saga_engine *e)
 	abort_txn(e);
 	for (size_t i = e->nloaded; i-- > 0;) {
 		inst *in = e->loaded[i];
-		if (!in->uncommitted && in->stage != ST_RESULT)
+		if (!in->uncommitted && in->stage != STAGE_RESULT)
 			continue;
 		int64_t id = in->row.id;
 		unload(e, i);
@@ -240,6 +240,6 @@ int report_corrupt(saga_engine *e, int rc)
 
 bool nothing_due(saga_engine *e)
 {
-	return e->nloaded == 0 && e->ready_len == 0 && e->recovered &&
+	return e->nloaded == 0 && e->ready_len == 0 && e->active_scanned &&
 	       (e->next_timer == UINT64_MAX || e->next_timer > now_wall(e));
 }

@@ -165,7 +165,7 @@ void starts_to_driver(saga_engine *e, start_set *ss)
 	for (size_t i = 0; ss->fresh && i < ss->n; i++) {
 		struct fresh_slot *f = &ss->fresh[i];
 		if (f->in && e->nloaded < e->max_in_flight) {
-			f->in->stage = ST_PROCESS;
+			f->in->stage = STAGE_PROCESS;
 			f->in->uncommitted = true; /* reloaded if the commit fails */
 			e->loaded[e->nloaded++] = f->in;
 			f->in = NULL;
@@ -185,7 +185,7 @@ void starts_end(saga_engine *e, start_set *ss, int rc)
 				ss->created[i] = 0;
 		} else if (!(ss->fresh && ss->fresh[i].moved) && push_ready(e, ss->ids[i])) {
 			/* Durable now; a full queue only delays it until the next scan. */
-			e->recovered = false;
+			e->active_scanned = false;
 		}
 	}
 	for (size_t i = 0; ss->fresh && i < ss->n; i++)

@@ -690,7 +690,7 @@ void store_close(saga_store *s)
 }
 
 /* Runs a statement that returns no rows, and resets it. */
-static int run(saga_store *s, sqlite3_stmt *st, const char *what)
+static int exec_stmt(saga_store *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 	int code = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SAGA_OK : fail(s, rc, what);
@@ -702,7 +702,7 @@ static int run(saga_store *s, sqlite3_stmt *st, const char *what)
 
 int store_begin(saga_store *s)
 {
-	return run(s, s->st[ST_BEGIN], "begin");
+	return exec_stmt(s, s->st[ST_BEGIN], "begin");
 }
 
 static void drop_history(saga_store *s)
@@ -742,7 +742,7 @@ static int flush_history(saga_store *s)
 		for (size_t k = 0; k < n && rc == SAGA_OK; k++)
 			rc = bind_hist(s, st, (int)k * 10, &s->hist[i + k]);
 		if (rc == SAGA_OK) {
-			rc = run(s, st, "add history");
+			rc = exec_stmt(s, st, "add history");
 		} else {
 			done_with(st, rc);
 		}
@@ -759,7 +759,7 @@ static int save_seq(saga_store *s)
 		return SAGA_OK;
 	sqlite3_stmt *st = s->st[ST_SEQ_PUT];
 	int brc = sqlite3_bind_int64(st, 1, s->next_seq);
-	return brc == SQLITE_OK ? run(s, st, "save history seq") : fail(s, brc, "bind");
+	return brc == SQLITE_OK ? exec_stmt(s, st, "save history seq") : fail(s, brc, "bind");
 }
 
 int store_commit(saga_store *s)
@@ -768,7 +768,7 @@ int store_commit(saga_store *s)
 	if (rc == SAGA_OK)
 		rc = save_seq(s);
 	if (rc == SAGA_OK)
-		rc = run(s, s->st[ST_COMMIT], "commit");
+		rc = exec_stmt(s, s->st[ST_COMMIT], "commit");
 	if (rc) {
 		store_rollback(s);
 		return rc;
@@ -855,7 +855,7 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_int(st, 2, version));
 	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
-	return run(s, st, "store definition");
+	return exec_stmt(s, st, "store definition");
 done:
 	return done_with(st, rc);
 }
@@ -916,7 +916,7 @@ static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 	if (rc) {
 		return done_with(st, rc);
 	}
-	if ((rc = run(s, st, what[kind])))
+	if ((rc = exec_stmt(s, st, what[kind])))
 		return rc;
 	r->stored_state = r->state;
 	r->stored_due = r->due_at;
@@ -1254,7 +1254,7 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 		    sqlite3_bind_int64(in, 1, l.ids[i]) != SQLITE_OK ||
 		    sqlite3_bind_int(in, 2, state) != SQLITE_OK)
 			return fail(s, sqlite3_errcode(s->db), "bind");
-		if ((rc = run(s, h, "purge history")) || (rc = run(s, in, "purge instance")))
+		if ((rc = exec_stmt(s, h, "purge history")) || (rc = exec_stmt(s, in, "purge instance")))
 			return rc;
 	}
 	*purged = l.n;

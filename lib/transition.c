@@ -265,8 +265,8 @@ int advance(saga_engine *e, inst *in, enum next *next)
 					in->has_permit = true;
 				}
 			} else {
-				logf_(e, SAGA_LOG_WARN, "step '%s': breaker '%s' is not defined",
-				      d->steps[r->step].name, bname);
+				log_at(e, SAGA_LOG_WARN, "step '%s': breaker '%s' is not defined",
+				       d->steps[r->step].name, bname);
 			}
 		}
 		/* Record the start of the attempt: durable before it is invoked. */

@@ -71,7 +71,7 @@ int record_state(saga_engine *e, inst *in, const char *detail)
 }
 
 /* Writes an instance's row (and its context when it changed). */
-int write_row(saga_engine *e, inst *in)
+int put_instance(saga_engine *e, inst *in)
 {
 	int rc = ensure_txn(e);
 	if (rc)
