@@ -37,24 +37,6 @@ enum {
 	GUARD_EMPTY_COMPENSATED = 3  /* compensated before any action: nothing was undone */
 };
 
-static int map_sqlite(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return SAGA_OK;
-	case SQLITE_NOMEM: return SAGA_ENOMEM;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return SAGA_EBUSY;
-	case SQLITE_FULL: return SAGA_EFULL;
-	case SQLITE_IOERR: return SAGA_EIO;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return SAGA_ECORRUPT;
-	default: return SAGA_ESTORE;
-	}
-}
-
 /* Runs one statement with an optional text (?1) and integer (?2) parameter.
  * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
  * first column of the first row, or 0 when there is no row. */
@@ -64,7 +46,7 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	int nparams = sqlite3_bind_parameter_count(st);
 	if (nparams >= 1)
 		rc = sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
@@ -72,7 +54,7 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
 		rc = sqlite3_bind_int64(st, 2, num);
 	if (rc != SQLITE_OK) {
 		sqlite3_finalize(st);
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	}
 	if (state)
 		*state = 0;
@@ -85,12 +67,12 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
 	}
 	if (rc != SQLITE_DONE) {
 		sqlite3_finalize(st);
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	}
 	if (changes)
 		*changes = sqlite3_changes(db);
 	rc = sqlite3_finalize(st);
-	return map_sqlite(rc);
+	return sqlite_to_saga(rc);
 }
 
 static int check_args(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)

@@ -35,6 +35,9 @@ uint64_t saga_sys_mono_ms(void *user);
 void saga_clock_resolve(saga_clock *out, const saga_clock *in);
 /* A seed for the engine's random numbers when none is given. */
 uint64_t seed_from_system(void);
+/* The libsaga code of an SQLite result code (extended codes too): OK, ROW
+ * and DONE are SAGA_OK; unknown codes are SAGA_ESTORE. */
+int sqlite_to_saga(int rc);
 
 /* ---- definitions (definition.c) ---- */
 typedef struct saga_step_policy {
@@ -137,6 +140,9 @@ typedef struct saga_hist {
 	const char *detail;
 } saga_hist;
 
+/* The busy timeout when the options give 0. */
+#define STORE_BUSY_TIMEOUT_DEFAULT 5000u
+
 int store_open(saga_store **out, const char *path, saga_durability durability,
                uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
 void store_close(saga_store *s);
@@ -171,8 +177,10 @@ void row_to_info(saga_instance_info *info, const saga_row *r);
 /* Is `text` well-formed JSON? Tells a damaged context from a parser that ran
  * out of memory. */
 int store_json_valid(saga_store *s, const char *text, bool *valid);
-/* Deletes up to 256 instances in `state` last changed before `before`, with
- * their history, in the open transaction; *purged says how many. */
+/* Deletes up to STORE_PURGE_BATCH instances in `state` that reached it before
+ * `before` (their finished_at), with their history, in the open transaction;
+ * *purged says how many. */
+#define STORE_PURGE_BATCH 256
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
 
 #endif
