@@ -135,13 +135,9 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 		/* The action has not answered yet: keep the completion for when it
 		 * answers PENDING. It is recorded now; if the process dies before
 		 * the answer, the step is invoked again with the same key. */
-		rc = record(e, in, SAGA_EVENT_EARLY_COMPLETION, idx, phase, r->attempt,
-		            SAGA_OUTCOME_NONE, "completion before the action answered");
-		if (rc == SAGA_OK)
-			rc = commit_txn(e);
-		if (rc) {
-			abort_txn(e);
-		} else {
+		rc = record_attempt(e, in, SAGA_EVENT_EARLY_COMPLETION, SAGA_OUTCOME_NONE,
+		                    "completion before the action answered");
+		if ((rc = end_txn(e, rc)) == SAGA_OK) {
 			in->has_early = true;
 			in->early = result;
 			in->early_output = output;
@@ -199,12 +195,8 @@ int saga_cancel(saga_engine *e, int64_t id)
 		in->cancel_req = true;
 		rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,
 		            "cancel requested");
-		if (rc == SAGA_OK)
-			rc = commit_txn(e);
-		if (rc) {
+		if ((rc = end_txn(e, rc)))
 			in->cancel_req = false;
-			abort_txn(e);
-		}
 		goto out;
 	}
 	if ((rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,

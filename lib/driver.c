@@ -92,23 +92,12 @@ static void invoke(saga_engine *e, inst *in)
 		in->permit.started_ms = e->clock.mono_ms(e->clock.user);
 	in->res = fn(&c, sd->user);
 	in->wall_end = now_wall(e);
-	if (in->has_permit) {
-		/* The breaker learns of the call as it ends, so the call's own
-		 * duration decides a slow call, not the wait for the round that
-		 * records the answer. It watches the health of a service: a
-		 * definite answer (OK, FAIL: a business refusal, PENDING) shows it
-		 * working; RETRY and an answer after the timeout show it failing. */
-		bool late = c.deadline && in->wall_end > c.deadline;
-		saga_breaker_record(in->breaker, &in->permit,
-		                    in->res != SAGA_STEP_RETRY && !late ? SAGA_CALL_SUCCESS
-		                                                        : SAGA_CALL_FAILURE);
-		in->has_permit = false;
-	}
+	release_breaker(in, c.deadline && in->wall_end > c.deadline);
 	in->puts = c.puts;
 	memcpy(in->err, c.err, sizeof(in->err));
 }
 
-/* Has any loaded instance work for the driver? */
+/* Is any loaded instance at stage st? */
 bool has_stage(saga_engine *e, enum stage st)
 {
 	for (size_t i = 0; i < e->nloaded; i++)
@@ -288,6 +277,23 @@ void *worker_main(void *arg)
 	return NULL;
 }
 
+/* The driver's longest sleep without news: an injected clock does not wake a
+ * condition variable, so due timers are looked at this often. */
+#define DRIVER_NAP_MS 50
+/* How often saga_wait_idle looks again when no wake-up comes. */
+#define WAIT_IDLE_POLL_MS 20
+
+/* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
+static struct timespec deadline_after_ms(uint64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	ts.tv_sec += (time_t)(ms / 1000) + ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	return ts;
+}
+
 /* Waits on e->wake until `ms` of the system's monotonic clock have passed or
  * `until_stop` and the engine is stopping; other wake-ups are ignored when
  * until_stop is set. Called with the mutex. */
@@ -298,12 +304,7 @@ static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
 		uint64_t now = saga_sys_mono_ms(NULL);
 		if (now >= end || e->stopping)
 			return;
-		uint64_t left = end - now;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)(left % 1000) * 1000000L;
-		ts.tv_sec += (time_t)(left / 1000) + ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		struct timespec ts = deadline_after_ms(end - now);
 		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
 		if (!until_stop)
 			return;
@@ -373,7 +374,7 @@ void *driver_main(void *arg)
 			continue;
 		/* Sleep until a timer is due, work arrives, or a short while
 		 * passes (an injected clock does not wake a condition variable). */
-		uint64_t wait_ms = 50;
+		uint64_t wait_ms = DRIVER_NAP_MS;
 		uint64_t now = now_wall(e);
 		if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < wait_ms)
 			wait_ms = e->next_timer - now;
@@ -409,11 +410,7 @@ int saga_wait_idle(saga_engine *e, uint64_t timeout_ms)
 			             (unsigned long long)timeout_ms);
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		struct timespec ts = deadline_after_ms(WAIT_IDLE_POLL_MS);
 		pthread_cond_timedwait(&e->idle_cv, &e->mu, &ts);
 	}
 	pthread_mutex_unlock(&e->mu);

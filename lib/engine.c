@@ -3,6 +3,9 @@
  * lives in the files listed in engine_int.h. SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
+/* max_in_flight when the options give 0. */
+#define MAX_IN_FLIGHT_DEFAULT 256u
+
 /* Checks every option against its documented range (saga.h), before
  * anything is allocated or any file is touched. */
 static int check_options(const saga_options *o, char *errmsg, size_t errsize)
@@ -27,8 +30,8 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		return SAGA_EINVAL;
 	}
 	if (o->max_in_flight > SAGA_MAX_IN_FLIGHT_MAX) {
-		saga_fmt(errmsg, errsize, "invalid options: max_in_flight is %u, at most %u (0 = 256)",
-		         o->max_in_flight, (unsigned)SAGA_MAX_IN_FLIGHT_MAX);
+		saga_fmt(errmsg, errsize, "invalid options: max_in_flight is %u, at most %u (0 = %u)",
+		         o->max_in_flight, (unsigned)SAGA_MAX_IN_FLIGHT_MAX, MAX_IN_FLIGHT_DEFAULT);
 		return SAGA_EINVAL;
 	}
 	if ((int)o->log_level < SAGA_LOG_DEBUG || (int)o->log_level > SAGA_LOG_ERROR) {
@@ -37,11 +40,62 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		return SAGA_EINVAL;
 	}
 	if (o->busy_timeout_ms > SAGA_BUSY_TIMEOUT_MAX) {
-		saga_fmt(errmsg, errsize, "invalid options: busy_timeout_ms is %lu, at most %lu (0 = 5000)",
-		         (unsigned long)o->busy_timeout_ms, (unsigned long)SAGA_BUSY_TIMEOUT_MAX);
+		saga_fmt(errmsg, errsize,
+		         "invalid options: busy_timeout_ms is %lu, at most %lu (0 = %lu)",
+		         (unsigned long)o->busy_timeout_ms, (unsigned long)SAGA_BUSY_TIMEOUT_MAX,
+		         (unsigned long)STORE_BUSY_TIMEOUT_DEFAULT);
 		return SAGA_EINVAL;
 	}
 	return SAGA_OK;
+}
+
+/* The condition variables, in the order they are made. */
+#define NCONDS 4
+static void conds(saga_engine *e, pthread_cond_t *cv[NCONDS])
+{
+	cv[0] = &e->wake;
+	cv[1] = &e->work_cv;
+	cv[2] = &e->idle_cv;
+	cv[3] = &e->start_cv;
+}
+
+/* Makes the mutex and the condition variables: all of them, or none. */
+static int sync_init(saga_engine *e)
+{
+	pthread_cond_t *cv[NCONDS];
+	conds(e, cv);
+	if (pthread_mutex_init(&e->mu, NULL) != 0)
+		return SAGA_ERROR;
+	for (size_t i = 0; i < NCONDS; i++) {
+		if (pthread_cond_init(cv[i], NULL) != 0) {
+			while (i-- > 0)
+				pthread_cond_destroy(cv[i]);
+			pthread_mutex_destroy(&e->mu);
+			return SAGA_ERROR;
+		}
+	}
+	return SAGA_OK;
+}
+
+static void sync_destroy(saga_engine *e)
+{
+	pthread_cond_t *cv[NCONDS];
+	conds(e, cv);
+	for (size_t i = NCONDS; i-- > 0;)
+		pthread_cond_destroy(cv[i]);
+	pthread_mutex_destroy(&e->mu);
+}
+
+/* Stops the driver and the workers, and waits for them. */
+static void stop_threads(saga_engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	e->stopping = true;
+	pthread_cond_broadcast(&e->wake);
+	pthread_cond_broadcast(&e->work_cv);
+	pthread_mutex_unlock(&e->mu);
+	for (unsigned int i = 0; i < e->nthreads; i++)
+		pthread_join(e->threads[i], NULL);
 }
 
 int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
@@ -61,10 +115,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 			saga_fmt(errmsg, errsize, "allocator: set all three functions or none");
 			return SAGA_EINVAL;
 		}
-		a.malloc_fn = o->allocator.malloc_fn;
-		a.realloc_fn = o->allocator.realloc_fn;
-		a.free_fn = o->allocator.free_fn;
-		a.user = o->allocator.user;
+		a = o->allocator;
 	}
 	saga_engine *e = saga_calloc(&a, 1, sizeof(*e));
 	if (!e) {
@@ -76,18 +127,13 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->log = o->log;
 	e->log_user = o->log_user;
 	e->log_level = o->log_level;
-	e->max_in_flight = o->max_in_flight ? o->max_in_flight : 256;
+	e->max_in_flight = o->max_in_flight ? o->max_in_flight : MAX_IN_FLIGHT_DEFAULT;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
-	bool mu = false, c1 = false, c2 = false, c3 = false, c4 = false;
-	if (pthread_mutex_init(&e->mu, NULL) != 0 || !(mu = true) ||
-	    pthread_cond_init(&e->wake, NULL) != 0 || !(c1 = true) ||
-	    pthread_cond_init(&e->work_cv, NULL) != 0 || !(c2 = true) ||
-	    pthread_cond_init(&e->idle_cv, NULL) != 0 || !(c3 = true) ||
-	    pthread_cond_init(&e->start_cv, NULL) != 0 || !(c4 = true)) {
+	if (sync_init(e) != SAGA_OK) {
 		saga_fmt(errmsg, errsize, "cannot create a mutex or condition variable");
-		rc = SAGA_ERROR;
-		goto fail;
+		saga_free(&a, e);
+		return SAGA_ERROR;
 	}
 	e->loaded = saga_calloc(&a, e->max_in_flight, sizeof(*e->loaded));
 	if (!e->loaded) {
@@ -118,28 +164,11 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	*out = e;
 	return SAGA_OK;
 fail:
-	if (e->nthreads) {
-		pthread_mutex_lock(&e->mu);
-		e->stopping = true;
-		pthread_cond_broadcast(&e->wake);
-		pthread_cond_broadcast(&e->work_cv);
-		pthread_mutex_unlock(&e->mu);
-		for (unsigned int i = 0; i < e->nthreads; i++)
-			pthread_join(e->threads[i], NULL);
-	}
+	stop_threads(e);
 	saga_free(&a, e->threads);
 	store_close(e->store);
 	saga_free(&a, e->loaded);
-	if (c4)
-		pthread_cond_destroy(&e->start_cv);
-	if (c3)
-		pthread_cond_destroy(&e->idle_cv);
-	if (c2)
-		pthread_cond_destroy(&e->work_cv);
-	if (c1)
-		pthread_cond_destroy(&e->wake);
-	if (mu)
-		pthread_mutex_destroy(&e->mu);
+	sync_destroy(e);
 	saga_free(&a, e);
 	return rc;
 }
@@ -148,13 +177,7 @@ void saga_engine_close(saga_engine *e)
 {
 	if (!e)
 		return;
-	pthread_mutex_lock(&e->mu);
-	e->stopping = true;
-	pthread_cond_broadcast(&e->wake);
-	pthread_cond_broadcast(&e->work_cv);
-	pthread_mutex_unlock(&e->mu);
-	for (unsigned int i = 0; i < e->nthreads; i++)
-		pthread_join(e->threads[i], NULL);
+	stop_threads(e);
 	/* Record the answers of callbacks that finished; starts already
 	 * recorded but not invoked are resumed at the next open. */
 	pthread_mutex_lock(&e->mu);
@@ -191,11 +214,7 @@ void saga_engine_close(saga_engine *e)
 	saga_free(&e->alloc, e->quarantine);
 	saga_free(&e->alloc, e->loaded);
 	saga_free(&e->alloc, e->threads);
-	pthread_cond_destroy(&e->start_cv);
-	pthread_cond_destroy(&e->idle_cv);
-	pthread_cond_destroy(&e->work_cv);
-	pthread_cond_destroy(&e->wake);
-	pthread_mutex_destroy(&e->mu);
+	sync_destroy(e);
 	saga_alloc a = e->alloc;
 	saga_free(&a, e);
 }

@@ -213,11 +213,14 @@ int ensure_txn(saga_engine *e);
 void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
            uint32_t attempt, saga_outcome outcome, const char *detail);
+int record_attempt(saga_engine *e, inst *in, saga_event_type type, saga_outcome outcome,
+                   const char *detail);
 int record_state(saga_engine *e, inst *in, const char *detail);
 int put_instance(saga_engine *e, inst *in);
 void unlock_and_deliver(saga_engine *e);
 void abort_txn(saga_engine *e);
 int commit_txn(saga_engine *e);
+int end_txn(saga_engine *e, int rc);
 
 /* ---- bringing stored instances into memory (resume.c) ---- */
 void free_inst(saga_engine *e, inst *in);
@@ -239,6 +242,7 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 int advance(saga_engine *e, inst *in, enum next *next);
 uint64_t attempt_deadline(const inst *in, uint64_t invoked);
 int apply_result(saga_engine *e, inst *in);
+void release_breaker(inst *in, bool late);
 
 /* ---- creating instances (start.c) ---- */
 int starts_check(saga_engine *e, start_set *ss);

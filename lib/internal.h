@@ -10,12 +10,7 @@
 #include "saga.h"
 
 /* ---- allocator (util.c) ---- */
-typedef struct saga_alloc {
-	void *(*malloc_fn)(size_t, void *);
-	void *(*realloc_fn)(void *, size_t, void *);
-	void (*free_fn)(void *, void *);
-	void *user;
-} saga_alloc;
+typedef saga_allocator saga_alloc;
 
 /* The default allocator: malloc/realloc/free. */
 extern const saga_alloc saga_default_alloc;
@@ -71,13 +66,6 @@ struct saga_definition {
 	uint64_t deadline_ms;
 	uint64_t comp_reserve_ms;
 };
-
-/* The defaults used when neither the step nor the definition sets one:
- * action retry SAGA_RETRY_POLICY_INIT (retriable steps: unlimited attempts,
- * exponential 100 ms .. 60 s, full jitter, and the definition-wide default
- * does not apply to them); compensation retry: 20 attempts, exponential
- * 100 ms .. 60 s with full jitter. */
-extern const saga_retry_policy saga_default_comp_retry;
 
 /* Deep copy with a given allocator. */
 int saga_definition_clone(saga_definition **out, const saga_definition *src,

@@ -3,6 +3,13 @@
  * (documented in docs/api.md). SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
+/* The message of a failed read of instance id. */
+static int load_err(saga_engine *e, int rc, int64_t id)
+{
+	return rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)
+	                            : store_err(e, rc);
+}
+
 int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
 {
 	if (!e || !out)
@@ -13,8 +20,7 @@ int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
 	if (rc == SAGA_OK)
 		row_to_info(out, &r);
 	else
-		rc = rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)
-		                          : store_err(e, rc);
+		rc = load_err(e, rc, id);
 	pthread_mutex_unlock(&e->mu);
 	return rc;
 }
@@ -31,8 +37,7 @@ int saga_get_context(saga_engine *e, cJSON **out, int64_t id)
 		rc = parse_context(e, out, r.context, id);
 		saga_free(&e->alloc, r.context);
 	} else {
-		rc = rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)
-		                          : store_err(e, rc);
+		rc = load_err(e, rc, id);
 	}
 	pthread_mutex_unlock(&e->mu);
 	return rc;
@@ -50,8 +55,6 @@ int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 	return rc;
 }
 
-/* Query callbacks run with the engine locked: they must not call the engine.
- * (Documented in docs/api.md.) */
 /* History of an instance whose definition this engine has not registered:
  * the step names come from the definition's snapshot in the store. */
 static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_fn fn,
@@ -97,8 +100,7 @@ int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 			rc = history_from_snapshot(e, &r, fn, user);
 	}
 	if (rc)
-		rc = rc == SAGA_ENOTFOUND ? set_err(e, rc, "no instance %lld", (long long)id)
-		                          : store_err(e, rc);
+		rc = load_err(e, rc, id);
 	pthread_mutex_unlock(&e->mu);
 	return rc;
 }
@@ -160,10 +162,7 @@ int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_m
 			if ((rc = ensure_txn(e)) == SAGA_OK &&
 			    (rc = store_purge_batch(e->store, st, before, &n)) != SAGA_OK)
 				rc = store_err(e, rc);
-			if (rc == SAGA_OK)
-				rc = commit_txn(e);
-			if (rc)
-				abort_txn(e);
+			rc = end_txn(e, rc);
 			pthread_mutex_unlock(&e->mu);
 			if (rc || n == 0)
 				break;

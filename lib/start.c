@@ -223,11 +223,7 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
 	}
 	if (rc == SAGA_OK)
 		rc = starts_insert(e, &ss);
-	if (rc == SAGA_OK)
-		rc = commit_txn(e);
-	if (rc)
-		abort_txn(e);
-	else
+	if ((rc = end_txn(e, rc)) == SAGA_OK)
 		starts_to_driver(e, &ss);
 	starts_end(e, &ss, rc);
 	unlock_and_deliver(e);

@@ -113,8 +113,7 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 	r->pending = false;
 	if (outcome != SAGA_OUTCOME_OK && outcome != SAGA_OUTCOME_PENDING)
 		set_error_text(in, errtext && *errtext ? errtext : saga_outcome_name(outcome));
-	if ((rc = record(e, in, SAGA_EVENT_ATTEMPT_END, r->step, r->phase, r->attempt, outcome,
-	                 errtext)))
+	if ((rc = record_attempt(e, in, SAGA_EVENT_ATTEMPT_END, outcome, errtext)))
 		return rc;
 	switch (outcome) {
 	case SAGA_OUTCOME_PENDING:
@@ -184,6 +183,59 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 	}
 }
 
+/* An open breaker that names no wait: look again after this long. */
+#define BREAKER_RECHECK_MS 10
+
+/* Asks the breaker of the current step, if it has one, for a permit before
+ * its attempt starts. *refused when the breaker is open: the refusal is
+ * recorded and the instance parked until the breaker may let calls through.
+ * A permit is held in `in` until the call ends (release_breaker). */
+static int acquire_breaker(saga_engine *e, inst *in, uint64_t now, bool *refused)
+{
+	const saga_definition *d = in->rd->def;
+	const char *bname = saga_def_breaker(d, (size_t)in->row.step);
+	*refused = false;
+	if (!bname)
+		return SAGA_OK;
+	saga_breaker *b = find_breaker(e, bname);
+	if (!b) {
+		log_at(e, SAGA_LOG_WARN, "step '%s': breaker '%s' is not defined",
+		       d->steps[in->row.step].name, bname);
+		return SAGA_OK;
+	}
+	uint64_t after = 0;
+	int brc = saga_breaker_acquire(b, &in->permit, &after);
+	if (brc == SAGA_EOPEN) {
+		*refused = true;
+		char msg[96];
+		saga_fmt(msg, sizeof(msg), "breaker '%s' open; retry after %llu ms", bname,
+		         (unsigned long long)after);
+		int rc = record_attempt(e, in, SAGA_EVENT_BREAKER_REFUSED, SAGA_OUTCOME_NONE, msg);
+		return rc ? rc : park(e, in, time_add(now, after ? after : BREAKER_RECHECK_MS));
+	}
+	if (brc == SAGA_OK) {
+		in->breaker = b;
+		in->has_permit = true;
+	}
+	return SAGA_OK;
+}
+
+/* Tells the breaker how the call under its permit went, as the call ends
+ * (invoke, without the mutex), so that the call's own duration decides a
+ * slow call, not the wait for the round that records the answer. The
+ * breaker watches the health of a service: a definite answer (OK, FAIL: a
+ * business refusal, PENDING) shows it working; RETRY and an answer after
+ * the timeout show it failing. */
+void release_breaker(inst *in, bool late)
+{
+	if (!in->has_permit)
+		return;
+	saga_breaker_record(in->breaker, &in->permit,
+	                    in->res != SAGA_STEP_RETRY && !late ? SAGA_CALL_SUCCESS
+	                                                        : SAGA_CALL_FAILURE);
+	in->has_permit = false;
+}
+
 /* Decides what the instance does next; records the start of an attempt when
  * one is due (the caller commits before invoking it). */
 int advance(saga_engine *e, inst *in, enum next *next)
@@ -200,8 +252,9 @@ int advance(saga_engine *e, inst *in, enum next *next)
 		uint64_t fd = forward_deadline(in);
 		if (r->phase == SAGA_PHASE_ACTION && !past_no_return(in) && fd && now >= fd) {
 			if (r->inflight || r->pending)
-				rc = record(e, in, SAGA_EVENT_ATTEMPT_END, r->step, r->phase, r->attempt,
-				            SAGA_OUTCOME_TIMEOUT, "instance deadline passed");
+				rc = record_attempt(e, in, SAGA_EVENT_ATTEMPT_END,
+				                    SAGA_OUTCOME_TIMEOUT,
+				                    "instance deadline passed");
 			else
 				rc = SAGA_OK;
 			if (rc || (rc = start_compensation(e, in, SAGA_REASON_TIMEOUT,
@@ -229,8 +282,8 @@ int advance(saga_engine *e, inst *in, enum next *next)
 		}
 		if (r->inflight && !in->fresh_start) {
 			/* Started before a crash with no outcome: invoke it again. */
-			if ((rc = record(e, in, SAGA_EVENT_ATTEMPT_END, r->step, r->phase, r->attempt,
-			                 SAGA_OUTCOME_NONE, "interrupted: no outcome recorded")))
+			if ((rc = record_attempt(e, in, SAGA_EVENT_ATTEMPT_END, SAGA_OUTCOME_NONE,
+			                         "interrupted: no outcome recorded")))
 				return rc;
 			r->inflight = false;
 		}
@@ -245,30 +298,9 @@ int advance(saga_engine *e, inst *in, enum next *next)
 			if (r->step < 0)
 				return end_as(e, in, SAGA_COMPENSATED, "compensated");
 		}
-		const char *bname = saga_def_breaker(d, (size_t)r->step);
-		if (bname) {
-			saga_breaker *b = find_breaker(e, bname);
-			uint64_t after = 0;
-			if (b) {
-				int brc = saga_breaker_acquire(b, &in->permit, &after);
-				if (brc == SAGA_EOPEN) {
-					char msg[96];
-					saga_fmt(msg, sizeof(msg), "breaker '%s' open; retry after %llu ms",
-					         bname, (unsigned long long)after);
-					if ((rc = record(e, in, SAGA_EVENT_BREAKER_REFUSED, r->step, r->phase,
-					                 r->attempt, SAGA_OUTCOME_NONE, msg)))
-						return rc;
-					return park(e, in, time_add(now, after ? after : 10));
-				}
-				if (brc == SAGA_OK) {
-					in->breaker = b;
-					in->has_permit = true;
-				}
-			} else {
-				log_at(e, SAGA_LOG_WARN, "step '%s': breaker '%s' is not defined",
-				       d->steps[r->step].name, bname);
-			}
-		}
+		bool refused = false;
+		if ((rc = acquire_breaker(e, in, now, &refused)) || refused)
+			return rc;
 		/* Record the start of the attempt: durable before it is invoked. */
 		if (r->state == SAGA_WAITING) {
 			r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
@@ -288,8 +320,8 @@ int advance(saga_engine *e, inst *in, enum next *next)
 			r->fwd_started = r->step + 1;
 		r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
 		mark_due(r, now);
-		if ((rc = record(e, in, SAGA_EVENT_ATTEMPT_START, r->step, r->phase, r->attempt,
-		                 SAGA_OUTCOME_NONE, NULL)))
+		rc = record_attempt(e, in, SAGA_EVENT_ATTEMPT_START, SAGA_OUTCOME_NONE, NULL);
+		if (rc)
 			return rc;
 		*next = NEXT_INVOKE;
 		return SAGA_OK;
@@ -328,7 +360,7 @@ int apply_result(saga_engine *e, inst *in)
 		char msg[96];
 		saga_fmt(msg, sizeof(msg), "answer %s arrived after the timeout; ignored",
 		         saga_outcome_name(oc));
-		if ((rc = record(e, in, SAGA_EVENT_LATE, r->step, r->phase, r->attempt, oc, msg)))
+		if ((rc = record_attempt(e, in, SAGA_EVENT_LATE, oc, msg)))
 			return rc;
 		oc = SAGA_OUTCOME_TIMEOUT;
 		saga_fmt(in->err, sizeof(in->err), "attempt timed out");

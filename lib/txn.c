@@ -65,6 +65,13 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
 	return SAGA_OK;
 }
 
+/* A history row about the current attempt: its step, phase and number. */
+int record_attempt(saga_engine *e, inst *in, saga_event_type type, saga_outcome outcome,
+                   const char *detail)
+{
+	return record(e, in, type, in->row.step, in->row.phase, in->row.attempt, outcome, detail);
+}
+
 int record_state(saga_engine *e, inst *in, const char *detail)
 {
 	return record(e, in, SAGA_EVENT_STATE, -1, in->row.phase, 0, SAGA_OUTCOME_NONE, detail);
@@ -150,4 +157,15 @@ int commit_txn(saga_engine *e)
 	for (size_t i = 0; i < e->nloaded; i++)
 		e->loaded[i]->uncommitted = false;
 	return SAGA_OK;
+}
+
+/* Commits the open transaction when rc is SAGA_OK, else ends it without
+ * committing; returns the result. */
+int end_txn(saga_engine *e, int rc)
+{
+	if (rc == SAGA_OK)
+		rc = commit_txn(e);
+	if (rc)
+		abort_txn(e);
+	return rc;
 }
