@@ -1,4 +1,8 @@
-/* Private declarations shared by the library's files. SPDX-License-Identifier: MIT */
+/* Private declarations shared by the library's files, below the engine:
+ * util.c (allocator, clocks, SQLite codes), definition.c, store_sqlite.c;
+ * breaker.c and retry.c are reached through saga.h. The engine's own files
+ * share engine_int.h. docs/architecture.md maps the tree.
+ * SPDX-License-Identifier: MIT */
 #ifndef SAGA_INTERNAL_H
 #define SAGA_INTERNAL_H
 

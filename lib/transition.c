@@ -4,7 +4,8 @@
  * States (saga_state) and the function that performs each transition:
  *
  *   RUNNING      -> RUNNING       advance (next step; the start of an attempt)
- *   RUNNING      -> WAITING       park (retry delay, breaker open, PENDING)
+ *   RUNNING      -> WAITING       park (retry delay, PENDING), acquire_breaker
+ *                                 (breaker open)
  *   RUNNING      -> COMPLETED     advance -> end_as (past the last step)
  *   RUNNING      -> COMPENSATING  start_compensation (FAIL, retries exhausted,
  *                                 timeout, deadline, cancel)
@@ -14,14 +15,17 @@
  *                                 "resumed" (async completion)
  *   WAITING      -> COMPENSATING  start_compensation (as from RUNNING)
  *   COMPENSATING -> COMPENSATING  advance (the previous compensatable step)
- *   COMPENSATING -> WAITING       park (retry delay, breaker open)
+ *   COMPENSATING -> WAITING       park (retry delay), acquire_breaker (breaker
+ *                                 open)
  *   COMPENSATING -> COMPENSATED   advance -> end_as (before the first step)
  *   COMPENSATING -> STUCK         end_as (a compensation fails or exhausts
  *                                 its retries)
  *   STUCK        -> RUNNING or COMPENSATING  operator_cmd (command.c)
  *
  * apply_result turns a callback's answer into an outcome; apply_outcome
- * records the outcome and makes the move. SPDX-License-Identifier: MIT */
+ * records the outcome and makes the move. acquire_breaker and
+ * release_breaker are all the engine says to a circuit breaker.
+ * SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
 static void set_error_text(inst *in, const char *msg)
