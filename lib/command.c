@@ -165,31 +165,39 @@ out:
 	return rc;
 }
 
-int saga_cancel(saga_engine *e, int64_t id)
+enum op { OP_RETRY, OP_SKIP, OP_RESUME, OP_CANCEL };
+
+/* Why instance `in` refuses command op, with the engine's message set; or
+ * SAGA_OK. */
+static int refusal(saga_engine *e, const inst *in, enum op op)
 {
-	if (!e)
-		return SAGA_EINVAL;
-	pthread_mutex_lock(&e->mu);
-	inst *in;
-	bool temp;
-	int rc = get_inst(e, &in, &temp, id, NULL);
-	if (rc)
-		goto out;
+	const saga_row *r = &in->row;
+	long long id = (long long)r->id;
+	if (op == OP_CANCEL) {
+		if (ended(r))
+			return set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", id,
+			               saga_state_name((saga_state)r->state));
+		if (past_no_return(in))
+			return set_err(e, SAGA_ESTATE, "instance %lld is past its pivot (point "
+			               "of no return): it can only go forward", id);
+		if (r->phase == SAGA_PHASE_COMPENSATION)
+			return set_err(e, SAGA_ESTATE, "instance %lld is already compensating", id);
+		return SAGA_OK;
+	}
+	if (r->state != SAGA_STUCK)
+		return set_err(e, SAGA_ESTATE, "instance %lld is not STUCK (%s)", id,
+		               saga_state_name((saga_state)r->state));
+	if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
+		return set_err(e, SAGA_ESTATE, "instance %lld: a compensation has completed; "
+		               "it cannot resume forward", id);
+	return SAGA_OK;
+}
+
+/* Cancels an instance that may be cancelled. */
+static int cancel(saga_engine *e, inst *in, bool temp)
+{
 	saga_row *r = &in->row;
-	if (ended(r)) {
-		rc = set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", (long long)id,
-		             saga_state_name((saga_state)r->state));
-	} else if (past_no_return(in)) {
-		rc = set_err(e, SAGA_ESTATE,
-		             "instance %lld is past its pivot (point of no return): it can only go "
-		             "forward", (long long)id);
-	} else if (r->phase == SAGA_PHASE_COMPENSATION) {
-		rc = set_err(e, SAGA_ESTATE, "instance %lld is already compensating", (long long)id);
-	}
-	if (rc) {
-		release_temp(e, in, temp, rc);
-		goto out;
-	}
+	int rc;
 	if (!temp && in->stage != STAGE_PROCESS) {
 		/* An attempt is running: compensation starts after its answer. */
 		in->cancel_req = true;
@@ -197,45 +205,23 @@ int saga_cancel(saga_engine *e, int64_t id)
 		            "cancel requested");
 		if ((rc = end_txn(e, rc)))
 			in->cancel_req = false;
-		goto out;
+		return rc;
 	}
 	if ((rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,
 	                 "cancel")) == SAGA_OK) {
 		/* An async step still pending is uncertain: it is compensated. */
 		rc = start_compensation(e, in, SAGA_REASON_CANCEL, false);
 	}
-	rc = finish_command(e, in, temp, true, rc);
-out:
-	unlock_and_deliver(e);
-	return rc;
+	return finish_command(e, in, temp, true, rc);
 }
 
-enum op { OP_RETRY, OP_SKIP, OP_RESUME };
-
-static int operator_cmd(saga_engine *e, int64_t id, enum op op)
+/* The operator verbs on a STUCK instance: retry the step, skip it, or
+ * resume forward from a rollback. */
+static int operator_cmd(saga_engine *e, inst *in, bool temp, enum op op)
 {
 	static const char *const names[] = { "operator: retry", "operator: skip",
 		                             "operator: resume forward" };
-	if (!e)
-		return SAGA_EINVAL;
-	pthread_mutex_lock(&e->mu);
-	inst *in;
-	bool temp;
-	int rc = get_inst(e, &in, &temp, id, NULL);
-	if (rc)
-		goto out;
 	saga_row *r = &in->row;
-	if (r->state != SAGA_STUCK)
-		rc = set_err(e, SAGA_ESTATE, "instance %lld is not STUCK (%s)", (long long)id,
-		             saga_state_name((saga_state)r->state));
-	else if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
-		rc = set_err(e, SAGA_ESTATE,
-		             "instance %lld: a compensation has completed; it cannot resume forward",
-		             (long long)id);
-	if (rc) {
-		release_temp(e, in, temp, rc);
-		goto out;
-	}
 	int acted_on = r->step, acted_phase = r->phase;
 	r->attempt = 0;
 	r->prev_delay = 0;
@@ -255,27 +241,49 @@ static int operator_cmd(saga_engine *e, int64_t id, enum op op)
 		r->step = r->fwd_started > 0 ? r->fwd_started - 1 : 0;
 	}
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
-	rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
-	            names[op]);
+	int rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
+	                names[op]);
 	if (rc == SAGA_OK)
 		rc = record_state(e, in, "resumed by an operator");
-	rc = finish_command(e, in, temp, true, rc);
-out:
+	return finish_command(e, in, temp, true, rc);
+}
+
+/* Cancel and the operator verbs: find the instance (in memory, or loaded
+ * for the command), check that it accepts the command, and carry it out. */
+static int command(saga_engine *e, int64_t id, enum op op)
+{
+	if (!e)
+		return SAGA_EINVAL;
+	pthread_mutex_lock(&e->mu);
+	inst *in = NULL;
+	bool temp = false;
+	int rc = get_inst(e, &in, &temp, id, NULL);
+	if (rc == SAGA_OK)
+		rc = refusal(e, in, op);
+	if (rc == SAGA_OK)
+		rc = op == OP_CANCEL ? cancel(e, in, temp) : operator_cmd(e, in, temp, op);
+	else if (in)
+		release_temp(e, in, temp, rc);
 	unlock_and_deliver(e);
 	return rc;
 }
 
+int saga_cancel(saga_engine *e, int64_t id)
+{
+	return command(e, id, OP_CANCEL);
+}
+
 int saga_operator_retry(saga_engine *e, int64_t id)
 {
-	return operator_cmd(e, id, OP_RETRY);
+	return command(e, id, OP_RETRY);
 }
 
 int saga_operator_skip(saga_engine *e, int64_t id)
 {
-	return operator_cmd(e, id, OP_SKIP);
+	return command(e, id, OP_SKIP);
 }
 
 int saga_operator_resume(saga_engine *e, int64_t id)
 {
-	return operator_cmd(e, id, OP_RESUME);
+	return command(e, id, OP_RESUME);
 }
