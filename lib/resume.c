@@ -28,13 +28,19 @@ static bool is_loaded(saga_engine *e, int64_t id)
 	return false;
 }
 
+/* Queues an instance to be loaded. When the queue cannot grow, the
+ * instance is left to the next scan of the unfinished instances (the
+ * store holds it), so a full queue only delays it; no caller fails for
+ * that, so the engine's message is left alone. */
 int push_ready(saga_engine *e, int64_t id)
 {
 	if (e->ready_len == e->ready_cap) {
 		size_t cap = e->ready_cap ? e->ready_cap * 2 : 256;
 		int64_t *q = saga_malloc(&e->alloc, cap * sizeof(*q));
-		if (!q)
-			return set_err(e, SAGA_ENOMEM, "out of memory");
+		if (!q) {
+			e->active_scanned = false;
+			return SAGA_ENOMEM;
+		}
 		for (size_t i = 0; i < e->ready_len; i++)
 			q[i] = e->ready[(e->ready_head + i) % e->ready_cap];
 		saga_free(&e->alloc, e->ready);
@@ -162,6 +168,8 @@ int fill(saga_engine *e)
 		e->active_scanned = true;
 		if ((rc = store_scan_active(e->store, queue_id, e)))
 			return store_err(e, rc);
+		if (!e->active_scanned) /* the queue could not take them all */
+			return set_err(e, SAGA_ENOMEM, "out of memory");
 	}
 	uint64_t now = now_wall(e);
 	if (e->ready_len == 0 && e->nloaded < e->max_in_flight &&

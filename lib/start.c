@@ -183,9 +183,8 @@ void starts_end(saga_engine *e, start_set *ss, int rc)
 			ss->ids[i] = 0;
 			if (ss->created)
 				ss->created[i] = 0;
-		} else if (!(ss->fresh && ss->fresh[i].moved) && push_ready(e, ss->ids[i])) {
-			/* Durable now; a full queue only delays it until the next scan. */
-			e->active_scanned = false;
+		} else if (!(ss->fresh && ss->fresh[i].moved)) {
+			push_ready(e, ss->ids[i]); /* durable now: a full queue only delays it */
 		}
 	}
 	for (size_t i = 0; ss->fresh && i < ss->n; i++)
