@@ -3,6 +3,18 @@
  * step callbacks with the mutex released. The caller drives it
  * (saga_run_due, saga_run_due_start, saga_run_until_idle), or, with
  * workers, a driver thread does and worker threads invoke.
+ *
+ * The round's functions, outermost first:
+ *   saga_run_due[_start] -> run_due -> run_round
+ *   saga_run_until_idle  -> run_round, until nothing ran and nothing is due
+ *   run_round            -> round_with_starts or process_round; then invoke
+ *                           what that round started, with the mutex released
+ *   driver_main          -> round_with_starts or process_round, in a loop;
+ *                           worker_main invokes
+ *   round_with_starts    -> starts_insert, then process_and_commit
+ *   process_round        -> process_and_commit
+ *   process_and_commit   -> fill (resume.c), apply_result and advance
+ *                           (transition.c), put_instance and commit_txn (txn.c)
  * SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
