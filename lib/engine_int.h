@@ -49,8 +49,8 @@ typedef struct reg_def {
 typedef struct inst {
 	saga_row row;
 	const reg_def *rd;
-	cJSON *ctx;             /* parsed context */
-	bool ctx_changed;       /* ctx differs from row.context */
+	cJSON *context;         /* the saga's context, parsed from row.context */
+	bool context_changed;   /* context differs from row.context */
 	enum stage stage;
 	bool cancel_req;
 	bool fresh_start;       /* the start of the current attempt was recorded by this process */

@@ -13,7 +13,7 @@ void free_inst(saga_engine *e, inst *in)
 		return;
 	if (in->has_permit)
 		saga_breaker_record(in->breaker, &in->permit, SAGA_CALL_IGNORED);
-	cJSON_Delete(in->ctx);
+	cJSON_Delete(in->context);
 	cJSON_Delete(in->puts);
 	cJSON_Delete(in->early_output);
 	saga_free(&e->alloc, in->row.context);
@@ -127,7 +127,7 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 		               (long long)bad);
 	}
 	int64_t id_loaded = in->row.id;
-	rc = parse_context(e, &in->ctx, in->row.context, id_loaded);
+	rc = parse_context(e, &in->context, in->row.context, id_loaded);
 	if (rc) {
 		free_inst(e, in);
 		return rc;

@@ -43,7 +43,8 @@ static inst *fresh_inst(saga_engine *e, const saga_row *r, const reg_def *rd)
 	in->row = *r;
 	in->rd = rd;
 	in->row.context = saga_strdup(&e->alloc, r->context);
-	if (!in->row.context || !(in->ctx = cJSON_Parse(r->context)) || !cJSON_IsObject(in->ctx)) {
+	if (!in->row.context || !(in->context = cJSON_Parse(r->context)) ||
+	    !cJSON_IsObject(in->context)) {
 		free_inst(e, in);
 		return NULL;
 	}

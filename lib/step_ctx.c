@@ -34,7 +34,7 @@ const char *saga_step_action_key(const saga_step_ctx *c)
 
 const cJSON *saga_step_context(const saga_step_ctx *c)
 {
-	return c ? c->in->ctx : NULL;
+	return c ? c->in->context : NULL;
 }
 
 int saga_step_put(saga_step_ctx *c, const char *key, cJSON *value)

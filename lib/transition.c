@@ -131,16 +131,17 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 				cJSON_DetachItemViaPointer(puts, item);
 				/* Replace through the pointer: replacing by name would
 				 * free the name the item still points to. */
-				cJSON *old = cJSON_GetObjectItemCaseSensitive(in->ctx, item->string);
-				bool kept = old ? cJSON_ReplaceItemViaPointer(in->ctx, old, item)
-				                : cJSON_AddItemToObject(in->ctx, item->string, item);
+				cJSON *context = in->context;
+				cJSON *old = cJSON_GetObjectItemCaseSensitive(context, item->string);
+				bool kept = old ? cJSON_ReplaceItemViaPointer(context, old, item)
+				                : cJSON_AddItemToObject(context, item->string, item);
 				if (!kept) {
 					cJSON_Delete(item);
 					return set_err(e, SAGA_ENOMEM, "out of memory");
 				}
 				item = next;
 			}
-			in->ctx_changed = true;
+			in->context_changed = true;
 		}
 		/* The error that started a rollback stays visible after it. */
 		if (r->phase == SAGA_PHASE_ACTION)

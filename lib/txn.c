@@ -83,15 +83,15 @@ int put_instance(saga_engine *e, inst *in)
 	int rc = ensure_txn(e);
 	if (rc)
 		return rc;
-	if (in->ctx_changed) {
-		char *text = cJSON_PrintUnformatted(in->ctx);
+	if (in->context_changed) {
+		char *text = cJSON_PrintUnformatted(in->context);
 		char *copy = text ? saga_strdup(&e->alloc, text) : NULL;
 		cJSON_free(text);
 		if (!copy)
 			return set_err(e, SAGA_ENOMEM, "out of memory");
 		saga_free(&e->alloc, in->row.context);
 		in->row.context = copy;
-		in->ctx_changed = false;
+		in->context_changed = false;
 	}
 	in->row.updated_at = now_wall(e);
 	in->uncommitted = true;
