@@ -39,13 +39,17 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 
+/* Where a loaded instance is in its life (see the head of this file). */
 enum stage { STAGE_PROCESS, STAGE_INVOKE, STAGE_INVOKING, STAGE_RESULT, STAGE_DONE };
 
+/* A registered definition (registry.c): the engine's own copy. */
 typedef struct reg_def {
 	saga_definition *def;
 	const char **names; /* step names, for history queries */
 } reg_def;
 
+/* An instance in memory: its row as the store has it (or will, after the
+ * commit), and what the engine keeps between rounds. */
 typedef struct inst {
 	saga_row row;
 	const reg_def *rd;
@@ -69,6 +73,7 @@ typedef struct inst {
 	bool has_permit;
 } inst;
 
+/* An event waiting for its commit, then for the listeners (txn.c). */
 typedef struct pending_event {
 	saga_event ev;
 	char *detail;
@@ -116,7 +121,8 @@ struct saga_engine {
 	int64_t *quarantine;      /* ids of damaged rows: reported once, then skipped */
 	size_t nquarantine;
 	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
-	uint64_t next_timer;      /* earliest stored due time; 0 = unknown */
+	uint64_t next_timer;      /* earliest stored due time; 0 = unknown (look in the
+	                             store), UINT64_MAX = none stored */
 	bool in_txn;
 	uint64_t txn_rows;        /* history rows in the open transaction */
 	uint64_t txn_started;     /* instances created in it */
@@ -130,6 +136,7 @@ struct saga_engine {
 	unsigned int nthreads;
 };
 
+/* What a step callback sees (step_ctx.c), built by invoke (driver.c). */
 struct saga_step_ctx {
 	saga_engine *engine;
 	inst *in;
@@ -165,8 +172,11 @@ struct start_wait {
 	struct start_wait *next;
 };
 
+/* What advance (transition.c) leaves an instance to: an attempt to invoke
+ * after the commit, or nothing (parked, ended, not due yet). */
 enum next { NEXT_INVOKE, NEXT_RELEASE };
 
+/* The engine's wall clock, in ms (saga_options.clock). */
 static inline uint64_t now_wall(saga_engine *e)
 {
 	return e->clock.wall_ms(e->clock.user);
