@@ -271,7 +271,7 @@ static void transition_to(saga_breaker *b, saga_breaker_state to, uint64_t now,
 }
 
 /* Time-driven transitions, applied by whoever looks first. */
-static void advance(saga_breaker *b, uint64_t now, pending *p)
+static void apply_time(saga_breaker *b, uint64_t now, pending *p)
 {
 	if (b->state == SAGA_BREAKER_OPEN && now >= b->open_until)
 		transition_to(b, SAGA_BREAKER_HALF_OPEN, now, p);
@@ -376,7 +376,7 @@ int saga_breaker_acquire(saga_breaker *b, saga_breaker_permit *permit,
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&b->mu);
 	now = now_ms(b);
-	advance(b, now, &p);
+	apply_time(b, now, &p);
 
 	permit->generation = b->generation;
 	permit->started_ms = now;
@@ -465,7 +465,7 @@ int saga_breaker_record(saga_breaker *b, const saga_breaker_permit *permit,
 	now = now_ms(b);
 	/* A hung probe may have outlived the half-open limit: reopen first, so
 	 * its own result below is from an older generation. */
-	advance(b, now, &p);
+	apply_time(b, now, &p);
 
 	if (permit->generation == b->generation) {
 		int slow = slow_enabled(b) && now >= permit->started_ms &&
@@ -518,7 +518,7 @@ int saga_breaker_get_snapshot(saga_breaker_snapshot *out, saga_breaker *b)
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&b->mu);
 	now = now_ms(b);
-	advance(b, now, &p);
+	apply_time(b, now, &p);
 	out->state = b->state;
 	out->generation = b->generation;
 	if (b->state == SAGA_BREAKER_HALF_OPEN) {

@@ -6,8 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The defaults used when neither the step nor the definition sets one:
+ * action retry SAGA_RETRY_POLICY_INIT (retriable steps: unlimited attempts,
+ * exponential 100 ms .. 60 s, full jitter, and the definition-wide default
+ * does not apply to them); compensation retry: 20 attempts, exponential
+ * 100 ms .. 60 s with full jitter. */
 static const saga_retry_policy default_retry = SAGA_RETRY_POLICY_INIT;
-const saga_retry_policy saga_default_comp_retry = {
+static const saga_retry_policy default_comp_retry = {
 	20, 0, SAGA_BACKOFF_EXPONENTIAL, 100, 60000, 2.0, SAGA_JITTER_FULL
 };
 
@@ -328,7 +333,7 @@ const saga_retry_policy *saga_def_comp_retry(const saga_definition *d, size_t i)
 		return &d->steps[i].policy.comp_retry;
 	if (d->defaults.has_comp_retry)
 		return &d->defaults.comp_retry;
-	return &saga_default_comp_retry;
+	return &default_comp_retry;
 }
 
 uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase)

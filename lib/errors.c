@@ -1,5 +1,9 @@
-/* Error texts and enum names. SPDX-License-Identifier: MIT */
-#include "internal.h"
+/* Error texts, enum names, and the engine's message and log: the per-thread
+ * message of the last failed call (set_err, saga_engine_errmsg) and the log
+ * hook (log_at). SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+#include <stdio.h>
 
 const char *saga_strerror(int code)
 {
@@ -83,4 +87,55 @@ const char *saga_reason_name(saga_reason r)
 	case SAGA_REASON_CANCEL: return "cancel";
 	}
 	return "unknown";
+}
+
+/* The message of the last failed call, per thread: a thread reads the
+ * message of its own call, whatever other threads do meanwhile. */
+static _Thread_local struct {
+	const saga_engine *engine;
+	char text[512];
+} last_error;
+
+int set_err(saga_engine *e, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error.text, sizeof(last_error.text), fmt, ap);
+	last_error.engine = e;
+	va_end(ap);
+	return code;
+}
+
+/* An argument error: SAGA_EINVAL, with a message saying what is wrong, so
+ * that saga_engine_errmsg never describes an older failure. e may be NULL. */
+int bad_args(saga_engine *e, const char *what)
+{
+	return e ? set_err(e, SAGA_EINVAL, "invalid arguments: %s", what) : SAGA_EINVAL;
+}
+
+/* Copies the store's message after a failed store call. */
+int store_err(saga_engine *e, int code)
+{
+	if (code == SAGA_ENOMEM)
+		return set_err(e, code, "out of memory");
+	return set_err(e, code, "%s", store_errmsg(e->store));
+}
+
+void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+{
+	if (!e->log || lvl < e->log_level)
+		return;
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	e->log(lvl, buf, e->log_user);
+}
+
+const char *saga_engine_errmsg(const saga_engine *e)
+{
+	if (!e)
+		return "engine is NULL";
+	return last_error.engine == e ? last_error.text : "no error";
 }

@@ -37,34 +37,16 @@ enum {
 	GUARD_EMPTY_COMPENSATED = 3  /* compensated before any action: nothing was undone */
 };
 
-static int map_sqlite(int rc)
-{
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE:
-		return SAGA_OK;
-	case SQLITE_NOMEM: return SAGA_ENOMEM;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return SAGA_EBUSY;
-	case SQLITE_FULL: return SAGA_EFULL;
-	case SQLITE_IOERR: return SAGA_EIO;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return SAGA_ECORRUPT;
-	default: return SAGA_ESTORE;
-	}
-}
-
 /* Runs one statement with an optional text (?1) and integer (?2) parameter.
  * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
  * first column of the first row, or 0 when there is no row. */
-static int run(sqlite3 *db, const char *sql, const char *text, int64_t num,
-               int *changes, int *state)
+static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
+                    int *changes, int *state)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	int nparams = sqlite3_bind_parameter_count(st);
 	if (nparams >= 1)
 		rc = sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
@@ -72,7 +54,7 @@ static int run(sqlite3 *db, const char *sql, const char *text, int64_t num,
 		rc = sqlite3_bind_int64(st, 2, num);
 	if (rc != SQLITE_OK) {
 		sqlite3_finalize(st);
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	}
 	if (state)
 		*state = 0;
@@ -85,12 +67,12 @@ static int run(sqlite3 *db, const char *sql, const char *text, int64_t num,
 	}
 	if (rc != SQLITE_DONE) {
 		sqlite3_finalize(st);
-		return map_sqlite(rc);
+		return sqlite_to_saga(rc);
 	}
 	if (changes)
 		*changes = sqlite3_changes(db);
 	rc = sqlite3_finalize(st);
-	return map_sqlite(rc);
+	return sqlite_to_saga(rc);
 }
 
 static int check_args(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
@@ -111,12 +93,12 @@ int saga_guard_init(sqlite3 *db)
 {
 	if (!db)
 		return SAGA_EINVAL;
-	return run(db,
-	           "CREATE TABLE IF NOT EXISTS saga_guard("
-	           " action_key TEXT PRIMARY KEY,"
-	           " state INTEGER NOT NULL,"
-	           " at INTEGER)",
-	           NULL, 0, NULL, NULL);
+	return exec_sql(db,
+	                "CREATE TABLE IF NOT EXISTS saga_guard("
+	                " action_key TEXT PRIMARY KEY,"
+	                " state INTEGER NOT NULL,"
+	                " at INTEGER)",
+	                NULL, 0, NULL, NULL);
 }
 
 int saga_guard_action(sqlite3 *db, const char *action_key,
@@ -127,10 +109,10 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 		return rc;
 
 	int changes = 0;
-	rc = run(db,
-	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
-	         " ON CONFLICT(action_key) DO NOTHING",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
+	              " ON CONFLICT(action_key) DO NOTHING",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -139,8 +121,8 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	         action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	              action_key, 0, NULL, &state);
 	if (rc != SAGA_OK)
 		return rc;
 	switch (state) {
@@ -164,10 +146,10 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 		return rc;
 
 	int changes = 0;
-	rc = run(db,
-	         "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
-	         " ON CONFLICT(action_key) DO NOTHING",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
+	              " ON CONFLICT(action_key) DO NOTHING",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -175,10 +157,10 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 		return SAGA_OK;
 	}
 
-	rc = run(db,
-	         "UPDATE saga_guard SET state = 2, at = ?2"
-	         " WHERE action_key = ?1 AND state = 1",
-	         action_key, now_ms(), &changes, NULL);
+	rc = exec_sql(db,
+	              "UPDATE saga_guard SET state = 2, at = ?2"
+	              " WHERE action_key = ?1 AND state = 1",
+	              action_key, now_ms(), &changes, NULL);
 	if (rc != SAGA_OK)
 		return rc;
 	if (changes == 1) {
@@ -187,8 +169,8 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = run(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	         action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
+	              action_key, 0, NULL, &state);
 	if (rc != SAGA_OK)
 		return rc;
 	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {

@@ -1,4 +1,8 @@
-/* Private declarations shared by the library's files. SPDX-License-Identifier: MIT */
+/* Private declarations shared by the library's files, below the engine:
+ * util.c (allocator, clocks, SQLite codes), definition.c, store_sqlite.c;
+ * breaker.c and retry.c are reached through saga.h. The engine's own files
+ * share engine_int.h. docs/architecture.md maps the tree.
+ * SPDX-License-Identifier: MIT */
 #ifndef SAGA_INTERNAL_H
 #define SAGA_INTERNAL_H
 
@@ -10,12 +14,7 @@
 #include "saga.h"
 
 /* ---- allocator (util.c) ---- */
-typedef struct saga_alloc {
-	void *(*malloc_fn)(size_t, void *);
-	void *(*realloc_fn)(void *, size_t, void *);
-	void (*free_fn)(void *, void *);
-	void *user;
-} saga_alloc;
+typedef saga_allocator saga_alloc;
 
 /* The default allocator: malloc/realloc/free. */
 extern const saga_alloc saga_default_alloc;
@@ -33,6 +32,11 @@ uint64_t saga_sys_wall_ms(void *user);
 uint64_t saga_sys_mono_ms(void *user);
 /* Fills in NULL members of a clock with the system clocks. */
 void saga_clock_resolve(saga_clock *out, const saga_clock *in);
+/* A seed for the engine's random numbers when none is given. */
+uint64_t seed_from_system(void);
+/* The libsaga code of an SQLite result code (extended codes too): OK, ROW
+ * and DONE are SAGA_OK; unknown codes are SAGA_ESTORE. */
+int sqlite_to_saga(int rc);
 
 /* ---- definitions (definition.c) ---- */
 typedef struct saga_step_policy {
@@ -66,13 +70,6 @@ struct saga_definition {
 	uint64_t deadline_ms;
 	uint64_t comp_reserve_ms;
 };
-
-/* The defaults used when neither the step nor the definition sets one:
- * action retry SAGA_RETRY_POLICY_INIT (retriable steps: unlimited attempts,
- * exponential 100 ms .. 60 s, full jitter, and the definition-wide default
- * does not apply to them); compensation retry: 20 attempts, exponential
- * 100 ms .. 60 s with full jitter. */
-extern const saga_retry_policy saga_default_comp_retry;
 
 /* Deep copy with a given allocator. */
 int saga_definition_clone(saga_definition **out, const saga_definition *src,
@@ -135,6 +132,9 @@ typedef struct saga_hist {
 	const char *detail;
 } saga_hist;
 
+/* The busy timeout when the options give 0. */
+#define STORE_BUSY_TIMEOUT_DEFAULT 5000u
+
 int store_open(saga_store **out, const char *path, saga_durability durability,
                uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
 void store_close(saga_store *s);
@@ -169,8 +169,10 @@ void row_to_info(saga_instance_info *info, const saga_row *r);
 /* Is `text` well-formed JSON? Tells a damaged context from a parser that ran
  * out of memory. */
 int store_json_valid(saga_store *s, const char *text, bool *valid);
-/* Deletes up to 256 instances in `state` last changed before `before`, with
- * their history, in the open transaction; *purged says how many. */
+/* Deletes up to STORE_PURGE_BATCH instances in `state` that reached it before
+ * `before` (their finished_at), with their history, in the open transaction;
+ * *purged says how many. */
+#define STORE_PURGE_BATCH 256
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
 
 #endif

@@ -12,6 +12,11 @@
  * walks the (already valid) text along the same path of member indices the
  * checker followed; duplicate keys and escaped keys are found exactly.
  *
+ * Near 1,000 lines, over the tree's ~800-line mark: it is one concern, the
+ * document's format, checked member by member. The position scanner
+ * (skip_*, locate, line_col, about 200 lines) is the part that could become
+ * a json_pos.c of its own if another document format needs it.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include "internal.h"

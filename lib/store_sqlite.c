@@ -1,5 +1,14 @@
 /* The SQLite store: schema and migrations, instance rows, history.
- * Every statement is prepared once and reused; nothing is assembled from input.
+ * Every run-time statement is prepared once and reused (the migrations and
+ * the checks at open are prepared as they run); nothing is assembled from
+ * input.
+ *
+ * Over the tree's ~800-line mark on purpose: it is the whole of the one
+ * store backend, and its parts (the schema with its migrations, the open
+ * path that guards the file, the statements that read and write rows) share
+ * the statement table and struct saga_store. The open path is the part to
+ * move out (store_open.c) when a second backend brings a store interface
+ * (docs/architecture.md, "A new store").
  * SPDX-License-Identifier: MIT */
 #include "internal.h"
 
@@ -93,6 +102,20 @@ static const char *const migrations[] = {
 	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"   \
 	" deadline_at, attempt_deadline, step_since, prev_delay, created_at, updated_at," \
 	" error, context"
+
+/* The columns of ROW_COLUMNS in order, as read_row reads them; the row
+ * statements bind column c as parameter c + 1 (PARAM), so ?N in their SQL
+ * is column N - 1. finished_at is not read: the insert binds it (?25) and
+ * the update derives it from the state. */
+enum row_col {
+	COL_ID, COL_UID, COL_DEF_NAME, COL_DEF_VERSION, COL_BUSINESS_KEY, COL_STATE, COL_PHASE,
+	COL_STEP, COL_ATTEMPT, COL_INFLIGHT, COL_PENDING, COL_PIVOT_DONE, COL_REASON,
+	COL_FWD_STARTED, COL_COMP_DONE_ANY, COL_DUE_AT, COL_DEADLINE_AT, COL_ATTEMPT_DEADLINE,
+	COL_STEP_SINCE, COL_PREV_DELAY, COL_CREATED_AT, COL_UPDATED_AT, COL_ERROR, COL_CONTEXT,
+	COL_FINISHED_AT
+};
+#define PARAM(col) ((col) + 1)
+_Static_assert(PARAM(COL_FINISHED_AT) == 25, "ST_INSERT binds finished_at as ?25");
 
 enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
@@ -191,22 +214,10 @@ struct saga_store {
 	char errmsg[512];
 };
 
+/* In the store, a failed constraint is a unique key already taken. */
 static int map_rc(int rc)
 {
-	switch (rc & 0xff) {
-	case SQLITE_OK:
-	case SQLITE_ROW:
-	case SQLITE_DONE: return SAGA_OK;
-	case SQLITE_NOMEM: return SAGA_ENOMEM;
-	case SQLITE_FULL: return SAGA_EFULL;
-	case SQLITE_IOERR: return SAGA_EIO;
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return SAGA_EBUSY;
-	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return SAGA_ECORRUPT;
-	case SQLITE_CONSTRAINT: return SAGA_EEXISTS;
-	default: return SAGA_ESTORE;
-	}
+	return (rc & 0xff) == SQLITE_CONSTRAINT ? SAGA_EEXISTS : sqlite_to_saga(rc);
 }
 
 /* Records the SQLite error and returns the matching libsaga code. */
@@ -503,7 +514,8 @@ static int connect_db(saga_store *s, const char *name, uint32_t busy_ms)
 	if (src != SQLITE_OK)
 		return fail(s, src, "open");
 	sqlite3_extended_result_codes(s->db, 1);
-	if ((src = sqlite3_busy_timeout(s->db, busy_ms ? (int)busy_ms : 5000)) != SQLITE_OK)
+	int busy = busy_ms ? (int)busy_ms : (int)STORE_BUSY_TIMEOUT_DEFAULT;
+	if ((src = sqlite3_busy_timeout(s->db, busy)) != SQLITE_OK)
 		return fail(s, src, "busy timeout");
 	return SAGA_OK;
 }
@@ -690,7 +702,7 @@ void store_close(saga_store *s)
 }
 
 /* Runs a statement that returns no rows, and resets it. */
-static int run(saga_store *s, sqlite3_stmt *st, const char *what)
+static int exec_stmt(saga_store *s, sqlite3_stmt *st, const char *what)
 {
 	int rc = sqlite3_step(st);
 	int code = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SAGA_OK : fail(s, rc, what);
@@ -702,7 +714,7 @@ static int run(saga_store *s, sqlite3_stmt *st, const char *what)
 
 int store_begin(saga_store *s)
 {
-	return run(s, s->st[ST_BEGIN], "begin");
+	return exec_stmt(s, s->st[ST_BEGIN], "begin");
 }
 
 static void drop_history(saga_store *s)
@@ -742,7 +754,7 @@ static int flush_history(saga_store *s)
 		for (size_t k = 0; k < n && rc == SAGA_OK; k++)
 			rc = bind_hist(s, st, (int)k * 10, &s->hist[i + k]);
 		if (rc == SAGA_OK) {
-			rc = run(s, st, "add history");
+			rc = exec_stmt(s, st, "add history");
 		} else {
 			done_with(st, rc);
 		}
@@ -759,7 +771,7 @@ static int save_seq(saga_store *s)
 		return SAGA_OK;
 	sqlite3_stmt *st = s->st[ST_SEQ_PUT];
 	int brc = sqlite3_bind_int64(st, 1, s->next_seq);
-	return brc == SQLITE_OK ? run(s, st, "save history seq") : fail(s, brc, "bind");
+	return brc == SQLITE_OK ? exec_stmt(s, st, "save history seq") : fail(s, brc, "bind");
 }
 
 int store_commit(saga_store *s)
@@ -768,7 +780,7 @@ int store_commit(saga_store *s)
 	if (rc == SAGA_OK)
 		rc = save_seq(s);
 	if (rc == SAGA_OK)
-		rc = run(s, s->st[ST_COMMIT], "commit");
+		rc = exec_stmt(s, s->st[ST_COMMIT], "commit");
 	if (rc) {
 		store_rollback(s);
 		return rc;
@@ -855,7 +867,7 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_int(st, 2, version));
 	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
-	return run(s, st, "store definition");
+	return exec_stmt(s, st, "store definition");
 done:
 	return done_with(st, rc);
 }
@@ -868,37 +880,39 @@ enum row_kind { ROW_INSERT, ROW_UPDATE, ROW_PROGRESS };
 static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row_kind kind)
 {
 	int rc = SAGA_OK;
-	BIND(sqlite3_bind_int64(st, 1, r->id));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_ID), r->id));
 	if (kind == ROW_INSERT) {
-		BIND(sqlite3_bind_int64(st, 25, r->state >= SAGA_COMPLETED
-		                                        ? (sqlite3_int64)r->updated_at : 0));
-		BIND(sqlite3_bind_text(st, 2, r->uid, -1, SQLITE_STATIC));
-		BIND(sqlite3_bind_text(st, 3, r->def_name, -1, SQLITE_STATIC));
-		BIND(sqlite3_bind_int(st, 4, r->def_version));
+		BIND(sqlite3_bind_int64(st, PARAM(COL_FINISHED_AT),
+		                        r->state >= SAGA_COMPLETED ? (sqlite3_int64)r->updated_at : 0));
+		BIND(sqlite3_bind_text(st, PARAM(COL_UID), r->uid, -1, SQLITE_STATIC));
+		BIND(sqlite3_bind_text(st, PARAM(COL_DEF_NAME), r->def_name, -1, SQLITE_STATIC));
+		BIND(sqlite3_bind_int(st, PARAM(COL_DEF_VERSION), r->def_version));
 		if (r->has_bkey)
-			BIND(sqlite3_bind_text(st, 5, r->bkey, -1, SQLITE_STATIC));
+			BIND(sqlite3_bind_text(st, PARAM(COL_BUSINESS_KEY), r->bkey, -1, SQLITE_STATIC));
 		else
-			BIND(sqlite3_bind_null(st, 5));
-		BIND(sqlite3_bind_int64(st, 21, (sqlite3_int64)r->created_at));
+			BIND(sqlite3_bind_null(st, PARAM(COL_BUSINESS_KEY)));
+		BIND(sqlite3_bind_int64(st, PARAM(COL_CREATED_AT), (sqlite3_int64)r->created_at));
 	}
-	BIND(sqlite3_bind_int(st, 6, r->state));
-	BIND(sqlite3_bind_int(st, 7, r->phase));
-	BIND(sqlite3_bind_int(st, 8, r->step));
-	BIND(sqlite3_bind_int64(st, 9, r->attempt));
-	BIND(sqlite3_bind_int(st, 10, r->inflight));
-	BIND(sqlite3_bind_int(st, 11, r->pending));
-	BIND(sqlite3_bind_int(st, 12, r->pivot_done));
-	BIND(sqlite3_bind_int(st, 13, r->reason));
-	BIND(sqlite3_bind_int(st, 14, r->fwd_started));
-	BIND(sqlite3_bind_int(st, 15, r->comp_done_any));
-	BIND(sqlite3_bind_int64(st, 16, (sqlite3_int64)r->due_at));
-	BIND(sqlite3_bind_int64(st, 17, (sqlite3_int64)r->deadline_at));
-	BIND(sqlite3_bind_int64(st, 18, (sqlite3_int64)r->attempt_deadline));
-	BIND(sqlite3_bind_int64(st, 19, (sqlite3_int64)r->step_since));
-	BIND(sqlite3_bind_int64(st, 20, (sqlite3_int64)r->prev_delay));
-	BIND(sqlite3_bind_int64(st, 22, (sqlite3_int64)r->updated_at));
-	BIND(sqlite3_bind_text(st, 23, r->error, -1, SQLITE_STATIC));
-	BIND(sqlite3_bind_text(st, 24, r->context ? r->context : "{}", -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, PARAM(COL_STATE), r->state));
+	BIND(sqlite3_bind_int(st, PARAM(COL_PHASE), r->phase));
+	BIND(sqlite3_bind_int(st, PARAM(COL_STEP), r->step));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_ATTEMPT), r->attempt));
+	BIND(sqlite3_bind_int(st, PARAM(COL_INFLIGHT), r->inflight));
+	BIND(sqlite3_bind_int(st, PARAM(COL_PENDING), r->pending));
+	BIND(sqlite3_bind_int(st, PARAM(COL_PIVOT_DONE), r->pivot_done));
+	BIND(sqlite3_bind_int(st, PARAM(COL_REASON), r->reason));
+	BIND(sqlite3_bind_int(st, PARAM(COL_FWD_STARTED), r->fwd_started));
+	BIND(sqlite3_bind_int(st, PARAM(COL_COMP_DONE_ANY), r->comp_done_any));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_DUE_AT), (sqlite3_int64)r->due_at));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_DEADLINE_AT), (sqlite3_int64)r->deadline_at));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_ATTEMPT_DEADLINE),
+	                        (sqlite3_int64)r->attempt_deadline));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_STEP_SINCE), (sqlite3_int64)r->step_since));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_PREV_DELAY), (sqlite3_int64)r->prev_delay));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_UPDATED_AT), (sqlite3_int64)r->updated_at));
+	BIND(sqlite3_bind_text(st, PARAM(COL_ERROR), r->error, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_text(st, PARAM(COL_CONTEXT), r->context ? r->context : "{}", -1,
+	                       SQLITE_STATIC));
 done:
 	return rc;
 }
@@ -916,7 +930,7 @@ static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 	if (rc) {
 		return done_with(st, rc);
 	}
-	if ((rc = run(s, st, what[kind])))
+	if ((rc = exec_stmt(s, st, what[kind])))
 		return rc;
 	r->stored_state = r->state;
 	r->stored_due = r->due_at;
@@ -963,53 +977,53 @@ static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_all
 	/* Integers must be integers, and the narrow ones must fit: text, or a
 	 * state of 2^32, would read as 0 in C yet match nothing in the SQL
 	 * scans, hiding the instance from recovery. Times are never negative. */
-	for (int col = 3; col <= 21; col++) {
-		if (col == 4)
+	for (int col = COL_DEF_VERSION; col <= COL_UPDATED_AT; col++) {
+		if (col == COL_BUSINESS_KEY)
 			continue;
 		sqlite3_int64 v = sqlite3_column_int64(st, col);
-		bool narrow = col <= 14; /* version .. comp_done_any are C ints */
+		bool narrow = col <= COL_COMP_DONE_ANY; /* version .. comp_done_any are C ints */
 		if (sqlite3_column_type(st, col) != SQLITE_INTEGER || v < (narrow ? -1 : 0) ||
 		    (narrow && v > INT32_MAX)) {
 			saga_fmt(s->errmsg, sizeof(s->errmsg),
 			         "store: instance %lld: column %d holds an impossible value",
-			         (long long)sqlite3_column_int64(st, 0), col);
+			         (long long)sqlite3_column_int64(st, COL_ID), col);
 			return SAGA_ECORRUPT;
 		}
 	}
-	r->id = sqlite3_column_int64(st, 0);
-	copy_col(r->uid, sizeof(r->uid), st, 1);
-	copy_col(r->def_name, sizeof(r->def_name), st, 2);
-	r->def_version = sqlite3_column_int(st, 3);
-	r->has_bkey = sqlite3_column_type(st, 4) != SQLITE_NULL;
-	copy_col(r->bkey, sizeof(r->bkey), st, 4);
-	r->state = sqlite3_column_int(st, 5);
-	r->phase = sqlite3_column_int(st, 6);
-	r->step = sqlite3_column_int(st, 7);
-	sqlite3_int64 attempt = sqlite3_column_int64(st, 8);
+	r->id = sqlite3_column_int64(st, COL_ID);
+	copy_col(r->uid, sizeof(r->uid), st, COL_UID);
+	copy_col(r->def_name, sizeof(r->def_name), st, COL_DEF_NAME);
+	r->def_version = sqlite3_column_int(st, COL_DEF_VERSION);
+	r->has_bkey = sqlite3_column_type(st, COL_BUSINESS_KEY) != SQLITE_NULL;
+	copy_col(r->bkey, sizeof(r->bkey), st, COL_BUSINESS_KEY);
+	r->state = sqlite3_column_int(st, COL_STATE);
+	r->phase = sqlite3_column_int(st, COL_PHASE);
+	r->step = sqlite3_column_int(st, COL_STEP);
+	sqlite3_int64 attempt = sqlite3_column_int64(st, COL_ATTEMPT);
 	r->attempt = attempt < 0 || attempt > UINT32_MAX / 2 ? UINT32_MAX : (uint32_t)attempt;
-	r->inflight = sqlite3_column_int(st, 9) != 0;
-	r->pending = sqlite3_column_int(st, 10) != 0;
-	r->pivot_done = sqlite3_column_int(st, 11) != 0;
-	r->reason = sqlite3_column_int(st, 12);
-	r->fwd_started = sqlite3_column_int(st, 13);
-	r->comp_done_any = sqlite3_column_int(st, 14) != 0;
-	r->due_at = (uint64_t)sqlite3_column_int64(st, 15);
-	r->deadline_at = (uint64_t)sqlite3_column_int64(st, 16);
-	r->attempt_deadline = (uint64_t)sqlite3_column_int64(st, 17);
-	r->step_since = (uint64_t)sqlite3_column_int64(st, 18);
-	r->prev_delay = (uint64_t)sqlite3_column_int64(st, 19);
-	r->created_at = (uint64_t)sqlite3_column_int64(st, 20);
-	r->updated_at = (uint64_t)sqlite3_column_int64(st, 21);
+	r->inflight = sqlite3_column_int(st, COL_INFLIGHT) != 0;
+	r->pending = sqlite3_column_int(st, COL_PENDING) != 0;
+	r->pivot_done = sqlite3_column_int(st, COL_PIVOT_DONE) != 0;
+	r->reason = sqlite3_column_int(st, COL_REASON);
+	r->fwd_started = sqlite3_column_int(st, COL_FWD_STARTED);
+	r->comp_done_any = sqlite3_column_int(st, COL_COMP_DONE_ANY) != 0;
+	r->due_at = (uint64_t)sqlite3_column_int64(st, COL_DUE_AT);
+	r->deadline_at = (uint64_t)sqlite3_column_int64(st, COL_DEADLINE_AT);
+	r->attempt_deadline = (uint64_t)sqlite3_column_int64(st, COL_ATTEMPT_DEADLINE);
+	r->step_since = (uint64_t)sqlite3_column_int64(st, COL_STEP_SINCE);
+	r->prev_delay = (uint64_t)sqlite3_column_int64(st, COL_PREV_DELAY);
+	r->created_at = (uint64_t)sqlite3_column_int64(st, COL_CREATED_AT);
+	r->updated_at = (uint64_t)sqlite3_column_int64(st, COL_UPDATED_AT);
 	r->stored_state = r->state;
 	r->stored_due = r->due_at;
-	copy_col(r->error, sizeof(r->error), st, 22);
+	copy_col(r->error, sizeof(r->error), st, COL_ERROR);
 	if (r->state < 0 || r->state >= SAGA_STATE_COUNT || r->phase < 0 || r->phase > 1) {
 		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: instance %lld has an invalid state",
 		         (long long)r->id);
 		return SAGA_ECORRUPT;
 	}
 	if (a) {
-		const char *ctx = (const char *)sqlite3_column_text(st, 23);
+		const char *ctx = (const char *)sqlite3_column_text(st, COL_CONTEXT);
 		if (!ctx && sqlite3_errcode(s->db) == SQLITE_NOMEM)
 			return SAGA_ENOMEM;
 		if (!(r->context = saga_strdup(a, ctx ? ctx : "{}")))
@@ -1220,9 +1234,9 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 	return rc;
 }
 
-/* Collects ids for store_purge. */
+/* Collects ids for store_purge_batch. */
 typedef struct id_list {
-	int64_t ids[256];
+	int64_t ids[STORE_PURGE_BATCH];
 	int n;
 } id_list;
 
@@ -1254,7 +1268,7 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 		    sqlite3_bind_int64(in, 1, l.ids[i]) != SQLITE_OK ||
 		    sqlite3_bind_int(in, 2, state) != SQLITE_OK)
 			return fail(s, sqlite3_errcode(s->db), "bind");
-		if ((rc = run(s, h, "purge history")) || (rc = run(s, in, "purge instance")))
+		if ((rc = exec_stmt(s, h, "purge history")) || (rc = exec_stmt(s, in, "purge instance")))
 			return rc;
 	}
 	*purged = l.n;

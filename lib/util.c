@@ -1,10 +1,14 @@
-/* Allocator, string and clock helpers. SPDX-License-Identifier: MIT */
+/* Allocator, string and clock helpers, the system seed, and the SQLite result
+ * code mapper shared by the store and the guard. SPDX-License-Identifier: MIT */
 #include "internal.h"
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 static void *sys_malloc(size_t n, void *user)
 {
@@ -103,4 +107,29 @@ void saga_clock_resolve(saga_clock *out, const saga_clock *in)
 	if (!c.mono_ms)
 		c.mono_ms = saga_sys_mono_ms;
 	*out = c;
+}
+
+uint64_t seed_from_system(void)
+{
+	uint64_t s = 0;
+	if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
+		s = saga_sys_wall_ms(NULL) ^ ((uint64_t)getpid() << 32) ^ saga_sys_mono_ms(NULL);
+	return s;
+}
+
+int sqlite_to_saga(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE: return SAGA_OK;
+	case SQLITE_NOMEM: return SAGA_ENOMEM;
+	case SQLITE_FULL: return SAGA_EFULL;
+	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED: return SAGA_EBUSY;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB: return SAGA_ECORRUPT;
+	default: return SAGA_ESTORE;
+	}
 }

@@ -1267,6 +1267,123 @@ START_TEST(register_while_instances_loaded)
 }
 END_TEST
 
+/* An argument error on an engine replaces the message of an older failure:
+ * saga_engine_errmsg never describes a call that came before. */
+#define EXPECT_FRESH_EINVAL(call)                                                       \
+	do {                                                                            \
+		saga_instance_info info_;                                               \
+		ck_assert_int_eq(saga_get(F.e, &info_, 99999), SAGA_ENOTFOUND);         \
+		ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "99999"));        \
+		ck_assert_int_eq((call), SAGA_EINVAL);                                  \
+		ck_assert_msg(strstr(saga_engine_errmsg(F.e), "99999") == NULL,         \
+		              "%s: stale message '%s'", #call, saga_engine_errmsg(F.e)); \
+	} while (0)
+
+START_TEST(einval_replaces_stale_message)
+{
+	int64_t id = 0;
+	int n = 0;
+	saga_start_request req = { "order", NULL, NULL };
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	EXPECT_FRESH_EINVAL(saga_engine_register(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_engine_add_breaker(F.e, NULL, &bc));
+	EXPECT_FRESH_EINVAL(saga_engine_add_listener(F.e, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_start(F.e, NULL, NULL, "order", NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_start_batch(F.e, NULL, NULL, &req, 1));
+	EXPECT_FRESH_EINVAL(saga_run_due_start(F.e, NULL, NULL, NULL, &req, 1));
+	EXPECT_FRESH_EINVAL(saga_next_due(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_complete(F.e, NULL, SAGA_STEP_OK, NULL));
+	EXPECT_FRESH_EINVAL(saga_get(F.e, NULL, 1));
+	EXPECT_FRESH_EINVAL(saga_get_context(F.e, NULL, 1));
+	EXPECT_FRESH_EINVAL(saga_find(F.e, &id, NULL));
+	EXPECT_FRESH_EINVAL(saga_history(F.e, 1, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_list(F.e, 0, NULL, NULL));
+	EXPECT_FRESH_EINVAL(saga_list(F.e, SAGA_STATE_COUNT, count_listed, &n));
+	EXPECT_FRESH_EINVAL(saga_counts(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_engine_stats(F.e, NULL));
+	EXPECT_FRESH_EINVAL(saga_purge(F.e, NULL, SAGA_STUCK, 0));
+}
+END_TEST
+
+/* A call that succeeds leaves the message of the last failed call alone,
+ * even when something it did on the side ran out of memory: here the ready
+ * queue, which a start only fills for the instances that do not fit in
+ * memory (the next scan finds them instead). */
+static int refuse_ready_queue;
+
+static void *picky_malloc(size_t n, void *user)
+{
+	(void)user;
+	return refuse_ready_queue && n == 256 * sizeof(int64_t) ? NULL : malloc(n);
+}
+
+static void *picky_realloc(void *ptr, size_t n, void *user)
+{
+	(void)user;
+	return realloc(ptr, n);
+}
+
+static void picky_free(void *ptr, void *user)
+{
+	(void)user;
+	free(ptr);
+}
+
+static void reopen_picky(unsigned int max_in_flight)
+{
+	saga_engine_close(F.e);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.clock = fake_clock_make(&F.clock);
+	o.max_in_flight = max_in_flight;
+	o.allocator.malloc_fn = picky_malloc;
+	o.allocator.realloc_fn = picky_realloc;
+	o.allocator.free_fn = picky_free;
+	char err[256];
+	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	register_def(make_def(1));
+}
+
+START_TEST(success_keeps_the_last_message)
+{
+	reopen_picky(1);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(F.e, &info, 99999), SAGA_ENOTFOUND);
+	saga_start_request reqs[2] = { { "order", NULL, NULL }, { "order", NULL, NULL } };
+	int64_t ids[2];
+	refuse_ready_queue = 1;
+	ck_assert_int_eq(saga_start_batch(F.e, ids, NULL, reqs, 2), SAGA_OK);
+	refuse_ready_queue = 0;
+	ck_assert_msg(strstr(saga_engine_errmsg(F.e), "99999") != NULL, "message: '%s'",
+	              saga_engine_errmsg(F.e));
+	run();
+	ck_assert_int_eq(info_of(ids[0]).state, SAGA_COMPLETED);
+	ck_assert_int_eq(info_of(ids[1]).state, SAGA_COMPLETED);
+}
+END_TEST
+
+/* An instance that a command makes due now is run even when the ready queue
+ * cannot take it: the next round scans for it. */
+START_TEST(command_runs_despite_a_full_ready_queue)
+{
+	F.scripts[2].action[0] = SAGA_STEP_FAIL;
+	F.scripts[2].naction = 1;
+	F.scripts[1].comp[0] = SAGA_STEP_FAIL;
+	F.scripts[1].ncomp = 1;
+	int64_t id = start(NULL);
+	run();
+	ck_assert_int_eq(info_of(id).state, SAGA_STUCK);
+	F.scripts[1].comp[0] = SAGA_STEP_OK;
+	reopen_picky(0);
+	run(); /* the recovery scan: nothing unfinished but the STUCK one */
+	refuse_ready_queue = 1;
+	ck_assert_int_eq(saga_operator_retry(F.e, id), SAGA_OK);
+	refuse_ready_queue = 0;
+	run();
+	ck_assert_int_eq(info_of(id).state, SAGA_COMPENSATED);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -1301,6 +1418,9 @@ int main(void)
 	tcase_add_test(tc, run_due_start_shares_the_commit);
 	tcase_add_test(tc, workers_many_instances);
 	tcase_add_test(tc, register_while_instances_loaded);
+	tcase_add_test(tc, einval_replaces_stale_message);
+	tcase_add_test(tc, success_keeps_the_last_message);
+	tcase_add_test(tc, command_runs_despite_a_full_ready_queue);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -1,0 +1,269 @@
+/* The engine's private header: its types, and the functions that cross the
+ * files of the engine. Everything else stays static in its file.
+ *
+ * Concurrency model: one mutex guards the engine and its SQLite connection.
+ * A write transaction is only ever open while the mutex is held, and it is
+ * committed before the mutex is released, so every transition of every
+ * instance processed in one round shares one commit (group commit). Step
+ * callbacks and listeners run with the mutex released.
+ *
+ * Life of a loaded instance: PROCESS (decide what comes next; may record the
+ * start of an attempt) -> INVOKE (the start is committed) -> INVOKING (a
+ * callback runs) -> RESULT (its answer waits to be recorded) -> PROCESS ...
+ * An instance that parks (timer, breaker, async) or ends is written and
+ * dropped from memory: the store holds it.
+ *
+ * The engine's files, each calling only the ones below it:
+ *   engine.c      open and close
+ *   driver.c      the round (bring in, decide, commit, invoke) and who runs
+ *                 it: the caller (saga_run_due...) or the driver and workers
+ *   command.c     complete, cancel and the operator verbs on one instance
+ *   query.c       read-side queries and purge
+ *   start.c       creating instances
+ *   step_ctx.c    the step callbacks' view (saga_step_*)
+ *   transition.c  the state machine: what an instance does next
+ *   resume.c      bringing stored instances into memory: recovery, timers,
+ *                 damaged rows
+ *   txn.c         the round's one transaction, its history rows and events
+ *   registry.c    definitions, breakers and listeners registered on an engine
+ *   errors.c      the per-thread message and the log hook
+ * Below them: store_sqlite.c, definition.c, breaker.c, retry.c, util.c
+ * (internal.h).
+ *
+ * SPDX-License-Identifier: MIT */
+#ifndef SAGA_ENGINE_INT_H
+#define SAGA_ENGINE_INT_H
+
+#include "internal.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+
+/* Where a loaded instance is in its life (see the head of this file). */
+enum stage { STAGE_PROCESS, STAGE_INVOKE, STAGE_INVOKING, STAGE_RESULT, STAGE_DONE };
+
+/* A registered definition (registry.c): the engine's own copy. */
+typedef struct reg_def {
+	saga_definition *def;
+	const char **names; /* step names, for history queries */
+} reg_def;
+
+/* An instance in memory: its row as the store has it (or will, after the
+ * commit), and what the engine keeps between rounds. */
+typedef struct inst {
+	saga_row row;
+	const reg_def *rd;
+	cJSON *context;         /* the saga's context, parsed from row.context */
+	bool context_changed;   /* context differs from row.context */
+	enum stage stage;
+	bool cancel_req;
+	bool fresh_start;       /* the start of the current attempt was recorded by this process */
+	bool uncommitted;       /* changed in the open transaction */
+	bool has_early;         /* saga_complete arrived while the action still ran */
+	saga_step_result early;
+	cJSON *early_output;
+	/* the answer of the last invocation */
+	saga_step_result res;
+	cJSON *puts;
+	char err[256];
+	uint64_t wall_start;    /* when the callback was invoked: its timeout counts from here */
+	uint64_t wall_end;      /* when it returned */
+	saga_breaker *breaker;
+	saga_breaker_permit permit;
+	bool has_permit;
+} inst;
+
+/* An event waiting for its commit, then for the listeners (txn.c). */
+typedef struct pending_event {
+	saga_event ev;
+	char *detail;
+} pending_event;
+
+typedef struct listener {
+	saga_listener_fn fn;
+	void *user;
+	struct listener *next;
+} listener;
+
+typedef struct breaker_entry {
+	saga_breaker *b;
+	struct breaker_entry *next;
+} breaker_entry;
+
+struct saga_engine {
+	saga_alloc alloc;
+	saga_clock clock;
+	saga_log_fn log;
+	void *log_user;
+	saga_log_level log_level;
+	unsigned int max_in_flight;
+	unsigned int nworkers;
+	uint64_t rng;
+	saga_store *store;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;      /* the driver: work arrived */
+	pthread_cond_t work_cv;   /* workers: something to invoke */
+	pthread_cond_t idle_cv;   /* saga_wait_idle */
+	pthread_cond_t start_cv;  /* queued starts: their commit is done */
+	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
+	pthread_t driver_tid;
+	bool driver_running;
+	reg_def **defs;           /* each apart: loaded instances point to theirs */
+	size_t ndefs;
+	breaker_entry *breakers;
+	listener *listeners;
+	inst **loaded;            /* instances in memory, at most max_in_flight */
+	size_t nloaded;
+	int64_t *ready;           /* ids waiting to be loaded (FIFO) */
+	size_t ready_head, ready_len, ready_cap;
+	bool active_scanned;      /* the unfinished instances were queued since the last
+	                             reason to scan again (a registration, a full queue) */
+	int64_t *quarantine;      /* ids of damaged rows: reported once, then skipped */
+	size_t nquarantine;
+	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
+	uint64_t next_timer;      /* earliest stored due time; 0 = unknown (look in the
+	                             store), UINT64_MAX = none stored */
+	bool in_txn;
+	uint64_t txn_rows;        /* history rows in the open transaction */
+	uint64_t txn_started;     /* instances created in it */
+	saga_stats stats;
+	pending_event *events;
+	size_t nevents, events_cap;
+	unsigned int invoking;    /* callbacks running */
+	bool stopping;
+	bool driver_idle;
+	pthread_t *threads;       /* driver + workers */
+	unsigned int nthreads;
+};
+
+/* What a step callback sees (step_ctx.c), built by invoke (driver.c). */
+struct saga_step_ctx {
+	saga_engine *engine;
+	inst *in;
+	const saga_step_def *sd;
+	saga_phase phase;
+	char key[SAGA_UID_LEN + SAGA_NAME_MAX + 24];
+	char action_key[SAGA_UID_LEN + SAGA_NAME_MAX + 24];
+	cJSON *puts;
+	char err[256];
+	uint64_t deadline;      /* invocation + the step's timeout; 0 = none */
+};
+
+/* New instances written in one transaction: saga_start_batch commits them
+ * alone, saga_run_due_start with a round. */
+typedef struct start_set {
+	const saga_start_request *reqs;
+	size_t n;
+	int64_t *ids;
+	int *created;
+	struct fresh_slot {
+		inst *in;   /* the new instance ready to run, or NULL */
+		bool moved; /* it went to the driver */
+	} *fresh;           /* per request, or NULL */
+} start_set;
+
+/* Starts waiting for a round's commit: from saga_run_due_start, or queued
+ * by saga_start_batch for the driver (workers), whose callers wait. */
+struct start_wait {
+	start_set *ss;
+	int rc;
+	bool done;
+	char msg[256];  /* the driver's message when rc != 0 */
+	struct start_wait *next;
+};
+
+/* What advance (transition.c) leaves an instance to: an attempt to invoke
+ * after the commit, or nothing (parked, ended, not due yet). */
+enum next { NEXT_INVOKE, NEXT_RELEASE };
+
+/* The engine's wall clock, in ms (saga_options.clock). */
+static inline uint64_t now_wall(saga_engine *e)
+{
+	return e->clock.wall_ms(e->clock.user);
+}
+
+/* The latest time the store can hold (its columns are SQLite's signed
+ * 64-bit integers): a time past it means "never". */
+#define TIME_END ((uint64_t)INT64_MAX)
+
+/* t + d, saturated at TIME_END: a huge timeout, delay or deadline (the
+ * policies take any uint64_t) is far in the future, never wrapped into the
+ * past. */
+static inline uint64_t time_add(uint64_t t, uint64_t d)
+{
+	if (t >= TIME_END || d >= TIME_END - t)
+		return TIME_END;
+	return t + d;
+}
+
+static inline const char *phase_word(int phase)
+{
+	return phase == SAGA_PHASE_ACTION ? "action" : "compensation";
+}
+
+static inline const saga_step_def *step_def(const inst *in, int step)
+{
+	return &in->rd->def->steps[step];
+}
+
+/* ---- error text and logging (errors.c) ---- */
+int set_err(saga_engine *e, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int bad_args(saga_engine *e, const char *what);
+int store_err(saga_engine *e, int code);
+
+/* ---- what is registered on an engine (registry.c) ---- */
+const reg_def *find_def(saga_engine *e, const char *name, int version);
+saga_breaker *find_breaker(saga_engine *e, const char *name);
+
+/* ---- the round's transaction and its events (txn.c) ---- */
+int ensure_txn(saga_engine *e);
+void drop_events(saga_engine *e);
+int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
+           uint32_t attempt, saga_outcome outcome, const char *detail);
+int record_attempt(saga_engine *e, inst *in, saga_event_type type, saga_outcome outcome,
+                   const char *detail);
+int record_state(saga_engine *e, inst *in, const char *detail);
+int put_instance(saga_engine *e, inst *in);
+void unlock_and_deliver(saga_engine *e);
+void abort_txn(saga_engine *e);
+int commit_txn(saga_engine *e);
+int end_txn(saga_engine *e, int rc);
+
+/* ---- bringing stored instances into memory (resume.c) ---- */
+void free_inst(saga_engine *e, inst *in);
+int push_ready(saga_engine *e, int64_t id);
+int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id);
+int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid);
+int fill(saga_engine *e);
+void unload(saga_engine *e, size_t i);
+void discard_round(saga_engine *e);
+int report_corrupt(saga_engine *e, int rc);
+bool nothing_due(saga_engine *e);
+
+/* ---- the state machine (transition.c) ---- */
+bool ended(const saga_row *r);
+int start_compensation(saga_engine *e, inst *in, saga_reason reason, bool skip_current);
+bool past_no_return(const inst *in);
+int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
+                  const char *errtext);
+int advance(saga_engine *e, inst *in, enum next *next);
+uint64_t attempt_deadline(const inst *in, uint64_t invoked);
+int apply_result(saga_engine *e, inst *in);
+void release_breaker(inst *in, bool late);
+
+/* ---- creating instances (start.c) ---- */
+int starts_check(saga_engine *e, start_set *ss);
+int starts_insert(saga_engine *e, start_set *ss);
+void starts_to_driver(saga_engine *e, start_set *ss);
+void starts_end(saga_engine *e, start_set *ss, int rc);
+
+/* ---- the rounds and the threads that run them (driver.c) ---- */
+int process_round(saga_engine *e);
+bool has_stage(saga_engine *e, enum stage st);
+void *worker_main(void *arg);
+void *driver_main(void *arg);
+
+#endif

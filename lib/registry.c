@@ -1,0 +1,138 @@
+/* What is registered on an engine: definitions, circuit breakers and
+ * listeners, and looking them up by name. SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+#include <string.h>
+
+const reg_def *find_def(saga_engine *e, const char *name, int version)
+{
+	const reg_def *best = NULL;
+	for (size_t i = 0; i < e->ndefs; i++) {
+		const saga_definition *d = e->defs[i]->def;
+		if (strcmp(d->name, name) != 0)
+			continue;
+		if (version > 0 ? d->version == version
+		                : (!best || d->version > best->def->version))
+			best = e->defs[i];
+	}
+	return best;
+}
+
+int saga_engine_register(saga_engine *e, const saga_definition *def)
+{
+	if (!e || !def)
+		return bad_args(e, "a definition is needed");
+	char msg[256];
+	pthread_mutex_lock(&e->mu);
+	int rc = saga_definition_validate(def, msg, sizeof(msg));
+	if (rc) {
+		rc = set_err(e, rc, "%s", msg);
+		goto out;
+	}
+	if (find_def(e, def->name, def->version)) {
+		rc = set_err(e, SAGA_EEXISTS, "definition '%s' version %d is already registered",
+		             def->name, def->version);
+		goto out;
+	}
+	char *snap = saga_definition_snapshot(def);
+	if (!snap) {
+		rc = set_err(e, SAGA_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = store_put_definition(e->store, def->name, def->version, snap);
+	cJSON_free(snap);
+	if (rc) {
+		rc = rc == SAGA_ECONFLICT ? set_err(e, rc, "%s", store_errmsg(e->store))
+		                          : store_err(e, rc);
+		goto out;
+	}
+	/* The array moves as it grows; the reg_def it points to does not. */
+	reg_def **defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
+	if (!defs) {
+		rc = set_err(e, SAGA_ENOMEM, "out of memory");
+		goto out;
+	}
+	e->defs = defs;
+	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
+	if (!rd || (rc = saga_definition_clone(&rd->def, def, &e->alloc)) ||
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
+		if (rd)
+			saga_definition_free(rd->def);
+		saga_free(&e->alloc, rd);
+		rc = set_err(e, SAGA_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < def->nsteps; i++)
+		rd->names[i] = rd->def->steps[i].name;
+	e->defs[e->ndefs++] = rd;
+	/* Instances of this definition parked in the store may now run. */
+	e->active_scanned = false;
+	e->next_timer = 0;
+	pthread_cond_signal(&e->wake);
+out:
+	pthread_mutex_unlock(&e->mu);
+	return rc;
+}
+
+saga_breaker *find_breaker(saga_engine *e, const char *name)
+{
+	for (breaker_entry *b = e->breakers; b; b = b->next)
+		if (strcmp(saga_breaker_name(b->b), name) == 0)
+			return b->b;
+	return NULL;
+}
+
+int saga_engine_add_breaker(saga_engine *e, const char *name, const saga_breaker_config *cfg)
+{
+	if (!e || !name || !cfg)
+		return bad_args(e, "a breaker name and configuration are needed");
+	pthread_mutex_lock(&e->mu);
+	int rc;
+	if (find_breaker(e, name)) {
+		rc = set_err(e, SAGA_EEXISTS, "breaker '%s' already exists", name);
+		goto out;
+	}
+	breaker_entry *be = saga_malloc(&e->alloc, sizeof(*be));
+	if (!be) {
+		rc = set_err(e, SAGA_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = saga_breaker_new(&be->b, name, cfg, &e->clock);
+	if (rc) {
+		saga_free(&e->alloc, be);
+		rc = set_err(e, rc, "breaker '%s': %s", name,
+		             rc == SAGA_EINVAL ? "invalid configuration" : saga_strerror(rc));
+		goto out;
+	}
+	be->next = e->breakers;
+	e->breakers = be;
+out:
+	pthread_mutex_unlock(&e->mu);
+	return rc;
+}
+
+saga_breaker *saga_engine_breaker(saga_engine *e, const char *name)
+{
+	if (!e || !name)
+		return NULL;
+	pthread_mutex_lock(&e->mu);
+	saga_breaker *b = find_breaker(e, name);
+	pthread_mutex_unlock(&e->mu);
+	return b;
+}
+
+int saga_engine_add_listener(saga_engine *e, saga_listener_fn fn, void *user)
+{
+	if (!e || !fn)
+		return bad_args(e, "a listener function is needed");
+	listener *l = saga_malloc(&e->alloc, sizeof(*l));
+	if (!l)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	l->fn = fn;
+	l->user = user;
+	pthread_mutex_lock(&e->mu);
+	l->next = e->listeners;
+	e->listeners = l;
+	pthread_mutex_unlock(&e->mu);
+	return SAGA_OK;
+}

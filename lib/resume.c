@@ -1,0 +1,253 @@
+/* Bringing stored instances back into memory: the recovery scan of the
+ * unfinished ones, the timer scan of the due ones, the ready queue, loading
+ * and checking a row, and the quarantine of damaged rows. Also unloading,
+ * and reloading the instances of a failed transaction.
+ * SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+#include <limits.h>
+
+void free_inst(saga_engine *e, inst *in)
+{
+	if (!in)
+		return;
+	if (in->has_permit)
+		saga_breaker_record(in->breaker, &in->permit, SAGA_CALL_IGNORED);
+	cJSON_Delete(in->context);
+	cJSON_Delete(in->puts);
+	cJSON_Delete(in->early_output);
+	saga_free(&e->alloc, in->row.context);
+	saga_free(&e->alloc, in);
+}
+
+static bool is_loaded(saga_engine *e, int64_t id)
+{
+	for (size_t i = 0; i < e->nloaded; i++)
+		if (e->loaded[i]->row.id == id)
+			return true;
+	return false;
+}
+
+/* Queues an instance to be loaded. When the queue cannot grow, the
+ * instance is left to the next scan of the unfinished instances (the
+ * store holds it), so a full queue only delays it; no caller fails for
+ * that, so the engine's message is left alone. */
+int push_ready(saga_engine *e, int64_t id)
+{
+	if (e->ready_len == e->ready_cap) {
+		size_t cap = e->ready_cap ? e->ready_cap * 2 : 256;
+		int64_t *q = saga_malloc(&e->alloc, cap * sizeof(*q));
+		if (!q) {
+			e->active_scanned = false;
+			return SAGA_ENOMEM;
+		}
+		for (size_t i = 0; i < e->ready_len; i++)
+			q[i] = e->ready[(e->ready_head + i) % e->ready_cap];
+		saga_free(&e->alloc, e->ready);
+		e->ready = q;
+		e->ready_cap = cap;
+		e->ready_head = 0;
+	}
+	e->ready[(e->ready_head + e->ready_len) % e->ready_cap] = id;
+	e->ready_len++;
+	return SAGA_OK;
+}
+
+static int64_t pop_ready(saga_engine *e)
+{
+	int64_t id = e->ready[e->ready_head];
+	e->ready_head = (e->ready_head + 1) % e->ready_cap;
+	e->ready_len--;
+	return id;
+}
+
+/* A stored row the engine could have written: the step in range for its
+ * phase and state, counters in range. A damaged store must give
+ * SAGA_ECORRUPT, never an out-of-bounds step. */
+static bool row_consistent(const saga_row *r, const saga_definition *d)
+{
+	int n = (int)d->nsteps;
+	if (r->fwd_started < 0 || r->fwd_started > n || r->attempt > UINT32_MAX / 2 ||
+	    r->def_version < 1)
+		return false;
+	if (r->inflight || r->pending)
+		return r->step >= 0 && r->step < n && !(r->inflight && r->pending);
+	if (r->phase == SAGA_PHASE_COMPENSATION)
+		return r->step >= -1 && r->step < n && r->step < r->fwd_started;
+	return r->step >= 0 && r->step <= n;
+}
+
+/* Parses a stored context. A parse failure is ENOMEM when the text is
+ * well-formed JSON (cJSON ran out of memory), ECORRUPT otherwise. */
+int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id)
+{
+	*out = cJSON_Parse(text);
+	if (*out && cJSON_IsObject(*out))
+		return SAGA_OK;
+	bool valid = false;
+	int rc = SAGA_OK;
+	if (!*out && (rc = store_json_valid(e->store, text, &valid)))
+		return store_err(e, rc);
+	if (!*out && valid)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	cJSON_Delete(*out);
+	*out = NULL;
+	return set_err(e, SAGA_ECORRUPT, "instance %lld: stored context is not a JSON object",
+	               (long long)id);
+}
+
+/* Loads an instance row into memory. SAGA_ENOTFOUND when the id is unknown;
+ * *out is NULL (and 0 returned) when its definition is not registered. */
+int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
+{
+	*out = NULL;
+	inst *in = saga_calloc(&e->alloc, 1, sizeof(*in));
+	if (!in)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	int rc = uid ? store_load_uid(e->store, &in->row, uid, &e->alloc)
+	             : store_load(e->store, &in->row, id, &e->alloc);
+	if (rc) {
+		saga_free(&e->alloc, in->row.context);
+		saga_free(&e->alloc, in);
+		if (rc == SAGA_ENOTFOUND)
+			return set_err(e, rc, "no such instance");
+		return store_err(e, rc);
+	}
+	in->rd = find_def(e, in->row.def_name, in->row.def_version);
+	if (!in->rd) {
+		log_at(e, SAGA_LOG_WARN, "instance %lld: definition '%s' version %d is not registered",
+		       (long long)in->row.id, in->row.def_name, in->row.def_version);
+		free_inst(e, in);
+		return SAGA_OK;
+	}
+	if (!row_consistent(&in->row, in->rd->def)) {
+		int64_t bad = in->row.id;
+		free_inst(e, in);
+		return set_err(e, SAGA_ECORRUPT, "instance %lld: its stored state is inconsistent",
+		               (long long)bad);
+	}
+	int64_t id_loaded = in->row.id;
+	rc = parse_context(e, &in->context, in->row.context, id_loaded);
+	if (rc) {
+		free_inst(e, in);
+		return rc;
+	}
+	*out = in;
+	return SAGA_OK;
+}
+
+static int queue_id(int64_t id, void *user)
+{
+	saga_engine *e = user;
+	return push_ready(e, id) ? 1 : 0;
+}
+
+static bool quarantined(saga_engine *e, int64_t id)
+{
+	for (size_t i = 0; i < e->nquarantine; i++)
+		if (e->quarantine[i] == id)
+			return true;
+	return false;
+}
+
+static int quarantine_add(saga_engine *e, int64_t id)
+{
+	int64_t *q = saga_realloc(&e->alloc, e->quarantine, (e->nquarantine + 1) * sizeof(*q));
+	if (!q)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	q[e->nquarantine++] = id;
+	e->quarantine = q;
+	return SAGA_OK;
+}
+
+/* Brings due instances into memory, up to max_in_flight. */
+int fill(saga_engine *e)
+{
+	int rc;
+	if (!e->active_scanned) {
+		e->active_scanned = true;
+		if ((rc = store_scan_active(e->store, queue_id, e)))
+			return store_err(e, rc);
+		if (!e->active_scanned) /* the queue could not take them all */
+			return set_err(e, SAGA_ENOMEM, "out of memory");
+	}
+	uint64_t now = now_wall(e);
+	if (e->ready_len == 0 && e->nloaded < e->max_in_flight &&
+	    (e->next_timer == 0 || e->next_timer <= now)) {
+		size_t before = e->ready_len;
+		size_t want = e->max_in_flight - e->nloaded + e->nquarantine;
+		int room = want < INT_MAX ? (int)want : INT_MAX;
+		if ((rc = store_scan_due(e->store, now, room, queue_id, e)))
+			return store_err(e, rc);
+		if (e->ready_len - before < (size_t)room) {
+			uint64_t nd = 0;
+			if ((rc = store_next_due(e->store, &nd)))
+				return store_err(e, rc);
+			/* Later parks lower next_timer; UINT64_MAX means none stored. */
+			e->next_timer = nd ? (nd > now ? nd : now + 1) : UINT64_MAX;
+		}
+	}
+	while (e->ready_len && e->nloaded < e->max_in_flight) {
+		int64_t id = pop_ready(e);
+		if (is_loaded(e, id) || quarantined(e, id))
+			continue;
+		inst *in;
+		rc = load_inst(e, &in, id, NULL);
+		if (rc == SAGA_ENOTFOUND)
+			continue;
+		if (rc == SAGA_ECORRUPT) {
+			/* One damaged row must not hold up the others. */
+			log_at(e, SAGA_LOG_ERROR, "%s; the instance is skipped", saga_engine_errmsg(e));
+			if ((rc = quarantine_add(e, id)))
+				return rc;
+			e->new_corrupt = id;
+			continue;
+		}
+		if (rc)
+			return rc;
+		if (!in)
+			continue;
+		in->stage = STAGE_PROCESS;
+		e->loaded[e->nloaded++] = in;
+	}
+	return SAGA_OK;
+}
+
+void unload(saga_engine *e, size_t i)
+{
+	free_inst(e, e->loaded[i]);
+	e->loaded[i] = e->loaded[--e->nloaded];
+}
+
+/* After a failed transaction: the instances it changed are reloaded from the
+ * store, which still holds their last committed state. */
+void discard_round(saga_engine *e)
+{
+	abort_txn(e);
+	for (size_t i = e->nloaded; i-- > 0;) {
+		inst *in = e->loaded[i];
+		if (!in->uncommitted && in->stage != STAGE_RESULT)
+			continue;
+		int64_t id = in->row.id;
+		unload(e, i);
+		push_ready(e, id);
+	}
+}
+
+/* The healthy instances ran; a damaged one found on the way is reported
+ * (once: it is skipped from then on). */
+int report_corrupt(saga_engine *e, int rc)
+{
+	if (rc == SAGA_OK && e->new_corrupt)
+		rc = set_err(e, SAGA_ECORRUPT,
+		             "instance %lld is damaged in the store and was skipped; the others ran",
+		             (long long)e->new_corrupt);
+	e->new_corrupt = 0;
+	return rc;
+}
+
+bool nothing_due(saga_engine *e)
+{
+	return e->nloaded == 0 && e->ready_len == 0 && e->active_scanned &&
+	       (e->next_timer == UINT64_MAX || e->next_timer > now_wall(e));
+}

@@ -1,0 +1,240 @@
+/* Creating instances: checking the requests, inserting the rows in the open
+ * transaction, and handing the new instances to the driver, committed alone
+ * (saga_start, saga_start_batch) or with a round (saga_run_due_start).
+ * SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+#include <string.h>
+#include <sys/random.h>
+
+/* A 128-bit id in hex: 48 bits of the creation time in ms, then 80 random
+ * bits. Unique across stores, so a participant never sees the same
+ * idempotency key from two instances; time-ordered, so the store's uid index
+ * grows at its end instead of touching a random page per new instance. */
+static void make_uid(saga_engine *e, char out[SAGA_UID_LEN + 1])
+{
+	unsigned char b[16];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		uint64_t x = saga_random_next(&e->rng) ^ seed_from_system();
+		uint64_t y = saga_random_next(&e->rng);
+		memcpy(b, &x, 8);
+		memcpy(b + 8, &y, 8);
+	}
+	uint64_t ms = now_wall(e);
+	for (int i = 5; i >= 0; i--) {
+		b[i] = (unsigned char)(ms & 0xff);
+		ms >>= 8;
+	}
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[b[i] >> 4];
+		out[2 * i + 1] = hex[b[i] & 15];
+	}
+	out[SAGA_UID_LEN] = '\0';
+}
+
+/* The in-memory copy of a row just inserted, so that it need not be read
+ * back; NULL when memory is short (it is then loaded from the store). */
+static inst *fresh_inst(saga_engine *e, const saga_row *r, const reg_def *rd)
+{
+	inst *in = saga_calloc(&e->alloc, 1, sizeof(*in));
+	if (!in)
+		return NULL;
+	in->row = *r;
+	in->rd = rd;
+	in->row.context = saga_strdup(&e->alloc, r->context);
+	if (!in->row.context || !(in->context = cJSON_Parse(r->context)) ||
+	    !cJSON_IsObject(in->context)) {
+		free_inst(e, in);
+		return NULL;
+	}
+	return in;
+}
+
+/* Inserts one instance in the open transaction; *id is the existing
+ * instance's when the business key is taken. With fresh, *fresh may receive
+ * the new instance ready to run. */
+static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created,
+                     inst **fresh)
+{
+	*created = 0;
+	const reg_def *rd = find_def(e, q->definition, 0);
+	if (!rd)
+		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered", q->definition);
+	int rc;
+	if (q->business_key) {
+		rc = store_find_bkey(e->store, id, q->business_key);
+		if (rc == SAGA_OK)
+			return SAGA_OK;
+		if (rc != SAGA_ENOTFOUND)
+			return store_err(e, rc);
+	}
+	char *text = q->input ? cJSON_PrintUnformatted(q->input) : NULL;
+	if (q->input && !text)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	uint64_t now = now_wall(e);
+	inst tmp;
+	memset(&tmp, 0, sizeof(tmp));
+	saga_row *r = &tmp.row;
+	tmp.rd = rd;
+	make_uid(e, r->uid);
+	saga_fmt(r->def_name, sizeof(r->def_name), "%s", rd->def->name);
+	r->def_version = rd->def->version;
+	if (q->business_key) {
+		r->has_bkey = true;
+		saga_fmt(r->bkey, sizeof(r->bkey), "%s", q->business_key);
+	}
+	r->state = SAGA_RUNNING;
+	r->phase = SAGA_PHASE_ACTION;
+	r->due_at = now;
+	r->deadline_at = rd->def->deadline_ms ? time_add(now, rd->def->deadline_ms) : 0;
+	r->created_at = r->updated_at = now;
+	r->context = text ? text : (char *)"{}";
+	if ((rc = ensure_txn(e)) == SAGA_OK) {
+		if ((rc = store_insert(e->store, r)))
+			rc = store_err(e, rc);
+		else
+			rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
+			            q->business_key ? q->business_key : "");
+	}
+	if (rc == SAGA_OK) {
+		*id = r->id;
+		*created = 1;
+		e->txn_started++;
+		if (fresh)
+			*fresh = fresh_inst(e, r, rd);
+	}
+	cJSON_free(text);
+	return rc;
+}
+
+static int check_request(saga_engine *e, const saga_start_request *q)
+{
+	if (!q->definition)
+		return set_err(e, SAGA_EINVAL, "a definition name is needed");
+	const char *bk = q->business_key;
+	if (bk && (!*bk || strlen(bk) > SAGA_KEY_MAX))
+		return set_err(e, SAGA_EINVAL, "business key must be 1 to %d bytes", SAGA_KEY_MAX);
+	if (q->input && !cJSON_IsObject(q->input))
+		return set_err(e, SAGA_EINVAL, "input must be a JSON object");
+	return SAGA_OK;
+}
+
+/* Checks the requests and zeroes the answers; called with the mutex. */
+int starts_check(saga_engine *e, start_set *ss)
+{
+	for (size_t i = 0; i < ss->n; i++) {
+		ss->ids[i] = 0;
+		if (ss->created)
+			ss->created[i] = 0;
+	}
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		rc = check_request(e, &ss->reqs[i]);
+		/* Refused here, not in the transaction, where it would also fail
+		 * the starts of other threads that share the commit. */
+		if (rc == SAGA_OK && !find_def(e, ss->reqs[i].definition, 0))
+			rc = set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
+			             ss->reqs[i].definition);
+	}
+	if (rc == SAGA_OK && e->stopping)
+		rc = set_err(e, SAGA_ECLOSED, "engine is closing");
+	return rc;
+}
+
+/* Inserts the instances in the open transaction. With room in memory and
+ * nothing queued before them, new instances go straight to the driver
+ * instead of being read back: their copies wait in ss->fresh. */
+int starts_insert(saga_engine *e, start_set *ss)
+{
+	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
+	                      ? e->max_in_flight - e->nloaded : 0;
+	ss->fresh = room && ss->n ? saga_calloc(&e->alloc, ss->n, sizeof(*ss->fresh)) : NULL;
+	int rc = SAGA_OK, made = 0;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
+		               ss->fresh && i < room ? &ss->fresh[i].in : NULL);
+		if (rc == SAGA_OK && ss->created)
+			ss->created[i] = made;
+	}
+	return rc;
+}
+
+/* Moves the fresh copies into memory as instances to process. */
+void starts_to_driver(saga_engine *e, start_set *ss)
+{
+	for (size_t i = 0; ss->fresh && i < ss->n; i++) {
+		struct fresh_slot *f = &ss->fresh[i];
+		if (f->in && e->nloaded < e->max_in_flight) {
+			f->in->stage = STAGE_PROCESS;
+			f->in->uncommitted = true; /* reloaded if the commit fails */
+			e->loaded[e->nloaded++] = f->in;
+			f->in = NULL;
+			f->moved = true;
+		}
+	}
+}
+
+/* After the commit (rc == 0) or its failure: the instances left out of
+ * memory are queued, or every answer is zeroed; the copies are freed. */
+void starts_end(saga_engine *e, start_set *ss, int rc)
+{
+	for (size_t i = 0; i < ss->n; i++) {
+		if (rc) {
+			ss->ids[i] = 0;
+			if (ss->created)
+				ss->created[i] = 0;
+		} else if (!(ss->fresh && ss->fresh[i].moved)) {
+			push_ready(e, ss->ids[i]); /* durable now: a full queue only delays it */
+		}
+	}
+	for (size_t i = 0; ss->fresh && i < ss->n; i++)
+		free_inst(e, ss->fresh[i].in);
+	saga_free(&e->alloc, ss->fresh);
+	ss->fresh = NULL;
+	if (rc == SAGA_OK)
+		pthread_cond_signal(&e->wake);
+}
+
+int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
+                     const saga_start_request *reqs, size_t n)
+{
+	if (!e || !ids || (!reqs && n))
+		return bad_args(e, "start: ids and the requests are needed");
+	start_set ss = { reqs, n, ids, created, NULL };
+	pthread_mutex_lock(&e->mu);
+	int rc = starts_check(e, &ss);
+	if (rc == SAGA_OK && n && e->driver_running && !pthread_equal(pthread_self(), e->driver_tid)) {
+		/* With workers, the starts join the driver's next commit (a
+		 * listener on the driver thread commits its own). */
+		struct start_wait w = { &ss, SAGA_OK, false, "", NULL };
+		if (e->start_tail)
+			e->start_tail->next = &w;
+		else
+			e->start_queue = &w;
+		e->start_tail = &w;
+		pthread_cond_signal(&e->wake);
+		while (!w.done)
+			pthread_cond_wait(&e->start_cv, &e->mu);
+		if ((rc = w.rc) != SAGA_OK)
+			set_err(e, rc, "%s", w.msg);
+		pthread_mutex_unlock(&e->mu);
+		return rc;
+	}
+	if (rc == SAGA_OK)
+		rc = starts_insert(e, &ss);
+	if ((rc = end_txn(e, rc)) == SAGA_OK)
+		starts_to_driver(e, &ss);
+	starts_end(e, &ss, rc);
+	unlock_and_deliver(e);
+	return rc;
+}
+
+int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *definition,
+               const char *bkey, const cJSON *input)
+{
+	saga_start_request q = { definition, bkey, input };
+	if (!out_id)
+		return bad_args(e, "start: out_id is needed");
+	return saga_start_batch(e, out_id, created, &q, 1);
+}

@@ -1,0 +1,171 @@
+/* The round's transaction: one write transaction per round (group commit),
+ * the history rows written in it, the instance rows, and the events that
+ * are delivered to listeners once it has committed. The only engine file
+ * that begins, commits or rolls back the store's transactions.
+ * SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+int ensure_txn(saga_engine *e)
+{
+	if (e->in_txn)
+		return SAGA_OK;
+	int rc = store_begin(e->store);
+	if (rc)
+		return store_err(e, rc);
+	e->in_txn = true;
+	return SAGA_OK;
+}
+
+void drop_events(saga_engine *e)
+{
+	for (size_t i = 0; i < e->nevents; i++)
+		saga_free(&e->alloc, e->events[i].detail);
+	e->nevents = 0;
+}
+
+/* Appends a history row in the open transaction and queues its event. */
+int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
+                  uint32_t attempt, saga_outcome outcome, const char *detail)
+{
+	int rc = ensure_txn(e);
+	if (rc)
+		return rc;
+	saga_hist h = { in->row.id, now_wall(e), type, in->row.state, step, phase, attempt,
+		        outcome, detail ? detail : "" };
+	int64_t seq = 0;
+	if ((rc = store_add_history(e->store, &h, &seq)))
+		return store_err(e, rc);
+	e->txn_rows++;
+	if (!e->listeners)
+		return SAGA_OK;
+	if (e->nevents == e->events_cap) {
+		size_t cap = e->events_cap ? e->events_cap * 2 : 64;
+		pending_event *ev = saga_realloc(&e->alloc, e->events, cap * sizeof(*ev));
+		if (!ev)
+			return set_err(e, SAGA_ENOMEM, "out of memory");
+		e->events = ev;
+		e->events_cap = cap;
+	}
+	pending_event *pe = &e->events[e->nevents];
+	if (!(pe->detail = saga_strdup(&e->alloc, h.detail)))
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	pe->ev.instance = h.instance;
+	pe->ev.seq = seq;
+	pe->ev.at_ms = h.at;
+	pe->ev.type = type;
+	pe->ev.state = (saga_state)h.state;
+	pe->ev.step = step;
+	pe->ev.step_name = (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps)
+	                           ? in->rd->names[step] : NULL;
+	pe->ev.phase = (saga_phase)phase;
+	pe->ev.attempt = attempt;
+	pe->ev.outcome = outcome;
+	pe->ev.detail = pe->detail;
+	e->nevents++;
+	return SAGA_OK;
+}
+
+/* A history row about the current attempt: its step, phase and number. */
+int record_attempt(saga_engine *e, inst *in, saga_event_type type, saga_outcome outcome,
+                   const char *detail)
+{
+	return record(e, in, type, in->row.step, in->row.phase, in->row.attempt, outcome, detail);
+}
+
+int record_state(saga_engine *e, inst *in, const char *detail)
+{
+	return record(e, in, SAGA_EVENT_STATE, -1, in->row.phase, 0, SAGA_OUTCOME_NONE, detail);
+}
+
+/* Writes an instance's row (and its context when it changed). */
+int put_instance(saga_engine *e, inst *in)
+{
+	int rc = ensure_txn(e);
+	if (rc)
+		return rc;
+	if (in->context_changed) {
+		char *text = cJSON_PrintUnformatted(in->context);
+		char *copy = text ? saga_strdup(&e->alloc, text) : NULL;
+		cJSON_free(text);
+		if (!copy)
+			return set_err(e, SAGA_ENOMEM, "out of memory");
+		saga_free(&e->alloc, in->row.context);
+		in->row.context = copy;
+		in->context_changed = false;
+	}
+	in->row.updated_at = now_wall(e);
+	in->uncommitted = true;
+	if ((rc = store_update(e->store, &in->row)))
+		return store_err(e, rc);
+	return SAGA_OK;
+}
+
+/* Delivers the events of the last commit; called without the mutex. */
+static void deliver(saga_engine *e, pending_event *evs, size_t n, listener *ls)
+{
+	for (size_t i = 0; i < n; i++)
+		for (listener *l = ls; l; l = l->next)
+			l->fn(&evs[i].ev, l->user);
+}
+
+static void free_events(saga_engine *e, pending_event *evs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		saga_free(&e->alloc, evs[i].detail);
+	saga_free(&e->alloc, evs);
+}
+
+/* Unlocks the engine, then delivers what was committed: the queued events
+ * are taken out under the mutex, so listeners run without it. */
+void unlock_and_deliver(saga_engine *e)
+{
+	pending_event *evs = e->events;
+	size_t n = e->nevents;
+	listener *ls = e->listeners;
+	e->events = NULL;
+	e->nevents = 0;
+	e->events_cap = 0;
+	pthread_mutex_unlock(&e->mu);
+	deliver(e, evs, n, ls);
+	free_events(e, evs, n);
+}
+
+/* Ends the open transaction without committing and forgets its events. */
+void abort_txn(saga_engine *e)
+{
+	if (e->in_txn)
+		store_rollback(e->store);
+	e->in_txn = false;
+	e->txn_rows = e->txn_started = 0;
+	drop_events(e);
+}
+
+/* After a commit: what the loaded instances hold is what the store holds. */
+int commit_txn(saga_engine *e)
+{
+	if (!e->in_txn)
+		return SAGA_OK;
+	e->in_txn = false;
+	int rc = store_commit(e->store);
+	uint64_t rows = e->txn_rows, started = e->txn_started;
+	e->txn_rows = e->txn_started = 0;
+	if (rc)
+		return store_err(e, rc);
+	e->stats.commits++;
+	e->stats.history_rows += rows;
+	e->stats.started += started;
+	for (size_t i = 0; i < e->nloaded; i++)
+		e->loaded[i]->uncommitted = false;
+	return SAGA_OK;
+}
+
+/* Commits the open transaction when rc is SAGA_OK, else ends it without
+ * committing; returns the result. */
+int end_txn(saga_engine *e, int rc)
+{
+	if (rc == SAGA_OK)
+		rc = commit_txn(e);
+	if (rc)
+		abort_txn(e);
+	return rc;
+}
