@@ -24,17 +24,17 @@
 
 /* Upper bounds that keep the memory of one breaker small and bounded. */
 #define MAX_COUNT_WINDOW (1u << 20)
-#define MAX_BUCKETS 1000u
-#define MAX_TRIALS 1000000u
+#define MAX_BUCKETS      1000u
+#define MAX_TRIALS       1000000u
 
 /* At most two transitions per call (OPEN -> HALF_OPEN -> OPEN). */
 #define MAX_PENDING 4
 
 #define SLOT_FAILURE 1u
-#define SLOT_SLOW 2u
+#define SLOT_SLOW    2u
 
 typedef struct bucket {
-	uint64_t epoch;   /* now / bucket_ms of the calls it holds; UINT64_MAX = empty */
+	uint64_t epoch; /* now / bucket_ms of the calls it holds; UINT64_MAX = empty */
 	uint64_t calls;
 	uint64_t failures;
 	uint64_t slow;
@@ -78,7 +78,7 @@ struct saga_breaker {
 
 	/* HALF_OPEN */
 	uint64_t half_open_since;
-	uint32_t trials_admitted;  /* permits handed out in this half-open period */
+	uint32_t trials_admitted; /* permits handed out in this half-open period */
 	uint32_t trials_in_flight;
 	uint32_t trial_done;
 	uint32_t trial_failures;
@@ -141,8 +141,8 @@ static void window_reset(saga_breaker *b)
 
 /* Totals of the TIME window as of `now`: buckets older than the window are
  * skipped, however long ago the last call was. */
-static void time_totals(const saga_breaker *b, uint64_t now, uint64_t *calls,
-                        uint64_t *failures, uint64_t *slow)
+static void time_totals(const saga_breaker *b, uint64_t now, uint64_t *calls, uint64_t *failures,
+                        uint64_t *slow)
 {
 	uint64_t epoch = now / b->bucket_ms;
 	uint64_t oldest = epoch >= b->cfg.buckets - 1 ? epoch - (b->cfg.buckets - 1) : 0;
@@ -159,8 +159,8 @@ static void time_totals(const saga_breaker *b, uint64_t now, uint64_t *calls,
 	}
 }
 
-static void window_totals(const saga_breaker *b, uint64_t now, uint64_t *calls,
-                          uint64_t *failures, uint64_t *slow)
+static void window_totals(const saga_breaker *b, uint64_t now, uint64_t *calls, uint64_t *failures,
+                          uint64_t *slow)
 {
 	if (b->cfg.window == SAGA_WINDOW_TIME) {
 		time_totals(b, now, calls, failures, slow);
@@ -197,8 +197,8 @@ static void window_add(saga_breaker *b, uint64_t now, int failed, int slow)
 	} else {
 		b->ring_used++;
 	}
-	b->ring[b->ring_pos] = (unsigned char)((failed ? SLOT_FAILURE : 0) |
-	                                       (slow ? SLOT_SLOW : 0));
+	b->ring[b->ring_pos] =
+	        (unsigned char)((failed ? SLOT_FAILURE : 0) | (slow ? SLOT_SLOW : 0));
 	b->ring_pos = (b->ring_pos + 1) % b->cfg.window_size;
 	b->calls++;
 	b->failures += failed ? 1 : 0;
@@ -216,8 +216,7 @@ static int slow_enabled(const saga_breaker *b)
 }
 
 /* Whether the given counts cross a threshold. */
-static int over_threshold(const saga_breaker *b, uint64_t calls, uint64_t failures,
-                          uint64_t slow)
+static int over_threshold(const saga_breaker *b, uint64_t calls, uint64_t failures, uint64_t slow)
 {
 	if (calls == 0)
 		return 0;
@@ -226,8 +225,7 @@ static int over_threshold(const saga_breaker *b, uint64_t calls, uint64_t failur
 	return slow_enabled(b) && rate(slow, calls) >= b->cfg.slow_call_rate_threshold;
 }
 
-static void transition_to(saga_breaker *b, saga_breaker_state to, uint64_t now,
-                          pending *p)
+static void transition_to(saga_breaker *b, saga_breaker_state to, uint64_t now, pending *p)
 {
 	saga_breaker_state from = b->state;
 
@@ -238,7 +236,8 @@ static void transition_to(saga_breaker *b, saga_breaker_state to, uint64_t now,
 
 	switch (to) {
 	case SAGA_BREAKER_OPEN:
-		if (from == SAGA_BREAKER_HALF_OPEN && b->cfg.open_wait_max_ms > b->cfg.open_wait_ms) {
+		if (from == SAGA_BREAKER_HALF_OPEN &&
+		    b->cfg.open_wait_max_ms > b->cfg.open_wait_ms) {
 			/* A failed probe: the wait doubles, up to the maximum. */
 			uint64_t w = b->cur_wait > UINT64_MAX / 2 ? UINT64_MAX : b->cur_wait * 2;
 
@@ -289,8 +288,8 @@ static void unlock_and_notify(saga_breaker *b, pending *p)
 		p->fn(b->name, p->t[i].from, p->t[i].to, p->t[i].generation, p->user);
 }
 
-int saga_breaker_new(saga_breaker **out, const char *name,
-                     const saga_breaker_config *config, const saga_clock *clock)
+int saga_breaker_new(saga_breaker **out, const char *name, const saga_breaker_config *config,
+                     const saga_clock *clock)
 {
 	saga_breaker *b;
 	size_t name_len;
@@ -364,8 +363,7 @@ const char *saga_breaker_name(const saga_breaker *b)
 	return b != NULL ? b->name : NULL;
 }
 
-int saga_breaker_acquire(saga_breaker *b, saga_breaker_permit *permit,
-                         uint64_t *retry_after_ms)
+int saga_breaker_acquire(saga_breaker *b, saga_breaker_permit *permit, uint64_t *retry_after_ms)
 {
 	pending p = { .n = 0 };
 	uint64_t now;
@@ -415,8 +413,7 @@ int saga_breaker_acquire(saga_breaker *b, saga_breaker_permit *permit,
 	return rc;
 }
 
-static void record_closed(saga_breaker *b, uint64_t now, int failed, int slow,
-                          pending *p)
+static void record_closed(saga_breaker *b, uint64_t now, int failed, int slow, pending *p)
 {
 	uint64_t calls, failures, slow_calls;
 
@@ -426,8 +423,8 @@ static void record_closed(saga_breaker *b, uint64_t now, int failed, int slow,
 		transition_to(b, SAGA_BREAKER_OPEN, now, p);
 }
 
-static void record_trial(saga_breaker *b, uint64_t now, saga_call_outcome outcome,
-                         int slow, pending *p)
+static void record_trial(saga_breaker *b, uint64_t now, saga_call_outcome outcome, int slow,
+                         pending *p)
 {
 	if (b->trials_in_flight > 0)
 		b->trials_in_flight--;
@@ -551,11 +548,16 @@ int saga_breaker_set_listener(saga_breaker *b, saga_breaker_listener_fn fn, void
 const char *saga_breaker_state_name(saga_breaker_state state)
 {
 	switch (state) {
-	case SAGA_BREAKER_CLOSED: return "CLOSED";
-	case SAGA_BREAKER_OPEN: return "OPEN";
-	case SAGA_BREAKER_HALF_OPEN: return "HALF_OPEN";
-	case SAGA_BREAKER_DISABLED: return "DISABLED";
-	case SAGA_BREAKER_FORCED_OPEN: return "FORCED_OPEN";
+	case SAGA_BREAKER_CLOSED:
+		return "CLOSED";
+	case SAGA_BREAKER_OPEN:
+		return "OPEN";
+	case SAGA_BREAKER_HALF_OPEN:
+		return "HALF_OPEN";
+	case SAGA_BREAKER_DISABLED:
+		return "DISABLED";
+	case SAGA_BREAKER_FORCED_OPEN:
+		return "FORCED_OPEN";
 	}
 	return "UNKNOWN";
 }

@@ -80,10 +80,11 @@ static int parse_key(const char *key, char uid[SAGA_UID_LEN + 1], char step[SAGA
 
 int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSON *output)
 {
-	if (!e || !key || (result != SAGA_STEP_OK && result != SAGA_STEP_FAIL &&
-	                   result != SAGA_STEP_RETRY)) {
+	if (!e || !key ||
+	    (result != SAGA_STEP_OK && result != SAGA_STEP_FAIL && result != SAGA_STEP_RETRY)) {
 		cJSON_Delete(output);
-		return e ? set_err(e, SAGA_EINVAL, "complete: a key and OK, FAIL or RETRY are needed")
+		return e ? set_err(e, SAGA_EINVAL,
+		                   "complete: a key and OK, FAIL or RETRY are needed")
 		         : SAGA_EINVAL;
 	}
 	char uid[SAGA_UID_LEN + 1], step[SAGA_NAME_MAX + 1];
@@ -105,16 +106,18 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	saga_row *r = &in->row;
 	int idx = saga_definition_step_index(in->rd->def, step);
 	if (idx < 0) {
-		rc = release_temp(e, in, temp,
-		            set_err(e, SAGA_ENOTFOUND, "no step '%s' in '%s'", step, r->def_name));
+		rc = release_temp(
+		        e, in, temp,
+		        set_err(e, SAGA_ENOTFOUND, "no step '%s' in '%s'", step, r->def_name));
 		goto out;
 	}
 	uint64_t now = now_wall(e);
 	bool current = r->pending && r->step == idx && r->phase == phase &&
 	               (temp || in->stage == STAGE_PROCESS);
 	if (current && !(r->attempt_deadline && now >= r->attempt_deadline)) {
-		saga_outcome oc = result == SAGA_STEP_OK ? SAGA_OUTCOME_OK
-		                : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL : SAGA_OUTCOME_RETRY;
+		saga_outcome oc = result == SAGA_STEP_OK     ? SAGA_OUTCOME_OK
+		                  : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL
+		                                             : SAGA_OUTCOME_RETRY;
 		rc = apply_outcome(e, in, oc, output, "completed asynchronously");
 		rc = finish_command(e, in, temp, true, rc);
 		goto out;
@@ -123,11 +126,12 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 		/* The timeout passed and the timer has not fired yet. */
 		rc = apply_outcome(e, in, SAGA_OUTCOME_TIMEOUT, NULL, "async step timed out");
 		if (rc == SAGA_OK)
-			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt, SAGA_OUTCOME_NONE,
-			            "completion after the timeout; ignored");
+			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt,
+			            SAGA_OUTCOME_NONE, "completion after the timeout; ignored");
 		rc = finish_command(e, in, temp, true, rc);
 		if (rc == SAGA_OK)
-			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
+			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
+			             key);
 		goto out;
 	}
 	if (!temp && in->stage != STAGE_PROCESS && r->inflight && r->step == idx &&
@@ -152,11 +156,12 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	}
 	bool late = last == SAGA_OUTCOME_TIMEOUT;
 	rc = record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
-	            SAGA_OUTCOME_NONE, late ? "completion after the timeout; ignored"
-	                                    : "second completion; ignored");
+	            SAGA_OUTCOME_NONE,
+	            late ? "completion after the timeout; ignored" : "second completion; ignored");
 	rc = finish_command(e, in, temp, false, rc);
 	if (rc == SAGA_OK)
-		rc = late ? set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key)
+		rc = late ? set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
+		                    key)
 		          : set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
 out:
 	/* apply_outcome moved the members it kept; the container is ours. */
@@ -178,8 +183,10 @@ static int refusal(saga_engine *e, const inst *in, enum op op)
 			return set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", id,
 			               saga_state_name((saga_state)r->state));
 		if (past_no_return(in))
-			return set_err(e, SAGA_ESTATE, "instance %lld is past its pivot (point "
-			               "of no return): it can only go forward", id);
+			return set_err(e, SAGA_ESTATE,
+			               "instance %lld is past its pivot (point "
+			               "of no return): it can only go forward",
+			               id);
 		if (r->phase == SAGA_PHASE_COMPENSATION)
 			return set_err(e, SAGA_ESTATE, "instance %lld is already compensating", id);
 		return SAGA_OK;
@@ -188,8 +195,10 @@ static int refusal(saga_engine *e, const inst *in, enum op op)
 		return set_err(e, SAGA_ESTATE, "instance %lld is not STUCK (%s)", id,
 		               saga_state_name((saga_state)r->state));
 	if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
-		return set_err(e, SAGA_ESTATE, "instance %lld: a compensation has completed; "
-		               "it cannot resume forward", id);
+		return set_err(e, SAGA_ESTATE,
+		               "instance %lld: a compensation has completed; "
+		               "it cannot resume forward",
+		               id);
 	return SAGA_OK;
 }
 

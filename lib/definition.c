@@ -12,9 +12,8 @@
  * does not apply to them); compensation retry: 20 attempts, exponential
  * 100 ms .. 60 s with full jitter. */
 static const saga_retry_policy default_retry = SAGA_RETRY_POLICY_INIT;
-static const saga_retry_policy default_comp_retry = {
-	20, 0, SAGA_BACKOFF_EXPONENTIAL, 100, 60000, 2.0, SAGA_JITTER_FULL
-};
+static const saga_retry_policy default_comp_retry = { 20,    0,   SAGA_BACKOFF_EXPONENTIAL, 100,
+	                                              60000, 2.0, SAGA_JITTER_FULL };
 
 static bool name_ok(const char *name)
 {
@@ -104,7 +103,8 @@ int saga_definition_validate(const saga_definition *d, char *msg, size_t size)
 	for (size_t i = 0; i < d->nsteps; i++) {
 		const saga_step_def *s = &d->steps[i];
 		if (!name_ok(s->name)) {
-			saga_fmt(msg, size, "step %zu: name must be 1 to %d bytes", i, SAGA_NAME_MAX);
+			saga_fmt(msg, size, "step %zu: name must be 1 to %d bytes", i,
+			         SAGA_NAME_MAX);
 			return SAGA_EINVAL;
 		}
 		if (strchr(s->name, '/')) {
@@ -125,12 +125,14 @@ int saga_definition_validate(const saga_definition *d, char *msg, size_t size)
 		switch (s->kind) {
 		case SAGA_STEP_COMPENSATABLE:
 			if (!s->compensation) {
-				saga_fmt(msg, size, "step '%s': a compensatable step needs a compensation",
+				saga_fmt(msg, size,
+				         "step '%s': a compensatable step needs a compensation",
 				         s->name);
 				return SAGA_EINVAL;
 			}
 			if (rank > 0) {
-				saga_fmt(msg, size, "step '%s': a compensatable step cannot follow the %s",
+				saga_fmt(msg, size,
+				         "step '%s': a compensatable step cannot follow the %s",
 				         s->name, rank == 1 ? "pivot" : "retriable steps");
 				return SAGA_EINVAL;
 			}
@@ -194,8 +196,8 @@ static int target(saga_step_policy **out, saga_definition *d, const char *step)
 
 static bool retry_ok(const saga_retry_policy *p)
 {
-	return p && p->backoff <= SAGA_BACKOFF_EXPONENTIAL && p->jitter <= SAGA_JITTER_DECORRELATED &&
-	       (p->cap_ms == 0 || p->cap_ms >= p->base_ms);
+	return p && p->backoff <= SAGA_BACKOFF_EXPONENTIAL &&
+	       p->jitter <= SAGA_JITTER_DECORRELATED && (p->cap_ms == 0 || p->cap_ms >= p->base_ms);
 }
 
 int saga_definition_set_retry(saga_definition *d, const char *step, const saga_retry_policy *p)
@@ -312,9 +314,8 @@ nomem:
 }
 
 /* Past the pivot a step retries until it succeeds or an operator acts. */
-static const saga_retry_policy retriable_retry = {
-	0, 0, SAGA_BACKOFF_EXPONENTIAL, 100, 60000, 2.0, SAGA_JITTER_FULL
-};
+static const saga_retry_policy retriable_retry = { 0,     0,   SAGA_BACKOFF_EXPONENTIAL, 100,
+	                                           60000, 2.0, SAGA_JITTER_FULL };
 
 const saga_retry_policy *saga_def_retry(const saga_definition *d, size_t i)
 {
@@ -338,8 +339,8 @@ const saga_retry_policy *saga_def_comp_retry(const saga_definition *d, size_t i)
 
 uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase)
 {
-	const saga_step_policy *p = d->steps[i].policy.has_timeout ? &d->steps[i].policy
-	                                                           : &d->defaults;
+	const saga_step_policy *p =
+	        d->steps[i].policy.has_timeout ? &d->steps[i].policy : &d->defaults;
 	return phase == SAGA_PHASE_ACTION ? p->timeout_ms : p->comp_timeout_ms;
 }
 

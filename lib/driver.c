@@ -67,8 +67,7 @@ int process_round(saga_engine *e)
 
 /* "<uid>/<step>/<phase>" without printf: this runs for every attempt. The
  * buffer always fits (uid, a step name of at most SAGA_NAME_MAX, a phase). */
-static void key_join(char *dst, size_t size, const char *uid, const char *step,
-                     const char *phase)
+static void key_join(char *dst, size_t size, const char *uid, const char *step, const char *phase)
 {
 	size_t a = strlen(uid), b = strlen(step), c = strlen(phase);
 	if (a + b + c + 3 > size) {
@@ -326,7 +325,7 @@ static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
 /* The driver's wait after its n-th failed round in a row (n >= 1):
  * ROUND_BACKOFF_FIRST_MS doubled each time, at most ROUND_BACKOFF_MAX_MS. */
 #define ROUND_BACKOFF_FIRST_MS 100u
-#define ROUND_BACKOFF_MAX_MS 5000u
+#define ROUND_BACKOFF_MAX_MS   5000u
 
 static uint64_t round_backoff(uint64_t failures)
 {
@@ -354,14 +353,17 @@ void *driver_main(void *arg)
 			failures++;
 			if (failures == 1)
 				log_at(e, SAGA_LOG_ERROR,
-				       "engine rounds failing: %s (retrying after %u ms, backing off to "
-				       "%u ms while they fail)", saga_engine_errmsg(e),
-				       ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+				       "engine rounds failing: %s (retrying after %u ms, backing "
+				       "off to "
+				       "%u ms while they fail)",
+				       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS,
+				       ROUND_BACKOFF_MAX_MS);
 			else if (rc != last_rc)
 				log_at(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
 				       saga_engine_errmsg(e));
 		} else if (failures) {
-			log_at(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
+			log_at(e, SAGA_LOG_WARN,
+			       "engine rounds succeed again after %llu failed rounds",
 			       (unsigned long long)failures);
 			failures = 0;
 		}
@@ -388,7 +390,8 @@ void *driver_main(void *arg)
 		 * passes (an injected clock does not wake a condition variable). */
 		uint64_t wait_ms = DRIVER_NAP_MS;
 		uint64_t now = now_wall(e);
-		if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < wait_ms)
+		if (e->next_timer != UINT64_MAX && e->next_timer > now &&
+		    e->next_timer - now < wait_ms)
 			wait_ms = e->next_timer - now;
 		driver_sleep(e, wait_ms, false);
 	}

@@ -15,12 +15,14 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		return SAGA_EINVAL;
 	}
 	if (o->version != SAGA_OPTIONS_VERSION) {
-		saga_fmt(errmsg, errsize, "invalid options: version is %u, not SAGA_OPTIONS_VERSION (%u)",
+		saga_fmt(errmsg, errsize,
+		         "invalid options: version is %u, not SAGA_OPTIONS_VERSION (%u)",
 		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
 		return SAGA_EINVAL;
 	}
 	if (o->durability != SAGA_DURABILITY_FULL && o->durability != SAGA_DURABILITY_NORMAL) {
-		saga_fmt(errmsg, errsize, "invalid options: durability %d is neither FULL nor NORMAL",
+		saga_fmt(errmsg, errsize,
+		         "invalid options: durability %d is neither FULL nor NORMAL",
 		         (int)o->durability);
 		return SAGA_EINVAL;
 	}
@@ -30,7 +32,8 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		return SAGA_EINVAL;
 	}
 	if (o->max_in_flight > SAGA_MAX_IN_FLIGHT_MAX) {
-		saga_fmt(errmsg, errsize, "invalid options: max_in_flight is %u, at most %u (0 = %u)",
+		saga_fmt(errmsg, errsize,
+		         "invalid options: max_in_flight is %u, at most %u (0 = %u)",
 		         o->max_in_flight, (unsigned)SAGA_MAX_IN_FLIGHT_MAX, MAX_IN_FLIGHT_DEFAULT);
 		return SAGA_EINVAL;
 	}

@@ -53,21 +53,21 @@ typedef struct reg_def {
 typedef struct inst {
 	saga_row row;
 	const reg_def *rd;
-	cJSON *context;         /* the saga's context, parsed from row.context */
-	bool context_changed;   /* context differs from row.context */
+	cJSON *context;       /* the saga's context, parsed from row.context */
+	bool context_changed; /* context differs from row.context */
 	enum stage stage;
 	bool cancel_req;
-	bool fresh_start;       /* the start of the current attempt was recorded by this process */
-	bool uncommitted;       /* changed in the open transaction */
-	bool has_early;         /* saga_complete arrived while the action still ran */
+	bool fresh_start; /* the start of the current attempt was recorded by this process */
+	bool uncommitted; /* changed in the open transaction */
+	bool has_early;   /* saga_complete arrived while the action still ran */
 	saga_step_result early;
 	cJSON *early_output;
 	/* the answer of the last invocation */
 	saga_step_result res;
 	cJSON *puts;
 	char err[256];
-	uint64_t wall_start;    /* when the callback was invoked: its timeout counts from here */
-	uint64_t wall_end;      /* when it returned */
+	uint64_t wall_start; /* when the callback was invoked: its timeout counts from here */
+	uint64_t wall_end;   /* when it returned */
 	saga_breaker *breaker;
 	saga_breaker_permit permit;
 	bool has_permit;
@@ -101,38 +101,38 @@ struct saga_engine {
 	uint64_t rng;
 	saga_store *store;
 	pthread_mutex_t mu;
-	pthread_cond_t wake;      /* the driver: work arrived */
-	pthread_cond_t work_cv;   /* workers: something to invoke */
-	pthread_cond_t idle_cv;   /* saga_wait_idle */
-	pthread_cond_t start_cv;  /* queued starts: their commit is done */
+	pthread_cond_t wake;                         /* the driver: work arrived */
+	pthread_cond_t work_cv;                      /* workers: something to invoke */
+	pthread_cond_t idle_cv;                      /* saga_wait_idle */
+	pthread_cond_t start_cv;                     /* queued starts: their commit is done */
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
 	pthread_t driver_tid;
 	bool driver_running;
-	reg_def **defs;           /* each apart: loaded instances point to theirs */
+	reg_def **defs; /* each apart: loaded instances point to theirs */
 	size_t ndefs;
 	breaker_entry *breakers;
 	listener *listeners;
-	inst **loaded;            /* instances in memory, at most max_in_flight */
+	inst **loaded; /* instances in memory, at most max_in_flight */
 	size_t nloaded;
-	int64_t *ready;           /* ids waiting to be loaded (FIFO) */
+	int64_t *ready; /* ids waiting to be loaded (FIFO) */
 	size_t ready_head, ready_len, ready_cap;
-	bool active_scanned;      /* the unfinished instances were queued since the last
+	bool active_scanned; /* the unfinished instances were queued since the last
 	                             reason to scan again (a registration, a full queue) */
-	int64_t *quarantine;      /* ids of damaged rows: reported once, then skipped */
+	int64_t *quarantine; /* ids of damaged rows: reported once, then skipped */
 	size_t nquarantine;
-	int64_t new_corrupt;      /* a damaged row found in this call, or 0 */
-	uint64_t next_timer;      /* earliest stored due time; 0 = unknown (look in the
+	int64_t new_corrupt; /* a damaged row found in this call, or 0 */
+	uint64_t next_timer; /* earliest stored due time; 0 = unknown (look in the
 	                             store), UINT64_MAX = none stored */
 	bool in_txn;
-	uint64_t txn_rows;        /* history rows in the open transaction */
-	uint64_t txn_started;     /* instances created in it */
+	uint64_t txn_rows;    /* history rows in the open transaction */
+	uint64_t txn_started; /* instances created in it */
 	saga_stats stats;
 	pending_event *events;
 	size_t nevents, events_cap;
-	unsigned int invoking;    /* callbacks running */
+	unsigned int invoking; /* callbacks running */
 	bool stopping;
 	bool driver_idle;
-	pthread_t *threads;       /* driver + workers */
+	pthread_t *threads; /* driver + workers */
 	unsigned int nthreads;
 };
 
@@ -146,7 +146,7 @@ struct saga_step_ctx {
 	char action_key[SAGA_UID_LEN + SAGA_NAME_MAX + 24];
 	cJSON *puts;
 	char err[256];
-	uint64_t deadline;      /* invocation + the step's timeout; 0 = none */
+	uint64_t deadline; /* invocation + the step's timeout; 0 = none */
 };
 
 /* New instances written in one transaction: saga_start_batch commits them
@@ -159,7 +159,7 @@ typedef struct start_set {
 	struct fresh_slot {
 		inst *in;   /* the new instance ready to run, or NULL */
 		bool moved; /* it went to the driver */
-	} *fresh;           /* per request, or NULL */
+	} * fresh;          /* per request, or NULL */
 } start_set;
 
 /* Starts waiting for a round's commit: from saga_run_due_start, or queued
@@ -168,7 +168,7 @@ struct start_wait {
 	start_set *ss;
 	int rc;
 	bool done;
-	char msg[256];  /* the driver's message when rc != 0 */
+	char msg[256]; /* the driver's message when rc != 0 */
 	struct start_wait *next;
 };
 
@@ -207,10 +207,9 @@ static inline const saga_step_def *step_def(const inst *in, int step)
 }
 
 /* ---- error text and logging (errors.c) ---- */
-int set_err(saga_engine *e, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int set_err(saga_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 int bad_args(saga_engine *e, const char *what);
 int store_err(saga_engine *e, int code);
 
@@ -221,8 +220,8 @@ saga_breaker *find_breaker(saga_engine *e, const char *name);
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);
 void drop_events(saga_engine *e);
-int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
-           uint32_t attempt, saga_outcome outcome, const char *detail);
+int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
+           saga_outcome outcome, const char *detail);
 int record_attempt(saga_engine *e, inst *in, saga_event_type type, saga_outcome outcome,
                    const char *detail);
 int record_state(saga_engine *e, inst *in, const char *detail);
@@ -247,8 +246,7 @@ bool nothing_due(saga_engine *e);
 bool ended(const saga_row *r);
 int start_compensation(saga_engine *e, inst *in, saga_reason reason, bool skip_current);
 bool past_no_return(const inst *in);
-int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
-                  const char *errtext);
+int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts, const char *errtext);
 int advance(saga_engine *e, inst *in, enum next *next);
 uint64_t attempt_deadline(const inst *in, uint64_t invoked);
 int apply_result(saga_engine *e, inst *in);

@@ -8,26 +8,46 @@
 const char *saga_strerror(int code)
 {
 	switch (code) {
-	case SAGA_OK: return "success";
-	case SAGA_ERROR: return "unspecified error";
-	case SAGA_ENOMEM: return "out of memory";
-	case SAGA_EINVAL: return "invalid argument";
-	case SAGA_ENOTFOUND: return "not found";
-	case SAGA_EEXISTS: return "already exists";
-	case SAGA_ESTATE: return "not allowed in the current state";
-	case SAGA_ESTORE: return "store error";
-	case SAGA_EBUSY: return "store is busy";
-	case SAGA_ECORRUPT: return "store is corrupt or not a libsaga store";
-	case SAGA_EFULL: return "disk is full";
-	case SAGA_EIO: return "I/O error";
-	case SAGA_EVERSION: return "store was written by a newer libsaga";
-	case SAGA_ECONFLICT: return "definition differs from the stored one of the same version";
-	case SAGA_EOPEN: return "circuit breaker is open";
-	case SAGA_EDUPLICATE: return "duplicate completion ignored";
-	case SAGA_ELATE: return "late completion ignored";
-	case SAGA_ECONFIG: return "policy configuration refused";
-	case SAGA_ECLOSED: return "engine is closing";
-	default: return "unknown error code";
+	case SAGA_OK:
+		return "success";
+	case SAGA_ERROR:
+		return "unspecified error";
+	case SAGA_ENOMEM:
+		return "out of memory";
+	case SAGA_EINVAL:
+		return "invalid argument";
+	case SAGA_ENOTFOUND:
+		return "not found";
+	case SAGA_EEXISTS:
+		return "already exists";
+	case SAGA_ESTATE:
+		return "not allowed in the current state";
+	case SAGA_ESTORE:
+		return "store error";
+	case SAGA_EBUSY:
+		return "store is busy";
+	case SAGA_ECORRUPT:
+		return "store is corrupt or not a libsaga store";
+	case SAGA_EFULL:
+		return "disk is full";
+	case SAGA_EIO:
+		return "I/O error";
+	case SAGA_EVERSION:
+		return "store was written by a newer libsaga";
+	case SAGA_ECONFLICT:
+		return "definition differs from the stored one of the same version";
+	case SAGA_EOPEN:
+		return "circuit breaker is open";
+	case SAGA_EDUPLICATE:
+		return "duplicate completion ignored";
+	case SAGA_ELATE:
+		return "late completion ignored";
+	case SAGA_ECONFIG:
+		return "policy configuration refused";
+	case SAGA_ECLOSED:
+		return "engine is closing";
+	default:
+		return "unknown error code";
 	}
 }
 
@@ -39,12 +59,18 @@ const char *saga_version(void)
 const char *saga_state_name(saga_state s)
 {
 	switch (s) {
-	case SAGA_RUNNING: return "RUNNING";
-	case SAGA_WAITING: return "WAITING";
-	case SAGA_COMPENSATING: return "COMPENSATING";
-	case SAGA_COMPLETED: return "COMPLETED";
-	case SAGA_COMPENSATED: return "COMPENSATED";
-	case SAGA_STUCK: return "STUCK";
+	case SAGA_RUNNING:
+		return "RUNNING";
+	case SAGA_WAITING:
+		return "WAITING";
+	case SAGA_COMPENSATING:
+		return "COMPENSATING";
+	case SAGA_COMPLETED:
+		return "COMPLETED";
+	case SAGA_COMPENSATED:
+		return "COMPENSATED";
+	case SAGA_STUCK:
+		return "STUCK";
 	}
 	return "UNKNOWN";
 }
@@ -52,15 +78,24 @@ const char *saga_state_name(saga_state s)
 const char *saga_event_type_name(saga_event_type t)
 {
 	switch (t) {
-	case SAGA_EVENT_CREATED: return "created";
-	case SAGA_EVENT_STATE: return "state";
-	case SAGA_EVENT_ATTEMPT_START: return "attempt-start";
-	case SAGA_EVENT_ATTEMPT_END: return "attempt-end";
-	case SAGA_EVENT_LATE: return "late";
-	case SAGA_EVENT_DUPLICATE: return "duplicate";
-	case SAGA_EVENT_BREAKER_REFUSED: return "breaker-refused";
-	case SAGA_EVENT_OPERATOR: return "operator";
-	case SAGA_EVENT_EARLY_COMPLETION: return "early-completion";
+	case SAGA_EVENT_CREATED:
+		return "created";
+	case SAGA_EVENT_STATE:
+		return "state";
+	case SAGA_EVENT_ATTEMPT_START:
+		return "attempt-start";
+	case SAGA_EVENT_ATTEMPT_END:
+		return "attempt-end";
+	case SAGA_EVENT_LATE:
+		return "late";
+	case SAGA_EVENT_DUPLICATE:
+		return "duplicate";
+	case SAGA_EVENT_BREAKER_REFUSED:
+		return "breaker-refused";
+	case SAGA_EVENT_OPERATOR:
+		return "operator";
+	case SAGA_EVENT_EARLY_COMPLETION:
+		return "early-completion";
 	}
 	return "unknown";
 }
@@ -68,12 +103,18 @@ const char *saga_event_type_name(saga_event_type t)
 const char *saga_outcome_name(saga_outcome o)
 {
 	switch (o) {
-	case SAGA_OUTCOME_NONE: return "";
-	case SAGA_OUTCOME_OK: return "OK";
-	case SAGA_OUTCOME_FAIL: return "FAIL";
-	case SAGA_OUTCOME_RETRY: return "RETRY";
-	case SAGA_OUTCOME_PENDING: return "PENDING";
-	case SAGA_OUTCOME_TIMEOUT: return "TIMEOUT";
+	case SAGA_OUTCOME_NONE:
+		return "";
+	case SAGA_OUTCOME_OK:
+		return "OK";
+	case SAGA_OUTCOME_FAIL:
+		return "FAIL";
+	case SAGA_OUTCOME_RETRY:
+		return "RETRY";
+	case SAGA_OUTCOME_PENDING:
+		return "PENDING";
+	case SAGA_OUTCOME_TIMEOUT:
+		return "TIMEOUT";
 	}
 	return "UNKNOWN";
 }
@@ -81,10 +122,14 @@ const char *saga_outcome_name(saga_outcome o)
 const char *saga_reason_name(saga_reason r)
 {
 	switch (r) {
-	case SAGA_REASON_NONE: return "";
-	case SAGA_REASON_FAILURE: return "failure";
-	case SAGA_REASON_TIMEOUT: return "timeout";
-	case SAGA_REASON_CANCEL: return "cancel";
+	case SAGA_REASON_NONE:
+		return "";
+	case SAGA_REASON_FAILURE:
+		return "failure";
+	case SAGA_REASON_TIMEOUT:
+		return "timeout";
+	case SAGA_REASON_CANCEL:
+		return "cancel";
 	}
 	return "unknown";
 }

@@ -32,16 +32,16 @@
 #include <sqlite3.h>
 
 enum {
-	GUARD_ACTION = 1,            /* the action was applied */
-	GUARD_COMPENSATED = 2,       /* the action was applied, then undone */
-	GUARD_EMPTY_COMPENSATED = 3  /* compensated before any action: nothing was undone */
+	GUARD_ACTION = 1,           /* the action was applied */
+	GUARD_COMPENSATED = 2,      /* the action was applied, then undone */
+	GUARD_EMPTY_COMPENSATED = 3 /* compensated before any action: nothing was undone */
 };
 
 /* Runs one statement with an optional text (?1) and integer (?2) parameter.
  * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
  * first column of the first row, or 0 when there is no row. */
-static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
-                    int *changes, int *state)
+static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num, int *changes,
+                    int *state)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -101,8 +101,7 @@ int saga_guard_init(sqlite3 *db)
 	                NULL, 0, NULL, NULL);
 }
 
-int saga_guard_action(sqlite3 *db, const char *action_key,
-                      saga_guard_verdict *verdict)
+int saga_guard_action(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
 {
 	int rc = check_args(db, action_key, verdict);
 	if (rc != SAGA_OK)
@@ -121,8 +120,8 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	              action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1", action_key, 0, NULL,
+	              &state);
 	if (rc != SAGA_OK)
 		return rc;
 	switch (state) {
@@ -134,12 +133,11 @@ int saga_guard_action(sqlite3 *db, const char *action_key,
 		*verdict = SAGA_GUARD_REFUSED;
 		return SAGA_OK;
 	default:
-		return SAGA_ECORRUPT;  /* a row we never write */
+		return SAGA_ECORRUPT; /* a row we never write */
 	}
 }
 
-int saga_guard_compensation(sqlite3 *db, const char *action_key,
-                            saga_guard_verdict *verdict)
+int saga_guard_compensation(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
 {
 	int rc = check_args(db, action_key, verdict);
 	if (rc != SAGA_OK)
@@ -169,8 +167,8 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key,
 	}
 
 	int state = 0;
-	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1",
-	              action_key, 0, NULL, &state);
+	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1", action_key, 0, NULL,
+	              &state);
 	if (rc != SAGA_OK)
 		return rc;
 	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {

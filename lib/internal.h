@@ -25,8 +25,7 @@ void *saga_realloc(const saga_alloc *a, void *p, size_t n);
 void saga_free(const saga_alloc *a, void *p);
 char *saga_strdup(const saga_alloc *a, const char *s);
 /* snprintf that always terminates and never fails on truncation. */
-void saga_fmt(char *buf, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void saga_fmt(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 uint64_t saga_sys_wall_ms(void *user);
 uint64_t saga_sys_mono_ms(void *user);
@@ -47,11 +46,11 @@ typedef struct saga_step_policy {
 	bool has_timeout;
 	uint64_t timeout_ms;
 	uint64_t comp_timeout_ms;
-	char *breaker;               /* owned; NULL = none */
+	char *breaker; /* owned; NULL = none */
 } saga_step_policy;
 
 typedef struct saga_step_def {
-	char *name;                  /* owned */
+	char *name; /* owned */
 	saga_step_kind kind;
 	saga_step_fn action;
 	saga_step_fn compensation;
@@ -61,12 +60,12 @@ typedef struct saga_step_def {
 
 struct saga_definition {
 	saga_alloc alloc;
-	char *name;                  /* owned */
+	char *name; /* owned */
 	int version;
-	saga_step_def *steps;        /* owned array */
+	saga_step_def *steps; /* owned array */
 	size_t nsteps;
 	size_t cap;
-	saga_step_policy defaults;   /* the definition-wide defaults */
+	saga_step_policy defaults; /* the definition-wide defaults */
 	uint64_t deadline_ms;
 	uint64_t comp_reserve_ms;
 };
@@ -96,26 +95,26 @@ typedef struct saga_row {
 	int def_version;
 	char bkey[SAGA_KEY_MAX + 1];
 	bool has_bkey;
-	int state;                  /* saga_state */
-	int phase;                  /* saga_phase */
+	int state; /* saga_state */
+	int phase; /* saga_phase */
 	int step;
-	uint32_t attempt;           /* attempts made on (step, phase) */
-	bool inflight;              /* an attempt's start is recorded without its outcome */
-	bool pending;               /* an async attempt awaits saga_complete */
+	uint32_t attempt; /* attempts made on (step, phase) */
+	bool inflight;    /* an attempt's start is recorded without its outcome */
+	bool pending;     /* an async attempt awaits saga_complete */
 	bool pivot_done;
-	int reason;                 /* saga_reason */
-	int fwd_started;            /* steps whose action was started: 0..fwd_started-1 */
-	bool comp_done_any;         /* a compensation has completed */
-	uint64_t due_at;            /* 0 = not scheduled */
-	uint64_t deadline_at;       /* 0 = none */
-	uint64_t attempt_deadline;  /* the current attempt's invocation + its timeout, written
+	int reason;                /* saga_reason */
+	int fwd_started;           /* steps whose action was started: 0..fwd_started-1 */
+	bool comp_done_any;        /* a compensation has completed */
+	uint64_t due_at;           /* 0 = not scheduled */
+	uint64_t deadline_at;      /* 0 = none */
+	uint64_t attempt_deadline; /* the current attempt's invocation + its timeout, written
 	                               with its answer; 0 = none or not answered yet */
-	uint64_t step_since;        /* start of the first attempt of (step, phase) */
+	uint64_t step_since;       /* start of the first attempt of (step, phase) */
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
-	int stored_state;           /* state and due_at as last read or written: a */
-	uint64_t stored_due;        /* hint that a write need not touch the indexes */
+	int stored_state;    /* state and due_at as last read or written: a */
+	uint64_t stored_due; /* hint that a write need not touch the indexes */
 	char error[256];
 	char *context;
 } saga_row;
@@ -135,8 +134,8 @@ typedef struct saga_hist {
 /* The busy timeout when the options give 0. */
 #define STORE_BUSY_TIMEOUT_DEFAULT 5000u
 
-int store_open(saga_store **out, const char *path, saga_durability durability,
-               uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
+int store_open(saga_store **out, const char *path, saga_durability durability, uint32_t busy_ms,
+               const saga_alloc *alloc, char *err, size_t err_size);
 void store_close(saga_store *s);
 const char *store_errmsg(const saga_store *s);
 int store_begin(saga_store *s);
@@ -147,7 +146,7 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 /* The stored snapshot of a definition (owned by the caller, alloc'd). */
 int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
                          const saga_alloc *alloc);
-int store_insert(saga_store *s, saga_row *row);   /* sets row->id */
+int store_insert(saga_store *s, saga_row *row); /* sets row->id */
 int store_update(saga_store *s, saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);

@@ -62,7 +62,7 @@ typedef struct pol_spec {
 	bool has_comp_timeout;
 	uint64_t comp_timeout;
 	where timeout_at;
-	int breaker_mode; /* 0: untouched, 1: attach `breaker`, 2: detach */
+	int breaker_mode;    /* 0: untouched, 1: attach `breaker`, 2: detach */
 	const char *breaker; /* borrowed from the cJSON tree */
 	where breaker_at;
 } pol_spec;
@@ -232,11 +232,10 @@ static void key_path(char *buf, size_t size, const pathseg *path, int depth)
 	}
 }
 
-static int fail_at(cfg_ctx *c, const pathseg *path, int depth, int code,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int fail_at(cfg_ctx *c, const pathseg *path, int depth, int code, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 
-static int fail_at(cfg_ctx *c, const pathseg *path, int depth, int code,
-                   const char *fmt, ...)
+static int fail_at(cfg_ctx *c, const pathseg *path, int depth, int code, const char *fmt, ...)
 {
 	va_list ap;
 	size_t off;
@@ -276,8 +275,7 @@ static void here(const cfg_ctx *c, where *w)
 	memcpy(w->path, c->path, sizeof(w->path));
 }
 
-static int fail_where(cfg_ctx *c, const where *w, int code, const char *fmt,
-                      const char *arg)
+static int fail_where(cfg_ctx *c, const where *w, int code, const char *fmt, const char *arg)
 {
 	return fail_at(c, w->path, w->depth, code, fmt, arg);
 }
@@ -306,8 +304,7 @@ static int want_object(cfg_ctx *c, const cJSON *item)
 	return 0;
 }
 
-static int want_uint(cfg_ctx *c, const cJSON *item, uint64_t min, uint64_t max,
-                     uint64_t *out)
+static int want_uint(cfg_ctx *c, const cJSON *item, uint64_t min, uint64_t max, uint64_t *out)
 {
 	double v;
 
@@ -346,8 +343,8 @@ static int want_percent(cfg_ctx *c, const cJSON *item, double *out)
 	return 0;
 }
 
-static int want_enum(cfg_ctx *c, const cJSON *item, const char *const *names,
-                     int count, const char *expected, int *out)
+static int want_enum(cfg_ctx *c, const cJSON *item, const char *const *names, int count,
+                     const char *expected, int *out)
 {
 	if (!cJSON_IsString(item))
 		return FAIL(c, "must be a string: one of %s", expected);
@@ -357,8 +354,7 @@ static int want_enum(cfg_ctx *c, const cJSON *item, const char *const *names,
 			return 0;
 		}
 	}
-	return FAIL(c, "unknown value \"%.64s\"; expected one of %s", item->valuestring,
-	            expected);
+	return FAIL(c, "unknown value \"%.64s\"; expected one of %s", item->valuestring, expected);
 }
 
 static int want_name(cfg_ctx *c, const cJSON *item, const char *what)
@@ -533,8 +529,10 @@ static int parse_breaker(cfg_ctx *c, const cJSON *obj, saga_breaker_config *out)
 	}
 	if (cfg.window == SAGA_WINDOW_TIME &&
 	    (cfg.window_size < cfg.buckets || cfg.window_size % cfg.buckets != 0))
-		return FAIL(c, "a time window's window_size (%llu ms) must be a multiple of "
-		            "buckets (%u)", (unsigned long long)cfg.window_size, cfg.buckets);
+		return FAIL(c,
+		            "a time window's window_size (%llu ms) must be a multiple of "
+		            "buckets (%u)",
+		            (unsigned long long)cfg.window_size, cfg.buckets);
 	if (cfg.open_wait_max_ms != 0 && cfg.open_wait_max_ms < cfg.open_wait_ms)
 		return FAIL(c, "open_wait_max_ms is below open_wait_ms");
 	{
@@ -548,7 +546,7 @@ static int parse_breaker(cfg_ctx *c, const cJSON *obj, saga_breaker_config *out)
 			return rc;
 		if (rc != 0)
 			return FAIL(c, "invalid breaker configuration (a limit is exceeded; "
-			            "see docs/policies.md)");
+			               "see docs/policies.md)");
 	}
 	*out = cfg;
 	return 0;
@@ -598,8 +596,8 @@ static const breaker_spec *doc_breaker(const doc_spec *doc, const char *name)
 }
 
 /* Parses and checks the whole document into *doc (arrays allocated with a). */
-static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
-                     const saga_definition *def, const saga_alloc *a, doc_spec *doc)
+static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine, const saga_definition *def,
+                     const saga_alloc *a, doc_spec *doc)
 {
 	const cJSON *it, *sec[4] = { NULL, NULL, NULL, NULL };
 	int idx[4] = { 0, 0, 0, 0 };
@@ -616,8 +614,10 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 				break;
 		if (s == 4) {
 			push(c, it, i);
-			rc = FAIL(c, "unknown key \"%s\"; expected \"defaults\", \"steps\", "
-			          "\"breakers\" or \"saga\"", it->string);
+			rc = FAIL(c,
+			          "unknown key \"%s\"; expected \"defaults\", \"steps\", "
+			          "\"breakers\" or \"saga\"",
+			          it->string);
 			pop(c);
 			return rc;
 		}
@@ -645,8 +645,8 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 		if (engine == NULL && sec[0]->child != NULL)
 			return fail_at(c, c->path, c->depth, SAGA_EINVAL,
 			               "breakers need an engine (engine is NULL)");
-		doc->breakers = saga_calloc(a, (size_t)count_members(sec[0]) + 1,
-		                            sizeof(*doc->breakers));
+		doc->breakers =
+		        saga_calloc(a, (size_t)count_members(sec[0]) + 1, sizeof(*doc->breakers));
 		if (doc->breakers == NULL)
 			return SAGA_ENOMEM;
 		i = 0;
@@ -659,8 +659,10 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 			if ((rc = parse_breaker(c, it, &bs->cfg)) != 0)
 				return rc;
 			if (saga_engine_breaker(engine, it->string) != NULL)
-				return FAIL(c, "the engine already has a breaker \"%s\"; breakers "
-				            "are created once and cannot be redefined", it->string);
+				return FAIL(c,
+				            "the engine already has a breaker \"%s\"; breakers "
+				            "are created once and cannot be redefined",
+				            it->string);
 			bs->name = it->string;
 			here(c, &bs->at);
 			doc->nbreakers++;
@@ -682,8 +684,7 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 		push(c, sec[2], idx[2]);
 		if ((rc = want_object(c, sec[2])) != 0)
 			return rc;
-		doc->steps = saga_calloc(a, (size_t)count_members(sec[2]) + 1,
-		                         sizeof(*doc->steps));
+		doc->steps = saga_calloc(a, (size_t)count_members(sec[2]) + 1, sizeof(*doc->steps));
 		if (doc->steps == NULL)
 			return SAGA_ENOMEM;
 		i = 0;
@@ -702,9 +703,10 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 			if (ss->pol.breaker_mode == 1 && engine != NULL &&
 			    doc_breaker(doc, ss->pol.breaker) == NULL &&
 			    saga_engine_breaker(engine, ss->pol.breaker) == NULL)
-				return fail_where(c, &ss->pol.breaker_at, SAGA_ECONFIG,
-				                  "no breaker \"%s\" in the document or on the engine",
-				                  ss->pol.breaker);
+				return fail_where(
+				        c, &ss->pol.breaker_at, SAGA_ECONFIG,
+				        "no breaker \"%s\" in the document or on the engine",
+				        ss->pol.breaker);
 			doc->nsteps++;
 			pop(c);
 		}
@@ -723,9 +725,10 @@ static int parse_doc(cfg_ctx *c, const cJSON *root, saga_engine *engine,
 		 * explicitly then is a mistake. */
 		if ((deadline == 0 && doc->has_reserve && reserve != 0) ||
 		    (deadline != 0 && reserve >= deadline))
-			return FAIL(c, "compensation_reserve_ms (%llu) must be below deadline_ms "
-			            "(%llu)", (unsigned long long)reserve,
-			            (unsigned long long)deadline);
+			return FAIL(c,
+			            "compensation_reserve_ms (%llu) must be below deadline_ms "
+			            "(%llu)",
+			            (unsigned long long)reserve, (unsigned long long)deadline);
 		pop(c);
 	}
 	return 0;
@@ -738,8 +741,7 @@ static int setter_failed(cfg_ctx *c, const where *w, int rc)
 {
 	if (rc == SAGA_ENOMEM)
 		return rc;
-	return fail_where(c, w, SAGA_ECONFIG, "refused by the definition: %s",
-	                  saga_strerror(rc));
+	return fail_where(c, w, SAGA_ECONFIG, "refused by the definition: %s", saga_strerror(rc));
 }
 
 static int apply_policies(cfg_ctx *c, saga_definition *d, const char *step, int index,
@@ -772,8 +774,8 @@ static int apply_policies(cfg_ctx *c, saga_definition *d, const char *step, int 
 			return setter_failed(c, &p->timeout_at, rc);
 	}
 	if (p->breaker_mode != 0 &&
-	    (rc = saga_definition_set_breaker(d, step,
-	                                      p->breaker_mode == 1 ? p->breaker : NULL)) != 0)
+	    (rc = saga_definition_set_breaker(d, step, p->breaker_mode == 1 ? p->breaker : NULL)) !=
+	            0)
 		return setter_failed(c, &p->breaker_at, rc);
 	return 0;
 }
@@ -782,8 +784,7 @@ static int apply_to_copy(cfg_ctx *c, saga_definition *copy, const doc_spec *doc)
 {
 	int rc;
 
-	if (doc->has_defaults &&
-	    (rc = apply_policies(c, copy, NULL, -1, &doc->defaults)) != 0)
+	if (doc->has_defaults && (rc = apply_policies(c, copy, NULL, -1, &doc->defaults)) != 0)
 		return rc;
 	for (size_t i = 0; i < doc->nsteps; i++) {
 		const step_spec *s = &doc->steps[i];
@@ -834,8 +835,8 @@ static int refuse_nul(const char *text, size_t len, size_t off, saga_config_erro
 	return SAGA_ECONFIG;
 }
 
-int saga_policies_apply(saga_engine *engine, saga_definition *def, const char *json,
-                        size_t len, saga_config_error *err)
+int saga_policies_apply(saga_engine *engine, saga_definition *def, const char *json, size_t len,
+                        saga_config_error *err)
 {
 	const saga_alloc *a = def != NULL ? &def->alloc : &saga_default_alloc;
 	cfg_ctx c;
@@ -956,8 +957,8 @@ int saga_policies_apply_file(saga_engine *engine, saga_definition *def, const ch
 				fclose(f);
 				saga_free(a, buf);
 				if (err != NULL)
-					saga_fmt(err->message, sizeof(err->message), "%s is too large",
-					         path);
+					saga_fmt(err->message, sizeof(err->message),
+					         "%s is too large", path);
 				return SAGA_ECONFIG;
 			}
 			nbuf = saga_realloc(a, buf, ncap);

@@ -57,13 +57,13 @@ int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 
 /* History of an instance whose definition this engine has not registered:
  * the step names come from the definition's snapshot in the store. */
-static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_fn fn,
-                                 void *user)
+static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_fn fn, void *user)
 {
 	char *snap = NULL;
 	int rc = store_get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
 	if (rc)
-		return rc == SAGA_ENOTFOUND ? store_history(e->store, r->id, fn, user, NULL, 0) : rc;
+		return rc == SAGA_ENOTFOUND ? store_history(e->store, r->id, fn, user, NULL, 0)
+		                            : rc;
 	cJSON *doc = cJSON_Parse(snap);
 	saga_free(&e->alloc, snap);
 	const cJSON *steps = cJSON_GetObjectItemCaseSensitive(doc, "steps");
@@ -75,7 +75,8 @@ static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_f
 	}
 	int i = 0;
 	const cJSON *st;
-	cJSON_ArrayForEach(st, steps) {
+	cJSON_ArrayForEach(st, steps)
+	{
 		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(st, "name");
 		names[i++] = cJSON_IsString(nm) ? nm->valuestring : NULL;
 	}
@@ -146,7 +147,8 @@ int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_m
 	if (!e)
 		return SAGA_EINVAL;
 	if (state != SAGA_COMPLETED && state != SAGA_COMPENSATED && state != -1)
-		return set_err(e, SAGA_EINVAL, "only COMPLETED or COMPENSATED instances can be purged");
+		return set_err(e, SAGA_EINVAL,
+		               "only COMPLETED or COMPENSATED instances can be purged");
 	int rc = SAGA_OK;
 	int64_t total = 0;
 	for (int pass = 0; pass < 2 && rc == SAGA_OK; pass++) {

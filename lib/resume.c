@@ -115,7 +115,8 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 	}
 	in->rd = find_def(e, in->row.def_name, in->row.def_version);
 	if (!in->rd) {
-		log_at(e, SAGA_LOG_WARN, "instance %lld: definition '%s' version %d is not registered",
+		log_at(e, SAGA_LOG_WARN,
+		       "instance %lld: definition '%s' version %d is not registered",
 		       (long long)in->row.id, in->row.def_name, in->row.def_version);
 		free_inst(e, in);
 		return SAGA_OK;
@@ -197,7 +198,8 @@ int fill(saga_engine *e)
 			continue;
 		if (rc == SAGA_ECORRUPT) {
 			/* One damaged row must not hold up the others. */
-			log_at(e, SAGA_LOG_ERROR, "%s; the instance is skipped", saga_engine_errmsg(e));
+			log_at(e, SAGA_LOG_ERROR, "%s; the instance is skipped",
+			       saga_engine_errmsg(e));
 			if ((rc = quarantine_add(e, id)))
 				return rc;
 			e->new_corrupt = id;
@@ -239,9 +241,10 @@ void discard_round(saga_engine *e)
 int report_corrupt(saga_engine *e, int rc)
 {
 	if (rc == SAGA_OK && e->new_corrupt)
-		rc = set_err(e, SAGA_ECORRUPT,
-		             "instance %lld is damaged in the store and was skipped; the others ran",
-		             (long long)e->new_corrupt);
+		rc = set_err(
+		        e, SAGA_ECORRUPT,
+		        "instance %lld is damaged in the store and was skipped; the others ran",
+		        (long long)e->new_corrupt);
 	e->new_corrupt = 0;
 	return rc;
 }

@@ -97,9 +97,8 @@ static uint64_t backoff_delay(const saga_retry_policy *p, uint32_t n)
 	}
 }
 
-int saga_retry_next(uint64_t *delay_ms, const saga_retry_policy *policy,
-                    uint32_t attempts_done, uint64_t elapsed_ms,
-                    uint64_t prev_delay_ms, uint64_t *rng)
+int saga_retry_next(uint64_t *delay_ms, const saga_retry_policy *policy, uint32_t attempts_done,
+                    uint64_t elapsed_ms, uint64_t prev_delay_ms, uint64_t *rng)
 {
 	uint64_t t, d;
 
@@ -146,8 +145,7 @@ int saga_retry_next(uint64_t *delay_ms, const saga_retry_policy *policy,
 		d = min_u64(d, policy->cap_ms);
 
 	/* No attempt may start past the total-duration limit. */
-	if (policy->max_duration_ms != 0 &&
-	    sat_add(elapsed_ms, d) > policy->max_duration_ms)
+	if (policy->max_duration_ms != 0 && sat_add(elapsed_ms, d) > policy->max_duration_ms)
 		return 0;
 
 	*delay_ms = d;

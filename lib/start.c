@@ -60,7 +60,8 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	*created = 0;
 	const reg_def *rd = find_def(e, q->definition, 0);
 	if (!rd)
-		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered", q->definition);
+		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
+		               q->definition);
 	int rc;
 	if (q->business_key) {
 		rc = store_find_bkey(e->store, id, q->business_key);
@@ -148,7 +149,8 @@ int starts_check(saga_engine *e, start_set *ss)
 int starts_insert(saga_engine *e, start_set *ss)
 {
 	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
-	                      ? e->max_in_flight - e->nloaded : 0;
+	                      ? e->max_in_flight - e->nloaded
+	                      : 0;
 	ss->fresh = room && ss->n ? saga_calloc(&e->alloc, ss->n, sizeof(*ss->fresh)) : NULL;
 	int rc = SAGA_OK, made = 0;
 	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
@@ -196,15 +198,16 @@ void starts_end(saga_engine *e, start_set *ss, int rc)
 		pthread_cond_signal(&e->wake);
 }
 
-int saga_start_batch(saga_engine *e, int64_t *ids, int *created,
-                     const saga_start_request *reqs, size_t n)
+int saga_start_batch(saga_engine *e, int64_t *ids, int *created, const saga_start_request *reqs,
+                     size_t n)
 {
 	if (!e || !ids || (!reqs && n))
 		return bad_args(e, "start: ids and the requests are needed");
 	start_set ss = { reqs, n, ids, created, NULL };
 	pthread_mutex_lock(&e->mu);
 	int rc = starts_check(e, &ss);
-	if (rc == SAGA_OK && n && e->driver_running && !pthread_equal(pthread_self(), e->driver_tid)) {
+	if (rc == SAGA_OK && n && e->driver_running &&
+	    !pthread_equal(pthread_self(), e->driver_tid)) {
 		/* With workers, the starts join the driver's next commit (a
 		 * listener on the driver thread commits its own). */
 		struct start_wait w = { &ss, SAGA_OK, false, "", NULL };

@@ -97,9 +97,9 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
-#define ROW_COLUMNS                                                                     \
-	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"    \
-	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"   \
+#define ROW_COLUMNS                                                                       \
+	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"      \
+	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"     \
 	" deadline_at, attempt_deadline, step_since, prev_delay, created_at, updated_at," \
 	" error, context"
 
@@ -108,33 +108,75 @@ static const char *const migrations[] = {
  * is column N - 1. finished_at is not read: the insert binds it (?25) and
  * the update derives it from the state. */
 enum row_col {
-	COL_ID, COL_UID, COL_DEF_NAME, COL_DEF_VERSION, COL_BUSINESS_KEY, COL_STATE, COL_PHASE,
-	COL_STEP, COL_ATTEMPT, COL_INFLIGHT, COL_PENDING, COL_PIVOT_DONE, COL_REASON,
-	COL_FWD_STARTED, COL_COMP_DONE_ANY, COL_DUE_AT, COL_DEADLINE_AT, COL_ATTEMPT_DEADLINE,
-	COL_STEP_SINCE, COL_PREV_DELAY, COL_CREATED_AT, COL_UPDATED_AT, COL_ERROR, COL_CONTEXT,
+	COL_ID,
+	COL_UID,
+	COL_DEF_NAME,
+	COL_DEF_VERSION,
+	COL_BUSINESS_KEY,
+	COL_STATE,
+	COL_PHASE,
+	COL_STEP,
+	COL_ATTEMPT,
+	COL_INFLIGHT,
+	COL_PENDING,
+	COL_PIVOT_DONE,
+	COL_REASON,
+	COL_FWD_STARTED,
+	COL_COMP_DONE_ANY,
+	COL_DUE_AT,
+	COL_DEADLINE_AT,
+	COL_ATTEMPT_DEADLINE,
+	COL_STEP_SINCE,
+	COL_PREV_DELAY,
+	COL_CREATED_AT,
+	COL_UPDATED_AT,
+	COL_ERROR,
+	COL_CONTEXT,
 	COL_FINISHED_AT
 };
 #define PARAM(col) ((col) + 1)
 _Static_assert(PARAM(COL_FINISHED_AT) == 25, "ST_INSERT binds finished_at as ?25");
 
 enum stmt_id {
-	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
-	ST_DEF_GET, ST_DEF_PUT,
-	ST_INSERT, ST_UPDATE, ST_PROGRESS, ST_SEQ_GET, ST_SEQ_PUT, ST_LOAD, ST_LOAD_UID, ST_FIND_BKEY,
-	ST_HIST_ADD, ST_SCAN_ACTIVE, ST_SCAN_DUE, ST_NEXT_DUE, ST_LAST_OUTCOME,
-	ST_HISTORY, ST_LIST, ST_LIST_ALL, ST_COUNTS,
-	ST_PURGE_PICK, ST_PURGE_HIST, ST_PURGE_INST, ST_JSON_VALID, ST_HIST_ADD_MANY,
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_DEF_GET,
+	ST_DEF_PUT,
+	ST_INSERT,
+	ST_UPDATE,
+	ST_PROGRESS,
+	ST_SEQ_GET,
+	ST_SEQ_PUT,
+	ST_LOAD,
+	ST_LOAD_UID,
+	ST_FIND_BKEY,
+	ST_HIST_ADD,
+	ST_SCAN_ACTIVE,
+	ST_SCAN_DUE,
+	ST_NEXT_DUE,
+	ST_LAST_OUTCOME,
+	ST_HISTORY,
+	ST_LIST,
+	ST_LIST_ALL,
+	ST_COUNTS,
+	ST_PURGE_PICK,
+	ST_PURGE_HIST,
+	ST_PURGE_INST,
+	ST_JSON_VALID,
+	ST_HIST_ADD_MANY,
 	ST_COUNT
 };
 
 /* History rows wait in memory until the commit (or a read of the history)
  * and go in HIST_MANY at a time: one statement for many rows. */
-#define HIST_MANY 32
-#define HIST_ROW "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#define HIST_ROWS4 HIST_ROW "," HIST_ROW "," HIST_ROW "," HIST_ROW
+#define HIST_MANY   32
+#define HIST_ROW    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define HIST_ROWS4  HIST_ROW "," HIST_ROW "," HIST_ROW "," HIST_ROW
 #define HIST_ROWS16 HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4
-#define HIST_INSERT "INSERT INTO history(instance, seq, at, type, state, step, phase," \
-	            " attempt, outcome, detail) VALUES "
+#define HIST_INSERT                                                        \
+	"INSERT INTO history(instance, seq, at, type, state, step, phase," \
+	" attempt, outcome, detail) VALUES "
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -171,7 +213,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
 	[ST_HIST_ADD] = HIST_INSERT HIST_ROW,
 	[ST_HIST_ADD_MANY] = HIST_INSERT HIST_ROWS16 "," HIST_ROWS16,
-	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
+	[ST_SCAN_ACTIVE] =
+	        "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
 	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
 	                " ORDER BY due_at LIMIT ?2",
 	[ST_NEXT_DUE] = "SELECT min(due_at) FROM instances WHERE state = 1 AND due_at > 0",
@@ -199,17 +242,17 @@ struct hist_entry {
 };
 
 struct saga_store {
-	int lock_fd;                 /* "<path>-lock", holding flock(LOCK_EX): one engine per store */
-	char *path;                  /* the store's canonical absolute path */
-	char *side;                  /* room for path + a suffix (side_name) */
+	int lock_fd; /* "<path>-lock", holding flock(LOCK_EX): one engine per store */
+	char *path;  /* the store's canonical absolute path */
+	char *side;  /* room for path + a suffix (side_name) */
 	size_t side_size;
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
-	int64_t next_seq;            /* the next history row's seq */
-	int64_t stored_seq;          /* next_seq as the last commit left it */
-	struct hist_entry *hist;     /* history rows not written yet, oldest first */
+	int64_t next_seq;        /* the next history row's seq */
+	int64_t stored_seq;      /* next_seq as the last commit left it */
+	struct hist_entry *hist; /* history rows not written yet, oldest first */
 	size_t nhist, hist_cap;
-	int hist_failed;             /* rows were lost: the transaction cannot commit */
+	int hist_failed; /* rows were lost: the transaction cannot commit */
 	saga_alloc alloc;
 	char errmsg[512];
 };
@@ -229,13 +272,13 @@ static int fail(saga_store *s, int rc, const char *what)
 }
 
 /* Binds a parameter, or records the error and goes to done. */
-#define BIND(call)                              \
-	do {                                    \
-		int brc_ = (call);              \
-		if (brc_ != SQLITE_OK) {        \
+#define BIND(call)                                  \
+	do {                                        \
+		int brc_ = (call);                  \
+		if (brc_ != SQLITE_OK) {            \
 			rc = fail(s, brc_, "bind"); \
-			goto done;              \
-		}                               \
+			goto done;                  \
+		}                                   \
 	} while (0)
 
 /* Makes a statement ready for its next use, and passes rc on. */
@@ -278,7 +321,7 @@ static int query_int(saga_store *s, const char *sql, int64_t *out)
 
 /* Sets the store's message and returns code. */
 static int refuse(saga_store *s, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 static int refuse(saga_store *s, int code, const char *fmt, ...)
 {
 	va_list ap;
@@ -295,9 +338,12 @@ static int sys_code(int err)
 {
 	switch (err) {
 	case ENOSPC:
-	case EDQUOT: return SAGA_EFULL;
-	case ENOMEM: return SAGA_ENOMEM;
-	default: return SAGA_EIO;
+	case EDQUOT:
+		return SAGA_EFULL;
+	case ENOMEM:
+		return SAGA_ENOMEM;
+	default:
+		return SAGA_EIO;
 	}
 }
 
@@ -329,8 +375,8 @@ static int read_schema(saga_store *s, const char *name, bool newborn, int64_t *v
 		              (long long)*ver);
 	if (*ver > SCHEMA_VERSION)
 		return refuse(s, SAGA_EVERSION,
-		              "store: %s: schema version %lld is newer than this libsaga (%d)", name,
-		              (long long)*ver, SCHEMA_VERSION);
+		              "store: %s: schema version %lld is newer than this libsaga (%d)",
+		              name, (long long)*ver, SCHEMA_VERSION);
 	return SAGA_OK;
 }
 
@@ -349,7 +395,8 @@ static int migrate(saga_store *s, int64_t ver)
 	char sql[96];
 	saga_fmt(sql, sizeof(sql), "PRAGMA user_version = %d; PRAGMA application_id = %d",
 	         SCHEMA_VERSION, SAGA_APPLICATION_ID);
-	if ((rc = exec(s, sql, "set schema version")) || (rc = exec(s, "COMMIT", "commit migration")))
+	if ((rc = exec(s, sql, "set schema version")) ||
+	    (rc = exec(s, "COMMIT", "commit migration")))
 		goto fail;
 	return SAGA_OK;
 fail:
@@ -401,7 +448,8 @@ static int canonical_path(saga_store *s, const char *path)
 	if (strncmp(path, "file:", 5) == 0)
 		return refuse(s, SAGA_EINVAL,
 		              "store: '%s': store paths are file names, not URIs (a file whose "
-		              "name begins with \"file:\" is reached as \"./file:...\")", path);
+		              "name begins with \"file:\" is reached as \"./file:...\")",
+		              path);
 	size_t len = strlen(path);
 	if (len == 0)
 		return refuse(s, SAGA_EINVAL, "store: the path is empty");
@@ -416,8 +464,10 @@ static int canonical_path(saga_store *s, const char *path)
 			return refuse(s, err == ENAMETOOLONG ? SAGA_EINVAL : SAGA_EIO,
 			              "store: cannot open %s: %s", path, strerror(err));
 		if (lstat(path, &st) == 0)
-			return refuse(s, SAGA_EINVAL, "store: '%s' is a symbolic link to a file "
-			              "that does not exist", path);
+			return refuse(s, SAGA_EINVAL,
+			              "store: '%s' is a symbolic link to a file "
+			              "that does not exist",
+			              path);
 		/* A new store: its directory's canonical name and its own. */
 		const char *slash = strrchr(path, '/');
 		const char *base = slash ? slash + 1 : path;
@@ -471,8 +521,10 @@ static int take_lock(saga_store *s)
 		int err = errno;
 		close(fd);
 		if (err == EWOULDBLOCK)
-			return refuse(s, SAGA_EBUSY, "store: %s is in use by another engine "
-			              "(its lock file %s is held)", s->path, name);
+			return refuse(s, SAGA_EBUSY,
+			              "store: %s is in use by another engine "
+			              "(its lock file %s is held)",
+			              s->path, name);
 		return refuse(s, SAGA_EIO, "store: cannot lock %s: %s", name, strerror(err));
 	}
 	s->lock_fd = fd;
@@ -546,7 +598,8 @@ static int birth(saga_store *s, uint32_t busy_ms)
 	saga_fmt(tmp, n, "%s", side_name(s, "-new"));
 	int rc, fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		rc = refuse(s, sys_code(errno), "store: cannot create %s: %s", tmp, strerror(errno));
+		rc = refuse(s, sys_code(errno), "store: cannot create %s: %s", tmp,
+		            strerror(errno));
 		goto out;
 	}
 	/* Closed before SQLite opens it: never two descriptors of one file. */
@@ -592,8 +645,8 @@ out:
 	return rc;
 }
 
-int store_open(saga_store **out, const char *path, saga_durability durability,
-               uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size)
+int store_open(saga_store **out, const char *path, saga_durability durability, uint32_t busy_ms,
+               const saga_alloc *alloc, char *err, size_t err_size)
 {
 	*out = NULL;
 	saga_store *s = saga_calloc(alloc, 1, sizeof(*s));
@@ -616,18 +669,23 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 			goto out;
 		}
 		if (st.st_nlink > 1) {
-			rc = refuse(s, SAGA_EINVAL, "store: %s has %ju hard links: a store has one "
-			            "name (SQLite finds its -wal by name)", s->path,
-			            (uintmax_t)st.st_nlink);
+			rc = refuse(s, SAGA_EINVAL,
+			            "store: %s has %ju hard links: a store has one "
+			            "name (SQLite finds its -wal by name)",
+			            s->path, (uintmax_t)st.st_nlink);
 			goto out;
 		}
 		if (st.st_size < SQLITE_MIN_FILE) {
-			rc = refuse(s, SAGA_ECORRUPT, st.st_size == 0
-			            ? "store: %s is empty (%lld bytes): a store is never empty, the file "
-			              "is damaged; restore it, or move it away for a new store"
-			            : "store: %s is too short to be a store (%lld bytes): the file is "
-			              "damaged; restore it, or move it away for a new store",
-			            s->path, (long long)st.st_size);
+			rc = refuse(
+			        s, SAGA_ECORRUPT,
+			        st.st_size == 0
+			                ? "store: %s is empty (%lld bytes): a store is never "
+			                  "empty, the file "
+			                  "is damaged; restore it, or move it away for a new store"
+			                : "store: %s is too short to be a store (%lld bytes): the "
+			                  "file is "
+			                  "damaged; restore it, or move it away for a new store",
+			        s->path, (long long)st.st_size);
 			goto out;
 		}
 		if ((rc = remove_leftovers(s)))
@@ -637,10 +695,12 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 		 * new store beside it would take in its frames. */
 		const char *wal = side_name(s, "-wal");
 		if (stat(wal, &st) == 0 && st.st_size > 0) {
-			rc = refuse(s, SAGA_ECORRUPT, "store: %s does not exist but %s does (%lld "
-			            "bytes): the store was moved or deleted without its -wal; put it "
-			            "back, or move the -wal away for a new store", s->path, wal,
-			            (long long)st.st_size);
+			rc = refuse(
+			        s, SAGA_ECORRUPT,
+			        "store: %s does not exist but %s does (%lld "
+			        "bytes): the store was moved or deleted without its -wal; put it "
+			        "back, or move the -wal away for a new store",
+			        s->path, wal, (long long)st.st_size);
 			goto out;
 		}
 		if ((rc = remove_leftovers(s)) || (rc = birth(s, busy_ms)))
@@ -655,8 +715,9 @@ int store_open(saga_store **out, const char *path, saga_durability durability,
 		goto out;
 	if ((rc = use_wal(s)))
 		goto out;
-	if ((rc = exec(s, durability == SAGA_DURABILITY_NORMAL ? "PRAGMA synchronous=NORMAL"
-	                                                        : "PRAGMA synchronous=FULL",
+	if ((rc = exec(s,
+	               durability == SAGA_DURABILITY_NORMAL ? "PRAGMA synchronous=NORMAL"
+	                                                    : "PRAGMA synchronous=FULL",
 	               "set durability")))
 		goto out;
 	/* An 8 MiB page cache keeps the rows of instances in flight and the
@@ -800,7 +861,6 @@ void store_rollback(saga_store *s)
 	s->next_seq = s->stored_seq;
 }
 
-
 /* Steps a statement whose parameters are bound and that answers at most one
  * row of one integer: SAGA_OK with *out set, SAGA_ENOTFOUND without a row, or
  * the error. Resets the statement either way. */
@@ -855,7 +915,8 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 		if (strcmp(old, snapshot) != 0) {
 			saga_fmt(s->errmsg, sizeof(s->errmsg),
 			         "definition '%s' version %d differs from the one in the store; "
-			         "give the changed definition a new version", name, version);
+			         "give the changed definition a new version",
+			         name, version);
 			rc = SAGA_ECONFLICT;
 		}
 		saga_free(&s->alloc, old);
@@ -883,12 +944,14 @@ static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row
 	BIND(sqlite3_bind_int64(st, PARAM(COL_ID), r->id));
 	if (kind == ROW_INSERT) {
 		BIND(sqlite3_bind_int64(st, PARAM(COL_FINISHED_AT),
-		                        r->state >= SAGA_COMPLETED ? (sqlite3_int64)r->updated_at : 0));
+		                        r->state >= SAGA_COMPLETED ? (sqlite3_int64)r->updated_at
+		                                                   : 0));
 		BIND(sqlite3_bind_text(st, PARAM(COL_UID), r->uid, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_text(st, PARAM(COL_DEF_NAME), r->def_name, -1, SQLITE_STATIC));
 		BIND(sqlite3_bind_int(st, PARAM(COL_DEF_VERSION), r->def_version));
 		if (r->has_bkey)
-			BIND(sqlite3_bind_text(st, PARAM(COL_BUSINESS_KEY), r->bkey, -1, SQLITE_STATIC));
+			BIND(sqlite3_bind_text(st, PARAM(COL_BUSINESS_KEY), r->bkey, -1,
+			                       SQLITE_STATIC));
 		else
 			BIND(sqlite3_bind_null(st, PARAM(COL_BUSINESS_KEY)));
 		BIND(sqlite3_bind_int64(st, PARAM(COL_CREATED_AT), (sqlite3_int64)r->created_at));
@@ -920,8 +983,9 @@ done:
 /* Binds and runs one of the row statements. */
 static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 {
-	static const int ids[] = { [ROW_INSERT] = ST_INSERT, [ROW_UPDATE] = ST_UPDATE,
-		                   [ROW_PROGRESS] = ST_PROGRESS };
+	static const int ids[] = {
+		[ROW_INSERT] = ST_INSERT, [ROW_UPDATE] = ST_UPDATE, [ROW_PROGRESS] = ST_PROGRESS
+	};
 	static const char *const what[] = { [ROW_INSERT] = "insert instance",
 		                            [ROW_UPDATE] = "update instance",
 		                            [ROW_PROGRESS] = "update instance" };
@@ -1063,7 +1127,6 @@ int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc
 	return load_by(s, st, r, a);
 }
 
-
 /* Bounds the rows held in memory within one transaction. */
 #define HIST_BUFFER_MAX 1024
 
@@ -1071,7 +1134,8 @@ int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 {
 	/* The row waits for the commit of the open transaction: there must be one. */
 	if (sqlite3_get_autocommit(s->db)) {
-		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: history written outside a transaction");
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "store: history written outside a transaction");
 		return SAGA_ESTATE;
 	}
 	int rc;
@@ -1143,9 +1207,8 @@ int store_next_due(saga_store *s, uint64_t *out)
 	return code;
 }
 
-
-int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
-                  const char *const *names, size_t nsteps)
+int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user, const char *const *names,
+                  size_t nsteps)
 {
 	sqlite3_stmt *st = s->st[ST_HISTORY];
 	int rc = flush_history(s), src;
@@ -1165,8 +1228,8 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 		ev.outcome = (saga_outcome)sqlite3_column_int(st, 7);
 		const unsigned char *d = sqlite3_column_text(st, 8);
 		ev.detail = d ? (const char *)d : "";
-		ev.step_name = (names && ev.step >= 0 && (size_t)ev.step < nsteps) ? names[ev.step]
-		                                                                   : NULL;
+		ev.step_name =
+		        (names && ev.step >= 0 && (size_t)ev.step < nsteps) ? names[ev.step] : NULL;
 		if (fn(&ev, user))
 			break;
 	}
@@ -1268,7 +1331,8 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 		    sqlite3_bind_int64(in, 1, l.ids[i]) != SQLITE_OK ||
 		    sqlite3_bind_int(in, 2, state) != SQLITE_OK)
 			return fail(s, sqlite3_errcode(s->db), "bind");
-		if ((rc = exec_stmt(s, h, "purge history")) || (rc = exec_stmt(s, in, "purge instance")))
+		if ((rc = exec_stmt(s, h, "purge history")) ||
+		    (rc = exec_stmt(s, in, "purge instance")))
 			return rc;
 	}
 	*purged = l.n;

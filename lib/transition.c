@@ -105,8 +105,7 @@ static int park(saga_engine *e, inst *in, uint64_t when)
 
 /* Records the answer of an attempt and moves the instance on.
  * outcome is the recorded outcome (TIMEOUT for an answer past its time). */
-int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
-                         const char *errtext)
+int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts, const char *errtext)
 {
 	saga_row *r = &in->row;
 	const saga_step_def *sd = step_def(in, r->step);
@@ -132,9 +131,11 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 				/* Replace through the pointer: replacing by name would
 				 * free the name the item still points to. */
 				cJSON *context = in->context;
-				cJSON *old = cJSON_GetObjectItemCaseSensitive(context, item->string);
-				bool kept = old ? cJSON_ReplaceItemViaPointer(context, old, item)
-				                : cJSON_AddItemToObject(context, item->string, item);
+				cJSON *old =
+				        cJSON_GetObjectItemCaseSensitive(context, item->string);
+				bool kept =
+				        old ? cJSON_ReplaceItemViaPointer(context, old, item)
+				            : cJSON_AddItemToObject(context, item->string, item);
 				if (!kept) {
 					cJSON_Delete(item);
 					return set_err(e, SAGA_ENOMEM, "out of memory");
@@ -167,9 +168,10 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 			return end_as(e, in, SAGA_STUCK, "stuck: the step failed");
 		return start_compensation(e, in, SAGA_REASON_FAILURE, true);
 	default: { /* RETRY or TIMEOUT */
-		const saga_retry_policy *p = r->phase == SAGA_PHASE_ACTION
-			? saga_def_retry(in->rd->def, (size_t)r->step)
-			: saga_def_comp_retry(in->rd->def, (size_t)r->step);
+		const saga_retry_policy *p =
+		        r->phase == SAGA_PHASE_ACTION
+		                ? saga_def_retry(in->rd->def, (size_t)r->step)
+		                : saga_def_comp_retry(in->rd->def, (size_t)r->step);
 		uint64_t delay = 0;
 		uint64_t elapsed = now > r->step_since ? now - r->step_since : 0;
 		if (saga_retry_next(&delay, p, r->attempt, elapsed, r->prev_delay, &e->rng) == 1) {
@@ -181,8 +183,9 @@ int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts,
 		if (sd->kind == SAGA_STEP_PIVOT && outcome == SAGA_OUTCOME_TIMEOUT)
 			/* The pivot may have happened and cannot be compensated. */
 			return end_as(e, in, SAGA_STUCK, "stuck: the pivot's outcome is unknown");
-		return start_compensation(e, in, outcome == SAGA_OUTCOME_TIMEOUT
-		                                         ? SAGA_REASON_TIMEOUT : SAGA_REASON_FAILURE,
+		return start_compensation(e, in,
+		                          outcome == SAGA_OUTCOME_TIMEOUT ? SAGA_REASON_TIMEOUT
+		                                                          : SAGA_REASON_FAILURE,
 		                          false);
 	}
 	}
@@ -262,8 +265,7 @@ int advance(saga_engine *e, inst *in, enum next *next)
 				                    "instance deadline passed");
 			else
 				rc = SAGA_OK;
-			if (rc || (rc = start_compensation(e, in, SAGA_REASON_TIMEOUT,
-			                                   false)))
+			if (rc || (rc = start_compensation(e, in, SAGA_REASON_TIMEOUT, false)))
 				return rc;
 			continue;
 		}
@@ -336,8 +338,7 @@ int advance(saga_engine *e, inst *in, enum next *next)
 /* The deadline of an attempt invoked at `invoked`; 0 = no timeout. */
 uint64_t attempt_deadline(const inst *in, uint64_t invoked)
 {
-	uint64_t t = saga_def_timeout(in->rd->def, (size_t)in->row.step,
-	                              (saga_phase)in->row.phase);
+	uint64_t t = saga_def_timeout(in->rd->def, (size_t)in->row.step, (saga_phase)in->row.phase);
 	return t ? time_add(invoked, t) : 0;
 }
 
@@ -350,10 +351,18 @@ int apply_result(saga_engine *e, inst *in)
 	r->attempt_deadline = attempt_deadline(in, in->wall_start);
 	saga_outcome oc;
 	switch (in->res) {
-	case SAGA_STEP_OK: oc = SAGA_OUTCOME_OK; break;
-	case SAGA_STEP_FAIL: oc = SAGA_OUTCOME_FAIL; break;
-	case SAGA_STEP_RETRY: oc = SAGA_OUTCOME_RETRY; break;
-	case SAGA_STEP_PENDING: oc = SAGA_OUTCOME_PENDING; break;
+	case SAGA_STEP_OK:
+		oc = SAGA_OUTCOME_OK;
+		break;
+	case SAGA_STEP_FAIL:
+		oc = SAGA_OUTCOME_FAIL;
+		break;
+	case SAGA_STEP_RETRY:
+		oc = SAGA_OUTCOME_RETRY;
+		break;
+	case SAGA_STEP_PENDING:
+		oc = SAGA_OUTCOME_PENDING;
+		break;
 	default:
 		oc = SAGA_OUTCOME_FAIL;
 		saga_fmt(in->err, sizeof(in->err), "callback returned an invalid result %d",
@@ -376,8 +385,9 @@ int apply_result(saga_engine *e, inst *in)
 		/* The completion came before the callback answered PENDING. */
 		in->has_early = false;
 		if (oc == SAGA_OUTCOME_PENDING) {
-			oc = in->early == SAGA_STEP_OK ? SAGA_OUTCOME_OK
-			   : in->early == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL : SAGA_OUTCOME_RETRY;
+			oc = in->early == SAGA_STEP_OK     ? SAGA_OUTCOME_OK
+			     : in->early == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL
+			                                   : SAGA_OUTCOME_RETRY;
 			cJSON_Delete(puts);
 			puts = in->early_output;
 			in->early_output = NULL;

@@ -24,14 +24,14 @@ void drop_events(saga_engine *e)
 }
 
 /* Appends a history row in the open transaction and queues its event. */
-int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
-                  uint32_t attempt, saga_outcome outcome, const char *detail)
+int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
+           saga_outcome outcome, const char *detail)
 {
 	int rc = ensure_txn(e);
 	if (rc)
 		return rc;
-	saga_hist h = { in->row.id, now_wall(e), type, in->row.state, step, phase, attempt,
-		        outcome, detail ? detail : "" };
+	saga_hist h = { in->row.id, now_wall(e), type,    in->row.state,       step,
+		        phase,      attempt,     outcome, detail ? detail : "" };
 	int64_t seq = 0;
 	if ((rc = store_add_history(e->store, &h, &seq)))
 		return store_err(e, rc);
@@ -56,7 +56,8 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase,
 	pe->ev.state = (saga_state)h.state;
 	pe->ev.step = step;
 	pe->ev.step_name = (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps)
-	                           ? in->rd->names[step] : NULL;
+	                           ? in->rd->names[step]
+	                           : NULL;
 	pe->ev.phase = (saga_phase)phase;
 	pe->ev.attempt = attempt;
 	pe->ev.outcome = outcome;

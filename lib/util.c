@@ -122,14 +122,21 @@ int sqlite_to_saga(int rc)
 	switch (rc & 0xff) {
 	case SQLITE_OK:
 	case SQLITE_ROW:
-	case SQLITE_DONE: return SAGA_OK;
-	case SQLITE_NOMEM: return SAGA_ENOMEM;
-	case SQLITE_FULL: return SAGA_EFULL;
-	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_DONE:
+		return SAGA_OK;
+	case SQLITE_NOMEM:
+		return SAGA_ENOMEM;
+	case SQLITE_FULL:
+		return SAGA_EFULL;
+	case SQLITE_IOERR:
+		return SAGA_EIO;
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return SAGA_EBUSY;
+	case SQLITE_LOCKED:
+		return SAGA_EBUSY;
 	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return SAGA_ECORRUPT;
-	default: return SAGA_ESTORE;
+	case SQLITE_NOTADB:
+		return SAGA_ECORRUPT;
+	default:
+		return SAGA_ESTORE;
 	}
 }

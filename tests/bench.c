@@ -26,10 +26,10 @@ typedef struct opts {
 	double fail_rate;
 	int raw;
 	int start_batch; /* --start-batch: caller-driven, starts in their own commits */
-	int repeat;     /* --repeat R: R engine runs between R + 1 raw ones */
-	long park;      /* --park N: N instances parked on an async step; RSS */
-	long reopen;    /* --reopen N: N unfinished instances resumed after reopen */
-	long prefill;   /* --prefill M: M finished instances in the store first */
+	int repeat;      /* --repeat R: R engine runs between R + 1 raw ones */
+	long park;       /* --park N: N instances parked on an async step; RSS */
+	long reopen;     /* --reopen N: N unfinished instances resumed after reopen */
+	long prefill;    /* --prefill M: M finished instances in the store first */
 	const char *dir;
 } opts;
 
@@ -62,7 +62,7 @@ typedef struct lat {
 	double *start;
 	double *end;
 	long cap;
-	int64_t base;  /* id of the first instance of the run, minus one */
+	int64_t base; /* id of the first instance of the run, minus one */
 	long transitions;
 	long ends;
 } lat;
@@ -76,7 +76,8 @@ static void on_event(const saga_event *ev, void *user)
 	if (ev->type == SAGA_EVENT_ATTEMPT_END)
 		l->transitions++;
 	if (ev->type == SAGA_EVENT_STATE &&
-	    (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED || ev->state == SAGA_STUCK)) {
+	    (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED ||
+	     ev->state == SAGA_STUCK)) {
 		l->end[i - 1] = now_s();
 		l->ends++;
 	}
@@ -113,8 +114,9 @@ static double raw_ceiling(const opts *o, int batch, double *commit_latency)
 	if (sqlite3_open(path, &db) != SQLITE_OK)
 		return 0;
 	sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-	sqlite3_exec(db, o->durability == SAGA_DURABILITY_FULL ? "PRAGMA synchronous=FULL"
-	                                                       : "PRAGMA synchronous=NORMAL",
+	sqlite3_exec(db,
+	             o->durability == SAGA_DURABILITY_FULL ? "PRAGMA synchronous=FULL"
+	                                                   : "PRAGMA synchronous=NORMAL",
 	             NULL, NULL, NULL);
 	sqlite3_exec(db,
 	             "CREATE TABLE inst(id INTEGER PRIMARY KEY, state INT, step INT, attempt INT,"
@@ -125,10 +127,14 @@ static double raw_ceiling(const opts *o, int batch, double *commit_latency)
 	             NULL, NULL, NULL);
 	sqlite3_stmt *ins, *upd, *hist, *begin, *commit;
 	sqlite3_prepare_v2(db, "INSERT INTO inst VALUES (?1, 0, 0, 0, 0, '{}')", -1, &ins, NULL);
-	sqlite3_prepare_v2(db, "UPDATE inst SET step = step + 1, attempt = 1, updated = ?2"
-	                       " WHERE id = ?1", -1, &upd, NULL);
-	sqlite3_prepare_v2(db, "INSERT INTO hist(instance, at, type, step, detail)"
-	                       " VALUES (?1, ?2, 3, 1, '')", -1, &hist, NULL);
+	sqlite3_prepare_v2(db,
+	                   "UPDATE inst SET step = step + 1, attempt = 1, updated = ?2"
+	                   " WHERE id = ?1",
+	                   -1, &upd, NULL);
+	sqlite3_prepare_v2(db,
+	                   "INSERT INTO hist(instance, at, type, step, detail)"
+	                   " VALUES (?1, ?2, 3, 1, '')",
+	                   -1, &hist, NULL);
 	sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
 	sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
 	long rows = 1000;
@@ -298,25 +304,26 @@ static int prefill(const char *path, long m, int steps)
 	if (sqlite3_open(path, &db) != SQLITE_OK)
 		return 1;
 	char sql[2048];
-	snprintf(sql, sizeof(sql),
-	         "PRAGMA synchronous=OFF; BEGIN;"
-	         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %ld)"
-	         " INSERT INTO instances(uid, def_name, def_version, business_key, state, phase,"
-	         " step, attempt, inflight, pending, pivot_done, reason, fwd_started,"
-	         " comp_done_any, due_at, deadline_at, attempt_deadline, step_since, prev_delay,"
-	         " created_at, updated_at, error, context, finished_at)"
-	         " SELECT printf('%%032x', i), 'bench', 1, NULL, 3, 0, %d, 0, 0, 0, 0, 0, %d, 0,"
-	         " 0, 0, 0, 0, 0, 1700000000000, 1700000000000, '', '{}', 1700000000000 FROM n;"
-	         "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt, outcome,"
-	         " detail) SELECT id, (id - 1) * %d + t.j + 1, 1700000000000, t.type, 0, t.step, 0,"
-	         " 1, t.outcome, ''"
-	         " FROM instances, (WITH RECURSIVE k(j) AS (SELECT 0 UNION ALL SELECT j + 1"
-	         " FROM k WHERE j < %d) SELECT j, 2 AS type, j / 2 AS step, 0 AS outcome FROM k"
-	         " WHERE j %% 2 = 0 UNION ALL SELECT j, 3, j / 2, 1 FROM k WHERE j %% 2 = 1) AS t"
-	         " WHERE instances.state = 3;"
-	         "UPDATE counters SET next_seq = %ld * %d + 1;"
-	         "COMMIT;",
-	         m, steps, steps, 2 * steps, 2 * steps - 1, m, 2 * steps);
+	snprintf(
+	        sql, sizeof(sql),
+	        "PRAGMA synchronous=OFF; BEGIN;"
+	        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %ld)"
+	        " INSERT INTO instances(uid, def_name, def_version, business_key, state, phase,"
+	        " step, attempt, inflight, pending, pivot_done, reason, fwd_started,"
+	        " comp_done_any, due_at, deadline_at, attempt_deadline, step_since, prev_delay,"
+	        " created_at, updated_at, error, context, finished_at)"
+	        " SELECT printf('%%032x', i), 'bench', 1, NULL, 3, 0, %d, 0, 0, 0, 0, 0, %d, 0,"
+	        " 0, 0, 0, 0, 0, 1700000000000, 1700000000000, '', '{}', 1700000000000 FROM n;"
+	        "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt, outcome,"
+	        " detail) SELECT id, (id - 1) * %d + t.j + 1, 1700000000000, t.type, 0, t.step, 0,"
+	        " 1, t.outcome, ''"
+	        " FROM instances, (WITH RECURSIVE k(j) AS (SELECT 0 UNION ALL SELECT j + 1"
+	        " FROM k WHERE j < %d) SELECT j, 2 AS type, j / 2 AS step, 0 AS outcome FROM k"
+	        " WHERE j %% 2 = 0 UNION ALL SELECT j, 3, j / 2, 1 FROM k WHERE j %% 2 = 1) AS t"
+	        " WHERE instances.state = 3;"
+	        "UPDATE counters SET next_seq = %ld * %d + 1;"
+	        "COMMIT;",
+	        m, steps, steps, 2 * steps, 2 * steps - 1, m, 2 * steps);
 	char *err = NULL;
 	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
 	if (rc != SQLITE_OK)
@@ -357,8 +364,12 @@ static int run_engine(const opts *o, double *tps_out)
 		return 1;
 	int rc = SAGA_OK;
 	/* The prefill wrote ids 1..M: the run's instances follow. */
-	lat l = { calloc((size_t)o->n, sizeof(double)), calloc((size_t)o->n, sizeof(double)),
-		  o->n, o->prefill, 0, 0 };
+	lat l = { calloc((size_t)o->n, sizeof(double)),
+		  calloc((size_t)o->n, sizeof(double)),
+		  o->n,
+		  o->prefill,
+		  0,
+		  0 };
 	saga_engine_add_listener(e, on_event, &l);
 	double t0 = now_s();
 	/* Keep about `inflight` instances unfinished at any time. */
@@ -467,7 +478,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--workers"))
 			o.workers = (unsigned)atoi(v);
 		else if (!strcmp(a, "--durability"))
-			o.durability = !strcmp(v, "NORMAL") ? SAGA_DURABILITY_NORMAL : SAGA_DURABILITY_FULL;
+			o.durability = !strcmp(v, "NORMAL") ? SAGA_DURABILITY_NORMAL
+			                                    : SAGA_DURABILITY_FULL;
 		else if (!strcmp(a, "--fail"))
 			o.fail_rate = atof(v);
 		else if (!strcmp(a, "--park"))
@@ -481,9 +493,11 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--repeat"))
 			o.repeat = atoi(v);
 		else {
-			fprintf(stderr, "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
-			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] [--dir D]"
-			                " [--repeat R] [--park N] [--reopen N] [--prefill M]\n");
+			fprintf(stderr,
+			        "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
+			        " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] "
+			        "[--dir D]"
+			        " [--repeat R] [--park N] [--reopen N] [--prefill M]\n");
 			return 2;
 		}
 	}
@@ -533,16 +547,19 @@ int main(int argc, char **argv)
 		qsort(engine, (size_t)o.repeat, sizeof(double), cmp_double);
 		qsort(ratio, (size_t)o.repeat, sizeof(double), cmp_double);
 		printf("raw SQLite, same file kind and durability:\n");
-		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single, lat1 * 1e3);
+		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single,
+		       lat1 * 1e3);
 		if (o.inflight == 1)
-			printf("  one instance alone: p50 %.3f ms / (%.2f commits x %.3f ms) = %.2f\n",
+			printf("  one instance alone: p50 %.3f ms / (%.2f commits x %.3f ms) = "
+			       "%.2f\n",
 			       last_p50_ms, last_commits_per_instance, lat1 * 1e3,
 			       last_p50_ms / (last_commits_per_instance * lat1 * 1e3));
 		printf("  64 per commit   %10.0f transitions/s (median of %d)\n",
 		       batched[o.repeat / 2], o.repeat + 1);
 		printf("  engine          %10.0f transitions/s (median of %d)\n",
 		       engine[o.repeat / 2], o.repeat);
-		printf("  engine / batched ceiling  %.2f (median of %d; lowest %.2f, highest %.2f)\n",
+		printf("  engine / batched ceiling  %.2f (median of %d; lowest %.2f, highest "
+		       "%.2f)\n",
 		       ratio[o.repeat / 2], o.repeat, ratio[0], ratio[o.repeat - 1]);
 	}
 	char cmd[600];

@@ -8,5 +8,7 @@ int main(void)
 	saga_retry_policy r = SAGA_RETRY_POLICY_INIT;
 	saga_breaker_config b = SAGA_BREAKER_CONFIG_INIT;
 	return (o.version == SAGA_OPTIONS_VERSION && r.max_attempts == 3 &&
-	        b.version == SAGA_BREAKER_CONFIG_VERSION) ? 0 : 1;
+	        b.version == SAGA_BREAKER_CONFIG_VERSION)
+	               ? 0
+	               : 1;
 }

@@ -77,26 +77,32 @@ static void check_write_ahead(saga_step_ctx *c, int step, int phase)
 	}
 	int64_t id = saga_step_instance(c);
 	uint32_t attempt = saga_step_attempt(c);
-	int64_t n = query_int(db, "SELECT count(*) FROM history WHERE instance = ?1 AND type = 2"
-	                          " AND step = ?2 AND phase = ?3 AND attempt = ?4",
+	int64_t n = query_int(db,
+	                      "SELECT count(*) FROM history WHERE instance = ?1 AND type = 2"
+	                      " AND step = ?2 AND phase = ?3 AND attempt = ?4",
 	                      id, step, phase, attempt, NULL);
 	if (n != 1)
 		violation("write-ahead: %s/%d attempt %u invoked with %lld durable starts",
 		          step_names[step], phase, attempt, (long long)n);
-	n = query_int(db, "SELECT inflight = 1 AND step = ?2 AND phase = ?3 AND attempt = ?4"
-	                  " FROM instances WHERE id = ?1", id, step, phase, attempt, NULL);
+	n = query_int(db,
+	              "SELECT inflight = 1 AND step = ?2 AND phase = ?3 AND attempt = ?4"
+	              " FROM instances WHERE id = ?1",
+	              id, step, phase, attempt, NULL);
 	if (n != 1)
 		violation("write-ahead: %s/%d attempt %u invoked but the stored row disagrees",
 		          step_names[step], phase, attempt);
 	if (phase == SAGA_PHASE_ACTION && step > 0) {
-		n = query_int(db, "SELECT count(*) FROM history WHERE instance = ?1 AND type = 3"
-		                  " AND outcome = 1 AND step = ?2 AND phase = 0",
+		n = query_int(db,
+		              "SELECT count(*) FROM history WHERE instance = ?1 AND type = 3"
+		              " AND outcome = 1 AND step = ?2 AND phase = 0",
 		              id, step - 1, 0, 0, NULL);
 		if (n != 1)
 			violation("write-ahead: %s started with %lld durable OK outcomes of %s",
 			          step_names[step], (long long)n, step_names[step - 1]);
-		n = query_int(db, "SELECT json_extract(context, '$.' || ?5) IS NOT NULL"
-		                  " FROM instances WHERE id = ?1", id, 0, 0, 0, step_names[step - 1]);
+		n = query_int(db,
+		              "SELECT json_extract(context, '$.' || ?5) IS NOT NULL"
+		              " FROM instances WHERE id = ?1",
+		              id, 0, 0, 0, step_names[step - 1]);
 		if (n != 1)
 			violation("write-ahead: %s started before the output of %s was durable",
 			          step_names[step], step_names[step - 1]);
@@ -187,8 +193,9 @@ static saga_definition *make_def(void)
 	ck_assert_int_eq(saga_definition_new(&d, DEF_NAME, 1), SAGA_OK);
 	for (int i = 0; i < NSTEPS; i++) {
 		saga_step_spec s = { step_names[i],
-			             i < PIVOT ? SAGA_STEP_COMPENSATABLE
-			                       : i == PIVOT ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
+			             i < PIVOT    ? SAGA_STEP_COMPENSATABLE
+			             : i == PIVOT ? SAGA_STEP_PIVOT
+			                          : SAGA_STEP_RETRIABLE,
 			             participant, i < PIVOT ? participant : NULL,
 			             (void *)(intptr_t)i };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
@@ -280,8 +287,7 @@ static const char *open_errmsg; /* what a failed open is quoted with */
 /* Every call answers 0 or a named error with a message. */
 static int check_rc(saga_engine *e, const char *what, int rc, long n)
 {
-	EXPECT(rc <= 0 && rc >= SAGA_ECLOSED, "N=%ld %s: unknown return code %d", n, what,
-	       rc);
+	EXPECT(rc <= 0 && rc >= SAGA_ECLOSED, "N=%ld %s: unknown return code %d", n, what, rc);
 	code_counts[-rc]++;
 	if (rc && !first_failure[0])
 		snprintf(first_failure, sizeof(first_failure), "%s: %s (%s)", what,
@@ -341,24 +347,24 @@ static int hist_fn(const saga_event *ev, void *user)
 static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *label, long n,
                            loop_stats *st)
 {
-	EXPECT(scn.violations == 0, "%s N=%ld: %d violations, first: %s", label, n,
-	       scn.violations, scn.violation);
+	EXPECT(scn.violations == 0, "%s N=%ld: %d violations, first: %s", label, n, scn.violations,
+	       scn.violation);
 	int64_t counts[SAGA_STATE_COUNT];
 	EXPECT(saga_counts(e, counts) == SAGA_OK, "N=%ld: saga_counts: %s", n,
 	       saga_engine_errmsg(e));
 	int64_t total = 0;
 	for (int i = 0; i < SAGA_STATE_COUNT; i++)
 		total += counts[i];
-	EXPECT(total == NWHO, "%s N=%ld: %lld instances, want %d", label, n,
-	       (long long)total, NWHO);
+	EXPECT(total == NWHO, "%s N=%ld: %lld instances, want %d", label, n, (long long)total,
+	       NWHO);
 	static hist h[NWHO];
 	for (int w = 0; w < NWHO; w++) {
 		saga_instance_info info;
 		EXPECT(saga_get(e, &info, ids[w]) == SAGA_OK, "N=%ld: saga_get: %s", n,
 		       saga_engine_errmsg(e));
 		saga_state want = w == 0 ? SAGA_COMPLETED : SAGA_COMPENSATED;
-		EXPECT(info.state == want, "%s N=%ld: %s is %s, want %s", label, n,
-		       who_names[w], saga_state_name(info.state), saga_state_name(want));
+		EXPECT(info.state == want, "%s N=%ld: %s is %s, want %s", label, n, who_names[w],
+		       saga_state_name(info.state), saga_state_name(want));
 		memset(&h[w], 0, sizeof(h[w]));
 		EXPECT(saga_history(e, ids[w], hist_fn, &h[w]) == SAGA_OK,
 		       "N=%ld: saga_history: %s", n, saga_engine_errmsg(e));
@@ -370,8 +376,8 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 			EXPECT(final_a == started, "%s N=%ld: %s %s action: %d final outcomes",
 			       label, n, who_names[w], step_names[s], final_a);
 			EXPECT(started || h[w].starts[s][0] == 0,
-			       "%s N=%ld: %s %s was never due but started", label, n,
-			       who_names[w], step_names[s]);
+			       "%s N=%ld: %s %s was never due but started", label, n, who_names[w],
+			       step_names[s]);
 			int comp = w == 1 && s < PIVOT;
 			EXPECT(h[w].ok[s][1] == comp && h[w].fail[s][1] == 0,
 			       "%s N=%ld: %s %s compensation: %d OK, %d FAIL", label, n,
@@ -385,8 +391,7 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 				EXPECT(h[w].ok[s][0] == 1, "%s N=%ld: A %s not OK", label, n,
 				       step_names[s]);
 		} else {
-			EXPECT(h[w].fail[PIVOT][0] == 1 && h[w].ok[0][0] == 1 &&
-			       h[w].ok[1][0] == 1,
+			EXPECT(h[w].fail[PIVOT][0] == 1 && h[w].ok[0][0] == 1 && h[w].ok[1][0] == 1,
 			       "%s N=%ld: B's forward outcomes are wrong", label, n);
 			/* Reverse order: hold is compensated before reserve starts. */
 			EXPECT(h[w].ok_seq[1][1] < h[w].first_start_seq[0][1],
@@ -402,8 +407,8 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 			snprintf(want_key, sizeof(want_key), "%s/%s/%s", info.uid,
 			         step_names[c->step],
 			         c->phase == SAGA_PHASE_ACTION ? "action" : "compensation");
-			EXPECT(strcmp(c->key, want_key) == 0, "%s N=%ld: key %s, want %s",
-			       label, n, c->key, want_key);
+			EXPECT(strcmp(c->key, want_key) == 0, "%s N=%ld: key %s, want %s", label, n,
+			       c->key, want_key);
 			per[c->step][c->phase]++;
 		}
 		for (int s = 0; s < NSTEPS; s++)
@@ -413,9 +418,10 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 				 * attempt interrupted before its call, recorded as such at
 				 * recovery, made none.) */
 				int legit = h[w].ok[s][p] + h[w].fail[s][p] + h[w].retry[s][p];
-				EXPECT(per[s][p] >= legit, "%s N=%ld: %s %s/%d called %d times "
-				       "for %d outcomes", label, n, who_names[w], step_names[s], p,
-				       per[s][p], legit);
+				EXPECT(per[s][p] >= legit,
+				       "%s N=%ld: %s %s/%d called %d times "
+				       "for %d outcomes",
+				       label, n, who_names[w], step_names[s], p, per[s][p], legit);
 				st->reinvocations += per[s][p] - legit;
 			}
 	}
@@ -423,8 +429,8 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 	for (int i = 0; i < scn.nevents; i++) {
 		const seen_event *s = &scn.events[i];
 		int w = s->instance == ids[0] ? 0 : s->instance == ids[1] ? 1 : -1;
-		EXPECT(w >= 0, "%s N=%ld: an event of instance %lld that does not exist",
-		       label, n, (long long)s->instance);
+		EXPECT(w >= 0, "%s N=%ld: an event of instance %lld that does not exist", label, n,
+		       (long long)s->instance);
 		bool found = false;
 		for (int k = 0; k < h[w].n && !found; k++) {
 			const seen_event *d = &h[w].ev[k];
@@ -432,17 +438,17 @@ static void check_contract(saga_engine *e, const int64_t ids[NWHO], const char *
 			        d->phase == s->phase && d->outcome == s->outcome &&
 			        d->attempt == s->attempt;
 		}
-		EXPECT(found, "%s N=%ld: event seq %lld (%s) was delivered but is not in "
-		       "the history", label, n, (long long)s->seq,
-		       saga_event_type_name((saga_event_type)s->type));
+		EXPECT(found,
+		       "%s N=%ld: event seq %lld (%s) was delivered but is not in "
+		       "the history",
+		       label, n, (long long)s->seq, saga_event_type_name((saga_event_type)s->type));
 	}
 }
 
 /* Starts A and B (idempotent) and runs until both have ended. With
  * only_missing, instances whose start answered OK are not started again
  * (a start queues the instance, which would hide one the engine forgot). */
-static void finish(saga_engine *e, int64_t ids[NWHO], const char *label, long n,
-                   bool only_missing)
+static void finish(saga_engine *e, int64_t ids[NWHO], const char *label, long n, bool only_missing)
 {
 	for (int w = 0; w < NWHO; w++) {
 		if (only_missing && ids[w])
@@ -455,10 +461,9 @@ static void finish(saga_engine *e, int64_t ids[NWHO], const char *label, long n,
 		EXPECT(rc == SAGA_OK, "%s N=%ld: start %s after the fault: %s", label, n,
 		       who_names[w], saga_engine_errmsg(e));
 		/* A start that answered OK is durable: the same instance. */
-		EXPECT(!ids[w] || ids[w] == id, "%s N=%ld: %s started as %lld, found %lld",
-		       label, n, who_names[w], (long long)ids[w], (long long)id);
-		EXPECT(!(ids[w] && created), "%s N=%ld: %s created twice", label, n,
-		       who_names[w]);
+		EXPECT(!ids[w] || ids[w] == id, "%s N=%ld: %s started as %lld, found %lld", label,
+		       n, who_names[w], (long long)ids[w], (long long)id);
+		EXPECT(!(ids[w] && created), "%s N=%ld: %s created twice", label, n, who_names[w]);
 		ids[w] = id;
 	}
 	for (int round = 0;; round++) {
@@ -467,11 +472,12 @@ static void finish(saga_engine *e, int64_t ids[NWHO], const char *label, long n,
 			for (int w = 0; w < NWHO; w++) {
 				saga_instance_info info;
 				saga_get(e, &info, ids[w]);
-				long long due = info.due_ms ? (long long)(info.due_ms - scn.clock.wall) : 0;
+				long long due =
+				        info.due_ms ? (long long)(info.due_ms - scn.clock.wall) : 0;
 				snprintf(st[w], sizeof(st[w]),
-				         "%s %s step %d phase %d attempt %u due %+lld", who_names[w],
-				         saga_state_name(info.state), info.step, info.phase, info.attempt,
-				         due);
+				         "%s %s step %d phase %d attempt %u due %+lld",
+				         who_names[w], saga_state_name(info.state), info.step,
+				         info.phase, info.attempt, due);
 			}
 			EXPECT(false, "%s N=%ld: the sagas never finish: %s; %s; the fault: %s",
 			       label, n, st[0], st[1],
@@ -528,16 +534,19 @@ void scenario_drive(const saga_options *o, long n, bool same_engine,
 		st->calls_failed++;
 	} else {
 		if (scn.cfg.memory_faults)
-			st->calls_failed += check_rc(e, "add_listener",
-			                             saga_engine_add_listener(e, listener, NULL), n) != 0;
+			st->calls_failed +=
+			        check_rc(e, "add_listener",
+			                 saga_engine_add_listener(e, listener, NULL), n) != 0;
 		else
 			EXPECT(saga_engine_add_listener(e, listener, NULL) == SAGA_OK,
 			       "N=%ld: add_listener: %s", n, saga_engine_errmsg(e));
-		st->calls_failed += check_rc(e, "register", saga_engine_register(e, scn.def), n) != 0;
+		st->calls_failed +=
+		        check_rc(e, "register", saga_engine_register(e, scn.def), n) != 0;
 		for (int w = 0; w < NWHO; w++) {
 			int64_t id = 0;
 			rc = check_rc(e, "start",
-			              saga_start(e, &id, NULL, DEF_NAME, who_names[w], scn.in[w]), n);
+			              saga_start(e, &id, NULL, DEF_NAME, who_names[w], scn.in[w]),
+			              n);
 			if (rc == SAGA_OK) {
 				EXPECT(id > 0, "N=%ld: start gave id %lld", n, (long long)id);
 				ids[w] = id;
@@ -560,8 +569,8 @@ void scenario_drive(const saga_options *o, long n, bool same_engine,
 			st->calls_failed += rc != 0;
 			static hist h;
 			memset(&h, 0, sizeof(h));
-			st->calls_failed += check_rc(e, "history", saga_history(e, ids[0], hist_fn, &h),
-			                             n) != 0;
+			st->calls_failed += check_rc(e, "history",
+			                             saga_history(e, ids[0], hist_fn, &h), n) != 0;
 		}
 		int64_t counts[SAGA_STATE_COUNT];
 		st->calls_failed += check_rc(e, "counts", saga_counts(e, counts), n) != 0;
@@ -591,10 +600,10 @@ void scenario_recover(const saga_options *o, const char *name, const char *label
 	int rc = saga_engine_open(&e, o, err, sizeof(err));
 	cur_engine = rc == SAGA_OK ? e : NULL;
 	EXPECT(rc == SAGA_OK, "%s%sN=%ld: the store does not reopen: %s", pre, sp, n, err);
-	EXPECT(saga_engine_add_listener(e, listener, NULL) == SAGA_OK, "N=%ld: add_listener: %s",
-	       n, saga_engine_errmsg(e));
-	EXPECT(saga_engine_register(e, scn.def) == SAGA_OK, "%s%sN=%ld: register: %s", pre, sp,
-	       n, saga_engine_errmsg(e));
+	EXPECT(saga_engine_add_listener(e, listener, NULL) == SAGA_OK, "N=%ld: add_listener: %s", n,
+	       saga_engine_errmsg(e));
+	EXPECT(saga_engine_register(e, scn.def) == SAGA_OK, "%s%sN=%ld: register: %s", pre, sp, n,
+	       saga_engine_errmsg(e));
 	finish(e, ids, label, n, false);
 	check_contract(e, ids, label, n, st);
 	saga_engine_close(e);
@@ -637,7 +646,7 @@ double now_s(void)
 }
 
 #define MAX_FAILED 40
-#define MAX_KINDS 16
+#define MAX_KINDS  16
 static long failed_n[MAX_FAILED];
 static long nfailed;
 static struct failure_kind {

@@ -31,12 +31,12 @@
 
 #include "test-common.h"
 
-#define NSTEPS 4
-#define PIVOT 2
-#define SHIP 3
-#define DEF_NAME "trip"
-#define NWHO 2 /* instances: A completes, B fails at the pivot */
-#define MAX_CALLS 256
+#define NSTEPS     4
+#define PIVOT      2
+#define SHIP       3
+#define DEF_NAME   "trip"
+#define NWHO       2 /* instances: A completes, B fails at the pivot */
+#define MAX_CALLS  256
 #define MAX_EVENTS 512
 
 extern const char *const step_names[NSTEPS]; /* "reserve", "hold", "charge", "ship" */
@@ -113,13 +113,12 @@ extern jmp_buf *expect_env; /* where a broken expectation jumps; NULL outside th
 extern char expect_msg[1024];
 extern saga_engine *cur_engine; /* closed when an expectation breaks */
 
-void expect_failed(int line, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
+void expect_failed(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
-#define EXPECT(cond, ...)                                       \
-	do {                                                    \
-		if (!(cond))                                    \
-			expect_failed(__LINE__, __VA_ARGS__);   \
+#define EXPECT(cond, ...)                                     \
+	do {                                                  \
+		if (!(cond))                                  \
+			expect_failed(__LINE__, __VA_ARGS__); \
 	} while (0)
 
 /* The codes seen in the loops, for the report, and the first call that

@@ -511,8 +511,9 @@ START_TEST(old_generation_permit_changes_nothing)
 	ck_assert_int_eq(rec.n, 1);
 	/* the other five were taken before the transition */
 	for (int i = 5; i < 10; i++)
-		ck_assert_int_eq(saga_breaker_record(b, &p[i], i % 2 ? SAGA_CALL_FAILURE
-		                                                      : SAGA_CALL_SUCCESS), 0);
+		ck_assert_int_eq(saga_breaker_record(b, &p[i],
+		                                     i % 2 ? SAGA_CALL_FAILURE : SAGA_CALL_SUCCESS),
+		                 0);
 	ck_assert_int_eq(saga_breaker_get_snapshot(&s2, b), 0);
 	ck_assert_int_eq(rec.n, 1);
 	ck_assert_uint_eq(s2.generation, s1.generation);
@@ -667,13 +668,13 @@ START_TEST(config_is_validated)
 	saga_breaker_free(b);
 	saga_breaker_free(NULL);
 
-#define REFUSED(mutation) \
-	do { \
-		c = good; \
-		mutation; \
-		b = (saga_breaker *)&good; \
+#define REFUSED(mutation)                                                           \
+	do {                                                                        \
+		c = good;                                                           \
+		mutation;                                                           \
+		b = (saga_breaker *)&good;                                          \
 		ck_assert_int_eq(saga_breaker_new(&b, "b", &c, NULL), SAGA_EINVAL); \
-		ck_assert_ptr_null(b); \
+		ck_assert_ptr_null(b);                                              \
 	} while (0)
 
 	REFUSED(c.version = 2);
@@ -731,18 +732,18 @@ END_TEST
 
 /* ---- threads -------------------------------------------------------------- */
 
-#define THREADS 16
+#define THREADS    16
 #define ITERATIONS 3000
-#define MAX_GEN 200000
+#define MAX_GEN    200000
 
 typedef struct shared {
 	saga_breaker *b;
 	_Atomic uint64_t now;
 	atomic_int events;
-	atomic_int seen[MAX_GEN];          /* events per generation */
+	atomic_int seen[MAX_GEN]; /* events per generation */
 	atomic_int to_state[MAX_GEN];
 	atomic_int from_state[MAX_GEN];
-	atomic_int admitted[MAX_GEN];      /* trial permits per generation */
+	atomic_int admitted[MAX_GEN]; /* trial permits per generation */
 	atomic_int overflow;
 	pthread_barrier_t start;
 } shared;
@@ -787,8 +788,10 @@ static void *hammer(void *arg)
 			atomic_fetch_add(&sh->admitted[p.generation], 1);
 		if (r % 8 == 0)
 			atomic_fetch_add(&sh->now, 1);
-		ck_assert_int_eq(saga_breaker_record(sh->b, &p, (r >> 8) % 2 ? SAGA_CALL_FAILURE
-		                                                           : SAGA_CALL_SUCCESS), 0);
+		ck_assert_int_eq(
+		        saga_breaker_record(sh->b, &p,
+		                            (r >> 8) % 2 ? SAGA_CALL_FAILURE : SAGA_CALL_SUCCESS),
+		        0);
 	}
 	return NULL;
 }

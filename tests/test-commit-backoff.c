@@ -134,8 +134,8 @@ static void assert_all_completed(saga_engine *e, const int64_t *ids, int n)
 	for (int i = 0; i < n; i++) {
 		saga_instance_info info;
 		ck_assert_int_eq(saga_get(e, &info, ids[i]), SAGA_OK);
-		ck_assert_msg(info.state == SAGA_COMPLETED, "instance %lld is %s", (long long)ids[i],
-		              saga_state_name(info.state));
+		ck_assert_msg(info.state == SAGA_COMPLETED, "instance %lld is %s",
+		              (long long)ids[i], saga_state_name(info.state));
 	}
 }
 

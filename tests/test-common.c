@@ -40,7 +40,9 @@ void tmpdir_make(char *buf, size_t size)
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
-	(void)sb; (void)flag; (void)ftw;
+	(void)sb;
+	(void)flag;
+	(void)ftw;
 	return remove(path);
 }
 

@@ -25,11 +25,11 @@ enum command { CMD_RETRY, CMD_SKIP, CMD_RESUME, CMD_CANCEL, CMD_COMPLETE };
 static const char *const command_names[] = { "retry", "skip", "resume", "cancel", "complete" };
 
 /* What the participant answers: set before each phase of a run. */
-static bool comp_b_fails;   /* b's compensation fails: the instance goes STUCK */
-static bool p_fails;        /* the pivot refuses: compensation starts */
-static bool b_pending;      /* b answers PENDING (async) */
+static bool comp_b_fails; /* b's compensation fails: the instance goes STUCK */
+static bool p_fails;      /* the pivot refuses: compensation starts */
+static bool b_pending;    /* b answers PENDING (async) */
 static char pending_key[160];
-static long kill_at;        /* the child dies at this event; 0 = never */
+static long kill_at; /* the child dies at this event; 0 = never */
 static long events_seen;
 
 static saga_step_result step(saga_step_ctx *ctx, void *user)
@@ -66,8 +66,9 @@ static saga_engine *open_store(const char *path)
 	ck_assert_int_eq(saga_definition_new(&d, "cmd", 1), SAGA_OK);
 	for (int i = 0; i < NSTEPS; i++) {
 		saga_step_spec s = { names[i],
-			             i < 2 ? SAGA_STEP_COMPENSATABLE
-			                   : i == 2 ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
+			             i < 2    ? SAGA_STEP_COMPENSATABLE
+			             : i == 2 ? SAGA_STEP_PIVOT
+			                      : SAGA_STEP_RETRIABLE,
 			             step, i < 2 ? step : NULL, NULL };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
@@ -100,11 +101,16 @@ static int64_t prepare(const char *path, enum command cmd)
 static int give(saga_engine *e, enum command cmd, int64_t id)
 {
 	switch (cmd) {
-	case CMD_RETRY: return saga_operator_retry(e, id);
-	case CMD_SKIP: return saga_operator_skip(e, id);
-	case CMD_RESUME: return saga_operator_resume(e, id);
-	case CMD_CANCEL: return saga_cancel(e, id);
-	case CMD_COMPLETE: return saga_complete(e, pending_key, SAGA_STEP_OK, NULL);
+	case CMD_RETRY:
+		return saga_operator_retry(e, id);
+	case CMD_SKIP:
+		return saga_operator_skip(e, id);
+	case CMD_RESUME:
+		return saga_operator_resume(e, id);
+	case CMD_CANCEL:
+		return saga_cancel(e, id);
+	case CMD_COMPLETE:
+		return saga_complete(e, pending_key, SAGA_STEP_OK, NULL);
 	}
 	return SAGA_EINVAL;
 }
@@ -155,7 +161,8 @@ static bool crash_once(enum command cmd, long n)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
 	ck_assert_msg(killed || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
-	              "%s, kill at %ld: the child failed (status %d)", command_names[cmd], n, status);
+	              "%s, kill at %ld: the child failed (status %d)", command_names[cmd], n,
+	              status);
 	/* Recover and check. */
 	kill_at = 0;
 	saga_engine *e = open_store(path);
@@ -179,8 +186,8 @@ static bool crash_once(enum command cmd, long n)
 		ck_assert_msg(info.state == SAGA_COMPLETED, "%s@%ld: %s", c, n,
 		              saga_state_name(info.state));
 		for (int s = 0; s < NSTEPS; s++)
-			ck_assert_msg(t.ok[s][0] == 1, "%s@%ld: step %s has %d outcomes", c, n, names[s],
-			              t.ok[s][0]);
+			ck_assert_msg(t.ok[s][0] == 1, "%s@%ld: step %s has %d outcomes", c, n,
+			              names[s], t.ok[s][0]);
 		ck_assert_int_eq(t.ok[0][1] + t.ok[1][1], 0);
 		break;
 	case CMD_CANCEL: /* the pending b is uncertain: both compensated */

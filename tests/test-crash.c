@@ -64,10 +64,10 @@ static const char *const scenario_names[] = { "happy", "fail-c", "pending-pivot"
 
 #define NSTEPS 5
 #define STEP_C 2
-#define PIVOT 3
+#define PIVOT  3
 static const char *const step_names[NSTEPS] = { "a", "b", "c", "p", "r" };
-#define DEF_NAME "crashdef"
-#define BKEY "crash-order-1"
+#define DEF_NAME   "crashdef"
+#define BKEY       "crash-order-1"
 #define MAX_POINTS 400
 /* Killed twice: the second kill hits each of the first points of the
  * recovery run: re-recording the interrupted attempt, invoking it again, and
@@ -76,10 +76,10 @@ static const char *const step_names[NSTEPS] = { "a", "b", "c", "p", "r" };
 #define MAX_SECOND_POINTS 8
 
 static enum scenario g_scenario;
-static char g_log[PATH_MAX + 32];  /* the participant's log */
-static bool g_child;               /* points only count (and kill) in the child */
-static long g_crash_at;            /* kill at this point; 0 = never */
-static long g_points;              /* points passed so far */
+static char g_log[PATH_MAX + 32]; /* the participant's log */
+static bool g_child;              /* points only count (and kill) in the child */
+static long g_crash_at;           /* kill at this point; 0 = never */
+static long g_points;             /* points passed so far */
 
 static int step_index(const char *name)
 {
@@ -177,8 +177,9 @@ static int register_def(saga_engine *e)
 		return rc;
 	for (int i = 0; i < NSTEPS && rc == SAGA_OK; i++) {
 		saga_step_spec spec = { step_names[i],
-			                i < PIVOT ? SAGA_STEP_COMPENSATABLE
-			                : i == PIVOT ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
+			                i < PIVOT    ? SAGA_STEP_COMPENSATABLE
+			                : i == PIVOT ? SAGA_STEP_PIVOT
+			                             : SAGA_STEP_RETRIABLE,
 			                participant, i < PIVOT ? participant : NULL, NULL };
 		rc = saga_definition_add_step(def, &spec);
 	}
@@ -204,8 +205,7 @@ static saga_engine *open_engine(const char *db, char *err, size_t errsize)
 
 static void child_fail(int code, const char *what, saga_engine *e, int rc)
 {
-	log_line("error %s: %s (%s)\n", what, saga_strerror(rc),
-	         e ? saga_engine_errmsg(e) : "-");
+	log_line("error %s: %s (%s)\n", what, saga_strerror(rc), e ? saga_engine_errmsg(e) : "-");
 	_exit(code);
 }
 
@@ -267,10 +267,10 @@ typedef struct call_rec {
 typedef struct plog {
 	call_rec calls[64];
 	int ncalls;
-	int ncrash;           /* kills, in order */
-	long crash_n[4];      /* the point of each kill */
-	char crash[4][256];   /* where it was */
-	long end_points;      /* points passed by the last child that ended normally; -1 if none */
+	int ncrash;         /* kills, in order */
+	long crash_n[4];    /* the point of each kill */
+	char crash[4][256]; /* where it was */
+	long end_points;    /* points passed by the last child that ended normally; -1 if none */
 	char error[1024];
 } plog;
 
@@ -401,15 +401,15 @@ static int last_call(const plog *pl, int step, int phase)
 /* The contract, checked after recovery                                     */
 
 typedef struct stats {
-	long points;            /* crash points of the scenario */
-	long kills;             /* children killed by SIGKILL */
-	long double_kills;      /* runs killed twice (the second during recovery) */
-	long reinvoked;         /* runs in which one attempt was invoked twice */
-	long interrupted;       /* runs whose history has an "interrupted" attempt end */
-	long parent_completed;  /* pending: the parent completed the pivot */
-	long child_completed;   /* pending: the completion was durable before the kill */
-	long runs;              /* recoveries checked */
-	bool verbose;           /* print every run */
+	long points;               /* crash points of the scenario */
+	long kills;                /* children killed by SIGKILL */
+	long double_kills;         /* runs killed twice (the second during recovery) */
+	long reinvoked;            /* runs in which one attempt was invoked twice */
+	long interrupted;          /* runs whose history has an "interrupted" attempt end */
+	long parent_completed;     /* pending: the parent completed the pivot */
+	long child_completed;      /* pending: the completion was durable before the kill */
+	long runs;                 /* recoveries checked */
+	bool verbose;              /* print every run */
 	bool killed_after_pending; /* pending: a kill right after PENDING was recorded */
 } stats;
 
@@ -459,16 +459,18 @@ static void check_step(const plog *pl, const hist *h, const char *uid, int s, in
 		const call_rec *c = &pl->calls[i];
 		if (c->step != s || c->phase != ph)
 			continue;
-		ck_assert_msg(strcmp(c->key, key) == 0, "[%s] %s %s attempt %u: key '%s', want '%s'",
-		              where, sn, phase_name(ph), c->attempt, c->key, key);
+		ck_assert_msg(strcmp(c->key, key) == 0,
+		              "[%s] %s %s attempt %u: key '%s', want '%s'", where, sn,
+		              phase_name(ph), c->attempt, c->key, key);
 		ck_assert_msg(strcmp(c->akey, akey) == 0, "[%s] %s %s: action key '%s', want '%s'",
 		              where, sn, phase_name(ph), c->akey, akey);
 		/* Write-ahead: the attempt the participant saw was recorded first. */
-		ck_assert_msg(hist_has_start(h, s, ph, c->attempt),
-		              "[%s] %s %s attempt %u was invoked but its start is not in the history",
-		              where, sn, phase_name(ph), c->attempt);
-		ck_assert_msg(c->attempt > prev, "[%s] %s %s: attempt %u after attempt %u", where, sn,
-		              phase_name(ph), c->attempt, prev);
+		ck_assert_msg(
+		        hist_has_start(h, s, ph, c->attempt),
+		        "[%s] %s %s attempt %u was invoked but its start is not in the history",
+		        where, sn, phase_name(ph), c->attempt);
+		ck_assert_msg(c->attempt > prev, "[%s] %s %s: attempt %u after attempt %u", where,
+		              sn, phase_name(ph), c->attempt, prev);
 		prev = c->attempt;
 	}
 	/* Exactly one final outcome. */
@@ -518,7 +520,8 @@ static void check_context(saga_engine *e, int64_t id, const char *uid, enum scen
 			ck_assert_msg(cJSON_IsString(v) && strcmp(v->valuestring, want) == 0,
 			              "[%s] context.%s is missing or wrong", where, step_names[s]);
 		else
-			ck_assert_msg(v == NULL, "[%s] context.%s written by a step that did not succeed",
+			ck_assert_msg(v == NULL,
+			              "[%s] context.%s written by a step that did not succeed",
 			              where, step_names[s]);
 	}
 	cJSON_Delete(ctx);
@@ -543,8 +546,9 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 	for (int k = 0; k < nkills; k++) {
 		ck_assert_msg(pl->crash_n[k] == kills[k], "%s: kill %d at point %ld, log says %ld",
 		              scenario_names[sc], k + 1, kills[k], pl->crash_n[k]);
-		off += snprintf(where + off, sizeof(where) - (size_t)off, "%s kill %d at point %ld: %s",
-		                k ? ";" : ",", k + 1, kills[k], pl->crash[k]);
+		off += snprintf(where + off, sizeof(where) - (size_t)off,
+		                "%s kill %d at point %ld: %s", k ? ";" : ",", k + 1, kills[k],
+		                pl->crash[k]);
 	}
 	if (st->verbose)
 		printf("  %s\n", where);
@@ -591,7 +595,8 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 			/* The child's completion was durable before the kill. */
 			rc = saga_complete(e, key, SAGA_STEP_OK, NULL);
 			ck_assert_msg(rc == SAGA_EDUPLICATE,
-			              "[%s] state %s: completing the pivot again gave %s, want EDUPLICATE",
+			              "[%s] state %s: completing the pivot again gave %s, want "
+			              "EDUPLICATE",
 			              where, saga_state_name(info.state), saga_strerror(rc));
 			st->child_completed++;
 		}
@@ -629,7 +634,10 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 	if (sc == SC_FAIL) {
 		for (int s = 0; s < NSTEPS; s++)
 			check_step(pl, h, info.uid, s, SAGA_PHASE_ACTION,
-			           s < STEP_C ? EX_OK : s == STEP_C ? EX_FAIL : EX_NEVER, where, &twice);
+			           s < STEP_C    ? EX_OK
+			           : s == STEP_C ? EX_FAIL
+			                         : EX_NEVER,
+			           where, &twice);
 		/* b and a are compensated; c answered FAIL (applied nothing) and p, r
 		 * never started: none of them is compensated. */
 		for (int s = 0; s < PIVOT; s++)
@@ -643,33 +651,35 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 		ck_assert_msg(first_call(pl, 1, SAGA_PHASE_COMPENSATION) > last_action,
 		              "[%s] a compensation ran before the last action", where);
 		ck_assert_msg(last_call(pl, 1, SAGA_PHASE_COMPENSATION) <
-		              first_call(pl, 0, SAGA_PHASE_COMPENSATION),
+		                      first_call(pl, 0, SAGA_PHASE_COMPENSATION),
 		              "[%s] compensation of a ran before that of b ended", where);
 		/* ... and in the history. */
 		ck_assert_msg(hist_first_start(h, 1, SAGA_PHASE_COMPENSATION) <
-		              hist_first_start(h, 0, SAGA_PHASE_COMPENSATION),
+		                      hist_first_start(h, 0, SAGA_PHASE_COMPENSATION),
 		              "[%s] history: compensation of a started before that of b", where);
 	} else {
 		for (int s = 0; s < NSTEPS; s++) {
 			check_step(pl, h, info.uid, s, SAGA_PHASE_ACTION, EX_OK, where, &twice);
 			if (s < PIVOT)
-				check_step(pl, h, info.uid, s, SAGA_PHASE_COMPENSATION, EX_NEVER, where,
-				           &twice);
+				check_step(pl, h, info.uid, s, SAGA_PHASE_COMPENSATION, EX_NEVER,
+				           where, &twice);
 		}
 		/* Forward in order: no call of a step before the last call of the
 		 * step before it. */
 		for (int s = 1; s < NSTEPS; s++)
 			ck_assert_msg(first_call(pl, s, SAGA_PHASE_ACTION) >
-			              last_call(pl, s - 1, SAGA_PHASE_ACTION),
+			                      last_call(pl, s - 1, SAGA_PHASE_ACTION),
 			              "[%s] %s invoked before %s was done", where, step_names[s],
 			              step_names[s - 1]);
 		if (sc == SC_PENDING) {
 			int pend = hist_count(h, SAGA_EVENT_ATTEMPT_END, PIVOT, SAGA_PHASE_ACTION,
 			                      SAGA_OUTCOME_PENDING);
-			ck_assert_msg(pend >= 1 && pend <= 2, "[%s] %d PENDING outcomes for p", where,
-			              pend);
-			ck_assert_msg(hist_count(h, SAGA_EVENT_DUPLICATE, PIVOT, SAGA_PHASE_ACTION, -1) >= 2,
-			              "[%s] the duplicate completions are not in the history", where);
+			ck_assert_msg(pend >= 1 && pend <= 2, "[%s] %d PENDING outcomes for p",
+			              where, pend);
+			ck_assert_msg(hist_count(h, SAGA_EVENT_DUPLICATE, PIVOT, SAGA_PHASE_ACTION,
+			                         -1) >= 2,
+			              "[%s] the duplicate completions are not in the history",
+			              where);
 		}
 	}
 	/* Each kill causes at most one extra invocation in the whole run. */
@@ -682,12 +692,14 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 	if (twice)
 		st->reinvoked++;
 	for (int i = 0; i < h->n; i++)
-		if (h->ev[i].type == SAGA_EVENT_ATTEMPT_END && h->ev[i].outcome == SAGA_OUTCOME_NONE) {
+		if (h->ev[i].type == SAGA_EVENT_ATTEMPT_END &&
+		    h->ev[i].outcome == SAGA_OUTCOME_NONE) {
 			st->interrupted++;
 			break;
 		}
 	if (!killed)
-		ck_assert_msg(extra == 0 && pl->ncalls > 0, "[%s] a run with no kill reinvoked", where);
+		ck_assert_msg(extra == 0 && pl->ncalls > 0, "[%s] a run with no kill reinvoked",
+		              where);
 
 	check_context(e, id, info.uid, sc, where);
 	saga_engine_close(e);
@@ -724,8 +736,8 @@ static bool run_child(const char *db, long crash_at, bool first, long *points)
 	              "%s child (kill at %ld): status 0x%x (%s)", first ? "first" : "recovery",
 	              crash_at, status, pl->error);
 	/* A normal exit: point crash_at does not exist, the child passed crash_at - 1. */
-	ck_assert_msg(pl->end_points == crash_at - 1, "child passed %ld points, was to be killed at %ld",
-	              pl->end_points, crash_at);
+	ck_assert_msg(pl->end_points == crash_at - 1,
+	              "child passed %ld points, was to be killed at %ld", pl->end_points, crash_at);
 	*points = pl->end_points;
 	free(pl);
 	return false;
@@ -831,14 +843,15 @@ static void run_scenario(enum scenario sc, bool twice)
 		       scenario_names[sc], st.points, MAX_SECOND_POINTS, st.double_kills, st.runs);
 	} else {
 		ck_assert_int_eq(st.kills, st.points);
-		printf("crash[%s]: %ld crash points, %ld SIGKILLs + 1 clean run", scenario_names[sc],
-		       st.points, st.kills);
+		printf("crash[%s]: %ld crash points, %ld SIGKILLs + 1 clean run",
+		       scenario_names[sc], st.points, st.kills);
 	}
 	printf("; %ld runs with an attempt invoked again, %ld with an interrupted attempt recorded",
 	       st.reinvoked, st.interrupted);
 	if (sc == SC_PENDING)
 		printf("; pivot completed by the parent after recovery in %ld runs, durably by a "
-		       "child before its kill in %ld", st.parent_completed, st.child_completed);
+		       "child before its kill in %ld",
+		       st.parent_completed, st.child_completed);
 	printf("\n");
 	fflush(stdout);
 }

@@ -24,7 +24,8 @@ static int check(const shape *steps, int n, char *msg, size_t size)
 	saga_definition *d;
 	ck_assert_int_eq(saga_definition_new(&d, "def", 1), SAGA_OK);
 	for (int i = 0; i < n; i++) {
-		saga_step_spec s = { steps[i].name, steps[i].kind, steps[i].has_action ? noop : NULL,
+		saga_step_spec s = { steps[i].name, steps[i].kind,
+			             steps[i].has_action ? noop : NULL,
 			             steps[i].has_comp ? noop : NULL, NULL };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}

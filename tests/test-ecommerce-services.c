@@ -43,7 +43,11 @@ static void close_all(void)
 	payment_close(pay);
 	inventory_close(inv);
 	order_close(ord);
-	ntf = NULL; shp = NULL; pay = NULL; inv = NULL; ord = NULL;
+	ntf = NULL;
+	shp = NULL;
+	pay = NULL;
+	inv = NULL;
+	ord = NULL;
 }
 
 static ecom_product product(const char *sku, int64_t price, int64_t stock)
@@ -62,13 +66,12 @@ static void setup(void)
 	tmpdir_make(dir, sizeof dir);
 	open_all(dir);
 	ecom_product products[] = {
-		product("SKU-A", 1000, 10), product("SKU-B", 2500, 5),
-		product("SKU-LOW", 500, 2), product("SKU-OUT", 700, 0),
-		product("SKU-HOT", 100, 37),
+		product("SKU-A", 1000, 10), product("SKU-B", 2500, 5),   product("SKU-LOW", 500, 2),
+		product("SKU-OUT", 700, 0), product("SKU-HOT", 100, 37),
 	};
 	ck_assert_int_eq(inventory_add_products(inv, products, 5, msg, sizeof msg), 0);
 	ecom_customer customers[] = { { "C1", "Ada Lovelace", 100000 },
-	                              { "C-LOW", "Alan Turing", 1000 } };
+		                      { "C-LOW", "Alan Turing", 1000 } };
 	ck_assert_int_eq(order_add_customers(ord, customers, 2, msg, sizeof msg), 0);
 	ecom_account accounts[] = { { "C1", 100000, 0 }, { "C-LOW", 1000, 0 } };
 	ck_assert_int_eq(payment_open_accounts(pay, accounts, 2, msg, sizeof msg), 0);
@@ -85,8 +88,15 @@ static ecom_item good_items[] = { { "SKU-A", 2, 1000 }, { "SKU-B", 1, 2500 } };
 
 static ecom_order good_order(void)
 {
-	ecom_order o = { NULL, "C1", good_items, 2, 4500, "USD", "1 Main Street, Springfield",
-	                 ECOM_PAY_CREDIT_CARD, ECOM_SHIP_EXPRESS };
+	ecom_order o = { NULL,
+		         "C1",
+		         good_items,
+		         2,
+		         4500,
+		         "USD",
+		         "1 Main Street, Springfield",
+		         ECOM_PAY_CREDIT_CARD,
+		         ECOM_SHIP_EXPRESS };
 	return o;
 }
 
@@ -126,17 +136,21 @@ static int64_t happy_order(const char *ref)
 	key_of(k, sizeof k, ref, "create");
 	ck_assert_int_eq(order_create(ord, k, &o, &id, msg, sizeof msg), ECOM_OK);
 	key_of(k, sizeof k, ref, "reserve");
-	ck_assert_int_eq(inventory_reserve(inv, k, id, o.items, o.nitems, msg, sizeof msg), ECOM_OK);
+	ck_assert_int_eq(inventory_reserve(inv, k, id, o.items, o.nitems, msg, sizeof msg),
+	                 ECOM_OK);
 	key_of(k, sizeof k, ref, "charge");
-	ck_assert_int_eq(payment_charge(pay, k, id, o.customer, o.total, o.total, &charge, msg,
-	                                sizeof msg), ECOM_OK);
+	ck_assert_int_eq(
+	        payment_charge(pay, k, id, o.customer, o.total, o.total, &charge, msg, sizeof msg),
+	        ECOM_OK);
 	key_of(k, sizeof k, ref, "ship");
-	ck_assert_int_eq(shipping_schedule(shp, k, id, o.shipping, o.address, NULL, msg,
-	                                   sizeof msg), ECOM_OK);
+	ck_assert_int_eq(
+	        shipping_schedule(shp, k, id, o.shipping, o.address, NULL, msg, sizeof msg),
+	        ECOM_OK);
 	ck_assert_int_eq(inventory_ship(inv, k, id, msg, sizeof msg), ECOM_OK);
 	key_of(k, sizeof k, ref, "notify");
 	ck_assert_int_eq(notification_send(ntf, k, id, ECOM_CHANNEL_EMAIL,
-	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg), ECOM_OK);
+	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg),
+	                 ECOM_OK);
 	key_of(k, sizeof k, ref, "confirm");
 	ck_assert_int_eq(order_confirm(ord, k, id, msg, sizeof msg), ECOM_OK);
 	return id;
@@ -153,10 +167,12 @@ static int64_t refused_order(const char *ref)
 	key_of(k, sizeof k, ref, "create");
 	ck_assert_int_eq(order_create(ord, k, &o, &id, msg, sizeof msg), ECOM_OK);
 	key_of(k, sizeof k, ref, "reserve");
-	ck_assert_int_eq(inventory_reserve(inv, k, id, o.items, o.nitems, msg, sizeof msg), ECOM_OK);
+	ck_assert_int_eq(inventory_reserve(inv, k, id, o.items, o.nitems, msg, sizeof msg),
+	                 ECOM_OK);
 	key_of(k, sizeof k, ref, "charge");
-	ck_assert_int_eq(payment_charge(pay, k, id, o.customer, o.total, o.total, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, k, id, o.customer, o.total, o.total, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "credit limit"));
 	/* The engine compensates in reverse order; the charge is uncertain to
 	 * it only after a crash, but an empty refund is harmless either way. */
@@ -183,7 +199,7 @@ START_TEST(valid_order_passes)
 	ecom_order o = good_order();
 	ck_assert_int_eq(ecom_order_validate(&o, 1, msg, sizeof msg), 0);
 	ck_assert_str_eq(msg, "");
-	o.currency = NULL;  /* USD by default */
+	o.currency = NULL; /* USD by default */
 	ck_assert_int_eq(ecom_order_validate(&o, 1, msg, sizeof msg), 0);
 	ck_assert_int_eq(ecom_order_validate(NULL, 1, msg, sizeof msg), SAGA_EINVAL);
 }
@@ -257,7 +273,7 @@ START_TEST(refuses_zero_and_huge_amounts)
 	expect_invalid(&o, 1, "unit price 0 is not positive");
 	items[0].unit_price = -5;
 	expect_invalid(&o, 1, "unit price -5 is not positive");
-	items[0].unit_price = 1000000000000LL;  /* ten billion dollars */
+	items[0].unit_price = 1000000000000LL; /* ten billion dollars */
 	o.total = 1000000000000LL;
 	expect_invalid(&o, 1, "unit price 1000000000000 is more than");
 	/* Items at the cap, a total past it. */
@@ -386,7 +402,7 @@ END_TEST
 START_TEST(files_are_private_and_in_wal_mode)
 {
 	static const char *const names[] = { "order", "inventory", "payment", "shipping",
-	                                     "notification" };
+		                             "notification" };
 	for (int i = 0; i < 5; i++) {
 		static const char *const suffixes[] = { "", "-wal", "-shm" };
 		for (int k = 0; k < 3; k++) {
@@ -425,8 +441,9 @@ END_TEST
  * checkpoints and deletes the -wal under the open handle. */
 START_TEST(opening_a_service_keeps_other_handles_locks)
 {
-	ck_assert_int_eq(payment_charge(pay, "l/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), 0);
+	ck_assert_int_eq(
+	        payment_charge(pay, "l/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        0);
 	for (int round = 0; round < 2; round++) {
 		payment_svc *again = NULL;
 		ck_assert_int_eq(payment_open(&again, dir, msg, sizeof msg), 0);
@@ -446,8 +463,10 @@ START_TEST(opening_a_service_keeps_other_handles_locks)
 		int status = 0;
 		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) < 2, "the reader failed");
-		ck_assert_msg(WEXITSTATUS(status) == 0, "round %d: another process deleted the -wal "
-		              "of an open service: the handle had lost its locks", round);
+		ck_assert_msg(WEXITSTATUS(status) == 0,
+		              "round %d: another process deleted the -wal "
+		              "of an open service: the handle had lost its locks",
+		              round);
 		/* The handle still works and its data is there. */
 		ck_assert_int_eq(balance("C1"), 4500);
 	}
@@ -480,7 +499,7 @@ START_TEST(bad_arguments)
 	ck_assert_ptr_null(sh);
 	ck_assert_msg(strstr(msg, bad_db) && strstr(msg, "not a database"), "%s", msg);
 	snprintf(bad_db, sizeof bad_db, "%s/payment.db", bad);
-	ck_assert_int_eq(mkdir(bad_db, 0700), 0);  /* a directory in the file's place */
+	ck_assert_int_eq(mkdir(bad_db, 0700), 0); /* a directory in the file's place */
 	payment_svc *pa = (payment_svc *)1;
 	ck_assert_int_lt(payment_open(&pa, bad, msg, sizeof msg), 0);
 	ck_assert_ptr_null(pa);
@@ -572,10 +591,10 @@ START_TEST(cancel_and_fail_orders)
 	int64_t a, b;
 	ck_assert_int_eq(order_create(ord, "a/create/action", &o, &a, msg, sizeof msg), 0);
 	ck_assert_int_eq(order_create(ord, "b/create/action", &o, &b, msg, sizeof msg), 0);
-	ck_assert_int_eq(order_cancel(ord, "a/create/action", 0, "customer asked", msg,
-	                              sizeof msg), 0);
-	ck_assert_int_eq(order_cancel(ord, "b/create/action", 1, "out of stock", msg,
-	                              sizeof msg), 0);
+	ck_assert_int_eq(order_cancel(ord, "a/create/action", 0, "customer asked", msg, sizeof msg),
+	                 0);
+	ck_assert_int_eq(order_cancel(ord, "b/create/action", 1, "out of stock", msg, sizeof msg),
+	                 0);
 	ecom_order_info info;
 	ck_assert_int_eq(order_get(ord, a, &info), 0);
 	ck_assert_int_eq(info.status, ECOM_ORDER_CANCELLED);
@@ -630,12 +649,15 @@ START_TEST(empty_compensations_and_anti_hanging)
 	ck_assert_int_eq(order_create(ord, "h/create/action", &o, NULL, msg, sizeof msg),
 	                 ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "refused"));
-	ck_assert_int_eq(inventory_reserve(inv, "h/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(payment_charge(pay, "h/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(shipping_schedule(shp, "h/ship/action", 1, ECOM_SHIP_STANDARD, "x",
-	                                   NULL, msg, sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "h/reserve/action", 1, good_items, 2, msg, sizeof msg),
+	        ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "h/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
+	ck_assert_int_eq(shipping_schedule(shp, "h/ship/action", 1, ECOM_SHIP_STANDARD, "x", NULL,
+	                                   msg, sizeof msg),
+	                 ECOM_REFUSED);
 	ck_assert_int_eq(order_count(), 0);
 	ck_assert_int_eq(get_product("SKU-A").reserved, 0);
 	ck_assert_int_eq(balance("C1"), 0);
@@ -648,10 +670,10 @@ END_TEST
 
 START_TEST(reserve_release_exactly)
 {
-	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), 0);
-	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg, sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg, sizeof msg), 0);
 	ecom_product a = get_product("SKU-A"), b = get_product("SKU-B");
 	ck_assert_int_eq(a.reserved, 2);
 	ck_assert_int_eq(b.reserved, 1);
@@ -661,8 +683,9 @@ START_TEST(reserve_release_exactly)
 	ck_assert_int_eq(get_product("SKU-A").reserved, 0);
 	ck_assert_int_eq(get_product("SKU-B").reserved, 0);
 	/* Released: the same action again is refused. */
-	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "r/reserve/action", 1, good_items, 2, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_int_eq(get_product("SKU-A").reserved, 0);
 }
 END_TEST
@@ -703,8 +726,8 @@ END_TEST
 
 START_TEST(ship_moves_reserved_out)
 {
-	ck_assert_int_eq(inventory_reserve(inv, "s/reserve/action", 7, good_items, 2, msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "s/reserve/action", 7, good_items, 2, msg, sizeof msg), 0);
 	ck_assert_int_eq(inventory_ship(inv, "s/ship/action", 7, msg, sizeof msg), 0);
 	ck_assert_int_eq(inventory_ship(inv, "s/ship/action", 7, msg, sizeof msg), 0);
 	ecom_product a = get_product("SKU-A");
@@ -726,32 +749,41 @@ END_TEST
 START_TEST(charge_once_within_credit)
 {
 	int64_t id1, id2;
-	ck_assert_int_eq(payment_charge(pay, "p/charge/action", 1, "C1", 4500, 4500, &id1, msg,
-	                                sizeof msg), 0);
-	ck_assert_int_eq(payment_charge(pay, "p/charge/action", 1, "C1", 4500, 4500, &id2, msg,
-	                                sizeof msg), 0);
+	ck_assert_int_eq(
+	        payment_charge(pay, "p/charge/action", 1, "C1", 4500, 4500, &id1, msg, sizeof msg),
+	        0);
+	ck_assert_int_eq(
+	        payment_charge(pay, "p/charge/action", 1, "C1", 4500, 4500, &id2, msg, sizeof msg),
+	        0);
 	ck_assert_int_eq(id1, id2);
 	ck_assert_int_eq(balance("C1"), 4500);
 	/* Another key for an order already charged. */
-	ck_assert_int_eq(payment_charge(pay, "q/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "q/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "already charged"));
 	/* The amount is checked against the order. */
-	ck_assert_int_eq(payment_charge(pay, "r/charge/action", 2, "C1", 4000, 4500, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "r/charge/action", 2, "C1", 4000, 4500, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "does not match the order total"));
-	ck_assert_int_eq(payment_charge(pay, "r/charge/action", 2, "C1", 0, 0, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "r/charge/action", 2, "C1", 0, 0, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	/* Credit limit. */
 	ck_assert_int_eq(payment_charge(pay, "s/charge/action", 3, "C-LOW", 1001, 1001, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	                                sizeof msg),
+	                 ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "credit limit exceeded"));
 	ck_assert_int_eq(payment_charge(pay, "s/charge/action", 3, "C-LOW", 1000, 1000, NULL, msg,
-	                                sizeof msg), 0);
-	ck_assert_int_eq(payment_charge(pay, "t/charge/action", 4, "C-LOW", 1, 1, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(payment_charge(pay, "u/charge/action", 5, "C404", 1, 1, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	                                sizeof msg),
+	                 0);
+	ck_assert_int_eq(
+	        payment_charge(pay, "t/charge/action", 4, "C-LOW", 1, 1, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "u/charge/action", 5, "C404", 1, 1, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "no payment account"));
 	ck_assert_int_eq(balance("C-LOW"), 1000);
 	/* A refund frees the credit again. */
@@ -762,21 +794,24 @@ END_TEST
 
 START_TEST(refunds_are_capped)
 {
-	ck_assert_int_eq(payment_charge(pay, "k/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), 0);
-	ck_assert_int_eq(payment_refund_amount(pay, "rf1", "k/charge/action", 3000, msg,
-	                                       sizeof msg), 0);
-	ck_assert_int_eq(payment_refund_amount(pay, "rf1", "k/charge/action", 3000, msg,
-	                                       sizeof msg), 0);  /* replay: once */
-	ck_assert_int_eq(payment_refund_amount(pay, "rf2", "k/charge/action", 2000, msg,
-	                                       sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "k/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        0);
+	ck_assert_int_eq(
+	        payment_refund_amount(pay, "rf1", "k/charge/action", 3000, msg, sizeof msg), 0);
+	ck_assert_int_eq(
+	        payment_refund_amount(pay, "rf1", "k/charge/action", 3000, msg, sizeof msg),
+	        0); /* replay: once */
+	ck_assert_int_eq(
+	        payment_refund_amount(pay, "rf2", "k/charge/action", 2000, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_ptr_nonnull(strstr(msg, "1500 of the charge of 4500 is left"));
-	ck_assert_int_eq(payment_refund_amount(pay, "rf3", "k/charge/action", 1500, msg,
-	                                       sizeof msg), 0);
-	ck_assert_int_eq(payment_refund_amount(pay, "rf4", "k/charge/action", 1, msg,
-	                                       sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(payment_refund_amount(pay, "rf5", "k/charge/action", -1, msg,
-	                                       sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_refund_amount(pay, "rf3", "k/charge/action", 1500, msg, sizeof msg), 0);
+	ck_assert_int_eq(payment_refund_amount(pay, "rf4", "k/charge/action", 1, msg, sizeof msg),
+	                 ECOM_REFUSED);
+	ck_assert_int_eq(payment_refund_amount(pay, "rf5", "k/charge/action", -1, msg, sizeof msg),
+	                 ECOM_REFUSED);
 	ck_assert_int_eq(payment_refund_amount(pay, "rf6", "nope", 1, msg, sizeof msg),
 	                 ECOM_REFUSED);
 	ecom_charge c;
@@ -796,9 +831,11 @@ START_TEST(shipment_schedule_commit_cancel)
 {
 	ecom_shipment a, b;
 	ck_assert_int_eq(shipping_schedule(shp, "x/ship/action", 1, ECOM_SHIP_EXPRESS, "1 Main St",
-	                                   &a, msg, sizeof msg), 0);
+	                                   &a, msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(shipping_schedule(shp, "x/ship/action", 1, ECOM_SHIP_EXPRESS, "1 Main St",
-	                                   &b, msg, sizeof msg), 0);
+	                                   &b, msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(a.id, b.id);
 	ck_assert_str_eq(a.tracking, b.tracking);
 	ck_assert_str_eq(a.carrier, "UPS");
@@ -815,11 +852,13 @@ START_TEST(shipment_schedule_commit_cancel)
 
 	/* One shipment per order. */
 	ck_assert_int_eq(shipping_schedule(shp, "y/ship/action", 1, ECOM_SHIP_STANDARD, "z", NULL,
-	                                   msg, sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(shipping_schedule(shp, "y/ship/action", 2, 77, "z", NULL, msg,
-	                                   sizeof msg), ECOM_REFUSED);
+	                                   msg, sizeof msg),
+	                 ECOM_REFUSED);
+	ck_assert_int_eq(shipping_schedule(shp, "y/ship/action", 2, 77, "z", NULL, msg, sizeof msg),
+	                 ECOM_REFUSED);
 	ck_assert_int_eq(shipping_schedule(shp, "y/ship/action", 2, ECOM_SHIP_STANDARD, "", NULL,
-	                                   msg, sizeof msg), ECOM_REFUSED);
+	                                   msg, sizeof msg),
+	                 ECOM_REFUSED);
 
 	/* Committed: cancel refused. */
 	ck_assert_int_eq(shipping_commit(shp, "x/commit/action", 1, msg, sizeof msg), 0);
@@ -832,7 +871,8 @@ START_TEST(shipment_schedule_commit_cancel)
 
 	/* Scheduled: cancel works, once. */
 	ck_assert_int_eq(shipping_schedule(shp, "o2/ship/action", 2, ECOM_SHIP_INTERNATIONAL,
-	                                   "Paris", &b, msg, sizeof msg), 0);
+	                                   "Paris", &b, msg, sizeof msg),
+	                 0);
 	ck_assert_str_eq(b.carrier, "DHL");
 	ck_assert_int_eq(shipping_cancel(shp, "o2/ship/action", msg, sizeof msg), 0);
 	ck_assert_int_eq(shipping_cancel(shp, "o2/ship/action", msg, sizeof msg), 0);
@@ -845,19 +885,24 @@ START_TEST(notification_once_per_key)
 {
 	int64_t n = -1;
 	ck_assert_int_eq(notification_send(ntf, "m1", 5, ECOM_CHANNEL_SMS,
-	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg), 0);
+	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(notification_send(ntf, "m1", 5, ECOM_CHANNEL_SMS,
-	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg), 0);
+	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(notification_count(ntf, 5, ECOM_MESSAGE_CONFIRMATION, &n), 0);
 	ck_assert_int_eq(n, 1);
 	ck_assert_int_eq(notification_send(ntf, "m2", 5, ECOM_CHANNEL_PUSH,
-	                                   ECOM_MESSAGE_CANCELLATION, "Sorry.", msg, sizeof msg), 0);
+	                                   ECOM_MESSAGE_CANCELLATION, "Sorry.", msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(notification_count(ntf, 5, ECOM_MESSAGE_CANCELLATION, &n), 0);
 	ck_assert_int_eq(n, 1);
 	ck_assert_int_eq(notification_send(ntf, "m3", 5, 9, ECOM_MESSAGE_CANCELLATION, NULL, msg,
-	                                   sizeof msg), ECOM_REFUSED);
-	ck_assert_int_eq(notification_send(ntf, "m3", 5, ECOM_CHANNEL_EMAIL, 9, NULL, msg,
-	                                   sizeof msg), ECOM_REFUSED);
+	                                   sizeof msg),
+	                 ECOM_REFUSED);
+	ck_assert_int_eq(
+	        notification_send(ntf, "m3", 5, ECOM_CHANNEL_EMAIL, 9, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 }
 END_TEST
 
@@ -875,7 +920,7 @@ static void *reserve_many(void *arg)
 		if (rc == ECOM_OK)
 			ok++;
 		else if (rc != ECOM_REFUSED)
-			ok += 1000;  /* fails the count below */
+			ok += 1000; /* fails the count below */
 	}
 	return (void *)(intptr_t)ok;
 }
@@ -884,7 +929,8 @@ START_TEST(threads_share_a_service)
 {
 	pthread_t th[4];
 	for (int t = 0; t < 4; t++)
-		ck_assert_int_eq(pthread_create(&th[t], NULL, reserve_many, (void *)(intptr_t)t), 0);
+		ck_assert_int_eq(pthread_create(&th[t], NULL, reserve_many, (void *)(intptr_t)t),
+		                 0);
 	int ok = 0;
 	for (int t = 0; t < 4; t++) {
 		void *r;
@@ -904,17 +950,20 @@ START_TEST(fault_specs_parse)
 {
 	ecom_faults *f;
 	ck_assert_int_eq(ecom_faults_new(&f, 1), 0);
-	ck_assert_int_eq(ecom_faults_parse(f, "fail", "payment=0.1, inventory=0.05", msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        ecom_faults_parse(f, "fail", "payment=0.1, inventory=0.05", msg, sizeof msg), 0);
 	ck_assert_int_eq(ecom_faults_parse(f, "transient", "*=0.2", msg, sizeof msg), 0);
 	ck_assert_int_eq(ecom_faults_parse(f, "latency", "payment=20", msg, sizeof msg), 0);
-	ck_assert_int_eq(ecom_faults_parse(f, "timeout", "shipping=1500:0.25,order=10", msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        ecom_faults_parse(f, "timeout", "shipping=1500:0.25,order=10", msg, sizeof msg), 0);
 	ck_assert_int_eq(ecom_faults_parse(f, "crash", "payment.charge.after,order.create.before:3",
-	                                   msg, sizeof msg), 0);
+	                                   msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(ecom_faults_parse(f, "fail", "", msg, sizeof msg), 0);
 
-	struct { const char *kind, *spec, *fragment; } bad[] = {
+	struct {
+		const char *kind, *spec, *fragment;
+	} bad[] = {
 		{ "fail", "payment=2", "not a rate" },
 		{ "fail", "payment=-0.1", "not a rate" },
 		{ "fail", "payment=abc", "not a rate" },
@@ -953,8 +1002,8 @@ START_TEST(bad_spec_changes_nothing)
 	/* The first entry is good, the second bad: neither applies. */
 	ck_assert_int_eq(ecom_faults_parse(f, "fail", "payment=1,bogus=1", msg, sizeof msg),
 	                 SAGA_EINVAL);
-	ck_assert_int_eq(payment_charge(pay, "b/charge/action", 1, "C1", 10, 10, NULL, msg,
-	                                sizeof msg), 0);
+	ck_assert_int_eq(
+	        payment_charge(pay, "b/charge/action", 1, "C1", 10, 10, NULL, msg, sizeof msg), 0);
 	payment_set_faults(pay, NULL);
 	ecom_faults_free(f);
 }
@@ -967,8 +1016,9 @@ START_TEST(injected_failures_leave_no_trace)
 	payment_set_faults(pay, f);
 	inventory_set_faults(inv, f);
 	ck_assert_int_eq(ecom_faults_set_fail(f, ECOM_PAYMENT, 1.0), 0);
-	ck_assert_int_eq(payment_charge(pay, "f/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "f/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	ck_assert_str_eq(msg, "injected failure: payment.charge");
 	ecom_charge c;
 	ck_assert_int_eq(payment_get_charge(pay, "f/charge/action", &c), SAGA_ENOTFOUND);
@@ -978,16 +1028,17 @@ START_TEST(injected_failures_leave_no_trace)
 
 	ck_assert_int_eq(ecom_faults_set_fail(f, -1, 0.0), 0);
 	ck_assert_int_eq(ecom_faults_set_transient(f, ECOM_INVENTORY, 1.0), 0);
-	ck_assert_int_eq(inventory_reserve(inv, "f/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), ECOM_TRANSIENT);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "f/reserve/action", 1, good_items, 2, msg, sizeof msg),
+	        ECOM_TRANSIENT);
 	ck_assert_str_eq(msg, "injected transient failure: inventory.reserve");
 	ck_assert_int_eq(get_product("SKU-A").reserved, 0);
 	ck_assert_int_eq(inventory_release(inv, "f/reserve/action", msg, sizeof msg),
 	                 ECOM_TRANSIENT);
 	/* The transient failure wrote no guard record: the retry proceeds. */
 	ck_assert_int_eq(ecom_faults_set_transient(f, ECOM_INVENTORY, 0.0), 0);
-	ck_assert_int_eq(inventory_reserve(inv, "f/reserve/action", 1, good_items, 2, msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "f/reserve/action", 1, good_items, 2, msg, sizeof msg), 0);
 	ck_assert_int_eq(get_product("SKU-A").reserved, 2);
 
 	ecom_fault_counts counts;
@@ -1012,13 +1063,15 @@ START_TEST(replays_answer_as_recorded_under_injection)
 	o.ref = "r";
 	int64_t oid = 0, oid2 = 0, cid = 0, cid2 = 0;
 	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid, msg, sizeof msg), 0);
-	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg, sizeof msg), 0);
 	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid, msg,
-	                                sizeof msg), 0);
+	                                sizeof msg),
+	                 0);
 	ecom_shipment a, b;
-	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS, "1 Main St",
-	                                   &a, msg, sizeof msg), 0);
+	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS,
+	                                   "1 Main St", &a, msg, sizeof msg),
+	                 0);
 	ck_assert_int_eq(order_cancel(ord, "c/create/action", 1, "x", msg, sizeof msg), 0);
 
 	ecom_faults *f;
@@ -1032,13 +1085,15 @@ START_TEST(replays_answer_as_recorded_under_injection)
 	/* Replays of recorded actions: the recorded answer. */
 	ck_assert_int_eq(order_create(ord, "r/create/action", &o, &oid2, msg, sizeof msg), 0);
 	ck_assert_int_eq(oid2, oid);
-	ck_assert_int_eq(inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg,
-	                                   sizeof msg), 0);
+	ck_assert_int_eq(
+	        inventory_reserve(inv, "r/reserve/action", oid, good_items, 2, msg, sizeof msg), 0);
 	ck_assert_int_eq(payment_charge(pay, "r/charge/action", oid, "C1", 4500, 4500, &cid2, msg,
-	                                sizeof msg), 0);
+	                                sizeof msg),
+	                 0);
 	ck_assert_int_eq(cid2, cid);
 	ck_assert_int_eq(shipping_schedule(shp, "r/ship/action", oid, ECOM_SHIP_EXPRESS,
-	                                   "1 Main St", &b, msg, sizeof msg), 0);
+	                                   "1 Main St", &b, msg, sizeof msg),
+	                 0);
 	ck_assert_str_eq(a.tracking, b.tracking);
 	/* An action after its compensation is still refused as recorded, not
 	 * as an injected failure. */
@@ -1047,7 +1102,8 @@ START_TEST(replays_answer_as_recorded_under_injection)
 	ck_assert_ptr_null(strstr(msg, "injected"));
 	/* A new key gets the injected failure. */
 	ck_assert_int_eq(payment_charge(pay, "n/charge/action", oid, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	                                sizeof msg),
+	                 ECOM_REFUSED);
 	ck_assert_str_eq(msg, "injected failure: payment.charge");
 
 	/* Compensations: a replay of a recorded one is not failed transiently. */
@@ -1090,14 +1146,16 @@ START_TEST(latency_and_timeouts_delay_the_call)
 	ck_assert_int_eq(ecom_faults_parse(f, "latency", "notification=30", msg, sizeof msg), 0);
 	uint64_t t0 = mono_ms();
 	ck_assert_int_eq(notification_send(ntf, "l1", 1, ECOM_CHANNEL_EMAIL,
-	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg), 0);
+	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg),
+	                 0);
 	ck_assert_uint_ge(mono_ms() - t0, 30);
 	/* A timeout sleeps, then does the work: the result arrives late. */
 	ck_assert_int_eq(ecom_faults_parse(f, "latency", "notification=0", msg, sizeof msg), 0);
 	ck_assert_int_eq(ecom_faults_parse(f, "timeout", "notification=60", msg, sizeof msg), 0);
 	t0 = mono_ms();
 	ck_assert_int_eq(notification_send(ntf, "l2", 1, ECOM_CHANNEL_EMAIL,
-	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg), 0);
+	                                   ECOM_MESSAGE_CONFIRMATION, NULL, msg, sizeof msg),
+	                 0);
 	ck_assert_uint_ge(mono_ms() - t0, 60);
 	int64_t n;
 	ck_assert_int_eq(notification_count(ntf, 1, ECOM_MESSAGE_CONFIRMATION, &n), 0);
@@ -1118,7 +1176,8 @@ static void draw(uint64_t seed, char out[201])
 	ck_assert_int_eq(ecom_faults_set_transient(f, -1, 0.5), 0);
 	for (int i = 0; i < 200; i++)
 		out[i] = ecom_faults_enter(f, ECOM_PAYMENT, "charge", NULL, 0) == ECOM_TRANSIENT
-		         ? '1' : '0';
+		                 ? '1'
+		                 : '0';
 	out[200] = '\0';
 	ecom_faults_free(f);
 }
@@ -1149,8 +1208,9 @@ START_TEST(faults_from_environment)
 	setenv("ECOMMERCE_FAIL", "payment=1", 1);
 	ck_assert_int_eq(ecom_faults_from_env(f, msg, sizeof msg), 0);
 	unsetenv("ECOMMERCE_FAIL");
-	ck_assert_int_eq(payment_charge(pay, "e/charge/action", 1, "C1", 10, 10, NULL, msg,
-	                                sizeof msg), ECOM_REFUSED);
+	ck_assert_int_eq(
+	        payment_charge(pay, "e/charge/action", 1, "C1", 10, 10, NULL, msg, sizeof msg),
+	        ECOM_REFUSED);
 	setenv("ECOMMERCE_CRASH", "payment.charge.sideways", 1);
 	ck_assert_int_eq(ecom_faults_from_env(f, msg, sizeof msg), SAGA_EINVAL);
 	ck_assert_ptr_nonnull(strstr(msg, "ECOMMERCE_CRASH"));
@@ -1212,7 +1272,7 @@ static void charge_and_die(const char *d, const char *point)
 		payment_set_faults(p, f);
 		char m[ECOM_MSG_MAX];
 		payment_charge(p, "die/charge/action", 1, "C1", 4500, 4500, NULL, m, sizeof m);
-		_exit(4);  /* not reached: the crash point kills the process */
+		_exit(4); /* not reached: the crash point kills the process */
 	}
 	int status = 0;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -1243,8 +1303,9 @@ START_TEST(crash_before_commit_loses_everything)
 	ck_assert_int_eq(payment_get_charge(p, "die/charge/action", &c), 0);
 	ck_assert_int_eq(c.amount, 4500);
 	/* Recovery replays the attempt with the same key: charged once. */
-	ck_assert_int_eq(payment_charge(p, "die/charge/action", 1, "C1", 4500, 4500, NULL, msg,
-	                                sizeof msg), 0);
+	ck_assert_int_eq(
+	        payment_charge(p, "die/charge/action", 1, "C1", 4500, 4500, NULL, msg, sizeof msg),
+	        0);
 	ck_assert_int_eq(payment_get_account(p, "C1", &a), 0);
 	ck_assert_int_eq(a.balance_used, 4500);
 	payment_close(p);
@@ -1376,7 +1437,7 @@ static void dump(const found *f)
 static const ecom_saga_fact clean_sagas[] = {
 	{ "ord-1", SAGA_COMPLETED },
 	{ "ord-2", SAGA_COMPENSATED },
-	{ "ord-3", SAGA_COMPENSATED },  /* failed before its order was created */
+	{ "ord-3", SAGA_COMPENSATED }, /* failed before its order was created */
 };
 
 START_TEST(check_passes_on_a_clean_state)
@@ -1402,13 +1463,14 @@ START_TEST(check_names_stock_violations)
 	ck_assert_ptr_nonnull(strstr(f.details[0], "product SKU-B: initial 5"));
 
 	corrupt("inventory.db", "UPDATE products SET stock = stock + 1 WHERE sku = 'SKU-B';"
-	        "UPDATE products SET reserved = 99 WHERE sku = 'SKU-LOW'");
+	                        "UPDATE products SET reserved = 99 WHERE sku = 'SKU-LOW'");
 	check(&f, NULL, 0);
 	ck_assert(has(&f, "over-reserved"));
 	ck_assert(has(&f, "reserved-mismatch"));
 	ck_assert(!has(&f, "stock-not-conserved"));
 
-	corrupt("inventory.db", "UPDATE products SET reserved = 0 WHERE sku = 'SKU-LOW';"
+	corrupt("inventory.db",
+	        "UPDATE products SET reserved = 0 WHERE sku = 'SKU-LOW';"
 	        "UPDATE products SET stock = -1, initial = -1 WHERE sku = 'SKU-OUT'");
 	check(&f, NULL, 0);
 	ck_assert(has(&f, "negative-stock"));
@@ -1429,7 +1491,8 @@ START_TEST(check_names_payment_violations)
 
 	corrupt("payment.db", "UPDATE charges SET refunded = 0");
 	char sql[256];
-	snprintf(sql, sizeof sql, "INSERT INTO charges(key, order_id, customer, amount, refunded,"
+	snprintf(sql, sizeof sql,
+	         "INSERT INTO charges(key, order_id, customer, amount, refunded,"
 	         " created_at, updated_at) VALUES ('dup', %lld, 'C1', 4500, 0, 0, 0)",
 	         (long long)id);
 	corrupt("payment.db", sql);
@@ -1584,7 +1647,7 @@ static int reader(const char *path, const char *wal)
 	sqlite3 *db = NULL;
 	int ok = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK &&
 	         sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) ==
-	         SQLITE_OK;
+	                 SQLITE_OK;
 	ok = sqlite3_close(db) == SQLITE_OK && ok;
 	struct stat sb;
 	return !ok ? 2 : stat(wal, &sb) == 0 ? 0 : 1;

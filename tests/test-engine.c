@@ -10,8 +10,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#define NSTEPS 5
-#define PIVOT 3
+#define NSTEPS  5
+#define PIVOT   3
 #define LOG_MAX 256
 
 /* What each step answers, attempt by attempt (the last entry repeats). */
@@ -93,8 +93,9 @@ static saga_definition *make_def(int version)
 	ck_assert_int_eq(saga_definition_new(&d, "order", version), SAGA_OK);
 	for (int i = 0; i < NSTEPS; i++) {
 		saga_step_spec s = { step_names[i],
-			             i < PIVOT ? SAGA_STEP_COMPENSATABLE
-			                       : i == PIVOT ? SAGA_STEP_PIVOT : SAGA_STEP_RETRIABLE,
+			             i < PIVOT    ? SAGA_STEP_COMPENSATABLE
+			             : i == PIVOT ? SAGA_STEP_PIVOT
+			                          : SAGA_STEP_RETRIABLE,
 			             do_action, i < PIVOT ? do_comp : NULL, &F.scripts[i] };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
@@ -207,7 +208,7 @@ typedef struct hist_count {
 	int duplicate;
 	int refused;
 	int resumed;
-	int op_resumed;   /* STATE "resumed by an operator" right after an OPERATOR */
+	int op_resumed; /* STATE "resumed by an operator" right after an OPERATOR */
 	int prev_type;
 	int n;
 } hist_count;
@@ -396,7 +397,8 @@ START_TEST(async_completion)
 	/* Bad keys are refused. */
 	ck_assert_int_eq(saga_complete(F.e, "nonsense", SAGA_STEP_OK, NULL), SAGA_EINVAL);
 	ck_assert_int_eq(saga_complete(F.e, "0123456789abcdef0123456789abcdef/ship/action",
-	                               SAGA_STEP_OK, NULL), SAGA_ENOTFOUND);
+	                               SAGA_STEP_OK, NULL),
+	                 SAGA_ENOTFOUND);
 }
 END_TEST
 
@@ -878,15 +880,16 @@ START_TEST(damaged_version_is_corrupt)
 	int64_t bad = start("bad"), good = start("good");
 	saga_engine_close(F.e);
 	char cmd[600];
-	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'UPDATE instances SET def_version = 0 WHERE id = %lld'",
-	         F.path, (long long)bad);
+	snprintf(cmd, sizeof(cmd),
+	         "sqlite3 '%s' 'UPDATE instances SET def_version = 0 WHERE id = %lld'", F.path,
+	         (long long)bad);
 	ck_assert_int_eq(system(cmd), 0);
 	open_engine();
 	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_ECORRUPT);
 	ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "damaged"));
 	ck_assert_str_eq(saga_state_name(info_of(good).state), "COMPLETED");
 	ck_assert_str_eq(saga_state_name(info_of(bad).state), "RUNNING");
-	ck_assert_int_eq(F.nlog, NSTEPS); /* only the good one ran */
+	ck_assert_int_eq(F.nlog, NSTEPS);                    /* only the good one ran */
 	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK); /* reported once */
 }
 END_TEST
@@ -1120,7 +1123,8 @@ static void *bad_starter(void *arg)
 	saga_engine *e = arg;
 	for (int i = 0; i < 200; i++) {
 		int64_t id = -1;
-		ck_assert_int_eq(saga_start(e, &id, NULL, "no-such-saga", NULL, NULL), SAGA_ENOTFOUND);
+		ck_assert_int_eq(saga_start(e, &id, NULL, "no-such-saga", NULL, NULL),
+		                 SAGA_ENOTFOUND);
 		ck_assert_int_eq(id, 0);
 	}
 	return NULL;
@@ -1151,8 +1155,9 @@ START_TEST(workers_many_instances)
 	sqlite3 *db;
 	ck_assert_int_eq(sqlite3_open_v2(F.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	sqlite3_stmt *st;
-	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE id = ?1",
-	                                    -1, &st, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE id = ?1", -1,
+	                                    &st, NULL),
+	                 SQLITE_OK);
 	/* Refused starts from another thread at the same time fail alone: the
 	 * commit they would have shared still takes these. */
 	pthread_t bad;
@@ -1269,13 +1274,13 @@ END_TEST
 
 /* An argument error on an engine replaces the message of an older failure:
  * saga_engine_errmsg never describes a call that came before. */
-#define EXPECT_FRESH_EINVAL(call)                                                       \
-	do {                                                                            \
-		saga_instance_info info_;                                               \
-		ck_assert_int_eq(saga_get(F.e, &info_, 99999), SAGA_ENOTFOUND);         \
-		ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "99999"));        \
-		ck_assert_int_eq((call), SAGA_EINVAL);                                  \
-		ck_assert_msg(strstr(saga_engine_errmsg(F.e), "99999") == NULL,         \
+#define EXPECT_FRESH_EINVAL(call)                                                        \
+	do {                                                                             \
+		saga_instance_info info_;                                                \
+		ck_assert_int_eq(saga_get(F.e, &info_, 99999), SAGA_ENOTFOUND);          \
+		ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "99999"));         \
+		ck_assert_int_eq((call), SAGA_EINVAL);                                   \
+		ck_assert_msg(strstr(saga_engine_errmsg(F.e), "99999") == NULL,          \
 		              "%s: stale message '%s'", #call, saga_engine_errmsg(F.e)); \
 	} while (0)
 

@@ -32,7 +32,9 @@ static int state_of(const char *key)
 {
 	sqlite3_stmt *st = NULL;
 	ck_assert_int_eq(sqlite3_prepare_v2(db,
-		"SELECT state, at FROM saga_guard WHERE action_key = ?", -1, &st, NULL), SQLITE_OK);
+	                                    "SELECT state, at FROM saga_guard WHERE action_key = ?",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
 	ck_assert_int_eq(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC), SQLITE_OK);
 	int state = 0;
 	if (sqlite3_step(st) == SQLITE_ROW) {

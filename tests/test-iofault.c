@@ -147,8 +147,8 @@ typedef struct fault_kind {
 static const fault_kind kinds[] = {
 	{ "write", FAULTVFS_WRITE, SQLITE_IOERR_WRITE, false, SAGA_DURABILITY_NORMAL, false },
 	{ "sync", FAULTVFS_SYNC, SQLITE_IOERR_FSYNC, false, SAGA_DURABILITY_NORMAL, false },
-	{ "sync (durability FULL)", FAULTVFS_SYNC, SQLITE_IOERR_FSYNC, false,
-	  SAGA_DURABILITY_FULL, false },
+	{ "sync (durability FULL)", FAULTVFS_SYNC, SQLITE_IOERR_FSYNC, false, SAGA_DURABILITY_FULL,
+	  false },
 	{ "read", FAULTVFS_READ, SQLITE_IOERR_READ, false, SAGA_DURABILITY_NORMAL, false },
 	{ "full disk (SQLITE_FULL from the Nth write on)", FAULTVFS_WRITE, SQLITE_FULL, true,
 	  SAGA_DURABILITY_NORMAL, false },
@@ -252,10 +252,11 @@ static void fault_loop(const fault_kind *k, bool same_engine)
 	       "%ld failed calls (%ld opens), %ld re-invocations, %ld N broke the contract, "
 	       "%.2f s; codes:%s\n",
 	       k->name, same_engine ? " [same engine]" : "", only ? only : 1, n, st.injected,
-	       st.ops, faultvfs_op_name(k->op), st.calls_failed, st.open_failed,
-	       st.reinvocations, scenario_nfailed(), now_s() - t0, codes);
+	       st.ops, faultvfs_op_name(k->op), st.calls_failed, st.open_failed, st.reinvocations,
+	       scenario_nfailed(), now_s() - t0, codes);
 	char label[128];
-	snprintf(label, sizeof(label), "iofault %s%s", k->name, same_engine ? " [same engine]" : "");
+	snprintf(label, sizeof(label), "iofault %s%s", k->name,
+	         same_engine ? " [same engine]" : "");
 	scenario_report_failures(label);
 	if (!only)
 		ck_assert_int_gt(st.injected, 0);
@@ -350,8 +351,8 @@ static void scribble(const char *path, off_t offset, size_t len, uint64_t seed)
 /* What a damaged store did: the worst outcome of each API call. */
 typedef struct damage_result {
 	int open_rc;
-	int first_error;     /* the first error code seen (0: none) */
-	const char *where;   /* which call gave it */
+	int first_error;   /* the first error code seen (0: none) */
+	const char *where; /* which call gave it */
 	char msg[256];
 	int ncalls, nerrors;
 } damage_result;
@@ -402,7 +403,8 @@ static damage_result use_store(const char *path)
 	ck_assert_msg(r.open_rc <= 0 && r.open_rc >= SAGA_ECLOSED, "open: code %d", r.open_rc);
 	if (r.open_rc) {
 		ck_assert_ptr_null(e);
-		ck_assert_msg(err[0], "open failed (%s) without a message", saga_strerror(r.open_rc));
+		ck_assert_msg(err[0], "open failed (%s) without a message",
+		              saga_strerror(r.open_rc));
 		r.first_error = r.open_rc;
 		r.where = "open";
 		snprintf(r.msg, sizeof(r.msg), "%s", err);
@@ -466,10 +468,11 @@ START_TEST(truncated_store)
 		       (long long)cuts[i], (long long)size,
 		       r.first_error ? saga_strerror(r.first_error) : "no error",
 		       r.where ? r.where : "-", r.msg);
-		ck_assert_msg(r.first_error == SAGA_ECORRUPT,
-		              "a store truncated to %lld bytes: %s from %s (%s), want SAGA_ECORRUPT",
-		              (long long)cuts[i], saga_strerror(r.first_error),
-		              r.where ? r.where : "-", r.msg);
+		ck_assert_msg(
+		        r.first_error == SAGA_ECORRUPT,
+		        "a store truncated to %lld bytes: %s from %s (%s), want SAGA_ECORRUPT",
+		        (long long)cuts[i], saga_strerror(r.first_error), r.where ? r.where : "-",
+		        r.msg);
 	}
 }
 END_TEST
@@ -559,8 +562,9 @@ static void sql_file(const char *path, const char *sql)
 	sqlite3 *db = NULL;
 	unlink(path);
 	remove_side_files(path);
-	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                                 "unix"), SQLITE_OK);
+	ck_assert_int_eq(
+	        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix"),
+	        SQLITE_OK);
 	char *msg = NULL;
 	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg);
 	sqlite3_close(db);
@@ -578,7 +582,8 @@ START_TEST(foreign_files)
 		  "PRAGMA application_id = 1234", SAGA_ECORRUPT, 0 },
 		{ "a database with data and no application id",
 		  "CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL);"
-		  "INSERT INTO orders VALUES (1, 12.5)", SAGA_ECORRUPT, 0 },
+		  "INSERT INTO orders VALUES (1, 12.5)",
+		  SAGA_ECORRUPT, 0 },
 		/* These two claim to be stores and are not: "not a libsaga
 		 * store" or the SQL error that shows it are both clear. */
 		{ "libsaga's application id and version but no tables",
@@ -587,8 +592,8 @@ START_TEST(foreign_files)
 		{ "libsaga's id and version, an 'instances' table of another shape",
 		  "PRAGMA application_id = 1396787009; PRAGMA user_version = 1;"
 		  "CREATE TABLE instances(id INTEGER PRIMARY KEY, name TEXT);"
-		  "CREATE TABLE history(x); CREATE TABLE definitions(y)", SAGA_ESTORE,
-		  SAGA_ECORRUPT },
+		  "CREATE TABLE history(x); CREATE TABLE definitions(y)",
+		  SAGA_ESTORE, SAGA_ECORRUPT },
 		/* libsaga never leaves a store without its application id, nor
 		 * an empty file: a new store is born whole, under another name. */
 		{ "an empty SQLite database (schema version 0, no application id)",
@@ -618,9 +623,9 @@ START_TEST(foreign_files)
 		       r.where ? r.where : "-", r.msg);
 		ck_assert_msg(r.first_error == cases[i].want ||
 		                      (cases[i].also && r.first_error == cases[i].also),
-		              "%s: %s from %s (%s), want %s",
-		              cases[i].what, saga_strerror(r.first_error), r.where ? r.where : "-",
-		              r.msg, saga_strerror(cases[i].want));
+		              "%s: %s from %s (%s), want %s", cases[i].what,
+		              saga_strerror(r.first_error), r.where ? r.where : "-", r.msg,
+		              saga_strerror(cases[i].want));
 		if (cases[i].want == SAGA_OK)
 			ck_assert_int_eq(r.nerrors, 0);
 	}
@@ -631,33 +636,33 @@ END_TEST
  * tables, indexes, application id and user_version of a store written by
  * libsaga 0.1.0 before any later migration. */
 static const char v1_schema[] =
-	"CREATE TABLE definitions("
-	"  name TEXT NOT NULL, version INTEGER NOT NULL, snapshot TEXT NOT NULL,"
-	"  PRIMARY KEY(name, version));"
-	"CREATE TABLE instances("
-	"  id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE,"
-	"  def_name TEXT NOT NULL, def_version INTEGER NOT NULL,"
-	"  business_key TEXT UNIQUE,"
-	"  state INTEGER NOT NULL, phase INTEGER NOT NULL, step INTEGER NOT NULL,"
-	"  attempt INTEGER NOT NULL, inflight INTEGER NOT NULL, pending INTEGER NOT NULL,"
-	"  pivot_done INTEGER NOT NULL, reason INTEGER NOT NULL,"
-	"  fwd_started INTEGER NOT NULL, comp_done_any INTEGER NOT NULL,"
-	"  due_at INTEGER NOT NULL, deadline_at INTEGER NOT NULL,"
-	"  attempt_deadline INTEGER NOT NULL, step_since INTEGER NOT NULL,"
-	"  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
-	"  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL);"
-	"CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
-	"CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
-	"CREATE TABLE history("
-	"  seq INTEGER PRIMARY KEY, instance INTEGER NOT NULL, at INTEGER NOT NULL,"
-	"  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
-	"  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
-	"  detail TEXT NOT NULL);"
-	"CREATE INDEX history_instance ON history(instance, seq);"
-	"PRAGMA application_id = 1396787009;" /* 0x53414741, "SAGA" */
-	"PRAGMA user_version = 1;";
+        "CREATE TABLE definitions("
+        "  name TEXT NOT NULL, version INTEGER NOT NULL, snapshot TEXT NOT NULL,"
+        "  PRIMARY KEY(name, version));"
+        "CREATE TABLE instances("
+        "  id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE,"
+        "  def_name TEXT NOT NULL, def_version INTEGER NOT NULL,"
+        "  business_key TEXT UNIQUE,"
+        "  state INTEGER NOT NULL, phase INTEGER NOT NULL, step INTEGER NOT NULL,"
+        "  attempt INTEGER NOT NULL, inflight INTEGER NOT NULL, pending INTEGER NOT NULL,"
+        "  pivot_done INTEGER NOT NULL, reason INTEGER NOT NULL,"
+        "  fwd_started INTEGER NOT NULL, comp_done_any INTEGER NOT NULL,"
+        "  due_at INTEGER NOT NULL, deadline_at INTEGER NOT NULL,"
+        "  attempt_deadline INTEGER NOT NULL, step_since INTEGER NOT NULL,"
+        "  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL);"
+        "CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
+        "CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
+        "CREATE TABLE history("
+        "  seq INTEGER PRIMARY KEY, instance INTEGER NOT NULL, at INTEGER NOT NULL,"
+        "  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
+        "  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
+        "  detail TEXT NOT NULL);"
+        "CREATE INDEX history_instance ON history(instance, seq);"
+        "PRAGMA application_id = 1396787009;" /* 0x53414741, "SAGA" */
+        "PRAGMA user_version = 1;";
 
-#define V1_INSTANCE_COLUMNS                                                          \
+#define V1_INSTANCE_COLUMNS                                                           \
 	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"  \
 	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at," \
 	" deadline_at, attempt_deadline, step_since, prev_delay, created_at,"         \
@@ -684,15 +689,18 @@ START_TEST(older_schema_migrated)
 	int64_t running = 0;
 	make_store(cur, 2, &running);
 	sqlite3 *db;
-	ck_assert_int_eq(sqlite3_open_v2(old, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                                 "unix"), SQLITE_OK);
+	ck_assert_int_eq(
+	        sqlite3_open_v2(old, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix"),
+	        SQLITE_OK);
 	char sql[2048];
-	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur;"
+	snprintf(sql, sizeof(sql),
+	         "ATTACH '%s' AS cur;"
 	         "INSERT INTO definitions SELECT name, version, snapshot FROM cur.definitions;"
 	         "INSERT INTO instances(" V1_INSTANCE_COLUMNS ") SELECT " V1_INSTANCE_COLUMNS
 	         " FROM cur.instances;"
 	         "INSERT INTO history SELECT seq, instance, at, type, state, step, phase, attempt,"
-	         " outcome, detail FROM cur.history; DETACH cur", cur);
+	         " outcome, detail FROM cur.history; DETACH cur",
+	         cur);
 	char *msg = NULL;
 	ck_assert_msg(sqlite3_exec(db, v1_schema, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
 	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
@@ -732,28 +740,36 @@ START_TEST(older_schema_migrated)
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history WHERE seq <= %lld",
 	         (long long)old_max);
 	ck_assert_int_eq(db_int(db, sql), old_rows);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM history WHERE instance = %lld AND seq > %lld",
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) FROM history WHERE instance = %lld AND seq > %lld",
 	         (long long)running, (long long)old_max);
 	ck_assert_int_gt(db_int(db, sql), 0);
 	ck_assert_int_eq(db_int(db, "SELECT count(DISTINCT seq) = count(*) FROM history"), 1);
 	ck_assert_int_eq(db_int(db, "SELECT next_seq = (SELECT max(seq) + 1 FROM history)"
-	                            " FROM counters"), 1);
+	                            " FROM counters"),
+	                 1);
 	/* Finished instances carry their finishing time (their last change)
 	 * for the purge index; the others none. */
 	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM instances WHERE state >= 3 AND"
-	                            " finished_at != updated_at"), 0);
+	                            " finished_at != updated_at"),
+	                 0);
 	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM instances WHERE state < 3 AND"
-	                            " finished_at != 0"), 0);
+	                            " finished_at != 0"),
+	                 0);
 	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur", cur);
 	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	/* The same tables and indexes as a store created by this version. */
-	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM (SELECT type, name FROM main.sqlite_schema"
-	                            " EXCEPT SELECT type, name FROM cur.sqlite_schema)"), 0);
+	ck_assert_int_eq(db_int(db,
+	                        "SELECT count(*) FROM (SELECT type, name FROM main.sqlite_schema"
+	                        " EXCEPT SELECT type, name FROM cur.sqlite_schema)"),
+	                 0);
 	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM (SELECT type, name FROM cur.sqlite_schema"
-	                            " EXCEPT SELECT type, name FROM main.sqlite_schema)"), 0);
+	                            " EXCEPT SELECT type, name FROM main.sqlite_schema)"),
+	                 0);
 	sqlite3_close(db);
 	printf("iofault a schema version 1 store: migrated to version %lld, its RUNNING "
-	       "instance completed\n", (long long)current_version);
+	       "instance completed\n",
+	       (long long)current_version);
 }
 END_TEST
 
@@ -766,10 +782,10 @@ static const struct row_damage {
 	bool on_history;
 	bool want_corrupt;
 } row_damages[] = {
-	{ "context is not JSON", "UPDATE instances SET context = 'not json' WHERE id = ?1",
-	  false, true },
-	{ "context is a JSON array", "UPDATE instances SET context = '[1,2]' WHERE id = ?1",
-	  false, true },
+	{ "context is not JSON", "UPDATE instances SET context = 'not json' WHERE id = ?1", false,
+	  true },
+	{ "context is a JSON array", "UPDATE instances SET context = '[1,2]' WHERE id = ?1", false,
+	  true },
 	{ "context is a blob", "UPDATE instances SET context = x'00ff00' WHERE id = ?1", false,
 	  true },
 	{ "state 99", "UPDATE instances SET state = 99 WHERE id = ?1", false, true },
@@ -783,13 +799,16 @@ static const struct row_damage {
 	  false, true },
 	{ "an in-flight compensation at step 4",
 	  "UPDATE instances SET state = 2, phase = 1, step = 4, fwd_started = 4, inflight = 1,"
-	  " attempt = 1 WHERE id = ?1", false, true },
+	  " attempt = 1 WHERE id = ?1",
+	  false, true },
 	{ "a pending async action at step 4 whose timeout passed",
 	  "UPDATE instances SET state = 1, step = 4, fwd_started = 4, pending = 1, attempt = 1,"
-	  " attempt_deadline = 1, due_at = 1 WHERE id = ?1", false, true },
+	  " attempt_deadline = 1, due_at = 1 WHERE id = ?1",
+	  false, true },
 	{ "a compensation at step 4 waiting on a due retry",
 	  "UPDATE instances SET state = 1, phase = 1, step = 4, fwd_started = 4, due_at = 1"
-	  " WHERE id = ?1", false, true },
+	  " WHERE id = ?1",
+	  false, true },
 	{ "an unregistered definition version",
 	  "UPDATE instances SET def_version = 9 WHERE id = ?1", false, false },
 	{ "an empty uid", "UPDATE instances SET uid = '' WHERE id = ?1", false, false },
@@ -863,9 +882,8 @@ START_TEST(corrupted_rows)
 	ck_assert_msg(!d->want_corrupt || r.first_error == SAGA_ECORRUPT,
 	              "%s: %s from %s (%s), want SAGA_ECORRUPT", d->what,
 	              saga_strerror(r.first_error), r.where ? r.where : "-", r.msg);
-	ck_assert_msg(ginfo.state == SAGA_COMPLETED,
-	              "%s: the healthy instance next to it is %s", d->what,
-	              saga_state_name(ginfo.state));
+	ck_assert_msg(ginfo.state == SAGA_COMPLETED, "%s: the healthy instance next to it is %s",
+	              d->what, saga_state_name(ginfo.state));
 	saga_engine_close(e);
 }
 END_TEST

@@ -66,12 +66,12 @@ static struct {
 	bool armed;
 	long nth;
 	bool sticky;
-	int paused;             /* > 0: the test's own code runs; never fail */
-	long count;             /* library allocations since arming */
+	int paused; /* > 0: the test's own code runs; never fail */
+	long count; /* library allocations since arming */
 	long injected;
 	long injected_by[AL_COUNT];
-	long seen[AL_COUNT];    /* allocations per allocator since arming */
-	long live[AL_COUNT];    /* blocks allocated and not freed */
+	long seen[AL_COUNT]; /* allocations per allocator since arming */
+	long live[AL_COUNT]; /* blocks allocated and not freed */
 } A;
 
 /* Called for every failure injected: a place for a debugger's breakpoint
@@ -229,8 +229,8 @@ static void install_allocators(void)
 		ck_assert_int_eq(sqlite3_config(SQLITE_CONFIG_GETMALLOC, &sqlite_orig), SQLITE_OK);
 		ck_assert(sqlite_orig.xMalloc != NULL);
 	}
-	sqlite3_mem_methods m = { s_malloc, s_free, s_realloc, s_size, s_roundup, s_init,
-		                  s_shutdown, sqlite_orig.pAppData };
+	sqlite3_mem_methods m = { s_malloc,  s_free, s_realloc,  s_size,
+		                  s_roundup, s_init, s_shutdown, sqlite_orig.pAppData };
 	ck_assert_int_eq(sqlite3_config(SQLITE_CONFIG_MALLOC, &m), SQLITE_OK);
 	sqlite_wrapped = true;
 	ck_assert_int_eq(sqlite3_initialize(), SQLITE_OK);
@@ -287,8 +287,8 @@ static saga_options options(void)
 
 typedef struct oom_stats {
 	loop_stats base;
-	long by[AL_COUNT];      /* failures injected, by allocator */
-	long clean[AL_COUNT];   /* allocations per allocator in the fault-free run */
+	long by[AL_COUNT];    /* failures injected, by allocator */
+	long clean[AL_COUNT]; /* allocations per allocator in the fault-free run */
 } oom_stats;
 
 /* Every block of the three allocators is freed again. */
@@ -297,8 +297,8 @@ static void check_no_leak(const long before[AL_COUNT], const char *when, long n)
 	for (int a = 0; a < AL_COUNT; a++)
 		EXPECT(A.live[a] == before[a],
 		       "N=%ld (%s): %ld %s allocation(s) leaked %s; the failure hit: %s", n,
-		       A.sticky ? "sticky" : "one-shot", A.live[a] - before[a], al_names[a],
-		       when, first_failure[0] ? first_failure : "no call reported it");
+		       A.sticky ? "sticky" : "one-shot", A.live[a] - before[a], al_names[a], when,
+		       first_failure[0] ? first_failure : "no call reported it");
 }
 
 static void arm_oom(long n, const void *sticky)
@@ -418,13 +418,12 @@ static void oom_loop(bool sticky, bool same_engine)
 	       "cjson %ld); a fault-free run allocates engine %ld, sqlite %ld, cjson %ld; "
 	       "%ld failed calls (%ld opens), %ld re-invocations, %ld N broke the contract, "
 	       "%.2f s; codes:%s\n",
-	       sticky ? "sticky" : "one-shot", same_engine ? " [same engine]" : "",
-	       only ? only : 1, n, st.base.n_values, in_open, stride,
+	       sticky ? "sticky" : "one-shot", same_engine ? " [same engine]" : "", only ? only : 1,
+	       n, st.base.n_values, in_open, stride,
 	       all_stride > 1 ? ", sampled: SAGA_OOM_STRIDE" : "", st.base.injected,
-	       st.by[AL_ENGINE], st.by[AL_SQLITE],
-	       st.by[AL_CJSON], st.clean[AL_ENGINE], st.clean[AL_SQLITE], st.clean[AL_CJSON],
-	       st.base.calls_failed, st.base.open_failed, st.base.reinvocations, scenario_nfailed(),
-	       now_s() - t0, codes);
+	       st.by[AL_ENGINE], st.by[AL_SQLITE], st.by[AL_CJSON], st.clean[AL_ENGINE],
+	       st.clean[AL_SQLITE], st.clean[AL_CJSON], st.base.calls_failed, st.base.open_failed,
+	       st.base.reinvocations, scenario_nfailed(), now_s() - t0, codes);
 	char label[64];
 	snprintf(label, sizeof(label), "oom %s%s", sticky ? "sticky" : "one-shot",
 	         same_engine ? " [same engine]" : "");

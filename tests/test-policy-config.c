@@ -124,33 +124,34 @@ static void preset(void)
 }
 
 static const char valid_doc[] =
-	"{\n"
-	"  \"defaults\": {\n"
-	"    \"retry\": {\"max_attempts\": 5, \"backoff\": \"exponential\", \"base_ms\": 200,\n"
-	"              \"cap_ms\": 5000, \"multiplier\": 3, \"jitter\": \"equal\"},\n"
-	"    \"compensation_retry\": {\"max_attempts\": 0, \"jitter\": \"decorrelated\"},\n"
-	"    \"timeout_ms\": 3000,\n"
-	"    \"compensation_timeout_ms\": 4000\n"
-	"  },\n"
-	"  \"steps\": {\n"
-	"    \"pay\": {\n"
-	"      \"retry\": {\"max_attempts\": 2, \"max_duration_ms\": 250, \"backoff\": \"constant\",\n"
-	"                \"base_ms\": 50, \"jitter\": \"none\"},\n"
-	"      \"timeout_ms\": 1500,\n"
-	"      \"breaker\": \"payments\"\n"
-	"    },\n"
-	"    \"ship\": {\"compensation_timeout_ms\": 7, \"breaker\": \"shipping\"}\n"
-	"  },\n"
-	"  \"breakers\": {\n"
-	"    \"payments\": {\"window\": \"time\", \"window_size\": 10000, \"buckets\": 10,\n"
-	"                 \"failure_rate_threshold\": 50, \"slow_call_rate_threshold\": 80,\n"
-	"                 \"slow_call_ms\": 2000, \"minimum_calls\": 5, \"open_wait_ms\": 1000,\n"
-	"                 \"open_wait_max_ms\": 8000, \"half_open_calls\": 3,\n"
-	"                 \"half_open_max_ms\": 5000},\n"
-	"    \"shipping\": {}\n"
-	"  },\n"
-	"  \"saga\": {\"deadline_ms\": 120000, \"compensation_reserve_ms\": 30000}\n"
-	"}\n";
+        "{\n"
+        "  \"defaults\": {\n"
+        "    \"retry\": {\"max_attempts\": 5, \"backoff\": \"exponential\", \"base_ms\": 200,\n"
+        "              \"cap_ms\": 5000, \"multiplier\": 3, \"jitter\": \"equal\"},\n"
+        "    \"compensation_retry\": {\"max_attempts\": 0, \"jitter\": \"decorrelated\"},\n"
+        "    \"timeout_ms\": 3000,\n"
+        "    \"compensation_timeout_ms\": 4000\n"
+        "  },\n"
+        "  \"steps\": {\n"
+        "    \"pay\": {\n"
+        "      \"retry\": {\"max_attempts\": 2, \"max_duration_ms\": 250, \"backoff\": "
+        "\"constant\",\n"
+        "                \"base_ms\": 50, \"jitter\": \"none\"},\n"
+        "      \"timeout_ms\": 1500,\n"
+        "      \"breaker\": \"payments\"\n"
+        "    },\n"
+        "    \"ship\": {\"compensation_timeout_ms\": 7, \"breaker\": \"shipping\"}\n"
+        "  },\n"
+        "  \"breakers\": {\n"
+        "    \"payments\": {\"window\": \"time\", \"window_size\": 10000, \"buckets\": 10,\n"
+        "                 \"failure_rate_threshold\": 50, \"slow_call_rate_threshold\": 80,\n"
+        "                 \"slow_call_ms\": 2000, \"minimum_calls\": 5, \"open_wait_ms\": 1000,\n"
+        "                 \"open_wait_max_ms\": 8000, \"half_open_calls\": 3,\n"
+        "                 \"half_open_max_ms\": 5000},\n"
+        "    \"shipping\": {}\n"
+        "  },\n"
+        "  \"saga\": {\"deadline_ms\": 120000, \"compensation_reserve_ms\": 30000}\n"
+        "}\n";
 
 START_TEST(valid_document_is_applied)
 {
@@ -174,7 +175,7 @@ START_TEST(valid_document_is_applied)
 	r = saga_def_comp_retry(def, 0);
 	ck_assert_uint_eq(r->max_attempts, 0);
 	ck_assert_int_eq(r->jitter, SAGA_JITTER_DECORRELATED);
-	ck_assert_uint_eq(r->base_ms, 100);   /* missing keys: SAGA_RETRY_POLICY_INIT */
+	ck_assert_uint_eq(r->base_ms, 100); /* missing keys: SAGA_RETRY_POLICY_INIT */
 	ck_assert_uint_eq(r->cap_ms, 10000);
 	ck_assert_uint_eq(saga_def_timeout(def, 0, SAGA_PHASE_ACTION), 111);
 	ck_assert_uint_eq(saga_def_timeout(def, 0, SAGA_PHASE_COMPENSATION), 222);
@@ -209,8 +210,7 @@ START_TEST(valid_document_is_applied)
 	ck_assert_int_eq(s.state, SAGA_BREAKER_CLOSED);
 	ck_assert_uint_eq(s.current_open_wait_ms, 1000);
 	ck_assert_ptr_nonnull(saga_engine_breaker(engine, "shipping"));
-	ck_assert_int_eq(saga_breaker_get_snapshot(&s, saga_engine_breaker(engine, "shipping")),
-	                 0);
+	ck_assert_int_eq(saga_breaker_get_snapshot(&s, saga_engine_breaker(engine, "shipping")), 0);
 	ck_assert_uint_eq(s.current_open_wait_ms, 60000); /* SAGA_BREAKER_CONFIG_INIT */
 
 	/* the definition still registers */
@@ -275,8 +275,8 @@ START_TEST(unknown_keys)
 	        "defaults.retries", 3, 5);
 	refused("{\"steps\": {\"pay\": {\"retry\": {\"max_attempts\": 2, \"delay\": 5}}}}",
 	        SAGA_ECONFIG, "steps.pay.retry.delay", 1, 49);
-	refused("{\"defaults\": {\"breaker\": \"payments\"}}", SAGA_ECONFIG,
-	        "defaults.breaker", 1, 15);
+	refused("{\"defaults\": {\"breaker\": \"payments\"}}", SAGA_ECONFIG, "defaults.breaker", 1,
+	        15);
 	refused("{\"breakers\": {\"payments\": {\"windows\": \"count\"}}}", SAGA_ECONFIG,
 	        "breakers.payments.windows", 1, 28);
 	refused("{\"saga\": {\"deadline\": 5}}", SAGA_ECONFIG, "saga.deadline", 1, 11);
@@ -285,14 +285,17 @@ END_TEST
 
 START_TEST(wrong_types)
 {
-	refused("{\n\t\"steps\": {\n\t\t\"pay\": {\n\t\t\t\"retry\": {\n\t\t\t\t\"max_attempts\": \"3\"\n"
+	refused("{\n\t\"steps\": {\n\t\t\"pay\": {\n\t\t\t\"retry\": {\n\t\t\t\t\"max_attempts\": "
+	        "\"3\"\n"
 	        "\t\t\t}\n\t\t}\n\t}\n}",
 	        SAGA_ECONFIG, "steps.pay.retry.max_attempts", 5, 5);
 	refused("[]", SAGA_ECONFIG, "", 1, 1);
 	refused("  {\"steps\": []}", SAGA_ECONFIG, "steps", 1, 4);
 	refused("{\"steps\": {\"pay\": 5}}", SAGA_ECONFIG, "steps.pay", 1, 12);
-	refused("{\"defaults\": {\"timeout_ms\": true}}", SAGA_ECONFIG, "defaults.timeout_ms", 1, 15);
-	refused("{\"steps\": {\"pay\": {\"breaker\": 7}}}", SAGA_ECONFIG, "steps.pay.breaker", 1, 20);
+	refused("{\"defaults\": {\"timeout_ms\": true}}", SAGA_ECONFIG, "defaults.timeout_ms", 1,
+	        15);
+	refused("{\"steps\": {\"pay\": {\"breaker\": 7}}}", SAGA_ECONFIG, "steps.pay.breaker", 1,
+	        20);
 	refused("{\"steps\": {\"pay\": {\"retry\": {\"jitter\": 1}}}}", SAGA_ECONFIG,
 	        "steps.pay.retry.jitter", 1, 30);
 	refused("{\"breakers\": {\"payments\": {\"failure_rate_threshold\": \"50%\"}}}",
@@ -337,8 +340,8 @@ END_TEST
 
 START_TEST(unknown_names)
 {
-	refused("{\"steps\": {\n  \"pay\": {},\n  \"refund\": {}\n}}", SAGA_ECONFIG,
-	        "steps.refund", 3, 3);
+	refused("{\"steps\": {\n  \"pay\": {},\n  \"refund\": {}\n}}", SAGA_ECONFIG, "steps.refund",
+	        3, 3);
 	refused("{\"steps\": {\"pay\": {\"retry\": {\"jitter\": \"fuzzy\"}}}}", SAGA_ECONFIG,
 	        "steps.pay.retry.jitter", 1, 30);
 	refused("{\"steps\": {\"pay\": {\"retry\": {\"backoff\": \"quadratic\"}}}}", SAGA_ECONFIG,
@@ -348,8 +351,8 @@ START_TEST(unknown_names)
 	/* a breaker neither in the document nor on the engine */
 	refused("{\"steps\": {\"pay\": {\"breaker\": \"nosuch\"}}}", SAGA_ECONFIG,
 	        "steps.pay.breaker", 1, 20);
-	refused("{\"steps\": {\"pay\": {\"breaker\": \"\"}}}", SAGA_ECONFIG, "steps.pay.breaker",
-	        1, 20);
+	refused("{\"steps\": {\"pay\": {\"breaker\": \"\"}}}", SAGA_ECONFIG, "steps.pay.breaker", 1,
+	        20);
 }
 END_TEST
 
@@ -374,7 +377,8 @@ START_TEST(duplicate_and_escaped_keys)
 	refused("{\"st\\u0065ps\": {\"pay\": {\"retry\": {\"jitter\": \"x\"}}}}", SAGA_ECONFIG,
 	        "steps.pay.retry.jitter", 1, 35);
 	/* a key with a quote and a brace in it, before the faulty one */
-	refused("{\"defaults\": {\"retry\": {}}, \"weird\\\"{\": 1}", SAGA_ECONFIG, "weird\"{", 1, 29);
+	refused("{\"defaults\": {\"retry\": {}}, \"weird\\\"{\": 1}", SAGA_ECONFIG, "weird\"{", 1,
+	        29);
 }
 END_TEST
 
@@ -411,8 +415,9 @@ START_TEST(breakers_need_an_engine)
 	same(&before, &after);
 	ck_assert_int_eq(saga_policies_apply(engine, def, NULL, 0, &err), SAGA_EINVAL);
 	/* a document with breakers only may be applied without a definition */
-	ck_assert_int_eq(saga_policies_apply(engine, NULL, "{\"breakers\": {\"payments\": {}}}",
-	                                     31, &err), 0);
+	ck_assert_int_eq(
+	        saga_policies_apply(engine, NULL, "{\"breakers\": {\"payments\": {}}}", 31, &err),
+	        0);
 	ck_assert_ptr_nonnull(saga_engine_breaker(engine, "payments"));
 	ck_assert_int_eq(saga_policies_apply(engine, NULL, doc, strlen(doc), &err), SAGA_EINVAL);
 	ck_assert_str_eq(err.key, "defaults");
@@ -489,12 +494,14 @@ START_TEST(nul_bytes_are_refused)
 	preset();
 	take(&before);
 	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_then_garbage,
-	                                     sizeof(nul_then_garbage) - 1, &err), SAGA_ECONFIG);
+	                                     sizeof(nul_then_garbage) - 1, &err),
+	                 SAGA_ECONFIG);
 	ck_assert_int_eq(err.line, 1);
 	ck_assert_int_eq(err.column, 3);
 	ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
-	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_then_blank, sizeof(nul_then_blank) - 1,
-	                                     &err), SAGA_ECONFIG);
+	ck_assert_int_eq(
+	        saga_policies_apply(NULL, def, nul_then_blank, sizeof(nul_then_blank) - 1, &err),
+	        SAGA_ECONFIG);
 	ck_assert_int_eq(saga_policies_apply(NULL, def, nul_inside, sizeof(nul_inside) - 1, &err),
 	                 SAGA_ECONFIG);
 	take(&after);
@@ -543,10 +550,10 @@ START_TEST(allocation_failures_change_nothing)
 	/* every allocation made with the definition's allocator fails in turn:
 	 * each run answers SAGA_ENOMEM with nothing changed, until one succeeds */
 	static const char doc[] =
-		"{\"defaults\": {\"retry\": {\"max_attempts\": 4}, \"timeout_ms\": 10},\n"
-		" \"steps\": {\"pay\": {\"breaker\": \"b1\", \"timeout_ms\": 5},\n"
-		"           \"ship\": {\"breaker\": \"b2\"}},\n"
-		" \"saga\": {\"deadline_ms\": 9000, \"compensation_reserve_ms\": 1000}}";
+	        "{\"defaults\": {\"retry\": {\"max_attempts\": 4}, \"timeout_ms\": 10},\n"
+	        " \"steps\": {\"pay\": {\"breaker\": \"b1\", \"timeout_ms\": 5},\n"
+	        "           \"ship\": {\"breaker\": \"b2\"}},\n"
+	        " \"saga\": {\"deadline_ms\": 9000, \"compensation_reserve_ms\": 1000}}";
 	const saga_alloc failing = { failing_malloc, failing_realloc, plain_free, NULL };
 	policies before, after;
 	int rc = SAGA_ENOMEM;

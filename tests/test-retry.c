@@ -208,8 +208,7 @@ END_TEST
 START_TEST(decorrelated_jitter_bounds)
 {
 	/* uniform in [base, min(cap, 3 * previous)], previous 0 meaning base */
-	saga_retry_policy p = policy(SAGA_BACKOFF_EXPONENTIAL, 100, 1000,
-	                             SAGA_JITTER_DECORRELATED);
+	saga_retry_policy p = policy(SAGA_BACKOFF_EXPONENTIAL, 100, 1000, SAGA_JITTER_DECORRELATED);
 	uint64_t max_seen = 0;
 
 	for (uint64_t seed = 0; seed < SEEDS; seed++) {

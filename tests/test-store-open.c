@@ -153,7 +153,8 @@ static bool whole_store(const char *p, char *why, size_t size)
 		snprintf(why, size, "open: %s", db ? sqlite3_errmsg(db) : "?");
 		goto out;
 	}
-	if (sqlite3_prepare_v2(db, "SELECT (SELECT application_id FROM pragma_application_id),"
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT (SELECT application_id FROM pragma_application_id),"
 	                       " (SELECT user_version FROM pragma_user_version),"
 	                       " (SELECT count(*) FROM instances), (SELECT count(*) FROM history)",
 	                       -1, &st, NULL) != SQLITE_OK ||
@@ -204,7 +205,7 @@ static void say(int fd, const char *fmt, ...)
 /* A refused second open leaves the first engine's locks alone              */
 
 #define BEFORE 3 /* sagas started before the refused open */
-#define AFTER 5  /* and after the other process's read */
+#define AFTER  5 /* and after the other process's read */
 
 /* The child: an engine, sagas, a refused second open on the same store,
  * then (once the parent has read the store) more sagas; every saga whose
@@ -267,7 +268,8 @@ START_TEST(refused_open_keeps_the_locks)
 		if (line[0] == 'S') {
 			ck_assert_int_lt(nstarted, BEFORE + AFTER);
 			ck_assert_int_eq(sscanf(line, "S %lld %32s", &started[nstarted].id,
-			                        started[nstarted].uid), 2);
+			                        started[nstarted].uid),
+			                 2);
 			nstarted++;
 		} else if (line[0] == 'B') {
 			ck_assert_int_eq(sscanf(line, "B %d", &busy), 1);
@@ -278,8 +280,9 @@ START_TEST(refused_open_keeps_the_locks)
 			sqlite3_stmt *st = NULL;
 			ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL),
 			                 SQLITE_OK);
-			ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances", -1,
-			                                    &st, NULL), SQLITE_OK);
+			ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances",
+			                                    -1, &st, NULL),
+			                 SQLITE_OK);
 			ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
 			ck_assert_int_eq(sqlite3_column_int(st, 0), BEFORE);
 			sqlite3_finalize(st);
@@ -410,8 +413,9 @@ START_TEST(one_owner_whatever_the_spelling)
 	ck_assert_msg(open_engine(&e, p, err, sizeof(err)) == SAGA_OK, "%s", err);
 	ck_assert(exists(store));
 	/* ...and every other name of it is refused while the engine runs. */
-	const char *const forms[] = { "%s/real/s.db", "%s/real/./s.db", "%s/real//s.db",
-		                      "%s/real/sub/../s.db", "%s/real/link.db", "%s/alias/s.db",
+	const char *const forms[] = { "%s/real/s.db",     "%s/real/./s.db",
+		                      "%s/real//s.db",    "%s/real/sub/../s.db",
+		                      "%s/real/link.db",  "%s/alias/s.db",
 		                      "%s/alias/link.db", "%s/./alias/../real/s.db" };
 	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
 		snprintf(p, sizeof(p), forms[i], dir);
@@ -666,8 +670,10 @@ START_TEST(empty_sqlite_database_refused)
 {
 	sqlite3 *db = NULL;
 	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE x(y); DROP TABLE x",
-	                              NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+	                              "PRAGMA journal_mode=WAL; CREATE TABLE x(y); DROP TABLE x",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
 	size_t n = 0;
 	char *before = read_file(path, &n);
@@ -688,8 +694,7 @@ START_TEST(impossible_schema_version)
 	char err[512];
 	ck_assert_msg(open_engine(&e, path, err, sizeof(err)) == SAGA_OK, "%s", err);
 	saga_engine_close(e);
-	static const char *const sql[] = { "PRAGMA user_version = -1",
-		                           "PRAGMA user_version = 0" };
+	static const char *const sql[] = { "PRAGMA user_version = -1", "PRAGMA user_version = 0" };
 	for (int i = 0; i < 2; i++) {
 		sqlite3 *db = NULL;
 		ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
@@ -762,7 +767,7 @@ END_TEST
  * the Nth call of any of them raises SIGKILL before it is made. */
 static long kill_at, kill_calls;
 static sqlite3_syscall_ptr real_open, real_close, real_write, real_pwrite, real_pwrite64,
-	real_ftruncate, real_unlink;
+        real_ftruncate, real_unlink;
 
 static void count_call(void)
 {
@@ -889,9 +894,10 @@ START_TEST(birth_killed_anywhere)
 		if (!exists(p)) {
 			absent += !finished;
 		} else {
-			ck_assert_msg(whole_store(p, why, sizeof(why)),
-			              "killed at SQLite file operation %ld: %s is not a whole store: %s",
-			              n, p, why);
+			ck_assert_msg(
+			        whole_store(p, why, sizeof(why)),
+			        "killed at SQLite file operation %ld: %s is not a whole store: %s",
+			        n, p, why);
 			whole += !finished;
 		}
 		/* Whatever the kill left, the next open works and tidies up. */

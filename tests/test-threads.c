@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STARTERS 4
+#define STARTERS    4
 #define PER_STARTER 60
-#define TOTAL (STARTERS * PER_STARTER)
+#define TOTAL       (STARTERS * PER_STARTER)
 
 /* Keys of pending steps, handed from the step callback to the completers. */
 typedef struct keyq {
@@ -28,13 +28,13 @@ typedef struct world {
 	saga_engine *e;
 	keyq q;
 	pthread_mutex_t mu;
-	int actions[3];        /* successful actions per step */
+	int actions[3]; /* successful actions per step */
 	int compensations[3];
 	int64_t ids[TOTAL];
 	int nids;
 	int cancelled_ok;
 	long events;
-	pthread_rwlock_t swap;  /* completers read-lock; close/reopen write-locks */
+	pthread_rwlock_t swap; /* completers read-lock; close/reopen write-locks */
 } world;
 
 static world W;
@@ -168,8 +168,8 @@ static saga_engine *open_engine(const char *path)
 	ck_assert_int_eq(saga_definition_new(&d, "t", 1), SAGA_OK);
 	const char *names[] = { "reserve", "charge", "ship" };
 	for (int i = 0; i < 3; i++) {
-		saga_step_spec s = { names[i], i < 2 ? SAGA_STEP_COMPENSATABLE : SAGA_STEP_PIVOT, act,
-			             i < 2 ? undo : NULL, (void *)(intptr_t)i };
+		saga_step_spec s = { names[i], i < 2 ? SAGA_STEP_COMPENSATABLE : SAGA_STEP_PIVOT,
+			             act, i < 2 ? undo : NULL, (void *)(intptr_t)i };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
 	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);

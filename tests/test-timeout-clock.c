@@ -39,9 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NINST 1000
+#define NINST      1000
 #define TIMEOUT_MS 100
-#define T0 1700000000000ULL
+#define T0         1700000000000ULL
 
 /* A fake clock that threads may read and move at once. */
 static _Atomic uint64_t clk;
@@ -216,8 +216,7 @@ static int64_t *start_timed(saga_engine *e)
 static void check_outcome(saga_engine *e, const int64_t *ids)
 {
 	ck_assert_int_eq(atomic_load(&calls), NINST);
-	ck_assert_msg(atomic_load(&late_events) == 0, "%d LATE events",
-	              atomic_load(&late_events));
+	ck_assert_msg(atomic_load(&late_events) == 0, "%d LATE events", atomic_load(&late_events));
 	ck_assert_msg(atomic_load(&timeout_outcomes) == 0, "%d TIMEOUT outcomes",
 	              atomic_load(&timeout_outcomes));
 	ck_assert_msg(atomic_load(&breaker_opened) == 0, "the breaker opened %d times",
@@ -235,8 +234,8 @@ static void check_outcome(saga_engine *e, const int64_t *ids)
 	for (int i = 0; i < NINST; i++) {
 		saga_instance_info info;
 		ck_assert_int_eq(saga_get(e, &info, ids[i]), SAGA_OK);
-		ck_assert_msg(info.state == SAGA_COMPLETED, "instance %lld is %s", (long long)ids[i],
-		              saga_state_name(info.state));
+		ck_assert_msg(info.state == SAGA_COMPLETED, "instance %lld is %s",
+		              (long long)ids[i], saga_state_name(info.state));
 	}
 }
 
@@ -282,7 +281,7 @@ END_TEST
 /* ------------------------------------------------------------------------ */
 /* Async steps: the PENDING record holds the deadline from the invocation   */
 
-#define NASYNC 300
+#define NASYNC           300
 #define ASYNC_TIMEOUT_MS 400
 
 static FILE *entries; /* "<key> <invocation ms>" per call, or NULL */
@@ -343,7 +342,9 @@ START_TEST(pending_deadline_survives_a_crash)
 		fclose(entries);
 		entries = NULL;
 		char c = rc == SAGA_OK && atomic_load(&late_events) == 0 &&
-		                 atomic_load(&deadline_mismatch) == 0 ? 'y' : 'n';
+		                         atomic_load(&deadline_mismatch) == 0
+		                 ? 'y'
+		                 : 'n';
 		if (write(ready[1], &c, 1) != 1)
 			_exit(3);
 		for (;;)
@@ -373,12 +374,14 @@ START_TEST(pending_deadline_survives_a_crash)
 		uint64_t deadline = entry + ASYNC_TIMEOUT_MS;
 		int rc = saga_complete(e, key, SAGA_STEP_OK, NULL);
 		if (deadline > T0 + 850) {
-			ck_assert_msg(rc == SAGA_OK, "%s: invoked at +%llu, completed at +850: %d %s",
-			              key, entry - T0, rc, saga_engine_errmsg(e));
+			ck_assert_msg(rc == SAGA_OK,
+			              "%s: invoked at +%llu, completed at +850: %d %s", key,
+			              entry - T0, rc, saga_engine_errmsg(e));
 			accepted++;
 		} else {
-			ck_assert_msg(rc == SAGA_ELATE, "%s: invoked at +%llu, completed at +850: %d",
-			              key, entry - T0, rc);
+			ck_assert_msg(rc == SAGA_ELATE,
+			              "%s: invoked at +%llu, completed at +850: %d", key,
+			              entry - T0, rc);
 			late++;
 		}
 	}
@@ -398,8 +401,7 @@ END_TEST
 static int due_check(const saga_instance_info *info, void *user)
 {
 	int *bad = user;
-	if (info->state != SAGA_WAITING ||
-	    info->due_ms < T0 + NASYNC + ASYNC_TIMEOUT_MS ||
+	if (info->state != SAGA_WAITING || info->due_ms < T0 + NASYNC + ASYNC_TIMEOUT_MS ||
 	    info->due_ms >= T0 + 2 * NASYNC + ASYNC_TIMEOUT_MS)
 		(*bad)++;
 	return 0;

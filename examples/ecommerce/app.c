@@ -147,8 +147,8 @@ static const char *policies_path(const globals *g, const char *dir, char *buf, s
 /* Opens STORE_DIR/saga.db into *out; with cfg->with_saga, registers the
  * "order" saga with the policy file (found from app->dir). Exit code on
  * failure (EXIT_USAGE for a bad policy file). */
-static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir,
-                       const globals *g, const engine_cfg *cfg, const char *cmd)
+static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, const globals *g,
+                       const engine_cfg *cfg, const char *cmd)
 {
 	char path[4200];
 	path_in(path, sizeof path, store_dir, "saga.db");
@@ -163,7 +163,8 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir,
 	int rc = saga_engine_open(out, &o, err, sizeof err);
 	if (rc != SAGA_OK) {
 		if (rc == SAGA_EBUSY)
-			errorf("%s: %s is in use by another process (one ecommerce command at a time)",
+			errorf("%s: %s is in use by another process (one ecommerce command at a "
+			       "time)",
 			       cmd, path);
 		else
 			errorf("%s: cannot open %s: %s", cmd, path, err);
@@ -201,8 +202,7 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir,
 	return EXIT_OK;
 }
 
-int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
-                    const char *cmd)
+int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg, const char *cmd)
 {
 	return open_engine(&app->engine, app, app->dir, g, cfg, cmd);
 }

@@ -12,18 +12,18 @@
 #include "cli.h"
 #include "services.h"
 
-#define ECOM_SAGA_NAME "order"
+#define ECOM_SAGA_NAME    "order"
 #define ECOM_SAGA_VERSION 1
 
 /* Step names, as the policy file and the history call them. */
 #define STEP_CREATE_ORDER "create_order"
-#define STEP_RESERVE "reserve_inventory"
-#define STEP_CHARGE "charge_payment"
-#define STEP_SCHEDULE "schedule_shipping"
-#define STEP_SHIP_GOODS "ship_goods"
-#define STEP_HAND_OVER "hand_to_carrier"
-#define STEP_NOTIFY "send_confirmation"
-#define STEP_CONFIRM "confirm_order"
+#define STEP_RESERVE      "reserve_inventory"
+#define STEP_CHARGE       "charge_payment"
+#define STEP_SCHEDULE     "schedule_shipping"
+#define STEP_SHIP_GOODS   "ship_goods"
+#define STEP_HAND_OVER    "hand_to_carrier"
+#define STEP_NOTIFY       "send_confirmation"
+#define STEP_CONFIRM      "confirm_order"
 
 /* The services and the engine a run works with. The step callbacks get a
  * pointer to it as their `user`; every member is borrowed by them. */
@@ -55,7 +55,7 @@ typedef struct engine_cfg {
 	unsigned int workers;
 	unsigned int max_in_flight;
 	uint64_t seed;
-	int with_saga;        /* 1: register the definition with its policies;
+	int with_saga; /* 1: register the definition with its policies;
 	                         2: without them (queries that only need step names) */
 } engine_cfg;
 
@@ -68,8 +68,7 @@ int app_open_services(ecom_app *app, const char *cmd);
 /* Opens app->dir/saga.db as app->engine and, with cfg->with_saga,
  * registers the "order" saga. Exit code (EXIT_USAGE for a bad policy
  * file). */
-int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg,
-                    const char *cmd);
+int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg, const char *cmd);
 /* What a command that runs sagas does before it writes anything: reads the
  * fault variables of the environment into app->faults (which must be set),
  * checks that --data names a seeded directory and that the policy file is
@@ -102,7 +101,7 @@ int print_outcome(ecom_app *app, globals *g, const saga_instance_info *in, int c
 
 /* A saga's history, for saga_history(): printed, or into arr. */
 typedef struct hist {
-	cJSON *arr;   /* json mode */
+	cJSON *arr; /* json mode */
 	int json;
 } hist;
 int history_line(const saga_event *ev, void *user);

@@ -70,8 +70,7 @@ void sleep_ms(uint64_t ms)
 int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 {
 	uint64_t v;
-	if (ecom_parse_u64(s, (uint64_t)INT64_MAX, &v) != 0 || (int64_t)v < lo ||
-	    (int64_t)v > hi)
+	if (ecom_parse_u64(s, (uint64_t)INT64_MAX, &v) != 0 || (int64_t)v < lo || (int64_t)v > hi)
 		return -1;
 	*out = (int64_t)v;
 	return 0;
@@ -157,8 +156,8 @@ int is_opt(const args *a, const char *name)
 
 /* The value of option `name` as an integer in lo..hi into *out: 0, or -1
  * after a message ("<label> "<value>" is not <what>"). Advances the cursor. */
-int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out,
-            const char *label, const char *what)
+int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out, const char *label,
+            const char *what)
 {
 	const char *v = opt_value(a, name);
 	if (!v)
@@ -226,7 +225,7 @@ int fault_opt(args *a, ecom_faults *f, int with_timeout)
 		char msg[ECOM_MSG_MAX];
 		if (ecom_faults_parse(f, kinds[k], v, msg, sizeof msg) != 0) {
 			errorf("%s%s %s: %s", pfx(a), name, v, msg);
-			if (k == 4) {  /* say which points exist, one a line */
+			if (k == 4) { /* say which points exist, one a line */
 				fprintf(stderr, "crash points:\n");
 				for (const char *const *p = ecom_crash_points(); *p; p++)
 					fprintf(stderr, "  %s\n", *p);
@@ -263,6 +262,6 @@ int workload_opt(args *a, globals *g, ecom_faults *f)
 	if (x == 0)
 		x = fault_opt(a, f, 1);
 	if (x == 0 && is_opt(a, "--seed"))
-		x = opt_value(a, "--seed") ? 1 : -1;  /* read by prescan_seed */
+		x = opt_value(a, "--seed") ? 1 : -1; /* read by prescan_seed */
 	return x;
 }

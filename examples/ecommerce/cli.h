@@ -43,14 +43,14 @@ typedef struct args {
 	int argc;
 	char **argv;
 	int i;
-	const char *cmd;   /* NULL before the command: errorf already names the program */
+	const char *cmd; /* NULL before the command: errorf already names the program */
 } args;
 
 /* The option readers (cli.c); each advances the cursor past what it read. */
 const char *opt_value(args *a, const char *name);
 int is_opt(const args *a, const char *name);
-int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out,
-            const char *label, const char *what);
+int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out, const char *label,
+            const char *what);
 int global_opt(args *a, globals *g);
 int fault_opt(args *a, ecom_faults *f, int with_timeout);
 int prescan_seed(const args *a, uint64_t *seed);

@@ -24,12 +24,12 @@ int cmd_seed(args *a, globals *g)
 			continue;
 		const char *v;
 		if (is_opt(a, "--products")) {
-			if (opt_i64(a, "--products", 1, 100000, &products, "seed: --products:",
-			            "a number in 1..100000") != 0)
+			if (opt_i64(a, "--products", 1, 100000, &products,
+			            "seed: --products:", "a number in 1..100000") != 0)
 				return EXIT_USAGE;
 		} else if (is_opt(a, "--customers")) {
-			if (opt_i64(a, "--customers", 1, 100000, &customers, "seed: --customers:",
-			            "a number in 1..100000") != 0)
+			if (opt_i64(a, "--customers", 1, 100000, &customers,
+			            "seed: --customers:", "a number in 1..100000") != 0)
 				return EXIT_USAGE;
 		} else if (is_opt(a, "--seed")) {
 			if (!(v = opt_value(a, "--seed")))
@@ -61,7 +61,8 @@ int cmd_seed(args *a, globals *g)
 		cJSON_AddNumberToObject(j, "seed", (double)seed);
 		print_json(j);
 	} else {
-		printf("seeded %s: %" PRId64 " products, %" PRId64 " customers (seed %" PRIu64 ")\n",
+		printf("seeded %s: %" PRId64 " products, %" PRId64 " customers (seed %" PRIu64
+		       ")\n",
 		       g->data, products, customers, seed);
 	}
 	return EXIT_OK;
@@ -91,7 +92,7 @@ static int collect_fact(const saga_instance_info *in, void *user)
 			return 1;
 		}
 		l->facts = f;
-		char (*k)[SAGA_KEY_MAX + 1] = realloc(l->keys, c * sizeof *k);
+		char(*k)[SAGA_KEY_MAX + 1] = realloc(l->keys, c * sizeof *k);
 		if (!k) {
 			l->oom = 1;
 			return 1;
@@ -106,7 +107,7 @@ static int collect_fact(const saga_instance_info *in, void *user)
 }
 
 typedef struct violations {
-	int json;     /* 1: into arr; 0: printed on stdout; 2: on stderr (and into arr if any) */
+	int json; /* 1: into arr; 0: printed on stdout; 2: on stderr (and into arr if any) */
 	cJSON *arr;
 	int64_t n;
 } violations;
@@ -136,8 +137,7 @@ static int cross_check(ecom_app *app, int have_store, violations *v)
 {
 	fact_list l = { 0 };
 	int rc = 0;
-	if (have_store &&
-	    (saga_list(app->engine, -1, collect_fact, &l) != SAGA_OK || l.oom)) {
+	if (have_store && (saga_list(app->engine, -1, collect_fact, &l) != SAGA_OK || l.oom)) {
 		errorf("recover: %s", l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
 		rc = -1;
 	}
@@ -145,12 +145,13 @@ static int cross_check(ecom_app *app, int have_store, violations *v)
 		l.facts[i].business_key = l.keys[i];
 	char err[ECOM_MSG_MAX] = "";
 	if (rc == 0) {
-		int n = ecommerce_check(app->dir, have_store ? (l.facts ? l.facts
-		                                                        : (ecom_saga_fact[1]){ { "", 0 } })
-		                                             : NULL,
-		                        l.n, on_violation, v, err, sizeof err);
+		int n = ecommerce_check(
+		        app->dir,
+		        have_store ? (l.facts ? l.facts : (ecom_saga_fact[1]){ { "", 0 } }) : NULL,
+		        l.n, on_violation, v, err, sizeof err);
 		if (n < 0) {
-			errorf("recover: checking the services: %s", err[0] ? err : saga_strerror(n));
+			errorf("recover: checking the services: %s",
+			       err[0] ? err : saga_strerror(n));
 			rc = -1;
 		}
 	}
@@ -253,7 +254,8 @@ static int recover_report(ecom_app *app, const globals *g, int have_store, const
 		cJSON_AddItemToObject(j, "violations", v.arr ? v.arr : cJSON_CreateArray());
 		cJSON *st = cJSON_AddObjectToObject(j, "states");
 		for (int s = 0; s < SAGA_STATE_COUNT; s++)
-			cJSON_AddNumberToObject(st, saga_state_name((saga_state)s), (double)states[s]);
+			cJSON_AddNumberToObject(st, saga_state_name((saga_state)s),
+			                        (double)states[s]);
 		cJSON_AddNumberToObject(j, "seconds", secs);
 		cJSON_AddItemToObject(j, "sagas", arr);
 		print_json(j);
@@ -265,12 +267,13 @@ static int recover_report(ecom_app *app, const globals *g, int have_store, const
 	}
 	if (left)
 		errorf("recover: %" PRId64 " saga%s still unfinished after %" PRId64
-		       " s (run recover again, or raise --timeout)", left, left == 1 ? "" : "s",
-		       timeout_s);
+		       " s (run recover again, or raise --timeout)",
+		       left, left == 1 ? "" : "s", timeout_s);
 	if (v.n)
 		errorf("recover: the services hold %" PRId64 " inconsistenc%s that no saga will "
 		       "finish (orders in flight with no saga: was the saga store deleted or "
-		       "replaced?); see `check`", v.n, v.n == 1 ? "y" : "ies");
+		       "replaced?); see `check`",
+		       v.n, v.n == 1 ? "y" : "ies");
 	return left || states[SAGA_STUCK] || v.n ? EXIT_FAIL : EXIT_OK;
 }
 
@@ -346,7 +349,8 @@ int cmd_check(args *a, globals *g)
 		if ((ex = app_open_engine(&app, g, &ec, "check")) != EXIT_OK)
 			goto out;
 		if (saga_list(app.engine, -1, collect_fact, &l) != SAGA_OK || l.oom) {
-			errorf("check: %s", l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
+			errorf("check: %s",
+			       l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
 			ex = EXIT_FAIL;
 			goto out;
 		}
@@ -365,8 +369,8 @@ int cmd_check(args *a, globals *g)
 		}
 	}
 	char err[ECOM_MSG_MAX];
-	int rc = ecommerce_check(app.dir, l.facts ? l.facts : (ecom_saga_fact[1]){ { "", 0 } },
-	                         l.n, on_violation, &v, err, sizeof err);
+	int rc = ecommerce_check(app.dir, l.facts ? l.facts : (ecom_saga_fact[1]){ { "", 0 } }, l.n,
+	                         on_violation, &v, err, sizeof err);
 	if (rc < 0) {
 		errorf("check: %s", err[0] ? err : saga_strerror(rc));
 		ex = EXIT_FAIL;
@@ -410,7 +414,7 @@ static int collect_uid(const saga_instance_info *in, void *user)
 	if (strcmp(in->definition, ECOM_SAGA_NAME) != 0)
 		return 0;
 	if (l->n == l->cap) {
-		char (*u)[SAGA_UID_LEN + 1] = grow_array(l->uids, &l->cap, 256, sizeof *u);
+		char(*u)[SAGA_UID_LEN + 1] = grow_array(l->uids, &l->cap, 256, sizeof *u);
 		if (!u) {
 			l->oom = 1;
 			return 1;
@@ -458,13 +462,14 @@ static int report_collect(ecom_app *app, const globals *g, report_data *d)
 	}
 	char sp[4200];
 	path_in(sp, sizeof sp, app->dir, "saga.db");
-	if (file_exists(sp)) {  /* a fresh directory has no saga store yet */
+	if (file_exists(sp)) { /* a fresh directory has no saga store yet */
 		engine_cfg ec = { 0, 0, 0, 0 };
 		if ((ex = app_open_engine(app, g, &ec, "report")) != EXIT_OK)
 			goto out;
 		if (saga_counts(app->engine, d->sagas) != SAGA_OK ||
 		    saga_list(app->engine, -1, collect_uid, &l) != SAGA_OK || l.oom) {
-			errorf("report: %s", l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
+			errorf("report: %s",
+			       l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
 			ex = EXIT_FAIL;
 			goto out;
 		}
@@ -529,12 +534,13 @@ static void report_print_text(const report_data *d)
 	for (int i = 0; i < SAGA_STATE_COUNT; i++)
 		printf("%s%s %" PRId64, i ? ", " : "", saga_state_name((saga_state)i), d->sagas[i]);
 	printf(")\nrevenue:  %s (charged %s in %" PRId64 " charge%s, refunded %s in %" PRId64
-	       " refund%s)\n", rev, chg, d->charges, d->charges == 1 ? "" : "s", ref, d->refunds,
+	       " refund%s)\n",
+	       rev, chg, d->charges, d->charges == 1 ? "" : "s", ref, d->refunds,
 	       d->refunds == 1 ? "" : "s");
 	printf("stock:    %" PRId64 " products, %" PRId64 " units: available %" PRId64
-	       ", reserved %" PRId64 ", shipped %" PRId64 "\n", d->stock.products,
-	       d->stock.initial, d->stock.stock - d->stock.reserved, d->stock.reserved,
-	       d->stock.shipped);
+	       ", reserved %" PRId64 ", shipped %" PRId64 "\n",
+	       d->stock.products, d->stock.initial, d->stock.stock - d->stock.reserved,
+	       d->stock.reserved, d->stock.shipped);
 }
 
 int cmd_report(args *a, globals *g)

@@ -34,7 +34,7 @@ typedef struct item_arg {
 	char sku[ECOM_ID_MAX];
 	int64_t quantity;
 	int64_t price;
-	int has_price;      /* 0: the catalogue's */
+	int has_price; /* 0: the catalogue's */
 } item_arg;
 
 /* "SKU:QTY" or "SKU:QTY@CENTS". */
@@ -55,14 +55,17 @@ static int parse_item(const char *s, item_arg *out)
 	if (at) {
 		out->has_price = 1;
 		if (parse_i64(at + 1, 0, INT64_MAX, &out->price) != 0) {
-			errorf("order: --item \"%s\": the price \"%s\" is not a whole number of cents "
-			       "(digits only)", s, at + 1);
+			errorf("order: --item \"%s\": the price \"%s\" is not a whole number of "
+			       "cents "
+			       "(digits only)",
+			       s, at + 1);
 			return -1;
 		}
 	}
 	if (parse_i64_n(qty, qlen, 0, INT64_MAX, &out->quantity) != 0) {
 		errorf("order: --item \"%s\": the quantity \"%.*s\" is not a whole number "
-		       "(digits only)", s, (int)qlen, qty);
+		       "(digits only)",
+		       s, (int)qlen, qty);
 		return -1;
 	}
 	return 0;
@@ -86,13 +89,13 @@ static int one_done(saga_engine *e, void *user)
 /* What `order` is asked for, as its options say it. */
 typedef struct order_req {
 	const char *customer, *key, *payment, *shipping, *address, *channel, *currency;
-	int64_t total;        /* --total, when has_total */
+	int64_t total; /* --total, when has_total */
 	int has_total;
 	int64_t wait_s;
-	item_arg *items;      /* room for MAX_ITEMS_ARG; nitems read */
+	item_arg *items; /* room for MAX_ITEMS_ARG; nitems read */
 	size_t nitems;
-	int pay, ship;        /* the methods, set by order_check */
-	char keybuf[64];      /* the new key, when none was given */
+	int pay, ship;   /* the methods, set by order_check */
+	char keybuf[64]; /* the new key, when none was given */
 } order_req;
 
 /* Phase 1: reads the options into r. 0, or -1 after a message. */
@@ -102,9 +105,10 @@ static int order_options(args *a, globals *g, order_req *r, ecom_faults *faults)
 		const char *flag;
 		const char **value;
 	} strs[] = {
-		{ "--customer", &r->customer }, { "--key", &r->key }, { "--payment", &r->payment },
-		{ "--shipping", &r->shipping }, { "--address", &r->address },
-		{ "--channel", &r->channel }, { "--currency", &r->currency },
+		{ "--customer", &r->customer }, { "--key", &r->key },
+		{ "--payment", &r->payment },   { "--shipping", &r->shipping },
+		{ "--address", &r->address },   { "--channel", &r->channel },
+		{ "--currency", &r->currency },
 	};
 	while (a->i < a->argc) {
 		int x = workload_opt(a, g, faults);
@@ -123,15 +127,16 @@ static int order_options(args *a, globals *g, order_req *r, ecom_faults *faults)
 			if (!v)
 				return -1;
 			if (r->nitems == MAX_ITEMS_ARG) {
-				errorf("order: too many --item (at most %d lines per order)", ECOM_MAX_ITEMS);
+				errorf("order: too many --item (at most %d lines per order)",
+				       ECOM_MAX_ITEMS);
 				return -1;
 			}
 			if (parse_item(v, &r->items[r->nitems]) != 0)
 				return -1;
 			r->nitems++;
 		} else if (is_opt(a, "--total")) {
-			if (opt_i64(a, "--total", 0, INT64_MAX, &r->total,
-			            "order: --total", "a whole number of cents (digits only)") != 0)
+			if (opt_i64(a, "--total", 0, INT64_MAX, &r->total, "order: --total",
+			            "a whole number of cents (digits only)") != 0)
 				return -1;
 			r->has_total = 1;
 		} else if (is_opt(a, "--wait")) {
@@ -160,17 +165,21 @@ static int order_check(order_req *r)
 	}
 	char pname[64], sname[64];
 	r->pay = method_name(pname, sizeof pname, r->payment) == 0
-	         ? ecom_payment_method_parse(pname) : -1;
+	                 ? ecom_payment_method_parse(pname)
+	                 : -1;
 	r->ship = method_name(sname, sizeof sname, r->shipping) == 0
-	          ? ecom_shipping_method_parse(sname) : -1;
+	                  ? ecom_shipping_method_parse(sname)
+	                  : -1;
 	if (r->pay < 0) {
 		errorf("order: unknown payment method \"%s\" (expected CREDIT_CARD, DEBIT_CARD, "
-		       "PAYPAL or BANK_TRANSFER)", r->payment);
+		       "PAYPAL or BANK_TRANSFER)",
+		       r->payment);
 		return -1;
 	}
 	if (r->ship < 0) {
 		errorf("order: unknown shipping method \"%s\" (expected STANDARD, EXPRESS, "
-		       "OVERNIGHT, TWO_DAY or INTERNATIONAL)", r->shipping);
+		       "OVERNIGHT, TWO_DAY or INTERNATIONAL)",
+		       r->shipping);
 		return -1;
 	}
 	if (ecom_channel_parse(r->channel) < 0) {
@@ -233,9 +242,16 @@ static int order_input(ecom_app *app, const order_req *r, cJSON **input)
 	if (ex != EXIT_OK)
 		goto out;
 	ecom_order order = {
-		.ref = r->key, .customer = r->customer, .items = lines, .nitems = r->nitems,
-		.total = r->has_total ? r->total : overflow ? INT64_MAX : total,
-		.currency = r->currency, .address = r->address, .payment = r->pay,
+		.ref = r->key,
+		.customer = r->customer,
+		.items = lines,
+		.nitems = r->nitems,
+		.total = r->has_total ? r->total
+		         : overflow   ? INT64_MAX
+		                      : total,
+		.currency = r->currency,
+		.address = r->address,
+		.payment = r->pay,
 		.shipping = r->ship,
 	};
 	int known = order_customer_exists(app->order, r->customer);
@@ -299,8 +315,11 @@ static int order_start_and_wait(ecom_app *app, const globals *g, const order_req
 int cmd_order(args *a, globals *g)
 {
 	order_req r = {
-		.payment = "CREDIT_CARD", .shipping = "STANDARD",
-		.address = "1 Main Street, Springfield", .channel = "email", .wait_s = 30,
+		.payment = "CREDIT_CARD",
+		.shipping = "STANDARD",
+		.address = "1 Main Street, Springfield",
+		.channel = "email",
+		.wait_s = 30,
 	};
 	ecom_app app;
 	memset(&app, 0, sizeof app);
@@ -325,9 +344,9 @@ int cmd_order(args *a, globals *g)
 		goto out;
 	/* Phase 4: the outcome. */
 	char what[400];
-	snprintf(what, sizeof what, created ? "order %s: %s"
-	                                    : "order %s already exists (same key): %s",
-	         r.key, is_final(in.state) ? "done" : "still in progress (see `status`, `recover`)");
+	snprintf(what, sizeof what,
+	         created ? "order %s: %s" : "order %s already exists (same key): %s", r.key,
+	         is_final(in.state) ? "done" : "still in progress (see `status`, `recover`)");
 	ex = print_outcome(&app, g, &in, created, what);
 out:
 	cJSON_Delete(input);
@@ -477,7 +496,7 @@ int cmd_status(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
 	int ex = app_open_services(&app, "status");
-	engine_cfg ec = { 0, 0, 0, 2 };  /* the history names steps of registered definitions */
+	engine_cfg ec = { 0, 0, 0, 2 }; /* the history names steps of registered definitions */
 	int64_t sid = 0;
 	if (ex == EXIT_OK)
 		ex = find_saga(&app, g, &ec, "status", &what, &sid);
@@ -538,7 +557,8 @@ int cmd_cancel(args *a, globals *g)
 			       saga_state_name(in.state));
 		else
 			errorf("cancel: order %s is past its pivot (shipping is scheduled): it can "
-			       "only go forward", what);
+			       "only go forward",
+			       what);
 		ex = EXIT_FAIL;
 		goto out;
 	}

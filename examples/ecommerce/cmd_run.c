@@ -126,9 +126,13 @@ static int cat_customer(const ecom_customer *cu, void *user)
 }
 
 static const char *const addresses[] = {
-	"1 Main Street, Springfield", "22 Acacia Avenue, Leeds", "5 Rue de Rivoli, Paris",
-	"742 Evergreen Terrace, Springfield", "10 Downing Street, London",
-	"221B Baker Street, London", "1600 Amphitheatre Pkwy, Mountain View",
+	"1 Main Street, Springfield",
+	"22 Acacia Avenue, Leeds",
+	"5 Rue de Rivoli, Paris",
+	"742 Evergreen Terrace, Springfield",
+	"10 Downing Street, London",
+	"221B Baker Street, London",
+	"1600 Amphitheatre Pkwy, Mountain View",
 	"4 Privet Drive, Little Whinging",
 };
 
@@ -136,7 +140,8 @@ static const ecom_product *pick_product(const catalogue *c, uint64_t *rng)
 {
 	int want_stock = ecom_rand_unit(rng) < 0.9;
 	for (int tries = 0; tries < 32; tries++) {
-		const ecom_product *p = &c->products[ecom_rand_range(rng, 0, (int64_t)c->nproducts - 1)];
+		const ecom_product *p =
+		        &c->products[ecom_rand_range(rng, 0, (int64_t)c->nproducts - 1)];
 		if (!want_stock || p->stock - p->reserved > 10)
 			return p;
 	}
@@ -148,7 +153,7 @@ static const ecom_customer *pick_customer(const catalogue *c, uint64_t *rng)
 	int want_credit = ecom_rand_unit(rng) < 0.9;
 	for (int tries = 0; tries < 32; tries++) {
 		const ecom_customer *cu =
-			&c->customers[ecom_rand_range(rng, 0, (int64_t)c->ncustomers - 1)];
+		        &c->customers[ecom_rand_range(rng, 0, (int64_t)c->ncustomers - 1)];
 		if (!want_credit || cu->credit_limit >= 100000)
 			return cu;
 	}
@@ -175,7 +180,7 @@ static cJSON *gen_order(const catalogue *c, uint64_t *rng, const char *key)
 				if (strcmp(items[k].sku, p->sku) == 0)
 					dup = 1;
 		} while (dup && ++tries < 16);
-		if (dup) {  /* a tiny catalogue: fewer lines */
+		if (dup) { /* a tiny catalogue: fewer lines */
 			n = i;
 			break;
 		}
@@ -188,9 +193,12 @@ static cJSON *gen_order(const catalogue *c, uint64_t *rng, const char *key)
 	ecom_order o = {
 		.ref = key,
 		.customer = pick_customer(c, rng)->id,
-		.items = items, .nitems = n, .total = total, .currency = "USD",
-		.address = addresses[ecom_rand_range(rng, 0,
-		                     (int64_t)(sizeof addresses / sizeof addresses[0]) - 1)],
+		.items = items,
+		.nitems = n,
+		.total = total,
+		.currency = "USD",
+		.address = addresses[ecom_rand_range(
+		        rng, 0, (int64_t)(sizeof addresses / sizeof addresses[0]) - 1)],
 		.payment = (int)ecom_rand_range(rng, 0, ECOM_PAY_COUNT - 1),
 		.shipping = (int)ecom_rand_range(rng, 0, ECOM_SHIP_COUNT - 1),
 	};
@@ -239,14 +247,14 @@ typedef struct run_cfg {
 
 /* The run's orders as they start and end; index i is the i-th started. */
 typedef struct run_tally {
-	size_t n;                  /* orders asked for */
-	int64_t *ids;              /* their sagas */
-	double *t0;                /* when each started (s, monotonic) */
-	double *lat;               /* start to end (ms) */
-	unsigned char *done;       /* its end was seen */
-	idmap map;                 /* saga id -> index */
+	size_t n;            /* orders asked for */
+	int64_t *ids;        /* their sagas */
+	double *t0;          /* when each started (s, monotonic) */
+	double *lat;         /* start to end (ms) */
+	unsigned char *done; /* its end was seen */
+	idmap map;           /* saga id -> index */
 	size_t started, finished, inflight;
-	size_t old_events;         /* ends of sagas resumed from an earlier run */
+	size_t old_events; /* ends of sagas resumed from an earlier run */
 	double t_start, t_end;
 } run_tally;
 
@@ -264,8 +272,8 @@ static int run_options(args *a, globals *g, run_cfg *c, ecom_faults *faults)
 			            "a number in 1..1000000") != 0)
 				return -1;
 		} else if (is_opt(a, "--concurrency")) {
-			if (opt_i64(a, "--concurrency", 1, 256, &c->concurrency, "run: --concurrency",
-			            "a number in 1..256") != 0)
+			if (opt_i64(a, "--concurrency", 1, 256, &c->concurrency,
+			            "run: --concurrency", "a number in 1..256") != 0)
 				return -1;
 		} else if (is_opt(a, "--wait")) {
 			if (opt_i64(a, "--wait", 1, 86400, &c->stall_s, "run: --wait",
@@ -284,8 +292,8 @@ static int run_options(args *a, globals *g, run_cfg *c, ecom_faults *faults)
 static int run_load_catalogue(ecom_app *app, const globals *g, catalogue *cat)
 {
 	if (inventory_list_products(app->inventory, cat_product, cat) != 0 ||
-	    order_list_customers(app->order, cat_customer, cat) != 0 ||
-	    cat->nproducts == 0 || cat->ncustomers == 0) {
+	    order_list_customers(app->order, cat_customer, cat) != 0 || cat->nproducts == 0 ||
+	    cat->ncustomers == 0) {
 		errorf("run: %s has no products or customers", g->data);
 		return EXIT_USAGE;
 	}
@@ -318,8 +326,8 @@ static void run_tally_free(run_tally *t)
 
 /* Starts orders until `concurrency` are in flight or all have started.
  * Exit code. */
-static int run_start_more(ecom_app *app, const run_cfg *c, const catalogue *cat,
-                          const char *prefix, uint64_t *rng, run_tally *t)
+static int run_start_more(ecom_app *app, const run_cfg *c, const catalogue *cat, const char *prefix,
+                          uint64_t *rng, run_tally *t)
 {
 	while (t->started < t->n && t->inflight < (size_t)c->concurrency) {
 		char key[96];
@@ -378,7 +386,7 @@ static int run_collect(run_state *rs, run_tally *t, double *last_change)
 	for (size_t k = 0; k < qlen; k++) {
 		size_t idx;
 		if (!idmap_get(&t->map, q[k].id, &idx)) {
-			t->old_events++;  /* a saga resumed from an earlier run */
+			t->old_events++; /* a saga resumed from an earlier run */
 			continue;
 		}
 		if (t->done[idx])
@@ -420,7 +428,8 @@ static int run_loop(ecom_app *app, const run_cfg *c, const catalogue *cat, run_s
 			if (show)
 				fputc('\n', stderr);
 			errorf("run: no order finished in %" PRId64 " s; %zu still in flight "
-			       "(stopping; `recover` finishes them)", c->stall_s, t->inflight);
+			       "(stopping; `recover` finishes them)",
+			       c->stall_s, t->inflight);
 			break;
 		}
 	}
@@ -483,7 +492,8 @@ static void run_print_json(const run_cfg *c, const run_tally *t, const run_summa
 		cJSON_AddNumberToObject(st, saga_state_name((saga_state)i), (double)s->states[i]);
 	cJSON *rj = cJSON_AddObjectToObject(j, "compensated_by_reason");
 	for (int r = 1; r < 4; r++)
-		cJSON_AddNumberToObject(rj, saga_reason_name((saga_reason)r), (double)s->reasons[r]);
+		cJSON_AddNumberToObject(rj, saga_reason_name((saga_reason)r),
+		                        (double)s->reasons[r]);
 	cJSON *lj = cJSON_AddObjectToObject(j, "latency_ms");
 	cJSON_AddNumberToObject(lj, "p50", s->p50);
 	cJSON_AddNumberToObject(lj, "p95", s->p95);
@@ -507,13 +517,14 @@ static void run_print_text(const run_cfg *c, const run_tally *t, const run_summa
                            ecom_faults *faults)
 {
 	printf("orders:      %zu of %zu finished in %.2f s, concurrency %" PRId64 ", seed %" PRIu64
-	       "\n", t->finished, t->n, s->secs, c->concurrency, c->seed);
+	       "\n",
+	       t->finished, t->n, s->secs, c->concurrency, c->seed);
 	printf("throughput:  %.1f orders/s\n", s->tput);
 	printf("latency:     p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n", s->p50, s->p95,
 	       s->p99, s->pmax);
-	printf("outcomes:    COMPLETED %" PRId64 ", COMPENSATED %" PRId64
-	       " (failure %" PRId64 ", timeout %" PRId64 ", cancel %" PRId64 "), STUCK %" PRId64
-	       ", unfinished %" PRId64 "\n",
+	printf("outcomes:    COMPLETED %" PRId64 ", COMPENSATED %" PRId64 " (failure %" PRId64
+	       ", timeout %" PRId64 ", cancel %" PRId64 "), STUCK %" PRId64 ", unfinished %" PRId64
+	       "\n",
 	       s->states[SAGA_COMPLETED], s->states[SAGA_COMPENSATED],
 	       s->reasons[SAGA_REASON_FAILURE], s->reasons[SAGA_REASON_TIMEOUT],
 	       s->reasons[SAGA_REASON_CANCEL], s->states[SAGA_STUCK], s->unfinished);
@@ -526,9 +537,9 @@ static void run_print_text(const run_cfg *c, const run_tally *t, const run_summa
 		if (!any)
 			printf("injected:   ");
 		any = 1;
-		printf(" %s %" PRIu64 " failed/%" PRIu64 " transient/%" PRIu64 " timed out of %"
-		       PRIu64 " calls;", ecom_service_name(i), fc.failures, fc.transients,
-		       fc.timeouts, fc.calls);
+		printf(" %s %" PRIu64 " failed/%" PRIu64 " transient/%" PRIu64
+		       " timed out of %" PRIu64 " calls;",
+		       ecom_service_name(i), fc.failures, fc.transients, fc.timeouts, fc.calls);
 	}
 	if (any)
 		printf("\n");

@@ -25,30 +25,31 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: %s [--data DIR] [--json] [--policies FILE] COMMAND [OPTIONS]\n"
-"\n"
-"  seed    [--products N] [--customers N] [--seed S]\n"
-"  order   --customer ID --item SKU:QTY[@CENTS] ... [--payment M] [--shipping M]\n"
-"          [--key K] [--address TEXT] [--channel email|sms|push] [--total CENTS]\n"
-"          [--wait SECONDS] [FAULTS]\n"
-"  run     [--orders N] [--concurrency K] [--seed S] [--wait SECONDS] [FAULTS]\n"
-"  status  --id N | --key K   (an order id, or its key; a bare K is a key\n"
-"                              unless it reads as a number: refused)\n"
-"  cancel  --id N | --key K\n"
-"  recover [--timeout SECONDS]\n"
-"  check\n"
-"  report\n"
-"\n"
-"FAULTS: --fail SERVICE=RATE  --transient SERVICE=RATE  --latency SERVICE=MS\n"
-"        --timeout SERVICE=MS[:RATE]  --crash SERVICE.OP.before|after[:N]\n"
-"        (services: order inventory payment shipping notification, or *; also\n"
-"        from ECOMMERCE_FAIL, ECOMMERCE_TRANSIENT, ECOMMERCE_LATENCY,\n"
-"        ECOMMERCE_TIMEOUT, ECOMMERCE_CRASH, ECOMMERCE_FAULT_SEED)\n"
-"\n"
-"Numbers are decimal digits only (no sign, no blank); a value too long for\n"
-"its field is refused, never cut. --data defaults to ./ecommerce-data.\n"
-"Exit codes: 0 success, 1 a business failure or a violation, 2 bad usage or\n"
-"input (checked before anything is opened for writing: nothing written).\n", prog);
+	        "usage: %s [--data DIR] [--json] [--policies FILE] COMMAND [OPTIONS]\n"
+	        "\n"
+	        "  seed    [--products N] [--customers N] [--seed S]\n"
+	        "  order   --customer ID --item SKU:QTY[@CENTS] ... [--payment M] [--shipping M]\n"
+	        "          [--key K] [--address TEXT] [--channel email|sms|push] [--total CENTS]\n"
+	        "          [--wait SECONDS] [FAULTS]\n"
+	        "  run     [--orders N] [--concurrency K] [--seed S] [--wait SECONDS] [FAULTS]\n"
+	        "  status  --id N | --key K   (an order id, or its key; a bare K is a key\n"
+	        "                              unless it reads as a number: refused)\n"
+	        "  cancel  --id N | --key K\n"
+	        "  recover [--timeout SECONDS]\n"
+	        "  check\n"
+	        "  report\n"
+	        "\n"
+	        "FAULTS: --fail SERVICE=RATE  --transient SERVICE=RATE  --latency SERVICE=MS\n"
+	        "        --timeout SERVICE=MS[:RATE]  --crash SERVICE.OP.before|after[:N]\n"
+	        "        (services: order inventory payment shipping notification, or *; also\n"
+	        "        from ECOMMERCE_FAIL, ECOMMERCE_TRANSIENT, ECOMMERCE_LATENCY,\n"
+	        "        ECOMMERCE_TIMEOUT, ECOMMERCE_CRASH, ECOMMERCE_FAULT_SEED)\n"
+	        "\n"
+	        "Numbers are decimal digits only (no sign, no blank); a value too long for\n"
+	        "its field is refused, never cut. --data defaults to ./ecommerce-data.\n"
+	        "Exit codes: 0 success, 1 a business failure or a violation, 2 bad usage or\n"
+	        "input (checked before anything is opened for writing: nothing written).\n",
+	        prog);
 }
 
 /* The commands, by name (commands.h). */
@@ -56,9 +57,9 @@ static const struct {
 	const char *name;
 	int (*fn)(args *, globals *);
 } cmds[] = {
-	{ "seed", cmd_seed }, { "order", cmd_order }, { "run", cmd_run },
+	{ "seed", cmd_seed },     { "order", cmd_order },   { "run", cmd_run },
 	{ "status", cmd_status }, { "cancel", cmd_cancel }, { "recover", cmd_recover },
-	{ "check", cmd_check }, { "report", cmd_report },
+	{ "check", cmd_check },   { "report", cmd_report },
 };
 
 /* The global options before the command, then the command with the rest. */
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
 		}
 	}
 	errorf("unknown command \"%s\" (expected seed, order, run, status, cancel, recover, "
-	       "check or report)", cmd);
+	       "check or report)",
+	       cmd);
 	return EXIT_USAGE;
 }

@@ -54,18 +54,23 @@ cJSON *order_json(ecom_app *app, int64_t order_id)
 	cJSON_AddNumberToObject(j, "items", (double)oi.nitems);
 	cJSON_AddNumberToObject(j, "quantity", (double)oi.quantity);
 	cJSON_AddStringToObject(j, "address", oi.address);
-	cJSON_AddStringToObject(j, "payment", ecom_payment_method_name(oi.payment)
-	                                      ? ecom_payment_method_name(oi.payment) : "?");
-	cJSON_AddStringToObject(j, "shipping", ecom_shipping_method_name(oi.shipping)
-	                                       ? ecom_shipping_method_name(oi.shipping) : "?");
+	cJSON_AddStringToObject(
+	        j, "payment",
+	        ecom_payment_method_name(oi.payment) ? ecom_payment_method_name(oi.payment) : "?");
+	cJSON_AddStringToObject(j, "shipping",
+	                        ecom_shipping_method_name(oi.shipping)
+	                                ? ecom_shipping_method_name(oi.shipping)
+	                                : "?");
 	ecom_shipment sh;
 	if (shipping_get(app->shipping, oi.id, &sh) == 0) {
 		cJSON *s = cJSON_AddObjectToObject(j, "shipment");
 		cJSON_AddStringToObject(s, "carrier", sh.carrier);
 		cJSON_AddStringToObject(s, "tracking", sh.tracking);
 		cJSON_AddStringToObject(s, "delivery_date", sh.delivery_date);
-		cJSON_AddStringToObject(s, "status", ecom_shipment_status_name(sh.status)
-		                                     ? ecom_shipment_status_name(sh.status) : "?");
+		cJSON_AddStringToObject(s, "status",
+		                        ecom_shipment_status_name(sh.status)
+		                                ? ecom_shipment_status_name(sh.status)
+		                                : "?");
 	}
 	return j;
 }
@@ -79,17 +84,22 @@ void print_order_text(ecom_app *app, int64_t order_id)
 	}
 	char total[32];
 	money(total, sizeof total, oi.total);
-	printf("order:   %" PRId64 " %s (customer %s, %zu item%s, %" PRId64 " unit%s, %s %s, %s, %s)\n",
+	printf("order:   %" PRId64 " %s (customer %s, %zu item%s, %" PRId64
+	       " unit%s, %s %s, %s, %s)\n",
 	       oi.id, ecom_order_status_name(oi.status), oi.customer, oi.nitems,
 	       oi.nitems == 1 ? "" : "s", oi.quantity, oi.quantity == 1 ? "" : "s", total,
-	       oi.currency, ecom_payment_method_name(oi.payment) ? ecom_payment_method_name(oi.payment) : "?",
-	       ecom_shipping_method_name(oi.shipping) ? ecom_shipping_method_name(oi.shipping) : "?");
+	       oi.currency,
+	       ecom_payment_method_name(oi.payment) ? ecom_payment_method_name(oi.payment) : "?",
+	       ecom_shipping_method_name(oi.shipping) ? ecom_shipping_method_name(oi.shipping)
+	                                              : "?");
 	if (oi.reason[0])
 		printf("reason:  %s\n", oi.reason);
 	ecom_shipment sh;
 	if (shipping_get(app->shipping, oi.id, &sh) == 0)
-		printf("ship:    %s %s, delivery %s (%s)\n", sh.carrier, sh.tracking, sh.delivery_date,
-		       ecom_shipment_status_name(sh.status) ? ecom_shipment_status_name(sh.status) : "?");
+		printf("ship:    %s %s, delivery %s (%s)\n", sh.carrier, sh.tracking,
+		       sh.delivery_date,
+		       ecom_shipment_status_name(sh.status) ? ecom_shipment_status_name(sh.status)
+		                                            : "?");
 }
 
 cJSON *saga_json(const saga_instance_info *in)
@@ -151,8 +161,9 @@ int history_line(const saga_event *ev, void *user)
 		cJSON_AddStringToObject(e, "state", saga_state_name(ev->state));
 		if (ev->step_name) {
 			cJSON_AddStringToObject(e, "step", ev->step_name);
-			cJSON_AddStringToObject(e, "phase", ev->phase == SAGA_PHASE_ACTION
-			                                    ? "action" : "compensation");
+			cJSON_AddStringToObject(e, "phase",
+			                        ev->phase == SAGA_PHASE_ACTION ? "action"
+			                                                       : "compensation");
 			cJSON_AddNumberToObject(e, "attempt", ev->attempt);
 		}
 		if (ev->outcome != SAGA_OUTCOME_NONE)

@@ -35,8 +35,8 @@ saga_step_result ecom_step_result(saga_step_ctx *ctx, int rc, const char *msg)
 	if (msg && *msg)
 		snprintf(buf, sizeof buf, "%s", msg);
 	else
-		snprintf(buf, sizeof buf, "%s", rc == ECOM_TRANSIENT ? "transient failure"
-		                                                      : saga_strerror(rc));
+		snprintf(buf, sizeof buf, "%s",
+		         rc == ECOM_TRANSIENT ? "transient failure" : saga_strerror(rc));
 	saga_step_set_error(ctx, buf);
 	return SAGA_STEP_RETRY;
 }
@@ -111,7 +111,8 @@ static int last_failure(const saga_event *ev, void *user)
 	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->phase == SAGA_PHASE_ACTION &&
 	    ev->outcome != SAGA_OUTCOME_OK && ev->outcome != SAGA_OUTCOME_NONE &&
 	    ev->outcome != SAGA_OUTCOME_PENDING)
-		snprintf(w->text, sizeof w->text, "%s: %.200s", ev->step_name ? ev->step_name : "step",
+		snprintf(w->text, sizeof w->text, "%s: %.200s",
+		         ev->step_name ? ev->step_name : "step",
 		         ev->detail[0] ? ev->detail : saga_outcome_name(ev->outcome));
 	return 0;
 }
@@ -143,7 +144,7 @@ static saga_step_result cancel_order(saga_step_ctx *ctx, void *user)
 	if (rc != ECOM_OK)
 		return ecom_step_result(ctx, rc, msg);
 	int64_t id = ctx_order_id(ctx);
-	if (id <= 0)  /* create_order's outcome was unknown: no order to write about */
+	if (id <= 0) /* create_order's outcome was unknown: no order to write about */
 		return SAGA_STEP_OK;
 	const cJSON *ch = cJSON_GetObjectItemCaseSensitive(saga_step_context(ctx), "channel");
 	int channel = cJSON_IsString(ch) ? ecom_channel_parse(ch->valuestring) : -1;
@@ -166,8 +167,8 @@ static saga_step_result reserve_inventory(saga_step_ctx *ctx, void *user)
 	if (r != SAGA_STEP_OK)
 		return r;
 	char msg[ECOM_MSG_MAX];
-	int rc = inventory_reserve(app->inventory, saga_step_key(ctx), id, o.items, o.nitems,
-	                           msg, sizeof msg);
+	int rc = inventory_reserve(app->inventory, saga_step_key(ctx), id, o.items, o.nitems, msg,
+	                           sizeof msg);
 	ecom_order_clear(&o);
 	return ecom_step_result(ctx, rc, msg);
 }
@@ -288,7 +289,8 @@ int ecom_saga_definition(saga_definition **out, ecom_app *app)
 {
 	const saga_step_spec steps[] = {
 		{ STEP_CREATE_ORDER, SAGA_STEP_COMPENSATABLE, create_order, cancel_order, app },
-		{ STEP_RESERVE, SAGA_STEP_COMPENSATABLE, reserve_inventory, release_inventory, app },
+		{ STEP_RESERVE, SAGA_STEP_COMPENSATABLE, reserve_inventory, release_inventory,
+		  app },
 		{ STEP_CHARGE, SAGA_STEP_COMPENSATABLE, charge_payment, refund_payment, app },
 		{ STEP_SCHEDULE, SAGA_STEP_PIVOT, schedule_shipping, NULL, app },
 		{ STEP_SHIP_GOODS, SAGA_STEP_RETRIABLE, ship_goods, NULL, app },

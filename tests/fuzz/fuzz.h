@@ -14,13 +14,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A broken invariant: prints `what` and aborts, so both libFuzzer and the
  * standalone driver report the input as a crash. */
-#define FUZZ_ASSERT(cond, what)                                                 \
-	do {                                                                    \
-		if (!(cond))                                                    \
-			fuzz_fail(__FILE__, __LINE__, (what));                  \
+#define FUZZ_ASSERT(cond, what)                                \
+	do {                                                   \
+		if (!(cond))                                   \
+			fuzz_fail(__FILE__, __LINE__, (what)); \
 	} while (0)
 
-void fuzz_fail(const char *file, int line, const char *what)
-	__attribute__((noreturn));
+void fuzz_fail(const char *file, int line, const char *what) __attribute__((noreturn));
 
 #endif

@@ -53,17 +53,17 @@ static void round_trip(const ecom_order *o)
 	rc = ecom_order_from_json(&o2, back, msg, sizeof(msg));
 	FUZZ_ASSERT(rc == 0, "an order's own JSON is refused by ecom_order_from_json");
 	FUZZ_ASSERT(same_str(o->ref, o2.ref) && same_str(o->customer, o2.customer) &&
-	            same_str(o->address, o2.address) && o->total == o2.total &&
-	            o->payment == o2.payment && o->shipping == o2.shipping &&
-	            o->nitems == o2.nitems,
+	                    same_str(o->address, o2.address) && o->total == o2.total &&
+	                    o->payment == o2.payment && o->shipping == o2.shipping &&
+	                    o->nitems == o2.nitems,
 	            "the order changed in a JSON round trip");
 	/* A NULL currency means "USD" and is written as such. */
 	FUZZ_ASSERT(same_str(o->currency ? o->currency : "USD", o2.currency),
 	            "the currency changed in a JSON round trip");
 	for (size_t i = 0; i < o->nitems; i++)
 		FUZZ_ASSERT(same_str(o->items[i].sku, o2.items[i].sku) &&
-		            o->items[i].quantity == o2.items[i].quantity &&
-		            o->items[i].unit_price == o2.items[i].unit_price,
+		                    o->items[i].quantity == o2.items[i].quantity &&
+		                    o->items[i].unit_price == o2.items[i].unit_price,
 		            "an item changed in a JSON round trip");
 	FUZZ_ASSERT(ecom_order_validate(&o2, 1, msg, sizeof(msg)) == 0,
 	            "a valid order is refused after a JSON round trip");
@@ -120,15 +120,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_ASSERT(o.nitems >= 1 && o.nitems <= ECOM_MAX_ITEMS, "item count out of range");
 		for (size_t i = 0; i < o.nitems; i++) {
 			FUZZ_ASSERT(o.items[i].quantity > 0 && o.items[i].unit_price > 0 &&
-			            o.items[i].unit_price <= ECOM_MAX_AMOUNT,
+			                    o.items[i].unit_price <= ECOM_MAX_AMOUNT,
 			            "an item out of range is accepted");
 			quantity += o.items[i].quantity;
 			sum += o.items[i].quantity * o.items[i].unit_price;
 		}
 		FUZZ_ASSERT(quantity <= ECOM_MAX_QUANTITY, "too many pieces accepted");
-		FUZZ_ASSERT(o.total == sum && o.total <= ECOM_MAX_AMOUNT, "a wrong total is accepted");
+		FUZZ_ASSERT(o.total == sum && o.total <= ECOM_MAX_AMOUNT,
+		            "a wrong total is accepted");
 		FUZZ_ASSERT(ecom_payment_method_name(o.payment) != NULL &&
-		            ecom_shipping_method_name(o.shipping) != NULL,
+		                    ecom_shipping_method_name(o.shipping) != NULL,
 		            "an unknown method is accepted");
 		round_trip(&o);
 	}

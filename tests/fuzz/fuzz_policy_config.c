@@ -41,9 +41,8 @@ static saga_definition *make_definition(void)
 		{ "ship", SAGA_STEP_PIVOT, step_ok, NULL, NULL },
 		{ "notify", SAGA_STEP_RETRIABLE, step_ok, NULL, NULL },
 	};
-	static const saga_retry_policy notify_retry = {
-		0, 60000, SAGA_BACKOFF_LINEAR, 50, 0, 2.0, SAGA_JITTER_NONE
-	};
+	static const saga_retry_policy notify_retry = { 0, 60000, SAGA_BACKOFF_LINEAR, 50,
+		                                        0, 2.0,   SAGA_JITTER_NONE };
 	saga_definition *def = NULL;
 
 	if (saga_definition_new(&def, "order", 1) != 0)
@@ -84,8 +83,8 @@ static bool same_policy(const saga_step_policy *a, const saga_step_policy *b)
 	    (a->has_comp_retry && !same_retry(&a->comp_retry, &b->comp_retry)))
 		return false;
 	if (a->has_timeout != b->has_timeout ||
-	    (a->has_timeout && (a->timeout_ms != b->timeout_ms ||
-	                        a->comp_timeout_ms != b->comp_timeout_ms)))
+	    (a->has_timeout &&
+	     (a->timeout_ms != b->timeout_ms || a->comp_timeout_ms != b->comp_timeout_ms)))
 		return false;
 	if ((a->breaker == NULL) != (b->breaker == NULL))
 		return false;
@@ -204,7 +203,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_ASSERT(nul == NULL || nul == json + size - 1 || rc != 0,
 	            "a document with a NUL byte before its end was accepted");
 	if (rc != 0) {
-		FUZZ_ASSERT(same_policies(def, before), "a refused document changed the definition");
+		FUZZ_ASSERT(same_policies(def, before),
+		            "a refused document changed the definition");
 	} else {
 		saga_definition *once = NULL;
 
@@ -213,7 +213,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rc = saga_policies_apply(NULL, def, json, size, &err);
 		check_error(rc, &err);
 		FUZZ_ASSERT(rc == 0, "a document accepted once is refused the second time");
-		FUZZ_ASSERT(same_policies(def, once), "applying a document twice is not idempotent");
+		FUZZ_ASSERT(same_policies(def, once),
+		            "applying a document twice is not idempotent");
 		saga_definition_free(once);
 	}
 	/* With no definition: only "breakers" may be given, and needs an engine. */
@@ -228,7 +229,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rc = saga_policies_apply(engine_get(), def, json, size, &err);
 	check_error(rc, &err);
 	if (rc != 0) {
-		FUZZ_ASSERT(same_policies(def, before), "a refused document changed the definition");
+		FUZZ_ASSERT(same_policies(def, before),
+		            "a refused document changed the definition");
 	} else {
 		/* Breakers attached to steps exist on the engine now. */
 		for (size_t i = 0; i < def->nsteps; i++) {

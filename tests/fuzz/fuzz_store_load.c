@@ -44,7 +44,7 @@
 
 #define CLOCK_START 1000000000000ULL /* 2001-09-09, in ms */
 #define DEFAULT_UID "00112233445566778899aabbccddeeff"
-#define MAX_OPS 48
+#define MAX_OPS     48
 #define MAX_HISTORY 64
 #define INSTANCE_ID 1
 
@@ -52,7 +52,7 @@
 
 static char tmp_dir[256];
 static char store_path[300];
-static sqlite3 *db;             /* the target's own connection to the store */
+static sqlite3 *db; /* the target's own connection to the store */
 static sqlite3_stmt *insert_instance, *insert_history;
 static saga_definition *def_v1, *def_v2;
 
@@ -99,7 +99,8 @@ static saga_step_result step_fn(saga_step_ctx *ctx, void *user)
 	script.calls++;
 	FUZZ_ASSERT(cJSON_IsObject(c), "a step sees a context that is not an object");
 	FUZZ_ASSERT(saga_step_name(ctx) != NULL && saga_step_key(ctx) != NULL &&
-	            saga_step_action_key(ctx) != NULL, "a step context without names");
+	                    saga_step_action_key(ctx) != NULL,
+	            "a step context without names");
 	FUZZ_ASSERT(saga_step_attempt(ctx) >= 1, "an attempt numbered 0");
 	FUZZ_ASSERT(saga_step_instance(ctx) > 0, "a step of no instance");
 	switch (ch) {
@@ -107,8 +108,9 @@ static saga_step_result step_fn(saga_step_ctx *ctx, void *user)
 		cJSON *copy = cJSON_Duplicate(c, 1);
 
 		/* Replaces or adds a member, sometimes one the context has. */
-		saga_step_put(ctx, c->child != NULL && c->child->string != NULL
-		                           ? c->child->string : "echo",
+		saga_step_put(ctx,
+		              c->child != NULL && c->child->string != NULL ? c->child->string
+		                                                           : "echo",
 		              copy != NULL ? copy : cJSON_CreateNull());
 		saga_step_put(ctx, "n", cJSON_CreateNumber(script.calls));
 		return SAGA_STEP_OK;
@@ -168,8 +170,8 @@ static saga_definition *make_def(int version)
 		/* One retriable step, immediate retries, a deadline. */
 		static const saga_step_spec only = { "only", SAGA_STEP_RETRIABLE, step_fn, NULL,
 			                             NULL };
-		static const saga_retry_policy retry = { 2, 0, SAGA_BACKOFF_CONSTANT, 0, 0, 2.0,
-			                                 SAGA_JITTER_NONE };
+		static const saga_retry_policy retry = { 2, 0,   SAGA_BACKOFF_CONSTANT, 0,
+			                                 0, 2.0, SAGA_JITTER_NONE };
 		if (saga_definition_add_step(d, &only) != 0 ||
 		    saga_definition_set_retry(d, NULL, &retry) != 0 ||
 		    saga_definition_set_deadline(d, 3600000, 600000) != 0)
@@ -243,16 +245,17 @@ static void setup(void)
 	if (sqlite3_open(store_path, &db) != SQLITE_OK ||
 	    sqlite3_exec(db, "PRAGMA synchronous=OFF", NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(db, 1000) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db,
-	                       "INSERT INTO instances(id, uid, def_name, def_version, business_key,"
-	                       " state, phase, step, attempt, inflight, pending, pivot_done, reason,"
-	                       " fwd_started, comp_done_any, due_at, deadline_at, attempt_deadline,"
-	                       " step_since, prev_delay, created_at, updated_at, error, context,"
-	                       " finished_at)"
-	                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-	                       " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,"
-	                       " CASE WHEN ?6 >= 3 THEN ?22 ELSE 0 END)",
-	                       -1, &insert_instance, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(
+	            db,
+	            "INSERT INTO instances(id, uid, def_name, def_version, business_key,"
+	            " state, phase, step, attempt, inflight, pending, pivot_done, reason,"
+	            " fwd_started, comp_done_any, due_at, deadline_at, attempt_deadline,"
+	            " step_since, prev_delay, created_at, updated_at, error, context,"
+	            " finished_at)"
+	            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+	            " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,"
+	            " CASE WHEN ?6 >= 3 THEN ?22 ELSE 0 END)",
+	            -1, &insert_instance, NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db,
 	                       "INSERT INTO history(instance, type, state, step, phase, attempt,"
 	                       " outcome, at, detail, seq)"
@@ -325,8 +328,8 @@ static int bind_token(sqlite3_stmt *st, int i, span t, long long dflt)
 	if (t.p[0] == '@') {
 		span rest = { t.p + 1, t.n - 1 };
 
-		return sqlite3_bind_int64(st, i, (sqlite3_int64)(CLOCK_START +
-		                                                 (uint64_t)to_int(rest)));
+		return sqlite3_bind_int64(st, i,
+		                          (sqlite3_int64)(CLOCK_START + (uint64_t)to_int(rest)));
 	}
 	return sqlite3_bind_int64(st, i, to_int(t));
 }
@@ -400,8 +403,10 @@ static void write_rows(span *in)
 		step_row(st, "insert history");
 	}
 	/* The store's history counter follows the rows, as the store keeps it. */
-	if (sqlite3_exec(db, "UPDATE counters SET next_seq = (SELECT coalesce(max(seq), 0) + 1"
-	                     " FROM history); COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+	if (sqlite3_exec(db,
+	                 "UPDATE counters SET next_seq = (SELECT coalesce(max(seq), 0) + 1"
+	                 " FROM history); COMMIT",
+	                 NULL, NULL, NULL) != SQLITE_OK)
 		die("commit", sqlite3_errmsg(db));
 }
 
@@ -435,9 +440,9 @@ static bool terminated(const char *s, size_t size)
 static void check_info(const saga_instance_info *info)
 {
 	FUZZ_ASSERT(terminated(info->uid, sizeof(info->uid)) &&
-	            terminated(info->definition, sizeof(info->definition)) &&
-	            terminated(info->business_key, sizeof(info->business_key)) &&
-	            terminated(info->error, sizeof(info->error)),
+	                    terminated(info->definition, sizeof(info->definition)) &&
+	                    terminated(info->business_key, sizeof(info->business_key)) &&
+	                    terminated(info->error, sizeof(info->error)),
 	            "an instance's strings are not terminated");
 	FUZZ_ASSERT((int)info->state >= 0 && (int)info->state < SAGA_STATE_COUNT,
 	            "an instance in a state that does not exist");
@@ -492,8 +497,10 @@ static bool row_typed(void)
 	sqlite3_stmt *st = NULL;
 	bool typed = false;
 
-	if (sqlite3_prepare_v2(db, "SELECT typeof(state) = 'integer' AND typeof(due_at) = 'integer'"
-	                       " FROM instances WHERE id = ?1", -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT typeof(state) = 'integer' AND typeof(due_at) = 'integer'"
+	                       " FROM instances WHERE id = ?1",
+	                       -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_bind_int64(st, 1, INSTANCE_ID) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
 		typed = sqlite3_column_int(st, 0) != 0;
 	sqlite3_finalize(st);
@@ -506,8 +513,9 @@ static void check_idle(saga_engine *e)
 {
 	saga_instance_info info;
 
-	if (saw_corrupt || saga_get(e, &info, INSTANCE_ID) != 0 || strcmp(info.definition, "fuzz") != 0 ||
-	    (info.version != 1 && info.version != 2) || !row_typed())
+	if (saw_corrupt || saga_get(e, &info, INSTANCE_ID) != 0 ||
+	    strcmp(info.definition, "fuzz") != 0 || (info.version != 1 && info.version != 2) ||
+	    !row_typed())
 		return;
 	FUZZ_ASSERT(info.state != SAGA_RUNNING && info.state != SAGA_COMPENSATING,
 	            "saga_run_until_idle left a running instance behind");
@@ -547,10 +555,11 @@ static void run_op(saga_engine **ep, char op, span bkey, span ctx)
 		if (rc == 0)
 			check_info(&info);
 		if (rc == 0 && verbose)
-			fprintf(stderr, "  instance: %s v%d state %d phase %d step %d attempt %u "
-			        "due %llu\n", info.definition, info.version, (int)info.state,
-			        (int)info.phase, info.step, info.attempt,
-			        (unsigned long long)info.due_ms);
+			fprintf(stderr,
+			        "  instance: %s v%d state %d phase %d step %d attempt %u "
+			        "due %llu\n",
+			        info.definition, info.version, (int)info.state, (int)info.phase,
+			        info.step, info.attempt, (unsigned long long)info.due_ms);
 		break;
 	case 'C':
 		rc = saga_get_context(e, &json, INSTANCE_ID);
@@ -590,9 +599,12 @@ static void run_op(saga_engine **ep, char op, span bkey, span ctx)
 		json = op == 'K' ? cJSON_CreateObject() : NULL;
 		if (json != NULL)
 			cJSON_AddNumberToObject(json, "paid", 1);
-		check_rc(e, saga_complete(e, key, op == 'K' ? SAGA_STEP_OK
-		                                  : op == 'F' ? SAGA_STEP_FAIL : SAGA_STEP_RETRY,
-		                          json),
+		check_rc(e,
+		         saga_complete(e, key,
+		                       op == 'K'   ? SAGA_STEP_OK
+		                       : op == 'F' ? SAGA_STEP_FAIL
+		                                   : SAGA_STEP_RETRY,
+		                       json),
 		         "saga_complete");
 		break;
 	case 'k':

@@ -24,7 +24,7 @@ static const char *const attach_sql[ECOM_SERVICE_COUNT] = {
  * violation each. */
 static const struct rule {
 	const char *name;
-	int with_sagas;   /* needs the saga facts */
+	int with_sagas; /* needs the saga facts */
 	const char *sql;
 } rules[] = {
 	/* ---- inventory ---- */
@@ -169,7 +169,7 @@ static const struct rule {
 	/* ---- orders <-> sagas (facts passed in by the caller) ---- */
 	{ "saga-unfinished", 1,
 	  "SELECT printf('saga %s is %s', bkey, state_name) FROM sagas"
-	  " WHERE state NOT IN (3, 4) ORDER BY bkey" },  /* SAGA_COMPLETED, SAGA_COMPENSATED */
+	  " WHERE state NOT IN (3, 4) ORDER BY bkey" }, /* SAGA_COMPLETED, SAGA_COMPENSATED */
 	{ "order-without-saga", 1,
 	  "SELECT printf('order %d (ref %s) has no saga', id, coalesce(ref, '(none)'))"
 	  " FROM o.orders WHERE ref IS NULL OR ref NOT IN (SELECT bkey FROM sagas) ORDER BY id" },
@@ -254,8 +254,8 @@ static int attach_all(sqlite3 *db, const char *dir, char *errmsg, size_t errmsg_
 		}
 		struct stat sb;
 		if (stat(path, &sb) != 0) {
-			svc_msg(errmsg, errmsg_size, "%s: %s (not an ecommerce data directory?)", path,
-			        strerror(errno));
+			svc_msg(errmsg, errmsg_size, "%s: %s (not an ecommerce data directory?)",
+			        path, strerror(errno));
 			return SAGA_ENOTFOUND;
 		}
 		int rc = exec1(db, attach_sql[i], "t", uri);
@@ -284,8 +284,9 @@ int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
 	if (!dir || (!sagas && nsagas))
 		return SAGA_EINVAL;
 	sqlite3 *db = NULL;
-	int rc = svc_map(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE |
-	                                 SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, NULL));
+	int rc = svc_map(sqlite3_open_v2(
+	        ":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+	        NULL));
 	if (rc != 0) {
 		svc_msg(errmsg, errmsg_size, "cannot open a checking connection");
 		sqlite3_close(db);
@@ -321,9 +322,10 @@ int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
 		if (rc == 0 && s != SQLITE_DONE)
 			rc = svc_map(s) ? svc_map(s) : SAGA_ESTORE;
 		if (rc != 0)
-			svc_msg(errmsg, errmsg_size, "rule %s: %s", rules[r].name, sqlite3_errmsg(db));
+			svc_msg(errmsg, errmsg_size, "rule %s: %s", rules[r].name,
+			        sqlite3_errmsg(db));
 		sqlite3_finalize(st);
 	}
-	sqlite3_close(db);  /* ends the read transaction */
+	sqlite3_close(db); /* ends the read transaction */
 	return rc != 0 ? rc : violations;
 }

@@ -14,8 +14,8 @@
 
 #include "msg.h"
 
-#define MAX_CRASHES 16
-#define MAX_SLEEP_MS 600000u  /* ten minutes: more is a typo */
+#define MAX_CRASHES  16
+#define MAX_SLEEP_MS 600000u /* ten minutes: more is a typo */
 
 /* The operations, and whether a permanent failure is a legitimate answer:
  * only forward actions before or at the pivot may fail for good. A
@@ -26,37 +26,26 @@ static const struct op_info {
 	const char *op;
 	int may_fail;
 } ops[] = {
-	{ ECOM_ORDER, "create", 1 },
-	{ ECOM_ORDER, "cancel", 0 },
-	{ ECOM_ORDER, "confirm", 0 },
-	{ ECOM_INVENTORY, "reserve", 1 },
-	{ ECOM_INVENTORY, "release", 0 },
-	{ ECOM_INVENTORY, "ship", 0 },
-	{ ECOM_PAYMENT, "charge", 1 },
-	{ ECOM_PAYMENT, "refund", 0 },
-	{ ECOM_PAYMENT, "refund_amount", 0 },
-	{ ECOM_SHIPPING, "schedule", 1 },
-	{ ECOM_SHIPPING, "commit", 0 },
-	{ ECOM_SHIPPING, "cancel", 0 },
+	{ ECOM_ORDER, "create", 1 },          { ECOM_ORDER, "cancel", 0 },
+	{ ECOM_ORDER, "confirm", 0 },         { ECOM_INVENTORY, "reserve", 1 },
+	{ ECOM_INVENTORY, "release", 0 },     { ECOM_INVENTORY, "ship", 0 },
+	{ ECOM_PAYMENT, "charge", 1 },        { ECOM_PAYMENT, "refund", 0 },
+	{ ECOM_PAYMENT, "refund_amount", 0 }, { ECOM_SHIPPING, "schedule", 1 },
+	{ ECOM_SHIPPING, "commit", 0 },       { ECOM_SHIPPING, "cancel", 0 },
 	{ ECOM_NOTIFICATION, "send", 0 },
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
 static const char *const crash_points[] = {
-	"order.create.before", "order.create.after",
-	"order.cancel.before", "order.cancel.after",
-	"order.confirm.before", "order.confirm.after",
-	"inventory.reserve.before", "inventory.reserve.after",
-	"inventory.release.before", "inventory.release.after",
-	"inventory.ship.before", "inventory.ship.after",
-	"payment.charge.before", "payment.charge.after",
-	"payment.refund.before", "payment.refund.after",
-	"payment.refund_amount.before", "payment.refund_amount.after",
-	"shipping.schedule.before", "shipping.schedule.after",
-	"shipping.commit.before", "shipping.commit.after",
-	"shipping.cancel.before", "shipping.cancel.after",
-	"notification.send.before", "notification.send.after",
-	NULL
+	"order.create.before",      "order.create.after",           "order.cancel.before",
+	"order.cancel.after",       "order.confirm.before",         "order.confirm.after",
+	"inventory.reserve.before", "inventory.reserve.after",      "inventory.release.before",
+	"inventory.release.after",  "inventory.ship.before",        "inventory.ship.after",
+	"payment.charge.before",    "payment.charge.after",         "payment.refund.before",
+	"payment.refund.after",     "payment.refund_amount.before", "payment.refund_amount.after",
+	"shipping.schedule.before", "shipping.schedule.after",      "shipping.commit.before",
+	"shipping.commit.after",    "shipping.cancel.before",       "shipping.cancel.after",
+	"notification.send.before", "notification.send.after",      NULL
 };
 
 typedef struct crash_point {
@@ -100,7 +89,7 @@ double ecom_rand_unit(uint64_t *state)
 int64_t ecom_rand_range(uint64_t *state, int64_t lo, int64_t hi)
 {
 	uint64_t span = (uint64_t)hi - (uint64_t)lo + 1u;
-	if (span == 0)  /* the whole 64-bit range */
+	if (span == 0) /* the whole 64-bit range */
 		return (int64_t)ecom_rand_next(state);
 	return lo + (int64_t)(ecom_rand_next(state) % span);
 }
@@ -145,7 +134,7 @@ void ecom_faults_free(ecom_faults *f)
 
 static int valid_rate(double r)
 {
-	return r >= 0.0 && r <= 1.0;  /* false for NaN */
+	return r >= 0.0 && r <= 1.0; /* false for NaN */
 }
 
 static int valid_service(int service)
@@ -154,7 +143,7 @@ static int valid_service(int service)
 }
 
 /* Applies fn to one service or, with service -1, to all. */
-#define FOR_SERVICES(service, i) \
+#define FOR_SERVICES(service, i)                    \
 	for (int i = (service) < 0 ? 0 : (service); \
 	     i < ((service) < 0 ? ECOM_SERVICE_COUNT : (service) + 1); i++)
 
@@ -164,7 +153,7 @@ int ecom_faults_set_fail(ecom_faults *f, int service, double rate)
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&f->lock);
 	FOR_SERVICES(service, i)
-		f->cfg.fail[i] = rate;
+	f->cfg.fail[i] = rate;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
@@ -175,7 +164,7 @@ int ecom_faults_set_transient(ecom_faults *f, int service, double rate)
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&f->lock);
 	FOR_SERVICES(service, i)
-		f->cfg.transient[i] = rate;
+	f->cfg.transient[i] = rate;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
@@ -186,7 +175,7 @@ int ecom_faults_set_latency(ecom_faults *f, int service, uint32_t ms)
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&f->lock);
 	FOR_SERVICES(service, i)
-		f->cfg.latency_ms[i] = ms;
+	f->cfg.latency_ms[i] = ms;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
@@ -196,7 +185,8 @@ int ecom_faults_set_timeout(ecom_faults *f, int service, uint32_t sleep_ms, doub
 	if (!f || !valid_service(service) || sleep_ms > MAX_SLEEP_MS || !valid_rate(rate))
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&f->lock);
-	FOR_SERVICES(service, i) {
+	FOR_SERVICES(service, i)
+	{
 		f->cfg.timeout_ms[i] = sleep_ms;
 		f->cfg.timeout_rate[i] = rate;
 	}
@@ -248,7 +238,7 @@ int ecom_faults_counts(const ecom_faults *f, int service, ecom_fault_counts *out
 {
 	if (!f || !out || service < 0 || service >= ECOM_SERVICE_COUNT)
 		return SAGA_EINVAL;
-	ecom_faults *m = (ecom_faults *)f;  /* the lock is not part of the value */
+	ecom_faults *m = (ecom_faults *)f; /* the lock is not part of the value */
 	pthread_mutex_lock(&m->lock);
 	*out = f->counts[service];
 	pthread_mutex_unlock(&m->lock);
@@ -329,10 +319,12 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 			}
 		}
 		if (add_crash(cfg, entry, nth) != 0) {
-			svc_msg(msg, msg_size, valid_point(entry)
-			        ? "too many crash points (at most 16)"
-			        : "unknown crash point \"%s\" (expected <service>.<op>.before|after, "
-			          "e.g. payment.charge.after)", entry);
+			svc_msg(msg, msg_size,
+			        valid_point(entry) ? "too many crash points (at most 16)"
+			                           : "unknown crash point \"%s\" (expected "
+			                             "<service>.<op>.before|after, "
+			                             "e.g. payment.charge.after)",
+			        entry);
 			return SAGA_EINVAL;
 		}
 		return 0;
@@ -351,8 +343,10 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 	if (strcmp(name, "*") == 0 || strcmp(name, "all") == 0) {
 		service = -1;
 	} else if ((service = ecom_service_parse(name)) < 0) {
-		svc_msg(msg, msg_size, "unknown service \"%s\" (expected order, inventory, payment, "
-		        "shipping, notification or *)", name);
+		svc_msg(msg, msg_size,
+		        "unknown service \"%s\" (expected order, inventory, payment, "
+		        "shipping, notification or *)",
+		        name);
 		return SAGA_EINVAL;
 	}
 
@@ -362,10 +356,12 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 	case K_FAIL:
 	case K_TRANSIENT:
 		if (parse_rate(value, &rate) != 0) {
-			svc_msg(msg, msg_size, "%s: \"%s\" is not a rate between 0 and 1", name, value);
+			svc_msg(msg, msg_size, "%s: \"%s\" is not a rate between 0 and 1", name,
+			        value);
 			return SAGA_EINVAL;
 		}
-		FOR_SERVICES(service, i) {
+		FOR_SERVICES(service, i)
+		{
 			if (kind == K_FAIL)
 				cfg->fail[i] = rate;
 			else
@@ -379,7 +375,7 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 			return SAGA_EINVAL;
 		}
 		FOR_SERVICES(service, i)
-			cfg->latency_ms[i] = ms;
+		cfg->latency_ms[i] = ms;
 		return 0;
 	default: {
 		char *colon = strchr(value, ':');
@@ -396,7 +392,8 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 			        name, value, MAX_SLEEP_MS);
 			return SAGA_EINVAL;
 		}
-		FOR_SERVICES(service, i) {
+		FOR_SERVICES(service, i)
+		{
 			cfg->timeout_ms[i] = ms;
 			cfg->timeout_rate[i] = rate;
 		}
@@ -405,8 +402,8 @@ static int parse_entry(fault_config *cfg, int kind, char *entry, char *msg, size
 	}
 }
 
-int ecom_faults_parse(ecom_faults *f, const char *kind, const char *spec,
-                      char *msg, size_t msg_size)
+int ecom_faults_parse(ecom_faults *f, const char *kind, const char *spec, char *msg,
+                      size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!f || !kind || !spec)
@@ -425,7 +422,7 @@ int ecom_faults_parse(ecom_faults *f, const char *kind, const char *spec,
 		return SAGA_ENOMEM;
 
 	pthread_mutex_lock(&f->lock);
-	fault_config cfg = f->cfg;  /* all or nothing: parse into a copy */
+	fault_config cfg = f->cfg; /* all or nothing: parse into a copy */
 	pthread_mutex_unlock(&f->lock);
 
 	int rc = 0;
@@ -448,19 +445,21 @@ int ecom_faults_from_env(ecom_faults *f, char *msg, size_t msg_size)
 {
 	if (!f)
 		return SAGA_EINVAL;
-	static const struct { const char *var, *kind; } vars[] = {
-		{ "ECOMMERCE_FAIL", "fail" },
-		{ "ECOMMERCE_TRANSIENT", "transient" },
-		{ "ECOMMERCE_LATENCY", "latency" },
-		{ "ECOMMERCE_TIMEOUT", "timeout" },
+	static const struct {
+		const char *var, *kind;
+	} vars[] = {
+		{ "ECOMMERCE_FAIL", "fail" },       { "ECOMMERCE_TRANSIENT", "transient" },
+		{ "ECOMMERCE_LATENCY", "latency" }, { "ECOMMERCE_TIMEOUT", "timeout" },
 		{ "ECOMMERCE_CRASH", "crash" },
 	};
 	const char *seed = getenv("ECOMMERCE_FAULT_SEED");
 	if (seed && *seed) {
 		uint64_t v;
 		if (ecom_parse_u64(seed, UINT64_MAX, &v) != 0) {
-			svc_msg(msg, msg_size, "ECOMMERCE_FAULT_SEED: \"%.*s\" is not a number (decimal "
-			        "digits, 0..%" PRIu64 ")", 64, seed, UINT64_MAX);
+			svc_msg(msg, msg_size,
+			        "ECOMMERCE_FAULT_SEED: \"%.*s\" is not a number (decimal "
+			        "digits, 0..%" PRIu64 ")",
+			        64, seed, UINT64_MAX);
 			return SAGA_EINVAL;
 		}
 		pthread_mutex_lock(&f->lock);
@@ -521,12 +520,12 @@ int ecom_faults_draw(ecom_faults *f, ecom_service service, const char *op)
 	if (latency)
 		sleep_ms(latency);
 	if (timeout_ms)
-		sleep_ms(timeout_ms);  /* then do the work: the result arrives late */
+		sleep_ms(timeout_ms); /* then do the work: the result arrives late */
 	return fail ? ECOM_REFUSED : transient ? ECOM_TRANSIENT : ECOM_OK;
 }
 
-int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer,
-                     char *msg, size_t msg_size)
+int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer, char *msg,
+                     size_t msg_size)
 {
 	if (!f || (int)service < 0 || service >= ECOM_SERVICE_COUNT || answer == ECOM_OK)
 		return ECOM_OK;
@@ -536,14 +535,15 @@ int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int a
 	else
 		f->counts[service].transients++;
 	pthread_mutex_unlock(&f->lock);
-	svc_msg(msg, msg_size, answer == ECOM_REFUSED ? "injected failure: %s.%s"
-	                                              : "injected transient failure: %s.%s",
+	svc_msg(msg, msg_size,
+	        answer == ECOM_REFUSED ? "injected failure: %s.%s"
+	                               : "injected transient failure: %s.%s",
 	        ecom_service_name(service), op);
 	return answer;
 }
 
-int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
-                      char *msg, size_t msg_size)
+int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op, char *msg,
+                      size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	return ecom_faults_give(f, service, op, ecom_faults_draw(f, service, op), msg, msg_size);

@@ -26,16 +26,15 @@
  * ecom_faults_enter is both at once, for a call that has no key. f may be
  * NULL (no faults) in all three. */
 int ecom_faults_draw(ecom_faults *f, ecom_service service, const char *op);
-int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer,
-                     char *msg, size_t msg_size);
-int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op,
-                      char *msg, size_t msg_size);
+int ecom_faults_give(ecom_faults *f, ecom_service service, const char *op, int answer, char *msg,
+                     size_t msg_size);
+int ecom_faults_enter(ecom_faults *f, ecom_service service, const char *op, char *msg,
+                      size_t msg_size);
 
 /* Passes the crash point "<service>.<op>.<when>": if it is armed and this is
  * its nth passage, the process dies with SIGKILL (or the test hook runs).
  * f may be NULL. */
-void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op,
-                       const char *when);
+void ecom_faults_crash(ecom_faults *f, ecom_service service, const char *op, const char *when);
 
 /* A number in decimal digits only (no sign, blank or other base), at most
  * max: 0, or -1 for anything else, an empty string or an overflow. */

@@ -16,32 +16,31 @@
 struct inventory_svc {
 	svc_db s;
 };
-_Static_assert(offsetof(struct inventory_svc, s) == 0,
-               "svc_db_new: the svc_db comes first");
+_Static_assert(offsetof(struct inventory_svc, s) == 0, "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS products("
-	" sku TEXT PRIMARY KEY,"
-	" name TEXT NOT NULL,"
-	" price INTEGER NOT NULL CHECK (price > 0),"
-	" initial INTEGER NOT NULL CHECK (initial >= 0),"
-	" stock INTEGER NOT NULL,"
-	" reserved INTEGER NOT NULL DEFAULT 0,"
-	" shipped INTEGER NOT NULL DEFAULT 0,"
-	" CHECK (stock >= 0 AND reserved >= 0 AND shipped >= 0 AND reserved <= stock));"
-	"CREATE TABLE IF NOT EXISTS reservations("
-	" key TEXT PRIMARY KEY,"               /* the reserve step's idempotency key */
-	" order_id INTEGER NOT NULL,"
-	" status TEXT NOT NULL CHECK (status IN ('ACTIVE','RELEASED','SHIPPED')),"
-	" created_at INTEGER NOT NULL,"
-	" updated_at INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS reservations_order ON reservations(order_id);"
-	"CREATE TABLE IF NOT EXISTS reservation_items("
-	" key TEXT NOT NULL REFERENCES reservations(key),"
-	" line INTEGER NOT NULL,"
-	" sku TEXT NOT NULL,"
-	" quantity INTEGER NOT NULL CHECK (quantity > 0),"
-	" PRIMARY KEY (key, line));";
+        "CREATE TABLE IF NOT EXISTS products("
+        " sku TEXT PRIMARY KEY,"
+        " name TEXT NOT NULL,"
+        " price INTEGER NOT NULL CHECK (price > 0),"
+        " initial INTEGER NOT NULL CHECK (initial >= 0),"
+        " stock INTEGER NOT NULL,"
+        " reserved INTEGER NOT NULL DEFAULT 0,"
+        " shipped INTEGER NOT NULL DEFAULT 0,"
+        " CHECK (stock >= 0 AND reserved >= 0 AND shipped >= 0 AND reserved <= stock));"
+        "CREATE TABLE IF NOT EXISTS reservations("
+        " key TEXT PRIMARY KEY," /* the reserve step's idempotency key */
+        " order_id INTEGER NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN ('ACTIVE','RELEASED','SHIPPED')),"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS reservations_order ON reservations(order_id);"
+        "CREATE TABLE IF NOT EXISTS reservation_items("
+        " key TEXT NOT NULL REFERENCES reservations(key),"
+        " line INTEGER NOT NULL,"
+        " sku TEXT NOT NULL,"
+        " quantity INTEGER NOT NULL CHECK (quantity > 0),"
+        " PRIMARY KEY (key, line));";
 
 int inventory_open(inventory_svc **out, const char *dir, char *msg, size_t msg_size)
 {
@@ -64,8 +63,8 @@ void inventory_set_faults(inventory_svc *v, ecom_faults *faults)
 		v->s.faults = faults;
 }
 
-int inventory_add_products(inventory_svc *v, const ecom_product *p, size_t n,
-                           char *msg, size_t msg_size)
+int inventory_add_products(inventory_svc *v, const ecom_product *p, size_t n, char *msg,
+                           size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || (!p && n))
@@ -74,10 +73,12 @@ int inventory_add_products(inventory_svc *v, const ecom_product *p, size_t n,
 	if (rc != 0)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
-		if (!p[i].sku[0] || !p[i].name[0] || p[i].price <= 0 || p[i].price > ECOM_MAX_AMOUNT ||
-		    p[i].stock < 0 || p[i].stock > 1000000000) {
-			svc_msg(msg, msg_size, "product %zu: needs a sku, a name, a price in 1..%lld "
-			        "and a stock in 0..1e9", i + 1, ECOM_MAX_AMOUNT);
+		if (!p[i].sku[0] || !p[i].name[0] || p[i].price <= 0 ||
+		    p[i].price > ECOM_MAX_AMOUNT || p[i].stock < 0 || p[i].stock > 1000000000) {
+			svc_msg(msg, msg_size,
+			        "product %zu: needs a sku, a name, a price in 1..%lld "
+			        "and a stock in 0..1e9",
+			        i + 1, ECOM_MAX_AMOUNT);
 			return svc_rollback(&v->s, ECOM_REFUSED);
 		}
 		int64_t one;
@@ -88,10 +89,11 @@ int inventory_add_products(inventory_svc *v, const ecom_product *p, size_t n,
 		}
 		if (rc != SAGA_ENOTFOUND)
 			return svc_fail(&v->s, rc, msg, msg_size);
-		rc = svc_exec(&v->s, NULL,
-		              "INSERT INTO products(sku, name, price, initial, stock, reserved, shipped)"
-		              " VALUES (?1, ?2, ?3, ?4, ?4, 0, 0)",
-		              "ttii", p[i].sku, p[i].name, p[i].price, p[i].stock);
+		rc = svc_exec(
+		        &v->s, NULL,
+		        "INSERT INTO products(sku, name, price, initial, stock, reserved, shipped)"
+		        " VALUES (?1, ?2, ?3, ?4, ?4, 0, 0)",
+		        "ttii", p[i].sku, p[i].name, p[i].price, p[i].stock);
 		if (rc != 0)
 			return svc_fail(&v->s, rc, msg, msg_size);
 	}
@@ -153,8 +155,8 @@ int inventory_list_products(inventory_svc *v, ecom_product_fn fn, void *user)
 	return rc;
 }
 
-int inventory_check_items(inventory_svc *v, const ecom_item *items, size_t n,
-                          char *msg, size_t msg_size)
+int inventory_check_items(inventory_svc *v, const ecom_item *items, size_t n, char *msg,
+                          size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || (!items && n))
@@ -166,13 +168,14 @@ int inventory_check_items(inventory_svc *v, const ecom_item *items, size_t n,
 		rc = svc_int(&v->s, &price, "SELECT price FROM products WHERE sku = ?", "t",
 		             items[i].sku ? items[i].sku : "");
 		if (rc == SAGA_ENOTFOUND) {
-			svc_msg(msg, msg_size, "item %zu: unknown product \"%.*s\"", i + 1, ECOM_ID_MAX,
-			        items[i].sku ? items[i].sku : "");
+			svc_msg(msg, msg_size, "item %zu: unknown product \"%.*s\"", i + 1,
+			        ECOM_ID_MAX, items[i].sku ? items[i].sku : "");
 			rc = ECOM_REFUSED;
 		} else if (rc == 0 && price != items[i].unit_price) {
-			svc_msg(msg, msg_size, "item %zu (%s): unit price %" PRId64 " differs from the "
-			        "catalogue price %" PRId64, i + 1, items[i].sku, items[i].unit_price,
-			        price);
+			svc_msg(msg, msg_size,
+			        "item %zu (%s): unit price %" PRId64 " differs from the "
+			        "catalogue price %" PRId64,
+			        i + 1, items[i].sku, items[i].unit_price, price);
 			rc = ECOM_REFUSED;
 		}
 	}
@@ -180,8 +183,8 @@ int inventory_check_items(inventory_svc *v, const ecom_item *items, size_t n,
 	return rc;
 }
 
-int inventory_reserve(inventory_svc *v, const char *key, int64_t order_id,
-                      const ecom_item *items, size_t n, char *msg, size_t msg_size)
+int inventory_reserve(inventory_svc *v, const char *key, int64_t order_id, const ecom_item *items,
+                      size_t n, char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || !key || !*key || (!items && n))
@@ -196,14 +199,16 @@ int inventory_reserve(inventory_svc *v, const char *key, int64_t order_id,
 		return svc_refuse(&v->s, msg, msg_size,
 		                  "reservation %s was released before it arrived: refused", key);
 	if (n == 0 || n > ECOM_MAX_ITEMS) {
-		svc_msg(msg, msg_size, "a reservation holds 1..%d items, not %zu", ECOM_MAX_ITEMS, n);
+		svc_msg(msg, msg_size, "a reservation holds 1..%d items, not %zu", ECOM_MAX_ITEMS,
+		        n);
 		return svc_rollback(&v->s, ECOM_REFUSED);
 	}
 
 	int64_t now = (int64_t)svc_now_ms();
 	rc = svc_exec(&v->s, NULL,
 	              "INSERT INTO reservations(key, order_id, status, created_at, updated_at)"
-	              " VALUES (?1, ?2, 'ACTIVE', ?3, ?3)", "tii", key, order_id, now);
+	              " VALUES (?1, ?2, 'ACTIVE', ?3, ?3)",
+	              "tii", key, order_id, now);
 	if (rc != 0)
 		return svc_fail(&v->s, rc, msg, msg_size);
 	/* Item by item; the first one missing rolls back everything taken. */
@@ -211,33 +216,39 @@ int inventory_reserve(inventory_svc *v, const char *key, int64_t order_id,
 		const char *sku = items[i].sku ? items[i].sku : "";
 		int64_t q = items[i].quantity;
 		if (q <= 0) {
-			svc_msg(msg, msg_size, "item %zu (%s): quantity %" PRId64 " is not positive",
-			        i + 1, sku, q);
+			svc_msg(msg, msg_size,
+			        "item %zu (%s): quantity %" PRId64 " is not positive", i + 1, sku,
+			        q);
 			return svc_rollback(&v->s, ECOM_REFUSED);
 		}
 		int changes = 0;
 		rc = svc_exec(&v->s, &changes,
 		              "UPDATE products SET reserved = reserved + ?1"
-		              " WHERE sku = ?2 AND stock - reserved >= ?1", "it", q, sku);
+		              " WHERE sku = ?2 AND stock - reserved >= ?1",
+		              "it", q, sku);
 		if (rc != 0)
 			return svc_fail(&v->s, rc, msg, msg_size);
 		if (changes == 0) {
 			int64_t available;
 			rc = svc_int(&v->s, &available,
-			             "SELECT stock - reserved FROM products WHERE sku = ?", "t", sku);
+			             "SELECT stock - reserved FROM products WHERE sku = ?", "t",
+			             sku);
 			if (rc == SAGA_ENOTFOUND)
 				svc_msg(msg, msg_size, "item %zu: unknown product \"%.*s\"", i + 1,
 				        ECOM_ID_MAX, sku);
 			else if (rc == 0)
-				svc_msg(msg, msg_size, "out of stock: %s: %" PRId64 " wanted, %" PRId64
-				        " available", sku, q, available);
+				svc_msg(msg, msg_size,
+				        "out of stock: %s: %" PRId64 " wanted, %" PRId64
+				        " available",
+				        sku, q, available);
 			else
 				return svc_fail(&v->s, rc, msg, msg_size);
 			return svc_rollback(&v->s, ECOM_REFUSED);
 		}
 		rc = svc_exec(&v->s, NULL,
 		              "INSERT INTO reservation_items(key, line, sku, quantity)"
-		              " VALUES (?, ?, ?, ?)", "titi", key, (int64_t)i + 1, sku, q);
+		              " VALUES (?, ?, ?, ?)",
+		              "titi", key, (int64_t)i + 1, sku, q);
 		if (rc != 0)
 			return svc_fail(&v->s, rc, msg, msg_size);
 	}
@@ -271,7 +282,7 @@ int inventory_release(inventory_svc *v, const char *action_key, char *msg, size_
 	sqlite3_finalize(st);
 	if (rc < 0)
 		return svc_fail(&v->s, rc, msg, msg_size);
-	if (rc == 0)  /* the guard saw the action, yet there is no reservation */
+	if (rc == 0) /* the guard saw the action, yet there is no reservation */
 		return svc_fail(&v->s, SAGA_ECORRUPT, msg, msg_size);
 	if (strcmp(status, "SHIPPED") == 0) {
 		svc_msg(msg, msg_size, "reservation %s has shipped: cannot release", action_key);
@@ -282,19 +293,20 @@ int inventory_release(inventory_svc *v, const char *action_key, char *msg, size_
 		              "UPDATE products SET reserved = reserved - t.q"
 		              " FROM (SELECT sku, sum(quantity) AS q FROM reservation_items"
 		              "       WHERE key = ?1 GROUP BY sku) AS t"
-		              " WHERE products.sku = t.sku", "t", action_key);
+		              " WHERE products.sku = t.sku",
+		              "t", action_key);
 		if (rc == 0)
 			rc = svc_exec(&v->s, NULL,
 			              "UPDATE reservations SET status = 'RELEASED', updated_at = ?"
-			              " WHERE key = ?", "it", (int64_t)svc_now_ms(), action_key);
+			              " WHERE key = ?",
+			              "it", (int64_t)svc_now_ms(), action_key);
 		if (rc != 0)
 			return svc_fail(&v->s, rc, msg, msg_size);
 	}
 	return svc_commit(&v->s, "release", msg, msg_size);
 }
 
-int inventory_ship(inventory_svc *v, const char *key, int64_t order_id,
-                   char *msg, size_t msg_size)
+int inventory_ship(inventory_svc *v, const char *key, int64_t order_id, char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!v || !key || !*key)
@@ -316,7 +328,8 @@ int inventory_ship(inventory_svc *v, const char *key, int64_t order_id,
 	              " FROM (SELECT ri.sku AS sku, sum(ri.quantity) AS q"
 	              "       FROM reservation_items ri JOIN reservations r ON r.key = ri.key"
 	              "       WHERE r.order_id = ?1 AND r.status = 'ACTIVE' GROUP BY ri.sku) AS t"
-	              " WHERE products.sku = t.sku", "i", order_id);
+	              " WHERE products.sku = t.sku",
+	              "i", order_id);
 	if (rc == 0)
 		rc = svc_exec(&v->s, &changes,
 		              "UPDATE reservations SET status = 'SHIPPED', updated_at = ?"
@@ -326,12 +339,15 @@ int inventory_ship(inventory_svc *v, const char *key, int64_t order_id,
 		return svc_fail(&v->s, rc, msg, msg_size);
 	if (changes == 0) {
 		int64_t shipped;
-		rc = svc_int(&v->s, &shipped, "SELECT count(*) FROM reservations"
-		             " WHERE order_id = ? AND status = 'SHIPPED'", "i", order_id);
+		rc = svc_int(&v->s, &shipped,
+		             "SELECT count(*) FROM reservations"
+		             " WHERE order_id = ? AND status = 'SHIPPED'",
+		             "i", order_id);
 		if (rc != 0)
 			return svc_fail(&v->s, rc, msg, msg_size);
 		if (shipped == 0) {
-			svc_msg(msg, msg_size, "order %" PRId64 " holds no reservation to ship", order_id);
+			svc_msg(msg, msg_size, "order %" PRId64 " holds no reservation to ship",
+			        order_id);
 			return svc_rollback(&v->s, ECOM_REFUSED);
 		}
 		/* Shipped before under another key: the outcome holds. */

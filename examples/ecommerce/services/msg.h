@@ -10,7 +10,6 @@
 #include <stddef.h>
 
 /* Writes a formatted message (never fails; NULL buffer ignored). */
-void svc_msg(char *msg, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void svc_msg(char *msg, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

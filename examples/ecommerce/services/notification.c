@@ -10,26 +10,25 @@
 struct notification_svc {
 	svc_db s;
 };
-_Static_assert(offsetof(struct notification_svc, s) == 0,
-               "svc_db_new: the svc_db comes first");
+_Static_assert(offsetof(struct notification_svc, s) == 0, "svc_db_new: the svc_db comes first");
 
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS messages("
-	" id INTEGER PRIMARY KEY,"
-	" key TEXT NOT NULL UNIQUE,"           /* the send step's idempotency key */
-	" order_id INTEGER NOT NULL,"
-	" channel TEXT NOT NULL CHECK (channel IN ('email','sms','push')),"
-	" kind TEXT NOT NULL CHECK (kind IN ('CONFIRMATION','CANCELLATION')),"
-	" body TEXT NOT NULL,"
-	" created_at INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS messages_order ON messages(order_id);";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS messages("
+                             " id INTEGER PRIMARY KEY,"
+                             " key TEXT NOT NULL UNIQUE," /* the send step's idempotency key */
+                             " order_id INTEGER NOT NULL,"
+                             " channel TEXT NOT NULL CHECK (channel IN ('email','sms','push')),"
+                             " kind TEXT NOT NULL CHECK (kind IN ('CONFIRMATION','CANCELLATION')),"
+                             " body TEXT NOT NULL,"
+                             " created_at INTEGER NOT NULL);"
+                             "CREATE INDEX IF NOT EXISTS messages_order ON messages(order_id);";
 
 int notification_open(notification_svc **out, const char *dir, char *msg, size_t msg_size)
 {
 	if (!out)
 		return SAGA_EINVAL;
 	svc_db *s;
-	int rc = svc_db_new(&s, sizeof(notification_svc), ECOM_NOTIFICATION, dir, schema, msg, msg_size);
+	int rc = svc_db_new(&s, sizeof(notification_svc), ECOM_NOTIFICATION, dir, schema, msg,
+	                    msg_size);
 	*out = (notification_svc *)s; /* its first member */
 	return rc;
 }
@@ -45,8 +44,8 @@ void notification_set_faults(notification_svc *n, ecom_faults *faults)
 		n->s.faults = faults;
 }
 
-int notification_send(notification_svc *n, const char *key, int64_t order_id, int channel,
-                      int kind, const char *body, char *msg, size_t msg_size)
+int notification_send(notification_svc *n, const char *key, int64_t order_id, int channel, int kind,
+                      const char *body, char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!n || !key || !*key)
@@ -67,14 +66,17 @@ int notification_send(notification_svc *n, const char *key, int64_t order_id, in
 	}
 	char text[ECOM_TEXT_MAX];
 	if (!body) {
-		snprintf(text, sizeof text, kind == ECOM_MESSAGE_CONFIRMATION
-		         ? "Your order %" PRId64 " is confirmed and on its way."
-		         : "Your order %" PRId64 " was cancelled; any payment is refunded.", order_id);
+		snprintf(text, sizeof text,
+		         kind == ECOM_MESSAGE_CONFIRMATION
+		                 ? "Your order %" PRId64 " is confirmed and on its way."
+		                 : "Your order %" PRId64 " was cancelled; any payment is refunded.",
+		         order_id);
 		body = text;
 	}
-	rc = svc_exec(&n->s, NULL, "INSERT INTO messages(key, order_id, channel, kind, body,"
-	              " created_at) VALUES (?, ?, ?, ?, ?, ?)", "tittti",
-	              key, order_id, ch, k, body, (int64_t)svc_now_ms());
+	rc = svc_exec(&n->s, NULL,
+	              "INSERT INTO messages(key, order_id, channel, kind, body,"
+	              " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+	              "tittti", key, order_id, ch, k, body, (int64_t)svc_now_ms());
 	if (rc != 0)
 		return svc_fail(&n->s, rc, msg, msg_size);
 	return svc_commit(&n->s, "send", msg, msg_size);
@@ -86,8 +88,10 @@ int notification_count(notification_svc *n, int64_t order_id, int kind, int64_t 
 	if (!n || !count || !k)
 		return SAGA_EINVAL;
 	svc_lock(&n->s);
-	int rc = svc_int(&n->s, count, "SELECT count(*) FROM messages WHERE order_id = ?"
-	                 " AND kind = ?", "it", order_id, k);
+	int rc = svc_int(&n->s, count,
+	                 "SELECT count(*) FROM messages WHERE order_id = ?"
+	                 " AND kind = ?",
+	                 "it", order_id, k);
 	svc_unlock(&n->s);
 	return rc;
 }

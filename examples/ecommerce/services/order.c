@@ -12,36 +12,35 @@
 struct order_svc {
 	svc_db s;
 };
-_Static_assert(offsetof(struct order_svc, s) == 0,
-               "svc_db_new: the svc_db comes first");
+_Static_assert(offsetof(struct order_svc, s) == 0, "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS customers("
-	" id TEXT PRIMARY KEY,"
-	" name TEXT NOT NULL,"
-	" credit_limit INTEGER NOT NULL CHECK (credit_limit >= 0));"
-	"CREATE TABLE IF NOT EXISTS orders("
-	" id INTEGER PRIMARY KEY,"
-	" key TEXT NOT NULL UNIQUE,"           /* the create step's idempotency key */
-	" ref TEXT,"                           /* the business key of its saga */
-	" customer TEXT NOT NULL,"
-	" total INTEGER NOT NULL,"             /* cents */
-	" currency TEXT NOT NULL,"
-	" address TEXT NOT NULL,"
-	" payment TEXT NOT NULL,"
-	" shipping TEXT NOT NULL,"
-	" status TEXT NOT NULL CHECK (status IN ('PENDING','CONFIRMED','CANCELLED','FAILED')),"
-	" reason TEXT NOT NULL DEFAULT '',"
-	" created_at INTEGER NOT NULL,"
-	" updated_at INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS orders_ref ON orders(ref);"
-	"CREATE TABLE IF NOT EXISTS order_items("
-	" order_id INTEGER NOT NULL REFERENCES orders(id),"
-	" line INTEGER NOT NULL,"
-	" sku TEXT NOT NULL,"
-	" quantity INTEGER NOT NULL CHECK (quantity > 0),"
-	" unit_price INTEGER NOT NULL CHECK (unit_price > 0),"
-	" PRIMARY KEY (order_id, line));";
+        "CREATE TABLE IF NOT EXISTS customers("
+        " id TEXT PRIMARY KEY,"
+        " name TEXT NOT NULL,"
+        " credit_limit INTEGER NOT NULL CHECK (credit_limit >= 0));"
+        "CREATE TABLE IF NOT EXISTS orders("
+        " id INTEGER PRIMARY KEY,"
+        " key TEXT NOT NULL UNIQUE," /* the create step's idempotency key */
+        " ref TEXT,"                 /* the business key of its saga */
+        " customer TEXT NOT NULL,"
+        " total INTEGER NOT NULL," /* cents */
+        " currency TEXT NOT NULL,"
+        " address TEXT NOT NULL,"
+        " payment TEXT NOT NULL,"
+        " shipping TEXT NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN ('PENDING','CONFIRMED','CANCELLED','FAILED')),"
+        " reason TEXT NOT NULL DEFAULT '',"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS orders_ref ON orders(ref);"
+        "CREATE TABLE IF NOT EXISTS order_items("
+        " order_id INTEGER NOT NULL REFERENCES orders(id),"
+        " line INTEGER NOT NULL,"
+        " sku TEXT NOT NULL,"
+        " quantity INTEGER NOT NULL CHECK (quantity > 0),"
+        " unit_price INTEGER NOT NULL CHECK (unit_price > 0),"
+        " PRIMARY KEY (order_id, line));";
 
 /* ---- validation (pure) ---- */
 
@@ -66,7 +65,11 @@ int ecom_order_validate(const ecom_order *o, int customer_known, char *msg, size
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o)
 		return SAGA_EINVAL;
-#define REFUSE(...) do { svc_msg(msg, msg_size, __VA_ARGS__); return ECOM_REFUSED; } while (0)
+#define REFUSE(...)                                  \
+	do {                                         \
+		svc_msg(msg, msg_size, __VA_ARGS__); \
+		return ECOM_REFUSED;                 \
+	} while (0)
 	if (o->ref && strlen(o->ref) >= ECOM_KEY_MAX)
 		REFUSE("order reference too long (at most %d bytes)", ECOM_KEY_MAX - 1);
 	if (blank(o->customer))
@@ -84,16 +87,17 @@ int ecom_order_validate(const ecom_order *o, int customer_known, char *msg, size
 		if (blank(it->sku))
 			REFUSE("item %zu: no product", i + 1);
 		if (strlen(it->sku) >= ECOM_ID_MAX)
-			REFUSE("item %zu: product id too long (at most %d bytes)", i + 1, ECOM_ID_MAX - 1);
+			REFUSE("item %zu: product id too long (at most %d bytes)", i + 1,
+			       ECOM_ID_MAX - 1);
 		if (it->quantity <= 0)
-			REFUSE("item %zu (%s): quantity %" PRId64 " is not positive", i + 1, it->sku,
-			       it->quantity);
+			REFUSE("item %zu (%s): quantity %" PRId64 " is not positive", i + 1,
+			       it->sku, it->quantity);
 		if (it->quantity > ECOM_MAX_QUANTITY)
-			REFUSE("item %zu (%s): quantity %" PRId64 " is more than %d", i + 1, it->sku,
-			       it->quantity, ECOM_MAX_QUANTITY);
+			REFUSE("item %zu (%s): quantity %" PRId64 " is more than %d", i + 1,
+			       it->sku, it->quantity, ECOM_MAX_QUANTITY);
 		if (it->unit_price <= 0)
-			REFUSE("item %zu (%s): unit price %" PRId64 " is not positive", i + 1, it->sku,
-			       it->unit_price);
+			REFUSE("item %zu (%s): unit price %" PRId64 " is not positive", i + 1,
+			       it->sku, it->unit_price);
 		if (it->unit_price > ECOM_MAX_AMOUNT)
 			REFUSE("item %zu (%s): unit price %" PRId64 " is more than %lld", i + 1,
 			       it->sku, it->unit_price, ECOM_MAX_AMOUNT);
@@ -108,7 +112,8 @@ int ecom_order_validate(const ecom_order *o, int customer_known, char *msg, size
 	if (o->total > ECOM_MAX_AMOUNT)
 		REFUSE("total %" PRId64 " is more than %lld", o->total, ECOM_MAX_AMOUNT);
 	if (o->total != sum)
-		REFUSE("total %" PRId64 " does not equal the sum of the items %" PRId64, o->total, sum);
+		REFUSE("total %" PRId64 " does not equal the sum of the items %" PRId64, o->total,
+		       sum);
 	if (o->currency && !valid_currency(o->currency))
 		REFUSE("currency \"%.8s\" is not three upper-case letters", o->currency);
 	if (blank(o->address))
@@ -208,10 +213,10 @@ int ecom_order_from_json(ecom_order *out, const cJSON *j, char *msg, size_t msg_
 		return ECOM_REFUSED;
 	}
 	const char *pay = NULL, *ship = NULL;
-	static const char *const names[] = { "ref", "customer", "currency", "address",
-	                                     "payment", "shipping" };
-	const char **fields[] = { &out->ref, &out->customer, &out->currency, &out->address,
-	                          &pay, &ship };
+	static const char *const names[] = { "ref",     "customer", "currency",
+		                             "address", "payment",  "shipping" };
+	const char **fields[] = { &out->ref,     &out->customer, &out->currency,
+		                  &out->address, &pay,           &ship };
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (json_str(j, names[i], fields[i]) != 0) {
 			svc_msg(msg, msg_size, "\"%s\" must be a string", names[i]);
@@ -238,7 +243,7 @@ int ecom_order_from_json(ecom_order *out, const cJSON *j, char *msg, size_t msg_
 	int n = cJSON_GetArraySize(items);
 	if (n == 0)
 		return 0;
-	if (n > ECOM_MAX_ITEMS * 100) {  /* refused later anyway; bounds the allocation */
+	if (n > ECOM_MAX_ITEMS * 100) { /* refused later anyway; bounds the allocation */
 		svc_msg(msg, msg_size, "%d items (at most %d)", n, ECOM_MAX_ITEMS);
 		return ECOM_REFUSED;
 	}
@@ -247,13 +252,17 @@ int ecom_order_from_json(ecom_order *out, const cJSON *j, char *msg, size_t msg_
 		return SAGA_ENOMEM;
 	int i = 0;
 	const cJSON *it;
-	cJSON_ArrayForEach(it, items) {
+	cJSON_ArrayForEach(it, items)
+	{
 		const cJSON *sku = cJSON_GetObjectItemCaseSensitive(it, "sku");
 		if (!cJSON_IsObject(it) || !cJSON_IsString(sku) ||
 		    json_int(cJSON_GetObjectItemCaseSensitive(it, "quantity"), &arr[i].quantity) ||
-		    json_int(cJSON_GetObjectItemCaseSensitive(it, "unit_price"), &arr[i].unit_price)) {
-			svc_msg(msg, msg_size, "item %d: expected {\"sku\": string, \"quantity\": "
-			        "integer, \"unit_price\": integer}", i + 1);
+		    json_int(cJSON_GetObjectItemCaseSensitive(it, "unit_price"),
+		             &arr[i].unit_price)) {
+			svc_msg(msg, msg_size,
+			        "item %d: expected {\"sku\": string, \"quantity\": "
+			        "integer, \"unit_price\": integer}",
+			        i + 1);
 			free(arr);
 			return ECOM_REFUSED;
 		}
@@ -297,8 +306,7 @@ void order_set_faults(order_svc *o, ecom_faults *faults)
 		o->s.faults = faults;
 }
 
-int order_add_customers(order_svc *o, const ecom_customer *c, size_t n,
-                        char *msg, size_t msg_size)
+int order_add_customers(order_svc *o, const ecom_customer *c, size_t n, char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o || (!c && n))
@@ -309,8 +317,10 @@ int order_add_customers(order_svc *o, const ecom_customer *c, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		if (blank(c[i].id) || blank(c[i].name) || c[i].credit_limit < 0 ||
 		    c[i].credit_limit > ECOM_MAX_AMOUNT * 100) {
-			svc_msg(msg, msg_size, "customer %zu: needs an id, a name and a credit limit "
-			        "in 0..%lld", i + 1, ECOM_MAX_AMOUNT * 100);
+			svc_msg(msg, msg_size,
+			        "customer %zu: needs an id, a name and a credit limit "
+			        "in 0..%lld",
+			        i + 1, ECOM_MAX_AMOUNT * 100);
 			return svc_rollback(&o->s, ECOM_REFUSED);
 		}
 		int64_t one;
@@ -349,8 +359,8 @@ int order_list_customers(order_svc *o, ecom_customer_fn fn, void *user)
 		return SAGA_EINVAL;
 	sqlite3_stmt *st;
 	svc_lock(&o->s);
-	int rc = svc_prepare(&o->s, &st,
-	                     "SELECT id, name, credit_limit FROM customers ORDER BY id", NULL);
+	int rc = svc_prepare(&o->s, &st, "SELECT id, name, credit_limit FROM customers ORDER BY id",
+	                     NULL);
 	while (rc == 0 && (rc = svc_step(st)) == 1) {
 		ecom_customer c;
 		svc_col_text(st, 0, c.id, sizeof c.id);
@@ -379,7 +389,8 @@ int order_create(order_svc *o, const char *key, const ecom_order *order, int64_t
 	if (v == SAGA_GUARD_DONE) {
 		rc = svc_int(&o->s, &id, "SELECT id FROM orders WHERE key = ?", "t", key);
 		if (rc != 0)
-			return svc_fail(&o->s, rc == SAGA_ENOTFOUND ? SAGA_ECORRUPT : rc, msg, msg_size);
+			return svc_fail(&o->s, rc == SAGA_ENOTFOUND ? SAGA_ECORRUPT : rc, msg,
+			                msg_size);
 		if (order_id)
 			*order_id = id;
 		return svc_rollback(&o->s, ECOM_OK);
@@ -401,7 +412,9 @@ int order_create(order_svc *o, const char *key, const ecom_order *order, int64_t
 	              "INSERT INTO orders(key, ref, customer, total, currency, address, payment,"
 	              " shipping, status, created_at, updated_at)"
 	              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?)",
-	              "tttitttt" "ii", key, order->ref, order->customer, order->total,
+	              "tttitttt"
+	              "ii",
+	              key, order->ref, order->customer, order->total,
 	              order->currency ? order->currency : "USD", order->address,
 	              ecom_payment_method_name(order->payment),
 	              ecom_shipping_method_name(order->shipping), now, now);
@@ -423,8 +436,8 @@ int order_create(order_svc *o, const char *key, const ecom_order *order, int64_t
 	return rc;
 }
 
-int order_cancel(order_svc *o, const char *action_key, int failed, const char *reason,
-                 char *msg, size_t msg_size)
+int order_cancel(order_svc *o, const char *action_key, int failed, const char *reason, char *msg,
+                 size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!o || !action_key || !*action_key)
@@ -436,7 +449,7 @@ int order_cancel(order_svc *o, const char *action_key, int failed, const char *r
 		return rc;
 	if (v == SAGA_GUARD_DONE)
 		return svc_rollback(&o->s, ECOM_OK);
-	if (v == SAGA_GUARD_EMPTY)  /* nothing was created; the guard row is the record */
+	if (v == SAGA_GUARD_EMPTY) /* nothing was created; the guard row is the record */
 		return svc_commit(&o->s, "cancel", msg, msg_size);
 
 	int changes = 0;
@@ -478,7 +491,8 @@ int order_confirm(order_svc *o, const char *key, int64_t order_id, char *msg, si
 		return svc_fail(&o->s, rc, msg, msg_size);
 	if (changes == 0) {
 		sqlite3_stmt *st;
-		rc = svc_prepare(&o->s, &st, "SELECT status FROM orders WHERE id = ?", "i", order_id);
+		rc = svc_prepare(&o->s, &st, "SELECT status FROM orders WHERE id = ?", "i",
+		                 order_id);
 		if (rc != 0)
 			return svc_fail(&o->s, rc, msg, msg_size);
 		char status[16] = "";
@@ -508,12 +522,14 @@ int order_get(order_svc *o, int64_t order_id, ecom_order_info *out)
 	memset(out, 0, sizeof *out);
 	sqlite3_stmt *st;
 	svc_lock(&o->s);
-	int rc = svc_prepare(&o->s, &st,
-		"SELECT id, key, ref, customer, total, currency, address, payment, shipping,"
-		" status, reason, created_at, updated_at,"
-		" (SELECT count(*) FROM order_items WHERE order_id = orders.id),"
-		" (SELECT coalesce(sum(quantity), 0) FROM order_items WHERE order_id = orders.id)"
-		" FROM orders WHERE id = ?", "i", order_id);
+	int rc = svc_prepare(
+	        &o->s, &st,
+	        "SELECT id, key, ref, customer, total, currency, address, payment, shipping,"
+	        " status, reason, created_at, updated_at,"
+	        " (SELECT count(*) FROM order_items WHERE order_id = orders.id),"
+	        " (SELECT coalesce(sum(quantity), 0) FROM order_items WHERE order_id = orders.id)"
+	        " FROM orders WHERE id = ?",
+	        "i", order_id);
 	if (rc == 0) {
 		rc = svc_step(st);
 		if (rc == 1) {

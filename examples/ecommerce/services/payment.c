@@ -11,30 +11,29 @@
 struct payment_svc {
 	svc_db s;
 };
-_Static_assert(offsetof(struct payment_svc, s) == 0,
-               "svc_db_new: the svc_db comes first");
+_Static_assert(offsetof(struct payment_svc, s) == 0, "svc_db_new: the svc_db comes first");
 
 static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS accounts("
-	" customer TEXT PRIMARY KEY,"
-	" credit_limit INTEGER NOT NULL CHECK (credit_limit >= 0),"
-	" balance_used INTEGER NOT NULL DEFAULT 0 CHECK (balance_used >= 0));"
-	"CREATE TABLE IF NOT EXISTS charges("
-	" id INTEGER PRIMARY KEY,"
-	" key TEXT NOT NULL UNIQUE,"           /* the charge step's idempotency key */
-	" order_id INTEGER NOT NULL,"
-	" customer TEXT NOT NULL,"
-	" amount INTEGER NOT NULL CHECK (amount > 0),"
-	" refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),"
-	" created_at INTEGER NOT NULL,"
-	" updated_at INTEGER NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS charges_order ON charges(order_id);"
-	"CREATE TABLE IF NOT EXISTS refunds("
-	" id INTEGER PRIMARY KEY,"
-	" key TEXT UNIQUE,"                    /* a partial refund's key; NULL for a compensation */
-	" charge_id INTEGER NOT NULL REFERENCES charges(id),"
-	" amount INTEGER NOT NULL CHECK (amount > 0),"
-	" created_at INTEGER NOT NULL);";
+        "CREATE TABLE IF NOT EXISTS accounts("
+        " customer TEXT PRIMARY KEY,"
+        " credit_limit INTEGER NOT NULL CHECK (credit_limit >= 0),"
+        " balance_used INTEGER NOT NULL DEFAULT 0 CHECK (balance_used >= 0));"
+        "CREATE TABLE IF NOT EXISTS charges("
+        " id INTEGER PRIMARY KEY,"
+        " key TEXT NOT NULL UNIQUE," /* the charge step's idempotency key */
+        " order_id INTEGER NOT NULL,"
+        " customer TEXT NOT NULL,"
+        " amount INTEGER NOT NULL CHECK (amount > 0),"
+        " refunded INTEGER NOT NULL DEFAULT 0 CHECK (refunded >= 0 AND refunded <= amount),"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS charges_order ON charges(order_id);"
+        "CREATE TABLE IF NOT EXISTS refunds("
+        " id INTEGER PRIMARY KEY,"
+        " key TEXT UNIQUE," /* a partial refund's key; NULL for a compensation */
+        " charge_id INTEGER NOT NULL REFERENCES charges(id),"
+        " amount INTEGER NOT NULL CHECK (amount > 0),"
+        " created_at INTEGER NOT NULL);";
 
 int payment_open(payment_svc **out, const char *dir, char *msg, size_t msg_size)
 {
@@ -57,8 +56,8 @@ void payment_set_faults(payment_svc *p, ecom_faults *faults)
 		p->s.faults = faults;
 }
 
-int payment_open_accounts(payment_svc *p, const ecom_account *a, size_t n,
-                          char *msg, size_t msg_size)
+int payment_open_accounts(payment_svc *p, const ecom_account *a, size_t n, char *msg,
+                          size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || (!a && n))
@@ -68,8 +67,8 @@ int payment_open_accounts(payment_svc *p, const ecom_account *a, size_t n,
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		if (!a[i].customer[0] || a[i].credit_limit < 0) {
-			svc_msg(msg, msg_size, "account %zu: needs a customer and a credit limit >= 0",
-			        i + 1);
+			svc_msg(msg, msg_size,
+			        "account %zu: needs a customer and a credit limit >= 0", i + 1);
 			return svc_rollback(&p->s, ECOM_REFUSED);
 		}
 		int64_t one;
@@ -81,8 +80,10 @@ int payment_open_accounts(payment_svc *p, const ecom_account *a, size_t n,
 		}
 		if (rc != SAGA_ENOTFOUND)
 			return svc_fail(&p->s, rc, msg, msg_size);
-		rc = svc_exec(&p->s, NULL, "INSERT INTO accounts(customer, credit_limit, balance_used)"
-		              " VALUES (?, ?, 0)", "ti", a[i].customer, a[i].credit_limit);
+		rc = svc_exec(&p->s, NULL,
+		              "INSERT INTO accounts(customer, credit_limit, balance_used)"
+		              " VALUES (?, ?, 0)",
+		              "ti", a[i].customer, a[i].credit_limit);
 		if (rc != 0)
 			return svc_fail(&p->s, rc, msg, msg_size);
 	}
@@ -96,8 +97,10 @@ int payment_get_account(payment_svc *p, const char *customer, ecom_account *out)
 	memset(out, 0, sizeof *out);
 	sqlite3_stmt *st;
 	svc_lock(&p->s);
-	int rc = svc_prepare(&p->s, &st, "SELECT customer, credit_limit, balance_used"
-	                     " FROM accounts WHERE customer = ?", "t", customer);
+	int rc = svc_prepare(&p->s, &st,
+	                     "SELECT customer, credit_limit, balance_used"
+	                     " FROM accounts WHERE customer = ?",
+	                     "t", customer);
 	if (rc == 0) {
 		rc = svc_step(st);
 		if (rc == 1) {
@@ -120,8 +123,10 @@ static int read_charge(payment_svc *p, const char *key, ecom_charge *out)
 {
 	memset(out, 0, sizeof *out);
 	sqlite3_stmt *st;
-	int rc = svc_prepare(&p->s, &st, "SELECT id, key, order_id, customer, amount, refunded"
-	                     " FROM charges WHERE key = ?", "t", key);
+	int rc = svc_prepare(&p->s, &st,
+	                     "SELECT id, key, order_id, customer, amount, refunded"
+	                     " FROM charges WHERE key = ?",
+	                     "t", key);
 	if (rc != 0)
 		return rc;
 	rc = svc_step(st);
@@ -151,8 +156,8 @@ int payment_get_charge(payment_svc *p, const char *key, ecom_charge *out)
 }
 
 int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char *customer,
-                   int64_t amount, int64_t order_total, int64_t *charge_id,
-                   char *msg, size_t msg_size)
+                   int64_t amount, int64_t order_total, int64_t *charge_id, char *msg,
+                   size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || !key || !*key || strlen(key) >= ECOM_KEY_MAX || !customer)
@@ -165,7 +170,8 @@ int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char
 		int64_t id;
 		rc = svc_int(&p->s, &id, "SELECT id FROM charges WHERE key = ?", "t", key);
 		if (rc != 0)
-			return svc_fail(&p->s, rc == SAGA_ENOTFOUND ? SAGA_ECORRUPT : rc, msg, msg_size);
+			return svc_fail(&p->s, rc == SAGA_ENOTFOUND ? SAGA_ECORRUPT : rc, msg,
+			                msg_size);
 		if (charge_id)
 			*charge_id = id;
 		return svc_rollback(&p->s, ECOM_OK);
@@ -174,16 +180,21 @@ int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char
 		return svc_refuse(&p->s, msg, msg_size,
 		                  "charge %s was refunded before it arrived: refused", key);
 
-#define REFUSE(...) do { svc_msg(msg, msg_size, __VA_ARGS__); \
-                         return svc_rollback(&p->s, ECOM_REFUSED); } while (0)
+#define REFUSE(...)                                       \
+	do {                                              \
+		svc_msg(msg, msg_size, __VA_ARGS__);      \
+		return svc_rollback(&p->s, ECOM_REFUSED); \
+	} while (0)
 	if (amount <= 0 || amount > ECOM_MAX_AMOUNT)
 		REFUSE("amount %" PRId64 " is out of range (1..%lld)", amount, ECOM_MAX_AMOUNT);
 	if (amount != order_total)
 		REFUSE("amount %" PRId64 " does not match the order total %" PRId64, amount,
 		       order_total);
 	sqlite3_stmt *st;
-	rc = svc_prepare(&p->s, &st, "SELECT credit_limit, balance_used FROM accounts"
-	                 " WHERE customer = ?", "t", customer);
+	rc = svc_prepare(&p->s, &st,
+	                 "SELECT credit_limit, balance_used FROM accounts"
+	                 " WHERE customer = ?",
+	                 "t", customer);
 	if (rc != 0)
 		return svc_fail(&p->s, rc, msg, msg_size);
 	int64_t limit = 0, used = 0;
@@ -198,20 +209,25 @@ int payment_charge(payment_svc *p, const char *key, int64_t order_id, const char
 	if (rc == 0)
 		REFUSE("customer \"%.*s\" has no payment account", ECOM_ID_MAX, customer);
 	int64_t held;
-	rc = svc_int(&p->s, &held, "SELECT count(*) FROM charges"
-	             " WHERE order_id = ? AND amount > refunded", "i", order_id);
+	rc = svc_int(&p->s, &held,
+	             "SELECT count(*) FROM charges"
+	             " WHERE order_id = ? AND amount > refunded",
+	             "i", order_id);
 	if (rc != 0)
 		return svc_fail(&p->s, rc, msg, msg_size);
 	if (held > 0)
 		REFUSE("order %" PRId64 " is already charged", order_id);
 	if (amount > limit - used)
 		REFUSE("credit limit exceeded: %s has %" PRId64 " of %" PRId64 " left, %" PRId64
-		       " asked", customer, limit - used, limit, amount);
+		       " asked",
+		       customer, limit - used, limit, amount);
 #undef REFUSE
 
 	int64_t now = (int64_t)svc_now_ms();
-	rc = svc_exec(&p->s, NULL, "UPDATE accounts SET balance_used = balance_used + ?"
-	              " WHERE customer = ?", "it", amount, customer);
+	rc = svc_exec(&p->s, NULL,
+	              "UPDATE accounts SET balance_used = balance_used + ?"
+	              " WHERE customer = ?",
+	              "it", amount, customer);
 	if (rc == 0)
 		rc = svc_exec(&p->s, NULL,
 		              "INSERT INTO charges(key, order_id, customer, amount, refunded,"
@@ -231,14 +247,20 @@ static int apply_refund(payment_svc *p, const ecom_charge *c, const char *refund
                         int64_t amount)
 {
 	int64_t now = (int64_t)svc_now_ms();
-	int rc = svc_exec(&p->s, NULL, "UPDATE charges SET refunded = refunded + ?, updated_at = ?"
-	                  " WHERE id = ?", "iii", amount, now, c->id);
+	int rc = svc_exec(&p->s, NULL,
+	                  "UPDATE charges SET refunded = refunded + ?, updated_at = ?"
+	                  " WHERE id = ?",
+	                  "iii", amount, now, c->id);
 	if (rc == 0)
-		rc = svc_exec(&p->s, NULL, "UPDATE accounts SET balance_used = balance_used - ?"
-		              " WHERE customer = ?", "it", amount, c->customer);
+		rc = svc_exec(&p->s, NULL,
+		              "UPDATE accounts SET balance_used = balance_used - ?"
+		              " WHERE customer = ?",
+		              "it", amount, c->customer);
 	if (rc == 0)
-		rc = svc_exec(&p->s, NULL, "INSERT INTO refunds(key, charge_id, amount, created_at)"
-		              " VALUES (?, ?, ?, ?)", "tiii", refund_key, c->id, amount, now);
+		rc = svc_exec(&p->s, NULL,
+		              "INSERT INTO refunds(key, charge_id, amount, created_at)"
+		              " VALUES (?, ?, ?, ?)",
+		              "tiii", refund_key, c->id, amount, now);
 	return rc;
 }
 
@@ -259,7 +281,7 @@ int payment_refund(payment_svc *p, const char *action_key, char *msg, size_t msg
 
 	ecom_charge c;
 	rc = read_charge(p, action_key, &c);
-	if (rc != 0)  /* the guard saw the charge, so it must be there */
+	if (rc != 0) /* the guard saw the charge, so it must be there */
 		return svc_fail(&p->s, rc == SAGA_ENOTFOUND ? SAGA_ECORRUPT : rc, msg, msg_size);
 	if (c.amount > c.refunded) {
 		rc = apply_refund(p, &c, NULL, c.amount - c.refunded);
@@ -269,8 +291,8 @@ int payment_refund(payment_svc *p, const char *action_key, char *msg, size_t msg
 	return svc_commit(&p->s, "refund", msg, msg_size);
 }
 
-int payment_refund_amount(payment_svc *p, const char *key, const char *charge_key,
-                          int64_t amount, char *msg, size_t msg_size)
+int payment_refund_amount(payment_svc *p, const char *key, const char *charge_key, int64_t amount,
+                          char *msg, size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!p || !key || !*key || !charge_key)
@@ -292,8 +314,10 @@ int payment_refund_amount(payment_svc *p, const char *key, const char *charge_ke
 	if (rc != 0)
 		return svc_fail(&p->s, rc, msg, msg_size);
 	if (amount <= 0 || amount > c.amount - c.refunded) {
-		svc_msg(msg, msg_size, "refund %" PRId64 " refused: %" PRId64 " of the charge of %"
-		        PRId64 " is left to refund", amount, c.amount - c.refunded, c.amount);
+		svc_msg(msg, msg_size,
+		        "refund %" PRId64 " refused: %" PRId64 " of the charge of %" PRId64
+		        " is left to refund",
+		        amount, c.amount - c.refunded, c.amount);
 		return svc_rollback(&p->s, ECOM_REFUSED);
 	}
 	rc = apply_refund(p, &c, key, amount);

@@ -10,20 +10,20 @@
 #define SEED_MAX 100000
 
 static const char *const adjectives[] = {
-	"Red", "Blue", "Green", "Compact", "Deluxe", "Wireless", "Classic", "Organic",
-	"Steel", "Wooden", "Smart", "Vintage", "Portable", "Quiet", "Heavy", "Tiny",
+	"Red",   "Blue",   "Green", "Compact", "Deluxe",   "Wireless", "Classic", "Organic",
+	"Steel", "Wooden", "Smart", "Vintage", "Portable", "Quiet",    "Heavy",   "Tiny",
 };
 static const char *const nouns[] = {
-	"Kettle", "Lamp", "Backpack", "Headphones", "Chair", "Notebook", "Blender", "Mug",
-	"Keyboard", "Tent", "Umbrella", "Watch", "Speaker", "Scarf", "Drill", "Camera",
+	"Kettle",   "Lamp", "Backpack", "Headphones", "Chair",   "Notebook", "Blender", "Mug",
+	"Keyboard", "Tent", "Umbrella", "Watch",      "Speaker", "Scarf",    "Drill",   "Camera",
 };
 static const char *const first_names[] = {
-	"Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace",
-	"John", "Ken", "Leslie", "Margaret", "Niklaus", "Radia", "Tony", "Yukihiro",
+	"Ada",  "Alan", "Barbara", "Claude",   "Donald",  "Edsger", "Frances", "Grace",
+	"John", "Ken",  "Leslie",  "Margaret", "Niklaus", "Radia",  "Tony",    "Yukihiro",
 };
 static const char *const last_names[] = {
-	"Lovelace", "Turing", "Liskov", "Shannon", "Knuth", "Dijkstra", "Allen", "Hopper",
-	"Backus", "Thompson", "Lamport", "Hamilton", "Wirth", "Perlman", "Hoare", "Matsumoto",
+	"Lovelace", "Turing",   "Liskov",  "Shannon",  "Knuth", "Dijkstra", "Allen", "Hopper",
+	"Backus",   "Thompson", "Lamport", "Hamilton", "Wirth", "Perlman",  "Hoare", "Matsumoto",
 };
 #define PICK(a, rng) ((a)[ecom_rand_next(rng) % (sizeof(a) / sizeof((a)[0]))])
 
@@ -67,8 +67,8 @@ static int64_t credit_of(uint64_t *rng, int i, int n)
 	return ecom_rand_range(rng, 10, 200) * 10000;
 }
 
-int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
-              char *msg, size_t msg_size)
+int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers, char *msg,
+              size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	if (!dir || nproducts < 0 || nproducts > SEED_MAX || ncustomers < 0 ||
@@ -117,15 +117,15 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 
 	/* Separate streams, so the catalogue does not change with the number of
 	 * customers and the other way round. */
-	uint64_t prng = seed ^ 0x70726f6475637473ull;  /* "products" */
-	uint64_t crng = seed ^ 0x637573746f6d6572ull;  /* "customer" */
+	uint64_t prng = seed ^ 0x70726f6475637473ull; /* "products" */
+	uint64_t crng = seed ^ 0x637573746f6d6572ull; /* "customer" */
 	for (int i = 0; i < nproducts; i++) {
 		ecom_product *p = &products[i];
 		snprintf(p->sku, sizeof p->sku, "SKU-%04d", i + 1);
 		const char *adj = PICK(adjectives, &prng);
 		const char *noun = PICK(nouns, &prng);
 		snprintf(p->name, sizeof p->name, "%s %s", adj, noun);
-		p->price = ecom_rand_range(&prng, 1, 500) * 100 - 1;  /* 0.99 .. 499.99 */
+		p->price = ecom_rand_range(&prng, 1, 500) * 100 - 1; /* 0.99 .. 499.99 */
 		p->stock = stock_of(&prng, i, nproducts);
 	}
 	for (int i = 0; i < ncustomers; i++) {
@@ -145,7 +145,8 @@ int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
 	if (rc == ECOM_REFUSED) {
 		found = 0;
 		if (inventory_list_products(inv, any_product, &found) == 0 && found) {
-			svc_msg(msg, msg_size, "seed: %s is already seeded (by another seed?)", dir);
+			svc_msg(msg, msg_size, "seed: %s is already seeded (by another seed?)",
+			        dir);
 			rc = SAGA_EEXISTS;
 		}
 	}

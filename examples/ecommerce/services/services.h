@@ -45,19 +45,20 @@ struct cJSON;
 
 enum {
 	ECOM_OK = 0,
-	ECOM_REFUSED = 1,   /* business refusal or injected permanent failure; nothing written */
-	ECOM_TRANSIENT = 2  /* injected transient failure; nothing written; retry with the same key */
-	/* negative values: SAGA_E* codes */
+	ECOM_REFUSED = 1, /* business refusal or injected permanent failure; nothing written */
+	ECOM_TRANSIENT =
+	        2 /* injected transient failure; nothing written; retry with the same key */
+	          /* negative values: SAGA_E* codes */
 };
 
-#define ECOM_MSG_MAX 256     /* a message buffer that never truncates ours */
-#define ECOM_ID_MAX 64       /* customer ids, SKUs: 1..63 bytes */
-#define ECOM_KEY_MAX 256     /* idempotency and business keys */
-#define ECOM_TEXT_MAX 256    /* names, addresses, bodies */
+#define ECOM_MSG_MAX  256 /* a message buffer that never truncates ours */
+#define ECOM_ID_MAX   64  /* customer ids, SKUs: 1..63 bytes */
+#define ECOM_KEY_MAX  256 /* idempotency and business keys */
+#define ECOM_TEXT_MAX 256 /* names, addresses, bodies */
 
-#define ECOM_MAX_ITEMS 50            /* lines per order */
-#define ECOM_MAX_QUANTITY 100        /* total quantity per order */
-#define ECOM_MAX_AMOUNT 100000000LL  /* cents: cap on a unit price and an order total */
+#define ECOM_MAX_ITEMS    50          /* lines per order */
+#define ECOM_MAX_QUANTITY 100         /* total quantity per order */
+#define ECOM_MAX_AMOUNT   100000000LL /* cents: cap on a unit price and an order total */
 
 typedef enum ecom_service {
 	ECOM_ORDER = 0,
@@ -77,11 +78,11 @@ typedef enum ecom_payment_method {
 #define ECOM_PAY_COUNT 4
 
 typedef enum ecom_shipping_method {
-	ECOM_SHIP_STANDARD = 0,      /* 5 days */
-	ECOM_SHIP_EXPRESS = 1,       /* 3 days */
-	ECOM_SHIP_OVERNIGHT = 2,     /* 1 day */
-	ECOM_SHIP_TWO_DAY = 3,       /* 2 days */
-	ECOM_SHIP_INTERNATIONAL = 4  /* 10 days */
+	ECOM_SHIP_STANDARD = 0,     /* 5 days */
+	ECOM_SHIP_EXPRESS = 1,      /* 3 days */
+	ECOM_SHIP_OVERNIGHT = 2,    /* 1 day */
+	ECOM_SHIP_TWO_DAY = 3,      /* 2 days */
+	ECOM_SHIP_INTERNATIONAL = 4 /* 10 days */
 } ecom_shipping_method;
 #define ECOM_SHIP_COUNT 5
 
@@ -95,7 +96,7 @@ typedef enum ecom_order_status {
 
 typedef enum ecom_shipment_status {
 	ECOM_SHIPMENT_SCHEDULED = 0,
-	ECOM_SHIPMENT_COMMITTED = 1,  /* handed to the carrier: can no longer be cancelled */
+	ECOM_SHIPMENT_COMMITTED = 1, /* handed to the carrier: can no longer be cancelled */
 	ECOM_SHIPMENT_CANCELLED = 2
 } ecom_shipment_status;
 
@@ -162,8 +163,8 @@ int ecom_faults_add_crash(ecom_faults *f, const char *point, uint32_t nth);
  *   kind "timeout":           "payment=1500" or "payment=1500:0.2" (ms[:rate], rate 1 by default)
  *   kind "crash":             "payment.charge.after" or "payment.charge.after:3" (nth)
  * On error nothing is changed; SAGA_EINVAL with a message saying what is wrong. */
-int ecom_faults_parse(ecom_faults *f, const char *kind, const char *spec,
-                      char *msg, size_t msg_size);
+int ecom_faults_parse(ecom_faults *f, const char *kind, const char *spec, char *msg,
+                      size_t msg_size);
 /* Reads ECOMMERCE_FAIL, ECOMMERCE_TRANSIENT, ECOMMERCE_LATENCY,
  * ECOMMERCE_TIMEOUT, ECOMMERCE_CRASH (each a spec as above) and
  * ECOMMERCE_FAULT_SEED (reseeds). Unset variables change nothing. */
@@ -189,20 +190,20 @@ const char *const *ecom_crash_points(void);
 typedef struct ecom_item {
 	const char *sku;
 	int64_t quantity;
-	int64_t unit_price;  /* cents */
+	int64_t unit_price; /* cents */
 } ecom_item;
 
 /* An order as requested. Every pointer is borrowed. */
 typedef struct ecom_order {
-	const char *ref;          /* the business key (the saga's); may be NULL */
+	const char *ref; /* the business key (the saga's); may be NULL */
 	const char *customer;
 	const ecom_item *items;
 	size_t nitems;
-	int64_t total;            /* cents; must equal the sum of the items */
-	const char *currency;     /* three upper-case letters; NULL = "USD" */
+	int64_t total;        /* cents; must equal the sum of the items */
+	const char *currency; /* three upper-case letters; NULL = "USD" */
 	const char *address;
-	int payment;              /* ecom_payment_method; anything else is refused */
-	int shipping;             /* ecom_shipping_method */
+	int payment;  /* ecom_payment_method; anything else is refused */
+	int shipping; /* ecom_shipping_method */
 } ecom_order;
 
 /* The order as a new JSON object (owned by the caller; NULL on ENOMEM):
@@ -213,8 +214,7 @@ struct cJSON *ecom_order_to_json(const ecom_order *order);
  * *out; the items array is allocated: release it with ecom_order_clear.
  * Unknown method names give -1 (refused later by order_validate).
  * ECOM_REFUSED with a message for a malformed document, SAGA_ENOMEM. */
-int ecom_order_from_json(ecom_order *out, const struct cJSON *json,
-                         char *msg, size_t msg_size);
+int ecom_order_from_json(ecom_order *out, const struct cJSON *json, char *msg, size_t msg_size);
 void ecom_order_clear(ecom_order *order);
 
 /* Pure (no I/O): checks the order's rules. customer_known says whether the
@@ -223,8 +223,7 @@ void ecom_order_clear(ecom_order *order);
  * total quantity <= 100, positive quantities and prices (at most
  * ECOM_MAX_AMOUNT), a total equal to the sum of the items, a non-empty
  * address, a currency, known payment and shipping methods. */
-int ecom_order_validate(const ecom_order *order, int customer_known,
-                        char *msg, size_t msg_size);
+int ecom_order_validate(const ecom_order *order, int customer_known, char *msg, size_t msg_size);
 
 typedef struct order_svc order_svc;
 
@@ -237,10 +236,10 @@ void order_set_faults(order_svc *svc, ecom_faults *faults);
 typedef struct ecom_customer {
 	char id[ECOM_ID_MAX];
 	char name[ECOM_TEXT_MAX];
-	int64_t credit_limit;  /* cents */
+	int64_t credit_limit; /* cents */
 } ecom_customer;
-int order_add_customers(order_svc *svc, const ecom_customer *customers, size_t n,
-                        char *msg, size_t msg_size);
+int order_add_customers(order_svc *svc, const ecom_customer *customers, size_t n, char *msg,
+                        size_t msg_size);
 /* 1 known, 0 unknown, or a negative error. */
 int order_customer_exists(order_svc *svc, const char *customer);
 typedef int (*ecom_customer_fn)(const ecom_customer *customer, void *user); /* nonzero stops */
@@ -248,30 +247,29 @@ int order_list_customers(order_svc *svc, ecom_customer_fn fn, void *user);
 
 /* Action: creates the order (PENDING) under `key` after validating it; sets
  * *order_id (may be NULL). The same key again answers the same id. */
-int order_create(order_svc *svc, const char *key, const ecom_order *order,
-                 int64_t *order_id, char *msg, size_t msg_size);
+int order_create(order_svc *svc, const char *key, const ecom_order *order, int64_t *order_id,
+                 char *msg, size_t msg_size);
 /* Compensation of order_create(action_key): the order becomes CANCELLED, or
  * FAILED when `failed` is nonzero, with `reason` (may be NULL) kept. */
-int order_cancel(order_svc *svc, const char *action_key, int failed, const char *reason,
-                 char *msg, size_t msg_size);
+int order_cancel(order_svc *svc, const char *action_key, int failed, const char *reason, char *msg,
+                 size_t msg_size);
 /* Retriable step: PENDING -> CONFIRMED. Refused for a cancelled order. */
-int order_confirm(order_svc *svc, const char *key, int64_t order_id,
-                  char *msg, size_t msg_size);
+int order_confirm(order_svc *svc, const char *key, int64_t order_id, char *msg, size_t msg_size);
 
 typedef struct ecom_order_info {
 	int64_t id;
 	char key[ECOM_KEY_MAX];
-	char ref[ECOM_KEY_MAX];        /* "" when none */
+	char ref[ECOM_KEY_MAX]; /* "" when none */
 	char customer[ECOM_ID_MAX];
 	int64_t total;
 	char currency[4];
 	char address[ECOM_TEXT_MAX];
 	int payment;
 	int shipping;
-	int status;                    /* ecom_order_status */
-	char reason[ECOM_TEXT_MAX];    /* why it was cancelled or failed; "" */
+	int status;                 /* ecom_order_status */
+	char reason[ECOM_TEXT_MAX]; /* why it was cancelled or failed; "" */
 	size_t nitems;
-	int64_t quantity;              /* sum over the items */
+	int64_t quantity; /* sum over the items */
 	uint64_t created_ms, updated_ms;
 } ecom_order_info;
 /* SAGA_ENOTFOUND when there is no such order. */
@@ -293,8 +291,8 @@ int order_count_by_status(order_svc *svc, int64_t counts[ECOM_ORDER_STATUS_COUNT
 typedef struct ecom_product {
 	char sku[ECOM_ID_MAX];
 	char name[ECOM_TEXT_MAX];
-	int64_t price;     /* cents */
-	int64_t initial;   /* stock recorded when the product was added */
+	int64_t price;   /* cents */
+	int64_t initial; /* stock recorded when the product was added */
 	int64_t stock;
 	int64_t reserved;
 	int64_t shipped;
@@ -309,30 +307,29 @@ void inventory_set_faults(inventory_svc *svc, ecom_faults *faults);
 /* Seeding: adds products (sku, name, price, stock; the rest ignored) in one
  * transaction, recording `initial` = stock. ECOM_REFUSED if one exists or a
  * value is out of range. */
-int inventory_add_products(inventory_svc *svc, const ecom_product *products, size_t n,
-                           char *msg, size_t msg_size);
+int inventory_add_products(inventory_svc *svc, const ecom_product *products, size_t n, char *msg,
+                           size_t msg_size);
 int inventory_get_product(inventory_svc *svc, const char *sku, ecom_product *out);
 typedef int (*ecom_product_fn)(const ecom_product *product, void *user); /* nonzero stops */
 int inventory_list_products(inventory_svc *svc, ecom_product_fn fn, void *user);
 /* Read-only pre-check: every SKU is known and priced as in the catalogue.
  * 0 or ECOM_REFUSED naming the first bad item. */
-int inventory_check_items(inventory_svc *svc, const ecom_item *items, size_t n,
-                          char *msg, size_t msg_size);
+int inventory_check_items(inventory_svc *svc, const ecom_item *items, size_t n, char *msg,
+                          size_t msg_size);
 
 /* Action: reserves all the items for the order or none (ECOM_REFUSED: an
  * unknown product or not enough available). The same key again changes
  * nothing. */
-int inventory_reserve(inventory_svc *svc, const char *key, int64_t order_id,
-                      const ecom_item *items, size_t n, char *msg, size_t msg_size);
+int inventory_reserve(inventory_svc *svc, const char *key, int64_t order_id, const ecom_item *items,
+                      size_t n, char *msg, size_t msg_size);
 /* Compensation of inventory_reserve(action_key): returns exactly what that
  * reservation holds. Refused once the goods are shipped. */
-int inventory_release(inventory_svc *svc, const char *action_key,
-                      char *msg, size_t msg_size);
+int inventory_release(inventory_svc *svc, const char *action_key, char *msg, size_t msg_size);
 /* After the pivot: the order's active reservation leaves the warehouse
  * (reserved -> shipped). Idempotent by `key`; refused when the order has no
  * active reservation. */
-int inventory_ship(inventory_svc *svc, const char *key, int64_t order_id,
-                   char *msg, size_t msg_size);
+int inventory_ship(inventory_svc *svc, const char *key, int64_t order_id, char *msg,
+                   size_t msg_size);
 
 /* ---------------------------------------------------------------------- */
 /* Payment                                                                */
@@ -341,7 +338,7 @@ int inventory_ship(inventory_svc *svc, const char *key, int64_t order_id,
 typedef struct ecom_account {
 	char customer[ECOM_ID_MAX];
 	int64_t credit_limit;
-	int64_t balance_used;   /* the sum of what its charges hold (charged - refunded) */
+	int64_t balance_used; /* the sum of what its charges hold (charged - refunded) */
 } ecom_account;
 
 typedef struct ecom_charge {
@@ -350,7 +347,7 @@ typedef struct ecom_charge {
 	int64_t order_id;
 	char customer[ECOM_ID_MAX];
 	int64_t amount;
-	int64_t refunded;       /* 0 <= refunded <= amount */
+	int64_t refunded; /* 0 <= refunded <= amount */
 } ecom_charge;
 
 typedef struct payment_svc payment_svc;
@@ -361,23 +358,23 @@ void payment_set_faults(payment_svc *svc, ecom_faults *faults);
 
 /* Seeding: opens accounts (customer, credit_limit; balance ignored) in one
  * transaction. ECOM_REFUSED if one exists. */
-int payment_open_accounts(payment_svc *svc, const ecom_account *accounts, size_t n,
-                          char *msg, size_t msg_size);
+int payment_open_accounts(payment_svc *svc, const ecom_account *accounts, size_t n, char *msg,
+                          size_t msg_size);
 int payment_get_account(payment_svc *svc, const char *customer, ecom_account *out);
 
 /* Action: charges `amount` to the customer for the order. Refused when the
  * amount differs from `order_total` or is not positive, when the customer
  * has no account, when it would pass the credit limit, or when the order
  * already holds a charge. Once per key; sets *charge_id (may be NULL). */
-int payment_charge(payment_svc *svc, const char *key, int64_t order_id,
-                   const char *customer, int64_t amount, int64_t order_total,
-                   int64_t *charge_id, char *msg, size_t msg_size);
+int payment_charge(payment_svc *svc, const char *key, int64_t order_id, const char *customer,
+                   int64_t amount, int64_t order_total, int64_t *charge_id, char *msg,
+                   size_t msg_size);
 /* Compensation of payment_charge(action_key): refunds what is left of it. */
 int payment_refund(payment_svc *svc, const char *action_key, char *msg, size_t msg_size);
 /* A partial refund of the charge made under charge_key, once per `key`.
  * Refused when it would refund more than was charged. */
-int payment_refund_amount(payment_svc *svc, const char *key, const char *charge_key,
-                          int64_t amount, char *msg, size_t msg_size);
+int payment_refund_amount(payment_svc *svc, const char *key, const char *charge_key, int64_t amount,
+                          char *msg, size_t msg_size);
 /* The charge made under `key`; SAGA_ENOTFOUND. */
 int payment_get_charge(payment_svc *svc, const char *key, ecom_charge *out);
 
@@ -389,12 +386,12 @@ typedef struct ecom_shipment {
 	int64_t id;
 	char key[ECOM_KEY_MAX];
 	int64_t order_id;
-	int method;                  /* ecom_shipping_method */
+	int method; /* ecom_shipping_method */
 	char carrier[32];
 	char tracking[32];
-	char delivery_date[16];      /* YYYY-MM-DD (UTC): creation day + method days */
+	char delivery_date[16]; /* YYYY-MM-DD (UTC): creation day + method days */
 	char address[ECOM_TEXT_MAX];
-	int status;                  /* ecom_shipment_status */
+	int status; /* ecom_shipment_status */
 	uint64_t created_ms;
 } ecom_shipment;
 
@@ -412,8 +409,8 @@ int shipping_schedule(shipping_svc *svc, const char *key, int64_t order_id, int 
                       const char *address, ecom_shipment *out, char *msg, size_t msg_size);
 /* Hands the order's scheduled shipment to the carrier (SCHEDULED ->
  * COMMITTED). Idempotent by key. */
-int shipping_commit(shipping_svc *svc, const char *key, int64_t order_id,
-                    char *msg, size_t msg_size);
+int shipping_commit(shipping_svc *svc, const char *key, int64_t order_id, char *msg,
+                    size_t msg_size);
 /* Compensation of shipping_schedule(action_key), for completeness (the saga
  * never compensates its pivot): refused once the shipment is committed. */
 int shipping_cancel(shipping_svc *svc, const char *action_key, char *msg, size_t msg_size);
@@ -432,9 +429,8 @@ void notification_set_faults(notification_svc *svc, ecom_faults *faults);
 
 /* Sends (and keeps) a message about the order, once per key. body may be
  * NULL for the standard text of the kind. */
-int notification_send(notification_svc *svc, const char *key, int64_t order_id,
-                      int channel, int kind, const char *body,
-                      char *msg, size_t msg_size);
+int notification_send(notification_svc *svc, const char *key, int64_t order_id, int channel,
+                      int kind, const char *body, char *msg, size_t msg_size);
 /* Messages of that kind kept for the order. */
 int notification_count(notification_svc *svc, int64_t order_id, int kind, int64_t *count);
 
@@ -446,12 +442,12 @@ int notification_count(notification_svc *svc, int64_t order_id, int kind, int64_
  * products (some out of stock, some with 1..3 left), ncustomers customers
  * with accounts (some with low credit limits). SAGA_EEXISTS when the
  * directory already holds products or customers. */
-int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers,
-              char *msg, size_t msg_size);
+int ecom_seed(const char *dir, uint64_t seed, int nproducts, int ncustomers, char *msg,
+              size_t msg_size);
 
 /* A saga as the caller's store sees it, for the order <-> saga cross-check. */
 typedef struct ecom_saga_fact {
-	const char *business_key;   /* the order's ref */
+	const char *business_key; /* the order's ref */
 	saga_state state;
 } ecom_saga_fact;
 

@@ -29,15 +29,22 @@ int svc_map(int rc)
 	case SQLITE_ROW:
 	case SQLITE_DONE:
 		return 0;
-	case SQLITE_NOMEM: return SAGA_ENOMEM;
+	case SQLITE_NOMEM:
+		return SAGA_ENOMEM;
 	case SQLITE_BUSY:
-	case SQLITE_LOCKED: return SAGA_EBUSY;
-	case SQLITE_FULL: return SAGA_EFULL;
-	case SQLITE_IOERR: return SAGA_EIO;
+	case SQLITE_LOCKED:
+		return SAGA_EBUSY;
+	case SQLITE_FULL:
+		return SAGA_EFULL;
+	case SQLITE_IOERR:
+		return SAGA_EIO;
 	case SQLITE_CORRUPT:
-	case SQLITE_NOTADB: return SAGA_ECORRUPT;
-	case SQLITE_CANTOPEN: return SAGA_EIO;
-	default: return SAGA_ESTORE;
+	case SQLITE_NOTADB:
+		return SAGA_ECORRUPT;
+	case SQLITE_CANTOPEN:
+		return SAGA_EIO;
+	default:
+		return SAGA_ESTORE;
 	}
 }
 
@@ -58,8 +65,7 @@ int svc_bindv(sqlite3_stmt *st, const char *types, va_list ap)
 	return svc_map(rc);
 }
 
-static int prepare_v(svc_db *s, sqlite3_stmt **st, const char *sql, const char *types,
-                     va_list ap)
+static int prepare_v(svc_db *s, sqlite3_stmt **st, const char *sql, const char *types, va_list ap)
 {
 	*st = NULL;
 	int rc = svc_map(sqlite3_prepare_v2(s->db, sql, -1, st, NULL));
@@ -161,8 +167,8 @@ static int run_script(sqlite3 *db, const char *sql)
 
 /* Says why a database could not be opened: the file, SQLite's message and,
  * when there is one, the system's cause. */
-static void open_msg(char *msg, size_t msg_size, const char *path, const char *what,
-                     sqlite3 *db, int rc)
+static void open_msg(char *msg, size_t msg_size, const char *path, const char *what, sqlite3 *db,
+                     int rc)
 {
 	int sys = db ? sqlite3_system_errno(db) : 0;
 	svc_msg(msg, msg_size, "%s: %s: %s%s%s", path, what,
@@ -230,8 +236,8 @@ static int remove_stale(const char *path, const char *suffix)
  * is used). Nothing here opens or closes a database file but SQLite: a
  * descriptor of it closed behind SQLite's back would drop every fcntl lock
  * this process holds on the file. */
-static int create_db(svc_db *s, const char *dir, const char *path, const char *schema,
-                     char *msg, size_t msg_size)
+static int create_db(svc_db *s, const char *dir, const char *path, const char *schema, char *msg,
+                     size_t msg_size)
 {
 	static unsigned counter;
 	char tmp[4200];
@@ -247,8 +253,8 @@ static int create_db(svc_db *s, const char *dir, const char *path, const char *s
 		return SAGA_EIO;
 	}
 	svc_db t = { .service = s->service };
-	int rc = svc_map(sqlite3_open_v2(tmp, &t.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                                 NULL));
+	int rc = svc_map(
+	        sqlite3_open_v2(tmp, &t.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL));
 	if (rc != 0) {
 		open_msg(msg, msg_size, tmp, "cannot create", t.db, rc);
 	} else if (chmod(tmp, 0600) != 0) {
@@ -284,7 +290,7 @@ static int create_db(svc_db *s, const char *dir, const char *path, const char *s
 		svc_msg(msg, msg_size, "%s: cannot remove: %s", tmp, strerror(errno));
 		rc = SAGA_EIO;
 	}
-	if (rc == 0) {  /* the new name is durable before anything relies on it */
+	if (rc == 0) { /* the new name is durable before anything relies on it */
 		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd < 0 || fsync(dfd) != 0) {
 			svc_msg(msg, msg_size, "%s: cannot sync the directory: %s", dir,
@@ -297,8 +303,8 @@ static int create_db(svc_db *s, const char *dir, const char *path, const char *s
 	return rc;
 }
 
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
-                char *msg, size_t msg_size)
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema, char *msg,
+                size_t msg_size)
 {
 	svc_msg(msg, msg_size, "%s", "");
 	memset(s, 0, sizeof *s);
@@ -329,8 +335,8 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 			return rc;
 	}
 
-	rc = svc_map(sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-	                             NULL));
+	rc = svc_map(
+	        sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL));
 	if (rc == 0)
 		rc = svc_map(sqlite3_busy_timeout(s->db, 5000));
 	if (rc == 0)
@@ -344,8 +350,8 @@ int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *sc
 		rc = SAGA_ENOMEM;
 	if (rc != 0) {
 		if (rc == SAGA_EVERSION)
-			svc_msg(msg, msg_size, "%s: written by a newer version (schema above %d)", path,
-			        SVC_SCHEMA_VERSION);
+			svc_msg(msg, msg_size, "%s: written by a newer version (schema above %d)",
+			        path, SVC_SCHEMA_VERSION);
 		else
 			open_msg(msg, msg_size, path, "cannot open", s->db, rc);
 		sqlite3_close(s->db);
@@ -363,8 +369,8 @@ void svc_db_close(svc_db *s)
 	pthread_mutex_destroy(&s->lock);
 }
 
-int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema, char *msg, size_t msg_size)
+int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir, const char *schema,
+               char *msg, size_t msg_size)
 {
 	*out = NULL;
 	svc_msg(msg, msg_size, "%s", "");
@@ -417,8 +423,8 @@ int svc_guard_begin(svc_db *s, const char *op,
 		return svc_fail(s, rc, msg, msg_size);
 	int new_key = *verdict == SAGA_GUARD_PROCEED || *verdict == SAGA_GUARD_EMPTY;
 	if (new_key && injected != ECOM_OK)
-		return svc_rollback(s, ecom_faults_give(s->faults, s->service, op, injected, msg,
-		                                        msg_size));
+		return svc_rollback(
+		        s, ecom_faults_give(s->faults, s->service, op, injected, msg, msg_size));
 	return 0;
 }
 
@@ -455,8 +461,8 @@ int svc_rollback(svc_db *s, int rc)
 
 int svc_fail(svc_db *s, int rc, char *msg, size_t msg_size)
 {
-	svc_msg(msg, msg_size, "%s: %s (%s)", ecom_service_name(s->service),
-	        saga_strerror(rc), sqlite3_errmsg(s->db));
+	svc_msg(msg, msg_size, "%s: %s (%s)", ecom_service_name(s->service), saga_strerror(rc),
+	        sqlite3_errmsg(s->db));
 	return svc_rollback(s, rc);
 }
 

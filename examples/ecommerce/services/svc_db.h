@@ -17,8 +17,8 @@
 typedef struct svc_db {
 	sqlite3 *db;
 	ecom_service service;
-	ecom_faults *faults;      /* borrowed; NULL = none */
-	pthread_mutex_t lock;     /* one operation at a time on the connection */
+	ecom_faults *faults;  /* borrowed; NULL = none */
+	pthread_mutex_t lock; /* one operation at a time on the connection */
 } svc_db;
 
 /* Creates `dir` (0700) if missing, opens "<dir>/<service>.db" (WAL,
@@ -28,15 +28,15 @@ typedef struct svc_db {
  * linked into place (a concurrent creator's file wins). Only SQLite ever
  * opens or closes the database file and its -wal/-shm. On failure msg (may
  * be NULL) names the file and the cause. */
-int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema,
-                char *msg, size_t msg_size);
+int svc_db_open(svc_db *s, ecom_service service, const char *dir, const char *schema, char *msg,
+                size_t msg_size);
 void svc_db_close(svc_db *s);
 
 /* A service's handle: `size` zeroed bytes whose first member is its svc_db,
  * opened with svc_db_open. *out is NULL on failure. svc_db_delete closes and
  * frees it (NULL is ignored). */
-int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir,
-               const char *schema, char *msg, size_t msg_size);
+int svc_db_new(svc_db **out, size_t size, ecom_service service, const char *dir, const char *schema,
+               char *msg, size_t msg_size);
 void svc_db_delete(svc_db *s);
 
 /* Wall clock, ms since the epoch. */
@@ -70,7 +70,7 @@ int svc_guard_begin(svc_db *s, const char *op,
 /* A business refusal inside a transaction: formats msg, rolls back and
  * returns ECOM_REFUSED. */
 int svc_refuse(svc_db *s, char *msg, size_t msg_size, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 /* For reads outside transactions. */
 void svc_lock(svc_db *s);
 void svc_unlock(svc_db *s);
