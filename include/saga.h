@@ -352,6 +352,9 @@ SAGA_API int saga_step_put(saga_step_ctx *ctx, const char *key, struct cJSON *va
 SAGA_API uint64_t saga_step_deadline(const saga_step_ctx *ctx);
 /* A short reason for a FAIL or RETRY, kept in the history (copied). */
 SAGA_API void saga_step_set_error(saga_step_ctx *ctx, const char *message);
+/* The instance's business key, or NULL when it was started without one.
+ * Borrowed, valid during the call. */
+SAGA_API const char *saga_step_business_key(const saga_step_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Instances, states, events                                                */
@@ -525,6 +528,14 @@ SAGA_API saga_breaker *saga_engine_breaker(saga_engine *engine, const char *name
 
 /* Adds a listener for every event of every instance. */
 SAGA_API int saga_engine_add_listener(saga_engine *engine, saga_listener_fn fn, void *user);
+/* Removes the listener added with this fn and user (the latest added, if it
+ * was added more than once). SAGA_ENOTFOUND when none is. Thread-safe, also
+ * while events are delivered on other threads and from inside a listener
+ * (then the rest of that delivery skips it). Once it returns, the listener
+ * gets no event committed after that; a delivery already under way on
+ * another thread may still call it once, and a call in progress is not
+ * waited for: keep `user` valid until such calls are over. */
+SAGA_API int saga_engine_remove_listener(saga_engine *engine, saga_listener_fn fn, void *user);
 
 /* Starts an instance of the latest registered version of `definition`.
  * `input` (a JSON object, or NULL for {}) is borrowed and copied.
@@ -548,6 +559,23 @@ typedef struct saga_start_request {
 } saga_start_request;
 SAGA_API int saga_start_batch(saga_engine *engine, int64_t *ids, int *created,
                               const saga_start_request *reqs, size_t n);
+
+/* Scheduled starts: saga_start and saga_start_batch for instances that begin
+ * at the wall-clock time start_at_ms (the engine's clock). Until then each is
+ * stored WAITING with that due time, like a retry timer: nothing runs before
+ * it, and it survives a restart. A time not in the future starts at once
+ * (saga_start, saga_start_batch). A business key already taken returns that
+ * instance (created 0) whatever its time. The instance deadline counts from
+ * the start time. saga_cancel before the start ends the instance COMPENSATED
+ * (reason cancel) without running any step. The batch is one commit made by
+ * the calling thread; every request in it gets the same time. Errors as
+ * saga_start. */
+SAGA_API int saga_start_at(saga_engine *engine, int64_t *out_id, int *created,
+                           const char *definition, const char *business_key,
+                           const struct cJSON *input, uint64_t start_at_ms);
+SAGA_API int saga_start_batch_at(saga_engine *engine, int64_t *ids, int *created,
+                                 const saga_start_request *reqs, size_t n,
+                                 uint64_t start_at_ms);
 
 /* Caller-driven execution (workers = 0). saga_run_due runs one round of what
  * is due now and sets *ran (may be NULL) to the number of attempts invoked.
@@ -611,8 +639,58 @@ SAGA_API int saga_find(saga_engine *engine, int64_t *out_id, const char *busines
 typedef int (*saga_event_fn)(const saga_event *event, void *user); /* nonzero stops */
 SAGA_API int saga_history(saga_engine *engine, int64_t id, saga_event_fn fn, void *user);
 typedef int (*saga_instance_fn)(const saga_instance_info *info, void *user); /* nonzero stops */
-/* Lists instances in `state` (or every state with state < 0), oldest first. */
+/* Lists instances in `state` (or every state with state < 0), oldest first,
+ * page by page (saga_list_page): fn runs with no engine lock held and may
+ * call the engine. Each instance is seen at most once; one that changes
+ * state during the listing is seen in its state when its page was read. */
 SAGA_API int saga_list(saga_engine *engine, int state, saga_instance_fn fn, void *user);
+
+/* What saga_list_page selects; each member narrows the listing. */
+typedef struct saga_list_filter {
+	unsigned int version;        /* SAGA_LIST_FILTER_VERSION */
+	int state;                   /* a saga_state, or -1 for any */
+	const char *definition;      /* NULL = any; borrowed */
+	int definition_version;      /* 0 = any */
+	uint64_t created_from_ms;    /* created in [from, to); to 0 = no bound */
+	uint64_t created_to_ms;
+	uint64_t updated_from_ms;    /* last changed in [from, to); to 0 = no bound */
+	uint64_t updated_to_ms;
+} saga_list_filter;
+#define SAGA_LIST_FILTER_VERSION 1
+#define SAGA_LIST_FILTER_INIT { SAGA_LIST_FILTER_VERSION, -1, NULL, 0, 0, 0, 0, 0 }
+
+/* One page of instances matching `filter` (NULL = every instance) with an id
+ * above `after_id` (0 for the first page), in id order: out[0 .. *n) (out
+ * is the caller's array of `cap` entries). The next page is the one after
+ * out[*n - 1].id; a page shorter than cap is the last. Keyset paging: each
+ * page costs what it returns, whatever the store holds, and an instance is
+ * never seen twice. The engine lock is held while the page is read, never
+ * after the call returns. SAGA_EINVAL for a bad filter (unknown version or
+ * state, an empty range) or cap 0. */
+SAGA_API int saga_list_page(saga_engine *engine, saga_instance_info *out, size_t *n,
+                            size_t cap, const saga_list_filter *filter, int64_t after_id);
+
+/* An async step that answered PENDING and waits for saga_complete. */
+#define SAGA_STEP_KEY_MAX (SAGA_UID_LEN + SAGA_NAME_MAX + 14)
+typedef struct saga_pending_step {
+	int64_t instance;
+	char key[SAGA_STEP_KEY_MAX + 1];     /* "<uid>/<step>/<phase>", for saga_complete */
+	char definition[SAGA_NAME_MAX + 1];
+	int version;
+	char business_key[SAGA_KEY_MAX + 1]; /* "" when started without one */
+	int step;                            /* its index */
+	char step_name[SAGA_NAME_MAX + 1];   /* "" if the definition is unknown */
+	saga_phase phase;
+	uint32_t attempt;
+	uint64_t deadline_ms;                /* when it times out; 0 = never */
+} saga_pending_step;
+
+/* One page of the WAITING instances whose step awaits an async completion,
+ * paged as saga_list_page: out[0 .. *n) with an instance id above after_id,
+ * in id order. What a program re-sends after a restart. SAGA_EINVAL for cap
+ * 0. */
+SAGA_API int saga_list_pending(saga_engine *engine, saga_pending_step *out, size_t *n,
+                               size_t cap, int64_t after_id);
 SAGA_API int saga_counts(saga_engine *engine, int64_t counts[SAGA_STATE_COUNT]);
 
 /* What this engine has done since it was opened (counted in memory, never

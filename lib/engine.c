@@ -207,11 +207,7 @@ void saga_engine_close(saga_engine *e)
 		saga_breaker_free(b->b);
 		saga_free(&e->alloc, b);
 	}
-	while (e->listeners) {
-		listener *l = e->listeners;
-		e->listeners = l->next;
-		saga_free(&e->alloc, l);
-	}
+	listeners_free(e);
 	store_close(e->store);
 	saga_free(&e->alloc, e->ready);
 	saga_free(&e->alloc, e->quarantine);

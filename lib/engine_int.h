@@ -38,6 +38,7 @@
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 /* Where a loaded instance is in its life (see the head of this file). */
 enum stage { STAGE_PROCESS, STAGE_INVOKE, STAGE_INVOKING, STAGE_RESULT, STAGE_DONE };
@@ -79,10 +80,15 @@ typedef struct pending_event {
 	char *detail;
 } pending_event;
 
+/* A registered listener (registry.c). Deliveries walk the list without the
+ * mutex, so a removed one is unlinked but kept, with its next pointer, until
+ * no delivery is under way (the retired list). */
 typedef struct listener {
 	saga_listener_fn fn;
 	void *user;
-	struct listener *next;
+	_Atomic(struct listener *) next;
+	atomic_bool removed;
+	struct listener *retired_next;
 } listener;
 
 typedef struct breaker_entry {
@@ -112,7 +118,9 @@ struct saga_engine {
 	size_t ndefs;
 	breaker_entry *breakers;
 	listener *listeners;
-	inst **loaded; /* instances in memory, at most max_in_flight */
+	listener *retired;      /* removed, freed once no delivery runs */
+	atomic_uint delivering; /* deliveries walking the listeners */
+	inst **loaded;          /* instances in memory, at most max_in_flight */
 	size_t nloaded;
 	int64_t *ready; /* ids waiting to be loaded (FIFO) */
 	size_t ready_head, ready_len, ready_cap;
@@ -216,6 +224,10 @@ int store_err(saga_engine *e, int code);
 /* ---- what is registered on an engine (registry.c) ---- */
 const reg_def *find_def(saga_engine *e, const char *name, int version);
 saga_breaker *find_breaker(saga_engine *e, const char *name);
+listener *listeners_hold(saga_engine *e);
+void listeners_deliver(listener *ls, const saga_event *ev);
+void listeners_release(saga_engine *e);
+void listeners_free(saga_engine *e);
 
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);

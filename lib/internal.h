@@ -162,7 +162,24 @@ int store_next_due(saga_store *s, uint64_t *out);
 int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome);
 int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
                   const char *const *step_names, size_t nsteps);
-int store_list(saga_store *s, int state, saga_instance_fn fn, void *user);
+/* What a listing selects: a state (-1 = any), a definition name (NULL =
+ * any) and version (0 = any), and creation and update times in [from, to)
+ * (to 0 = no bound). */
+typedef struct store_filter {
+	int state;
+	const char *def_name;
+	int def_version;
+	uint64_t created_from, created_to;
+	uint64_t updated_from, updated_to;
+} store_filter;
+/* Called for each row of a listing (context not loaded); nonzero stops. */
+typedef int (*store_row_fn)(const saga_row *r, void *user);
+/* Up to `limit` instances matching f with an id above `after`, in id order. */
+int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,
+               void *user);
+/* Up to `limit` WAITING instances whose async step awaits its completion,
+ * with an id above `after`, in id order. */
+int store_pending(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 void row_to_info(saga_instance_info *info, const saga_row *r);
 /* Is `text` well-formed JSON? Tells a damaged context from a parser that ran

@@ -1,7 +1,12 @@
-/* The read side (get, find, history, list, counts, stats) and purge.
- * Query callbacks run with the engine locked: they must not call the engine
- * (documented in docs/api.md). SPDX-License-Identifier: MIT */
+/* The read side (get, find, history, listings, pending steps, counts,
+ * stats) and purge. History callbacks run with the engine locked: they must
+ * not call the engine (documented in docs/api.md). Listings are read a page
+ * at a time under the lock into the caller's array; saga_list calls back
+ * between pages, unlocked. SPDX-License-Identifier: MIT */
 #include "engine_int.h"
+
+#include <limits.h>
+#include <string.h>
 
 /* The message of a failed read of instance id. */
 static int load_err(saga_engine *e, int rc, int64_t id)
@@ -106,15 +111,174 @@ int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 	return rc;
 }
 
+/* Fills a page of a listing (store_row_fn). */
+struct page_fill {
+	saga_instance_info *out;
+	size_t n;
+};
+
+static int fill_info(const saga_row *r, void *user)
+{
+	struct page_fill *p = user;
+	row_to_info(&p->out[p->n++], r);
+	return 0;
+}
+
+/* A page is one statement under the lock; its size is the caller's, up to
+ * what the statement's LIMIT takes. */
+static int page_limit(size_t cap)
+{
+	return cap > INT_MAX ? INT_MAX : (int)cap;
+}
+
+static int check_range(saga_engine *e, uint64_t from, uint64_t to, const char *what)
+{
+	if (to && to <= from)
+		return set_err(e, SAGA_EINVAL, "list: the %s range [from, to) is empty", what);
+	return SAGA_OK;
+}
+
+static int check_filter(saga_engine *e, const saga_list_filter *f)
+{
+	if (f->version != SAGA_LIST_FILTER_VERSION)
+		return set_err(e, SAGA_EINVAL, "list: filter version %u is not %d", f->version,
+		               SAGA_LIST_FILTER_VERSION);
+	if (f->state < -1 || f->state >= SAGA_STATE_COUNT)
+		return set_err(e, SAGA_EINVAL, "list: state %d is not a state or -1", f->state);
+	if (f->definition && (!*f->definition || strlen(f->definition) > SAGA_NAME_MAX))
+		return set_err(e, SAGA_EINVAL, "list: a definition name is 1 to %d bytes",
+		               SAGA_NAME_MAX);
+	if (f->definition_version < 0)
+		return set_err(e, SAGA_EINVAL, "list: definition_version must be 0 or more");
+	int rc = check_range(e, f->created_from_ms, f->created_to_ms, "created");
+	return rc ? rc : check_range(e, f->updated_from_ms, f->updated_to_ms, "updated");
+}
+
+int saga_list_page(saga_engine *e, saga_instance_info *out, size_t *n, size_t cap,
+                   const saga_list_filter *filter, int64_t after_id)
+{
+	if (n)
+		*n = 0;
+	if (!e || !out || !n || cap == 0 || after_id < 0)
+		return bad_args(e, "list_page: out, n, a capacity and an id >= 0 are needed");
+	saga_list_filter all = SAGA_LIST_FILTER_INIT;
+	const saga_list_filter *f = filter ? filter : &all;
+	int rc = check_filter(e, f);
+	if (rc)
+		return rc;
+	store_filter sf = { f->state,           f->definition,    f->definition_version,
+		            f->created_from_ms, f->created_to_ms, f->updated_from_ms,
+		            f->updated_to_ms };
+	struct page_fill p = { out, 0 };
+	pthread_mutex_lock(&e->mu);
+	rc = store_page(e->store, &sf, after_id, page_limit(cap), fill_info, &p);
+	if (rc)
+		rc = store_err(e, rc);
+	pthread_mutex_unlock(&e->mu);
+	*n = rc ? 0 : p.n;
+	return rc;
+}
+
+/* The page size of saga_list. */
+#define LIST_PAGE 128
+
 int saga_list(saga_engine *e, int state, saga_instance_fn fn, void *user)
 {
 	if (!e || !fn || state >= SAGA_STATE_COUNT)
 		return bad_args(e, "list: a function and a state (or -1) are needed");
+	saga_instance_info *page = saga_malloc(&e->alloc, LIST_PAGE * sizeof(*page));
+	if (!page)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	saga_list_filter f = SAGA_LIST_FILTER_INIT;
+	f.state = state < 0 ? -1 : state;
+	int64_t after = 0;
+	int rc;
+	for (;;) {
+		size_t n = 0;
+		if ((rc = saga_list_page(e, page, &n, LIST_PAGE, &f, after)) || n == 0)
+			break;
+		for (size_t i = 0; i < n; i++)
+			if (fn(&page[i], user))
+				goto out;
+		if (n < LIST_PAGE)
+			break;
+		after = page[n - 1].id;
+	}
+out:
+	saga_free(&e->alloc, page);
+	return rc;
+}
+
+/* Fills a page of pending steps (store_row_fn); called with the mutex. */
+struct pending_fill {
+	saga_engine *e;
+	saga_pending_step *out;
+	size_t n;
+	int rc;
+};
+
+/* The name of step `step` of a definition this engine has not registered,
+ * from its snapshot in the store; "" when there is none. */
+static int snapshot_step_name(saga_engine *e, char *buf, size_t size, const saga_row *r)
+{
+	char *snap = NULL;
+	int rc = store_get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
+	if (rc)
+		return rc == SAGA_ENOTFOUND ? SAGA_OK : rc;
+	cJSON *doc = cJSON_Parse(snap);
+	saga_free(&e->alloc, snap);
+	if (!doc)
+		return SAGA_ENOMEM;
+	const cJSON *st =
+	        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "steps"), r->step);
+	const cJSON *nm = cJSON_GetObjectItemCaseSensitive(st, "name");
+	if (cJSON_IsString(nm))
+		saga_fmt(buf, size, "%s", nm->valuestring);
+	cJSON_Delete(doc);
+	return SAGA_OK;
+}
+
+static int fill_pending(const saga_row *r, void *user)
+{
+	struct pending_fill *p = user;
+	saga_pending_step *o = &p->out[p->n];
+	memset(o, 0, sizeof(*o));
+	o->instance = r->id;
+	saga_fmt(o->definition, sizeof(o->definition), "%s", r->def_name);
+	o->version = r->def_version;
+	saga_fmt(o->business_key, sizeof(o->business_key), "%s", r->has_bkey ? r->bkey : "");
+	o->step = r->step;
+	o->phase = (saga_phase)r->phase;
+	o->attempt = r->attempt;
+	o->deadline_ms = r->attempt_deadline;
+	const reg_def *rd = find_def(p->e, r->def_name, r->def_version);
+	if (rd && r->step >= 0 && (size_t)r->step < rd->def->nsteps)
+		saga_fmt(o->step_name, sizeof(o->step_name), "%s", rd->names[r->step]);
+	else if (!rd && (p->rc = snapshot_step_name(p->e, o->step_name, sizeof(o->step_name), r)))
+		return 1;
+	if (o->step_name[0])
+		saga_fmt(o->key, sizeof(o->key), "%s/%s/%s", r->uid, o->step_name,
+		         phase_word(r->phase));
+	p->n++;
+	return 0;
+}
+
+int saga_list_pending(saga_engine *e, saga_pending_step *out, size_t *n, size_t cap,
+                      int64_t after_id)
+{
+	if (n)
+		*n = 0;
+	if (!e || !out || !n || cap == 0 || after_id < 0)
+		return bad_args(e, "list_pending: out, n, a capacity and an id >= 0 are needed");
+	struct pending_fill p = { e, out, 0, SAGA_OK };
 	pthread_mutex_lock(&e->mu);
-	int rc = store_list(e->store, state, fn, user);
+	int rc = store_pending(e->store, after_id, page_limit(cap), fill_pending, &p);
+	if (rc == SAGA_OK)
+		rc = p.rc;
 	if (rc)
 		rc = store_err(e, rc);
 	pthread_mutex_unlock(&e->mu);
+	*n = rc ? 0 : p.n;
 	return rc;
 }
 

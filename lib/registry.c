@@ -2,6 +2,7 @@
  * listeners, and looking them up by name. SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 const reg_def *find_def(saga_engine *e, const char *name, int version)
@@ -121,6 +122,19 @@ saga_breaker *saga_engine_breaker(saga_engine *e, const char *name)
 	return b;
 }
 
+/* Frees the removed listeners when no delivery can still be walking them;
+ * called with the mutex (a delivery starts under it: listeners_hold). */
+static void reap_retired(saga_engine *e)
+{
+	if (atomic_load_explicit(&e->delivering, memory_order_acquire) != 0)
+		return;
+	while (e->retired) {
+		listener *l = e->retired;
+		e->retired = l->retired_next;
+		saga_free(&e->alloc, l);
+	}
+}
+
 int saga_engine_add_listener(saga_engine *e, saga_listener_fn fn, void *user)
 {
 	if (!e || !fn)
@@ -130,9 +144,72 @@ int saga_engine_add_listener(saga_engine *e, saga_listener_fn fn, void *user)
 		return set_err(e, SAGA_ENOMEM, "out of memory");
 	l->fn = fn;
 	l->user = user;
+	atomic_init(&l->removed, false);
+	l->retired_next = NULL;
 	pthread_mutex_lock(&e->mu);
-	l->next = e->listeners;
-	e->listeners = l;
+	atomic_init(&l->next, e->listeners);
+	e->listeners = l; /* deliveries under way keep the head they took */
 	pthread_mutex_unlock(&e->mu);
 	return SAGA_OK;
+}
+
+int saga_engine_remove_listener(saga_engine *e, saga_listener_fn fn, void *user)
+{
+	if (!e || !fn)
+		return bad_args(e, "a listener function is needed");
+	pthread_mutex_lock(&e->mu);
+	int rc = SAGA_OK;
+	listener *prev = NULL, *l = e->listeners;
+	while (l && (l->fn != fn || l->user != user)) {
+		prev = l;
+		l = atomic_load_explicit(&l->next, memory_order_relaxed);
+	}
+	if (!l) {
+		rc = set_err(e, SAGA_ENOTFOUND, "no such listener is registered");
+	} else {
+		atomic_store_explicit(&l->removed, true, memory_order_release);
+		listener *next = atomic_load_explicit(&l->next, memory_order_relaxed);
+		if (prev)
+			atomic_store_explicit(&prev->next, next, memory_order_release);
+		else
+			e->listeners = next;
+		/* A delivery may stand on it: its next pointer stays valid. */
+		l->retired_next = e->retired;
+		e->retired = l;
+		reap_retired(e);
+	}
+	pthread_mutex_unlock(&e->mu);
+	return rc;
+}
+
+/* The listeners for one delivery; called with the mutex. Until
+ * listeners_release, no listener it can reach is freed. */
+listener *listeners_hold(saga_engine *e)
+{
+	atomic_fetch_add_explicit(&e->delivering, 1, memory_order_relaxed);
+	return e->listeners;
+}
+
+/* Calls each listener still registered; called without the mutex. */
+void listeners_deliver(listener *ls, const saga_event *ev)
+{
+	for (listener *l = ls; l; l = atomic_load_explicit(&l->next, memory_order_acquire))
+		if (!atomic_load_explicit(&l->removed, memory_order_acquire))
+			l->fn(ev, l->user);
+}
+
+void listeners_release(saga_engine *e)
+{
+	atomic_fetch_sub_explicit(&e->delivering, 1, memory_order_release);
+}
+
+/* At close: no delivery runs any more. */
+void listeners_free(saga_engine *e)
+{
+	while (e->listeners) {
+		listener *l = e->listeners;
+		e->listeners = atomic_load_explicit(&l->next, memory_order_relaxed);
+		saga_free(&e->alloc, l);
+	}
+	reap_retired(e);
 }

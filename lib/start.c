@@ -53,9 +53,10 @@ static inst *fresh_inst(saga_engine *e, const saga_row *r, const reg_def *rd)
 
 /* Inserts one instance in the open transaction; *id is the existing
  * instance's when the business key is taken. With fresh, *fresh may receive
- * the new instance ready to run. */
+ * the new instance ready to run. An instance with a start_at in the future
+ * is written WAITING until then (a scheduled start). */
 static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created,
-                     inst **fresh)
+                     inst **fresh, uint64_t start_at)
 {
 	*created = 0;
 	const reg_def *rd = find_def(e, q->definition, 0);
@@ -85,10 +86,11 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 		r->has_bkey = true;
 		saga_fmt(r->bkey, sizeof(r->bkey), "%s", q->business_key);
 	}
-	r->state = SAGA_RUNNING;
+	uint64_t begin = start_at > now ? start_at : now;
+	r->state = begin > now ? SAGA_WAITING : SAGA_RUNNING;
 	r->phase = SAGA_PHASE_ACTION;
-	r->due_at = now;
-	r->deadline_at = rd->def->deadline_ms ? time_add(now, rd->def->deadline_ms) : 0;
+	r->due_at = begin;
+	r->deadline_at = rd->def->deadline_ms ? time_add(begin, rd->def->deadline_ms) : 0;
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
 	if ((rc = ensure_txn(e)) == SAGA_OK) {
@@ -155,7 +157,7 @@ int starts_insert(saga_engine *e, start_set *ss)
 	int rc = SAGA_OK, made = 0;
 	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
 		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
-		               ss->fresh && i < room ? &ss->fresh[i].in : NULL);
+		               ss->fresh && i < room ? &ss->fresh[i].in : NULL, 0);
 		if (rc == SAGA_OK && ss->created)
 			ss->created[i] = made;
 	}
@@ -240,4 +242,51 @@ int saga_start(saga_engine *e, int64_t *out_id, int *created, const char *defini
 	if (!out_id)
 		return bad_args(e, "start: out_id is needed");
 	return saga_start_batch(e, out_id, created, &q, 1);
+}
+
+/* Scheduled starts are parked instances: nothing for the driver to run
+ * now, so the caller commits them itself, whatever the execution mode. */
+static int start_later(saga_engine *e, start_set *ss, uint64_t start_at)
+{
+	pthread_mutex_lock(&e->mu);
+	int rc = starts_check(e, ss);
+	int made = 0;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made, NULL, start_at);
+		if (rc == SAGA_OK && ss->created)
+			ss->created[i] = made;
+	}
+	if ((rc = end_txn(e, rc)) == SAGA_OK) {
+		if (e->next_timer == 0 || start_at < e->next_timer)
+			e->next_timer = start_at;
+		pthread_cond_signal(&e->wake);
+	} else {
+		for (size_t i = 0; i < ss->n; i++) {
+			ss->ids[i] = 0;
+			if (ss->created)
+				ss->created[i] = 0;
+		}
+	}
+	unlock_and_deliver(e);
+	return rc;
+}
+
+int saga_start_batch_at(saga_engine *e, int64_t *ids, int *created, const saga_start_request *reqs,
+                        size_t n, uint64_t start_at)
+{
+	if (!e || !ids || (!reqs && n))
+		return bad_args(e, "start: ids and the requests are needed");
+	if (start_at <= now_wall(e))
+		return saga_start_batch(e, ids, created, reqs, n);
+	start_set ss = { reqs, n, ids, created, NULL };
+	return start_later(e, &ss, start_at > TIME_END ? TIME_END : start_at);
+}
+
+int saga_start_at(saga_engine *e, int64_t *out_id, int *created, const char *definition,
+                  const char *bkey, const cJSON *input, uint64_t start_at)
+{
+	saga_start_request q = { definition, bkey, input };
+	if (!out_id)
+		return bad_args(e, "start: out_id is needed");
+	return saga_start_batch_at(e, out_id, created, &q, 1, start_at);
 }

@@ -71,3 +71,8 @@ void saga_step_set_error(saga_step_ctx *c, const char *message)
 	if (c && message)
 		saga_fmt(c->err, sizeof(c->err), "%s", message);
 }
+
+const char *saga_step_business_key(const saga_step_ctx *c)
+{
+	return c && c->in->row.has_bkey ? c->in->row.bkey : NULL;
+}

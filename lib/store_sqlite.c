@@ -157,8 +157,10 @@ enum stmt_id {
 	ST_NEXT_DUE,
 	ST_LAST_OUTCOME,
 	ST_HISTORY,
-	ST_LIST,
-	ST_LIST_ALL,
+	ST_PAGE,
+	ST_PAGE_STATE,
+	ST_PAGE_ACTIVE,
+	ST_PENDING,
 	ST_COUNTS,
 	ST_PURGE_PICK,
 	ST_PURGE_HIST,
@@ -177,6 +179,14 @@ enum stmt_id {
 #define HIST_INSERT                                                        \
 	"INSERT INTO history(instance, seq, at, type, state, step, phase," \
 	" attempt, outcome, detail) VALUES "
+
+/* The filters of a page after its id and state terms: ?2 definition name
+ * (NULL = any), ?3 version (0 = any), ?4..?5 created and ?6..?7 updated
+ * ranges [from, to), ?8 the page size. */
+#define PAGE_FILTER                                                           \
+	" AND (?2 IS NULL OR def_name = ?2) AND (?3 = 0 OR def_version = ?3)" \
+	" AND created_at >= ?4 AND created_at < ?5 AND updated_at >= ?6 AND"  \
+	" updated_at < ?7 ORDER BY id LIMIT ?8"
 
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -222,8 +232,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                    " phase = ?3 AND type = 3 ORDER BY seq DESC LIMIT 1",
 	[ST_HISTORY] = "SELECT seq, at, type, state, step, phase, attempt, outcome, detail"
 	               " FROM history WHERE instance = ?1 ORDER BY seq",
-	[ST_LIST] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?1 ORDER BY id",
-	[ST_LIST_ALL] = "SELECT " ROW_COLUMNS " FROM instances ORDER BY id",
+	/* A page of a listing (keyset paging on id). With a state filter, an
+	 * unfinished state reads the instances_state index (state, then id),
+	 * whose partial condition the literal "state < 3" lets SQLite use. */
+	[ST_PAGE] = "SELECT " ROW_COLUMNS " FROM instances WHERE id > ?1" PAGE_FILTER,
+	[ST_PAGE_STATE] =
+	        "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?9 AND id > ?1" PAGE_FILTER,
+	[ST_PAGE_ACTIVE] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = ?9 AND state < 3"
+	                   " AND id > ?1" PAGE_FILTER,
+	[ST_PENDING] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = 1 AND state < 3"
+	               " AND pending = 1 AND id > ?1 ORDER BY id LIMIT ?2",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
 	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state >= 3 AND state = ?1"
 	                  " AND finished_at < ?2 ORDER BY finished_at LIMIT ?3",
@@ -1260,23 +1278,60 @@ void row_to_info(saga_instance_info *info, const saga_row *r)
 	saga_fmt(info->error, sizeof(info->error), "%s", r->error);
 }
 
-int store_list(saga_store *s, int state, saga_instance_fn fn, void *user)
+/* Steps through a query of whole rows, calling fn for each. */
+static int scan_rows(saga_store *s, sqlite3_stmt *st, store_row_fn fn, void *user)
 {
-	sqlite3_stmt *st = s->st[state < 0 ? ST_LIST_ALL : ST_LIST];
 	int rc = SAGA_OK, src;
-	if (state >= 0)
-		BIND(sqlite3_bind_int(st, 1, state));
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		saga_row r;
-		saga_instance_info info;
 		if ((rc = read_row(s, st, &r, NULL)))
-			goto done;
-		row_to_info(&info, &r);
-		if (fn(&info, user))
+			return done_with(st, rc);
+		if (fn(&r, user))
 			break;
 	}
 	if (src != SQLITE_ROW && src != SQLITE_DONE)
 		rc = fail(s, src, "list");
+	return done_with(st, rc);
+}
+
+/* A time bound as SQLite holds it: never past the largest signed value. */
+static sqlite3_int64 time_param(uint64_t t)
+{
+	return t > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)t;
+}
+
+int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,
+               void *user)
+{
+	sqlite3_stmt *st = s->st[f->state < 0   ? ST_PAGE
+	                         : f->state < 3 ? ST_PAGE_ACTIVE
+	                                        : ST_PAGE_STATE];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, after));
+	if (f->def_name)
+		BIND(sqlite3_bind_text(st, 2, f->def_name, -1, SQLITE_STATIC));
+	else
+		BIND(sqlite3_bind_null(st, 2));
+	BIND(sqlite3_bind_int(st, 3, f->def_version));
+	BIND(sqlite3_bind_int64(st, 4, time_param(f->created_from)));
+	BIND(sqlite3_bind_int64(st, 5, f->created_to ? time_param(f->created_to) : INT64_MAX));
+	BIND(sqlite3_bind_int64(st, 6, time_param(f->updated_from)));
+	BIND(sqlite3_bind_int64(st, 7, f->updated_to ? time_param(f->updated_to) : INT64_MAX));
+	BIND(sqlite3_bind_int(st, 8, limit));
+	if (f->state >= 0)
+		BIND(sqlite3_bind_int(st, 9, f->state));
+	return scan_rows(s, st, fn, user);
+done:
+	return done_with(st, rc);
+}
+
+int store_pending(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_PENDING];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, after));
+	BIND(sqlite3_bind_int(st, 2, limit));
+	return scan_rows(s, st, fn, user);
 done:
 	return done_with(st, rc);
 }

@@ -105,8 +105,7 @@ int put_instance(saga_engine *e, inst *in)
 static void deliver(saga_engine *e, pending_event *evs, size_t n, listener *ls)
 {
 	for (size_t i = 0; i < n; i++)
-		for (listener *l = ls; l; l = l->next)
-			l->fn(&evs[i].ev, l->user);
+		listeners_deliver(ls, &evs[i].ev);
 }
 
 static void free_events(saga_engine *e, pending_event *evs, size_t n)
@@ -122,12 +121,14 @@ void unlock_and_deliver(saga_engine *e)
 {
 	pending_event *evs = e->events;
 	size_t n = e->nevents;
-	listener *ls = e->listeners;
+	listener *ls = n ? listeners_hold(e) : NULL;
 	e->events = NULL;
 	e->nevents = 0;
 	e->events_cap = 0;
 	pthread_mutex_unlock(&e->mu);
 	deliver(e, evs, n, ls);
+	if (n)
+		listeners_release(e);
 	free_events(e, evs, n);
 }
 
