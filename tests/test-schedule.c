@@ -125,6 +125,20 @@ static int64_t start_at(const char *bkey, uint64_t at, int *created)
 	return id;
 }
 
+/* The scheduled instance id waits `left` ms more: it does not run before,
+ * and runs to its end once the clock gets there. */
+static void runs_in(int64_t id, uint64_t left)
+{
+	run();
+	ck_assert_int_eq(F.actions, 0);
+	ck_assert_int_eq(info_of(id).state, SAGA_WAITING);
+	fake_clock_advance(&F.clock, left);
+	run();
+	ck_assert_int_eq(info_of(id).state, SAGA_COMPLETED);
+	ck_assert_int_eq(F.actions, 2);
+	ck_assert_int_eq(F.bkey_mismatch, 0);
+}
+
 /* ---- scheduled starts ---- */
 
 START_TEST(nothing_runs_before_its_time)
@@ -140,14 +154,7 @@ START_TEST(nothing_runs_before_its_time)
 	ck_assert_int_eq(saga_next_due(F.e, &due), SAGA_OK);
 	ck_assert_uint_eq(due, T0 + 10000);
 	fake_clock_advance(&F.clock, 9999);
-	run();
-	ck_assert_int_eq(F.actions, 0);
-	ck_assert_int_eq(info_of(id).state, SAGA_WAITING);
-	fake_clock_advance(&F.clock, 1);
-	run();
-	ck_assert_int_eq(F.actions, 2);
-	ck_assert_int_eq(info_of(id).state, SAGA_COMPLETED);
-	ck_assert_int_eq(F.bkey_mismatch, 0);
+	runs_in(id, 1);
 }
 END_TEST
 
@@ -159,19 +166,15 @@ START_TEST(survives_reopen)
 	ck_assert_int_eq(F.actions, 0);
 	fake_clock_advance(&F.clock, 59999);
 	reopen();
-	run();
-	ck_assert_int_eq(F.actions, 0);
-	ck_assert_int_eq(info_of(id).state, SAGA_WAITING);
-	fake_clock_advance(&F.clock, 1);
-	run();
-	ck_assert_int_eq(info_of(id).state, SAGA_COMPLETED);
-	ck_assert_int_eq(F.bkey_mismatch, 0);
+	runs_in(id, 1);
 }
 END_TEST
 
-/* The child schedules an instance, says so through a pipe, and waits to be
- * killed: the start must be durable when saga_start_at returns. */
-START_TEST(survives_sigkill)
+/* Runs `child` in a child process on the store (engine open, definition
+ * registered); it fills `size` bytes of `answer`, which go to the parent
+ * through a pipe once it is done, and waits. The parent reads the answer,
+ * kills the child with SIGKILL, and reopens the store. */
+static void kill_when_done(void (*child)(void *answer), void *answer, size_t size)
 {
 	saga_engine_close(F.e);
 	F.e = NULL;
@@ -182,14 +185,13 @@ START_TEST(survives_sigkill)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		open_engine();
-		int64_t id = start_at("killed", T0 + 5000, NULL);
-		if (write(p[1], &id, sizeof(id)) != (ssize_t)sizeof(id))
+		child(answer);
+		if (write(p[1], answer, size) != (ssize_t)size)
 			_exit(3);
 		for (;;)
 			pause();
 	}
-	int64_t id = 0;
-	ck_assert_int_eq(read(p[0], &id, sizeof(id)), (ssize_t)sizeof(id));
+	ck_assert_int_eq(read(p[0], answer, size), (ssize_t)size);
 	ck_assert_int_eq(kill(pid, SIGKILL), 0);
 	int status;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -197,13 +199,20 @@ START_TEST(survives_sigkill)
 	close(p[0]);
 	close(p[1]);
 	open_engine();
-	run();
-	ck_assert_int_eq(F.actions, 0);
-	ck_assert_int_eq(info_of(id).state, SAGA_WAITING);
-	fake_clock_advance(&F.clock, 5000);
-	run();
-	ck_assert_int_eq(info_of(id).state, SAGA_COMPLETED);
-	ck_assert_int_eq(F.actions, 2);
+}
+
+/* The child schedules an instance and is killed: the start must be durable
+ * when saga_start_at returns. */
+static void schedule_one(void *answer)
+{
+	*(int64_t *)answer = start_at("killed", T0 + 5000, NULL);
+}
+
+START_TEST(survives_sigkill)
+{
+	int64_t id = 0;
+	kill_when_done(schedule_one, &id, sizeof(id));
+	runs_in(id, 5000);
 }
 END_TEST
 
@@ -303,41 +312,23 @@ END_TEST
 /* The child starts sagas whose first step answers PENDING, runs them until
  * they wait, says so, and is killed. The parent reopens, lists the pending
  * steps page by page, and completes each by its key. */
+static void park_pending(void *answer)
+{
+	F.pending = true;
+	for (int i = 0; i < NPENDING; i++) {
+		char bk[32];
+		snprintf(bk, sizeof(bk), "order-%d", i);
+		start_at(i == 3 ? NULL : bk, 0, NULL);
+	}
+	int rc = saga_run_until_idle(F.e);
+	*(char *)answer = rc == SAGA_OK && F.actions == NPENDING && F.bkey_mismatch == 0;
+}
+
 START_TEST(pending_keys_survive_sigkill)
 {
-	saga_engine_close(F.e);
-	F.e = NULL;
-	int p[2];
-	ck_assert_int_eq(pipe(p), 0);
-	fflush(stdout);
-	pid_t pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		open_engine();
-		F.pending = true;
-		for (int i = 0; i < NPENDING; i++) {
-			char bk[32];
-			snprintf(bk, sizeof(bk), "order-%d", i);
-			start_at(i == 3 ? NULL : bk, 0, NULL);
-		}
-		int rc = saga_run_until_idle(F.e);
-		char ok = rc == SAGA_OK && F.actions == NPENDING && F.bkey_mismatch == 0;
-		if (write(p[1], &ok, 1) != 1)
-			_exit(3);
-		for (;;)
-			pause();
-	}
 	char ok = 0;
-	ck_assert_int_eq(read(p[0], &ok, 1), 1);
-	ck_assert_int_eq(kill(pid, SIGKILL), 0);
-	int status;
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-	close(p[0]);
-	close(p[1]);
+	kill_when_done(park_pending, &ok, 1);
 	ck_assert_msg(ok, "the child did not park its instances as expected");
-
-	open_engine();
 	/* A scheduled instance waits too, but on no step: not listed. */
 	start_at("scheduled", T0 + 100000, NULL);
 	saga_pending_step got[NPENDING + 1];
