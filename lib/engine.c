@@ -143,7 +143,9 @@ static int start_threads(saga_engine *e, char *errmsg, size_t errsize)
 		    0) {
 			saga_fmt(errmsg, errsize, "cannot start a worker thread");
 			stop_threads(e);
+			pthread_mutex_lock(&e->mu);
 			e->stopping = false;
+			pthread_mutex_unlock(&e->mu);
 			return SAGA_ERROR;
 		}
 		e->nthreads++;
