@@ -95,6 +95,15 @@ static saga_state state_of(int64_t id)
 	return info.state;
 }
 
+/* Runs until idle; instance id is then in `state`, and the descriptor
+ * not readable. */
+static void run_expect(int64_t id, saga_state state)
+{
+	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
+	ck_assert_int_eq(state_of(id), state);
+	ck_assert(!readable(0));
+}
+
 START_TEST(flags_and_first_round)
 {
 	open_engine(true, 1000);
@@ -132,24 +141,18 @@ START_TEST(readable_on_work_from_another_thread)
 {
 	open_engine(true, 1000);
 	int64_t id = start_mode("pending");
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
-	ck_assert_int_eq(state_of(id), SAGA_WAITING);
-	ck_assert(!readable(0));
+	run_expect(id, SAGA_WAITING);
 	pthread_t t;
 	ck_assert_int_eq(pthread_create(&t, NULL, complete_thread, NULL), 0);
 	ck_assert(readable(60000));
 	pthread_join(t, NULL);
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
-	ck_assert_int_eq(state_of(id), SAGA_COMPLETED);
-	ck_assert(!readable(0));
+	run_expect(id, SAGA_COMPLETED);
 
 	int64_t id2 = 0;
 	ck_assert_int_eq(pthread_create(&t, NULL, start_thread, &id2), 0);
 	ck_assert(readable(60000));
 	pthread_join(t, NULL);
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
-	ck_assert_int_eq(state_of(id2), SAGA_COMPLETED);
-	ck_assert(!readable(0));
+	run_expect(id2, SAGA_COMPLETED);
 	close_engine();
 }
 END_TEST
@@ -160,8 +163,7 @@ START_TEST(readable_when_a_timer_falls_due)
 {
 	open_engine(true, 1000);
 	int64_t id = start_mode("retry");
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
-	ck_assert_int_eq(state_of(id), SAGA_WAITING);
+	run_expect(id, SAGA_WAITING);
 	uint64_t due = 0;
 	ck_assert_int_eq(saga_next_due(F.e, &due), SAGA_OK);
 	ck_assert_uint_eq(due, F.clock.wall + 1000);
