@@ -201,11 +201,17 @@ static int lock_caller_driven(saga_engine *e)
 }
 
 /* After a caller's rounds: the event descriptor is readable only if work is
- * due now. */
+ * due now. The timer hint may be stale (the instance it names has just
+ * run): then the store says. */
 static void settle_fd(saga_engine *e)
 {
 	fd_drain(e);
-	if (!nothing_due(e))
+	bool due = !nothing_due(e);
+	if (due && !e->nloaded && !e->ready_len && e->active_scanned) {
+		uint64_t nd = 0;
+		due = store_next_due(e->store, &nd) != SAGA_OK || (nd && nd <= now_wall(e));
+	}
+	if (due)
 		fd_signal(e);
 }
 
