@@ -205,6 +205,8 @@ static int lock_caller_driven(saga_engine *e)
  * run): then the store says. */
 static void settle_fd(saga_engine *e)
 {
+	if (e->fd_read < 0)
+		return; /* no descriptor asked for: nothing to settle */
 	fd_drain(e);
 	bool due = !nothing_due(e);
 	if (due && !e->nloaded && !e->ready_len && e->active_scanned) {
