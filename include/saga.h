@@ -477,12 +477,17 @@ typedef struct saga_options {
 	saga_log_level log_level;    /* SAGA_LOG_DEBUG .. SAGA_LOG_ERROR */
 	saga_clock clock;            /* all NULL = system clocks */
 	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000; 1 .. SAGA_BUSY_TIMEOUT_MAX */
+	/* Version 2 and later: */
+	int deferred_start;          /* 0: the engine runs once opened; 1: it runs (workers,
+	                                recovery, saga_run_*) from saga_engine_start */
 } saga_options;
 
-#define SAGA_OPTIONS_VERSION 1
+/* Version 1 (without deferred_start) is still accepted: its fields are read,
+ * the later ones take their defaults. */
+#define SAGA_OPTIONS_VERSION 2
 #define SAGA_OPTIONS_INIT \
 	{ SAGA_OPTIONS_VERSION, NULL, SAGA_DURABILITY_FULL, 0, 0, 0, \
-	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0 }
+	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0, 0 }
 
 /* Opens (creating if needed) the store at options->path and migrates its
  * schema. Options are checked first, before any file is created or opened:
@@ -507,6 +512,17 @@ SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
 /* Stops the workers (waiting for callbacks in progress), and closes the
  * store. Nothing durable is lost: unfinished instances resume at next open. */
 SAGA_API void saga_engine_close(saga_engine *engine);
+/* Starts an engine opened with deferred_start: with workers, the driver and
+ * worker threads begin (and with them the recovery of unfinished
+ * instances); without, saga_run_* and saga_wait are allowed from now on.
+ * Register definitions, breakers and listeners before it, so that recovery
+ * finds them. Until it, starts, completions, cancels, operator commands and
+ * queries work (they are durable and run once the engine does), while
+ * saga_run_*, saga_wait_idle and saga_wait return SAGA_ESTATE. SAGA_ESTATE
+ * when the engine already runs (a second call, or opened without
+ * deferred_start); SAGA_ERROR if a thread cannot be created (nothing then
+ * runs, and the call may be repeated). Thread-safe. */
+SAGA_API int saga_engine_start(saga_engine *engine);
 /* The message of the calling thread's last failed call, if that call was on
  * this engine; "no error" otherwise. Each thread sees its own. Never NULL;
  * borrowed until the thread's next failing call. */
@@ -600,6 +616,35 @@ SAGA_API int saga_next_due(saga_engine *engine, uint64_t *out_ms);
 /* With workers: blocks until nothing is due now and no callback runs, or
  * timeout_ms passes (SAGA_EBUSY). Without workers: saga_run_until_idle. */
 SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
+/* Blocks until instance `id` is final (COMPLETED or COMPENSATED) or needs an
+ * operator (STUCK), or timeout_ms (of the system's monotonic clock) passes;
+ * *out receives its info as committed (also on SAGA_EBUSY: the last seen).
+ * It keeps waiting while the instance sleeps on a timer, a breaker or an
+ * async completion. With workers it sleeps until a commit changes some
+ * instance's state. Without workers it drives: it runs rounds on the
+ * calling thread as saga_run_due does (callbacks run there), and between
+ * them sleeps until the next timer, a completion, start or cancel from
+ * another thread, a commit by another thread's round, or the timeout; so it
+ * may be called by the thread that drives the engine, and from other threads
+ * while one drives (rounds never overlap). Not from a step callback or a
+ * listener (SAGA_ESTATE on the driver thread). Errors: SAGA_EBUSY (timeout),
+ * SAGA_ENOTFOUND (no such instance), SAGA_EINVAL (out is NULL), SAGA_ESTATE
+ * (not started), the errors of saga_run_due and of the store. Thread-safe. */
+SAGA_API int saga_wait(saga_engine *engine, saga_instance_info *out, int64_t id,
+                       uint64_t timeout_ms);
+/* Event-loop integration without workers: *out_fd receives a descriptor
+ * (owned by the engine, closed by saga_engine_close; O_CLOEXEC|O_NONBLOCK)
+ * that is readable when the engine has work now: an async completion, a
+ * start, cancel or operator command (from any thread), a round that left
+ * work due, or saga_next_due finding a timer due. Timers in the future do
+ * not make it readable: poll it with the timeout saga_next_due gives (0 =
+ * none: wait for the descriptor alone). saga_run_due, saga_run_due_start
+ * and saga_run_until_idle drain it when they return, and leave it readable
+ * if work is still due; never read it yourself. It is made on the first
+ * call (readable, so the loop runs a first round), the same one after.
+ * SAGA_ESTATE with workers; SAGA_ERROR if the descriptor cannot be made.
+ * Thread-safe. */
+SAGA_API int saga_engine_fd(saga_engine *engine, int *out_fd);
 
 /* Completes an async (PENDING) step by its key, from any thread. `output`
  * (may be NULL) is merged into the context on OK; ownership is taken.

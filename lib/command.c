@@ -53,7 +53,7 @@ static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int
 			e->next_timer = in->row.due_at;
 	}
 	release_temp(e, in, temp, rc);
-	pthread_cond_signal(&e->wake);
+	work_arrived(e);
 	return rc;
 }
 

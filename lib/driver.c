@@ -187,16 +187,47 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	return n ? process_round(e) : SAGA_OK;
 }
 
-/* saga_run_due, and with ss saga_run_due_start (e is not NULL). */
-static int run_due(saga_engine *e, unsigned int *ran, start_set *ss)
+/* Locks the engine for a caller's round: SAGA_ESTATE (not locked) when
+ * workers drive it or it is not started. */
+static int lock_caller_driven(saga_engine *e)
 {
 	if (e->nworkers)
 		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
 	pthread_mutex_lock(&e->mu);
+	if (e->started)
+		return SAGA_OK;
+	pthread_mutex_unlock(&e->mu);
+	return set_err(e, SAGA_ESTATE, "the engine is not started (saga_engine_start)");
+}
+
+/* After a caller's rounds: the event descriptor is readable only if work is
+ * due now. The timer hint may be stale (the instance it names has just
+ * run): then the store says. */
+static void settle_fd(saga_engine *e)
+{
+	if (e->fd_read < 0)
+		return; /* no descriptor asked for: nothing to settle */
+	fd_drain(e);
+	bool due = !nothing_due(e);
+	if (due && !e->nloaded && !e->ready_len && e->active_scanned) {
+		uint64_t nd = 0;
+		due = store_next_due(e->store, &nd) != SAGA_OK || (nd && nd <= now_wall(e));
+	}
+	if (due)
+		fd_signal(e);
+}
+
+/* saga_run_due, and with ss saga_run_due_start (e is not NULL). */
+static int run_due(saga_engine *e, unsigned int *ran, start_set *ss)
+{
+	int rc = lock_caller_driven(e);
+	if (rc)
+		return rc;
 	e->new_corrupt = 0;
-	int rc = ss ? starts_check(e, ss) : SAGA_OK;
+	rc = ss ? starts_check(e, ss) : SAGA_OK;
 	if (rc == SAGA_OK)
 		rc = report_corrupt(e, run_round(e, ran, ss));
+	settle_fd(e);
 	unlock_and_deliver(e);
 	return rc;
 }
@@ -223,11 +254,10 @@ int saga_run_until_idle(saga_engine *e)
 {
 	if (!e)
 		return SAGA_EINVAL;
-	if (e->nworkers)
-		return set_err(e, SAGA_ESTATE, "the engine runs its own workers");
-	pthread_mutex_lock(&e->mu);
+	int rc = lock_caller_driven(e);
+	if (rc)
+		return rc;
 	e->new_corrupt = 0;
-	int rc = SAGA_OK;
 	for (;;) {
 		unsigned int ran = 0;
 		if ((rc = run_round(e, &ran, NULL)))
@@ -236,6 +266,7 @@ int saga_run_until_idle(saga_engine *e)
 			break;
 	}
 	rc = report_corrupt(e, rc);
+	settle_fd(e);
 	unlock_and_deliver(e);
 	return rc;
 }
@@ -249,8 +280,11 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 	int rc = store_next_due(e->store, &nd);
 	if (rc)
 		rc = store_err(e, rc);
+	uint64_t now = now_wall(e);
 	if (e->nloaded || e->ready_len || !e->active_scanned)
-		nd = now_wall(e);
+		nd = now;
+	if (nd && nd <= now)
+		fd_signal(e); /* a timer fell due: the poll loop runs a round */
 	*out = nd;
 	pthread_mutex_unlock(&e->mu);
 	return rc;
@@ -295,7 +329,7 @@ void *worker_main(void *arg)
 #define WAIT_IDLE_POLL_MS 20
 
 /* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
-static struct timespec deadline_after_ms(uint64_t ms)
+struct timespec deadline_after_ms(uint64_t ms)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -415,6 +449,10 @@ int saga_wait_idle(saga_engine *e, uint64_t timeout_ms)
 		return saga_run_until_idle(e);
 	uint64_t start = saga_sys_mono_ms(NULL);
 	pthread_mutex_lock(&e->mu);
+	if (!e->started) {
+		pthread_mutex_unlock(&e->mu);
+		return set_err(e, SAGA_ESTATE, "the engine is not started (saga_engine_start)");
+	}
 	e->driver_idle = false;
 	pthread_cond_signal(&e->wake);
 	int rc = SAGA_OK;

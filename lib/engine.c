@@ -1,7 +1,11 @@
-/* Opening and closing an engine: checking the options, building the engine
- * and starting its threads, and tearing it all down. The rest of the engine
+/* Opening, starting and closing an engine: checking the options, building
+ * the engine, starting its threads (at open, or at saga_engine_start when
+ * the options defer it), and tearing it all down. The rest of the engine
  * lives in the files listed in engine_int.h. SPDX-License-Identifier: MIT */
 #include "engine_int.h"
+
+#include <stddef.h>
+#include <string.h>
 
 /* max_in_flight when the options give 0. */
 #define MAX_IN_FLIGHT_DEFAULT 256u
@@ -12,12 +16,6 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 {
 	if (!o->path || !*o->path) {
 		saga_fmt(errmsg, errsize, "invalid options: path is required");
-		return SAGA_EINVAL;
-	}
-	if (o->version != SAGA_OPTIONS_VERSION) {
-		saga_fmt(errmsg, errsize,
-		         "invalid options: version is %u, not SAGA_OPTIONS_VERSION (%u)",
-		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
 		return SAGA_EINVAL;
 	}
 	if (o->durability != SAGA_DURABILITY_FULL && o->durability != SAGA_DURABILITY_NORMAL) {
@@ -49,17 +47,43 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		         (unsigned long)STORE_BUSY_TIMEOUT_DEFAULT);
 		return SAGA_EINVAL;
 	}
+	if (o->deferred_start != 0 && o->deferred_start != 1) {
+		saga_fmt(errmsg, errsize, "invalid options: deferred_start %d is neither 0 nor 1",
+		         o->deferred_start);
+		return SAGA_EINVAL;
+	}
+	return SAGA_OK;
+}
+
+/* The options as this version reads them: a caller built against version 1
+ * passes a shorter struct, whose fields are copied and the later ones left
+ * at their defaults. */
+static int read_options(saga_options *out, const saga_options *o, char *errmsg, size_t errsize)
+{
+	static const saga_options defaults = SAGA_OPTIONS_INIT;
+	*out = defaults;
+	if (o->version == 1) {
+		memcpy(out, o, offsetof(saga_options, deferred_start));
+	} else if (o->version == SAGA_OPTIONS_VERSION) {
+		*out = *o;
+	} else {
+		saga_fmt(errmsg, errsize,
+		         "invalid options: version is %u, not 1 or SAGA_OPTIONS_VERSION (%u)",
+		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
+		return SAGA_EINVAL;
+	}
 	return SAGA_OK;
 }
 
 /* The condition variables, in the order they are made. */
-#define NCONDS 4
+#define NCONDS 5
 static void conds(saga_engine *e, pthread_cond_t *cv[NCONDS])
 {
 	cv[0] = &e->wake;
 	cv[1] = &e->work_cv;
 	cv[2] = &e->idle_cv;
 	cv[3] = &e->start_cv;
+	cv[4] = &e->wait_cv;
 }
 
 /* Makes the mutex and the condition variables: all of them, or none. */
@@ -99,6 +123,34 @@ static void stop_threads(saga_engine *e)
 	pthread_mutex_unlock(&e->mu);
 	for (unsigned int i = 0; i < e->nthreads; i++)
 		pthread_join(e->threads[i], NULL);
+	e->nthreads = 0;
+}
+
+/* Starts the driver and the workers (none without workers): all of them, or
+ * none. */
+static int start_threads(saga_engine *e, char *errmsg, size_t errsize)
+{
+	if (!e->nworkers)
+		return SAGA_OK;
+	if (!e->threads)
+		e->threads = saga_calloc(&e->alloc, e->nworkers + 1, sizeof(pthread_t));
+	if (!e->threads) {
+		saga_fmt(errmsg, errsize, "out of memory");
+		return SAGA_ENOMEM;
+	}
+	for (unsigned int i = 0; i <= e->nworkers; i++) {
+		if (pthread_create(&e->threads[i], NULL, i == 0 ? driver_main : worker_main, e) !=
+		    0) {
+			saga_fmt(errmsg, errsize, "cannot start a worker thread");
+			stop_threads(e);
+			pthread_mutex_lock(&e->mu);
+			e->stopping = false;
+			pthread_mutex_unlock(&e->mu);
+			return SAGA_ERROR;
+		}
+		e->nthreads++;
+	}
+	return SAGA_OK;
 }
 
 int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, size_t errsize)
@@ -109,9 +161,11 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 		saga_fmt(errmsg, errsize, "invalid arguments: out and options are required");
 		return SAGA_EINVAL;
 	}
-	int rc = check_options(o, errmsg, errsize);
-	if (rc)
+	saga_options opts;
+	int rc = read_options(&opts, o, errmsg, errsize);
+	if (rc || (rc = check_options(&opts, errmsg, errsize)))
 		return rc;
+	o = &opts;
 	saga_alloc a = saga_default_alloc;
 	if (o->allocator.malloc_fn || o->allocator.realloc_fn || o->allocator.free_fn) {
 		if (!o->allocator.malloc_fn || !o->allocator.realloc_fn || !o->allocator.free_fn) {
@@ -133,6 +187,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->max_in_flight = o->max_in_flight ? o->max_in_flight : MAX_IN_FLIGHT_DEFAULT;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
+	e->fd_read = e->fd_write = -1;
 	if (sync_init(e) != SAGA_OK) {
 		saga_fmt(errmsg, errsize, "cannot create a mutex or condition variable");
 		saga_free(&a, e);
@@ -147,33 +202,42 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	if ((rc = store_open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
 	                     errsize)))
 		goto fail;
-	if (e->nworkers) {
-		e->threads = saga_calloc(&a, e->nworkers + 1, sizeof(pthread_t));
-		if (!e->threads) {
-			saga_fmt(errmsg, errsize, "out of memory");
-			rc = SAGA_ENOMEM;
+	if (!o->deferred_start) {
+		if ((rc = start_threads(e, errmsg, errsize)))
 			goto fail;
-		}
-		for (unsigned int i = 0; i <= e->nworkers; i++) {
-			if (pthread_create(&e->threads[i], NULL, i == 0 ? driver_main : worker_main,
-			                   e) != 0) {
-				saga_fmt(errmsg, errsize, "cannot start a worker thread");
-				rc = SAGA_ERROR;
-				goto fail;
-			}
-			e->nthreads++;
-		}
+		e->started = true;
 	}
 	*out = e;
 	return SAGA_OK;
 fail:
-	stop_threads(e);
 	saga_free(&a, e->threads);
 	store_close(e->store);
 	saga_free(&a, e->loaded);
 	sync_destroy(e);
 	saga_free(&a, e);
 	return rc;
+}
+
+int saga_engine_start(saga_engine *e)
+{
+	if (!e)
+		return SAGA_EINVAL;
+	pthread_mutex_lock(&e->mu);
+	bool was = e->started;
+	e->started = true; /* claimed: a concurrent call finds it taken */
+	pthread_mutex_unlock(&e->mu);
+	if (was)
+		return set_err(e, SAGA_ESTATE, "engine_start: the engine is running already");
+	/* The threads are made without the mutex: they take it at once. */
+	char msg[256];
+	int rc = start_threads(e, msg, sizeof(msg));
+	pthread_mutex_lock(&e->mu);
+	if (rc)
+		e->started = false;
+	else
+		work_arrived(e); /* the first round resumes what is unfinished */
+	pthread_mutex_unlock(&e->mu);
+	return rc ? set_err(e, rc, "engine_start: %s", msg) : SAGA_OK;
 }
 
 void saga_engine_close(saga_engine *e)
@@ -209,6 +273,7 @@ void saga_engine_close(saga_engine *e)
 	}
 	listeners_free(e);
 	store_close(e->store);
+	fd_close(e);
 	saga_free(&e->alloc, e->ready);
 	saga_free(&e->alloc, e->quarantine);
 	saga_free(&e->alloc, e->loaded);

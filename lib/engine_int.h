@@ -14,7 +14,8 @@
  * dropped from memory: the store holds it.
  *
  * The engine's files, each calling only the ones below it:
- *   engine.c      open and close
+ *   wait.c        saga_wait: waiting for one instance
+ *   engine.c      open, start and close
  *   driver.c      the round (bring in, decide, commit, invoke) and who runs
  *                 it: the caller (saga_run_due...) or the driver and workers
  *   command.c     complete, cancel and the operator verbs on one instance
@@ -26,6 +27,8 @@
  *                 damaged rows
  *   txn.c         the round's one transaction, its history rows and events
  *   registry.c    definitions, breakers and listeners registered on an engine
+ *   wake.c        the signal that work arrived, and the event descriptor
+ *                 (saga_engine_fd) it makes readable
  *   errors.c      the per-thread message and the log hook
  * Below them: store_sqlite.c, definition.c, breaker.c, retry.c, util.c
  * (internal.h).
@@ -107,10 +110,13 @@ struct saga_engine {
 	uint64_t rng;
 	saga_store *store;
 	pthread_mutex_t mu;
-	pthread_cond_t wake;                         /* the driver: work arrived */
-	pthread_cond_t work_cv;                      /* workers: something to invoke */
-	pthread_cond_t idle_cv;                      /* saga_wait_idle */
-	pthread_cond_t start_cv;                     /* queued starts: their commit is done */
+	pthread_cond_t wake;     /* the driver: work arrived */
+	pthread_cond_t work_cv;  /* workers: something to invoke */
+	pthread_cond_t idle_cv;  /* saga_wait_idle */
+	pthread_cond_t start_cv; /* queued starts: their commit is done */
+	pthread_cond_t wait_cv;  /* saga_wait: a state committed, or work arrived */
+	int fd_read, fd_write;   /* saga_engine_fd (the same eventfd twice), or -1 */
+	bool started;            /* running: threads made, saga_run_* allowed */
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
 	pthread_t driver_tid;
 	bool driver_running;
@@ -134,6 +140,7 @@ struct saga_engine {
 	bool in_txn;
 	uint64_t txn_rows;    /* history rows in the open transaction */
 	uint64_t txn_started; /* instances created in it */
+	bool txn_states;      /* a change of state was recorded in it */
 	saga_stats stats;
 	pending_event *events;
 	size_t nevents, events_cap;
@@ -270,10 +277,17 @@ int starts_insert(saga_engine *e, start_set *ss);
 void starts_to_driver(saga_engine *e, start_set *ss);
 void starts_end(saga_engine *e, start_set *ss, int rc);
 
+/* ---- work arrived, and the event descriptor (wake.c); with the mutex ---- */
+void work_arrived(saga_engine *e);
+void fd_signal(saga_engine *e);
+void fd_drain(saga_engine *e);
+void fd_close(saga_engine *e);
+
 /* ---- the rounds and the threads that run them (driver.c) ---- */
 int process_round(saga_engine *e);
 bool has_stage(saga_engine *e, enum stage st);
 void *worker_main(void *arg);
 void *driver_main(void *arg);
+struct timespec deadline_after_ms(uint64_t ms);
 
 #endif

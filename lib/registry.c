@@ -69,7 +69,7 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 	/* Instances of this definition parked in the store may now run. */
 	e->active_scanned = false;
 	e->next_timer = 0;
-	pthread_cond_signal(&e->wake);
+	work_arrived(e);
 out:
 	pthread_mutex_unlock(&e->mu);
 	return rc;

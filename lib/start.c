@@ -197,7 +197,7 @@ void starts_end(saga_engine *e, start_set *ss, int rc)
 	saga_free(&e->alloc, ss->fresh);
 	ss->fresh = NULL;
 	if (rc == SAGA_OK)
-		pthread_cond_signal(&e->wake);
+		work_arrived(e);
 }
 
 int saga_start_batch(saga_engine *e, int64_t *ids, int *created, const saga_start_request *reqs,

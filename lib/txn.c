@@ -36,6 +36,7 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, 
 	if ((rc = store_add_history(e->store, &h, &seq)))
 		return store_err(e, rc);
 	e->txn_rows++;
+	e->txn_states |= type == SAGA_EVENT_STATE;
 	if (!e->listeners)
 		return SAGA_OK;
 	if (e->nevents == e->events_cap) {
@@ -139,6 +140,7 @@ void abort_txn(saga_engine *e)
 		store_rollback(e->store);
 	e->in_txn = false;
 	e->txn_rows = e->txn_started = 0;
+	e->txn_states = false;
 	drop_events(e);
 }
 
@@ -150,9 +152,15 @@ int commit_txn(saga_engine *e)
 	e->in_txn = false;
 	int rc = store_commit(e->store);
 	uint64_t rows = e->txn_rows, started = e->txn_started;
+	bool states = e->txn_states;
 	e->txn_rows = e->txn_started = 0;
+	e->txn_states = false;
 	if (rc)
 		return store_err(e, rc);
+	/* saga_wait looks again: with workers when a state changed; without,
+	 * after any round, as it may be waiting for another caller's round. */
+	if (states || !e->nworkers)
+		pthread_cond_broadcast(&e->wait_cv);
 	e->stats.commits++;
 	e->stats.history_rows += rows;
 	e->stats.started += started;
