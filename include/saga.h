@@ -635,7 +635,8 @@ SAGA_API int saga_wait(saga_engine *engine, saga_instance_info *out, int64_t id,
 /* Event-loop integration without workers: *out_fd receives a descriptor
  * (owned by the engine, closed by saga_engine_close; O_CLOEXEC|O_NONBLOCK)
  * that is readable when the engine has work now: an async completion, a
- * start, cancel or operator command (from any thread), a round that left
+ * start, cancel or operator command (from any thread), a scheduled start
+ * (its timer may be earlier than the loop's timeout), a round that left
  * work due, or saga_next_due finding a timer due. Timers in the future do
  * not make it readable: poll it with the timeout saga_next_due gives (0 =
  * none: wait for the descriptor alone). saga_run_due, saga_run_due_start

@@ -259,7 +259,9 @@ static int start_later(saga_engine *e, start_set *ss, uint64_t start_at)
 	if ((rc = end_txn(e, rc)) == SAGA_OK) {
 		if (e->next_timer == 0 || start_at < e->next_timer)
 			e->next_timer = start_at;
-		pthread_cond_signal(&e->wake);
+		/* A new timer: whoever sleeps until the next one (the driver, a
+		 * caller's poll loop) must look again. */
+		work_arrived(e);
 	} else {
 		for (size_t i = 0; i < ss->n; i++) {
 			ss->ids[i] = 0;

@@ -157,6 +157,41 @@ START_TEST(readable_on_work_from_another_thread)
 }
 END_TEST
 
+static void *start_at_thread(void *arg)
+{
+	int64_t id = 0;
+	ck_assert_int_eq(saga_start_at(F.e, &id, NULL, "p", NULL, NULL, F.clock.wall + 500),
+	                 SAGA_OK);
+	*(int64_t *)arg = id;
+	return NULL;
+}
+
+/* A start scheduled from another thread makes it readable: the loop sleeps
+ * with the timeout it computed before, and must recompute it from
+ * saga_next_due, which now gives the new, earlier timer. */
+START_TEST(readable_on_a_scheduled_start)
+{
+	open_engine(true, 1000);
+	ck_assert_int_eq(saga_run_due(F.e, NULL), SAGA_OK);
+	ck_assert(!readable(0));
+	int64_t id = 0;
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, start_at_thread, &id), 0);
+	ck_assert_msg(readable(10000), "a scheduled start left the descriptor quiet");
+	pthread_join(t, NULL);
+	ck_assert_int_eq(saga_run_due(F.e, NULL), SAGA_OK);
+	ck_assert(!readable(0));
+	uint64_t due = 0;
+	ck_assert_int_eq(saga_next_due(F.e, &due), SAGA_OK);
+	ck_assert_uint_eq(due, F.clock.wall + 500);
+	fake_clock_advance(&F.clock, 500);
+	ck_assert_int_eq(saga_next_due(F.e, &due), SAGA_OK);
+	ck_assert(readable(0));
+	run_expect(id, SAGA_COMPLETED);
+	close_engine();
+}
+END_TEST
+
 /* With the fake clock: a retry timer in the future leaves it unreadable;
  * once the clock passes it, saga_next_due says so and it is readable. */
 START_TEST(readable_when_a_timer_falls_due)
@@ -235,6 +270,7 @@ int main(void)
 	tcase_add_test(tc, flags_and_first_round);
 	tcase_add_test(tc, readable_on_work_from_another_thread);
 	tcase_add_test(tc, readable_when_a_timer_falls_due);
+	tcase_add_test(tc, readable_on_a_scheduled_start);
 	tcase_add_test(tc, poll_loop_with_the_system_clock);
 	tcase_add_test(tc, refused);
 	suite_add_tcase(s, tc);
