@@ -143,6 +143,21 @@ static int count_ends(const saga_event *ev, void *user)
 	return 0;
 }
 
+/* Instance id is COMPLETED, and its history holds exactly one final
+ * outcome for the action of each of its nsteps steps. */
+static void assert_completed_once(saga_engine *e, int64_t id, int nsteps)
+{
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(e, &info, id), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	outcomes o;
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(saga_history(e, id, count_ends, &o), SAGA_OK);
+	ck_assert_int_eq(o.duplicates, 0);
+	for (int s = 0; s < nsteps; s++)
+		ck_assert_int_eq(o.ends[s][SAGA_PHASE_ACTION], 1);
+}
+
 /* Two instances whose first step blocks, with one worker: one callback
  * runs and the other attempt waits in the list when close begins. Both
  * answer during the close; both answers are recorded, so after a reopen
@@ -165,16 +180,8 @@ START_TEST(close_records_the_answers_it_waits_for)
 	define(e, "g", 2, gated);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	ck_assert_int_eq(atomic_load(&gated_calls), 2); /* no step ran twice */
-	for (int i = 0; i < 2; i++) {
-		saga_instance_info info;
-		ck_assert_int_eq(saga_get(e, &info, ids[i]), SAGA_OK);
-		ck_assert_int_eq(info.state, SAGA_COMPLETED);
-		outcomes o;
-		memset(&o, 0, sizeof(o));
-		ck_assert_int_eq(saga_history(e, ids[i], count_ends, &o), SAGA_OK);
-		ck_assert_int_eq(o.ends[0][SAGA_PHASE_ACTION], 1);
-		ck_assert_int_eq(o.duplicates, 0);
-	}
+	for (int i = 0; i < 2; i++)
+		assert_completed_once(e, ids[i], 2);
 	saga_engine_close(e);
 }
 END_TEST
@@ -231,17 +238,8 @@ START_TEST(close_mid_run_loses_and_repeats_nothing)
 		sleep_ms(2);
 	}
 	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
-	for (int i = 0; i < N; i++) {
-		saga_instance_info info;
-		ck_assert_int_eq(saga_get(e, &info, ids[i]), SAGA_OK);
-		ck_assert_int_eq(info.state, SAGA_COMPLETED);
-		outcomes o;
-		memset(&o, 0, sizeof(o));
-		ck_assert_int_eq(saga_history(e, ids[i], count_ends, &o), SAGA_OK);
-		ck_assert_int_eq(o.duplicates, 0);
-		for (int s = 0; s < STEPS; s++)
-			ck_assert_int_eq(o.ends[s][SAGA_PHASE_ACTION], 1);
-	}
+	for (int i = 0; i < N; i++)
+		assert_completed_once(e, ids[i], STEPS);
 	saga_engine_close(e);
 }
 END_TEST
