@@ -290,34 +290,89 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 	return rc;
 }
 
+/* What an answer must be for a worker to wake the driver (driver_waits). */
+enum { WAKE_NONE, WAKE_ON_ANY, WAKE_ON_LAST };
+
+/* Hands the attempts the round made durable to the workers. */
+static void hand_to_workers(saga_engine *e)
+{
+	unsigned int n = 0;
+	pthread_mutex_lock(&e->qmu);
+	for (size_t i = 0; i < e->nloaded; i++) {
+		inst *in = e->loaded[i];
+		if (in->stage != STAGE_INVOKE)
+			continue;
+		in->stage = STAGE_INVOKING;
+		in->qnext = NULL;
+		if (e->todo_tail)
+			e->todo_tail->qnext = in;
+		else
+			e->todo = in;
+		e->todo_tail = in;
+		n++;
+	}
+	e->unanswered += n;
+	if (n >= e->nworkers)
+		pthread_cond_broadcast(&e->work_cv);
+	else
+		for (unsigned int i = 0; i < n; i++)
+			pthread_cond_signal(&e->work_cv);
+	pthread_mutex_unlock(&e->qmu);
+	e->invoking += n;
+}
+
+/* Takes the workers' answers back: their instances are at stage RESULT,
+ * for the next round to record. Called with the mutex. */
+static void collect_answers(saga_engine *e)
+{
+	pthread_mutex_lock(&e->qmu);
+	inst *a = e->answers;
+	e->answers = NULL;
+	pthread_mutex_unlock(&e->qmu);
+	unsigned int n = 0;
+	for (; a; a = a->qnext, n++)
+		a->stage = STAGE_RESULT;
+	e->invoking -= n;
+	e->stats.attempts += n;
+}
+
 void *worker_main(void *arg)
 {
 	saga_engine *e = arg;
-	pthread_mutex_lock(&e->mu);
+	pthread_mutex_lock(&e->qmu);
 	for (;;) {
-		inst *in = NULL;
-		for (size_t i = 0; i < e->nloaded; i++) {
-			if (e->loaded[i]->stage == STAGE_INVOKE) {
-				in = e->loaded[i];
-				break;
-			}
-		}
+		inst *in = e->todo;
 		if (!in) {
-			if (e->stopping)
+			if (e->workers_stop)
 				break;
-			pthread_cond_wait(&e->work_cv, &e->mu);
+			pthread_cond_wait(&e->work_cv, &e->qmu);
 			continue;
 		}
-		in->stage = STAGE_INVOKING;
-		e->invoking++;
-		pthread_mutex_unlock(&e->mu);
+		if (!(e->todo = in->qnext))
+			e->todo_tail = NULL;
+		pthread_mutex_unlock(&e->qmu);
 		invoke(e, in);
-		pthread_mutex_lock(&e->mu);
-		in->stage = STAGE_RESULT;
-		e->stats.attempts++;
-		e->invoking--;
-		pthread_cond_signal(&e->wake);
+		pthread_mutex_lock(&e->qmu);
+		in->qnext = e->answers;
+		e->answers = in;
+		e->unanswered--;
+		if (e->driver_waits == WAKE_ON_ANY ||
+		    (e->driver_waits == WAKE_ON_LAST && e->unanswered == 0)) {
+			/* The driver checked the lists and sleeps, or is about
+			 * to: with mu taken, the signal cannot come before its
+			 * wait. */
+			e->driver_waits = WAKE_NONE;
+			pthread_mutex_unlock(&e->qmu);
+			pthread_mutex_lock(&e->mu);
+			pthread_cond_signal(&e->wake);
+			pthread_mutex_unlock(&e->mu);
+			pthread_mutex_lock(&e->qmu);
+		}
 	}
+	pthread_mutex_unlock(&e->qmu);
+	/* The engine is closing: its last round records these answers. */
+	pthread_mutex_lock(&e->mu);
+	collect_answers(e);
 	pthread_mutex_unlock(&e->mu);
 	return NULL;
 }
@@ -327,16 +382,34 @@ void *worker_main(void *arg)
 #define DRIVER_NAP_MS 50
 /* How often saga_wait_idle looks again when no wake-up comes. */
 #define WAIT_IDLE_POLL_MS 20
+/* How long the driver waits for the answers still out, at most, and before
+ * it has timed a round (see await_round). */
+#define ANSWER_WAIT_MAX_US   5000u
+#define ANSWER_WAIT_FIRST_US 1000u
+
+/* The system's monotonic clock in microseconds. */
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The CLOCK_REALTIME time `us` from now, for pthread_cond_timedwait. */
+static struct timespec deadline_after_us(uint64_t us)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)(us % 1000000u) * 1000L;
+	ts.tv_sec += (time_t)(us / 1000000u) + ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	return ts;
+}
 
 /* The CLOCK_REALTIME time `ms` from now, for pthread_cond_timedwait. */
 struct timespec deadline_after_ms(uint64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	ts.tv_sec += (time_t)(ms / 1000) + ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	return ts;
+	return deadline_after_us(ms * 1000u);
 }
 
 /* Waits on e->wake until `ms` of the system's monotonic clock have passed or
@@ -349,10 +422,70 @@ static void driver_sleep(saga_engine *e, uint64_t ms, bool until_stop)
 		uint64_t now = saga_sys_mono_ms(NULL);
 		if (now >= end || e->stopping)
 			return;
-		struct timespec ts = deadline_after_ms(end - now);
+		struct timespec ts = deadline_after_us((end - now) * 1000u);
 		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
 		if (!until_stop)
 			return;
+	}
+}
+
+/* Has a round something to do besides answers: starts to commit, stored
+ * instances to bring in, unfinished ones to scan for? */
+static bool round_wanted(saga_engine *e)
+{
+	return e->start_queue || !e->active_scanned ||
+	       (e->ready_len && e->nloaded < e->max_in_flight);
+}
+
+/* How long the driver may sleep with nothing to do, in ms: until the next
+ * stored timer, at most DRIVER_NAP_MS. */
+static uint64_t nap_ms(saga_engine *e)
+{
+	uint64_t ms = DRIVER_NAP_MS;
+	uint64_t now = now_wall(e);
+	if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < ms)
+		ms = e->next_timer - now;
+	return ms;
+}
+
+/* Waits, with the mutex, until a round is worth its commit:
+ *  - every attempt handed to the workers has answered and something waits
+ *    (answers, starts, instances to bring in): at once;
+ *  - something waits, but answers are still out: until they are all back,
+ *    or for grace_us at most (about what a round takes: an answer that
+ *    misses this round waits for the next one about as long);
+ *  - nothing waits: until the first answer, other news, the next timer or
+ *    a short nap, after which a round looks at the timers.
+ * Committing as each answer came back would give each commit a few
+ * answers and the workers a wake-up each; waiting for all of them at any
+ * cost would let one slow callback hold up every other instance. */
+static void await_round(saga_engine *e, uint64_t grace_us)
+{
+	uint64_t since = 0; /* when something was first seen waiting */
+	bool napped = false;
+	while (!e->stopping) {
+		pthread_mutex_lock(&e->qmu);
+		bool waiting = e->answers || round_wanted(e);
+		bool all_back = e->unanswered == 0;
+		uint64_t now = mono_us(), us;
+		if (waiting && !since)
+			since = now;
+		if (waiting ? all_back || now - since >= grace_us : napped) {
+			e->driver_waits = WAKE_NONE;
+			pthread_mutex_unlock(&e->qmu);
+			return;
+		}
+		if (waiting) {
+			e->driver_waits = WAKE_ON_LAST;
+			us = since + grace_us - now;
+		} else {
+			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_ANY;
+			us = nap_ms(e) * 1000u;
+			napped = true;
+		}
+		pthread_mutex_unlock(&e->qmu);
+		struct timespec ts = deadline_after_us(us);
+		pthread_cond_timedwait(&e->wake, &e->mu, &ts);
 	}
 }
 
@@ -372,15 +505,20 @@ static uint64_t round_backoff(uint64_t failures)
 void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
-	uint64_t failures = 0; /* failed rounds in a row */
+	uint64_t failures = 0;                    /* failed rounds in a row */
+	uint64_t round_us = ANSWER_WAIT_FIRST_US; /* what a committing round takes, averaged */
 	int last_rc = SAGA_OK;
 	pthread_mutex_lock(&e->mu);
 	e->driver_tid = pthread_self();
 	e->driver_running = true;
 	while (!e->stopping) {
+		collect_answers(e);
 		struct start_wait *q = e->start_queue;
 		e->start_queue = e->start_tail = NULL;
+		uint64_t commits = e->stats.commits, t0 = mono_us();
 		int rc = q ? round_with_starts(e, q) : process_round(e);
+		if (e->stats.commits != commits)
+			round_us = (3 * round_us + (mono_us() - t0)) / 4;
 		/* A failing store (a full disk) fails every round: the change of
 		 * state is logged, not each round. */
 		if (rc) {
@@ -402,11 +540,8 @@ void *driver_main(void *arg)
 			failures = 0;
 		}
 		last_rc = rc;
-		if (has_stage(e, STAGE_INVOKE))
-			pthread_cond_broadcast(&e->work_cv);
-		bool busy = has_stage(e, STAGE_RESULT) || e->start_queue ||
-		            (e->ready_len && e->nloaded < e->max_in_flight);
-		bool idle = e->invoking == 0 && !has_stage(e, STAGE_INVOKE) && nothing_due(e);
+		hand_to_workers(e);
+		bool idle = e->invoking == 0 && nothing_due(e);
 		e->driver_idle = idle;
 		if (idle)
 			pthread_cond_broadcast(&e->idle_cv);
@@ -418,16 +553,7 @@ void *driver_main(void *arg)
 			driver_sleep(e, round_backoff(failures), true);
 			continue;
 		}
-		if (busy || e->stopping || has_stage(e, STAGE_RESULT) || e->start_queue)
-			continue;
-		/* Sleep until a timer is due, work arrives, or a short while
-		 * passes (an injected clock does not wake a condition variable). */
-		uint64_t wait_ms = DRIVER_NAP_MS;
-		uint64_t now = now_wall(e);
-		if (e->next_timer != UINT64_MAX && e->next_timer > now &&
-		    e->next_timer - now < wait_ms)
-			wait_ms = e->next_timer - now;
-		driver_sleep(e, wait_ms, false);
+		await_round(e, round_us < ANSWER_WAIT_MAX_US ? round_us : ANSWER_WAIT_MAX_US);
 	}
 	/* Starts queued while the engine was closing are refused. */
 	if (e->start_queue) {
@@ -436,7 +562,11 @@ void *driver_main(void *arg)
 		e->start_queue = e->start_tail = NULL;
 	}
 	e->driver_running = false;
+	/* The workers invoke what was handed to them, then leave. */
+	pthread_mutex_lock(&e->qmu);
+	e->workers_stop = true;
 	pthread_cond_broadcast(&e->work_cv);
+	pthread_mutex_unlock(&e->qmu);
 	pthread_mutex_unlock(&e->mu);
 	return NULL;
 }
@@ -463,7 +593,7 @@ int saga_wait_idle(saga_engine *e, uint64_t timeout_ms)
 			             (unsigned long long)timeout_ms);
 			break;
 		}
-		struct timespec ts = deadline_after_ms(WAIT_IDLE_POLL_MS);
+		struct timespec ts = deadline_after_us(WAIT_IDLE_POLL_MS * 1000u);
 		pthread_cond_timedwait(&e->idle_cv, &e->mu, &ts);
 	}
 	pthread_mutex_unlock(&e->mu);

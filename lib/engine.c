@@ -86,17 +86,22 @@ static void conds(saga_engine *e, pthread_cond_t *cv[NCONDS])
 	cv[4] = &e->wait_cv;
 }
 
-/* Makes the mutex and the condition variables: all of them, or none. */
+/* Makes the mutexes and the condition variables: all of them, or none. */
 static int sync_init(saga_engine *e)
 {
 	pthread_cond_t *cv[NCONDS];
 	conds(e, cv);
 	if (pthread_mutex_init(&e->mu, NULL) != 0)
 		return SAGA_ERROR;
+	if (pthread_mutex_init(&e->qmu, NULL) != 0) {
+		pthread_mutex_destroy(&e->mu);
+		return SAGA_ERROR;
+	}
 	for (size_t i = 0; i < NCONDS; i++) {
 		if (pthread_cond_init(cv[i], NULL) != 0) {
 			while (i-- > 0)
 				pthread_cond_destroy(cv[i]);
+			pthread_mutex_destroy(&e->qmu);
 			pthread_mutex_destroy(&e->mu);
 			return SAGA_ERROR;
 		}
@@ -110,6 +115,7 @@ static void sync_destroy(saga_engine *e)
 	conds(e, cv);
 	for (size_t i = NCONDS; i-- > 0;)
 		pthread_cond_destroy(cv[i]);
+	pthread_mutex_destroy(&e->qmu);
 	pthread_mutex_destroy(&e->mu);
 }
 

@@ -9,7 +9,16 @@
  *
  * Life of a loaded instance: PROCESS (decide what comes next; may record the
  * start of an attempt) -> INVOKE (the start is committed) -> INVOKING (a
- * callback runs) -> RESULT (its answer waits to be recorded) -> PROCESS ...
+ * callback runs; with workers, from the moment the driver hands it over
+ * until it takes the answer back) -> RESULT (its answer waits to be
+ * recorded) -> PROCESS ...
+ *
+ * With workers, the driver and the workers trade instances through two
+ * lists under a second mutex, qmu (driver.c): the committed attempts to
+ * invoke, and the answers. Neither side takes mu to pass an instance, so a
+ * worker never waits for a commit, and the driver waits for the answers of
+ * the attempts it handed out, not for the first one, before it commits.
+ * Lock order: mu, then qmu.
  * An instance that parks (timer, breaker, async) or ends is written and
  * dropped from memory: the store holds it.
  *
@@ -75,6 +84,7 @@ typedef struct inst {
 	saga_breaker *breaker;
 	saga_breaker_permit permit;
 	bool has_permit;
+	struct inst *qnext; /* next in the driver's and workers' lists (qmu) */
 } inst;
 
 /* An event waiting for its commit, then for the listeners (txn.c). */
@@ -111,7 +121,7 @@ struct saga_engine {
 	saga_store *store;
 	pthread_mutex_t mu;
 	pthread_cond_t wake;     /* the driver: work arrived */
-	pthread_cond_t work_cv;  /* workers: something to invoke */
+	pthread_cond_t work_cv;  /* workers: something to invoke (qmu) */
 	pthread_cond_t idle_cv;  /* saga_wait_idle */
 	pthread_cond_t start_cv; /* queued starts: their commit is done */
 	pthread_cond_t wait_cv;  /* saga_wait: a state committed, or work arrived */
@@ -149,6 +159,13 @@ struct saga_engine {
 	bool driver_idle;
 	pthread_t *threads; /* driver + workers */
 	unsigned int nthreads;
+	/* The hand-off between the driver and the workers (driver.c). */
+	pthread_mutex_t qmu;       /* guards the members below */
+	inst *todo, *todo_tail;    /* committed attempts to invoke, oldest first */
+	inst *answers;             /* invoked, waiting for the driver */
+	unsigned int unanswered;   /* handed to the workers, not answered yet */
+	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
+	bool workers_stop;         /* the driver has stopped: finish the list, exit */
 };
 
 /* What a step callback sees (step_ctx.c), built by invoke (driver.c). */

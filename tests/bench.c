@@ -1,11 +1,13 @@
-/* Throughput benchmark: N instances of an S-step no-op saga, K in flight,
- * W workers, FULL or NORMAL durability; --raw measures the SQLite ceiling
- * for the same write shape in the same run. `meson test --benchmark` runs a
- * short version; run it by hand with flags for the figures in
- * docs/performance.md. SPDX-License-Identifier: MIT */
+/* Throughput benchmark: N instances of an S-step saga whose steps do
+ * nothing (or sleep, as a network call would), K in flight, W workers (a
+ * list of worker counts is run in alternation), FULL or NORMAL durability;
+ * --raw measures the SQLite ceiling for the same write shape in the same
+ * run. `meson test --benchmark` runs short versions; run it by hand with
+ * flags for the figures in docs/performance.md. SPDX-License-Identifier: MIT */
 #include <saga.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -17,11 +19,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MAX_WORKER_COUNTS 16
+
 typedef struct opts {
 	long n;
 	int steps;
 	unsigned int inflight;
-	unsigned int workers;
+	unsigned int workers;                          /* of this run */
+	unsigned int worker_counts[MAX_WORKER_COUNTS]; /* --workers W[,W...] */
+	int nworker_counts;
+	long step_sleep_us; /* --step-sleep US: each step blocks this long */
+	long backlog;       /* --backlog B: keep B more started than in flight */
 	saga_durability durability;
 	double fail_rate;
 	int raw;
@@ -42,6 +50,7 @@ static double now_s(void)
 
 static double fail_rate;
 static int park_mode;
+static long step_sleep_us;
 static unsigned int fail_seed = 1;
 
 static saga_step_result noop(saga_step_ctx *ctx, void *user)
@@ -50,14 +59,19 @@ static saga_step_result noop(saga_step_ctx *ctx, void *user)
 	(void)user;
 	if (park_mode)
 		return SAGA_STEP_PENDING;
+	if (step_sleep_us) {
+		struct timespec ts = { step_sleep_us / 1000000, step_sleep_us % 1000000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	if (fail_rate > 0 && saga_step_phase(ctx) == SAGA_PHASE_ACTION &&
 	    (double)rand_r(&fail_seed) / RAND_MAX < fail_rate)
 		return SAGA_STEP_FAIL;
 	return SAGA_STEP_OK;
 }
 
-/* Per-instance latency: creation time from the CREATED event, end from the
- * final state event. */
+/* Per-instance latency: start time taken before the start call, end from
+ * the final state event. With workers, listeners run on the driver thread:
+ * mu guards the counts, and cv wakes the thread that tops up. */
 typedef struct lat {
 	double *start;
 	double *end;
@@ -65,6 +79,9 @@ typedef struct lat {
 	int64_t base; /* id of the first instance of the run, minus one */
 	long transitions;
 	long ends;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool waiting; /* the topping-up thread waits for an end */
 } lat;
 
 static void on_event(const saga_event *ev, void *user)
@@ -73,14 +90,23 @@ static void on_event(const saga_event *ev, void *user)
 	int64_t i = ev->instance - l->base;
 	if (i <= 0 || i > l->cap)
 		return;
+	bool end = ev->type == SAGA_EVENT_STATE &&
+	           (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED ||
+	            ev->state == SAGA_STUCK);
+	if (ev->type != SAGA_EVENT_ATTEMPT_END && !end)
+		return;
+	pthread_mutex_lock(&l->mu);
 	if (ev->type == SAGA_EVENT_ATTEMPT_END)
 		l->transitions++;
-	if (ev->type == SAGA_EVENT_STATE &&
-	    (ev->state == SAGA_COMPLETED || ev->state == SAGA_COMPENSATED ||
-	     ev->state == SAGA_STUCK)) {
+	if (end) {
 		l->end[i - 1] = now_s();
 		l->ends++;
+		if (l->waiting) {
+			l->waiting = false;
+			pthread_cond_signal(&l->cv);
+		}
 	}
+	pthread_mutex_unlock(&l->mu);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -364,16 +390,18 @@ static int run_engine(const opts *o, double *tps_out)
 		return 1;
 	int rc = SAGA_OK;
 	/* The prefill wrote ids 1..M: the run's instances follow. */
-	lat l = { calloc((size_t)o->n, sizeof(double)),
-		  calloc((size_t)o->n, sizeof(double)),
-		  o->n,
-		  o->prefill,
-		  0,
-		  0 };
+	lat l;
+	memset(&l, 0, sizeof(l));
+	l.start = calloc((size_t)o->n, sizeof(double));
+	l.end = calloc((size_t)o->n, sizeof(double));
+	l.cap = o->n;
+	l.base = o->prefill;
+	pthread_mutex_init(&l.mu, NULL);
+	pthread_cond_init(&l.cv, NULL);
 	saga_engine_add_listener(e, on_event, &l);
 	double t0 = now_s();
-	/* Keep about `inflight` instances unfinished at any time. */
-	long started = 0;
+	/* Keep about `inflight` (+ backlog) instances unfinished at any time. */
+	long started = 0, unfinished = (long)o->inflight + o->backlog;
 	saga_start_request reqs[1024];
 	int64_t ids[1024];
 	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
@@ -381,14 +409,29 @@ static int run_engine(const opts *o, double *tps_out)
 		reqs[i].business_key = NULL;
 		reqs[i].input = NULL;
 	}
-	while (rc == SAGA_OK && (started < o->n || l.ends < o->n)) {
+	for (;;) {
 		/* Top up: caller-driven, in the round's commit (saga_run_due_start);
 		 * with workers or --start-batch, in a transaction of their own
-		 * (saga_start_batch). */
-		size_t k = 0;
-		while (started + (long)k < o->n && started + (long)k - l.ends < (long)o->inflight &&
-		       k < sizeof(reqs) / sizeof(reqs[0]))
-			k++;
+		 * (saga_start_batch). With workers, this thread sleeps until an
+		 * instance ends. */
+		pthread_mutex_lock(&l.mu);
+		long room;
+		for (;;) {
+			room = started - l.ends < unfinished ? unfinished - (started - l.ends) : 0;
+			if (room > o->n - started)
+				room = o->n - started;
+			if (room || l.ends == o->n || !o->workers)
+				break;
+			l.waiting = true;
+			pthread_cond_wait(&l.cv, &l.mu);
+		}
+		bool done = l.ends == o->n;
+		pthread_mutex_unlock(&l.mu);
+		if (done)
+			break;
+		size_t k = room < (long)(sizeof(reqs) / sizeof(reqs[0]))
+		                   ? (size_t)room
+		                   : sizeof(reqs) / sizeof(reqs[0]);
 		double t = now_s();
 		bool own = o->workers || o->start_batch;
 		if (own && k)
@@ -405,12 +448,10 @@ static int run_engine(const opts *o, double *tps_out)
 		for (size_t i = 0; i < k; i++)
 			l.start[started + (long)i] = t;
 		started += (long)k;
-		if (o->workers) {
-			struct timespec ts = { 0, 200000 };
-			nanosleep(&ts, NULL);
-		} else if (own) {
+		if (!o->workers && own)
 			rc = saga_run_due(e, NULL);
-		}
+		if (rc)
+			break;
 	}
 	double el = now_s() - t0;
 	saga_stats st;
@@ -446,12 +487,66 @@ static int run_engine(const opts *o, double *tps_out)
 	free(lats);
 	free(l.start);
 	free(l.end);
+	pthread_cond_destroy(&l.cv);
+	pthread_mutex_destroy(&l.mu);
+	return 0;
+}
+
+/* The median of n values, sorted in place. */
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* --workers W1,W2,...: one run of each count in turn, --repeat times, so
+ * that every count sees the same minutes of a machine whose speed drifts;
+ * prints each count's median, its ratio to the first count's median, and
+ * the median of its ratios to the first count's run of the same turn. */
+static int run_compare(const opts *base)
+{
+	int nc = base->nworker_counts, nr = base->repeat;
+	static double tps[MAX_WORKER_COUNTS][100], ratio[MAX_WORKER_COUNTS][100];
+	for (int r = 0; r < nr; r++) {
+		for (int c = 0; c < nc; c++) {
+			opts o = *base;
+			o.workers = base->worker_counts[c];
+			if (run_engine(&o, &tps[c][r]))
+				return 1;
+			ratio[c][r] = tps[c][r] / tps[0][r];
+		}
+	}
+	printf("in turn, %d run%s of each (%ld instances x %d steps, %u in flight, step sleep "
+	       "%ld us, backlog %ld, %s):\n",
+	       nr, nr > 1 ? "s" : "", base->n, base->steps, base->inflight, base->step_sleep_us,
+	       base->backlog, base->durability == SAGA_DURABILITY_FULL ? "FULL" : "NORMAL");
+	double first = 0;
+	for (int c = 0; c < nc; c++) {
+		double lo = tps[c][0], hi = tps[c][0];
+		for (int r = 1; r < nr; r++) {
+			lo = tps[c][r] < lo ? tps[c][r] : lo;
+			hi = tps[c][r] > hi ? tps[c][r] : hi;
+		}
+		double m = median(tps[c], nr);
+		if (c == 0)
+			first = m;
+		printf("  %3u workers  %9.0f transitions/s median (%.0f..%.0f)",
+		       base->worker_counts[c], m, lo, hi);
+		if (c > 0)
+			printf("  %.2f x %u workers (turn by turn: median %.2f)", m / first,
+			       base->worker_counts[0], median(ratio[c], nr));
+		printf("\n");
+	}
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	opts o = { 2000, 5, 64, 0, SAGA_DURABILITY_FULL, 0, 0, 0, 1, 0, 0, 0, NULL };
+	opts o = { .n = 2000,
+		   .steps = 5,
+		   .inflight = 64,
+		   .durability = SAGA_DURABILITY_FULL,
+		   .repeat = 1 };
 	char dir[] = "/tmp/saga-bench-XXXXXX";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -475,8 +570,29 @@ int main(int argc, char **argv)
 			o.steps = atoi(v);
 		else if (!strcmp(a, "--inflight"))
 			o.inflight = (unsigned)atoi(v);
-		else if (!strcmp(a, "--workers"))
-			o.workers = (unsigned)atoi(v);
+		else if (!strcmp(a, "--workers")) {
+			char *end = (char *)v;
+			o.nworker_counts = 0;
+			do {
+				const char *from = end + (end != v);
+				unsigned long w = strtoul(from, &end, 10);
+				if (end == from || o.nworker_counts == MAX_WORKER_COUNTS) {
+					fprintf(stderr, "--workers: a list of at most %d counts\n",
+					        MAX_WORKER_COUNTS);
+					return 2;
+				}
+				o.worker_counts[o.nworker_counts++] = (unsigned)w;
+			} while (*end == ',');
+			if (*end) {
+				fprintf(stderr, "--workers: a list of at most %d counts\n",
+				        MAX_WORKER_COUNTS);
+				return 2;
+			}
+			o.workers = o.worker_counts[0];
+		} else if (!strcmp(a, "--step-sleep"))
+			o.step_sleep_us = atol(v);
+		else if (!strcmp(a, "--backlog"))
+			o.backlog = atol(v);
 		else if (!strcmp(a, "--durability"))
 			o.durability = !strcmp(v, "NORMAL") ? SAGA_DURABILITY_NORMAL
 			                                    : SAGA_DURABILITY_FULL;
@@ -494,15 +610,18 @@ int main(int argc, char **argv)
 			o.repeat = atoi(v);
 		else {
 			fprintf(stderr,
-			        "usage: bench [-n N] [--steps S] [--inflight K] [--workers W]"
+			        "usage: bench [-n N] [--steps S] [--inflight K] [--workers "
+			        "W[,W...]]"
+			        " [--step-sleep US] [--backlog B]"
 			        " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] "
 			        "[--dir D]"
 			        " [--repeat R] [--park N] [--reopen N] [--prefill M]\n");
 			return 2;
 		}
 	}
-	if (o.n < 1 || o.steps < 1 || o.inflight < 1 || o.repeat < 1 || o.repeat > 99) {
-		fprintf(stderr, "bad arguments\n");
+	if (o.n < 1 || o.steps < 1 || o.inflight < 1 || o.repeat < 1 || o.repeat > 99 ||
+	    o.step_sleep_us < 0 || o.backlog < 0 || (o.raw && o.nworker_counts > 1)) {
+		fprintf(stderr, "bad arguments (--raw takes one worker count)\n");
 		return 2;
 	}
 	if (!o.dir) {
@@ -513,8 +632,9 @@ int main(int argc, char **argv)
 		o.dir = dir;
 	}
 	fail_rate = o.fail_rate;
-	if (o.park || o.reopen) {
-		int rc = o.park ? run_park(&o) : run_reopen(&o);
+	step_sleep_us = o.step_sleep_us;
+	if (o.park || o.reopen || o.nworker_counts > 1) {
+		int rc = o.park ? run_park(&o) : o.reopen ? run_reopen(&o) : run_compare(&o);
 		if (o.dir == dir) {
 			char rm[600];
 			snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);

@@ -1,0 +1,258 @@
+/* The hand-off between the driver and the workers (driver.c): the driver
+ * hands committed attempts to the workers through a list and takes their
+ * answers back through another, and waits for the answers still out before
+ * it commits, for a bounded time.
+ *
+ *  - Answers given while the engine closes are recorded by the close: after
+ *    a reopen, no step that answered runs again. That holds for callbacks
+ *    running when close begins and for attempts still waiting in the list
+ *    (the workers invoke them before they leave).
+ *  - A callback that does not return does not hold up the other instances:
+ *    the driver's wait for answers is bounded, so their rounds go on.
+ *  - Closing in the middle of a busy run, then reopening, leaves exactly one
+ *    outcome per step and phase in every history.
+ * No timing assertion: the bounds on waits are generous (seconds) and only
+ * keep a broken engine from hanging the suite.
+ * SPDX-License-Identifier: MIT */
+#include "test-common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static char dir[256];
+static char path[300];
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static atomic_int gated_calls; /* calls of the gated step */
+static atomic_int free_calls;  /* calls of the steps that answer at once */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static void set_gate(bool open)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_open = open;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* Waits until the test opens the gate, then answers OK. */
+static saga_step_result gated(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	atomic_fetch_add(&gated_calls, 1);
+	pthread_mutex_lock(&gate_mu);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+	return SAGA_STEP_OK;
+}
+
+static saga_step_result answer_ok(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	atomic_fetch_add(&free_calls, 1);
+	return SAGA_STEP_OK;
+}
+
+static void setup(void)
+{
+	tmpdir_make(dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/w.db", dir);
+	set_gate(false);
+	atomic_store(&gated_calls, 0);
+	atomic_store(&free_calls, 0);
+}
+
+static void teardown(void)
+{
+	set_gate(true);
+	tmpdir_remove(dir);
+}
+
+static saga_engine *open_engine(unsigned int workers, unsigned int max_in_flight)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = path;
+	o.durability = SAGA_DURABILITY_NORMAL;
+	o.workers = workers;
+	o.max_in_flight = max_in_flight;
+	saga_engine *e;
+	char err[256];
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "%s", err);
+	return e;
+}
+
+/* Registers `name`: nsteps compensatable steps; the first runs fn0, the
+ * others answer at once. */
+static void define(saga_engine *e, const char *name, int nsteps, saga_step_fn fn0)
+{
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, name, 1), SAGA_OK);
+	for (int i = 0; i < nsteps; i++) {
+		char step[16];
+		snprintf(step, sizeof(step), "s%d", i);
+		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, i == 0 ? fn0 : answer_ok,
+			             answer_ok, NULL };
+		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+}
+
+static void wait_for(atomic_int *n, int at_least)
+{
+	for (int i = 0; i < 10000 && atomic_load(n) < at_least; i++)
+		sleep_ms(1);
+	ck_assert_int_ge(atomic_load(n), at_least);
+}
+
+static void *open_gate_later(void *arg)
+{
+	(void)arg;
+	sleep_ms(100);
+	set_gate(true);
+	return NULL;
+}
+
+/* Outcomes recorded per (step, phase), from a history. */
+typedef struct outcomes {
+	int ends[8][2];
+	int duplicates; /* a second final outcome for one step and phase */
+} outcomes;
+
+static int count_ends(const saga_event *ev, void *user)
+{
+	outcomes *o = user;
+	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->step >= 0 && ev->step < 8 &&
+	    (ev->outcome == SAGA_OUTCOME_OK || ev->outcome == SAGA_OUTCOME_FAIL) &&
+	    ++o->ends[ev->step][ev->phase] > 1)
+		o->duplicates++;
+	return 0;
+}
+
+/* Instance id is COMPLETED, and its history holds exactly one final
+ * outcome for the action of each of its nsteps steps. */
+static void assert_completed_once(saga_engine *e, int64_t id, int nsteps)
+{
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(e, &info, id), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	outcomes o;
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(saga_history(e, id, count_ends, &o), SAGA_OK);
+	ck_assert_int_eq(o.duplicates, 0);
+	for (int s = 0; s < nsteps; s++)
+		ck_assert_int_eq(o.ends[s][SAGA_PHASE_ACTION], 1);
+}
+
+/* Two instances whose first step blocks, with one worker: one callback
+ * runs and the other attempt waits in the list when close begins. Both
+ * answer during the close; both answers are recorded, so after a reopen
+ * the first step runs no more. */
+START_TEST(close_records_the_answers_it_waits_for)
+{
+	saga_engine *e = open_engine(1, 8);
+	define(e, "g", 2, gated);
+	int64_t ids[2];
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(saga_start(e, &ids[i], NULL, "g", NULL, NULL), SAGA_OK);
+	wait_for(&gated_calls, 1);
+	pthread_t t;
+	ck_assert_int_eq(pthread_create(&t, NULL, open_gate_later, NULL), 0);
+	saga_engine_close(e);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(atomic_load(&gated_calls), 2);
+
+	e = open_engine(0, 8);
+	define(e, "g", 2, gated);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	ck_assert_int_eq(atomic_load(&gated_calls), 2); /* no step ran twice */
+	for (int i = 0; i < 2; i++)
+		assert_completed_once(e, ids[i], 2);
+	saga_engine_close(e);
+}
+END_TEST
+
+/* One worker of two is held in a callback that does not return; the
+ * other instances still run to the end through the other worker. */
+START_TEST(a_blocked_callback_holds_up_no_one)
+{
+	saga_engine *e = open_engine(2, 64);
+	define(e, "slow", 1, gated);
+	define(e, "fast", 3, answer_ok);
+	int64_t slow;
+	ck_assert_int_eq(saga_start(e, &slow, NULL, "slow", NULL, NULL), SAGA_OK);
+	wait_for(&gated_calls, 1);
+	enum { NFAST = 40 };
+	int64_t ids[NFAST];
+	for (int i = 0; i < NFAST; i++)
+		ck_assert_int_eq(saga_start(e, &ids[i], NULL, "fast", NULL, NULL), SAGA_OK);
+	wait_for(&free_calls, 3 * NFAST);
+	int64_t counts[SAGA_STATE_COUNT];
+	for (int i = 0; i < 10000; i++) {
+		ck_assert_int_eq(saga_counts(e, counts), SAGA_OK);
+		if (counts[SAGA_COMPLETED] == NFAST)
+			break;
+		sleep_ms(1);
+	}
+	ck_assert_int_eq(counts[SAGA_COMPLETED], NFAST);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(e, &info, slow), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_RUNNING);
+	set_gate(true);
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	ck_assert_int_eq(saga_get(e, &info, slow), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	saga_engine_close(e);
+}
+END_TEST
+
+/* Many workers and few slots, closed in the middle of the run a few times:
+ * every instance ends, and no step has two outcomes. */
+START_TEST(close_mid_run_loses_and_repeats_nothing)
+{
+	enum { N = 300, STEPS = 4 };
+	set_gate(true);
+	saga_engine *e = open_engine(8, 16);
+	define(e, "m", STEPS, answer_ok);
+	static int64_t ids[N];
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(saga_start(e, &ids[i], NULL, "m", NULL, NULL), SAGA_OK);
+	for (int k = 0; k < 3; k++) {
+		saga_engine_close(e);
+		e = open_engine(8, 16);
+		define(e, "m", STEPS, answer_ok);
+		sleep_ms(2);
+	}
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	for (int i = 0; i < N; i++)
+		assert_completed_once(e, ids[i], STEPS);
+	saga_engine_close(e);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("workers");
+	TCase *tc = tcase_create("hand-off");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, close_records_the_answers_it_waits_for);
+	tcase_add_test(tc, a_blocked_callback_holds_up_no_one);
+	tcase_add_test(tc, close_mid_run_loses_and_repeats_nothing);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
