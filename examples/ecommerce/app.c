@@ -5,10 +5,11 @@
  *   1. app_open: check the input (fault variables, a seeded data directory,
  *      the policy file, tried on a scratch engine), then open the five
  *      services. Nothing is written before this succeeds.
- *   2. app_open_engine: saga_engine_open on DIR/saga.db, then the "order"
- *      definition (its steps in saga_steps.c) with the retries, timeouts
- *      and breakers of the policy file (saga_policies_apply_file), and
- *      saga_engine_register.
+ *   2. app_open_engine: saga_engine_open on DIR/saga.db with a deferred
+ *      start, then the "order" definition (its steps in saga_steps.c) with
+ *      the retries, timeouts and breakers of the policy file
+ *      (saga_policies_apply_file), saga_engine_register, and only then
+ *      saga_engine_start: nothing runs before the saga is registered.
  *   3. saga_start (in the command), then drive(): saga_run_until_idle, and
  *      sleep until saga_next_due, until the command has what it waits for.
  *      `run` lets the engine's worker threads drive instead (cmd_run.c).
@@ -144,6 +145,16 @@ static const char *policies_path(const globals *g, const char *dir, char *buf, s
 	return ECOM_POLICIES_DEFAULT;
 }
 
+/* Starts an engine opened with deferred_start: its workers, and recovery. */
+static int start_engine(saga_engine *e, const char *cmd)
+{
+	if (saga_engine_start(e) != SAGA_OK) {
+		errorf("%s: cannot start the engine: %s", cmd, saga_engine_errmsg(e));
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
 /* Opens STORE_DIR/saga.db into *out; with cfg->with_saga, registers the
  * "order" saga with the policy file (found from app->dir). Exit code on
  * failure (EXIT_USAGE for a bad policy file). */
@@ -159,6 +170,10 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 	o.seed = cfg->seed;
 	o.log = engine_log;
 	o.log_level = SAGA_LOG_WARN;
+	/* Nothing runs before saga_engine_start below: the saga and its
+	 * breakers are registered first, so a restart finds every unfinished
+	 * instance's definition already there. */
+	o.deferred_start = 1;
 	char err[512] = "";
 	int rc = saga_engine_open(out, &o, err, sizeof err);
 	if (rc != SAGA_OK) {
@@ -171,7 +186,7 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 		return EXIT_FAIL;
 	}
 	if (!cfg->with_saga)
-		return EXIT_OK;
+		return start_engine(*out, cmd);
 	saga_definition *def = NULL;
 	rc = ecom_saga_definition(&def, app);
 	if (rc != SAGA_OK) {
@@ -199,7 +214,7 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 		errorf("%s: cannot register the saga: %s", cmd, saga_engine_errmsg(*out));
 		return EXIT_FAIL;
 	}
-	return EXIT_OK;
+	return start_engine(*out, cmd);
 }
 
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg, const char *cmd)
