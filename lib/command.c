@@ -179,7 +179,7 @@ static int refusal(saga_engine *e, const inst *in, enum op op)
 	const saga_row *r = &in->row;
 	long long id = (long long)r->id;
 	if (op == OP_CANCEL) {
-		if (ended(r))
+		if (ended(r->state))
 			return set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", id,
 			               saga_state_name((saga_state)r->state));
 		if (past_no_return(in))

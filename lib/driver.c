@@ -387,14 +387,6 @@ void *worker_main(void *arg)
 #define ANSWER_WAIT_MAX_US   5000u
 #define ANSWER_WAIT_FIRST_US 1000u
 
-/* The system's monotonic clock in microseconds. */
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* The CLOCK_REALTIME time `us` from now, for pthread_cond_timedwait. */
 static struct timespec deadline_after_us(uint64_t us)
 {
@@ -437,11 +429,13 @@ static bool round_wanted(saga_engine *e)
 	       (e->ready_len && e->nloaded < e->max_in_flight);
 }
 
-/* How long the driver may sleep with nothing to do, in ms: until the next
- * stored timer, at most DRIVER_NAP_MS. */
-static uint64_t nap_ms(saga_engine *e)
+/* How long a wait for news may sleep, in ms: until the next stored timer,
+ * at most `ms` and at most DRIVER_NAP_MS (an injected clock does not wake a
+ * condition variable, so due timers are looked at this often). */
+uint64_t nap_until_timer(saga_engine *e, uint64_t ms)
 {
-	uint64_t ms = DRIVER_NAP_MS;
+	if (ms > DRIVER_NAP_MS)
+		ms = DRIVER_NAP_MS;
 	uint64_t now = now_wall(e);
 	if (e->next_timer != UINT64_MAX && e->next_timer > now && e->next_timer - now < ms)
 		ms = e->next_timer - now;
@@ -467,7 +461,7 @@ static void await_round(saga_engine *e, uint64_t grace_us)
 		pthread_mutex_lock(&e->qmu);
 		bool waiting = e->answers || round_wanted(e);
 		bool all_back = e->unanswered == 0;
-		uint64_t now = mono_us(), us;
+		uint64_t now = saga_sys_mono_us(), us;
 		if (waiting && !since)
 			since = now;
 		if (waiting ? all_back || now - since >= grace_us : napped) {
@@ -480,7 +474,7 @@ static void await_round(saga_engine *e, uint64_t grace_us)
 			us = since + grace_us - now;
 		} else {
 			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_ANY;
-			us = nap_ms(e) * 1000u;
+			us = nap_until_timer(e, DRIVER_NAP_MS) * 1000u;
 			napped = true;
 		}
 		pthread_mutex_unlock(&e->qmu);
@@ -515,10 +509,10 @@ void *driver_main(void *arg)
 		collect_answers(e);
 		struct start_wait *q = e->start_queue;
 		e->start_queue = e->start_tail = NULL;
-		uint64_t commits = e->stats.commits, t0 = mono_us();
+		uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
 		int rc = q ? round_with_starts(e, q) : process_round(e);
 		if (e->stats.commits != commits)
-			round_us = (3 * round_us + (mono_us() - t0)) / 4;
+			round_us = (3 * round_us + (saga_sys_mono_us() - t0)) / 4;
 		/* A failing store (a full disk) fails every round: the change of
 		 * state is logged, not each round. */
 		if (rc) {

@@ -279,7 +279,7 @@ int report_corrupt(saga_engine *e, int rc);
 bool nothing_due(saga_engine *e);
 
 /* ---- the state machine (transition.c) ---- */
-bool ended(const saga_row *r);
+bool ended(int state);
 int start_compensation(saga_engine *e, inst *in, saga_reason reason, bool skip_current);
 bool past_no_return(const inst *in);
 int apply_outcome(saga_engine *e, inst *in, saga_outcome outcome, cJSON *puts, const char *errtext);
@@ -306,5 +306,9 @@ bool has_stage(saga_engine *e, enum stage st);
 void *worker_main(void *arg);
 void *driver_main(void *arg);
 struct timespec deadline_after_ms(uint64_t ms);
+uint64_t nap_until_timer(saga_engine *e, uint64_t ms);
+
+/* ---- the read side (query.c); with the mutex ---- */
+int get_info(saga_engine *e, saga_instance_info *out, int64_t id);
 
 #endif

@@ -15,17 +15,23 @@ static int load_err(saga_engine *e, int rc, int64_t id)
 	                            : store_err(e, rc);
 }
 
-int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
+int get_info(saga_engine *e, saga_instance_info *out, int64_t id)
 {
-	if (!e || !out)
-		return bad_args(e, "get: out is needed");
-	pthread_mutex_lock(&e->mu);
 	saga_row r;
 	int rc = store_load(e->store, &r, id, NULL);
 	if (rc == SAGA_OK)
 		row_to_info(out, &r);
 	else
 		rc = load_err(e, rc, id);
+	return rc;
+}
+
+int saga_get(saga_engine *e, saga_instance_info *out, int64_t id)
+{
+	if (!e || !out)
+		return bad_args(e, "get: out is needed");
+	pthread_mutex_lock(&e->mu);
+	int rc = get_info(e, out, id);
 	pthread_mutex_unlock(&e->mu);
 	return rc;
 }

@@ -50,9 +50,9 @@ static void mark_due(saga_row *r, uint64_t now)
 		r->due_at = now;
 }
 
-bool ended(const saga_row *r)
+bool ended(int state)
 {
-	return r->state == SAGA_COMPLETED || r->state == SAGA_COMPENSATED || r->state == SAGA_STUCK;
+	return state == SAGA_COMPLETED || state == SAGA_COMPENSATED || state == SAGA_STUCK;
 }
 
 /* Leaves the forward path: compensate every started step, newest first. A
@@ -254,7 +254,7 @@ int advance(saga_engine *e, inst *in, enum next *next)
 	*next = NEXT_RELEASE;
 	for (;;) {
 		uint64_t now = now_wall(e);
-		if (ended(r))
+		if (ended(r->state))
 			return SAGA_OK;
 		/* A whole-instance deadline stops forward work before the pivot. */
 		uint64_t fd = forward_deadline(in);

@@ -77,12 +77,22 @@ void saga_fmt(char *buf, size_t size, const char *fmt, ...)
 		buf[0] = '\0';
 }
 
-static uint64_t clock_ms(clockid_t id)
+static uint64_t clock_us(clockid_t id)
 {
 	struct timespec ts;
 	if (clock_gettime(id, &ts) != 0)
 		return 0;
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t clock_ms(clockid_t id)
+{
+	return clock_us(id) / 1000u;
+}
+
+uint64_t saga_sys_mono_us(void)
+{
+	return clock_us(CLOCK_MONOTONIC);
 }
 
 uint64_t saga_sys_wall_ms(void *user)
