@@ -61,7 +61,8 @@ enum {
 	SAGA_EDUPLICATE = -15,/* a second completion of an async step; ignored */
 	SAGA_ELATE = -16,     /* a completion after the step's timeout; recorded, ignored */
 	SAGA_ECONFIG = -17,   /* a policy configuration was refused */
-	SAGA_ECLOSED = -18    /* the engine is shutting down */
+	SAGA_ECLOSED = -18,   /* the engine is shutting down */
+	SAGA_EFENCED = -19    /* ownership lost: another process owns the instance now */
 };
 
 /* Static text for an error code; never NULL. Thread-safe. */
@@ -355,6 +356,12 @@ SAGA_API void saga_step_set_error(saga_step_ctx *ctx, const char *message);
 /* The instance's business key, or NULL when it was started without one.
  * Borrowed, valid during the call. */
 SAGA_API const char *saga_step_business_key(const saga_step_ctx *ctx);
+/* The instance's fence: a number that grows each time another process (or
+ * a new registration of this one) takes the instance over, and never goes
+ * back. A participant that keeps the highest fence it has seen per key can
+ * refuse a call with a lower one: it comes from a process that lost the
+ * instance while paused (saga_guard_begin_fenced). Always >= 1. */
+SAGA_API int64_t saga_step_fence(const saga_step_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Instances, states, events                                                */
@@ -374,7 +381,9 @@ typedef enum saga_reason {
 	SAGA_REASON_NONE = 0,
 	SAGA_REASON_FAILURE = 1,
 	SAGA_REASON_TIMEOUT = 2,
-	SAGA_REASON_CANCEL = 3
+	SAGA_REASON_CANCEL = 3,
+	SAGA_REASON_CRASH_LOOP = 4 /* STUCK: recovered SAGA_RECOVERY_LIMIT times in a row
+	                              with an attempt interrupted each time */
 } saga_reason;
 
 typedef enum saga_event_type {
@@ -412,6 +421,8 @@ typedef struct saga_event {
 	uint32_t attempt;
 	saga_outcome outcome;
 	const char *detail;         /* never NULL; may be "" */
+	int64_t fence;              /* the instance's fence when the event was written
+	                               (saga_step_fence); never goes back */
 } saga_event;
 
 /* Listeners are called after the event is durable, from the thread that
@@ -459,6 +470,15 @@ typedef enum saga_durability {
 #define SAGA_WORKERS_MAX 256u
 #define SAGA_MAX_IN_FLIGHT_MAX 1024u
 #define SAGA_BUSY_TIMEOUT_MAX 2147483647u /* INT32_MAX ms, about 24.8 days */
+#define SAGA_LEASE_MIN 100u                /* ms */
+#define SAGA_LEASE_MAX 3600000u            /* ms: one hour */
+/* An instance whose attempt was interrupted (its owner died in it) and that
+ * was recovered this many times in a row without an answer goes STUCK
+ * (reason SAGA_REASON_CRASH_LOOP) instead of being invoked again. */
+#define SAGA_RECOVERY_LIMIT 8
+/* How often an idle engine looks for other processes' commits (commands,
+ * instances left by a dead process): a bound on how late it notices them. */
+#define SAGA_POLL_MS 50u
 
 typedef struct saga_options {
 	unsigned int version;        /* SAGA_OPTIONS_VERSION */
@@ -480,14 +500,20 @@ typedef struct saga_options {
 	/* Version 2 and later: */
 	int deferred_start;          /* 0: the engine runs once opened; 1: it runs (workers,
 	                                recovery, saga_run_*) from saga_engine_start */
+	/* Version 3 and later: */
+	uint32_t lease_ms;           /* this process's ownership lease; 0 = 10000;
+	                                SAGA_LEASE_MIN .. SAGA_LEASE_MAX */
+	uint32_t lease_margin_ms;    /* a callback starts only with this much lease left;
+	                                0 = lease_ms / 2; below lease_ms */
 } saga_options;
 
-/* Version 1 (without deferred_start) is still accepted: its fields are read,
- * the later ones take their defaults. */
-#define SAGA_OPTIONS_VERSION 2
+/* Versions 1 (without deferred_start) and 2 (without the lease) are still
+ * accepted: their fields are read, the later ones take their defaults. */
+#define SAGA_OPTIONS_VERSION 3
 #define SAGA_OPTIONS_INIT \
 	{ SAGA_OPTIONS_VERSION, NULL, SAGA_DURABILITY_FULL, 0, 0, 0, \
-	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0, 0 }
+	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0, 0, \
+	  0, 0 }
 
 /* Opens (creating if needed) the store at options->path and migrates its
  * schema. Options are checked first, before any file is created or opened:

@@ -5,23 +5,68 @@
 
 #include <string.h>
 
-/* Finds a loaded instance by id, or loads it into a temporary. *temp tells
- * whether the caller must commit and free it. */
-static int get_inst(saga_engine *e, inst **out, bool *temp, int64_t id, const char *uid)
+/* Commands on one instance: the completion of an async step
+ * (saga_complete), cancel, and the operator verbs on a STUCK instance
+ * (retry, skip, resume).
+ *
+ * A command is carried out at once when the instance is at rest here: in
+ * this process's memory between attempts, parked by this process, or
+ * owned by nobody (the caller takes it). Otherwise (an attempt of it runs,
+ * or another process owns it) the command is written to the store, in the
+ * same transaction that checked, and the owner carries it out in a later
+ * round, once the instance is at rest (apply_queued): durable, so a crash
+ * of the owner loses nothing. SPDX-License-Identifier: MIT */
+#include "engine_int.h"
+
+#include <string.h>
+
+static inst *find_loaded(saga_engine *e, int64_t id, const char *uid)
 {
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
-		if (uid ? strcmp(in->row.uid, uid) == 0 : in->row.id == id) {
-			*out = in;
-			*temp = false;
-			return SAGA_OK;
-		}
+		if (uid ? strcmp(in->row.uid, uid) == 0 : in->row.id == id)
+			return in;
+	}
+	return NULL;
+}
+
+/* Where a command finds its instance. */
+enum where {
+	AT_REST, /* in memory here, between attempts, or loaded for the command (temp) */
+	QUEUE,   /* running here, or owned by another process: write the command */
+};
+
+/* Finds the instance, in memory or loaded for the command (*temp), inside
+ * the open transaction. An instance nobody owns is taken when `take` (the
+ * command will change it). */
+static int get_inst(saga_engine *e, inst **out, bool *temp, enum where *where, int64_t id,
+                    const char *uid, bool take)
+{
+	*out = find_loaded(e, id, uid);
+	*temp = false;
+	if (*out) {
+		*where = (*out)->stage == STAGE_PROCESS && !(*out)->lost ? AT_REST : QUEUE;
+		return SAGA_OK;
 	}
 	*temp = true;
 	int rc = load_inst(e, out, id, uid);
 	if (rc == SAGA_OK && !*out)
-		rc = set_err(e, SAGA_ENOTFOUND, "the instance's definition is not registered");
-	return rc;
+		return set_err(e, SAGA_ENOTFOUND, "the instance's definition is not registered");
+	if (rc)
+		return rc;
+	int64_t me = store_epoch(e->store), owner = (*out)->row.owner;
+	*where = owner == 0 || owner == me ? AT_REST : QUEUE;
+	if (owner == 0 && take && (!ended((*out)->row.state) || (*out)->row.state == SAGA_STUCK)) {
+		bool claimed = false;
+		if ((rc = store_claim_one(e->store, (*out)->row.id, &claimed)))
+			return store_err(e, rc);
+		if (claimed) {
+			(*out)->row.owner = me;
+			(*out)->row.fence++;
+			(*out)->row.recoveries += (*out)->row.inflight;
+		}
+	}
+	return SAGA_OK;
 }
 
 /* Frees the instance if the command loaded it for itself; returns rc. */
@@ -32,11 +77,26 @@ static int release_temp(saga_engine *e, inst *in, bool temp, int rc)
 	return rc;
 }
 
-/* Writes and commits a command's changes; a temporary instance is queued to
- * run and freed. */
-static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int rc)
+/* After a command's changes: a temporary instance this process now holds
+ * is queued to run (due now) or left to the timer scan, and freed. */
+static void after_command(saga_engine *e, inst *in, bool temp, int rc)
 {
-	if (rc == SAGA_OK && changed)
+	if (rc == SAGA_OK && temp && in->row.owner == store_epoch(e->store) &&
+	    !ended(in->row.state) && in->row.due_at) {
+		if (in->row.due_at <= now_wall(e))
+			push_ready(e, in->row.id);
+		else if (e->next_timer == 0 || in->row.due_at < e->next_timer)
+			e->next_timer = in->row.due_at;
+	}
+	release_temp(e, in, temp, rc);
+	work_arrived(e);
+}
+
+/* Writes and commits a command's changes (history rows included: the row
+ * keeps the history's next seq). */
+static int finish_command(saga_engine *e, inst *in, bool temp, int rc)
+{
+	if (rc == SAGA_OK)
 		rc = put_instance(e, in);
 	if (rc == SAGA_OK)
 		rc = commit_txn(e);
@@ -45,13 +105,21 @@ static int finish_command(saga_engine *e, inst *in, bool temp, bool changed, int
 			abort_txn(e);
 		else
 			discard_round(e);
-	} else if (temp && changed && in->row.due_at) {
-		/* Due now: queue it; due later: the timer scan will find it. */
-		if (in->row.due_at <= now_wall(e))
-			push_ready(e, in->row.id);
-		else if (e->next_timer == 0 || in->row.due_at < e->next_timer)
-			e->next_timer = in->row.due_at;
 	}
+	after_command(e, in, temp, rc);
+	return rc;
+}
+
+/* Writes the command for the owner (or for this process's next round, when
+ * an attempt of it runs here), and commits. */
+static int queue_command(saga_engine *e, inst *in, bool temp, const store_command *c)
+{
+	int rc = store_put_command(e->store, c);
+	rc = rc ? store_err(e, rc) : commit_txn(e);
+	if (rc)
+		abort_txn(e);
+	else
+		e->look_now = true;
 	release_temp(e, in, temp, rc);
 	work_arrived(e);
 	return rc;
@@ -78,6 +146,56 @@ static int parse_key(const char *key, char uid[SAGA_UID_LEN + 1], char step[SAGA
 	return SAGA_OK;
 }
 
+/* The outcome a completion gives. */
+static saga_outcome completion_outcome(int result)
+{
+	return result == SAGA_STEP_OK     ? SAGA_OUTCOME_OK
+	       : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL
+	                                  : SAGA_OUTCOME_RETRY;
+}
+
+/* Carries out a completion of (idx, phase) on an instance at rest, in the
+ * open transaction; *verdict is SAGA_OK, SAGA_ELATE or SAGA_EDUPLICATE (the
+ * history says which). `output` is taken. */
+static int do_complete(saga_engine *e, inst *in, int idx, int phase, int result, cJSON *output,
+                       bool early, int *verdict)
+{
+	saga_row *r = &in->row;
+	*verdict = SAGA_OK;
+	uint64_t now = now_wall(e);
+	int rc;
+	if (r->pending && r->step == idx && r->phase == phase) {
+		if (!(r->attempt_deadline && now >= r->attempt_deadline)) {
+			rc = early ? record_attempt(e, in, SAGA_EVENT_EARLY_COMPLETION,
+			                            SAGA_OUTCOME_NONE,
+			                            "completion before the action answered")
+			           : SAGA_OK;
+			if (rc == SAGA_OK)
+				rc = apply_outcome(e, in, completion_outcome(result), output,
+				                   "completed asynchronously");
+			cJSON_Delete(output);
+			return rc;
+		}
+		/* The timeout passed and the timer has not fired yet. */
+		cJSON_Delete(output);
+		rc = apply_outcome(e, in, SAGA_OUTCOME_TIMEOUT, NULL, "async step timed out");
+		if (rc == SAGA_OK)
+			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt, SAGA_OUTCOME_NONE,
+			            "completion after the timeout; ignored");
+		*verdict = SAGA_ELATE;
+		return rc;
+	}
+	cJSON_Delete(output);
+	int last = 0;
+	if ((rc = store_last_outcome(e->store, r->id, idx, phase, &last)))
+		return store_err(e, rc);
+	bool late = last == SAGA_OUTCOME_TIMEOUT;
+	*verdict = late ? SAGA_ELATE : SAGA_EDUPLICATE;
+	return record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
+	              SAGA_OUTCOME_NONE,
+	              late ? "completion after the timeout; ignored" : "second completion; ignored");
+}
+
 int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSON *output)
 {
 	if (!e || !key ||
@@ -100,85 +218,67 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	pthread_mutex_lock(&e->mu);
 	inst *in = NULL;
 	bool temp = false;
-	int rc = get_inst(e, &in, &temp, 0, uid);
-	if (rc)
+	enum where where = AT_REST;
+	int rc = ensure_txn(e);
+	if (rc == SAGA_OK)
+		rc = get_inst(e, &in, &temp, &where, 0, uid, true);
+	if (rc) {
+		if (in)
+			release_temp(e, in, temp, rc);
+		abort_txn(e);
 		goto out;
+	}
 	saga_row *r = &in->row;
 	int idx = saga_definition_step_index(in->rd->def, step);
 	if (idx < 0) {
 		rc = release_temp(
 		        e, in, temp,
 		        set_err(e, SAGA_ENOTFOUND, "no step '%s' in '%s'", step, r->def_name));
+		abort_txn(e);
 		goto out;
 	}
-	uint64_t now = now_wall(e);
-	bool current = r->pending && r->step == idx && r->phase == phase &&
-	               (temp || in->stage == STAGE_PROCESS);
-	if (current && !(r->attempt_deadline && now >= r->attempt_deadline)) {
-		saga_outcome oc = result == SAGA_STEP_OK     ? SAGA_OUTCOME_OK
-		                  : result == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL
-		                                             : SAGA_OUTCOME_RETRY;
-		rc = apply_outcome(e, in, oc, output, "completed asynchronously");
-		rc = finish_command(e, in, temp, true, rc);
-		goto out;
-	}
-	if (current) {
-		/* The timeout passed and the timer has not fired yet. */
-		rc = apply_outcome(e, in, SAGA_OUTCOME_TIMEOUT, NULL, "async step timed out");
-		if (rc == SAGA_OK)
-			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt,
-			            SAGA_OUTCOME_NONE, "completion after the timeout; ignored");
-		rc = finish_command(e, in, temp, true, rc);
-		if (rc == SAGA_OK)
-			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
-			             key);
-		goto out;
-	}
-	if (!temp && in->stage != STAGE_PROCESS && r->inflight && r->step == idx &&
-	    r->phase == phase && !in->has_early) {
-		/* The action has not answered yet: keep the completion for when it
-		 * answers PENDING. It is recorded now; if the process dies before
-		 * the answer, the step is invoked again with the same key. */
-		rc = record_attempt(e, in, SAGA_EVENT_EARLY_COMPLETION, SAGA_OUTCOME_NONE,
-		                    "completion before the action answered");
-		if ((rc = end_txn(e, rc)) == SAGA_OK) {
-			in->has_early = true;
-			in->early = result;
-			in->early_output = output;
-			output = NULL;
+	if (where == QUEUE) {
+		/* The action has not answered yet, or another process owns the
+		 * instance: its owner completes it once the instance is at rest. */
+		char *text = output ? cJSON_PrintUnformatted(output) : NULL;
+		if (output && !text) {
+			rc = release_temp(e, in, temp, set_err(e, SAGA_ENOMEM, "out of memory"));
+			abort_txn(e);
+			goto out;
 		}
+		store_command c = { 0,
+			            r->id,
+			            temp ? CMD_COMPLETE : CMD_COMPLETE_EARLY,
+			            idx,
+			            phase,
+			            (int)result,
+			            text,
+			            now_wall(e) };
+		rc = queue_command(e, in, temp, &c);
+		cJSON_free(text);
 		goto out;
 	}
-	int last = 0;
-	if ((rc = store_last_outcome(e->store, r->id, idx, phase, &last))) {
-		rc = release_temp(e, in, temp, store_err(e, rc));
-		goto out;
-	}
-	bool late = last == SAGA_OUTCOME_TIMEOUT;
-	rc = record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
-	            SAGA_OUTCOME_NONE,
-	            late ? "completion after the timeout; ignored" : "second completion; ignored");
-	rc = finish_command(e, in, temp, false, rc);
-	if (rc == SAGA_OK)
-		rc = late ? set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
-		                    key)
-		          : set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
+	int verdict = SAGA_OK;
+	rc = do_complete(e, in, idx, phase, (int)result, output, false, &verdict);
+	output = NULL;
+	rc = finish_command(e, in, temp, rc);
+	if (rc == SAGA_OK && verdict == SAGA_ELATE)
+		rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
+	else if (rc == SAGA_OK && verdict == SAGA_EDUPLICATE)
+		rc = set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
 out:
-	/* apply_outcome moved the members it kept; the container is ours. */
 	cJSON_Delete(output);
 	unlock_and_deliver(e);
 	return rc;
 }
 
-enum op { OP_RETRY, OP_SKIP, OP_RESUME, OP_CANCEL };
-
-/* Why instance `in` refuses command op, with the engine's message set; or
+/* Why instance `in` refuses command verb, with the engine's message set; or
  * SAGA_OK. */
-static int refusal(saga_engine *e, const inst *in, enum op op)
+static int refusal(saga_engine *e, const inst *in, int verb)
 {
 	const saga_row *r = &in->row;
 	long long id = (long long)r->id;
-	if (op == OP_CANCEL) {
+	if (verb == CMD_CANCEL) {
 		if (ended(r->state))
 			return set_err(e, SAGA_ESTATE, "instance %lld has ended (%s)", id,
 			               saga_state_name((saga_state)r->state));
@@ -194,7 +294,7 @@ static int refusal(saga_engine *e, const inst *in, enum op op)
 	if (r->state != SAGA_STUCK)
 		return set_err(e, SAGA_ESTATE, "instance %lld is not STUCK (%s)", id,
 		               saga_state_name((saga_state)r->state));
-	if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
+	if (verb == CMD_RESUME && r->phase == SAGA_PHASE_COMPENSATION && r->comp_done_any)
 		return set_err(e, SAGA_ESTATE,
 		               "instance %lld: a compensation has completed; "
 		               "it cannot resume forward",
@@ -202,97 +302,191 @@ static int refusal(saga_engine *e, const inst *in, enum op op)
 	return SAGA_OK;
 }
 
-/* Cancels an instance that may be cancelled. */
-static int cancel(saga_engine *e, inst *in, bool temp)
+/* Cancels an instance at rest that may be cancelled. */
+static int do_cancel(saga_engine *e, inst *in)
 {
-	saga_row *r = &in->row;
-	int rc;
-	if (!temp && in->stage != STAGE_PROCESS) {
-		/* An attempt is running: compensation starts after its answer. */
-		in->cancel_req = true;
-		rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,
-		            "cancel requested");
-		if ((rc = end_txn(e, rc)))
-			in->cancel_req = false;
-		return rc;
-	}
-	if ((rc = record(e, in, SAGA_EVENT_OPERATOR, -1, r->phase, 0, SAGA_OUTCOME_NONE,
-	                 "cancel")) == SAGA_OK) {
-		/* An async step still pending is uncertain: it is compensated. */
-		rc = start_compensation(e, in, SAGA_REASON_CANCEL, false);
-	}
-	return finish_command(e, in, temp, true, rc);
+	int rc = record(e, in, SAGA_EVENT_OPERATOR, -1, in->row.phase, 0, SAGA_OUTCOME_NONE,
+	                "cancel");
+	/* An async step still pending is uncertain: it is compensated. */
+	return rc ? rc : start_compensation(e, in, SAGA_REASON_CANCEL, false);
 }
 
 /* The operator verbs on a STUCK instance: retry the step, skip it, or
  * resume forward from a rollback. */
-static int operator_cmd(saga_engine *e, inst *in, bool temp, enum op op)
+static int do_operator(saga_engine *e, inst *in, int verb)
 {
-	static const char *const names[] = { "operator: retry", "operator: skip",
-		                             "operator: resume forward" };
 	saga_row *r = &in->row;
 	int acted_on = r->step, acted_phase = r->phase;
 	r->attempt = 0;
 	r->prev_delay = 0;
 	r->attempt_deadline = 0;
+	r->recoveries = 0;
 	r->due_at = now_wall(e);
 	r->error[0] = '\0';
-	if (op == OP_SKIP) {
+	if (verb == CMD_SKIP) {
 		if (r->phase == SAGA_PHASE_ACTION) {
 			r->step++;
 		} else {
 			r->step--;
 			r->comp_done_any = true;
 		}
-	} else if (op == OP_RESUME && r->phase == SAGA_PHASE_COMPENSATION) {
+	} else if (verb == CMD_RESUME && r->phase == SAGA_PHASE_COMPENSATION) {
 		r->phase = SAGA_PHASE_ACTION;
 		r->reason = SAGA_REASON_NONE;
 		r->step = r->fwd_started > 0 ? r->fwd_started - 1 : 0;
 	}
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
 	int rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
-	                names[op]);
-	if (rc == SAGA_OK)
-		rc = record_state(e, in, "resumed by an operator");
-	return finish_command(e, in, temp, true, rc);
+	                verb == CMD_RETRY  ? "operator: retry"
+	                : verb == CMD_SKIP ? "operator: skip"
+	                                   : "operator: resume forward");
+	return rc ? rc : record_state(e, in, "resumed by an operator");
+}
+
+static int do_verb(saga_engine *e, inst *in, int verb)
+{
+	return verb == CMD_CANCEL ? do_cancel(e, in) : do_operator(e, in, verb);
 }
 
 /* Cancel and the operator verbs: find the instance (in memory, or loaded
- * for the command), check that it accepts the command, and carry it out. */
-static int command(saga_engine *e, int64_t id, enum op op)
+ * for the command), check that it accepts the command, and carry it out or
+ * write it for its owner. */
+static int command(saga_engine *e, int64_t id, int verb)
 {
 	if (!e)
 		return SAGA_EINVAL;
 	pthread_mutex_lock(&e->mu);
 	inst *in = NULL;
 	bool temp = false;
-	int rc = get_inst(e, &in, &temp, id, NULL);
+	enum where where = AT_REST;
+	int rc = ensure_txn(e);
 	if (rc == SAGA_OK)
-		rc = refusal(e, in, op);
+		rc = get_inst(e, &in, &temp, &where, id, NULL, false);
+	/* Refused on what the store says now; the owner checks again when it
+	 * carries the command out. */
 	if (rc == SAGA_OK)
-		rc = op == OP_CANCEL ? cancel(e, in, temp) : operator_cmd(e, in, temp, op);
-	else if (in)
-		release_temp(e, in, temp, rc);
+		rc = refusal(e, in, verb);
+	if (rc == SAGA_OK && where == QUEUE) {
+		store_command c = { 0, in->row.id, verb, -1, 0, 0, NULL, now_wall(e) };
+		rc = queue_command(e, in, temp, &c);
+	} else if (rc == SAGA_OK) {
+		if (temp && in->row.owner == 0) {
+			/* Nobody's: this process takes it to carry the command out. */
+			release_temp(e, in, temp, SAGA_OK);
+			in = NULL;
+			rc = get_inst(e, &in, &temp, &where, id, NULL, true);
+		}
+		if (rc == SAGA_OK)
+			rc = finish_command(e, in, temp, do_verb(e, in, verb));
+	} else {
+		if (in)
+			release_temp(e, in, temp, rc);
+		abort_txn(e);
+	}
 	unlock_and_deliver(e);
 	return rc;
 }
 
 int saga_cancel(saga_engine *e, int64_t id)
 {
-	return command(e, id, OP_CANCEL);
+	return command(e, id, CMD_CANCEL);
 }
 
 int saga_operator_retry(saga_engine *e, int64_t id)
 {
-	return command(e, id, OP_RETRY);
+	return command(e, id, CMD_RETRY);
 }
 
 int saga_operator_skip(saga_engine *e, int64_t id)
 {
-	return command(e, id, OP_SKIP);
+	return command(e, id, CMD_SKIP);
 }
 
 int saga_operator_resume(saga_engine *e, int64_t id)
 {
-	return command(e, id, OP_RESUME);
+	return command(e, id, CMD_RESUME);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands written for this process, carried out in its rounds */
+
+void drop_cmds(saga_engine *e)
+{
+	for (size_t i = 0; i < e->ncmds; i++)
+		saga_free(&e->alloc, e->cmds[i].output);
+	saga_free(&e->alloc, e->cmds);
+	e->cmds = NULL;
+	e->ncmds = 0;
+}
+
+static int keep_cmd(const store_command *c, void *user)
+{
+	saga_engine *e = user;
+	queued_cmd *q = saga_realloc(&e->alloc, e->cmds, (e->ncmds + 1) * sizeof(*q));
+	if (!q)
+		return 1;
+	e->cmds = q;
+	q = &e->cmds[e->ncmds];
+	q->id = c->id;
+	q->instance = c->instance;
+	q->verb = c->verb;
+	q->step = c->step;
+	q->phase = c->phase;
+	q->result = c->result;
+	q->output = NULL;
+	if (c->output && !(q->output = saga_strdup(&e->alloc, c->output)))
+		return 1;
+	e->ncmds++;
+	if (!find_loaded(e, c->instance, NULL))
+		push_ready(e, c->instance);
+	return 0;
+}
+
+/* Reads the commands written for instances this process holds (all of
+ * them again: the list is rebuilt), queueing those not in memory. */
+int take_commands(saga_engine *e)
+{
+	drop_cmds(e);
+	int rc = store_commands(e->store, keep_cmd, e);
+	if (rc)
+		return store_err(e, rc);
+	return SAGA_OK;
+}
+
+/* Carries out, in the open transaction, the commands waiting for an
+ * instance that is at rest: between attempts, its last answer recorded. A
+ * command the instance refuses now is recorded as refused. */
+int apply_queued(saga_engine *e, inst *in)
+{
+	for (size_t i = 0; i < e->ncmds;) {
+		queued_cmd *q = &e->cmds[i];
+		if (q->instance != in->row.id) {
+			i++;
+			continue;
+		}
+		int rc;
+		if (q->verb == CMD_COMPLETE || q->verb == CMD_COMPLETE_EARLY) {
+			cJSON *out = q->output ? cJSON_Parse(q->output) : NULL;
+			if (q->output && !out)
+				return set_err(e, SAGA_ENOMEM, "out of memory");
+			int verdict;
+			rc = do_complete(e, in, q->step, q->phase, q->result, out,
+			                 q->verb == CMD_COMPLETE_EARLY, &verdict);
+		} else if (refusal(e, in, q->verb)) {
+			char msg[300];
+			saga_fmt(msg, sizeof(msg), "refused: %s", saga_engine_errmsg(e));
+			rc = record(e, in, SAGA_EVENT_OPERATOR, -1, in->row.phase, 0,
+			            SAGA_OUTCOME_NONE, msg);
+		} else {
+			rc = do_verb(e, in, q->verb);
+		}
+		if (rc == SAGA_OK && (rc = store_delete_command(e->store, q->id)))
+			rc = store_err(e, rc);
+		if (rc)
+			return rc;
+		saga_free(&e->alloc, q->output);
+		memmove(q, q + 1, (e->ncmds - i - 1) * sizeof(*q)); /* in their order */
+		e->ncmds--;
+	}
+	return SAGA_OK;
 }

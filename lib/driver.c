@@ -31,7 +31,7 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 	int rc;
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
-		if (in->stage != STAGE_RESULT && in->stage != STAGE_PROCESS)
+		if ((in->stage != STAGE_RESULT && in->stage != STAGE_PROCESS) || in->lost)
 			continue;
 		/* From here its memory is ahead of the store until the commit. */
 		in->uncommitted = true;
@@ -41,6 +41,9 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 				goto fail;
 			in->stage = STAGE_PROCESS;
 		}
+		/* Commands written for it while it ran, or by other processes. */
+		if (e->ncmds && !in->row.inflight && (rc = apply_queued(e, in)))
+			goto fail;
 		enum next next;
 		if ((rc = advance(e, in, &next)) || (rc = put_instance(e, in)))
 			goto fail;
@@ -48,9 +51,11 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 	}
 	if ((rc = commit_txn(e)))
 		goto fail;
-	/* Parked and finished instances leave memory only once durable. */
+	/* Parked and finished instances leave memory only once durable; those
+	 * lost to another process, at once. */
 	for (size_t i = e->nloaded; i-- > 0;)
-		if (e->loaded[i]->stage == STAGE_DONE)
+		if (e->loaded[i]->stage == STAGE_DONE ||
+		    (e->loaded[i]->lost && e->loaded[i]->stage != STAGE_INVOKING))
 			unload(e, i);
 	return SAGA_OK;
 fail:
@@ -108,11 +113,31 @@ static void invoke(saga_engine *e, inst *in)
 	memcpy(in->err, c.err, sizeof(in->err));
 }
 
+/* A callback starts only with its start committed and enough lease left
+ * (the margin): a process paused for less than the margin cannot have lost
+ * the instance while it runs. Right after a commit the lease is fresh; a
+ * slow commit may have used it up: then it is renewed first. */
+static bool lease_margin(saga_engine *e)
+{
+	if (store_lease_left(e->store) >= e->margin_ms)
+		return true;
+	int rc = ensure_txn(e);
+	if (rc == SAGA_OK)
+		rc = commit_txn(e);
+	if (rc) {
+		abort_txn(e);
+		log_at(e, SAGA_LOG_WARN, "cannot renew the lease before invoking: %s",
+		       saga_engine_errmsg(e));
+		return false;
+	}
+	return store_lease_left(e->store) >= e->margin_ms;
+}
+
 /* Is any loaded instance at stage st? */
 bool has_stage(saga_engine *e, enum stage st)
 {
 	for (size_t i = 0; i < e->nloaded; i++)
-		if (e->loaded[i]->stage == st)
+		if (e->loaded[i]->stage == st && !e->loaded[i]->lost)
 			return true;
 	return false;
 }
@@ -163,8 +188,9 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 		rc = ss ? round_with_starts(e, &w) : process_round(e);
 	inst *batch[SAGA_MAX_IN_FLIGHT_MAX];
 	size_t n = 0;
-	for (size_t i = 0; i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
-		if (e->loaded[i]->stage == STAGE_INVOKE) {
+	bool margin = lease_margin(e);
+	for (size_t i = 0; margin && i < e->nloaded && n < sizeof(batch) / sizeof(batch[0]); i++) {
+		if (e->loaded[i]->stage == STAGE_INVOKE && !e->loaded[i]->lost) {
 			e->loaded[i]->stage = STAGE_INVOKING;
 			batch[n++] = e->loaded[i];
 		}
@@ -283,6 +309,10 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 	uint64_t now = now_wall(e);
 	if (e->nloaded || e->ready_len || !e->active_scanned)
 		nd = now;
+	/* Other processes may leave work (commands, orphans): look again
+	 * within a poll. */
+	if (e->peers && (!nd || nd > now + SAGA_POLL_MS))
+		nd = now + SAGA_POLL_MS;
 	if (nd && nd <= now)
 		fd_signal(e); /* a timer fell due: the poll loop runs a round */
 	*out = nd;
@@ -297,10 +327,12 @@ enum { WAKE_NONE, WAKE_ON_ANY, WAKE_ON_LAST };
 static void hand_to_workers(saga_engine *e)
 {
 	unsigned int n = 0;
+	if (!has_stage(e, STAGE_INVOKE) || !lease_margin(e))
+		return;
 	pthread_mutex_lock(&e->qmu);
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
-		if (in->stage != STAGE_INVOKE)
+		if (in->stage != STAGE_INVOKE || in->lost)
 			continue;
 		in->stage = STAGE_INVOKING;
 		in->qnext = NULL;

@@ -9,6 +9,8 @@
 
 /* max_in_flight when the options give 0. */
 #define MAX_IN_FLIGHT_DEFAULT 256u
+/* lease_ms when the options give 0. */
+#define LEASE_DEFAULT_MS 10000u
 
 /* Checks every option against its documented range (saga.h), before
  * anything is allocated or any file is touched. */
@@ -47,6 +49,19 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		         (unsigned long)STORE_BUSY_TIMEOUT_DEFAULT);
 		return SAGA_EINVAL;
 	}
+	if (o->lease_ms && (o->lease_ms < SAGA_LEASE_MIN || o->lease_ms > SAGA_LEASE_MAX)) {
+		saga_fmt(errmsg, errsize, "invalid options: lease_ms is %lu, not %lu .. %lu (0 = %lu)",
+		         (unsigned long)o->lease_ms, (unsigned long)SAGA_LEASE_MIN,
+		         (unsigned long)SAGA_LEASE_MAX, (unsigned long)LEASE_DEFAULT_MS);
+		return SAGA_EINVAL;
+	}
+	uint32_t lease = o->lease_ms ? o->lease_ms : LEASE_DEFAULT_MS;
+	if (o->lease_margin_ms >= lease) {
+		saga_fmt(errmsg, errsize,
+		         "invalid options: lease_margin_ms is %lu, not below the lease (%lu ms)",
+		         (unsigned long)o->lease_margin_ms, (unsigned long)lease);
+		return SAGA_EINVAL;
+	}
 	if (o->deferred_start != 0 && o->deferred_start != 1) {
 		saga_fmt(errmsg, errsize, "invalid options: deferred_start %d is neither 0 nor 1",
 		         o->deferred_start);
@@ -64,11 +79,13 @@ static int read_options(saga_options *out, const saga_options *o, char *errmsg, 
 	*out = defaults;
 	if (o->version == 1) {
 		memcpy(out, o, offsetof(saga_options, deferred_start));
+	} else if (o->version == 2) {
+		memcpy(out, o, offsetof(saga_options, lease_ms));
 	} else if (o->version == SAGA_OPTIONS_VERSION) {
 		*out = *o;
 	} else {
 		saga_fmt(errmsg, errsize,
-		         "invalid options: version is %u, not 1 or SAGA_OPTIONS_VERSION (%u)",
+		         "invalid options: version is %u, not 1, 2 or SAGA_OPTIONS_VERSION (%u)",
 		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
 		return SAGA_EINVAL;
 	}
@@ -205,9 +222,15 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 		rc = SAGA_ENOMEM;
 		goto fail;
 	}
+	e->lease_ms = o->lease_ms ? o->lease_ms : LEASE_DEFAULT_MS;
+	e->margin_ms = o->lease_margin_ms ? o->lease_margin_ms : e->lease_ms / 2;
 	if ((rc = store_open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
 	                     errsize)))
 		goto fail;
+	if ((rc = store_register(e->store, e->lease_ms))) {
+		saga_fmt(errmsg, errsize, "%s", store_errmsg(e->store));
+		goto fail;
+	}
 	if (!o->deferred_start) {
 		if ((rc = start_threads(e, errmsg, errsize)))
 			goto fail;
@@ -263,6 +286,12 @@ void saga_engine_close(saga_engine *e)
 	unlock_and_deliver(e);
 	while (e->nloaded)
 		unload(e, 0);
+	/* Everything unfinished goes back to the pool: another process takes
+	 * it over at once, without waiting for this lease to lapse. */
+	if (store_retire(e->store) != SAGA_OK)
+		log_at(e, SAGA_LOG_ERROR, "close: cannot hand the instances back: %s",
+		       store_errmsg(e->store));
+	drop_cmds(e);
 	drop_events(e);
 	saga_free(&e->alloc, e->events);
 	for (size_t i = 0; i < e->ndefs; i++) {

@@ -69,12 +69,9 @@ typedef struct inst {
 	cJSON *context;       /* the saga's context, parsed from row.context */
 	bool context_changed; /* context differs from row.context */
 	enum stage stage;
-	bool cancel_req;
+	bool lost; /* its owner's lease lapsed while it ran: dropped when it answers */
 	bool fresh_start; /* the start of the current attempt was recorded by this process */
 	bool uncommitted; /* changed in the open transaction */
-	bool has_early;   /* saga_complete arrived while the action still ran */
-	saga_step_result early;
-	cJSON *early_output;
 	/* the answer of the last invocation */
 	saga_step_result res;
 	cJSON *puts;
@@ -86,6 +83,15 @@ typedef struct inst {
 	bool has_permit;
 	struct inst *qnext; /* next in the driver's and workers' lists (qmu) */
 } inst;
+
+/* A command read from the store, waiting for its instance to be at rest
+ * (resume.c, command.c). */
+enum cmd_verb { CMD_CANCEL, CMD_RETRY, CMD_SKIP, CMD_RESUME, CMD_COMPLETE, CMD_COMPLETE_EARLY };
+typedef struct queued_cmd {
+	int64_t id, instance;
+	int verb, step, phase, result;
+	char *output; /* owned JSON text, or NULL */
+} queued_cmd;
 
 /* An event waiting for its commit, then for the listeners (txn.c). */
 typedef struct pending_event {
@@ -152,6 +158,13 @@ struct saga_engine {
 	uint64_t txn_started; /* instances created in it */
 	bool txn_states;      /* a change of state was recorded in it */
 	saga_stats stats;
+	/* Many processes on one store (resume.c, txn.c) */
+	uint64_t lease_ms, margin_ms;
+	uint64_t next_poll;   /* mono ms: the next look for other processes' work */
+	int peers;            /* other live owners at the last look */
+	bool look_now;        /* a command was queued here: look at the next round */
+	struct queued_cmd *cmds; /* commands read for instances this owner holds */
+	size_t ncmds;
 	pending_event *events;
 	size_t nevents, events_cap;
 	unsigned int invoking; /* callbacks running */
@@ -255,6 +268,7 @@ void listeners_free(saga_engine *e);
 
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);
+int serve_all(saga_engine *e);
 void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail);
@@ -307,6 +321,12 @@ void *worker_main(void *arg);
 void *driver_main(void *arg);
 struct timespec deadline_after_ms(uint64_t ms);
 uint64_t nap_until_timer(saga_engine *e, uint64_t ms);
+
+/* ---- commands (command.c) ---- */
+int apply_queued(saga_engine *e, inst *in);
+int take_commands(saga_engine *e);
+void drop_cmds(saga_engine *e);
+int look_outside(saga_engine *e);
 
 /* ---- the read side (query.c); with the mutex ---- */
 int get_info(saga_engine *e, saga_instance_info *out, int64_t id);

@@ -46,6 +46,8 @@ const char *saga_strerror(int code)
 		return "policy configuration refused";
 	case SAGA_ECLOSED:
 		return "engine is closing";
+	case SAGA_EFENCED:
+		return "ownership lost to another process";
 	default:
 		return "unknown error code";
 	}
@@ -130,6 +132,8 @@ const char *saga_reason_name(saga_reason r)
 		return "timeout";
 	case SAGA_REASON_CANCEL:
 		return "cancel";
+	case SAGA_REASON_CRASH_LOOP:
+		return "crash loop";
 	}
 	return "unknown";
 }

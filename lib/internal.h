@@ -115,6 +115,10 @@ typedef struct saga_row {
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
+	int64_t owner;        /* the owning process's epoch; 0 = nobody (the pool) */
+	int64_t fence;        /* grows on every change of owner (saga_step_fence) */
+	int64_t next_seq;     /* the seq of this instance's next history row */
+	int64_t recoveries;   /* claims of it with an attempt interrupted, in a row */
 	int stored_state;    /* state and due_at as last read or written: a */
 	uint64_t stored_due; /* hint that a write need not touch the indexes */
 	char error[256];
@@ -123,6 +127,8 @@ typedef struct saga_row {
 
 typedef struct saga_hist {
 	int64_t instance;
+	int64_t seq; /* per instance, from its row's next_seq */
+	int64_t fence;
 	uint64_t at;
 	int type;
 	int state;
@@ -140,6 +146,62 @@ int store_open(saga_store **out, const char *path, saga_durability durability, u
                const saga_alloc *alloc, char *err, size_t err_size);
 void store_close(saga_store *s);
 const char *store_errmsg(const saga_store *s);
+
+/* ---- ownership: owners with leases, fenced writes, claims ----
+ * A store handle writes as one owner (an epoch, never reused). Its lease
+ * is renewed, conditionally, by every store_begin: a lapsed lease gives
+ * SAGA_EFENCED and is never renewed again; the handle must register anew.
+ * Every instance write is fenced (owner and fence as loaded): SAGA_EFENCED
+ * when the store holds another owner or fence. */
+/* Registers a new owner (its own transaction) with a lease of lease_ms, and
+ * declares the definitions it runs from then on through store_serve. The
+ * previous epoch of this handle, if any, is retired with its instances
+ * handed back. */
+int store_register(saga_store *s, uint64_t lease_ms);
+int64_t store_epoch(const saga_store *s);
+/* Milliseconds of lease left (0 when lapsed), on the lease clock. */
+uint64_t store_lease_left(const saga_store *s);
+/* Declares that this owner runs a definition (name, version): claims take
+ * only those. */
+int store_serve(saga_store *s, const char *name, int version);
+/* Hands every unfinished instance of this owner back to the pool and
+ * retires the owner (its own transaction). */
+int store_retire(saga_store *s);
+/* Owners whose lease lapsed, or whose process is gone (on this host), are
+ * marked dead and their unfinished instances go back to the pool, in the
+ * open transaction or, without one, in a transaction of its own when there
+ * is any. *live receives how many other owners are live. */
+int store_reap(saga_store *s, int64_t *reaped, int *live);
+/* In the open transaction: takes up to `limit` unowned instances due by
+ * `now` of the definitions this owner serves (their fence grows by one),
+ * calling fn with each id. */
+typedef int (*store_id_fn)(int64_t id, void *user);
+int store_claim(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
+/* In the open transaction: takes instance `id` if nobody owns it and it is
+ * unfinished or STUCK (*claimed says if it did). */
+int store_claim_one(saga_store *s, int64_t id, bool *claimed);
+/* Has another connection committed since the last call? (the first call
+ * says yes) */
+int store_changed(saga_store *s, bool *changed);
+
+/* ---- commands: requests for an instance another process owns ---- */
+typedef struct store_command {
+	int64_t id;
+	int64_t instance;
+	int verb; /* enum cmd_verb (engine) */
+	int step, phase, result;
+	const char *output; /* JSON text or NULL; borrowed */
+	uint64_t requested_at;
+} store_command;
+/* Inserts a command (in the open transaction). */
+int store_put_command(saga_store *s, const store_command *c);
+/* Calls fn for each command addressed to an instance this owner holds, in
+ * the order they were made; nonzero from fn stops. */
+typedef int (*store_command_fn)(const store_command *c, void *user);
+int store_commands(saga_store *s, store_command_fn fn, void *user);
+/* Deletes a command carried out (in the open transaction). */
+int store_delete_command(saga_store *s, int64_t id);
+
 int store_begin(saga_store *s);
 int store_commit(saga_store *s);
 void store_rollback(saga_store *s);
@@ -153,13 +215,17 @@ int store_update(saga_store *s, saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
 int store_find_bkey(saga_store *s, int64_t *id, const char *bkey);
-int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq);
-/* Calls fn for the ids of instances in RUNNING or COMPENSATING (recovery),
- * or of WAITING ones due by `now` (at most `limit`). nonzero from fn stops. */
-typedef int (*store_id_fn)(int64_t id, void *user);
+int store_add_history(saga_store *s, const saga_hist *h);
+/* Calls fn for the ids of this owner's instances in RUNNING or
+ * COMPENSATING, or of its WAITING ones due by `now` (at most `limit`).
+ * nonzero from fn stops. */
 int store_scan_active(saga_store *s, store_id_fn fn, void *user);
 int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
+/* The earliest due time of this owner's parked instances and of the
+ * unowned ones it could claim; 0 = none. */
 int store_next_due(saga_store *s, uint64_t *out);
+/* The earliest due time of the unowned instances this owner could claim. */
+int store_next_due_pool(saga_store *s, uint64_t *out);
 /* The outcome of the last attempt-end of (instance, step, phase), or 0. */
 int store_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome);
 int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,

@@ -15,7 +15,6 @@ void free_inst(saga_engine *e, inst *in)
 		saga_breaker_record(in->breaker, &in->permit, SAGA_CALL_IGNORED);
 	cJSON_Delete(in->context);
 	cJSON_Delete(in->puts);
-	cJSON_Delete(in->early_output);
 	saga_free(&e->alloc, in->row.context);
 	saga_free(&e->alloc, in);
 }
@@ -161,10 +160,62 @@ static int quarantine_add(saga_engine *e, int64_t id)
 	return SAGA_OK;
 }
 
+/* Work that other processes made, or left: looked for every SAGA_POLL_MS,
+ * and at once when another connection has committed (PRAGMA
+ * data_version) or a command was written here. Owners that are gone are
+ * reaped (their instances go back to the pool), unowned due instances are
+ * claimed up to the room in memory, and the commands for this owner's
+ * instances are read. Also the heartbeat: the lease is renewed (by a
+ * transaction) once a third of it has passed. */
+int look_outside(saga_engine *e)
+{
+	uint64_t now = saga_sys_mono_ms(NULL);
+	bool changed = false;
+	int rc = store_changed(e->store, &changed);
+	if (rc)
+		return store_err(e, rc);
+	if (store_lease_left(e->store) < e->lease_ms - e->lease_ms / 3 && (rc = ensure_txn(e)))
+		return rc;
+	bool poll = now >= e->next_poll;
+	if (!changed && !poll && !e->look_now)
+		return SAGA_OK;
+	e->look_now = false;
+	if (poll) {
+		e->next_poll = now + SAGA_POLL_MS;
+		int64_t reaped = 0;
+		int live = 0;
+		if ((rc = store_reap(e->store, &reaped, &live)))
+			return store_err(e, rc);
+		if (reaped)
+			log_at(e, SAGA_LOG_INFO,
+			       "%lld owner(s) gone: their unfinished instances are back in the pool",
+			       (long long)reaped);
+		e->peers = live;
+	}
+	size_t busy = e->nloaded + e->ready_len;
+	if (busy < e->max_in_flight) {
+		uint64_t nd = 0, wall = now_wall(e);
+		if ((rc = store_next_due_pool(e->store, &nd)))
+			return store_err(e, rc);
+		if (nd && nd <= wall) {
+			int room = (int)(e->max_in_flight - busy);
+			if ((rc = ensure_txn(e)))
+				return rc;
+			if ((rc = store_claim(e->store, wall, room, queue_id, e)))
+				return store_err(e, rc);
+		} else if (nd && (e->next_timer == 0 || nd < e->next_timer)) {
+			e->next_timer = nd;
+		}
+	}
+	return take_commands(e);
+}
+
 /* Brings due instances into memory, up to max_in_flight. */
 int fill(saga_engine *e)
 {
-	int rc;
+	int rc = look_outside(e);
+	if (rc)
+		return rc;
 	if (!e->active_scanned) {
 		e->active_scanned = true;
 		if ((rc = store_scan_active(e->store, queue_id, e)))
@@ -207,6 +258,10 @@ int fill(saga_engine *e)
 		}
 		if (rc)
 			return rc;
+		if (in && in->row.owner != store_epoch(e->store)) {
+			free_inst(e, in); /* not this process's (any more) */
+			continue;
+		}
 		if (!in)
 			continue;
 		in->stage = STAGE_PROCESS;

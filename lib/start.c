@@ -94,11 +94,19 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
 	if ((rc = ensure_txn(e)) == SAGA_OK) {
-		if ((rc = store_insert(e->store, r)))
+		/* This process runs what it starts. The row is written with the
+		 * seq after its CREATED row's, which is written next (it needs
+		 * the id). */
+		r->owner = store_epoch(e->store);
+		r->fence = 1;
+		r->next_seq = 2;
+		if ((rc = store_insert(e->store, r))) {
 			rc = store_err(e, rc);
-		else
+		} else {
+			r->next_seq = 1;
 			rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
 			            q->business_key ? q->business_key : "");
+		}
 	}
 	if (rc == SAGA_OK) {
 		*id = r->id;

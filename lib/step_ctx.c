@@ -76,3 +76,8 @@ const char *saga_step_business_key(const saga_step_ctx *c)
 {
 	return c && c->in->row.has_bkey ? c->in->row.bkey : NULL;
 }
+
+int64_t saga_step_fence(const saga_step_ctx *c)
+{
+	return c ? c->in->row.fence : 0;
+}

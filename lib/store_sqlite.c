@@ -10,6 +10,7 @@
  * move out (store_open.c) when a second backend brings a store interface
  * (docs/architecture.md, "A new store").
  * SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE /* F_OFD_SETLK, CLOCK_BOOTTIME */
 #include "internal.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SAGA_APPLICATION_ID 0x53414741 /* "SAGA" */
@@ -94,6 +96,35 @@ static const char *const migrations[] = {
 	"CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
 	"CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
 	"CREATE INDEX instances_finished ON instances(state, finished_at) WHERE state >= 3;",
+	/* 4: many processes on one store. Owners with leases; each instance
+	 * names its owner (0 = nobody: the pool) and a fence that grows with
+	 * every change of owner; the history's seq counts per instance (the
+	 * store-wide counter row would serialise every writer), and each row
+	 * keeps the fence it was written under; commands for instances another
+	 * process owns wait in a table of their own. */
+	"CREATE TABLE owners("
+	"  epoch INTEGER PRIMARY KEY AUTOINCREMENT, host TEXT NOT NULL, pid INTEGER NOT NULL,"
+	"  boot_id TEXT NOT NULL, started_at INTEGER NOT NULL, lease_until INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL);"
+	"CREATE TABLE owner_defs(epoch INTEGER NOT NULL, def_name TEXT NOT NULL,"
+	"  def_version INTEGER NOT NULL, PRIMARY KEY(epoch, def_name, def_version))"
+	"  WITHOUT ROWID;"
+	"CREATE TABLE commands("
+	"  id INTEGER PRIMARY KEY, instance INTEGER NOT NULL, verb INTEGER NOT NULL,"
+	"  step INTEGER NOT NULL, phase INTEGER NOT NULL, result INTEGER NOT NULL,"
+	"  output TEXT, requested_at INTEGER NOT NULL, origin INTEGER NOT NULL);"
+	"CREATE INDEX commands_instance ON commands(instance, id);"
+	"ALTER TABLE instances ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE instances ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE instances ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1;"
+	"ALTER TABLE instances ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE instances SET next_seq = 1 + coalesce((SELECT max(seq) FROM history"
+	"  WHERE history.instance = instances.id), 0);"
+	"ALTER TABLE history ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;"
+	"DROP TABLE counters;"
+	"DROP INDEX instances_waiting;"
+	"CREATE INDEX instances_waiting ON instances(owner, due_at) WHERE state = 1;"
+	"CREATE INDEX instances_pool ON instances(due_at) WHERE owner = 0 AND state < 3;",
 };
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
@@ -101,7 +132,7 @@ static const char *const migrations[] = {
 	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"      \
 	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"     \
 	" deadline_at, attempt_deadline, step_since, prev_delay, created_at, updated_at," \
-	" error, context"
+	" error, context, owner, fence, next_seq, recoveries"
 
 /* The columns of ROW_COLUMNS in order, as read_row reads them; the row
  * statements bind column c as parameter c + 1 (PARAM), so ?N in their SQL
@@ -132,10 +163,14 @@ enum row_col {
 	COL_UPDATED_AT,
 	COL_ERROR,
 	COL_CONTEXT,
+	COL_OWNER,
+	COL_FENCE,
+	COL_NEXT_SEQ,
+	COL_RECOVERIES,
 	COL_FINISHED_AT
 };
 #define PARAM(col) ((col) + 1)
-_Static_assert(PARAM(COL_FINISHED_AT) == 25, "ST_INSERT binds finished_at as ?25");
+_Static_assert(PARAM(COL_FINISHED_AT) == 29, "ST_INSERT binds finished_at as ?29");
 
 enum stmt_id {
 	ST_BEGIN,
@@ -146,8 +181,6 @@ enum stmt_id {
 	ST_INSERT,
 	ST_UPDATE,
 	ST_PROGRESS,
-	ST_SEQ_GET,
-	ST_SEQ_PUT,
 	ST_LOAD,
 	ST_LOAD_UID,
 	ST_FIND_BKEY,
@@ -167,18 +200,32 @@ enum stmt_id {
 	ST_PURGE_INST,
 	ST_JSON_VALID,
 	ST_HIST_ADD_MANY,
+	ST_RENEW,
+	ST_SERVE,
+	ST_OWNERS_LIVE,
+	ST_OWNER_END,
+	ST_OWNER_RELEASE,
+	ST_OWNER_UNSERVE,
+	ST_CLAIM,
+	ST_CLAIM_ONE,
+	ST_NEXT_DUE_POOL,
+	ST_CMD_PUT,
+	ST_CMD_LIST,
+	ST_CMD_DEL,
+	ST_PURGE_CMDS,
+	ST_DATA_VERSION,
 	ST_COUNT
 };
 
 /* History rows wait in memory until the commit (or a read of the history)
  * and go in HIST_MANY at a time: one statement for many rows. */
 #define HIST_MANY   32
-#define HIST_ROW    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#define HIST_ROW    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #define HIST_ROWS4  HIST_ROW "," HIST_ROW "," HIST_ROW "," HIST_ROW
 #define HIST_ROWS16 HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4 "," HIST_ROWS4
 #define HIST_INSERT                                                        \
 	"INSERT INTO history(instance, seq, at, type, state, step, phase," \
-	" attempt, outcome, detail) VALUES "
+	" attempt, outcome, detail, fence) VALUES "
 
 /* The filters of a page after its id and state terms: ?2 definition name
  * (NULL = any), ?3 version (0 = any), ?4..?5 created and ?6..?7 updated
@@ -196,15 +243,18 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_DEF_PUT] = "INSERT INTO definitions(name, version, snapshot) VALUES (?1, ?2, ?3)",
 	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ", finished_at) VALUES (NULL, ?2, ?3,"
 	              " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
-	              " ?20, ?21, ?22, ?23, ?24, ?25)",
+	              " ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
 	[ST_UPDATE] = "UPDATE instances SET state = ?6, phase = ?7, step = ?8, attempt = ?9,"
 	              " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
 	              " fwd_started = ?14, comp_done_any = ?15, due_at = ?16, deadline_at = ?17,"
 	              " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
-	              " updated_at = ?22, error = ?23, context = ?24,"
+	              " updated_at = ?22, error = ?23, context = ?24, next_seq = ?27,"
+	              " recoveries = ?28,"
+	              /* an ended instance belongs to nobody */
+	              " owner = CASE WHEN ?6 < 3 THEN ?25 ELSE 0 END,"
 	              /* the time it reached its final state, kept while it stays there */
 	              " finished_at = CASE WHEN ?6 < 3 THEN 0 WHEN state = ?6 THEN finished_at"
-	              " ELSE ?22 END WHERE id = ?1",
+	              " ELSE ?22 END WHERE id = ?1 AND owner = ?25 AND fence = ?26",
 	/* The same row when its indexed columns (state, due_at, and with the
 	 * state finished_at) keep their values: no index is touched (setting an
 	 * indexed column costs its index's upkeep even when the value is the
@@ -214,24 +264,24 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                " inflight = ?10, pending = ?11, pivot_done = ?12, reason = ?13,"
 	                " fwd_started = ?14, comp_done_any = ?15, deadline_at = ?17,"
 	                " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
-	                " updated_at = ?22, error = ?23, context = ?24"
-	                " WHERE id = ?1 AND state = ?6 AND due_at = ?16",
-	[ST_SEQ_GET] = "SELECT next_seq FROM counters",
-	[ST_SEQ_PUT] = "UPDATE counters SET next_seq = ?1",
+	                " updated_at = ?22, error = ?23, context = ?24, next_seq = ?27,"
+	                " recoveries = ?28 WHERE id = ?1 AND state = ?6 AND due_at = ?16"
+	                " AND owner = ?25 AND fence = ?26",
 	[ST_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ?1",
 	[ST_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = ?1",
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
 	[ST_HIST_ADD] = HIST_INSERT HIST_ROW,
 	[ST_HIST_ADD_MANY] = HIST_INSERT HIST_ROWS16 "," HIST_ROWS16,
-	[ST_SCAN_ACTIVE] =
-	        "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2) ORDER BY id",
-	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1"
-	                " ORDER BY due_at LIMIT ?2",
-	[ST_NEXT_DUE] = "SELECT min(due_at) FROM instances WHERE state = 1 AND due_at > 0",
+	[ST_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2)"
+	                   " AND owner = ?1 ORDER BY id",
+	[ST_SCAN_DUE] = "SELECT id FROM instances WHERE state = 1 AND owner = ?3 AND due_at > 0"
+	                " AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+	[ST_NEXT_DUE] = "SELECT min(due_at) FROM instances WHERE state = 1 AND owner = ?1"
+	                " AND due_at > 0",
 	[ST_LAST_OUTCOME] = "SELECT outcome FROM history WHERE instance = ?1 AND step = ?2 AND"
 	                    " phase = ?3 AND type = 3 ORDER BY seq DESC LIMIT 1",
-	[ST_HISTORY] = "SELECT seq, at, type, state, step, phase, attempt, outcome, detail"
-	               " FROM history WHERE instance = ?1 ORDER BY seq",
+	[ST_HISTORY] = "SELECT seq, at, type, state, step, phase, attempt, outcome, detail,"
+	               " fence FROM history WHERE instance = ?1 ORDER BY seq",
 	/* A page of a listing (keyset paging on id). With a state filter, an
 	 * unfinished state reads the instances_state index (state, then id),
 	 * whose partial condition the literal "state < 3" lets SQLite use. */
@@ -248,26 +298,64 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
 	[ST_PURGE_INST] = "DELETE FROM instances WHERE id = ?1 AND state = ?2",
 	[ST_JSON_VALID] = "SELECT json_valid(?1)",
+	/* Ownership. The lease is renewed only while it runs: a lapsed one
+	 * never comes back (the owner registers anew). */
+	[ST_RENEW] = "UPDATE owners SET lease_until = ?2 + ?3 WHERE epoch = ?1 AND state = 0"
+	             " AND lease_until > ?2",
+	[ST_SERVE] = "INSERT OR IGNORE INTO owner_defs(epoch, def_name, def_version)"
+	             " VALUES (?1, ?2, ?3)",
+	[ST_OWNERS_LIVE] = "SELECT epoch, lease_until, boot_id FROM owners WHERE state = 0"
+	                   " AND epoch <> ?1",
+	[ST_OWNER_END] = "UPDATE owners SET state = ?2 WHERE epoch = ?1 AND state = 0",
+	[ST_OWNER_RELEASE] = "UPDATE instances SET owner = 0 WHERE state < 3 AND owner = ?1",
+	[ST_OWNER_UNSERVE] = "DELETE FROM owner_defs WHERE epoch = ?1",
+	/* A claim: unowned instances that are due, of the definitions this
+	 * owner serves, earliest first; each one's fence grows, and an
+	 * interrupted attempt counts a recovery. */
+	[ST_CLAIM] = "UPDATE instances SET owner = ?1, fence = fence + 1,"
+	             " recoveries = recoveries + inflight WHERE id IN (SELECT id FROM instances"
+	             " WHERE owner = 0 AND state < 3 AND (state <> 1 OR due_at > 0)"
+	             " AND due_at <= ?2 AND (def_name, def_version) IN (SELECT def_name,"
+	             " def_version FROM owner_defs WHERE epoch = ?1) ORDER BY due_at LIMIT ?3)"
+	             " RETURNING id",
+	/* One instance a command acts on, unowned and unfinished or STUCK. */
+	[ST_CLAIM_ONE] = "UPDATE instances SET owner = ?1, fence = fence + 1,"
+	                 " recoveries = recoveries + inflight WHERE id = ?2 AND owner = 0"
+	                 " AND (state < 3 OR state = 5)",
+	[ST_NEXT_DUE_POOL] = "SELECT min(max(due_at, 1)) FROM instances WHERE owner = 0"
+	                     " AND state < 3 AND (state <> 1 OR due_at > 0) AND (def_name,"
+	                     " def_version) IN (SELECT def_name, def_version FROM owner_defs"
+	                     " WHERE epoch = ?1)",
+	[ST_CMD_PUT] = "INSERT INTO commands(instance, verb, step, phase, result, output,"
+	               " requested_at, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[ST_CMD_LIST] = "SELECT c.id, c.instance, c.verb, c.step, c.phase, c.result, c.output,"
+	                " c.requested_at FROM commands c JOIN instances i ON i.id = c.instance"
+	                " WHERE i.owner = ?1 ORDER BY c.id",
+	[ST_CMD_DEL] = "DELETE FROM commands WHERE id = ?1",
+	[ST_PURGE_CMDS] = "DELETE FROM commands WHERE instance = ?1",
+	[ST_DATA_VERSION] = "PRAGMA data_version",
 };
 
 /* A history row waiting for its statement. Its detail is a copy: in small
  * when it fits, else in big. */
 struct hist_entry {
 	saga_hist h;
-	int64_t seq;
 	char *big;
 	char small[48];
 };
 
 struct saga_store {
-	int lock_fd; /* "<path>-lock", holding flock(LOCK_EX): one engine per store */
+	int lock_fd; /* "<path>-lock": a shared flock, and this owner's byte (OFD lock) */
 	char *path;  /* the store's canonical absolute path */
 	char *side;  /* room for path + a suffix (side_name) */
 	size_t side_size;
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
-	int64_t next_seq;        /* the next history row's seq */
-	int64_t stored_seq;      /* next_seq as the last commit left it */
+	int64_t epoch;           /* this handle's owner; 0 = none registered */
+	uint64_t lease_ms;       /* its lease's length */
+	uint64_t lease_until;    /* when it lapses (lease clock), as last renewed */
+	char boot_id[40];        /* this boot's id: the lease clock's epoch */
+	int64_t data_version;    /* PRAGMA data_version as last read; -1 = never */
 	struct hist_entry *hist; /* history rows not written yet, oldest first */
 	size_t nhist, hist_cap;
 	int hist_failed; /* rows were lost: the transaction cannot commit */
@@ -298,6 +386,12 @@ static int fail(saga_store *s, int rc, const char *what)
 			goto done;                  \
 		}                                   \
 	} while (0)
+
+/* A time bound as SQLite holds it: never past the largest signed value. */
+static sqlite3_int64 time_param(uint64_t t)
+{
+	return t > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)t;
+}
 
 /* Makes a statement ready for its next use, and passes rc on. */
 static int done_with(sqlite3_stmt *st, int rc)
@@ -422,9 +516,10 @@ fail:
 	return rc;
 }
 
-static int load_seq(saga_store *s);
 static int flush_history(saga_store *s);
 static void drop_history(saga_store *s);
+static int read_boot_id(saga_store *s);
+static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_int64 *out);
 
 /* ------------------------------------------------------------------------ */
 /* Opening a store
@@ -519,9 +614,19 @@ static int canonical_path(saga_store *s, const char *path)
 	return SAGA_OK;
 }
 
-/* Takes the store's lock: an exclusive flock on "<store>-lock", kept until
- * store_close. Two engines running the same instances would advance them
- * twice: the first engine to open a store owns it until it closes. */
+/* The lock file, "<store>-lock", created beside the store and never
+ * deleted, holds three kinds of lock, none on the database file itself:
+ * - a shared flock for as long as the store is open: an engine of a libsaga
+ *   before schema 4, which takes it exclusively, and this one keep each
+ *   other out (the older one cannot share the store);
+ * - a write lock on byte 0 while the store is opened, born or migrated, so
+ *   that only one process at a time does it;
+ * - a write lock on byte `epoch` for each owner registered through this
+ *   handle: while the process lives, the kernel holds it, so a peer on this
+ *   host that finds it free knows the owner is gone, not merely slow.
+ * The byte locks are open-file-description locks (F_OFD_SETLK): they
+ * belong to this descriptor, so two handles in one process do not share
+ * them, and nothing else this process closes can drop them. */
 static int take_lock(saga_store *s)
 {
 	const char *name = side_name(s, "-lock");
@@ -535,18 +640,58 @@ static int take_lock(saga_store *s)
 		return refuse(s, SAGA_EINVAL, "store: the lock file %s is not a regular file",
 		              name);
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+	if (flock(fd, LOCK_SH | LOCK_NB) != 0) {
 		int err = errno;
 		close(fd);
 		if (err == EWOULDBLOCK)
 			return refuse(s, SAGA_EBUSY,
-			              "store: %s is in use by another engine "
-			              "(its lock file %s is held)",
+			              "store: %s is in use by an engine of an older libsaga, "
+			              "which cannot share it (its lock file %s is held)",
 			              s->path, name);
 		return refuse(s, SAGA_EIO, "store: cannot lock %s: %s", name, strerror(err));
 	}
 	s->lock_fd = fd;
 	return SAGA_OK;
+}
+
+/* Sets (F_WRLCK), clears (F_UNLCK) or tests (test = true: *held says if
+ * another descriptor holds it) the lock on byte `at` of the lock file. */
+static int byte_lock(saga_store *s, int64_t at, short type, bool test, bool *held)
+{
+	struct flock fl;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)at;
+	fl.l_len = 1;
+	if (fcntl(s->lock_fd, test ? F_OFD_GETLK : F_OFD_SETLK, &fl) != 0)
+		return errno == EAGAIN || errno == EACCES ? SAGA_EBUSY : SAGA_EIO;
+	if (held)
+		*held = fl.l_type != F_UNLCK;
+	return SAGA_OK;
+}
+
+/* Takes byte 0 (opening, birth, migration), waiting for another process's
+ * open to finish, at most busy_ms. */
+static int lock_open(saga_store *s, uint32_t busy_ms)
+{
+	uint64_t waited = 0, limit = busy_ms ? busy_ms : STORE_BUSY_TIMEOUT_DEFAULT;
+	for (;;) {
+		int rc = byte_lock(s, 0, F_WRLCK, false, NULL);
+		if (rc != SAGA_EBUSY) {
+			if (rc)
+				return refuse(s, rc, "store: cannot lock %s-lock: %s", s->path,
+				              strerror(errno));
+			return SAGA_OK;
+		}
+		if (waited >= limit)
+			return refuse(s, SAGA_EBUSY,
+			              "store: %s: another process has been opening it for %llu ms",
+			              s->path, (unsigned long long)waited);
+		struct timespec ts = { 0, 2 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		waited += 2;
+	}
 }
 
 /* Deletes what a birth left (under the lock, so no birth is under way). */
@@ -675,7 +820,8 @@ int store_open(saga_store **out, const char *path, saga_durability durability, u
 	s->alloc = *alloc;
 	s->lock_fd = -1;
 	int rc;
-	if ((rc = canonical_path(s, path)) || (rc = take_lock(s)))
+	s->data_version = -1;
+	if ((rc = canonical_path(s, path)) || (rc = take_lock(s)) || (rc = lock_open(s, busy_ms)))
 		goto out;
 	/* Under the lock: the store as it is, or a birth. */
 	struct stat st;
@@ -752,8 +898,9 @@ int store_open(saga_store **out, const char *path, saga_durability durability, u
 			goto out;
 		}
 	}
-	if ((rc = load_seq(s)))
+	if ((rc = read_boot_id(s)))
 		goto out;
+	byte_lock(s, 0, F_UNLCK, false, NULL);
 	*out = s;
 	return SAGA_OK;
 out:
@@ -791,9 +938,323 @@ static int exec_stmt(saga_store *s, sqlite3_stmt *st, const char *what)
 	return code;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Owners: leases, claims, reaping
+ *
+ * The lease clock is CLOCK_BOOTTIME, which every process on the host shares
+ * and which counts while the machine sleeps; a lease is only compared with
+ * the clock of the boot it was written under (owners.boot_id): an owner
+ * from another boot is dead. The due times stay on the engine's wall clock,
+ * which survives reboots. */
+
+static uint64_t lease_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int read_boot_id(saga_store *s)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+	size_t n = f ? fread(s->boot_id, 1, sizeof(s->boot_id) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	while (n && (s->boot_id[n - 1] == '\n' || s->boot_id[n - 1] == ' '))
+		n--;
+	s->boot_id[n] = '\0';
+	if (n == 0)
+		return refuse(s, SAGA_EIO, "store: cannot read this boot's id "
+		                           "(/proc/sys/kernel/random/boot_id)");
+	return SAGA_OK;
+}
+
+int64_t store_epoch(const saga_store *s)
+{
+	return s->epoch;
+}
+
+uint64_t store_lease_left(const saga_store *s)
+{
+	uint64_t now = lease_now();
+	return s->lease_until > now ? s->lease_until - now : 0;
+}
+
+/* Binds ?1 to this owner and runs a statement that returns no rows. */
+static int exec_owned(saga_store *s, int id, int64_t epoch, const char *what)
+{
+	sqlite3_stmt *st = s->st[id];
+	int brc = sqlite3_bind_int64(st, 1, epoch);
+	return brc == SQLITE_OK ? exec_stmt(s, st, what) : fail(s, brc, "bind");
+}
+
+/* Ends owner `epoch` (state 1 dead, 2 retired), its unfinished instances
+ * back to the pool, its definitions forgotten; in the open transaction. */
+static int end_owner(saga_store *s, int64_t epoch, int state)
+{
+	sqlite3_stmt *st = s->st[ST_OWNER_END];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, epoch));
+	BIND(sqlite3_bind_int(st, 2, state));
+	if ((rc = exec_stmt(s, st, "end owner")) ||
+	    (rc = exec_owned(s, ST_OWNER_RELEASE, epoch, "release instances")))
+		return rc;
+	return exec_owned(s, ST_OWNER_UNSERVE, epoch, "forget definitions");
+done:
+	return done_with(st, rc);
+}
+
+enum { OWNER_LIVE = 0, OWNER_DEAD = 1, OWNER_RETIRED = 2 };
+
+int store_register(saga_store *s, uint64_t lease_ms)
+{
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) != 0)
+		host[0] = '\0';
+	int rc = exec(s, "BEGIN IMMEDIATE", "begin registration");
+	if (rc)
+		return rc;
+	int64_t old = s->epoch;
+	if (old && (rc = end_owner(s, old, OWNER_RETIRED)))
+		goto fail;
+	uint64_t now = lease_now();
+	sqlite3_stmt *st = NULL;
+	int src = sqlite3_prepare_v2(s->db,
+	                             "INSERT INTO owners(host, pid, boot_id, started_at,"
+	                             " lease_until, state) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+	                             -1, &st, NULL);
+	if (src == SQLITE_OK)
+		src = sqlite3_bind_text(st, 1, host, -1, SQLITE_STATIC);
+	if (src == SQLITE_OK)
+		src = sqlite3_bind_int64(st, 2, (sqlite3_int64)getpid());
+	if (src == SQLITE_OK)
+		src = sqlite3_bind_text(st, 3, s->boot_id, -1, SQLITE_STATIC);
+	if (src == SQLITE_OK)
+		src = sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+	if (src == SQLITE_OK)
+		src = sqlite3_bind_int64(st, 5, (sqlite3_int64)(now + lease_ms));
+	if (src == SQLITE_OK && (src = sqlite3_step(st)) == SQLITE_DONE)
+		src = SQLITE_OK;
+	sqlite3_finalize(st);
+	if (src != SQLITE_OK) {
+		rc = fail(s, src, "register owner");
+		goto fail;
+	}
+	int64_t epoch = sqlite3_last_insert_rowid(s->db);
+	/* The liveness byte is held before anyone can see the owner. */
+	if ((rc = byte_lock(s, epoch, F_WRLCK, false, NULL))) {
+		rc = refuse(s, rc == SAGA_EBUSY ? SAGA_ECORRUPT : rc,
+		            "store: cannot lock byte %lld of %s-lock", (long long)epoch, s->path);
+		goto fail;
+	}
+	if ((rc = exec(s, "COMMIT", "commit registration"))) {
+		byte_lock(s, epoch, F_UNLCK, false, NULL);
+		goto fail;
+	}
+	if (old)
+		byte_lock(s, old, F_UNLCK, false, NULL);
+	s->epoch = epoch;
+	s->lease_ms = lease_ms;
+	s->lease_until = now + lease_ms;
+	return SAGA_OK;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+int store_serve(saga_store *s, const char *name, int version)
+{
+	sqlite3_stmt *st = s->st[ST_SERVE];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	BIND(sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int(st, 3, version));
+	return exec_stmt(s, st, "serve definition");
+done:
+	return done_with(st, rc);
+}
+
+int store_retire(saga_store *s)
+{
+	if (!s->epoch)
+		return SAGA_OK;
+	int rc = exec(s, "BEGIN IMMEDIATE", "begin retirement");
+	if (rc == SAGA_OK && (rc = end_owner(s, s->epoch, OWNER_RETIRED)) == SAGA_OK)
+		rc = exec(s, "COMMIT", "commit retirement");
+	if (rc) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	byte_lock(s, s->epoch, F_UNLCK, false, NULL);
+	s->epoch = 0;
+	return SAGA_OK;
+}
+
 int store_begin(saga_store *s)
 {
-	return exec_stmt(s, s->st[ST_BEGIN], "begin");
+	int rc = exec_stmt(s, s->st[ST_BEGIN], "begin");
+	if (rc || !s->epoch)
+		return rc;
+	/* The heartbeat, and the fence of everything this transaction writes:
+	 * the lease is renewed only while it has not lapsed. */
+	uint64_t now = lease_now();
+	sqlite3_stmt *st = s->st[ST_RENEW];
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	BIND(sqlite3_bind_int64(st, 2, (sqlite3_int64)now));
+	BIND(sqlite3_bind_int64(st, 3, (sqlite3_int64)s->lease_ms));
+	if ((rc = exec_stmt(s, st, "renew lease")))
+		goto fail;
+	if (sqlite3_changes(s->db) != 1) {
+		rc = refuse(s, SAGA_EFENCED,
+		            "store: the lease of owner %lld lapsed; another process may own its "
+		            "instances now",
+		            (long long)s->epoch);
+		s->lease_until = 0;
+		goto fail;
+	}
+	s->lease_until = now + s->lease_ms;
+	return SAGA_OK;
+done:
+	done_with(st, rc);
+fail:
+	store_rollback(s);
+	return rc;
+}
+
+int store_reap(saga_store *s, int64_t *reaped, int *live)
+{
+	*reaped = 0;
+	*live = 0;
+	sqlite3_stmt *st = s->st[ST_OWNERS_LIVE];
+	int64_t dead[64];
+	int ndead = 0, src, rc = SAGA_OK;
+	uint64_t now = lease_now();
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t epoch = sqlite3_column_int64(st, 0);
+		uint64_t until = (uint64_t)sqlite3_column_int64(st, 1);
+		const char *boot = (const char *)sqlite3_column_text(st, 2);
+		bool same_boot = boot && strcmp(boot, s->boot_id) == 0, held = true;
+		/* On this host, a free byte means the process is gone. */
+		if (same_boot && until > now && byte_lock(s, epoch, F_WRLCK, true, &held) != SAGA_OK)
+			held = true; /* cannot tell: the lease decides */
+		if (!same_boot || until <= now || !held) {
+			if (ndead < (int)(sizeof(dead) / sizeof(dead[0])))
+				dead[ndead++] = epoch;
+		} else {
+			(*live)++;
+		}
+	}
+	rc = src == SQLITE_DONE ? SAGA_OK : fail(s, src, "list owners");
+	done_with(st, rc);
+	if (rc || !ndead)
+		return rc;
+	/* A lapsed lease is never renewed and a gone process never comes
+	 * back: what was read outside a transaction still holds in it. */
+	bool own = sqlite3_get_autocommit(s->db);
+	if (own && (rc = exec(s, "BEGIN IMMEDIATE", "begin reaping")))
+		return rc;
+	for (int i = 0; i < ndead && rc == SAGA_OK; i++)
+		rc = end_owner(s, dead[i], OWNER_DEAD);
+	if (own && rc == SAGA_OK)
+		rc = exec(s, "COMMIT", "commit reaping");
+	if (own && rc)
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if (rc == SAGA_OK)
+		*reaped = ndead;
+	return rc;
+done:
+	return done_with(st, rc);
+}
+
+int store_claim_one(saga_store *s, int64_t id, bool *claimed)
+{
+	sqlite3_stmt *st = s->st[ST_CLAIM_ONE];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	BIND(sqlite3_bind_int64(st, 2, id));
+	if ((rc = exec_stmt(s, st, "claim instance")) == SAGA_OK)
+		*claimed = sqlite3_changes(s->db) == 1;
+	return rc;
+done:
+	return done_with(st, rc);
+}
+
+int store_claim(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_CLAIM];
+	int rc = SAGA_OK, src;
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	BIND(sqlite3_bind_int64(st, 2, time_param(now)));
+	BIND(sqlite3_bind_int(st, 3, limit));
+	/* Every row is stepped: the statement claims them all, whatever fn says. */
+	bool stop = false;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW)
+		if (!stop && fn(sqlite3_column_int64(st, 0), user))
+			stop = true;
+	rc = src == SQLITE_DONE ? SAGA_OK : fail(s, src, "claim");
+done:
+	return done_with(st, rc);
+}
+
+int store_changed(saga_store *s, bool *changed)
+{
+	sqlite3_int64 v = 0;
+	int rc = one_int(s, s->st[ST_DATA_VERSION], "data version", &v);
+	if (rc)
+		return rc;
+	*changed = v != s->data_version;
+	s->data_version = v;
+	return SAGA_OK;
+}
+
+int store_put_command(saga_store *s, const store_command *c)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_PUT];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, c->instance));
+	BIND(sqlite3_bind_int(st, 2, c->verb));
+	BIND(sqlite3_bind_int(st, 3, c->step));
+	BIND(sqlite3_bind_int(st, 4, c->phase));
+	BIND(sqlite3_bind_int(st, 5, c->result));
+	if (c->output)
+		BIND(sqlite3_bind_text(st, 6, c->output, -1, SQLITE_STATIC));
+	else
+		BIND(sqlite3_bind_null(st, 6));
+	BIND(sqlite3_bind_int64(st, 7, time_param(c->requested_at)));
+	BIND(sqlite3_bind_int64(st, 8, s->epoch));
+	return exec_stmt(s, st, "queue command");
+done:
+	return done_with(st, rc);
+}
+
+int store_commands(saga_store *s, store_command_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_LIST];
+	int rc = SAGA_OK, src;
+	BIND(sqlite3_bind_int64(st, 1, s->epoch));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		store_command c;
+		c.id = sqlite3_column_int64(st, 0);
+		c.instance = sqlite3_column_int64(st, 1);
+		c.verb = sqlite3_column_int(st, 2);
+		c.step = sqlite3_column_int(st, 3);
+		c.phase = sqlite3_column_int(st, 4);
+		c.result = sqlite3_column_int(st, 5);
+		c.output = (const char *)sqlite3_column_text(st, 6);
+		c.requested_at = (uint64_t)sqlite3_column_int64(st, 7);
+		if (fn(&c, user))
+			break;
+	}
+	if (src != SQLITE_ROW && src != SQLITE_DONE)
+		rc = fail(s, src, "read commands");
+done:
+	return done_with(st, rc);
+}
+
+int store_delete_command(saga_store *s, int64_t id)
+{
+	return exec_owned(s, ST_CMD_DEL, id, "delete command");
 }
 
 static void drop_history(saga_store *s)
@@ -808,7 +1269,7 @@ static int bind_hist(saga_store *s, sqlite3_stmt *st, int base, const struct his
 	const saga_hist *h = &e->h;
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, base + 1, h->instance));
-	BIND(sqlite3_bind_int64(st, base + 2, e->seq));
+	BIND(sqlite3_bind_int64(st, base + 2, h->seq));
 	BIND(sqlite3_bind_int64(st, base + 3, (sqlite3_int64)h->at));
 	BIND(sqlite3_bind_int(st, base + 4, h->type));
 	BIND(sqlite3_bind_int(st, base + 5, h->state));
@@ -817,6 +1278,7 @@ static int bind_hist(saga_store *s, sqlite3_stmt *st, int base, const struct his
 	BIND(sqlite3_bind_int64(st, base + 8, h->attempt));
 	BIND(sqlite3_bind_int(st, base + 9, h->outcome));
 	BIND(sqlite3_bind_text(st, base + 10, e->big ? e->big : e->small, -1, SQLITE_STATIC));
+	BIND(sqlite3_bind_int64(st, base + 11, h->fence));
 done:
 	return rc;
 }
@@ -831,7 +1293,7 @@ static int flush_history(saga_store *s)
 		size_t n = s->nhist - i >= HIST_MANY ? HIST_MANY : 1;
 		sqlite3_stmt *st = s->st[n == 1 ? ST_HIST_ADD : ST_HIST_ADD_MANY];
 		for (size_t k = 0; k < n && rc == SAGA_OK; k++)
-			rc = bind_hist(s, st, (int)k * 10, &s->hist[i + k]);
+			rc = bind_hist(s, st, (int)k * 11, &s->hist[i + k]);
 		if (rc == SAGA_OK) {
 			rc = exec_stmt(s, st, "add history");
 		} else {
@@ -843,28 +1305,15 @@ static int flush_history(saga_store *s)
 	return s->hist_failed = rc;
 }
 
-/* Writes next_seq when the open transaction used some. */
-static int save_seq(saga_store *s)
-{
-	if (s->next_seq == s->stored_seq)
-		return SAGA_OK;
-	sqlite3_stmt *st = s->st[ST_SEQ_PUT];
-	int brc = sqlite3_bind_int64(st, 1, s->next_seq);
-	return brc == SQLITE_OK ? exec_stmt(s, st, "save history seq") : fail(s, brc, "bind");
-}
-
 int store_commit(saga_store *s)
 {
 	int rc = flush_history(s);
-	if (rc == SAGA_OK)
-		rc = save_seq(s);
 	if (rc == SAGA_OK)
 		rc = exec_stmt(s, s->st[ST_COMMIT], "commit");
 	if (rc) {
 		store_rollback(s);
 		return rc;
 	}
-	s->stored_seq = s->next_seq;
 	return SAGA_OK;
 }
 
@@ -876,7 +1325,6 @@ void store_rollback(saga_store *s)
 	}
 	drop_history(s);
 	s->hist_failed = SAGA_OK;
-	s->next_seq = s->stored_seq;
 }
 
 /* Steps a statement whose parameters are bound and that answers at most one
@@ -891,18 +1339,6 @@ static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_in
 	else
 		rc = src == SQLITE_DONE ? SAGA_ENOTFOUND : fail(s, src, what);
 	return done_with(st, rc);
-}
-
-static int load_seq(saga_store *s)
-{
-	sqlite3_int64 v = 0;
-	int rc = one_int(s, s->st[ST_SEQ_GET], "read history seq", &v);
-	if (rc == SAGA_ENOTFOUND || (rc == SAGA_OK && v < 1)) {
-		saga_fmt(s->errmsg, sizeof(s->errmsg), "store: the history counter is missing");
-		return SAGA_ECORRUPT;
-	}
-	s->next_seq = s->stored_seq = v;
-	return rc;
 }
 
 int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
@@ -994,6 +1430,10 @@ static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row
 	BIND(sqlite3_bind_text(st, PARAM(COL_ERROR), r->error, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_text(st, PARAM(COL_CONTEXT), r->context ? r->context : "{}", -1,
 	                       SQLITE_STATIC));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_OWNER), r->owner));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_FENCE), r->fence));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_NEXT_SEQ), r->next_seq));
+	BIND(sqlite3_bind_int64(st, PARAM(COL_RECOVERIES), r->recoveries));
 done:
 	return rc;
 }
@@ -1038,7 +1478,13 @@ int store_update(saga_store *s, saga_row *r)
 		if (rc || sqlite3_changes(s->db) == 1)
 			return rc;
 	}
-	return write_row(s, r, ROW_UPDATE);
+	int rc = write_row(s, r, ROW_UPDATE);
+	if (rc == SAGA_OK && sqlite3_changes(s->db) != 1)
+		return refuse(s, SAGA_EFENCED,
+		              "store: instance %lld is no longer this process's (owner %lld, "
+		              "fence %lld as loaded)",
+		              (long long)r->id, (long long)r->owner, (long long)r->fence);
+	return rc;
 }
 
 static void copy_col(char *dst, size_t size, sqlite3_stmt *st, int col)
@@ -1096,6 +1542,19 @@ static int read_row(saga_store *s, sqlite3_stmt *st, saga_row *r, const saga_all
 	r->prev_delay = (uint64_t)sqlite3_column_int64(st, COL_PREV_DELAY);
 	r->created_at = (uint64_t)sqlite3_column_int64(st, COL_CREATED_AT);
 	r->updated_at = (uint64_t)sqlite3_column_int64(st, COL_UPDATED_AT);
+	for (int col = COL_OWNER; col <= COL_RECOVERIES; col++) {
+		if (sqlite3_column_type(st, col) != SQLITE_INTEGER ||
+		    sqlite3_column_int64(st, col) < 0) {
+			saga_fmt(s->errmsg, sizeof(s->errmsg),
+			         "store: instance %lld: column %d holds an impossible value",
+			         (long long)sqlite3_column_int64(st, COL_ID), col);
+			return SAGA_ECORRUPT;
+		}
+	}
+	r->owner = sqlite3_column_int64(st, COL_OWNER);
+	r->fence = sqlite3_column_int64(st, COL_FENCE);
+	r->next_seq = sqlite3_column_int64(st, COL_NEXT_SEQ);
+	r->recoveries = sqlite3_column_int64(st, COL_RECOVERIES);
 	r->stored_state = r->state;
 	r->stored_due = r->due_at;
 	copy_col(r->error, sizeof(r->error), st, COL_ERROR);
@@ -1148,7 +1607,7 @@ int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc
 /* Bounds the rows held in memory within one transaction. */
 #define HIST_BUFFER_MAX 1024
 
-int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
+int store_add_history(saga_store *s, const saga_hist *h)
 {
 	/* The row waits for the commit of the open transaction: there must be one. */
 	if (sqlite3_get_autocommit(s->db)) {
@@ -1180,10 +1639,7 @@ int store_add_history(saga_store *s, const saga_hist *h, int64_t *seq)
 		return SAGA_ENOMEM;
 	e->h = *h;
 	e->h.detail = NULL; /* the copy is bound, never this pointer */
-	e->seq = s->next_seq++;
 	s->nhist++;
-	if (seq)
-		*seq = e->seq;
 	return SAGA_OK;
 }
 
@@ -1201,7 +1657,9 @@ static int scan_ids(saga_store *s, sqlite3_stmt *st, store_id_fn fn, void *user)
 
 int store_scan_active(saga_store *s, store_id_fn fn, void *user)
 {
-	return scan_ids(s, s->st[ST_SCAN_ACTIVE], fn, user);
+	sqlite3_stmt *st = s->st[ST_SCAN_ACTIVE];
+	int rc = sqlite3_bind_int64(st, 1, s->epoch);
+	return rc == SQLITE_OK ? scan_ids(s, st, fn, user) : done_with(st, fail(s, rc, "bind"));
 }
 
 int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user)
@@ -1210,19 +1668,39 @@ int store_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void 
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, 1, (sqlite3_int64)now));
 	BIND(sqlite3_bind_int(st, 2, limit));
+	BIND(sqlite3_bind_int64(st, 3, s->epoch));
 	return scan_ids(s, st, fn, user);
 done:
 	return done_with(st, rc);
 }
 
+/* min(due_at) of one of the next-due queries, bound to this owner. */
+static int min_due(saga_store *s, sqlite3_stmt *st, uint64_t *out)
+{
+	*out = 0;
+	int rc = sqlite3_bind_int64(st, 1, s->epoch);
+	if (rc != SQLITE_OK)
+		return done_with(st, fail(s, rc, "bind"));
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(st, 0);
+	return done_with(st, (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SAGA_OK
+	                                                             : fail(s, rc, "next due"));
+}
+
+int store_next_due_pool(saga_store *s, uint64_t *out)
+{
+	return min_due(s, s->st[ST_NEXT_DUE_POOL], out);
+}
+
 int store_next_due(saga_store *s, uint64_t *out)
 {
-	sqlite3_stmt *st = s->st[ST_NEXT_DUE];
-	int rc = sqlite3_step(st);
-	*out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-	int code = (rc == SQLITE_ROW || rc == SQLITE_DONE) ? SAGA_OK : fail(s, rc, "next due");
-	sqlite3_reset(st);
-	return code;
+	uint64_t own = 0, pool = 0;
+	int rc = min_due(s, s->st[ST_NEXT_DUE], &own);
+	if (rc == SAGA_OK)
+		rc = min_due(s, s->st[ST_NEXT_DUE_POOL], &pool);
+	*out = !own ? pool : !pool ? own : own < pool ? own : pool;
+	return rc;
 }
 
 int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user, const char *const *names,
@@ -1246,6 +1724,7 @@ int store_history(saga_store *s, int64_t id, saga_event_fn fn, void *user, const
 		ev.outcome = (saga_outcome)sqlite3_column_int(st, 7);
 		const unsigned char *d = sqlite3_column_text(st, 8);
 		ev.detail = d ? (const char *)d : "";
+		ev.fence = sqlite3_column_int64(st, 9);
 		ev.step_name =
 		        (names && ev.step >= 0 && (size_t)ev.step < nsteps) ? names[ev.step] : NULL;
 		if (fn(&ev, user))
@@ -1292,12 +1771,6 @@ static int scan_rows(saga_store *s, sqlite3_stmt *st, store_row_fn fn, void *use
 	if (src != SQLITE_ROW && src != SQLITE_DONE)
 		rc = fail(s, src, "list");
 	return done_with(st, rc);
-}
-
-/* A time bound as SQLite holds it: never past the largest signed value. */
-static sqlite3_int64 time_param(uint64_t t)
-{
-	return t > (uint64_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)t;
 }
 
 int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,
@@ -1386,7 +1859,11 @@ int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged
 		    sqlite3_bind_int64(in, 1, l.ids[i]) != SQLITE_OK ||
 		    sqlite3_bind_int(in, 2, state) != SQLITE_OK)
 			return fail(s, sqlite3_errcode(s->db), "bind");
+		sqlite3_stmt *c = s->st[ST_PURGE_CMDS];
+		if (sqlite3_bind_int64(c, 1, l.ids[i]) != SQLITE_OK)
+			return fail(s, sqlite3_errcode(s->db), "bind");
 		if ((rc = exec_stmt(s, h, "purge history")) ||
+		    (rc = exec_stmt(s, c, "purge commands")) ||
 		    (rc = exec_stmt(s, in, "purge instance")))
 			return rc;
 	}

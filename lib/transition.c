@@ -269,15 +269,6 @@ int advance(saga_engine *e, inst *in, enum next *next)
 				return rc;
 			continue;
 		}
-		if (in->cancel_req) {
-			/* saga_cancel came while an attempt ran: it has answered. */
-			in->cancel_req = false;
-			if (r->phase == SAGA_PHASE_ACTION && !past_no_return(in)) {
-				if ((rc = start_compensation(e, in, SAGA_REASON_CANCEL, false)))
-					return rc;
-				continue;
-			}
-		}
 		if (r->pending) {
 			if (r->attempt_deadline && now >= r->attempt_deadline) {
 				if ((rc = apply_outcome(e, in, SAGA_OUTCOME_TIMEOUT, NULL,
@@ -288,11 +279,19 @@ int advance(saga_engine *e, inst *in, enum next *next)
 			return park(e, in, r->attempt_deadline);
 		}
 		if (r->inflight && !in->fresh_start) {
-			/* Started before a crash with no outcome: invoke it again. */
+			/* Started before a crash with no outcome: invoke it again,
+			 * unless it has been, again and again, and each time its
+			 * owner died in it. */
 			if ((rc = record_attempt(e, in, SAGA_EVENT_ATTEMPT_END, SAGA_OUTCOME_NONE,
 			                         "interrupted: no outcome recorded")))
 				return rc;
 			r->inflight = false;
+			if (r->recoveries >= SAGA_RECOVERY_LIMIT) {
+				r->reason = SAGA_REASON_CRASH_LOOP;
+				set_error_text(in, "crash loop: its owner died in this attempt "
+				                   "again and again");
+				return end_as(e, in, SAGA_STUCK, "stuck: crash loop");
+			}
 		}
 		if (r->state == SAGA_WAITING && r->due_at > now)
 			return SAGA_OK; /* not due yet (woken early): stays parked */
@@ -381,21 +380,7 @@ int apply_result(saga_engine *e, inst *in)
 	}
 	cJSON *puts = in->puts;
 	in->puts = NULL;
-	if (in->has_early) {
-		/* The completion came before the callback answered PENDING. */
-		in->has_early = false;
-		if (oc == SAGA_OUTCOME_PENDING) {
-			oc = in->early == SAGA_STEP_OK     ? SAGA_OUTCOME_OK
-			     : in->early == SAGA_STEP_FAIL ? SAGA_OUTCOME_FAIL
-			                                   : SAGA_OUTCOME_RETRY;
-			cJSON_Delete(puts);
-			puts = in->early_output;
-			in->early_output = NULL;
-			saga_fmt(in->err, sizeof(in->err), "completed asynchronously");
-		}
-		cJSON_Delete(in->early_output);
-		in->early_output = NULL;
-	}
+	r->recoveries = 0; /* an answer: the instance is not in a crash loop */
 	rc = apply_outcome(e, in, oc, oc == SAGA_OUTCOME_OK ? puts : NULL, in->err);
 	cJSON_Delete(puts);
 	in->err[0] = '\0';

@@ -5,11 +5,48 @@
  * SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
+/* Declares every registered definition as run by this owner. */
+int serve_all(saga_engine *e)
+{
+	for (size_t i = 0; i < e->ndefs; i++) {
+		const saga_definition *d = e->defs[i]->def;
+		int rc = store_serve(e->store, d->name, d->version);
+		if (rc)
+			return store_err(e, rc);
+	}
+	return SAGA_OK;
+}
+
+/* The lease lapsed (this process was paused, or could not reach the store,
+ * for longer than it): another process may own every instance it held.
+ * Nothing in memory is written again; callbacks running finish and their
+ * answers are dropped (the new owner invokes them again with the same
+ * key). The process goes on as a new owner. */
+static int ownership_lost(saga_engine *e)
+{
+	log_at(e, SAGA_LOG_ERROR, "%s; dropping what it held and registering anew",
+	       store_errmsg(e->store));
+	for (size_t i = 0; i < e->nloaded; i++)
+		e->loaded[i]->lost = true; /* unloaded after the round (driver.c) */
+	e->ready_len = 0;
+	e->active_scanned = false;
+	e->next_timer = 0;
+	drop_cmds(e);
+	int rc = store_register(e->store, e->lease_ms);
+	if (rc)
+		return store_err(e, rc);
+	return serve_all(e);
+}
+
 int ensure_txn(saga_engine *e)
 {
 	if (e->in_txn)
 		return SAGA_OK;
 	int rc = store_begin(e->store);
+	/* Lost: what is in memory is marked lost (nothing of it is written
+	 * again), and the work goes on under the new registration. */
+	if (rc == SAGA_EFENCED && (rc = ownership_lost(e)) == SAGA_OK)
+		rc = store_begin(e->store);
 	if (rc)
 		return store_err(e, rc);
 	e->in_txn = true;
@@ -27,13 +64,25 @@ void drop_events(saga_engine *e)
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail)
 {
+	if (in->lost)
+		return SAGA_OK; /* another process's now: nothing is written */
 	int rc = ensure_txn(e);
 	if (rc)
 		return rc;
-	saga_hist h = { in->row.id, now_wall(e), type,    in->row.state,       step,
-		        phase,      attempt,     outcome, detail ? detail : "" };
-	int64_t seq = 0;
-	if ((rc = store_add_history(e->store, &h, &seq)))
+	saga_hist h;
+	h.instance = in->row.id;
+	h.seq = in->row.next_seq++;
+	h.fence = in->row.fence;
+	h.at = now_wall(e);
+	h.type = type;
+	h.state = in->row.state;
+	h.step = step;
+	h.phase = phase;
+	h.attempt = attempt;
+	h.outcome = outcome;
+	h.detail = detail ? detail : "";
+	in->uncommitted = true;
+	if ((rc = store_add_history(e->store, &h)))
 		return store_err(e, rc);
 	e->txn_rows++;
 	e->txn_states |= type == SAGA_EVENT_STATE;
@@ -51,7 +100,8 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, 
 	if (!(pe->detail = saga_strdup(&e->alloc, h.detail)))
 		return set_err(e, SAGA_ENOMEM, "out of memory");
 	pe->ev.instance = h.instance;
-	pe->ev.seq = seq;
+	pe->ev.seq = h.seq;
+	pe->ev.fence = h.fence;
 	pe->ev.at_ms = h.at;
 	pe->ev.type = type;
 	pe->ev.state = (saga_state)h.state;
@@ -82,6 +132,8 @@ int record_state(saga_engine *e, inst *in, const char *detail)
 /* Writes an instance's row (and its context when it changed). */
 int put_instance(saga_engine *e, inst *in)
 {
+	if (in->lost)
+		return SAGA_OK;
 	int rc = ensure_txn(e);
 	if (rc)
 		return rc;
