@@ -11,7 +11,7 @@
  * (docs/architecture.md, "A new store").
  * SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE /* F_OFD_SETLK, CLOCK_BOOTTIME */
-#include "internal.h"
+#include "store.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -1917,3 +1917,45 @@ int store_json_valid(saga_store *s, const char *text, bool *valid)
 		*valid = v == 1;
 	return rc;
 }
+
+const store_ops store_sqlite_ops = {
+	.version = STORE_OPS_VERSION,
+	.name = "sqlite",
+	.open = store_open,
+	.close = store_close,
+	.errmsg = store_errmsg,
+	.register_owner = store_register,
+	.epoch = store_epoch,
+	.lease_left = store_lease_left,
+	.serve = store_serve,
+	.retire = store_retire,
+	.reap = store_reap,
+	.claim = store_claim,
+	.claim_one = store_claim_one,
+	.changed = store_changed,
+	.begin = store_begin,
+	.commit = store_commit,
+	.rollback = store_rollback,
+	.put_definition = store_put_definition,
+	.get_definition = store_get_definition,
+	.insert = store_insert,
+	.update = store_update,
+	.load = store_load,
+	.load_uid = store_load_uid,
+	.find_bkey = store_find_bkey,
+	.add_history = store_add_history,
+	.last_outcome = store_last_outcome,
+	.scan_active = store_scan_active,
+	.scan_due = store_scan_due,
+	.next_due = store_next_due,
+	.next_due_pool = store_next_due_pool,
+	.put_command = store_put_command,
+	.commands = store_commands,
+	.delete_command = store_delete_command,
+	.history = store_history,
+	.page = store_page,
+	.pending = store_pending,
+	.counts = store_counts,
+	.json_valid = store_json_valid,
+	.purge_batch = store_purge_batch,
+};

@@ -1,0 +1,89 @@
+/* The store interface: what the engine asks of a store, at the level of
+ * saga operations (a round's transaction, fenced instance writes, history,
+ * owners and claims, commands, wake-ups, queries), never SQL. One versioned
+ * table of functions per backend; the SQLite store (store_sqlite.c) is the
+ * first. Internal until a second backend passes the same conformance suite
+ * (tests/test-store-conformance.c).
+ *
+ * Rules every backend keeps (the conformance suite checks them):
+ * - A handle writes as one owner, registered with store_register: a new
+ *   epoch, never reused. begin() renews its lease only while the lease has
+ *   not lapsed; a lapsed one gives SAGA_EFENCED and is never renewed again.
+ * - Every instance write is fenced: update() changes the row only when the
+ *   store still holds the owner and fence the row was loaded with, and
+ *   gives SAGA_EFENCED (changing nothing) otherwise.
+ * - A claim takes unowned due instances of the definitions the owner
+ *   serves, growing each one's fence; two owners never claim one instance.
+ * - Ended instances belong to nobody (owner 0).
+ * - The version is only ever raised, with members appended at the end.
+ * SPDX-License-Identifier: MIT */
+#ifndef SAGA_STORE_H
+#define SAGA_STORE_H
+
+#include "internal.h"
+
+#define STORE_OPS_VERSION 1
+
+typedef struct store_ops {
+	unsigned int version; /* STORE_OPS_VERSION */
+	const char *name;     /* "sqlite" */
+
+	int (*open)(saga_store **out, const char *uri, saga_durability durability,
+	            uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
+	void (*close)(saga_store *s);
+	const char *(*errmsg)(const saga_store *s);
+
+	/* owners */
+	int (*register_owner)(saga_store *s, uint64_t lease_ms);
+	int64_t (*epoch)(const saga_store *s);
+	uint64_t (*lease_left)(const saga_store *s);
+	int (*serve)(saga_store *s, const char *name, int version);
+	int (*retire)(saga_store *s);
+	int (*reap)(saga_store *s, int64_t *reaped, int *live);
+	int (*claim)(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
+	int (*claim_one)(saga_store *s, int64_t id, bool *claimed);
+	int (*changed)(saga_store *s, bool *changed);
+
+	/* the round's transaction */
+	int (*begin)(saga_store *s);
+	int (*commit)(saga_store *s);
+	void (*rollback)(saga_store *s);
+
+	/* definitions */
+	int (*put_definition)(saga_store *s, const char *name, int version, const char *snapshot);
+	int (*get_definition)(saga_store *s, char **snapshot, const char *name, int version,
+	                      const saga_alloc *alloc);
+
+	/* instances and history */
+	int (*insert)(saga_store *s, saga_row *row);
+	int (*update)(saga_store *s, saga_row *row);
+	int (*load)(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
+	int (*load_uid)(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
+	int (*find_bkey)(saga_store *s, int64_t *id, const char *bkey);
+	int (*add_history)(saga_store *s, const saga_hist *h);
+	int (*last_outcome)(saga_store *s, int64_t id, int step, int phase, int *outcome);
+	int (*scan_active)(saga_store *s, store_id_fn fn, void *user);
+	int (*scan_due)(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
+	int (*next_due)(saga_store *s, uint64_t *out);
+	int (*next_due_pool)(saga_store *s, uint64_t *out);
+
+	/* commands */
+	int (*put_command)(saga_store *s, const store_command *c);
+	int (*commands)(saga_store *s, store_command_fn fn, void *user);
+	int (*delete_command)(saga_store *s, int64_t id);
+
+	/* queries and retention */
+	int (*history)(saga_store *s, int64_t id, saga_event_fn fn, void *user,
+	               const char *const *step_names, size_t nsteps);
+	int (*page)(saga_store *s, const store_filter *f, int64_t after, int limit,
+	            store_row_fn fn, void *user);
+	int (*pending)(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
+	int (*counts)(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
+	int (*json_valid)(saga_store *s, const char *text, bool *valid);
+	int (*purge_batch)(saga_store *s, int state, uint64_t before, int64_t *purged);
+} store_ops;
+
+/* The SQLite backend. */
+extern const store_ops store_sqlite_ops;
+
+#endif
