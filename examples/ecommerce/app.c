@@ -13,8 +13,13 @@
  *   3. saga_start (in the command), then drive(): saga_run_until_idle, and
  *      sleep until saga_next_due, until the command has what it waits for.
  *      `run` lets the engine's worker threads drive instead (cmd_run.c).
- *   4. app_close: the engine first (it holds the store's lock), then the
- *      services.
+ *   4. app_close: the engine first (closing hands its unfinished sagas
+ *      back to the store, where another process's engine takes them at
+ *      once), then the services.
+ *
+ * Several commands may run at once on one data directory: each engine is
+ * an owner of the store, runs what it starts, and takes over the sagas of
+ * an engine that closed or died.
  * SPDX-License-Identifier: MIT
  */
 #include "app.h"
@@ -177,9 +182,12 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 	char err[512] = "";
 	int rc = saga_engine_open(out, &o, err, sizeof err);
 	if (rc != SAGA_OK) {
+		/* Several processes share a store; only an engine of a libsaga from
+		 * before shared stores holds it exclusively. */
 		if (rc == SAGA_EBUSY)
-			errorf("%s: %s is in use by another process (one ecommerce command at a "
-			       "time)",
+			errorf("%s: %s is held exclusively by a process running an older "
+			       "libsaga (one that does not share its store); stop it, or "
+			       "upgrade it",
 			       cmd, path);
 		else
 			errorf("%s: cannot open %s: %s", cmd, path, err);

@@ -367,6 +367,7 @@ typedef struct order_ref {
 	int by_id;
 	int64_t id;
 	const char *key;
+	int64_t wait_s; /* cancel's --wait */
 } order_ref;
 
 /* 1 when s reads as a number, blanks and signs included. */
@@ -428,9 +429,10 @@ static int find_saga(ecom_app *app, const globals *g, const engine_cfg *ec, cons
 
 /* The order operand of status and cancel (see order_ref); -1 after a
  * message. */
-static int order_operand(args *a, globals *g, order_ref *r, const char *cmd)
+static int order_operand(args *a, globals *g, order_ref *r, const char *cmd, int with_wait)
 {
 	memset(r, 0, sizeof *r);
+	r->wait_s = 60;
 	int n = 0;
 	while (a->i < a->argc) {
 		int x = global_opt(a, g);
@@ -439,6 +441,12 @@ static int order_operand(args *a, globals *g, order_ref *r, const char *cmd)
 		if (x)
 			continue;
 		const char *arg = a->argv[a->i];
+		if (with_wait && is_opt(a, "--wait")) {
+			if (opt_i64(a, "--wait", 0, 86400, &r->wait_s, "cancel: --wait",
+			            "a number of seconds (0..86400)") != 0)
+				return -1;
+			continue;
+		}
 		if (is_opt(a, "--id")) {
 			const char *v = opt_value(a, "--id");
 			if (!v)
@@ -487,10 +495,32 @@ static int order_operand(args *a, globals *g, order_ref *r, const char *cmd)
 	return 0;
 }
 
+/* What a saga's history says of the cancels asked for it: carried out, or
+ * refused when its owner came to carry it out (the saga had passed its
+ * pivot or was already rolling back). The history records a cancel as an
+ * operator event "cancel", a refused command as "refused: <why>"; this
+ * program sends no other command. */
+typedef struct cancel_seen {
+	int carried;
+	char refused[300];
+} cancel_seen;
+
+static int scan_cancel(const saga_event *ev, void *user)
+{
+	cancel_seen *c = user;
+	if (ev->type != SAGA_EVENT_OPERATOR)
+		return 0;
+	if (strcmp(ev->detail, "cancel") == 0)
+		c->carried = 1;
+	else if (strncmp(ev->detail, "refused: ", 9) == 0)
+		snprintf(c->refused, sizeof c->refused, "%s", ev->detail + 9);
+	return 0;
+}
+
 int cmd_status(args *a, globals *g)
 {
 	order_ref what;
-	if (order_operand(a, g, &what, "status") != 0)
+	if (order_operand(a, g, &what, "status", 0) != 0)
 		return EXIT_USAGE;
 	ecom_app app;
 	memset(&app, 0, sizeof app);
@@ -508,21 +538,100 @@ int cmd_status(args *a, globals *g)
 	if (ex == EXIT_OK) {
 		int64_t oid = order_of_key(&app, in.business_key);
 		hist h = { NULL, g->json };
+		cancel_seen cs = { 0, "" };
+		saga_history(app.engine, sid, scan_cancel, &cs);
 		if (g->json) {
 			cJSON *j = cJSON_CreateObject();
 			cJSON_AddItemToObject(j, "saga", saga_json(&in));
 			cJSON_AddItemToObject(j, "order", order_json(&app, oid));
+			if (cs.carried || cs.refused[0])
+				cJSON_AddStringToObject(j, "cancel",
+				                        cs.carried ? "carried out" : "refused");
 			h.arr = cJSON_AddArrayToObject(j, "history");
 			saga_history(app.engine, sid, history_line, &h);
 			print_json(j);
 		} else {
 			print_saga_text(&in);
 			print_order_text(&app, oid);
+			if (cs.carried)
+				printf("cancel:  carried out (%s)\n", saga_state_name(in.state));
+			else if (cs.refused[0])
+				printf("cancel:  refused when it was carried out: %s\n",
+				       cs.refused);
 			printf("history:\n");
 			saga_history(app.engine, sid, history_line, &h);
 		}
 	}
 	app_close(&app);
+	return ex;
+}
+
+/* Waits (driving this process's engine) until the saga has ended. */
+static int saga_ended(saga_engine *e, void *user)
+{
+	saga_instance_info in;
+	int rc = saga_get(e, &in, *(const int64_t *)user);
+	return rc != SAGA_OK ? rc : is_final(in.state);
+}
+
+/* What `cancel` says once it has waited: the outcome, and whose work it
+ * was. `here`: this process carried the cancel out (it took the saga);
+ * otherwise it was written for the process that runs the order. Exit code. */
+static int cancel_outcome(ecom_app *app, globals *g, const saga_instance_info *in, int here,
+                          const char *what)
+{
+	cancel_seen cs = { 0, "" };
+	saga_history(app->engine, in->id, scan_cancel, &cs);
+	const char *by = here ? "" : " by the process running it";
+	char msg[600];
+	int ex = EXIT_OK;
+	if (in->state == SAGA_COMPENSATED && cs.carried) {
+		snprintf(msg, sizeof msg, "order %s cancelled%s", what, by);
+	} else if (in->state == SAGA_COMPENSATED) {
+		snprintf(msg, sizeof msg,
+		         "order %s was rolled back (%s) before the cancel was "
+		         "carried out",
+		         what, saga_reason_name(in->reason));
+	} else if (cs.refused[0]) {
+		snprintf(msg, sizeof msg, "cancel of order %s refused%s: %s", what, by, cs.refused);
+		ex = EXIT_FAIL;
+	} else if (is_final(in->state)) {
+		snprintf(msg, sizeof msg, "order %s ended %s: not cancelled", what,
+		         saga_state_name(in->state));
+		ex = EXIT_FAIL;
+	} else if (cs.carried) {
+		snprintf(msg, sizeof msg,
+		         "order %s cancelled%s; its compensations are still "
+		         "running (`status` shows the outcome)",
+		         what, by);
+	} else {
+		/* Written durably for its owner, which carries it out once the
+		 * order's current step has answered (or refuses it if the order
+		 * has passed its pivot by then). */
+		snprintf(msg, sizeof msg,
+		         "cancel of order %s requested; the process running the "
+		         "order carries it out (`status` shows the outcome)",
+		         what);
+	}
+	if (g->json) {
+		cJSON *j = cJSON_CreateObject();
+		cJSON_AddStringToObject(j, "key", in->business_key);
+		cJSON_AddStringToObject(j, "cancel",
+		                        cs.carried            ? "carried out"
+		                        : cs.refused[0]       ? "refused"
+		                        : is_final(in->state) ? "not carried out"
+		                                              : "requested");
+		cJSON_AddBoolToObject(j, "by_this_process", here);
+		cJSON_AddStringToObject(j, "message", msg);
+		cJSON_AddItemToObject(j, "saga", saga_json(in));
+		cJSON_AddItemToObject(j, "order",
+		                      order_json(app, order_of_key(app, in->business_key)));
+		print_json(j);
+	} else {
+		printf("%s\n", msg);
+		print_saga_text(in);
+		print_order_text(app, order_of_key(app, in->business_key));
+	}
 	return ex;
 }
 
@@ -533,7 +642,7 @@ int cmd_cancel(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
-	if (order_operand(a, g, &ref, "cancel") != 0) {
+	if (order_operand(a, g, &ref, "cancel", 1) != 0) {
 		app_close(&app);
 		return EXIT_USAGE;
 	}
@@ -562,26 +671,26 @@ int cmd_cancel(args *a, globals *g)
 		ex = EXIT_FAIL;
 		goto out;
 	}
+	if (rc == SAGA_OK)
+		rc = saga_get(app.engine, &in, sid);
 	if (rc != SAGA_OK) {
 		errorf("cancel: %s", saga_engine_errmsg(app.engine));
 		ex = EXIT_FAIL;
 		goto out;
 	}
-	wait_one w = { sid, 0 };
-	rc = drive(app.engine, one_done, &w, 60000);
-	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
+	/* Carried out here (this process took the saga: nobody ran it), or
+	 * written for the process that runs it: then it is still going forward
+	 * until that process has carried the cancel out. */
+	int here = in.state == SAGA_COMPENSATING || in.state == SAGA_COMPENSATED;
+	rc = drive(app.engine, saga_ended, &sid, (uint64_t)ref.wait_s * 1000u);
+	if (rc == SAGA_OK || rc == SAGA_EBUSY)
+		rc = saga_get(app.engine, &in, sid);
+	if (rc != SAGA_OK) {
 		errorf("cancel: %s", saga_engine_errmsg(app.engine));
 		ex = EXIT_FAIL;
 		goto out;
 	}
-	if (saga_get(app.engine, &in, sid) != SAGA_OK) {
-		errorf("cancel: %s", saga_engine_errmsg(app.engine));
-		ex = EXIT_FAIL;
-		goto out;
-	}
-	print_outcome(&app, g, &in, 0, "cancelled");
-	/* The saga may have gone past its pivot before the request landed. */
-	ex = in.state == SAGA_COMPENSATED ? EXIT_OK : EXIT_FAIL;
+	ex = cancel_outcome(&app, g, &in, here, what);
 out:
 	app_close(&app);
 	return ex;
