@@ -106,15 +106,56 @@ static int collect_fact(const saga_instance_info *in, void *user)
 	return 0;
 }
 
+/* Reads the order sagas of the store into l (emptied first), their keys
+ * pointing into l. 0, or -1 after a message. */
+static int read_facts(saga_engine *e, fact_list *l, const char *cmd)
+{
+	l->n = 0;
+	if (saga_list(e, -1, collect_fact, l) != SAGA_OK || l->oom) {
+		errorf("%s: %s", cmd, l->oom ? "out of memory" : saga_engine_errmsg(e));
+		return -1;
+	}
+	for (size_t i = 0; i < l->n; i++)
+		l->facts[i].business_key = l->keys[i];
+	return 0;
+}
+
+static void free_facts(fact_list *l)
+{
+	free(l->facts);
+	free(l->keys);
+}
+
+/* The second reading of the sagas, once the checker has pinned the
+ * services' snapshots (ecom_facts_fn). */
+typedef struct facts_after {
+	saga_engine *e;
+	const char *cmd;
+	fact_list l;
+} facts_after;
+
+static int read_after(const ecom_saga_fact **facts, size_t *n, void *user)
+{
+	facts_after *a = user;
+	if (read_facts(a->e, &a->l, a->cmd) != 0)
+		return SAGA_ERROR;
+	*facts = a->l.facts ? a->l.facts : (ecom_saga_fact[1]){ { "", 0 } };
+	*n = a->l.n;
+	return 0;
+}
+
 typedef struct violations {
 	int json; /* 1: into arr; 0: printed on stdout; 2: on stderr (and into arr if any) */
 	cJSON *arr;
 	int64_t n;
+	int skip_unfinished; /* saga-unfinished is not counted (recover counts its own) */
 } violations;
 
 static void on_violation(const char *name, const char *detail, void *user)
 {
 	violations *v = user;
+	if (v->skip_unfinished && strcmp(name, "saga-unfinished") == 0)
+		return;
 	v->n++;
 	if (v->json == 2) {
 		errorf("recover: violation %s: %s", name, detail);
@@ -132,32 +173,45 @@ static void on_violation(const char *name, const char *detail, void *user)
 }
 
 /* Runs the checker over the services, with the sagas of the store when
- * there is one (engine open). Violations go to v. 0, or -1 after a message. */
-static int cross_check(ecom_app *app, int have_store, violations *v)
+ * there is one (engine open), while other processes may be running sagas
+ * (ecommerce_check_live): violations go to v, *nsagas (may be NULL) gets
+ * the number of order sagas. 0, or -1 after a message. */
+static int cross_check(ecom_app *app, int have_store, violations *v, size_t *nsagas,
+                       const char *cmd)
 {
-	fact_list l = { 0 };
-	int rc = 0;
-	if (have_store && (saga_list(app->engine, -1, collect_fact, &l) != SAGA_OK || l.oom)) {
-		errorf("recover: %s", l.oom ? "out of memory" : saga_engine_errmsg(app->engine));
-		rc = -1;
-	}
-	for (size_t i = 0; i < l.n; i++)
-		l.facts[i].business_key = l.keys[i];
+	fact_list before = { 0 };
+	facts_after after = { app->engine, cmd, { 0 } };
 	char err[ECOM_MSG_MAX] = "";
-	if (rc == 0) {
-		int n = ecommerce_check(
-		        app->dir,
-		        have_store ? (l.facts ? l.facts : (ecom_saga_fact[1]){ { "", 0 } }) : NULL,
-		        l.n, on_violation, v, err, sizeof err);
-		if (n < 0) {
-			errorf("recover: checking the services: %s",
-			       err[0] ? err : saga_strerror(n));
-			rc = -1;
+	int n = 0;
+	if (!have_store) {
+		n = ecommerce_check(app->dir, NULL, 0, on_violation, v, err, sizeof err);
+	} else if (read_facts(app->engine, &before, cmd) != 0) {
+		free_facts(&before);
+		return -1;
+	} else {
+		/* Engine side: every instance of the order saga has a business key
+		 * (the checker matches orders to sagas by it). */
+		for (size_t i = 0; i < before.n; i++) {
+			if (!before.keys[i][0]) {
+				char d[128];
+				snprintf(d, sizeof d, "a saga in state %s has no business key",
+				         saga_state_name(before.facts[i].state));
+				on_violation("saga-without-key", d, v);
+			}
 		}
+		n = ecommerce_check_live(
+		        app->dir, before.facts ? before.facts : (ecom_saga_fact[1]){ { "", 0 } },
+		        before.n, read_after, &after, on_violation, v, err, sizeof err);
 	}
-	free(l.facts);
-	free(l.keys);
-	return rc;
+	if (nsagas)
+		*nsagas = after.l.n;
+	free_facts(&before);
+	free_facts(&after.l);
+	if (n < 0) {
+		errorf("%s: checking the services: %s", cmd, err[0] ? err : saga_strerror(n));
+		return -1;
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -187,14 +241,20 @@ static int collect_unfinished(const saga_instance_info *in, void *user)
 	return 0;
 }
 
-static int none_unfinished(saga_engine *e, void *user)
+/* 1 when every saga of the list has ended (or stopped, STUCK). Others may
+ * be running meanwhile, started by other processes: they are theirs. */
+static int listed_ended(saga_engine *e, void *user)
 {
-	(void)user;
-	int64_t c[SAGA_STATE_COUNT];
-	int rc = saga_counts(e, c);
-	if (rc != SAGA_OK)
-		return rc;
-	return c[SAGA_RUNNING] + c[SAGA_WAITING] + c[SAGA_COMPENSATING] == 0;
+	const id_list *l = user;
+	for (size_t i = 0; i < l->n; i++) {
+		saga_instance_info in;
+		int rc = saga_get(e, &in, l->ids[i]);
+		if (rc != SAGA_OK)
+			return rc;
+		if (!is_final(in.state))
+			return 0;
+	}
+	return 1;
 }
 
 /* Phase 2, the libsaga part: lists the unfinished sagas into l and drives
@@ -207,7 +267,7 @@ static int recover_resume(ecom_app *app, int64_t timeout_s, id_list *l, double *
 		return EXIT_FAIL;
 	}
 	double t = mono_s();
-	int rc = drive(app->engine, none_unfinished, NULL, (uint64_t)timeout_s * 1000u);
+	int rc = drive(app->engine, listed_ended, l, (uint64_t)timeout_s * 1000u);
 	if (rc != SAGA_OK && rc != SAGA_EBUSY) {
 		errorf("recover: %s", saga_engine_errmsg(app->engine));
 		return EXIT_FAIL;
@@ -239,10 +299,11 @@ static int recover_report(ecom_app *app, const globals *g, int have_store, const
 	int64_t left = states[SAGA_RUNNING] + states[SAGA_WAITING] + states[SAGA_COMPENSATING];
 	/* The services must agree with the store: work in flight in them that
 	 * no saga will finish (the store deleted, replaced or damaged) is not a
-	 * recovery. Only when nothing is left unfinished (the checker reads an
-	 * unfinished saga as a violation). */
-	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0 };
-	if (!left && cross_check(app, have_store, &v) < 0) {
+	 * recovery. Sagas unfinished are not counted there: those of the list
+	 * are counted above, the others run in other processes (or started
+	 * after the list was read). */
+	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0, 1 };
+	if (!left && cross_check(app, have_store, &v, NULL, "recover") < 0) {
 		cJSON_Delete(v.arr);
 		cJSON_Delete(j);
 		cJSON_Delete(arr);
@@ -339,61 +400,31 @@ int cmd_check(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
 	engine_cfg ec = { 0, 0, 0, 0 };
-	fact_list l = { 0 };
-	violations v = { g->json, g->json ? cJSON_CreateArray() : NULL, 0 };
-	char sp[4200];
-	path_in(sp, sizeof sp, app.dir, "saga.db");
-	int ex = EXIT_OK;
+	violations v = { g->json, g->json ? cJSON_CreateArray() : NULL, 0, 0 };
+	size_t nsagas = 0;
 	/* No saga store yet (seeded, never ordered): no saga, nothing to open. */
-	if (file_exists(sp)) {
-		if ((ex = app_open_engine(&app, g, &ec, "check")) != EXIT_OK)
-			goto out;
-		if (saga_list(app.engine, -1, collect_fact, &l) != SAGA_OK || l.oom) {
-			errorf("check: %s",
-			       l.oom ? "out of memory" : saga_engine_errmsg(app.engine));
-			ex = EXIT_FAIL;
-			goto out;
-		}
-	}
-	for (size_t i = 0; i < l.n; i++)
-		l.facts[i].business_key = l.keys[i];
-	/* Engine side: every instance of the order saga has a business key (the
-	 * checker matches orders to sagas by it). Unfinished and stuck sagas are
-	 * reported by the checker itself (saga-unfinished). */
-	for (size_t i = 0; i < l.n; i++) {
-		if (!l.keys[i][0]) {
-			char d[128];
-			snprintf(d, sizeof d, "a saga in state %s has no business key",
-			         saga_state_name(l.facts[i].state));
-			on_violation("saga-without-key", d, &v);
-		}
-	}
-	char err[ECOM_MSG_MAX];
-	int rc = ecommerce_check(app.dir, l.facts ? l.facts : (ecom_saga_fact[1]){ { "", 0 } }, l.n,
-	                         on_violation, &v, err, sizeof err);
-	if (rc < 0) {
-		errorf("check: %s", err[0] ? err : saga_strerror(rc));
+	int have_store = store_present(app.dir);
+	int ex = have_store ? app_open_engine(&app, g, &ec, "check") : EXIT_OK;
+	if (ex == EXIT_OK && cross_check(&app, have_store, &v, &nsagas, "check") != 0)
 		ex = EXIT_FAIL;
+	if (ex != EXIT_OK)
 		goto out;
-	}
 	if (g->json) {
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddBoolToObject(j, "consistent", v.n == 0);
-		cJSON_AddNumberToObject(j, "sagas", (double)l.n);
+		cJSON_AddNumberToObject(j, "sagas", (double)nsagas);
 		cJSON_AddNumberToObject(j, "violation_count", (double)v.n);
 		cJSON_AddItemToObject(j, "violations", v.arr);
 		v.arr = NULL;
 		print_json(j);
 	} else if (v.n == 0) {
-		printf("consistent: %zu sagas, no violation\n", l.n);
+		printf("consistent: %zu sagas, no violation\n", nsagas);
 	} else {
 		printf("%" PRId64 " violation%s\n", v.n, v.n == 1 ? "" : "s");
 	}
 	ex = v.n ? EXIT_FAIL : EXIT_OK;
 out:
 	cJSON_Delete(v.arr);
-	free(l.facts);
-	free(l.keys);
 	app_close(&app);
 	return ex;
 }

@@ -2,8 +2,11 @@
  * connection that writes nothing (query_only; attached read-write, without
  * creating, so that the last connection to close removes the -wal and
  * -shm files as usual), and each rule a query whose rows are violations.
- * Run it when no saga is in flight (after `recover`): an order still
- * PENDING is reported.
+ * ecommerce_check is for a directory at rest (after `recover`): an order
+ * still PENDING is reported. ecommerce_check_live can run while sagas go
+ * on: it pins each file's snapshot in an order that keeps the files'
+ * relations true, and checks across files only the orders whose sagas had
+ * ended before it began.
  * SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdio.h>
@@ -64,28 +67,28 @@ static const struct rule {
 	  " HAVING o.total <> coalesce(sum(x.quantity * x.unit_price), 0) ORDER BY o.id" },
 	{ "order-pending", 0,
 	  "SELECT printf('order %d (%s) is still PENDING', id, key)"
-	  " FROM o.orders WHERE status = 'PENDING' ORDER BY id" },
+	  " FROM checked_orders WHERE status = 'PENDING' ORDER BY id" },
 
 	/* ---- confirmed orders ---- */
 	{ "confirmed-order-charge", 0,
 	  "SELECT printf('order %d is CONFIRMED with %d charge(s) of %d, refunded %d; total %d',"
 	  " o.id, count(c.id), coalesce(sum(c.amount), 0), coalesce(sum(c.refunded), 0), o.total)"
-	  " FROM o.orders o LEFT JOIN p.charges c ON c.order_id = o.id"
+	  " FROM checked_orders o LEFT JOIN p.charges c ON c.order_id = o.id"
 	  " WHERE o.status = 'CONFIRMED' GROUP BY o.id"
 	  " HAVING count(c.id) <> 1 OR sum(c.amount) <> o.total OR sum(c.refunded) <> 0"
 	  " ORDER BY o.id" },
 	{ "confirmed-order-no-shipment", 0,
 	  "SELECT printf('order %d is CONFIRMED with no scheduled or committed shipment', o.id)"
-	  " FROM o.orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
+	  " FROM checked_orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
 	  " s.shipments s WHERE s.order_id = o.id AND s.status IN ('SCHEDULED','COMMITTED'))"
 	  " ORDER BY o.id" },
 	{ "confirmed-order-no-confirmation", 0,
 	  "SELECT printf('order %d is CONFIRMED with no confirmation message', o.id)"
-	  " FROM o.orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
+	  " FROM checked_orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
 	  " n.messages m WHERE m.order_id = o.id AND m.kind = 'CONFIRMATION') ORDER BY o.id" },
 	{ "confirmed-order-no-reservation", 0,
 	  "SELECT printf('order %d is CONFIRMED with no active or shipped reservation', o.id)"
-	  " FROM o.orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
+	  " FROM checked_orders o WHERE o.status = 'CONFIRMED' AND NOT EXISTS (SELECT 1 FROM"
 	  " i.reservations r WHERE r.order_id = o.id AND r.status IN ('ACTIVE','SHIPPED'))"
 	  " ORDER BY o.id" },
 	{ "reservation-items-mismatch", 0,
@@ -106,21 +109,21 @@ static const struct rule {
 	/* ---- cancelled and failed orders ---- */
 	{ "ended-order-holds-reservation", 0,
 	  "SELECT printf('order %d is %s and holds reservation %s', o.id, o.status, r.key)"
-	  " FROM o.orders o JOIN i.reservations r ON r.order_id = o.id"
+	  " FROM checked_orders o JOIN i.reservations r ON r.order_id = o.id"
 	  " WHERE o.status IN " ENDED " AND r.status = 'ACTIVE' ORDER BY o.id" },
 	{ "ended-order-shipped", 0,
 	  "SELECT printf('order %d is %s but its reservation %s has shipped', o.id, o.status,"
-	  " r.key) FROM o.orders o JOIN i.reservations r ON r.order_id = o.id"
+	  " r.key) FROM checked_orders o JOIN i.reservations r ON r.order_id = o.id"
 	  " WHERE o.status IN " ENDED " AND r.status = 'SHIPPED' ORDER BY o.id" },
 	{ "ended-order-active-shipment", 0,
 	  "SELECT printf('order %d is %s with shipment %s %s', o.id, o.status, s.key, s.status)"
-	  " FROM o.orders o JOIN s.shipments s ON s.order_id = o.id"
+	  " FROM checked_orders o JOIN s.shipments s ON s.order_id = o.id"
 	  " WHERE o.status IN " ENDED " AND s.status IN ('SCHEDULED','COMMITTED')"
 	  " ORDER BY o.id" },
 	{ "ended-order-net-charge", 0,
 	  "SELECT printf('order %d is %s with a net charge of %d', o.id, o.status,"
 	  " sum(c.amount - c.refunded))"
-	  " FROM o.orders o JOIN p.charges c ON c.order_id = o.id"
+	  " FROM checked_orders o JOIN p.charges c ON c.order_id = o.id"
 	  " WHERE o.status IN " ENDED " GROUP BY o.id HAVING sum(c.amount - c.refunded) <> 0"
 	  " ORDER BY o.id" },
 
@@ -183,13 +186,14 @@ static const struct rule {
 	  " ORDER BY g.bkey" },
 	{ "saga-without-order", 1,
 	  "SELECT printf('saga %s is %s with no order', bkey, state_name) FROM sagas"
-	  " WHERE state = 3 AND bkey NOT IN (SELECT ref FROM o.orders WHERE ref IS NOT NULL)"
+	  " WHERE state = 3 AND settled"
+	  "   AND bkey NOT IN (SELECT ref FROM o.orders WHERE ref IS NOT NULL)"
 	  " ORDER BY bkey" },
 	{ "saga-order-status-mismatch", 1,
 	  "SELECT printf('saga %s is %s but order %d is %s', g.bkey, g.state_name, o.id, o.status)"
 	  " FROM sagas g JOIN o.orders o ON o.ref = g.bkey"
-	  " WHERE (g.state = 3 AND o.status <> 'CONFIRMED')"
-	  "    OR (g.state = 4 AND o.status NOT IN " ENDED ") ORDER BY g.bkey" },
+	  " WHERE g.settled AND ((g.state = 3 AND o.status <> 'CONFIRMED')"
+	  "    OR (g.state = 4 AND o.status NOT IN " ENDED ")) ORDER BY g.bkey" },
 };
 
 /* "file:" URI of a path, percent-encoding all but unreserved characters. */
@@ -267,48 +271,49 @@ static int attach_all(sqlite3 *db, const char *dir, char *errmsg, size_t errmsg_
 	return 0;
 }
 
-static int load_sagas(sqlite3 *db, const ecom_saga_fact *sagas, size_t nsagas)
+/* The sagas as seen after the services' snapshot (`after`), each marked
+ * settled when it had already ended in `before` (read before the
+ * snapshot): its services' rows were final then. */
+static int load_sagas(sqlite3 *db, const ecom_saga_fact *before, size_t nbefore,
+                      const ecom_saga_fact *after, size_t nafter)
 {
-	int rc = exec1(db, "CREATE TABLE sagas(bkey TEXT, state INTEGER, state_name TEXT)", NULL);
-	for (size_t i = 0; rc == 0 && i < nsagas; i++)
-		rc = exec1(db, "INSERT INTO sagas VALUES (?, ?, ?)", "tit",
-		           sagas[i].business_key ? sagas[i].business_key : "",
-		           (int64_t)sagas[i].state, saga_state_name(sagas[i].state));
+	int rc = exec1(db, "CREATE TEMP TABLE settled(bkey TEXT PRIMARY KEY)", NULL);
+	for (size_t i = 0; rc == 0 && i < nbefore; i++)
+		if (before[i].state == SAGA_COMPLETED || before[i].state == SAGA_COMPENSATED ||
+		    before[i].state == SAGA_STUCK)
+			rc = exec1(db, "INSERT OR IGNORE INTO settled VALUES (?)", "t",
+			           before[i].business_key ? before[i].business_key : "");
+	for (size_t i = 0; rc == 0 && i < nafter; i++)
+		rc = exec1(db,
+		           "INSERT INTO sagas VALUES (?1, ?2, ?3,"
+		           " ?1 IN (SELECT bkey FROM settled))",
+		           "tit", after[i].business_key ? after[i].business_key : "",
+		           (int64_t)after[i].state, saga_state_name(after[i].state));
 	return rc;
 }
 
-int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
-                    ecom_violation_fn fn, void *user, char *errmsg, size_t errmsg_size)
+/* Pins each file's snapshot, the order file last: a row of another
+ * service always finds its order (the order is created first), and
+ * everything a settled saga did is in every snapshot. */
+static int pin_snapshots(sqlite3 *db)
 {
-	svc_msg(errmsg, errmsg_size, "%s", "");
-	if (!dir || (!sagas && nsagas))
-		return SAGA_EINVAL;
-	sqlite3 *db = NULL;
-	int rc = svc_map(sqlite3_open_v2(
-	        ":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
-	        NULL));
-	if (rc != 0) {
-		svc_msg(errmsg, errmsg_size, "cannot open a checking connection");
-		sqlite3_close(db);
-		return rc;
-	}
-	sqlite3_busy_timeout(db, 5000);
-	rc = attach_all(db, dir, errmsg, errmsg_size);
-	if (rc == 0 && sagas) {
-		rc = load_sagas(db, sagas, nsagas);
-		if (rc != 0)
-			svc_msg(errmsg, errmsg_size, "loading the sagas: %s", sqlite3_errmsg(db));
-	}
-	/* Nothing is written from here on, whatever a rule says. */
-	if (rc == 0 && (rc = exec1(db, "PRAGMA query_only=1", NULL)) != 0)
-		svc_msg(errmsg, errmsg_size, "query_only: %s", sqlite3_errmsg(db));
-	/* One read transaction: every rule sees the same state of each file. */
-	if (rc == 0)
-		rc = exec1(db, "BEGIN", NULL);
+	static const char *const first_reads[] = {
+		"SELECT count(*) FROM i.products",  "SELECT count(*) FROM p.accounts",
+		"SELECT count(*) FROM s.shipments", "SELECT count(*) FROM n.messages",
+		"SELECT count(*) FROM o.orders",
+	};
+	int rc = exec1(db, "BEGIN", NULL);
+	for (size_t i = 0; rc == 0 && i < sizeof first_reads / sizeof first_reads[0]; i++)
+		rc = exec1(db, first_reads[i], NULL);
+	return rc;
+}
 
-	int violations = 0;
+static int run_rules(sqlite3 *db, int with_sagas, ecom_violation_fn fn, void *user, char *errmsg,
+                     size_t errmsg_size)
+{
+	int rc = 0, violations = 0;
 	for (size_t r = 0; rc == 0 && r < sizeof rules / sizeof rules[0]; r++) {
-		if (rules[r].with_sagas && !sagas)
+		if (rules[r].with_sagas && !with_sagas)
 			continue;
 		sqlite3_stmt *st = NULL;
 		rc = svc_map(sqlite3_prepare_v2(db, rules[r].sql, -1, &st, NULL));
@@ -326,6 +331,72 @@ int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
 			        sqlite3_errmsg(db));
 		sqlite3_finalize(st);
 	}
-	sqlite3_close(db); /* ends the read transaction */
 	return rc != 0 ? rc : violations;
+}
+
+/* Both checks: `live` reads the sagas again through `after` once the
+ * services' snapshots are pinned, and checks only the orders of settled
+ * sagas; otherwise `sagas` stand for both readings. */
+static int check_dir(const char *dir, const ecom_saga_fact *sagas, size_t nsagas, int live,
+                     ecom_facts_fn after, void *after_user, ecom_violation_fn fn, void *user,
+                     char *errmsg, size_t errmsg_size)
+{
+	svc_msg(errmsg, errmsg_size, "%s", "");
+	if (!dir || (!sagas && nsagas) || (live && (!sagas || !after)))
+		return SAGA_EINVAL;
+	sqlite3 *db = NULL;
+	int rc = svc_map(sqlite3_open_v2(
+	        ":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+	        NULL));
+	if (rc != 0) {
+		svc_msg(errmsg, errmsg_size, "cannot open a checking connection");
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	rc = attach_all(db, dir, errmsg, errmsg_size);
+	int prc = rc;
+	if (rc == 0)
+		rc = exec1(db,
+		           live ? "CREATE TEMP VIEW checked_orders AS SELECT * FROM o.orders"
+		                  " WHERE ref IN (SELECT bkey FROM settled)"
+		                : "CREATE TEMP VIEW checked_orders AS SELECT * FROM o.orders",
+		           NULL);
+	if (rc == 0)
+		rc = exec1(db,
+		           "CREATE TEMP TABLE sagas(bkey TEXT, state INTEGER, state_name TEXT,"
+		           " settled INTEGER)",
+		           NULL);
+	if (prc == 0 && rc != 0)
+		svc_msg(errmsg, errmsg_size, "preparing the check: %s", sqlite3_errmsg(db));
+	/* One read transaction: every rule sees the same state of each file. */
+	if (rc == 0 && (rc = pin_snapshots(db)) != 0)
+		svc_msg(errmsg, errmsg_size, "reading the services: %s", sqlite3_errmsg(db));
+	const ecom_saga_fact *later = sagas;
+	size_t nlater = nsagas;
+	if (rc == 0 && live && (rc = after(&later, &nlater, after_user)) != 0)
+		svc_msg(errmsg, errmsg_size, "reading the sagas again failed (%s)",
+		        saga_strerror(rc));
+	if (rc == 0 && sagas && (rc = load_sagas(db, sagas, nsagas, later, nlater)) != 0)
+		svc_msg(errmsg, errmsg_size, "loading the sagas: %s", sqlite3_errmsg(db));
+	/* Nothing is written from here on, whatever a rule says. */
+	if (rc == 0 && (rc = exec1(db, "PRAGMA query_only=1", NULL)) != 0)
+		svc_msg(errmsg, errmsg_size, "query_only: %s", sqlite3_errmsg(db));
+	if (rc == 0)
+		rc = run_rules(db, sagas != NULL, fn, user, errmsg, errmsg_size);
+	sqlite3_close(db); /* ends the read transaction */
+	return rc;
+}
+
+int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
+                    ecom_violation_fn fn, void *user, char *errmsg, size_t errmsg_size)
+{
+	return check_dir(dir, sagas, nsagas, 0, NULL, NULL, fn, user, errmsg, errmsg_size);
+}
+
+int ecommerce_check_live(const char *dir, const ecom_saga_fact *before, size_t nbefore,
+                         ecom_facts_fn after, void *after_user, ecom_violation_fn fn, void *user,
+                         char *errmsg, size_t errmsg_size)
+{
+	return check_dir(dir, before, nbefore, 1, after, after_user, fn, user, errmsg, errmsg_size);
 }

@@ -460,8 +460,26 @@ typedef void (*ecom_violation_fn)(const char *name, const char *detail, void *us
  * the sagas: one saga per order and one order per saga (a COMPENSATED saga
  * may have none: it failed before the order existed), statuses that agree,
  * no saga unfinished. Returns the number of violations (0 = clean) or a
- * negative error with `errmsg` (may be NULL) saying why. */
+ * negative error with `errmsg` (may be NULL) saying why. Run it when no
+ * saga is in flight; ecommerce_check_live below while others work. */
 int ecommerce_check(const char *dir, const ecom_saga_fact *sagas, size_t nsagas,
                     ecom_violation_fn fn, void *user, char *errmsg, size_t errmsg_size);
+
+/* Reads the sagas again: *facts (the caller's, valid until the check
+ * returns) and *n. 0, or a negative error. */
+typedef int (*ecom_facts_fn)(const ecom_saga_fact **facts, size_t *n, void *user);
+
+/* The same check while sagas may be running (other processes at work on
+ * the directory). `before` is read before the call; `after` is called once
+ * the five files' snapshots are pinned (the order file last) and reads the
+ * sagas again. An order is checked against the other services only when
+ * its saga had ended in `before` (then its rows were final in every
+ * snapshot); the others are in flight, and saga-unfinished names those
+ * still unfinished in `after`. An order whose key is in neither has no
+ * saga (a saga exists before its order). Rules within one file, and rows
+ * pointing at no order, are checked as always. */
+int ecommerce_check_live(const char *dir, const ecom_saga_fact *before, size_t nbefore,
+                         ecom_facts_fn after, void *after_user, ecom_violation_fn fn,
+                         void *user, char *errmsg, size_t errmsg_size);
 
 #endif
