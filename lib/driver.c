@@ -53,10 +53,17 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 		goto fail;
 	/* Parked and finished instances leave memory only once durable; those
 	 * lost to another process, at once. */
-	for (size_t i = e->nloaded; i-- > 0;)
-		if (e->loaded[i]->stage == STAGE_DONE ||
-		    (e->loaded[i]->lost && e->loaded[i]->stage != STAGE_INVOKING))
+	for (size_t i = e->nloaded; i-- > 0;) {
+		inst *in = e->loaded[i];
+		if (in->lost && in->stage != STAGE_INVOKING) {
+			/* This process may have taken it back under its new
+			 * registration while the lost copy ran: look again. */
+			e->active_scanned = false;
 			unload(e, i);
+		} else if (in->stage == STAGE_DONE) {
+			unload(e, i);
+		}
+	}
 	return SAGA_OK;
 fail:
 	discard_round(e);

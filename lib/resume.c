@@ -286,6 +286,7 @@ void unload(saga_engine *e, size_t i)
 void discard_round(saga_engine *e)
 {
 	abort_txn(e);
+	e->look_now = true; /* commands carried out in it wait in the store again */
 	for (size_t i = e->nloaded; i-- > 0;) {
 		inst *in = e->loaded[i];
 		if (!in->uncommitted && in->stage != STAGE_RESULT)
