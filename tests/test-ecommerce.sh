@@ -1,8 +1,10 @@
 #!/bin/sh
 # Integration tests of the `ecommerce` binary (examples/ecommerce): runs with
 # each kind of failure injected, a crash at each named point followed by
-# `recover`, the refused bad orders, a duplicate order key, cancellation.
-# Every case uses a fresh data directory.
+# `recover`, the refused bad orders, a duplicate order key, cancellation,
+# several processes at once on one data directory (runs, and status,
+# report, check, recover and cancel while they go on). Every case uses a
+# fresh data directory.
 #
 #   tests/test-ecommerce.sh PATH/TO/ecommerce
 #
@@ -501,5 +503,159 @@ rm -f "$d/saga.db-wal" "$d/saga.db-shm"
 # cross-check: never "resumed 0 sagas" and 0.
 expect 1 "$B" --data "$d" recover
 [ -s "$TMP/err" ] || fail "recover said nothing"
+
+# ---------------------------------------------------------------------------
+# 10. Several processes on one data directory: runs at once, and status,
+#     report, check, recover and cancel while they go on.
+# ---------------------------------------------------------------------------
+# waitfor SECONDS CMD...: runs CMD (output in $TMP/out) every 0.1 s until it
+# exits 0; fails after SECONDS.
+waitfor() {
+	limit=$(($1 * 10))
+	shift
+	n=0
+	until "$@" >"$TMP/out" 2>"$TMP/err"; do
+		n=$((n + 1))
+		[ "$n" -lt "$limit" ] || fail "waited too long for: $*"
+		sleep 0.1
+	done
+}
+
+# Only saga-unfinished (sagas in flight) may be named by a check while runs
+# go on: any other violation is one the runs did not make.
+check_during() {
+	set +e
+	"$B" --data "$1" check >"$TMP/out" 2>"$TMP/err"
+	rc=$?
+	set -e
+	sanitizer_clean
+	case "$rc" in
+	0) grep -q "^consistent: " "$TMP/out" || fail "check during the runs said nothing" ;;
+	1) ;;
+	*) fail "check during the runs exited $rc" ;;
+	esac
+	if grep '^violation ' "$TMP/out" | grep -v '^violation saga-unfinished: ' >"$TMP/bad"; then
+		cat "$TMP/bad" >>"$TMP/err"
+		fail "check during the runs named a violation other than an unfinished saga"
+	fi
+}
+
+say "three runs at once on one directory; report, status, check and recover during them"
+d=$(fresh)
+pids=""
+for i in 1 2 3; do
+	"$B" --data "$d" run --orders 40 --concurrency 4 --seed "$i" --latency '*=2' \
+		--fail '*=0.05' --transient payment=0.1 >"$TMP/run$i.out" 2>"$TMP/run$i.err" &
+	pids="$pids $!"
+done
+waitfor 30 "$B" --data "$d" status --id 1
+during=0
+for k in 1 2 3 4 5 6 7 8; do
+	alive=0
+	for p in $pids; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+	[ "$alive" -ge 2 ] || break
+	during=$((during + 1))
+	expect 0 "$B" --data "$d" report
+	grep -q "^sagas: " "$TMP/out" || fail "report during the runs"
+	expect 0 "$B" --data "$d" status --id 1
+	grep -q "^saga: " "$TMP/out" || fail "status during the runs"
+	check_during "$d"
+	expect 0 "$B" --data "$d" recover --timeout 60
+	sleep 0.1
+done
+[ "$during" -ge 1 ] || fail "the runs ended before anything could be asked during them"
+echo "   asked $during times while two or three runs went on"
+i=0
+for p in $pids; do
+	i=$((i + 1))
+	set +e
+	wait "$p"
+	rc=$?
+	set -e
+	cp "$TMP/run$i.out" "$TMP/out"
+	cp "$TMP/run$i.err" "$TMP/err"
+	sanitizer_clean
+	[ "$rc" -eq 0 ] || fail "run $i of 3 at once exited $rc"
+	grep -q "^outcomes: .*STUCK 0, unfinished 0" "$TMP/out" || fail "run $i left sagas"
+done
+expect 0 "$B" --data "$d" recover
+expect 0 "$B" --data "$d" check
+grep -q "^consistent: 120 sagas" "$TMP/out" || fail "check did not see 120 sagas"
+
+say "two runs started at once on a directory with no saga store yet"
+for i in 1 2 3; do
+	d=$(fresh)
+	"$B" --data "$d" run --orders 10 --concurrency 2 --seed 1 >"$TMP/r1.out" 2>"$TMP/r1.err" &
+	p1=$!
+	"$B" --data "$d" run --orders 10 --concurrency 2 --seed 2 >"$TMP/r2.out" 2>"$TMP/r2.err" &
+	p2=$!
+	set +e
+	wait "$p1"; r1=$?
+	wait "$p2"; r2=$?
+	set -e
+	cat "$TMP/r1.err" "$TMP/r2.err" >"$TMP/err"
+	sanitizer_clean
+	[ "$r1$r2" = 00 ] || fail "two first runs at once exited $r1 and $r2"
+	expect 0 "$B" --data "$d" check
+	grep -q "^consistent: 20 sagas" "$TMP/out" || fail "check did not see 20 sagas"
+done
+
+# A cancel from another process: the order's owner is busy in its payment
+# step (each call sleeps 1.5 s, past the step's 1 s timeout, so the step
+# retries and the order stays before its pivot for seconds). The cancel is
+# written for the owner, which carries it out between two attempts.
+# in_payment KEY: the order of KEY has started its payment step.
+in_payment() {
+	"$B" --data "$d" status --key "$1" >"$TMP/st" 2>/dev/null &&
+		grep -q "attempt-start .*charge_payment/action" "$TMP/st"
+}
+
+say "cancel from another process reaches the process running the order (order)"
+d=$(fresh)
+"$B" --data "$d" order --customer CUST-0001 --item SKU-0001:1 --key remote \
+	--timeout payment=1500 --wait 60 >"$TMP/owner.out" 2>"$TMP/owner.err" &
+owner=$!
+waitfor 30 in_payment remote
+expect 0 "$B" --data "$d" cancel --key remote --wait 0
+grep -q "^cancel of order remote requested; the process running the order carries it out" \
+	"$TMP/out" || fail "cancel --wait 0 of an order run elsewhere does not say it was requested"
+grep -q "^saga: .* RUNNING" "$TMP/out" || fail "the cancel claims more than a request"
+set +e
+wait "$owner"
+rc=$?
+set -e
+cp "$TMP/owner.out" "$TMP/out"
+cp "$TMP/owner.err" "$TMP/err"
+sanitizer_clean
+[ "$rc" -eq 1 ] || fail "the order process exited $rc (wanted 1: rolled back)"
+grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "the process running the order did not cancel it"
+grep -q "CANCELLED" "$TMP/out" || fail "the order is not CANCELLED"
+expect 0 "$B" --data "$d" status --key remote
+grep -q "^cancel:  carried out (COMPENSATED)" "$TMP/out" || fail "status does not show the cancel"
+expect 0 "$B" --data "$d" check
+
+say "cancel from another process reaches the process running the order (run)"
+d=$(fresh)
+"$B" --data "$d" run --orders 1 --concurrency 1 --timeout payment=1500 \
+	>"$TMP/owner.out" 2>"$TMP/owner.err" &
+owner=$!
+waitfor 30 "$B" --data "$d" status --id 1
+key=$(sed -n 's/^saga: .*key \(run-[0-9a-f]*-[0-9]*\).*/\1/p' "$TMP/out")
+[ -n "$key" ] || fail "no key in the status of order 1"
+waitfor 30 in_payment "$key"
+expect 0 "$B" --data "$d" cancel --id 1
+grep -q "^order 1 cancelled by the process running it" "$TMP/out" ||
+	fail "cancel of an order run elsewhere did not wait for its outcome"
+grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "cancel: not COMPENSATED (cancel)"
+set +e
+wait "$owner"
+rc=$?
+set -e
+cp "$TMP/owner.out" "$TMP/out"
+cp "$TMP/owner.err" "$TMP/err"
+sanitizer_clean
+[ "$rc" -eq 0 ] || fail "the run exited $rc"
+grep -q "cancel 1)" "$TMP/out" || fail "the run did not see its order cancelled"
+expect 0 "$B" --data "$d" check
 
 echo "ok: $CASES cases"

@@ -149,13 +149,17 @@ typedef struct violations {
 	cJSON *arr;
 	int64_t n;
 	int skip_unfinished; /* saga-unfinished is not counted (recover counts its own) */
+	int64_t unfinished;  /* saga-unfinished among them */
 } violations;
 
 static void on_violation(const char *name, const char *detail, void *user)
 {
 	violations *v = user;
-	if (v->skip_unfinished && strcmp(name, "saga-unfinished") == 0)
-		return;
+	if (strcmp(name, "saga-unfinished") == 0) {
+		if (v->skip_unfinished)
+			return;
+		v->unfinished++;
+	}
 	v->n++;
 	if (v->json == 2) {
 		errorf("recover: violation %s: %s", name, detail);
@@ -302,7 +306,7 @@ static int recover_report(ecom_app *app, const globals *g, int have_store, const
 	 * recovery. Sagas unfinished are not counted there: those of the list
 	 * are counted above, the others run in other processes (or started
 	 * after the list was read). */
-	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0, 1 };
+	violations v = { 2, j ? cJSON_CreateArray() : NULL, 0, 1, 0 };
 	if (!left && cross_check(app, have_store, &v, NULL, "recover") < 0) {
 		cJSON_Delete(v.arr);
 		cJSON_Delete(j);
@@ -400,7 +404,7 @@ int cmd_check(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	snprintf(app.dir, sizeof app.dir, "%s", g->data);
 	engine_cfg ec = { 0, 0, 0, 0 };
-	violations v = { g->json, g->json ? cJSON_CreateArray() : NULL, 0, 0 };
+	violations v = { g->json, g->json ? cJSON_CreateArray() : NULL, 0, 0, 0 };
 	size_t nsagas = 0;
 	/* No saga store yet (seeded, never ordered): no saga, nothing to open. */
 	int have_store = store_present(app.dir);
@@ -414,6 +418,7 @@ int cmd_check(args *a, globals *g)
 		cJSON_AddBoolToObject(j, "consistent", v.n == 0);
 		cJSON_AddNumberToObject(j, "sagas", (double)nsagas);
 		cJSON_AddNumberToObject(j, "violation_count", (double)v.n);
+		cJSON_AddNumberToObject(j, "unfinished", (double)v.unfinished);
 		cJSON_AddItemToObject(j, "violations", v.arr);
 		v.arr = NULL;
 		print_json(j);
@@ -422,6 +427,12 @@ int cmd_check(args *a, globals *g)
 	} else {
 		printf("%" PRId64 " violation%s\n", v.n, v.n == 1 ? "" : "s");
 	}
+	/* Other processes may be running them, or nobody (a process died and
+	 * no other runs this saga): the store does not say which. */
+	if (v.unfinished && !g->json)
+		printf("unfinished: %" PRId64 " saga%s, in flight in another process or waiting "
+		       "for `recover`; their orders are checked once they end\n",
+		       v.unfinished, v.unfinished == 1 ? "" : "s");
 	ex = v.n ? EXIT_FAIL : EXIT_OK;
 out:
 	cJSON_Delete(v.arr);
