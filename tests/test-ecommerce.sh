@@ -540,6 +540,20 @@ check_during() {
 	fi
 }
 
+# waited PID NAME WANT: waits for the background process PID, whose output
+# went to $TMP/NAME.out and .err (copied to $TMP/out and err), and fails
+# unless it exited WANT.
+waited() {
+	set +e
+	wait "$1"
+	rc=$?
+	set -e
+	cp "$TMP/$2.out" "$TMP/out"
+	cp "$TMP/$2.err" "$TMP/err"
+	sanitizer_clean
+	[ "$rc" -eq "$3" ] || fail "$2 exited $rc (wanted $3)"
+}
+
 say "three runs at once on one directory; report, status, check and recover during them"
 d=$(fresh)
 pids=""
@@ -568,14 +582,7 @@ echo "   asked $during times while two or three runs went on"
 i=0
 for p in $pids; do
 	i=$((i + 1))
-	set +e
-	wait "$p"
-	rc=$?
-	set -e
-	cp "$TMP/run$i.out" "$TMP/out"
-	cp "$TMP/run$i.err" "$TMP/err"
-	sanitizer_clean
-	[ "$rc" -eq 0 ] || fail "run $i of 3 at once exited $rc"
+	waited "$p" "run$i" 0
 	grep -q "^outcomes: .*STUCK 0, unfinished 0" "$TMP/out" || fail "run $i left sagas"
 done
 expect 0 "$B" --data "$d" recover
@@ -589,13 +596,8 @@ for i in 1 2 3; do
 	p1=$!
 	"$B" --data "$d" run --orders 10 --concurrency 2 --seed 2 >"$TMP/r2.out" 2>"$TMP/r2.err" &
 	p2=$!
-	set +e
-	wait "$p1"; r1=$?
-	wait "$p2"; r2=$?
-	set -e
-	cat "$TMP/r1.err" "$TMP/r2.err" >"$TMP/err"
-	sanitizer_clean
-	[ "$r1$r2" = 00 ] || fail "two first runs at once exited $r1 and $r2"
+	waited "$p1" r1 0
+	waited "$p2" r2 0
 	expect 0 "$B" --data "$d" check
 	grep -q "^consistent: 20 sagas" "$TMP/out" || fail "check did not see 20 sagas"
 done
@@ -620,14 +622,7 @@ expect 0 "$B" --data "$d" cancel --key remote --wait 0
 grep -q "^cancel of order remote requested; the process running the order carries it out" \
 	"$TMP/out" || fail "cancel --wait 0 of an order run elsewhere does not say it was requested"
 grep -q "^saga: .* RUNNING" "$TMP/out" || fail "the cancel claims more than a request"
-set +e
-wait "$owner"
-rc=$?
-set -e
-cp "$TMP/owner.out" "$TMP/out"
-cp "$TMP/owner.err" "$TMP/err"
-sanitizer_clean
-[ "$rc" -eq 1 ] || fail "the order process exited $rc (wanted 1: rolled back)"
+waited "$owner" owner 1 # rolled back
 grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "the process running the order did not cancel it"
 grep -q "CANCELLED" "$TMP/out" || fail "the order is not CANCELLED"
 expect 0 "$B" --data "$d" status --key remote
@@ -647,14 +642,7 @@ expect 0 "$B" --data "$d" cancel --id 1
 grep -q "^order 1 cancelled by the process running it" "$TMP/out" ||
 	fail "cancel of an order run elsewhere did not wait for its outcome"
 grep -q "COMPENSATED (cancel)" "$TMP/out" || fail "cancel: not COMPENSATED (cancel)"
-set +e
-wait "$owner"
-rc=$?
-set -e
-cp "$TMP/owner.out" "$TMP/out"
-cp "$TMP/owner.err" "$TMP/err"
-sanitizer_clean
-[ "$rc" -eq 0 ] || fail "the run exited $rc"
+waited "$owner" owner 0
 grep -q "cancel 1)" "$TMP/out" || fail "the run did not see its order cancelled"
 expect 0 "$B" --data "$d" check
 
