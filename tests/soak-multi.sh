@@ -115,6 +115,14 @@ ECOMMERCE_FAIL='*=1.0' "$B" --data "$D" recover --timeout 60 >"$TMP/recover.out"
 	2>"$TMP/recover.err" || fail "recover after the kills"
 "$B" --data "$D" check >"$TMP/check.out" 2>"$TMP/check.err" || fail "check after $KILLS kills"
 "$B" --data "$D" --json report >"$TMP/report.json" 2>"$TMP/report.err" || fail "report"
+"$B" --data "$D" report >"$TMP/report.out" 2>"$TMP/report.err" || fail "report"
+# The live runs took over the killed runs' sagas, not only recover at the
+# end: more sagas changed process than recover found unfinished.
+moved=$(sed -n 's/^owners: *\([0-9][0-9]*\) saga.*/\1/p' "$TMP/report.out")
+resumed=$(sed -n 's/^resumed \([0-9][0-9]*\) saga.*/\1/p' "$TMP/recover.out")
+[ -n "$moved" ] && [ -n "$resumed" ] || fail "no takeover count in the report or recover"
+[ "$moved" -gt "$resumed" ] ||
+	fail "$moved sagas changed process, recover found $resumed: the live runs took none over"
 echo "soak-multi: $PROCS runs at once, $KILLS kills: $killed killed with SIGKILL mid-run," \
-     "$finished finished first ($unclean of them with a STUCK order); recover: $(tail -n 1 "$TMP/recover.out"); $(cat "$TMP/check.out");" \
+     "$finished finished first ($unclean of them with a STUCK order); recover: $(tail -n 1 "$TMP/recover.out"); $(cat "$TMP/check.out"); $(tail -n 1 "$TMP/report.out");" \
      "report: $(tr -d '\n\t ' < "$TMP/report.json" | cut -c1-200)"

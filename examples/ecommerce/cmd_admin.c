@@ -444,8 +444,14 @@ out:
 /* report                                                                 */
 /* ---------------------------------------------------------------------- */
 
+/* The order sagas: id and uid. */
+typedef struct saga_ref {
+	int64_t id;
+	char uid[SAGA_UID_LEN + 1];
+} saga_ref;
+
 typedef struct uid_list {
-	char (*uids)[SAGA_UID_LEN + 1];
+	saga_ref *sagas;
 	size_t n, cap;
 	int oom;
 } uid_list;
@@ -456,14 +462,31 @@ static int collect_uid(const saga_instance_info *in, void *user)
 	if (strcmp(in->definition, ECOM_SAGA_NAME) != 0)
 		return 0;
 	if (l->n == l->cap) {
-		char(*u)[SAGA_UID_LEN + 1] = grow_array(l->uids, &l->cap, 256, sizeof *u);
+		saga_ref *u = grow_array(l->sagas, &l->cap, 256, sizeof *u);
 		if (!u) {
 			l->oom = 1;
 			return 1;
 		}
-		l->uids = u;
+		l->sagas = u;
 	}
-	snprintf(l->uids[l->n++], SAGA_UID_LEN + 1, "%s", in->uid);
+	l->sagas[l->n].id = in->id;
+	snprintf(l->sagas[l->n++].uid, SAGA_UID_LEN + 1, "%s", in->uid);
+	return 0;
+}
+
+/* The fences a saga's history was written under: each change of the
+ * process that runs it (a takeover after a process died or closed with it
+ * unfinished, a cancel that took it from nobody) raises the fence. */
+typedef struct fence_span {
+	int64_t first, last;
+} fence_span;
+
+static int fence_of(const saga_event *ev, void *user)
+{
+	fence_span *f = user;
+	if (f->first == 0)
+		f->first = ev->fence;
+	f->last = ev->fence;
 	return 0;
 }
 
@@ -490,6 +513,7 @@ typedef struct report_data {
 	int64_t norders, nsagas;
 	stock_sum stock;
 	int64_t charged, refunded, charges, refunds;
+	int64_t moved, moves; /* sagas that changed process, and how often */
 } report_data;
 
 /* Reads the services and, when there is one, the saga store. Exit code. */
@@ -516,10 +540,17 @@ static int report_collect(ecom_app *app, const globals *g, report_data *d)
 			goto out;
 		}
 	}
-	/* The charge of each order saga, by the key its step gave the service. */
+	/* The charge of each order saga, by the key its step gave the service,
+	 * and the processes that ran it, from its history's fences. */
 	for (size_t i = 0; i < l.n; i++) {
+		fence_span f = { 0, 0 };
+		if (saga_history(app->engine, l.sagas[i].id, fence_of, &f) == SAGA_OK &&
+		    f.last > f.first) {
+			d->moved++;
+			d->moves += f.last - f.first;
+		}
 		char key[SAGA_UID_LEN + 64];
-		snprintf(key, sizeof key, "%s/%s/action", l.uids[i], STEP_CHARGE);
+		snprintf(key, sizeof key, "%s/%s/action", l.sagas[i].uid, STEP_CHARGE);
 		ecom_charge c;
 		if (payment_get_charge(app->payment, key, &c) != 0)
 			continue;
@@ -533,7 +564,7 @@ static int report_collect(ecom_app *app, const globals *g, report_data *d)
 	for (int i = 0; i < SAGA_STATE_COUNT; i++)
 		d->nsagas += d->sagas[i];
 out:
-	free(l.uids);
+	free(l.sagas);
 	return ex;
 }
 
@@ -560,6 +591,9 @@ static void report_print_json(const report_data *d)
 	cJSON_AddNumberToObject(st, "available", (double)(d->stock.stock - d->stock.reserved));
 	cJSON_AddNumberToObject(st, "reserved", (double)d->stock.reserved);
 	cJSON_AddNumberToObject(st, "shipped", (double)d->stock.shipped);
+	cJSON *t = cJSON_AddObjectToObject(j, "takeovers");
+	cJSON_AddNumberToObject(t, "sagas", (double)d->moved);
+	cJSON_AddNumberToObject(t, "changes", (double)d->moves);
 	print_json(j);
 }
 
@@ -583,6 +617,9 @@ static void report_print_text(const report_data *d)
 	       ", reserved %" PRId64 ", shipped %" PRId64 "\n",
 	       d->stock.products, d->stock.initial, d->stock.stock - d->stock.reserved,
 	       d->stock.reserved, d->stock.shipped);
+	printf("owners:   %" PRId64 " saga%s taken over by another process (%" PRId64
+	       " change%s of process)\n",
+	       d->moved, d->moved == 1 ? "" : "s", d->moves, d->moves == 1 ? "" : "s");
 }
 
 int cmd_report(args *a, globals *g)
