@@ -646,4 +646,21 @@ waited "$owner" owner 0
 grep -q "cancel 1)" "$TMP/out" || fail "the run did not see its order cancelled"
 expect 0 "$B" --data "$d" check
 
+if command -v flock >/dev/null 2>&1; then
+	say "a store held by an older libsaga (its exclusive lock on saga.db-lock): exit 1, named"
+	d=$(fresh)
+	expect 0 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key old
+	# The holder is the sleep itself: its descriptor, its lock; gone when killed.
+	(exec 9>>"$d/saga.db-lock" && flock -x 9 && exec sleep 30) &
+	holder=$!
+	waitfor 10 sh -c "! flock -n -s '$d/saga.db-lock' true"
+	expect 1 "$B" --data "$d" status --key old
+	grep -q "cannot be shared now: .*older libsaga" "$TMP/err" ||
+		fail "the message does not name an older libsaga"
+	if grep -q "one ecommerce command at a time" "$TMP/err"; then fail "the old message"; fi
+	kill "$holder"
+	wait "$holder" 2>/dev/null || true
+	expect 0 "$B" --data "$d" status --key old
+fi
+
 echo "ok: $CASES cases"

@@ -182,13 +182,12 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 	char err[512] = "";
 	int rc = saga_engine_open(out, &o, err, sizeof err);
 	if (rc != SAGA_OK) {
-		/* Several processes share a store; only an engine of a libsaga from
-		 * before shared stores holds it exclusively. */
+		/* Several processes share a store: busy means a process of an
+		 * older libsaga holds it for itself, or another process has been
+		 * stuck in its own open (stopped?) past the busy timeout; the
+		 * engine's message says which. */
 		if (rc == SAGA_EBUSY)
-			errorf("%s: %s is held exclusively by a process running an older "
-			       "libsaga (one that does not share its store); stop it, or "
-			       "upgrade it",
-			       cmd, path);
+			errorf("%s: %s cannot be shared now: %s", cmd, path, err);
 		else
 			errorf("%s: cannot open %s: %s", cmd, path, err);
 		return EXIT_FAIL;
