@@ -390,6 +390,8 @@ exit2_cases() {
 	refused "a rate in hex" "$B" --data "$d" run --orders 2 --fail payment=0x1p-1
 	refused "a latency with a sign" "$B" --data "$d" run --orders 2 --latency payment=+5
 	refused "--timeout with a sign" "$B" --data "$d" recover --timeout +5
+	refused "cancel --wait with a sign" "$B" --data "$d" cancel --key p1 --wait +5
+	refused "status --wait (cancel's option)" "$B" --data "$d" status --key p1 --wait 5
 	refused "an unknown order" "$B" --data "$d" order --customer NOBODY --item SKU-0001:1
 	refused "a key too long" "$B" --data "$d" status --key "$(printf '%0300d' 0)"
 	refused "--data too long" "$B" --data "$d/$(printf '%04100d' 0)" report

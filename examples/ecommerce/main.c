@@ -34,7 +34,8 @@ static void usage(FILE *f)
 	        "  run     [--orders N] [--concurrency K] [--seed S] [--wait SECONDS] [FAULTS]\n"
 	        "  status  --id N | --key K   (an order id, or its key; a bare K is a key\n"
 	        "                              unless it reads as a number: refused)\n"
-	        "  cancel  --id N | --key K\n"
+	        "  cancel  --id N | --key K  [--wait SECONDS]   (an order another process\n"
+	        "                              runs: that process carries the cancel out)\n"
 	        "  recover [--timeout SECONDS]\n"
 	        "  check\n"
 	        "  report\n"
@@ -47,6 +48,7 @@ static void usage(FILE *f)
 	        "\n"
 	        "Numbers are decimal digits only (no sign, no blank); a value too long for\n"
 	        "its field is refused, never cut. --data defaults to ./ecommerce-data.\n"
+	        "Several commands may run at once on one data directory.\n"
 	        "Exit codes: 0 success, 1 a business failure or a violation, 2 bad usage or\n"
 	        "input (checked before anything is opened for writing: nothing written).\n",
 	        prog);
