@@ -254,7 +254,7 @@ typedef struct run_tally {
 	unsigned char *done; /* its end was seen */
 	idmap map;           /* saga id -> index */
 	size_t started, finished, inflight;
-	size_t old_events; /* ends of sagas resumed from an earlier run */
+	size_t old_events; /* ends of sagas this run took over from another process */
 	double t_start, t_end;
 } run_tally;
 
@@ -386,7 +386,7 @@ static int run_collect(run_state *rs, run_tally *t, double *last_change)
 	for (size_t k = 0; k < qlen; k++) {
 		size_t idx;
 		if (!idmap_get(&t->map, q[k].id, &idx)) {
-			t->old_events++; /* a saga resumed from an earlier run */
+			t->old_events++; /* taken over from a process that died or closed */
 			continue;
 		}
 		if (t->done[idx])
@@ -509,7 +509,7 @@ static void run_print_json(const run_cfg *c, const run_tally *t, const run_summa
 		cJSON_AddNumberToObject(o, "transients", (double)fc.transients);
 		cJSON_AddNumberToObject(o, "timeouts", (double)fc.timeouts);
 	}
-	cJSON_AddNumberToObject(j, "resumed_from_earlier_runs", (double)t->old_events);
+	cJSON_AddNumberToObject(j, "taken_over", (double)t->old_events);
 	print_json(j);
 }
 
@@ -544,8 +544,9 @@ static void run_print_text(const run_cfg *c, const run_tally *t, const run_summa
 	if (any)
 		printf("\n");
 	if (t->old_events)
-		printf("also finished %zu saga%s left by an earlier run\n", t->old_events,
-		       t->old_events == 1 ? "" : "s");
+		printf("also finished %zu saga%s taken over from another process (one that died "
+		       "or closed with it unfinished)\n",
+		       t->old_events, t->old_events == 1 ? "" : "s");
 }
 
 int cmd_run(args *a, globals *g)
