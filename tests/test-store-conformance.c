@@ -185,7 +185,8 @@ static saga_row get_row(saga_store *s, int64_t id)
 }
 
 /* Updates a row in a transaction of its own: SAGA_OK, or the refusal (the
- * transaction rolled back). */
+ * transaction rolled back). A backend may refuse a fenced write when it is
+ * made or, when it sends writes in a batch, at the commit: either counts. */
 static int try_update(saga_store *s, saga_row *r)
 {
 	OK(s, ops->begin(s));
@@ -469,9 +470,7 @@ START_TEST(fenced_update_after_peer_claim)
 			w.state = SAGA_COMPLETED;
 			w.due_at = T0 + 5;
 		}
-		OK(a, ops->begin(a));
-		ck_assert_int_eq(ops->update(a, &w), SAGA_EFENCED);
-		ops->rollback(a);
+		ck_assert_int_eq(try_update(a, &w), SAGA_EFENCED);
 	}
 	saga_row now;
 	OK(b, ops->load(b, &now, id, &saga_default_alloc));
@@ -696,6 +695,97 @@ START_TEST(claims_never_overlap)
 }
 END_TEST
 
+/* A claim of an instance whose attempt was interrupted (its start
+ * recorded, its outcome not) counts a recovery, as does claim_one; the
+ * crash-loop limit rests on it. claim_one takes an unowned instance that is
+ * unfinished or STUCK, and nothing else. */
+START_TEST(claims_count_recoveries)
+{
+	saga_store *a = open_store(), *b = open_store();
+	int64_t ea = new_owner(a, LONG), eb = new_owner(b, LONG);
+	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, 0, 3);
+	r.inflight = true;
+	r.recoveries = 2;
+	int64_t cut = put_row(a, r);
+	r = make_row(DEF, 1, SAGA_RUNNING, 0, 0, 3);
+	r.recoveries = 2;
+	int64_t clean = put_row(a, r);
+	r = make_row(DEF, 1, SAGA_STUCK, 0, 0, 4);
+	r.inflight = true;
+	int64_t stuck = put_row(a, r);
+	int64_t done = put_row(a, make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1));
+	int64_t theirs = put_row(b, make_row(DEF, 1, SAGA_RUNNING, 0, eb, 1));
+
+	ids got = claim(a, T0, 10);
+	ck_assert_int_eq(got.n, 2);
+	ck_assert_int_eq(get_row(a, cut).recoveries, 3);
+	ck_assert_int_eq(get_row(a, cut).fence, 4);
+	ck_assert_int_eq(get_row(a, clean).recoveries, 2);
+
+	bool claimed[3] = { false, true, true };
+	int64_t one[] = { stuck, done, theirs };
+	OK(a, ops->begin(a));
+	for (int i = 0; i < 3; i++)
+		OK(a, ops->claim_one(a, one[i], &claimed[i]));
+	OK(a, ops->commit(a));
+	ck_assert(claimed[0] && !claimed[1] && !claimed[2]);
+	saga_row now = get_row(a, stuck);
+	ck_assert_int_eq(now.owner, ea);
+	ck_assert_int_eq(now.fence, 5);
+	ck_assert_int_eq(now.recoveries, 1);
+	ck_assert_int_eq(get_row(a, done).owner, 0);
+	ck_assert_int_eq(get_row(a, done).fence, 1);
+	ck_assert_int_eq(get_row(a, theirs).owner, eb);
+	ck_assert_int_eq(get_row(a, theirs).fence, 1);
+	ops->close(a);
+	ops->close(b);
+}
+END_TEST
+
+/* The scans that bring instances into memory see only this owner's:
+ * running and compensating ones, and parked ones due by `now` (earliest
+ * first, at most `limit`). */
+START_TEST(scans_see_only_own)
+{
+	saga_store *a = open_store(), *b = open_store();
+	int64_t ea = new_owner(a, LONG), eb = new_owner(b, LONG);
+	int64_t run = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	int64_t comp = put_row(a, make_row(DEF, 1, SAGA_COMPENSATING, 0, ea, 1));
+	int64_t later = put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 5, ea, 1));
+	int64_t due = put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 - 1, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, 0, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1));
+	put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, 0, 0));
+	int64_t brun = put_row(b, make_row(DEF, 1, SAGA_RUNNING, 0, eb, 1));
+	int64_t bdue = put_row(b, make_row(DEF, 1, SAGA_WAITING, T0 - 1, eb, 1));
+
+	ids l = { .n = 0 };
+	OK(a, ops->scan_active(a, add_id, &l));
+	ck_assert_int_eq(l.n, 2);
+	ck_assert(has_id(&l, run) && has_id(&l, comp));
+	l.n = 0;
+	OK(a, ops->scan_due(a, T0, 10, add_id, &l));
+	ck_assert_int_eq(l.n, 1);
+	ck_assert_int_eq(l.v[0], due);
+	l.n = 0;
+	OK(a, ops->scan_due(a, T0 + 5, 10, add_id, &l));
+	ck_assert_int_eq(l.n, 2);
+	ck_assert(has_id(&l, due) && has_id(&l, later));
+	l.n = 0;
+	OK(a, ops->scan_due(a, T0 + 5, 1, add_id, &l));
+	ck_assert_int_eq(l.n, 1);
+	ck_assert_int_eq(l.v[0], due);
+	l.n = 0;
+	OK(b, ops->scan_active(b, add_id, &l));
+	OK(b, ops->scan_due(b, T0 + 5, 10, add_id, &l));
+	ck_assert_int_eq(l.n, 2);
+	ck_assert_int_eq(l.v[0], brun);
+	ck_assert_int_eq(l.v[1], bdue);
+	ops->close(a);
+	ops->close(b);
+}
+END_TEST
+
 /* ---- rows and history ---- */
 
 /* A row comes back as written, owner and fence included; an update by its
@@ -892,6 +982,178 @@ START_TEST(history_round_trip)
 	OK(a, ops->history(a, x, keep_event, &l, NULL, 0));
 	ck_assert_int_eq(l.n, 3);
 	ck_assert_str_eq(l.detail[2], big);
+	ops->close(a);
+}
+END_TEST
+
+/* A business key names one instance: a second insert with it is refused
+ * with SAGA_EEXISTS and leaves the first alone. */
+START_TEST(business_key_is_unique)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	r.has_bkey = true;
+	saga_fmt(r.bkey, sizeof(r.bkey), "k");
+	int64_t id = put_row(a, r);
+	saga_row dup = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	dup.has_bkey = true;
+	saga_fmt(dup.bkey, sizeof(dup.bkey), "k");
+	OK(a, ops->begin(a));
+	int rc = ops->insert(a, &dup);
+	if (rc == SAGA_OK)
+		rc = ops->commit(a);
+	else
+		ops->rollback(a);
+	ck_assert_int_eq(rc, SAGA_EEXISTS);
+	int64_t found = 0;
+	OK(a, ops->find_bkey(a, &found, "k"));
+	ck_assert_int_eq(found, id);
+	ck_assert_int_eq(ops->find_bkey(a, &found, "other"), SAGA_ENOTFOUND);
+	ops->close(a);
+}
+END_TEST
+
+/* A definition's snapshot is kept once: the same again is fine, another
+ * under the same (name, version) is SAGA_ECONFLICT; every handle reads it. */
+START_TEST(definitions_kept_once)
+{
+	saga_store *a = open_store(), *b = open_store();
+	OK(a, ops->begin(a));
+	OK(a, ops->put_definition(a, DEF, 1, "[\"one\"]"));
+	OK(a, ops->commit(a));
+	OK(b, ops->begin(b));
+	OK(b, ops->put_definition(b, DEF, 1, "[\"one\"]"));
+	ck_assert_int_eq(ops->put_definition(b, DEF, 1, "[\"two\"]"), SAGA_ECONFLICT);
+	OK(b, ops->put_definition(b, DEF, 2, "[\"two\"]"));
+	OK(b, ops->commit(b));
+	char *snap = NULL;
+	OK(a, ops->get_definition(a, &snap, DEF, 1, &saga_default_alloc));
+	ck_assert_str_eq(snap, "[\"one\"]");
+	free(snap);
+	OK(a, ops->get_definition(a, &snap, DEF, 2, &saga_default_alloc));
+	ck_assert_str_eq(snap, "[\"two\"]");
+	free(snap);
+	ck_assert_int_eq(ops->get_definition(a, &snap, "e", 1, &saga_default_alloc),
+	                 SAGA_ENOTFOUND);
+	bool valid = false;
+	OK(a, ops->json_valid(a, "{\"a\":[1]}", &valid));
+	ck_assert(valid);
+	OK(a, ops->json_valid(a, "{\"a\":", &valid));
+	ck_assert(!valid);
+	ops->close(a);
+	ops->close(b);
+}
+END_TEST
+
+static int add_row_id(const saga_row *r, void *user)
+{
+	return add_id(r->id, user);
+}
+
+static ids page(saga_store *s, int state, const char *name, int version, uint64_t from, uint64_t to,
+                int64_t after, int limit)
+{
+	store_filter f = { state, name, version, from, to, 0, 0 };
+	ids l = { .n = 0 };
+	OK(s, ops->page(s, &f, after, limit, add_row_id, &l));
+	return l;
+}
+
+/* Listings (any owner's instances, in id order, filtered, paged by id),
+ * pending async steps, and counts by state. */
+START_TEST(listings_and_counts)
+{
+	saga_store *a = open_store(), *b = open_store();
+	int64_t ea = new_owner(a, LONG), eb = new_owner(b, LONG);
+	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	int64_t x = put_row(a, r);
+	r = make_row(DEF, 1, SAGA_WAITING, 0, eb, 1);
+	r.pending = true;
+	r.created_at = r.updated_at = T0 + 10;
+	int64_t y = put_row(b, r);
+	r = make_row(DEF, 2, SAGA_COMPLETED, 0, 0, 1);
+	r.created_at = r.updated_at = T0 + 20;
+	int64_t z = put_row(a, r);
+	r = make_row("e", 1, SAGA_STUCK, 0, 0, 1);
+	r.created_at = r.updated_at = T0 + 30;
+	int64_t w = put_row(a, r);
+
+	ids l = page(a, -1, NULL, 0, 0, 0, 0, 10);
+	ck_assert_int_eq(l.n, 4);
+	ck_assert(l.v[0] == x && l.v[1] == y && l.v[2] == z && l.v[3] == w);
+	l = page(a, -1, NULL, 0, 0, 0, 0, 2);
+	ck_assert(l.n == 2 && l.v[0] == x && l.v[1] == y);
+	l = page(a, -1, NULL, 0, 0, 0, y, 10);
+	ck_assert(l.n == 2 && l.v[0] == z && l.v[1] == w);
+	l = page(a, SAGA_COMPLETED, NULL, 0, 0, 0, 0, 10);
+	ck_assert(l.n == 1 && l.v[0] == z);
+	l = page(a, SAGA_WAITING, NULL, 0, 0, 0, 0, 10);
+	ck_assert(l.n == 1 && l.v[0] == y);
+	l = page(a, -1, DEF, 2, 0, 0, 0, 10);
+	ck_assert(l.n == 1 && l.v[0] == z);
+	l = page(a, -1, DEF, 0, 0, 0, 0, 10);
+	ck_assert_int_eq(l.n, 3);
+	l = page(a, -1, NULL, 0, T0 + 10, T0 + 30, 0, 10);
+	ck_assert(l.n == 2 && l.v[0] == y && l.v[1] == z);
+
+	l.n = 0;
+	OK(a, ops->pending(a, 0, 10, add_row_id, &l));
+	ck_assert(l.n == 1 && l.v[0] == y);
+	int64_t counts[SAGA_STATE_COUNT];
+	OK(a, ops->counts(a, counts));
+	int64_t want[SAGA_STATE_COUNT] = { 1, 1, 0, 1, 0, 1 };
+	for (int i = 0; i < SAGA_STATE_COUNT; i++)
+		ck_assert_int_eq(counts[i], want[i]);
+	ops->close(a);
+	ops->close(b);
+}
+END_TEST
+
+static int count_event(const saga_event *e, void *user)
+{
+	(void)e;
+	(*(int *)user)++;
+	return 0;
+}
+
+/* Purging takes instances that reached `state` before `before`, with
+ * their history, in batches; nothing else. */
+START_TEST(purge_takes_old_ended_instances)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	int64_t old = put_row(a, make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1));
+	saga_row r = make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1);
+	r.updated_at = T0 + 100;
+	int64_t young = put_row(a, r);
+	int64_t other = put_row(a, make_row(DEF, 1, SAGA_COMPENSATED, 0, 0, 1));
+	int64_t live = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	OK(a, ops->begin(a));
+	saga_hist h = make_hist(old, 1, 1, SAGA_EVENT_CREATED, "");
+	OK(a, ops->add_history(a, &h));
+	h = make_hist(live, 1, 1, SAGA_EVENT_CREATED, "");
+	OK(a, ops->add_history(a, &h));
+	OK(a, ops->commit(a));
+
+	int64_t purged = -1;
+	OK(a, ops->begin(a));
+	OK(a, ops->purge_batch(a, SAGA_COMPLETED, T0 + 50, &purged));
+	OK(a, ops->commit(a));
+	ck_assert_int_eq(purged, 1);
+	saga_row gone;
+	ck_assert_int_eq(ops->load(a, &gone, old, NULL), SAGA_ENOTFOUND);
+	int n = 0;
+	OK(a, ops->history(a, old, count_event, &n, NULL, 0));
+	ck_assert_int_eq(n, 0);
+	OK(a, ops->history(a, live, count_event, &n, NULL, 0));
+	ck_assert_int_eq(n, 1);
+	get_row(a, young);
+	get_row(a, other);
+	OK(a, ops->begin(a));
+	OK(a, ops->purge_batch(a, SAGA_COMPLETED, T0 + 50, &purged));
+	OK(a, ops->commit(a));
+	ck_assert_int_eq(purged, 0);
 	ops->close(a);
 }
 END_TEST
@@ -1093,6 +1355,37 @@ START_TEST(defect_update_by_non_owner)
 }
 END_TEST
 
+/* DEFECT: a transaction in which a fenced write was refused still commits
+ * the rest of its writes when the caller commits it: here a history row
+ * of another instance. A backend that sends a round's writes in one batch
+ * (the PostgreSQL pipeline) learns of the refusal only at the commit, and
+ * then cannot commit the rest; the interface should say the same of every
+ * backend: once a fenced write is refused, the transaction can only roll
+ * back (commit gives SAGA_EFENCED). */
+START_TEST(defect_refused_write_commits_the_rest)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	int64_t x = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 2));
+	int64_t y = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	saga_row stale = get_row(a, x);
+	stale.fence = 1;
+	OK(a, ops->begin(a));
+	saga_hist h = make_hist(y, 1, 1, SAGA_EVENT_CREATED, "");
+	OK(a, ops->add_history(a, &h));
+	int rc = ops->update(a, &stale);
+	int crc = ops->commit(a);
+	if (crc != SAGA_OK)
+		ops->rollback(a);
+	ck_assert(rc == SAGA_EFENCED || crc == SAGA_EFENCED);
+	ck_assert_int_eq(crc, SAGA_EFENCED);
+	int n = 0;
+	OK(a, ops->history(a, y, count_event, &n, NULL, 0));
+	ck_assert_int_eq(n, 0);
+	ops->close(a);
+}
+END_TEST
+
 /* ---- mutants: broken variants of the SQLite backend ---- */
 
 static store_ops mutant_ops;
@@ -1204,6 +1497,21 @@ static int greedy_claim(saga_store *s, uint64_t now, int limit, store_id_fn fn, 
 	return rc;
 }
 
+/* "ownerless-scan": the scan of running instances forgets the owner. */
+static int ownerless_scan(saga_store *s, store_id_fn fn, void *user)
+{
+	ids all = { .n = 0 };
+	int rc = SAGA_OK;
+	for (int state = SAGA_RUNNING; state <= SAGA_COMPENSATING && rc == SAGA_OK; state += 2) {
+		store_filter f = { state, NULL, 0, 0, 0, 0, 0 };
+		rc = store_sqlite_ops.page(s, &f, 0, 1000, add_row_id, &all);
+	}
+	for (int i = 0; i < all.n && rc == SAGA_OK; i++)
+		if (fn(all.v[i], user))
+			break;
+	return rc;
+}
+
 /* "no-reap": reaping finds nobody dead. */
 static int noreap_reap(saga_store *s, int64_t *reaped, int *live)
 {
@@ -1266,6 +1574,10 @@ static void m_greedy(store_ops *o)
 {
 	o->claim = greedy_claim;
 }
+static void m_scan(store_ops *o)
+{
+	o->scan_active = ownerless_scan;
+}
 static void m_noreap(store_ops *o)
 {
 	o->reap = noreap_reap;
@@ -1289,6 +1601,7 @@ static const mutant mutants[] = {
 	  { "fenced_update_after_peer_claim", "stale_fence_refused",
 	    "retire_hands_back_at_once" } },
 	{ "greedy", m_greedy, { "claim_takes_only_due_unowned_served" } },
+	{ "ownerless-scan", m_scan, { "scans_see_only_own" } },
 	{ "no-reap",
 	  m_noreap,
 	  { "reap_returns_a_lapsed_owners_instances", "closed_owner_is_reaped",
@@ -1323,8 +1636,14 @@ static const test tests[] = {
 	T(claim_takes_only_due_unowned_served, 30),
 	T(claim_respects_limit, 30),
 	T(claims_never_overlap, 60),
+	T(claims_count_recoveries, 30),
+	T(scans_see_only_own, 30),
 	T(row_round_trip, 30),
+	T(business_key_is_unique, 30),
 	T(history_round_trip, 30),
+	T(definitions_kept_once, 30),
+	T(listings_and_counts, 30),
+	T(purge_takes_old_ended_instances, 30),
 	T(commands_put_list_delete, 30),
 	T(changed_sees_peers_not_self, 30),
 	T(next_due_own_and_pool, 30),
@@ -1333,6 +1652,7 @@ static const test tests[] = {
 /* Behaviour held wrong: each test fails on the backend until it is fixed. */
 static const test defects[] = {
 	T(defect_update_by_non_owner, 30),
+	T(defect_refused_write_commits_the_rest, 30),
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -1356,6 +1676,15 @@ static Suite *make_suite(const test *list, size_t n)
 static int expect_failures(const test *list, size_t n, const char *const *names, size_t nnames,
                            const char *what)
 {
+	/* A failing test leaves its store behind: every store of this run is
+	 * made in one directory, removed at the end. */
+	const char *base = getenv("TMPDIR");
+	char dir[256];
+	snprintf(dir, sizeof(dir), "%s/saga-conformance-XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(dir) || setenv("TMPDIR", dir, 1) != 0) {
+		perror(dir);
+		return EXIT_FAILURE;
+	}
 	int missed = 0;
 	for (size_t i = 0; i < nnames && names[i]; i++) {
 		SRunner *sr = srunner_create(make_suite(list, n));
@@ -1371,6 +1700,7 @@ static int expect_failures(const test *list, size_t n, const char *const *names,
 		}
 		srunner_free(sr);
 	}
+	tmpdir_remove(dir);
 	return missed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
