@@ -1197,7 +1197,8 @@ static void put_cmd(saga_store *s, int64_t instance, int verb, const char *outpu
 
 /* Commands: any process puts them; an owner lists those of the instances
  * it holds, in the order they were put, and deletes what it carried out;
- * they follow the instance to its next owner. */
+ * any handle counts those of one (instance, verb, step, phase); they
+ * follow the instance to its next owner. */
 START_TEST(commands_put_list_delete)
 {
 	saga_store *a = open_store(), *b = open_store(), *c = open_store();
@@ -1235,15 +1236,31 @@ START_TEST(commands_put_list_delete)
 	l = list_cmds(a);
 	ck_assert_int_eq(l.n, 1);
 	ck_assert_int_eq(l.c[0].verb, 4);
+	/* Counted by instance, verb, step and phase, whoever holds it. */
+	store_command q = { 0, x, 4, 2, SAGA_PHASE_COMPENSATION, 0, NULL, 0 };
+	int64_t n = -1;
+	OK(c, ops->count_commands(c, &q, &n));
+	ck_assert_int_eq(n, 1);
+	put_cmd(b, x, 4, NULL);
+	OK(c, ops->count_commands(c, &q, &n));
+	ck_assert_int_eq(n, 2);
+	q.verb = 1;
+	OK(c, ops->count_commands(c, &q, &n));
+	ck_assert_int_eq(n, 0);
+	q.verb = 4;
+	q.phase = SAGA_PHASE_ACTION;
+	OK(c, ops->count_commands(c, &q, &n));
+	ck_assert_int_eq(n, 0);
 
 	/* The instance changes hands: its command goes with it. */
 	OK(a, ops->retire(a));
 	ids got = claim(c, T0, 10);
 	ck_assert_int_eq(got.n, 1);
 	l = list_cmds(c);
-	ck_assert_int_eq(l.n, 1);
+	ck_assert_int_eq(l.n, 2);
 	ck_assert_int_eq(l.c[0].instance, x);
 	ck_assert_int_eq(l.c[0].verb, 4);
+	ck_assert_int_eq(l.c[1].instance, x);
 	ops->close(a);
 	ops->close(b);
 	ops->close(c);
