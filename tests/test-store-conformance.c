@@ -1403,6 +1403,42 @@ START_TEST(defect_refused_write_commits_the_rest)
 }
 END_TEST
 
+/* DEFECT: a handle with no owner registered (never, or since it retired)
+ * may serve definitions and claim: the claim then writes owner 0 (the
+ * pool) over the instances it reports as taken, grows their fence, and
+ * counts a recovery for each interrupted one, so that claims by nobody
+ * can push an instance to STUCK (crash loop) while no one runs it. serve
+ * and claim should refuse (SAGA_ESTATE) without an owner; here the claim
+ * must at least take and change nothing. */
+START_TEST(defect_claim_without_owner)
+{
+	saga_store *a = open_store(), *x = open_store();
+	new_owner(a, LONG);
+	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, 0, 3);
+	r.inflight = true;
+	int64_t id = put_row(a, r);
+	ck_assert_int_eq(ops->epoch(x), 0);
+	int src = ops->serve(x, DEF, 1);
+	ids got = { .n = 0 };
+	int rc = ops->begin(x);
+	if (rc == SAGA_OK) {
+		rc = ops->claim(x, T0, 10, add_id, &got);
+		if (rc == SAGA_OK)
+			rc = ops->commit(x);
+		else
+			ops->rollback(x);
+	}
+	saga_row now = get_row(a, id);
+	ck_assert_msg(got.n == 0,
+	              "an unregistered handle claimed %d instance(s) (serve: %s, claim: %s)", got.n,
+	              saga_strerror(src), saga_strerror(rc));
+	ck_assert_int_eq(now.fence, 3);
+	ck_assert_int_eq(now.recoveries, 0);
+	ops->close(a);
+	ops->close(x);
+}
+END_TEST
+
 /* ---- mutants: broken variants of the SQLite backend ---- */
 
 static store_ops mutant_ops;
@@ -1670,6 +1706,7 @@ static const test tests[] = {
 static const test defects[] = {
 	T(defect_update_by_non_owner, 30),
 	T(defect_refused_write_commits_the_rest, 30),
+	T(defect_claim_without_owner, 30),
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
