@@ -74,6 +74,10 @@ static const backend *be;
 static const store_ops *ops;
 static char uri[512];
 
+/* The handles a test opened and has not closed: a failing test leaves
+ * them to the teardown (without fork, the test's process goes on). */
+static saga_store *handles[8];
+
 static void setup(void)
 {
 	be->fresh(uri, sizeof(uri));
@@ -81,6 +85,11 @@ static void setup(void)
 
 static void teardown(void)
 {
+	for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++) {
+		if (handles[i])
+			ops->close(handles[i]);
+		handles[i] = NULL;
+	}
 	be->drop(uri);
 }
 
@@ -109,7 +118,20 @@ static saga_store *open_store(void)
 	int rc = ops->open(&s, uri, SAGA_DURABILITY_NORMAL, BUSY_MS, &saga_default_alloc, err,
 	                   sizeof(err));
 	ck_assert_msg(rc == SAGA_OK && s, "open %s: %s (%s)", uri, saga_strerror(rc), err);
+	size_t i = 0;
+	while (i < sizeof(handles) / sizeof(handles[0]) - 1 && handles[i])
+		i++;
+	ck_assert_ptr_null(handles[i]);
+	handles[i] = s;
 	return s;
+}
+
+static void close_store(saga_store *s)
+{
+	for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++)
+		if (handles[i] == s)
+			handles[i] = NULL;
+	ops->close(s);
 }
 
 /* Registers s as a new owner serving (DEF, 1); returns its epoch. */
@@ -182,6 +204,27 @@ static saga_row get_row(saga_store *s, int64_t id)
 	OK(s, ops->load(s, &r, id, NULL));
 	ck_assert_int_eq(r.id, id);
 	return r;
+}
+
+/* The context of an instance as stored, in buf (the copy the backend
+ * allocates is freed at once: a failing test leaks nothing). */
+static const char *context_of(saga_store *s, int64_t id, char *buf, size_t size)
+{
+	saga_row r;
+	OK(s, ops->load(s, &r, id, &saga_default_alloc));
+	saga_fmt(buf, size, "%s", r.context ? r.context : "(none)");
+	free(r.context);
+	return buf;
+}
+
+/* A definition's snapshot as stored, in buf. */
+static const char *snapshot_of(saga_store *s, const char *name, int version, char *buf, size_t size)
+{
+	char *snap = NULL;
+	OK(s, ops->get_definition(s, &snap, name, version, &saga_default_alloc));
+	saga_fmt(buf, size, "%s", snap);
+	free(snap);
+	return buf;
 }
 
 /* Updates a row in a transaction of its own: SAGA_OK, or the refusal (the
@@ -257,11 +300,11 @@ START_TEST(epochs_are_never_reused)
 	seen[n++] = new_owner(a, LONG);
 	OK(a, ops->retire(a));
 	OK(b, ops->retire(b));
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 	saga_store *c = open_store();
 	seen[n++] = new_owner(c, LONG);
-	ops->close(c);
+	close_store(c);
 	for (int i = 0; i < n; i++)
 		for (int j = i + 1; j < n; j++)
 			ck_assert_msg(seen[i] != seen[j], "epoch %lld given twice (#%d and #%d)",
@@ -310,8 +353,8 @@ START_TEST(begin_renews_the_lease)
 		ck_assert_int_eq(live, 1);
 		break;
 	}
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -338,8 +381,8 @@ START_TEST(lapsed_lease_is_never_renewed)
 		nap_ms(SHORT / 4);
 	}
 	ck_assert_int_eq(ops->lease_left(a), 0);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -373,9 +416,9 @@ START_TEST(reap_returns_a_lapsed_owners_instances)
 	OK(b, ops->reap(b, &reaped, &live));
 	ck_assert_int_eq(reaped, 0);
 	ck_assert_int_eq(ops->begin(a), SAGA_EFENCED);
-	ops->close(a);
-	ops->close(b);
-	ops->close(c);
+	close_store(a);
+	close_store(b);
+	close_store(c);
 }
 END_TEST
 
@@ -388,13 +431,13 @@ START_TEST(closed_owner_is_reaped)
 	int64_t ea = new_owner(a, be->closed_is_dead ? LONG : SHORT);
 	int64_t id = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
 	new_owner(b, LONG);
-	ops->close(a);
+	close_store(a);
 	if (!be->closed_is_dead)
 		outlive(SHORT);
 	ids got = claim(b, T0, 10);
 	ck_assert_int_eq(got.n, 1);
 	ck_assert_int_eq(got.v[0], id);
-	ops->close(b);
+	close_store(b);
 }
 END_TEST
 
@@ -428,8 +471,8 @@ START_TEST(retire_hands_back_at_once)
 	stale.step = 7;
 	ck_assert_int_eq(try_update(a, &stale), SAGA_EFENCED);
 	ck_assert_int_eq(get_row(b, run).step, 0);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -445,8 +488,7 @@ START_TEST(fenced_update_after_peer_claim)
 	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
 	r.context = (char *)"{\"by\":\"a\"}";
 	int64_t id = put_row(a, r);
-	saga_row mine;
-	OK(a, ops->load(a, &mine, id, &saga_default_alloc));
+	saga_row mine = get_row(a, id);
 	outlive(SHORT);
 	int64_t eb = new_owner(b, LONG);
 	ids got = claim(b, T0, 10);
@@ -472,8 +514,9 @@ START_TEST(fenced_update_after_peer_claim)
 		}
 		ck_assert_int_eq(try_update(a, &w), SAGA_EFENCED);
 	}
-	saga_row now;
-	OK(b, ops->load(b, &now, id, &saga_default_alloc));
+	char buf[64];
+	ck_assert_str_eq(context_of(b, id, buf, sizeof(buf)), "{\"by\":\"a\"}");
+	saga_row now = get_row(b, id);
 	ck_assert_int_eq(now.owner, eb);
 	ck_assert_int_eq(now.fence, 2);
 	ck_assert_int_eq(now.state, SAGA_RUNNING);
@@ -481,15 +524,12 @@ START_TEST(fenced_update_after_peer_claim)
 	ck_assert_int_eq(now.attempt, 0);
 	ck_assert_uint_eq(now.updated_at, T0);
 	ck_assert_str_eq(now.error, "");
-	ck_assert_str_eq(now.context, "{\"by\":\"a\"}");
-	free(now.context);
-	free(mine.context);
 	/* The new owner writes it. */
 	theirs.step = 1;
 	OK(b, try_update(b, &theirs));
 	ck_assert_int_eq(get_row(a, id).step, 1);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -528,7 +568,7 @@ START_TEST(stale_fence_refused)
 	now.step = 2;
 	OK(a, try_update(a, &now));
 	ck_assert_int_eq(get_row(a, id).step, 2);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -548,7 +588,7 @@ START_TEST(ended_instances_have_no_owner)
 		ck_assert_int_eq(now.owner, 0);
 		ck_assert_int_eq(now.fence, 1);
 	}
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -598,8 +638,8 @@ START_TEST(claim_takes_only_due_unowned_served)
 	got = claim(b, T0, 100);
 	ck_assert_int_eq(got.n, 1);
 	ck_assert_int_eq(got.v[0], other_name);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -616,7 +656,7 @@ START_TEST(claim_respects_limit)
 	got = claim(a, T0, 1);
 	ck_assert_int_eq(got.n, 1);
 	ck_assert_int_eq(got.v[0], late);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -666,7 +706,7 @@ START_TEST(claims_never_overlap)
 			first = r.id;
 	}
 	OK(a, ops->commit(a));
-	ops->close(a);
+	close_store(a);
 	claimer c[2];
 	pthread_t t[2];
 	memset(c, 0, sizeof(c));
@@ -691,7 +731,7 @@ START_TEST(claims_never_overlap)
 		ck_assert_int_eq(r.fence, 1);
 	}
 	for (int k = 0; k < 2; k++)
-		ops->close(c[k].s);
+		close_store(c[k].s);
 }
 END_TEST
 
@@ -737,8 +777,8 @@ START_TEST(claims_count_recoveries)
 	ck_assert_int_eq(get_row(a, done).fence, 1);
 	ck_assert_int_eq(get_row(a, theirs).owner, eb);
 	ck_assert_int_eq(get_row(a, theirs).fence, 1);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -781,8 +821,8 @@ START_TEST(scans_see_only_own)
 	ck_assert_int_eq(l.n, 2);
 	ck_assert_int_eq(l.v[0], brun);
 	ck_assert_int_eq(l.v[1], bdue);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -815,8 +855,9 @@ START_TEST(row_round_trip)
 	saga_fmt(r.error, sizeof(r.error), "boom");
 	r.context = (char *)"{\"k\":[1,2]}";
 	int64_t id = put_row(a, r);
-	saga_row back, by_uid;
-	OK(a, ops->load(a, &back, id, &saga_default_alloc));
+	saga_row back = get_row(a, id), by_uid;
+	char buf[64];
+	ck_assert_str_eq(context_of(a, id, buf, sizeof(buf)), "{\"k\":[1,2]}");
 	OK(a, ops->load_uid(a, &by_uid, r.uid, NULL));
 	ck_assert_int_eq(by_uid.id, id);
 	int64_t found = 0;
@@ -846,27 +887,23 @@ START_TEST(row_round_trip)
 	ck_assert_int_eq(back.next_seq, 12);
 	ck_assert_int_eq(back.recoveries, 3);
 	ck_assert_str_eq(back.error, "boom");
-	ck_assert_str_eq(back.context, "{\"k\":[1,2]}");
-	free(back.context);
 	back.context = (char *)"{\"k\":3}";
 	back.state = SAGA_RUNNING;
 	back.due_at = 0;
 	back.next_seq = 15;
 	back.recoveries = 0;
 	OK(a, try_update(a, &back));
-	saga_row again;
-	OK(a, ops->load(a, &again, id, &saga_default_alloc));
+	saga_row again = get_row(a, id);
 	ck_assert_int_eq(again.state, SAGA_RUNNING);
 	ck_assert_uint_eq(again.due_at, 0);
 	ck_assert_int_eq(again.next_seq, 15);
 	ck_assert_int_eq(again.recoveries, 0);
 	ck_assert_int_eq(again.owner, ea);
 	ck_assert_int_eq(again.fence, 7);
-	ck_assert_str_eq(again.context, "{\"k\":3}");
-	free(again.context);
+	ck_assert_str_eq(context_of(a, id, buf, sizeof(buf)), "{\"k\":3}");
 	saga_row none;
 	ck_assert_int_eq(ops->load(a, &none, id + 1000, NULL), SAGA_ENOTFOUND);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -982,7 +1019,7 @@ START_TEST(history_round_trip)
 	OK(a, ops->history(a, x, keep_event, &l, NULL, 0));
 	ck_assert_int_eq(l.n, 3);
 	ck_assert_str_eq(l.detail[2], big);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -1010,7 +1047,7 @@ START_TEST(business_key_is_unique)
 	OK(a, ops->find_bkey(a, &found, "k"));
 	ck_assert_int_eq(found, id);
 	ck_assert_int_eq(ops->find_bkey(a, &found, "other"), SAGA_ENOTFOUND);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -1027,13 +1064,9 @@ START_TEST(definitions_kept_once)
 	ck_assert_int_eq(ops->put_definition(b, DEF, 1, "[\"two\"]"), SAGA_ECONFLICT);
 	OK(b, ops->put_definition(b, DEF, 2, "[\"two\"]"));
 	OK(b, ops->commit(b));
-	char *snap = NULL;
-	OK(a, ops->get_definition(a, &snap, DEF, 1, &saga_default_alloc));
-	ck_assert_str_eq(snap, "[\"one\"]");
-	free(snap);
-	OK(a, ops->get_definition(a, &snap, DEF, 2, &saga_default_alloc));
-	ck_assert_str_eq(snap, "[\"two\"]");
-	free(snap);
+	char buf[32], *snap = NULL;
+	ck_assert_str_eq(snapshot_of(a, DEF, 1, buf, sizeof(buf)), "[\"one\"]");
+	ck_assert_str_eq(snapshot_of(a, DEF, 2, buf, sizeof(buf)), "[\"two\"]");
 	ck_assert_int_eq(ops->get_definition(a, &snap, "e", 1, &saga_default_alloc),
 	                 SAGA_ENOTFOUND);
 	bool valid = false;
@@ -1041,8 +1074,8 @@ START_TEST(definitions_kept_once)
 	ck_assert(valid);
 	OK(a, ops->json_valid(a, "{\"a\":", &valid));
 	ck_assert(!valid);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -1105,8 +1138,8 @@ START_TEST(listings_and_counts)
 	int64_t want[SAGA_STATE_COUNT] = { 1, 1, 0, 1, 0, 1 };
 	for (int i = 0; i < SAGA_STATE_COUNT; i++)
 		ck_assert_int_eq(counts[i], want[i]);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -1154,7 +1187,7 @@ START_TEST(purge_takes_old_ended_instances)
 	OK(a, ops->purge_batch(a, SAGA_COMPLETED, T0 + 50, &purged));
 	OK(a, ops->commit(a));
 	ck_assert_int_eq(purged, 0);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -1261,9 +1294,9 @@ START_TEST(commands_put_list_delete)
 	ck_assert_int_eq(l.c[0].instance, x);
 	ck_assert_int_eq(l.c[0].verb, 4);
 	ck_assert_int_eq(l.c[1].instance, x);
-	ops->close(a);
-	ops->close(b);
-	ops->close(c);
+	close_store(a);
+	close_store(b);
+	close_store(c);
 }
 END_TEST
 
@@ -1298,8 +1331,8 @@ START_TEST(changed_sees_peers_not_self)
 	ops->rollback(b);
 	OK(a, ops->changed(a, &ch));
 	ck_assert(!ch);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -1345,8 +1378,8 @@ START_TEST(next_due_own_and_pool)
 	ck_assert_uint_gt(pool, 0);
 	ck_assert_uint_le(pool, T0);
 	ck_assert_uint_eq(due, pool);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -1367,8 +1400,8 @@ START_TEST(defect_update_by_non_owner)
 	r.step = 5;
 	ck_assert_int_eq(try_update(b, &r), SAGA_EFENCED);
 	ck_assert_int_eq(get_row(a, id).step, 0);
-	ops->close(a);
-	ops->close(b);
+	close_store(a);
+	close_store(b);
 }
 END_TEST
 
@@ -1399,7 +1432,7 @@ START_TEST(defect_refused_write_commits_the_rest)
 	int n = 0;
 	OK(a, ops->history(a, y, count_event, &n, NULL, 0));
 	ck_assert_int_eq(n, 0);
-	ops->close(a);
+	close_store(a);
 }
 END_TEST
 
@@ -1434,8 +1467,8 @@ START_TEST(defect_claim_without_owner)
 	              saga_strerror(src), saga_strerror(rc));
 	ck_assert_int_eq(now.fence, 3);
 	ck_assert_int_eq(now.recoveries, 0);
-	ops->close(a);
-	ops->close(x);
+	close_store(a);
+	close_store(x);
 }
 END_TEST
 
