@@ -1405,6 +1405,39 @@ START_TEST(defect_update_by_non_owner)
 }
 END_TEST
 
+/* DEFECT: history is not fenced either: a handle that does not own an
+ * instance appends a row to its history and commits; the owner's next row
+ * takes the same seq (from its row's next_seq), so its commit fails with
+ * SAGA_EEXISTS, round after round. add_history should refuse an instance
+ * the writer does not hold (or the commit should). */
+START_TEST(defect_history_by_non_owner)
+{
+	saga_store *a = open_store(), *b = open_store();
+	int64_t ea = new_owner(a, LONG);
+	new_owner(b, LONG);
+	int64_t id = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	saga_row r = get_row(b, id);
+	OK(b, ops->begin(b));
+	saga_hist h = make_hist(id, r.next_seq, r.fence, SAGA_EVENT_STATE, "not mine");
+	int rc = ops->add_history(b, &h);
+	if (rc == SAGA_OK)
+		rc = ops->commit(b);
+	else
+		ops->rollback(b);
+	ck_assert_msg(rc != SAGA_OK, "a non-owner's history row was committed");
+	/* The owner writes its own next row. */
+	saga_row mine = get_row(a, id);
+	OK(a, ops->begin(a));
+	h = make_hist(id, mine.next_seq, mine.fence, SAGA_EVENT_STATE, "mine");
+	OK(a, ops->add_history(a, &h));
+	mine.next_seq++;
+	OK(a, ops->update(a, &mine));
+	OK(a, ops->commit(a));
+	close_store(a);
+	close_store(b);
+}
+END_TEST
+
 /* DEFECT: a transaction in which a fenced write was refused still commits
  * the rest of its writes when the caller commits it: here a history row
  * of another instance. A backend that sends a round's writes in one batch
@@ -1738,6 +1771,7 @@ static const test tests[] = {
 /* Behaviour held wrong: each test fails on the backend until it is fixed. */
 static const test defects[] = {
 	T(defect_update_by_non_owner, 30),
+	T(defect_history_by_non_owner, 30),
 	T(defect_refused_write_commits_the_rest, 30),
 	T(defect_claim_without_owner, 30),
 };
