@@ -1385,6 +1385,16 @@ END_TEST
 
 /* ---- behaviour held wrong (run by --defects, expected to fail) ---- */
 
+/* Two live owners, a and b; a holds one running instance (its id). */
+static int64_t held_by_a(saga_store **a, saga_store **b)
+{
+	*a = open_store();
+	*b = open_store();
+	int64_t ea = new_owner(*a, LONG);
+	new_owner(*b, LONG);
+	return put_row(*a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+}
+
 /* DEFECT: update() checks the row against the owner and fence it was
  * loaded with, not against the writer: a handle that does not own an
  * instance writes it as long as it read the row first. The issue asks for
@@ -1392,10 +1402,8 @@ END_TEST
  * ("... AND owner = E"). */
 START_TEST(defect_update_by_non_owner)
 {
-	saga_store *a = open_store(), *b = open_store();
-	int64_t ea = new_owner(a, LONG);
-	new_owner(b, LONG);
-	int64_t id = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	saga_store *a, *b;
+	int64_t id = held_by_a(&a, &b);
 	saga_row r = get_row(b, id);
 	r.step = 5;
 	ck_assert_int_eq(try_update(b, &r), SAGA_EFENCED);
@@ -1412,10 +1420,8 @@ END_TEST
  * the writer does not hold (or the commit should). */
 START_TEST(defect_history_by_non_owner)
 {
-	saga_store *a = open_store(), *b = open_store();
-	int64_t ea = new_owner(a, LONG);
-	new_owner(b, LONG);
-	int64_t id = put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	saga_store *a, *b;
+	int64_t id = held_by_a(&a, &b);
 	saga_row r = get_row(b, id);
 	OK(b, ops->begin(b));
 	saga_hist h = make_hist(id, r.next_seq, r.fence, SAGA_EVENT_STATE, "not mine");
