@@ -478,7 +478,7 @@ END_TEST
 
 /* ---- fenced writes ---- */
 
-/* The test the issue names: owner A's lease lapsed, B reaped it and claimed
+/* What fencing is for: owner A's lease lapsed, B reaped it and claimed
  * its instance; A, registered anew, writes the row it had loaded: refused
  * with SAGA_EFENCED, and the store keeps B's row exactly. */
 START_TEST(fenced_update_after_peer_claim)
@@ -1397,9 +1397,9 @@ static int64_t held_by_a(saga_store **a, saga_store **b)
 
 /* DEFECT: update() checks the row against the owner and fence it was
  * loaded with, not against the writer: a handle that does not own an
- * instance writes it as long as it read the row first. The issue asks for
- * every instance write to carry the writer's own owner check
- * ("... AND owner = E"). */
+ * instance writes it as long as it read the row first. Every instance
+ * write should carry the writer's own owner check ("... AND owner = E",
+ * E the writer's epoch), as the claim does. */
 START_TEST(defect_update_by_non_owner)
 {
 	saga_store *a, *b;
