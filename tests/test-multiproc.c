@@ -558,7 +558,7 @@ START_TEST(kill_restart_takeover)
 {
 	const unsigned lease = 3000, margin = 1500;
 	long seed = env_long("MP_SEED", 1), kills = env_long("MP_KILLS", 12);
-	long sagas = env_long("MP_SAGAS", 80), slack = env_long("MP_SLACK_MS", 1000);
+	long sagas = env_long("MP_SAGAS", 150), slack = env_long("MP_SLACK_MS", 1000);
 	uint64_t rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)seed;
 	printf("kill test: seed %ld, %ld kills, %d workers x %ld sagas, lease %u ms\n", seed, kills,
 	       KILL_WORKERS, sagas, lease);
@@ -571,8 +571,8 @@ START_TEST(kill_restart_takeover)
 			              .threads = 3,
 			              .lease = lease,
 			              .margin = margin,
-			              .pace_ms = 150,
-			              .step_ms = 20 };
+			              .pace_ms = 60,
+			              .step_ms = 80 };
 		pid[i] = spawn(&w[i]);
 	}
 	/* The store exists once a worker has opened it. */
