@@ -55,6 +55,26 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, enum where *where, i
 	if (rc)
 		return rc;
 	int64_t me = store_epoch(e->store), owner = (*out)->row.owner;
+	if (owner != 0 && owner != me) {
+		/* Owned elsewhere: unless that owner is gone (then its instances
+		 * are back in the pool, and this one is read again). */
+		int64_t reaped = 0;
+		int live = 0;
+		if ((rc = store_reap(e->store, &reaped, &live)))
+			return store_err(e, rc);
+		e->peers = live;
+		if (reaped) {
+			int64_t rid = (*out)->row.id;
+			free_inst(e, *out);
+			*out = NULL;
+			if ((rc = load_inst(e, out, rid, NULL)) == SAGA_OK && !*out)
+				rc = set_err(e, SAGA_ENOTFOUND,
+				             "the instance's definition is not registered");
+			if (rc)
+				return rc;
+			owner = (*out)->row.owner;
+		}
+	}
 	*where = owner == 0 || owner == me ? AT_REST : QUEUE;
 	if (owner == 0 && take && (!ended((*out)->row.state) || (*out)->row.state == SAGA_STUCK)) {
 		bool claimed = false;
@@ -254,8 +274,22 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 			            (int)result,
 			            text,
 			            now_wall(e) };
-		rc = queue_command(e, in, temp, &c);
+		/* The verdict is known now when one already waits, or when the
+		 * step is no longer the one waiting (the owner records it when it
+		 * carries the command out). */
+		int64_t before = 0;
+		int last = 0;
+		bool current = r->step == idx && r->phase == phase && (r->inflight || r->pending);
+		rc = store_count_commands(e->store, &c, &before);
+		if (rc == SAGA_OK && !current)
+			rc = store_last_outcome(e->store, r->id, idx, phase, &last);
+		rc = rc ? release_temp(e, in, temp, store_err(e, rc)) : queue_command(e, in, temp, &c);
 		cJSON_free(text);
+		if (rc == SAGA_OK && !current && last == SAGA_OUTCOME_TIMEOUT)
+			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
+			             key);
+		else if (rc == SAGA_OK && (before || !current))
+			rc = set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
 		goto out;
 	}
 	int verdict = SAGA_OK;

@@ -227,10 +227,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	if ((rc = store_open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
 	                     errsize)))
 		goto fail;
-	if ((rc = store_register(e->store, e->lease_ms))) {
-		saga_fmt(errmsg, errsize, "%s", store_errmsg(e->store));
-		goto fail;
-	}
+
 	if (!o->deferred_start) {
 		if ((rc = start_threads(e, errmsg, errsize)))
 			goto fail;

@@ -269,6 +269,7 @@ void listeners_free(saga_engine *e);
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);
 int serve_all(saga_engine *e);
+int owner_ready(saga_engine *e);
 void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail);

@@ -201,6 +201,8 @@ typedef int (*store_command_fn)(const store_command *c, void *user);
 int store_commands(saga_store *s, store_command_fn fn, void *user);
 /* Deletes a command carried out (in the open transaction). */
 int store_delete_command(saga_store *s, int64_t id);
+/* How many commands wait with c's instance, verb, step and phase. */
+int store_count_commands(saga_store *s, const store_command *c, int64_t *n);
 
 int store_begin(saga_store *s);
 int store_commit(saga_store *s);

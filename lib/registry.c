@@ -42,7 +42,7 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 	}
 	rc = store_put_definition(e->store, def->name, def->version, snap);
 	cJSON_free(snap);
-	if (rc == SAGA_OK)
+	if (rc == SAGA_OK && store_epoch(e->store))
 		rc = store_serve(e->store, def->name, def->version);
 	if (rc) {
 		rc = rc == SAGA_ECONFLICT ? set_err(e, rc, "%s", store_errmsg(e->store))

@@ -171,13 +171,17 @@ int look_outside(saga_engine *e)
 {
 	uint64_t now = saga_sys_mono_ms(NULL);
 	bool changed = false;
-	int rc = store_changed(e->store, &changed);
+	int rc = owner_ready(e);
+	if (rc)
+		return rc;
+	rc = store_changed(e->store, &changed);
 	if (rc)
 		return store_err(e, rc);
 	if (store_lease_left(e->store) < e->lease_ms - e->lease_ms / 3 && (rc = ensure_txn(e)))
 		return rc;
 	bool poll = now >= e->next_poll;
-	if (!changed && !poll && !e->look_now)
+	bool timers = e->next_timer == 0 || e->next_timer <= now_wall(e);
+	if (!changed && !poll && !e->look_now && !timers)
 		return SAGA_OK;
 	e->look_now = false;
 	if (poll) {

@@ -71,6 +71,7 @@ typedef struct store_ops {
 	int (*put_command)(saga_store *s, const store_command *c);
 	int (*commands)(saga_store *s, store_command_fn fn, void *user);
 	int (*delete_command)(saga_store *s, int64_t id);
+	int (*count_commands)(saga_store *s, const store_command *c, int64_t *n);
 
 	/* queries and retention */
 	int (*history)(saga_store *s, int64_t id, saga_event_fn fn, void *user,

@@ -212,6 +212,7 @@ enum stmt_id {
 	ST_CMD_PUT,
 	ST_CMD_LIST,
 	ST_CMD_DEL,
+	ST_CMD_FIND,
 	ST_PURGE_CMDS,
 	ST_DATA_VERSION,
 	ST_COUNT
@@ -332,6 +333,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                " c.requested_at FROM commands c JOIN instances i ON i.id = c.instance"
 	                " WHERE i.owner = ?1 ORDER BY c.id",
 	[ST_CMD_DEL] = "DELETE FROM commands WHERE id = ?1",
+	[ST_CMD_FIND] = "SELECT count(*) FROM commands WHERE instance = ?1 AND verb = ?2"
+	                " AND step = ?3 AND phase = ?4",
 	[ST_PURGE_CMDS] = "DELETE FROM commands WHERE instance = ?1",
 	[ST_DATA_VERSION] = "PRAGMA data_version",
 };
@@ -1252,6 +1255,22 @@ done:
 	return done_with(st, rc);
 }
 
+int store_count_commands(saga_store *s, const store_command *c, int64_t *n)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_FIND];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, c->instance));
+	BIND(sqlite3_bind_int(st, 2, c->verb));
+	BIND(sqlite3_bind_int(st, 3, c->step));
+	BIND(sqlite3_bind_int(st, 4, c->phase));
+	sqlite3_int64 v = 0;
+	rc = one_int(s, st, "count commands", &v);
+	*n = v;
+	return rc;
+done:
+	return done_with(st, rc);
+}
+
 int store_delete_command(saga_store *s, int64_t id)
 {
 	return exec_owned(s, ST_CMD_DEL, id, "delete command");
@@ -1952,6 +1971,7 @@ const store_ops store_sqlite_ops = {
 	.put_command = store_put_command,
 	.commands = store_commands,
 	.delete_command = store_delete_command,
+	.count_commands = store_count_commands,
 	.history = store_history,
 	.page = store_page,
 	.pending = store_pending,

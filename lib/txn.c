@@ -38,11 +38,26 @@ static int ownership_lost(saga_engine *e)
 	return serve_all(e);
 }
 
+/* Registers this engine as an owner if it is not one yet: at its first
+ * write or round, so that an engine that only reads leaves no trace. */
+int owner_ready(saga_engine *e)
+{
+	if (store_epoch(e->store))
+		return SAGA_OK;
+	int rc = store_register(e->store, e->lease_ms);
+	if (rc)
+		return store_err(e, rc);
+	return serve_all(e);
+}
+
 int ensure_txn(saga_engine *e)
 {
 	if (e->in_txn)
 		return SAGA_OK;
-	int rc = store_begin(e->store);
+	int rc = owner_ready(e);
+	if (rc)
+		return rc;
+	rc = store_begin(e->store);
 	/* Lost: what is in memory is marked lost (nothing of it is written
 	 * again), and the work goes on under the new registration. */
 	if (rc == SAGA_EFENCED && (rc = ownership_lost(e)) == SAGA_OK)

@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
+#include <sys/file.h>
+#include <fcntl.h>
 #include <unistd.h>
+#include <pthread.h>
 
 #define NSTEPS  5
 #define PIVOT   3
@@ -885,12 +887,12 @@ START_TEST(damaged_version_is_corrupt)
 	         (long long)bad);
 	ck_assert_int_eq(system(cmd), 0);
 	open_engine();
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_ECORRUPT);
-	ck_assert_ptr_nonnull(strstr(saga_engine_errmsg(F.e), "damaged"));
+	/* Claims take only the (name, version) pairs an engine has registered:
+	 * nobody runs version 0, so the row waits unowned, and is never run. */
+	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK);
 	ck_assert_str_eq(saga_state_name(info_of(good).state), "COMPLETED");
 	ck_assert_str_eq(saga_state_name(info_of(bad).state), "RUNNING");
-	ck_assert_int_eq(F.nlog, NSTEPS);                    /* only the good one ran */
-	ck_assert_int_eq(saga_run_until_idle(F.e), SAGA_OK); /* reported once */
+	ck_assert_int_eq(F.nlog, NSTEPS); /* only the good one ran */
 }
 END_TEST
 
@@ -921,11 +923,22 @@ START_TEST(store_errors)
 	fclose(f);
 	o.path = p;
 	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_ECORRUPT);
-	/* One engine per store. */
+	/* Engines share a store; one of a libsaga that cannot (it holds the
+	 * lock file's flock exclusively) keeps this one out. */
 	o.path = F.path;
+	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_OK);
+	saga_engine_close(e);
+	e = NULL;
+	snprintf(p, sizeof(p), "%s-lock", F.path);
+	saga_engine_close(F.e);
+	int lk = open(p, O_RDWR);
+	ck_assert_int_ge(lk, 0);
+	ck_assert_int_eq(flock(lk, LOCK_EX | LOCK_NB), 0);
 	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_EBUSY);
-	ck_assert_ptr_nonnull(strstr(err, "in use"));
+	ck_assert_ptr_nonnull(strstr(err, "older libsaga"));
 	ck_assert_ptr_null(e);
+	close(lk);
+	open_engine();
 	/* A directory that does not exist. */
 	o.path = "/nonexistent-dir/saga.db";
 	ck_assert_int_lt(saga_engine_open(&e, &o, err, sizeof(err)), 0);
@@ -940,7 +953,7 @@ START_TEST(store_errors)
 	}
 	/* Back at this version, the refused store opens and its instance goes
 	 * on (migrations from older stores are tested by test-iofault). */
-	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version=3'", F.path);
+	snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA user_version=4'", F.path);
 	ck_assert_int_eq(system(cmd), 0);
 	open_engine();
 	run();
