@@ -918,6 +918,19 @@ START_TEST(zombie_pause_past_lease)
 	       (long long)c.fence, (long long)(taken_ms - c.at_ms), lease);
 	ck_assert_int_le(taken_ms - c.at_ms,
 	                 (int64_t)lease + SAGA_POLL_MS + env_long("MP_SLACK_MS", 1000));
+	/* Not before the lease lapsed: the paused callback was invoked (after its
+	 * ATTEMPT_START) with at least the margin of lease left. */
+	int64_t start_at = query_int(store, 0,
+	                             "SELECT max(at) FROM history WHERE instance = ?1 AND type = 2"
+	                             " AND step = 1 AND phase = 0 AND fence = ?2",
+	                             id, c.fence);
+	int64_t newer_at = query_int(
+	        store, 0, "SELECT min(at) FROM history WHERE instance = ?1 AND fence > ?2", id,
+	        c.fence);
+	ck_assert_int_gt(start_at, 0);
+	ck_assert_msg(newer_at >= start_at + (int64_t)margin,
+	              "taken over %lld ms after the paused attempt started, inside the margin",
+	              (long long)(newer_at - start_at));
 	int64_t last_seq_before =
 	        query_int(store, 0, "SELECT max(seq) FROM history WHERE instance = ?1", id, 0);
 
