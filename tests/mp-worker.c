@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp-time.h"
 #include "saga.h"
 
 static sqlite3 *ledger;
@@ -63,20 +64,6 @@ static void on_term(int sig)
 {
 	(void)sig;
 	quit = 1;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
 }
 
 /* The ledger is the test's evidence: any failure ends the process. */

@@ -3,6 +3,7 @@
  * participant's own transaction. SPDX-License-Identifier: MIT */
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,41 +46,42 @@ static int state_of(const char *key)
 	return state;
 }
 
-/* One guard call in its own committed transaction. */
-static saga_guard_verdict action(const char *key)
+/* One guard call in its own committed transaction; fence 0 makes the
+ * unfenced call. */
+static saga_guard_verdict guard_call(const char *key, bool compensation, int64_t fence)
 {
 	saga_guard_verdict v = (saga_guard_verdict)-1;
 	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_action(db, key, &v), SAGA_OK);
+	int rc;
+	if (fence)
+		rc = compensation ? saga_guard_compensation_fenced(db, key, fence, &v)
+		                  : saga_guard_action_fenced(db, key, fence, &v);
+	else
+		rc = compensation ? saga_guard_compensation(db, key, &v)
+		                  : saga_guard_action(db, key, &v);
+	ck_assert_int_eq(rc, SAGA_OK);
 	exec(db, "COMMIT");
 	return v;
+}
+
+static saga_guard_verdict action(const char *key)
+{
+	return guard_call(key, false, 0);
 }
 
 static saga_guard_verdict compensation(const char *key)
 {
-	saga_guard_verdict v = (saga_guard_verdict)-1;
-	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_compensation(db, key, &v), SAGA_OK);
-	exec(db, "COMMIT");
-	return v;
+	return guard_call(key, true, 0);
 }
 
 static saga_guard_verdict action_at(const char *key, int64_t fence)
 {
-	saga_guard_verdict v = (saga_guard_verdict)-1;
-	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_action_fenced(db, key, fence, &v), SAGA_OK);
-	exec(db, "COMMIT");
-	return v;
+	return guard_call(key, false, fence);
 }
 
 static saga_guard_verdict compensation_at(const char *key, int64_t fence)
 {
-	saga_guard_verdict v = (saga_guard_verdict)-1;
-	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_compensation_fenced(db, key, fence, &v), SAGA_OK);
-	exec(db, "COMMIT");
-	return v;
+	return guard_call(key, true, fence);
 }
 
 /* The highest fence recorded for a key, or 0 when it has none. */

@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mp-time.h"
 #include "test-common.h"
 
 enum { EV_ATTEMPT_START = 2, EV_ATTEMPT_END = 3, EV_OPERATOR = 7 };
@@ -45,20 +46,6 @@ static const char *const step_names[NSTEPS] = { "reserve", "charge", "confirm", 
 static char dir[PATH_MAX];
 static char store_path[PATH_MAX + 32];
 static char ledger_path[PATH_MAX + 32];
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
 
 static long env_long(const char *name, long dflt)
 {
@@ -399,6 +386,16 @@ static void assert_effects_ok(sqlite3 *store, sqlite3 *ledger, int instances)
 /* The checker catches doctored histories                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Runs one statement on the store with ?1 = inst and ?2 = seq. */
+static void doctor(sqlite3 *store, const char *sql, int64_t inst, int64_t seq)
+{
+	sqlite3_stmt *st = prepare(store, sql);
+	sqlite3_bind_int64(st, 1, inst);
+	sqlite3_bind_int64(st, 2, seq);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+}
+
 START_TEST(checker_rejects_doctored_histories)
 {
 	worker_args w = { .id = 0, .sagas = 6, .threads = 2, .until_final = 1 };
@@ -418,12 +415,10 @@ START_TEST(checker_rejects_doctored_histories)
 	exec_sql(store, "CREATE TABLE intact AS SELECT * FROM history");
 
 	/* An event of a newer owner, then the old fence again. */
-	sqlite3_stmt *st = prepare(store, "UPDATE history SET fence = fence + 1"
-	                                  " WHERE instance = ?1 AND seq = ?2");
-	sqlite3_bind_int64(st, 1, inst);
-	sqlite3_bind_int64(st, 2, end_seq);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	doctor(store,
+	       "UPDATE history SET fence = fence + 1"
+	       " WHERE instance = ?1 AND seq = ?2",
+	       inst, end_seq);
 	check_report r = check_history(store);
 	ck_assert_int_ge(r.violations, 1); /* each later event of the old fence */
 	ck_assert_msg(strstr(r.first, "fence") != NULL, "%s", r.first);
@@ -431,39 +426,33 @@ START_TEST(checker_rejects_doctored_histories)
 	/* A second final outcome of the same step and phase. */
 	exec_sql(store, "DELETE FROM history; INSERT INTO history SELECT * FROM intact");
 	assert_history_ok(store);
-	st = prepare(store, "INSERT INTO history(instance, seq, at, type, state, step, phase,"
-	                    " attempt, outcome, detail, fence) SELECT instance, seq + 1000, at,"
-	                    " type, state, step, phase, attempt, outcome, detail, fence"
-	                    " FROM history WHERE instance = ?1 AND seq = ?2");
-	sqlite3_bind_int64(st, 1, inst);
-	sqlite3_bind_int64(st, 2, end_seq);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	doctor(store,
+	       "INSERT INTO history(instance, seq, at, type, state, step, phase,"
+	       " attempt, outcome, detail, fence) SELECT instance, seq + 1000, at,"
+	       " type, state, step, phase, attempt, outcome, detail, fence"
+	       " FROM history WHERE instance = ?1 AND seq = ?2",
+	       inst, end_seq);
 	r = check_history(store);
 	ck_assert_int_eq(r.violations, 1);
 	ck_assert_msg(strstr(r.first, "after its final outcome") != NULL, "%s", r.first);
 
 	/* The same, after an operator command: a new series, accepted. */
-	st = prepare(store, "INSERT INTO history(instance, seq, at, type, state, step, phase,"
-	                    " attempt, outcome, detail, fence) SELECT instance, seq + 999, at, 7,"
-	                    " state, -1, 0, 0, 0, 'retry', fence FROM history"
-	                    " WHERE instance = ?1 AND seq = ?2");
-	sqlite3_bind_int64(st, 1, inst);
-	sqlite3_bind_int64(st, 2, end_seq);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	doctor(store,
+	       "INSERT INTO history(instance, seq, at, type, state, step, phase,"
+	       " attempt, outcome, detail, fence) SELECT instance, seq + 999, at, 7,"
+	       " state, -1, 0, 0, 0, 'retry', fence FROM history"
+	       " WHERE instance = ?1 AND seq = ?2",
+	       inst, end_seq);
 	assert_history_ok(store);
 
 	/* An attempt started again after the final outcome. */
 	exec_sql(store, "DELETE FROM history; INSERT INTO history SELECT * FROM intact");
-	st = prepare(store, "INSERT INTO history(instance, seq, at, type, state, step, phase,"
-	                    " attempt, outcome, detail, fence) SELECT instance, seq + 1000, at, 2,"
-	                    " state, step, phase, attempt + 1, 0, '', fence FROM history"
-	                    " WHERE instance = ?1 AND seq = ?2");
-	sqlite3_bind_int64(st, 1, inst);
-	sqlite3_bind_int64(st, 2, end_seq);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	doctor(store,
+	       "INSERT INTO history(instance, seq, at, type, state, step, phase,"
+	       " attempt, outcome, detail, fence) SELECT instance, seq + 1000, at, 2,"
+	       " state, step, phase, attempt + 1, 0, '', fence FROM history"
+	       " WHERE instance = ?1 AND seq = ?2",
+	       inst, end_seq);
 	r = check_history(store);
 	ck_assert_int_eq(r.violations, 1);
 	ck_assert_msg(strstr(r.first, "attempt of step") != NULL, "%s", r.first);
@@ -811,24 +800,37 @@ static int64_t instance_of_uid(sqlite3 *store, const char *uid)
 	return id;
 }
 
+/* Starts a peer worker (2 threads, peer_sagas sagas of its own), then the
+ * sleeper (worker 0, 4 sagas if it has threads, else 3), which stops itself
+ * in its first charge action; returns the sleeper once it is stopped. */
+static pid_t start_sleeper(unsigned lease, unsigned margin, int peer_sagas, int threads,
+                           pid_t *peer)
+{
+	worker_args p = {
+		.id = 1, .sagas = peer_sagas, .threads = 2, .lease = lease, .margin = margin
+	};
+	worker_args z = { .id = 0,
+		          .sagas = threads ? 4 : 3,
+		          .threads = threads,
+		          .lease = lease,
+		          .margin = margin,
+		          .until_final = 1,
+		          .stop = "charge:action" };
+	prepare_store();
+	*peer = spawn(&p);
+	pid_t pid = spawn(&z);
+	int status = wait_for(pid, WUNTRACED, 60000, "self-stop");
+	ck_assert_msg(WIFSTOPPED(status), "the worker ended instead of stopping: %#x", status);
+	return pid;
+}
+
 /* A pause well under the lease margin: the paused process keeps its
  * instances, nobody else calls their participants meanwhile. */
 START_TEST(zombie_pause_under_margin)
 {
 	const unsigned lease = 3000, margin = 2000, pause = 300;
-	worker_args peer = { .id = 1, .sagas = 4, .threads = 2, .lease = lease, .margin = margin };
-	worker_args sleeper = { .id = 0,
-		                .sagas = 4,
-		                .threads = 2,
-		                .lease = lease,
-		                .margin = margin,
-		                .until_final = 1,
-		                .stop = "charge:action" };
-	prepare_store();
-	pid_t p = spawn(&peer);
-	pid_t z = spawn(&sleeper);
-	int status = wait_for(z, WUNTRACED, 60000, "self-stop");
-	ck_assert_msg(WIFSTOPPED(status), "the worker ended instead of stopping: %#x", status);
+	pid_t p = 0;
+	pid_t z = start_sleeper(lease, margin, 4, 2, &p);
 	nap_ms(pause);
 	ck_assert_int_eq(kill(z, SIGCONT), 0);
 	int64_t cont_ms = wall_ms();
@@ -869,19 +871,8 @@ END_TEST
 START_TEST(zombie_pause_past_lease)
 {
 	const unsigned lease = 1000, margin = 500;
-	worker_args peer = { .id = 1, .sagas = 0, .threads = 2, .lease = lease, .margin = margin };
-	worker_args sleeper = { .id = 0,
-		                .sagas = 3,
-		                .threads = 0,
-		                .lease = lease,
-		                .margin = margin,
-		                .until_final = 1,
-		                .stop = "charge:action" };
-	prepare_store();
-	pid_t p = spawn(&peer);
-	pid_t z = spawn(&sleeper);
-	int status = wait_for(z, WUNTRACED, 60000, "self-stop");
-	ck_assert_msg(WIFSTOPPED(status), "the worker ended instead of stopping: %#x", status);
+	pid_t p = 0;
+	pid_t z = start_sleeper(lease, margin, 0, 0, &p);
 
 	sqlite3 *ledger = open_db(ledger_path);
 	sqlite3 *store = open_db(store_path);
@@ -965,33 +956,24 @@ START_TEST(zombie_pause_past_lease)
 }
 END_TEST
 
+static TCase *add_case(Suite *s, const char *name, double timeout_s)
+{
+	TCase *tc = tcase_create(name);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, timeout_s);
+	suite_add_tcase(s, tc);
+	return tc;
+}
+
 static Suite *multiproc_suite(void)
 {
 	Suite *s = suite_create("multiproc");
-	TCase *tc = tcase_create("checker");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 90);
-	tcase_add_test(tc, checker_rejects_doctored_histories);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("register");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, concurrent_first_registration);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("kill");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 240);
-	tcase_add_test(tc, kill_restart_takeover);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("zombie");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
+	tcase_add_test(add_case(s, "checker", 90), checker_rejects_doctored_histories);
+	tcase_add_test(add_case(s, "register", 120), concurrent_first_registration);
+	tcase_add_test(add_case(s, "kill", 240), kill_restart_takeover);
+	TCase *tc = add_case(s, "zombie", 120);
 	tcase_add_test(tc, zombie_pause_under_margin);
 	tcase_add_test(tc, zombie_pause_past_lease);
-	suite_add_tcase(s, tc);
 	return s;
 }
 
