@@ -360,7 +360,8 @@ SAGA_API const char *saga_step_business_key(const saga_step_ctx *ctx);
  * a new registration of this one) takes the instance over, and never goes
  * back. A participant that keeps the highest fence it has seen per key can
  * refuse a call with a lower one: it comes from a process that lost the
- * instance while paused (saga_guard_begin_fenced). Always >= 1. */
+ * instance while paused (saga_guard_action_fenced and
+ * saga_guard_compensation_fenced do). Always >= 1. */
 SAGA_API int64_t saga_step_fence(const saga_step_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
@@ -816,7 +817,10 @@ typedef enum saga_guard_verdict {
 	SAGA_GUARD_PROCEED = 0,   /* do the work now (in the same transaction) */
 	SAGA_GUARD_DONE = 1,      /* already done for this key: answer as before */
 	SAGA_GUARD_REFUSED = 2,   /* action after its compensation: refuse it (FAIL) */
-	SAGA_GUARD_EMPTY = 3      /* compensation with no prior action: nothing to undo */
+	SAGA_GUARD_EMPTY = 3,     /* compensation with no prior action: nothing to undo */
+	SAGA_GUARD_STALE = 4      /* (fenced calls) a higher fence was seen for this key:
+	                             the caller lost the instance; do nothing (its
+	                             answer is discarded by the engine) */
 } saga_guard_verdict;
 
 /* Creates the guard's table (saga_guard) in a participant's database if
@@ -830,6 +834,19 @@ SAGA_API int saga_guard_action(struct sqlite3 *db, const char *action_key,
                                saga_guard_verdict *verdict);
 SAGA_API int saga_guard_compensation(struct sqlite3 *db, const char *action_key,
                                      saga_guard_verdict *verdict);
+/* The same, given the step's fence (saga_step_fence, >= 1, else SAGA_EINVAL):
+ * the guard keeps the highest fence seen per action key (table
+ * saga_guard_fence, made by saga_guard_init), for both phases. A call with a
+ * lower fence comes from a process that lost the instance while paused past
+ * its lease: it is answered SAGA_GUARD_STALE and changes nothing else. An
+ * equal or higher fence raises the mark and is answered as the unfenced call
+ * would be. Processes past their lease margin can overlap in a callback; with
+ * these calls, the participant never applies the older one's work after the
+ * newer one's. */
+SAGA_API int saga_guard_action_fenced(struct sqlite3 *db, const char *action_key,
+                                      int64_t fence, saga_guard_verdict *verdict);
+SAGA_API int saga_guard_compensation_fenced(struct sqlite3 *db, const char *action_key,
+                                            int64_t fence, saga_guard_verdict *verdict);
 
 #ifdef __cplusplus
 }
