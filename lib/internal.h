@@ -115,10 +115,10 @@ typedef struct saga_row {
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
-	int64_t owner;        /* the owning process's epoch; 0 = nobody (the pool) */
-	int64_t fence;        /* grows on every change of owner (saga_step_fence) */
-	int64_t next_seq;     /* the seq of this instance's next history row */
-	int64_t recoveries;   /* claims of it with an attempt interrupted, in a row */
+	int64_t owner;       /* the owning process's epoch; 0 = nobody (the pool) */
+	int64_t fence;       /* grows on every change of owner (saga_step_fence) */
+	int64_t next_seq;    /* the seq of this instance's next history row */
+	int64_t recoveries;  /* claims of it with an attempt interrupted, in a row */
 	int stored_state;    /* state and due_at as last read or written: a */
 	uint64_t stored_due; /* hint that a write need not touch the indexes */
 	char error[256];

@@ -28,8 +28,8 @@ typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
 	const char *name;     /* "sqlite" */
 
-	int (*open)(saga_store **out, const char *uri, saga_durability durability,
-	            uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
+	int (*open)(saga_store **out, const char *uri, saga_durability durability, uint32_t busy_ms,
+	            const saga_alloc *alloc, char *err, size_t err_size);
 	void (*close)(saga_store *s);
 	const char *(*errmsg)(const saga_store *s);
 
@@ -76,8 +76,8 @@ typedef struct store_ops {
 	/* queries and retention */
 	int (*history)(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 	               const char *const *step_names, size_t nsteps);
-	int (*page)(saga_store *s, const store_filter *f, int64_t after, int limit,
-	            store_row_fn fn, void *user);
+	int (*page)(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,
+	            void *user);
 	int (*pending)(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 	int (*counts)(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 	int (*json_valid)(saga_store *s, const char *text, bool *valid);

@@ -967,8 +967,9 @@ static int read_boot_id(saga_store *s)
 		n--;
 	s->boot_id[n] = '\0';
 	if (n == 0)
-		return refuse(s, SAGA_EIO, "store: cannot read this boot's id "
-		                           "(/proc/sys/kernel/random/boot_id)");
+		return refuse(s, SAGA_EIO,
+		              "store: cannot read this boot's id "
+		              "(/proc/sys/kernel/random/boot_id)");
 	return SAGA_OK;
 }
 
@@ -1139,7 +1140,8 @@ int store_reap(saga_store *s, int64_t *reaped, int *live)
 		const char *boot = (const char *)sqlite3_column_text(st, 2);
 		bool same_boot = boot && strcmp(boot, s->boot_id) == 0, held = true;
 		/* On this host, a free byte means the process is gone. */
-		if (same_boot && until > now && byte_lock(s, epoch, F_WRLCK, true, &held) != SAGA_OK)
+		if (same_boot && until > now &&
+		    byte_lock(s, epoch, F_WRLCK, true, &held) != SAGA_OK)
 			held = true; /* cannot tell: the lease decides */
 		if (!same_boot || until <= now || !held) {
 			if (ndead < (int)(sizeof(dead) / sizeof(dead[0])))

@@ -751,8 +751,9 @@ START_TEST(older_schema_migrated)
 	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM (SELECT instance, seq FROM history"
 	                            " GROUP BY instance, seq HAVING count(*) > 1)"),
 	                 0);
-	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM instances i WHERE next_seq !="
-	                            " (SELECT max(seq) + 1 FROM history h WHERE h.instance = i.id)"),
+	ck_assert_int_eq(db_int(db,
+	                        "SELECT count(*) FROM instances i WHERE next_seq !="
+	                        " (SELECT max(seq) + 1 FROM history h WHERE h.instance = i.id)"),
 	                 0);
 	/* Finished instances carry their finishing time (their last change)
 	 * for the purge index; the others none. */
