@@ -241,7 +241,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_DEF_GET] = "SELECT snapshot FROM definitions WHERE name = ?1 AND version = ?2",
-	[ST_DEF_PUT] = "INSERT INTO definitions(name, version, snapshot) VALUES (?1, ?2, ?3)",
+	[ST_DEF_PUT] = "INSERT OR IGNORE INTO definitions(name, version, snapshot)"
+	               " VALUES (?1, ?2, ?3)",
 	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ", finished_at) VALUES (NULL, ?2, ?3,"
 	              " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
 	              " ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
@@ -1384,26 +1385,27 @@ done:
 
 int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
 {
-	char *old = NULL;
-	int rc = store_get_definition(s, &old, name, version, &s->alloc);
-	if (rc == SAGA_OK) {
-		if (strcmp(old, snapshot) != 0) {
-			saga_fmt(s->errmsg, sizeof(s->errmsg),
-			         "definition '%s' version %d differs from the one in the store; "
-			         "give the changed definition a new version",
-			         name, version);
-			rc = SAGA_ECONFLICT;
-		}
-		saga_free(&s->alloc, old);
-		return rc;
-	}
-	if (rc != SAGA_ENOTFOUND)
-		return rc;
+	/* One statement: another process may register the same definition at
+	 * the same moment. When one is there already, it must be the same. */
 	sqlite3_stmt *st = s->st[ST_DEF_PUT];
+	int rc = SAGA_OK;
 	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_int(st, 2, version));
 	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
-	return exec_stmt(s, st, "store definition");
+	if ((rc = exec_stmt(s, st, "store definition")) || sqlite3_changes(s->db) == 1)
+		return rc;
+	char *old = NULL;
+	if ((rc = store_get_definition(s, &old, name, version, &s->alloc)))
+		return rc;
+	if (strcmp(old, snapshot) != 0) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "definition '%s' version %d differs from the one in the store; "
+		         "give the changed definition a new version",
+		         name, version);
+		rc = SAGA_ECONFLICT;
+	}
+	saga_free(&s->alloc, old);
+	return rc;
 done:
 	return done_with(st, rc);
 }

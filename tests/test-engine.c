@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -896,6 +897,41 @@ START_TEST(damaged_version_is_corrupt)
 }
 END_TEST
 
+/* Processes register one definition at the same moment on one store: each
+ * one's registration succeeds (a check and then an insert let a second
+ * process fail on the first one's row). */
+START_TEST(concurrent_registration)
+{
+	for (int round = 0; round < 10; round++) {
+		char path[400];
+		snprintf(path, sizeof(path), "%s/reg-%d.db", F.dir, round);
+		pid_t pids[6];
+		for (int p = 0; p < 6; p++) {
+			pids[p] = fork();
+			ck_assert_int_ge(pids[p], 0);
+			if (pids[p] == 0) {
+				saga_options o = SAGA_OPTIONS_INIT;
+				o.path = path;
+				saga_engine *e = NULL;
+				if (saga_engine_open(&e, &o, NULL, 0) != SAGA_OK)
+					_exit(2);
+				saga_definition *d = make_def(1);
+				int rc = saga_engine_register(e, d);
+				saga_definition_free(d);
+				saga_engine_close(e);
+				_exit(rc == SAGA_OK ? 0 : 1);
+			}
+		}
+		for (int p = 0; p < 6; p++) {
+			int st = 0;
+			ck_assert_int_eq(waitpid(pids[p], &st, 0), pids[p]);
+			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			              "round %d: process %d: status %d", round, p, st);
+		}
+	}
+}
+END_TEST
+
 START_TEST(store_errors)
 {
 	int64_t id = start(NULL);
@@ -1439,6 +1475,7 @@ int main(void)
 	tcase_add_test(tc, einval_replaces_stale_message);
 	tcase_add_test(tc, success_keeps_the_last_message);
 	tcase_add_test(tc, command_runs_despite_a_full_ready_queue);
+	tcase_add_test(tc, concurrent_registration);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
