@@ -1,10 +1,3 @@
-/* Commands on one running instance: the completion of an async step
- * (saga_complete), cancel, and the operator verbs on a STUCK instance
- * (retry, skip, resume). SPDX-License-Identifier: MIT */
-#include "engine_int.h"
-
-#include <string.h>
-
 /* Commands on one instance: the completion of an async step
  * (saga_complete), cancel, and the operator verbs on a STUCK instance
  * (retry, skip, resume).

@@ -218,7 +218,14 @@ int look_outside(saga_engine *e)
 /* Brings due instances into memory, up to max_in_flight. */
 int fill(saga_engine *e)
 {
-	int rc = look_outside(e);
+	/* A round that will write opens its transaction first, so that what
+	 * it reads (another process's commands above all) is what it writes
+	 * against: no command committed after the look can miss an instance
+	 * this round ends. */
+	int rc = SAGA_OK;
+	if ((has_stage(e, STAGE_RESULT) || has_stage(e, STAGE_PROCESS)) && (rc = ensure_txn(e)))
+		return rc;
+	rc = look_outside(e);
 	if (rc)
 		return rc;
 	if (!e->active_scanned) {

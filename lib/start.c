@@ -63,7 +63,11 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	if (!rd)
 		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
 		               q->definition);
-	int rc;
+	/* Looked up in the transaction that inserts: another process may be
+	 * starting the same key. */
+	int rc = ensure_txn(e);
+	if (rc)
+		return rc;
 	if (q->business_key) {
 		rc = e->st->find_bkey(e->store, id, q->business_key);
 		if (rc == SAGA_OK)

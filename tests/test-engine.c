@@ -897,19 +897,26 @@ START_TEST(damaged_version_is_corrupt)
 }
 END_TEST
 
-/* Processes register one definition at the same moment on one store: each
- * one's registration succeeds (a check and then an insert let a second
- * process fail on the first one's row). */
+/* Processes register one definition and start one business key at the same
+ * moment on one store: each succeeds, and one instance is created (a check
+ * and then an insert, each in its own transaction, let a second process
+ * fail on the first one's row). */
 START_TEST(concurrent_registration)
 {
 	for (int round = 0; round < 10; round++) {
 		char path[400];
 		snprintf(path, sizeof(path), "%s/reg-%d.db", F.dir, round);
 		pid_t pids[6];
+		int go[2]; /* closed by the parent: every child goes at once */
+		ck_assert_int_eq(pipe(go), 0);
 		for (int p = 0; p < 6; p++) {
 			pids[p] = fork();
 			ck_assert_int_ge(pids[p], 0);
 			if (pids[p] == 0) {
+				close(go[1]);
+				char c;
+				if (read(go[0], &c, 1) != 0)
+					_exit(4);
 				saga_options o = SAGA_OPTIONS_INIT;
 				o.path = path;
 				saga_engine *e = NULL;
@@ -918,16 +925,30 @@ START_TEST(concurrent_registration)
 				saga_definition *d = make_def(1);
 				int rc = saga_engine_register(e, d);
 				saga_definition_free(d);
+				/* and start one business key: one of them creates it */
+				struct timespec ts = { 0, 20 * 1000 * 1000 };
+				nanosleep(&ts, NULL); /* the others have registered too */
+				int64_t id = 0;
+				int created = 0;
+				if (rc == SAGA_OK)
+					rc = saga_start(e, &id, &created, "order", "same-key",
+					                NULL);
 				saga_engine_close(e);
-				_exit(rc == SAGA_OK ? 0 : 1);
+				_exit(rc != SAGA_OK ? 1 : created ? 0 : 3);
 			}
 		}
+		close(go[0]);
+		close(go[1]);
+		int made = 0;
 		for (int p = 0; p < 6; p++) {
 			int st = 0;
 			ck_assert_int_eq(waitpid(pids[p], &st, 0), pids[p]);
-			ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			ck_assert_msg(WIFEXITED(st) &&
+			                      (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3),
 			              "round %d: process %d: status %d", round, p, st);
+			made += WEXITSTATUS(st) == 0;
 		}
+		ck_assert_int_eq(made, 1);
 	}
 }
 END_TEST
