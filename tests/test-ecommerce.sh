@@ -648,6 +648,45 @@ waited "$owner" owner 0
 grep -q "cancel 1)" "$TMP/out" || fail "the run did not see its order cancelled"
 expect 0 "$B" --data "$d" check
 
+if command -v sqlite3 >/dev/null 2>&1; then
+say "a run stopped past its lease (SIGSTOP): recover takes its orders over; continued, it ends"
+# The lease is 10 s: `recover` waits for the stopped run's orders, takes
+# them over once the lease has lapsed and finishes them. The run, continued,
+# finds its lease lapsed and must still see each of its orders end (those
+# finished elsewhere included) instead of waiting for them until --wait
+# says nothing ends (exit 1).
+d=$(fresh)
+"$B" --data "$d" run --orders 60 --concurrency 4 --seed 1 --latency '*=5' --wait 30 \
+	>"$TMP/stopped.out" 2>"$TMP/stopped.err" &
+p1=$!
+waitfor 30 "$B" --data "$d" status --id 2
+# A process stopped inside a write transaction holds SQLite's one write
+# lock: no other process writes until it goes on (SQLite has one writer;
+# the lease cannot help). So the run is stopped between two transactions:
+# stopped, and continued again while the store cannot be written.
+tries=0
+while :; do
+	kill -STOP "$p1"
+	sqlite3 -cmd ".timeout 200" "$d/saga.db" "BEGIN IMMEDIATE; ROLLBACK;" \
+		>/dev/null 2>&1 && break
+	kill -CONT "$p1"
+	tries=$((tries + 1))
+	[ "$tries" -lt 50 ] || fail "the run never paused outside a write transaction"
+	sleep 0.0$((tries % 7 + 1))
+done
+"$B" --data "$d" recover --timeout 60 >"$TMP/peer.out" 2>"$TMP/peer.err" &
+p2=$!
+waited "$p2" peer 0
+grep -q "^resumed [1-9]" "$TMP/out" || fail "recover found nothing of the stopped run"
+kill -CONT "$p1"
+waited "$p1" stopped 0
+grep -q "^orders: *60 of 60 finished" "$TMP/out" || fail "the stopped run lost track of its orders"
+grep -q "lease .* lapsed" "$TMP/err" || fail "the stopped run did not lose its lease"
+expect 0 "$B" --data "$d" check
+expect 0 "$B" --data "$d" report
+grep -q "^owners: *[1-9]" "$TMP/out" || fail "no saga changed process"
+fi
+
 if command -v flock >/dev/null 2>&1; then
 	say "a store held by an older libsaga (its exclusive lock on saga.db-lock): exit 1, named"
 	d=$(fresh)

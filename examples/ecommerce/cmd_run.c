@@ -254,6 +254,7 @@ typedef struct run_tally {
 	unsigned char *done; /* its end was seen */
 	idmap map;           /* saga id -> index */
 	size_t started, finished, inflight;
+	size_t sweep_from; /* orders before it have all ended */
 	size_t old_events; /* ends of sagas this run took over from another process */
 	double t_start, t_end;
 } run_tally;
@@ -401,8 +402,37 @@ static int run_collect(run_state *rs, run_tally *t, double *last_change)
 	return EXIT_OK;
 }
 
+/* Marks the run's orders that ended in another process finished: the
+ * listener hears only this process's events, and an order of this run is
+ * taken over by another process when this one lost its lease (stopped, or
+ * stalled past it). Their latency is the store's, creation to last change.
+ * Exit code. */
+static int run_sweep(ecom_app *app, run_tally *t, double *last_change)
+{
+	while (t->sweep_from < t->started && t->done[t->sweep_from])
+		t->sweep_from++;
+	for (size_t i = t->sweep_from; i < t->started; i++) {
+		saga_instance_info in;
+		if (t->done[i])
+			continue;
+		if (saga_get(app->engine, &in, t->ids[i]) != SAGA_OK) {
+			errorf("run: %s", saga_engine_errmsg(app->engine));
+			return EXIT_FAIL;
+		}
+		if (!is_final(in.state))
+			continue;
+		t->done[i] = 1;
+		t->lat[i] = (double)(in.updated_ms - in.created_ms);
+		t->finished++;
+		t->inflight--;
+		*last_change = mono_s();
+	}
+	return EXIT_OK;
+}
+
 /* Phase 3, the libsaga part: keeps `concurrency` orders in flight on the
- * engine's workers and collects their ends from the listener, until all
+ * engine's workers and collects their ends from the listener (and once a
+ * second from the store, for those another process finished), until all
  * have ended or none has for --wait seconds. Exit code (EXIT_OK after a
  * stall too: the report says what is unfinished). */
 static int run_loop(ecom_app *app, const run_cfg *c, const catalogue *cat, run_state *rs,
@@ -412,14 +442,18 @@ static int run_loop(ecom_app *app, const run_cfg *c, const catalogue *cat, run_s
 	new_key(prefix, sizeof prefix, "run");
 	uint64_t rng = c->seed;
 	t->t_start = mono_s();
-	double last_progress = 0, last_change = t->t_start;
+	double last_progress = 0, last_change = t->t_start, last_sweep = t->t_start;
 	while (t->finished < t->n) {
 		int ex = run_start_more(app, c, cat, prefix, &rng, t);
 		if (ex == EXIT_OK)
 			ex = run_collect(rs, t, &last_change);
+		double now = mono_s();
+		if (ex == EXIT_OK && now - last_sweep >= 1.0) {
+			ex = run_sweep(app, t, &last_change);
+			last_sweep = now;
+		}
 		if (ex != EXIT_OK)
 			return ex;
-		double now = mono_s();
 		if (show && (now - last_progress > 0.1 || t->finished == t->n)) {
 			progress(t->finished, t->n, t->inflight, now - t->t_start);
 			last_progress = now;
