@@ -604,6 +604,21 @@ for i in 1 2 3; do
 	grep -q "^consistent: 20 sagas" "$TMP/out" || fail "check did not see 20 sagas"
 done
 
+say "one order key from three processes at once: one order, one saga"
+d=$(fresh)
+for i in 1 2 3; do
+	"$B" --data "$d" order --customer CUST-0002 --item SKU-0003:1 --key same \
+		>"$TMP/same$i.out" 2>"$TMP/same$i.err" &
+	eval "same_$i=\$!"
+done
+for i in 1 2 3; do
+	eval "waited \$same_$i same$i 0"
+	grep -q "^order: *1 CONFIRMED" "$TMP/out" || fail "process $i did not answer order 1"
+done
+[ "$(report_count "$d" orders:)" = 1 ] || fail "$(report_count "$d" orders:) orders for one key"
+[ "$(report_count "$d" sagas:)" = 1 ] || fail "$(report_count "$d" sagas:) sagas for one key"
+expect 0 "$B" --data "$d" check
+
 # A cancel from another process: the order's owner is busy in its payment
 # step (each call sleeps 1.5 s, past the step's 1 s timeout, so the step
 # retries and the order stays before its pivot for seconds). The cancel is
