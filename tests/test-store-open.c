@@ -1333,6 +1333,240 @@ START_TEST(two_creators)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------ */
+/* A store of schema version 3 is migrated                                  */
+
+/* Schema version 3 as libsaga wrote it (migrations never change): one
+ * store-wide history seq, kept in the counters row. */
+static const char v3_schema[] =
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE definitions("
+        "  name TEXT NOT NULL, version INTEGER NOT NULL, snapshot TEXT NOT NULL,"
+        "  PRIMARY KEY(name, version));"
+        "CREATE TABLE instances("
+        "  id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE,"
+        "  def_name TEXT NOT NULL, def_version INTEGER NOT NULL, business_key TEXT,"
+        "  state INTEGER NOT NULL, phase INTEGER NOT NULL, step INTEGER NOT NULL,"
+        "  attempt INTEGER NOT NULL, inflight INTEGER NOT NULL, pending INTEGER NOT NULL,"
+        "  pivot_done INTEGER NOT NULL, reason INTEGER NOT NULL,"
+        "  fwd_started INTEGER NOT NULL, comp_done_any INTEGER NOT NULL,"
+        "  due_at INTEGER NOT NULL, deadline_at INTEGER NOT NULL,"
+        "  attempt_deadline INTEGER NOT NULL, step_since INTEGER NOT NULL,"
+        "  prev_delay INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        "  updated_at INTEGER NOT NULL, error TEXT NOT NULL, context TEXT NOT NULL,"
+        "  finished_at INTEGER NOT NULL);"
+        "CREATE UNIQUE INDEX instances_bkey ON instances(business_key)"
+        "  WHERE business_key IS NOT NULL;"
+        "CREATE INDEX instances_waiting ON instances(due_at) WHERE state = 1;"
+        "CREATE INDEX instances_state ON instances(state) WHERE state < 3;"
+        "CREATE INDEX instances_finished ON instances(state, finished_at) WHERE state >= 3;"
+        "CREATE TABLE history("
+        "  instance INTEGER NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,"
+        "  type INTEGER NOT NULL, state INTEGER NOT NULL, step INTEGER NOT NULL,"
+        "  phase INTEGER NOT NULL, attempt INTEGER NOT NULL, outcome INTEGER NOT NULL,"
+        "  detail TEXT NOT NULL, PRIMARY KEY(instance, seq)) WITHOUT ROWID;"
+        "CREATE TABLE counters(next_seq INTEGER NOT NULL);"
+        "PRAGMA application_id = 1396787009;" /* 0x53414741, "SAGA" */
+        "PRAGMA user_version = 3;";
+
+#define V3_INSTANCE_COLUMNS                                                           \
+	"id, uid, def_name, def_version, business_key, state, phase, step, attempt,"  \
+	" inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at," \
+	" deadline_at, attempt_deadline, step_since, prev_delay, created_at,"         \
+	" updated_at, error, context, finished_at"
+
+static saga_step_result b_answer = SAGA_STEP_OK;
+
+static saga_step_result step_b(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	return b_answer;
+}
+
+/* "m": a, b (its answer is b_answer), c. */
+static saga_definition *make_def3(void)
+{
+	saga_definition *d = NULL;
+	const saga_step_spec specs[] = { { "a", SAGA_STEP_RETRIABLE, step_ok, NULL, NULL },
+		                         { "b", SAGA_STEP_RETRIABLE, step_b, NULL, NULL },
+		                         { "c", SAGA_STEP_RETRIABLE, step_ok, NULL, NULL } };
+	ck_assert_int_eq(saga_definition_new(&d, "m", 1), SAGA_OK);
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++)
+		ck_assert_int_eq(saga_definition_add_step(d, &specs[i]), SAGA_OK);
+	return d;
+}
+
+static saga_engine *open_m(const char *p)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	saga_engine *e = NULL;
+	char err[512];
+	o.path = p;
+	o.seed = 7;
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open %s: %s", p, err);
+	saga_definition *d = make_def3();
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	return e;
+}
+
+static int64_t sql_int(sqlite3 *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int64_t sql_int(sqlite3 *db, const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	sqlite3_stmt *st = NULL;
+	ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "%s: %s", sql,
+	              sqlite3_errmsg(db));
+	ck_assert_msg(sqlite3_step(st) == SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(db));
+	int64_t v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+struct seqs {
+	int n;
+	int64_t seq[64], fence[64];
+	saga_state last;
+};
+
+static int collect(const saga_event *ev, void *user)
+{
+	struct seqs *s = user;
+	ck_assert_int_lt(s->n, 64);
+	s->seq[s->n] = ev->seq;
+	s->fence[s->n] = ev->fence;
+	s->n++;
+	s->last = ev->state;
+	return 0;
+}
+
+/* Three instances of a schema-3 store (built by hand from the rows of one
+ * this libsaga wrote, with store-wide seqs interleaved among them): one
+ * COMPLETED, one WAITING for an async completion, one RUNNING that never
+ * ran. Opened, the store is of schema 4, each instance's next_seq is its
+ * own max(seq) + 1 (not the store-wide counter's), and the unfinished ones
+ * run to the end, their history going on in order from where it stopped. */
+START_TEST(schema_3_store_migrated)
+{
+	char src[320];
+	snprintf(src, sizeof(src), "%s/src.db", dir);
+	saga_engine *e = open_m(src);
+	int64_t ids[3]; /* done, waiting, fresh */
+	ck_assert_int_eq(saga_start(e, &ids[0], NULL, "m", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	b_answer = SAGA_STEP_PENDING;
+	ck_assert_int_eq(saga_start(e, &ids[1], NULL, "m", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	b_answer = SAGA_STEP_OK;
+	ck_assert_int_eq(saga_start(e, &ids[2], NULL, "m", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(state_of(e, ids[0]), SAGA_COMPLETED);
+	ck_assert_int_eq(state_of(e, ids[1]), SAGA_WAITING);
+	ck_assert_int_eq(state_of(e, ids[2]), SAGA_RUNNING);
+	saga_engine_close(e);
+
+	/* The schema-3 store: seq = 3 * its seq + which instance, store-wide
+	 * unique, interleaved, the waiting instance's rows below the others'. */
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+	ck_assert_int_eq(
+	        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+	        SQLITE_OK);
+	ck_assert_msg(sqlite3_exec(db, v3_schema, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
+	char sql[2048];
+	snprintf(sql, sizeof(sql),
+	         "ATTACH '%s' AS cur;"
+	         "INSERT INTO definitions SELECT name, version, snapshot FROM cur.definitions;"
+	         "INSERT INTO instances(" V3_INSTANCE_COLUMNS ") SELECT " V3_INSTANCE_COLUMNS
+	         " FROM cur.instances;"
+	         "INSERT INTO history SELECT instance, 3 * seq + CASE instance WHEN %lld THEN 0"
+	         " WHEN %lld THEN 1 ELSE 2 END, at, type, state, step, phase, attempt, outcome,"
+	         " detail FROM cur.history;"
+	         "INSERT INTO counters SELECT max(seq) + 1 FROM history;"
+	         "DETACH cur",
+	         src, (long long)ids[0], (long long)ids[1]);
+	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
+	int64_t old_rows[3], old_max[3];
+	for (int k = 0; k < 3; k++) {
+		old_rows[k] = sql_int(db, "SELECT count(*) FROM history WHERE instance = %lld",
+		                      (long long)ids[k]);
+		old_max[k] = sql_int(db, "SELECT max(seq) FROM history WHERE instance = %lld",
+		                     (long long)ids[k]);
+		ck_assert_int_gt(old_rows[k], 0);
+	}
+	int64_t store_next = sql_int(db, "SELECT next_seq FROM counters");
+	ck_assert_int_lt(old_max[1] + 1, store_next);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+
+	/* Opened: migrated before anything runs. */
+	e = open_m(path);
+	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(sql_int(db, "PRAGMA user_version"), SCHEMA_VERSION);
+	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'counters'"),
+	                 0);
+	for (int k = 0; k < 3; k++) {
+		ck_assert_int_eq(sql_int(db, "SELECT next_seq FROM instances WHERE id = %lld",
+		                         (long long)ids[k]),
+		                 old_max[k] + 1);
+		ck_assert_int_eq(sql_int(db, "SELECT owner FROM instances WHERE id = %lld",
+		                         (long long)ids[k]),
+		                 0);
+	}
+	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM history WHERE fence <> 0"), 0);
+	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur", src);
+	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	/* The same tables and indexes as a store born of this libsaga. */
+	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM (SELECT type, name FROM"
+	                             " main.sqlite_schema EXCEPT SELECT type, name FROM"
+	                             " cur.sqlite_schema)"),
+	                 0);
+	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM (SELECT type, name FROM"
+	                             " cur.sqlite_schema EXCEPT SELECT type, name FROM"
+	                             " main.sqlite_schema)"),
+	                 0);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+
+	/* The waiting one is completed, the fresh one claimed from the pool. */
+	saga_pending_step pend[4];
+	size_t np = 0;
+	ck_assert_int_eq(saga_list_pending(e, pend, &np, 4, 0), SAGA_OK);
+	ck_assert_int_eq(np, 1);
+	ck_assert_int_eq(pend[0].instance, ids[1]);
+	ck_assert_int_eq(saga_complete(e, pend[0].key, SAGA_STEP_OK, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	for (int k = 0; k < 3; k++) {
+		struct seqs h = { 0 };
+		ck_assert_int_eq(saga_history(e, ids[k], collect, &h), SAGA_OK);
+		ck_assert_int_eq(h.last, SAGA_COMPLETED);
+		ck_assert_int_ge(h.n, old_rows[k]);
+		for (int i = 1; i < h.n; i++)
+			ck_assert_msg(h.seq[i] > h.seq[i - 1], "instance %d: seq %lld after %lld",
+			              k, (long long)h.seq[i], (long long)h.seq[i - 1]);
+		/* The rows of schema 3 kept their seqs. */
+		for (int i = 0; i < old_rows[k]; i++)
+			ck_assert_int_eq(h.seq[i] % 3, k);
+		ck_assert_int_eq(h.seq[old_rows[k] - 1], old_max[k]);
+		/* The rows written since: from old max + 1 on, one by one, under a
+		 * fence of this owner's. */
+		for (int i = (int)old_rows[k]; i < h.n; i++) {
+			ck_assert_int_eq(h.seq[i], old_max[k] + 1 + (i - old_rows[k]));
+			ck_assert_int_ge(h.fence[i], 1);
+		}
+		if (k == 0)
+			ck_assert_int_eq(h.n, old_rows[0]);
+		else
+			ck_assert_int_gt(h.n, old_rows[k]);
+	}
+	saga_engine_close(e);
+	char why[256];
+	ck_assert_msg(whole_store(path, why, sizeof(why)), "%s", why);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store-open");
@@ -1354,6 +1588,7 @@ int main(void)
 	tcase_add_test(tc, wal_without_store_refused);
 	tcase_add_test(tc, birth_killed_anywhere);
 	tcase_add_test(tc, two_creators);
+	tcase_add_test(tc, schema_3_store_migrated);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
