@@ -1,10 +1,3 @@
-/* Commands on one running instance: the completion of an async step
- * (saga_complete), cancel, and the operator verbs on a STUCK instance
- * (retry, skip, resume). SPDX-License-Identifier: MIT */
-#include "engine_int.h"
-
-#include <string.h>
-
 /* Commands on one instance: the completion of an async step
  * (saga_complete), cancel, and the operator verbs on a STUCK instance
  * (retry, skip, resume).
@@ -54,11 +47,31 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, enum where *where, i
 		return set_err(e, SAGA_ENOTFOUND, "the instance's definition is not registered");
 	if (rc)
 		return rc;
-	int64_t me = store_epoch(e->store), owner = (*out)->row.owner;
+	int64_t me = e->st->epoch(e->store), owner = (*out)->row.owner;
+	if (owner != 0 && owner != me) {
+		/* Owned elsewhere: unless that owner is gone (then its instances
+		 * are back in the pool, and this one is read again). */
+		int64_t reaped = 0;
+		int live = 0;
+		if ((rc = e->st->reap(e->store, &reaped, &live)))
+			return store_err(e, rc);
+		e->peers = live;
+		if (reaped) {
+			int64_t rid = (*out)->row.id;
+			free_inst(e, *out);
+			*out = NULL;
+			if ((rc = load_inst(e, out, rid, NULL)) == SAGA_OK && !*out)
+				rc = set_err(e, SAGA_ENOTFOUND,
+				             "the instance's definition is not registered");
+			if (rc)
+				return rc;
+			owner = (*out)->row.owner;
+		}
+	}
 	*where = owner == 0 || owner == me ? AT_REST : QUEUE;
 	if (owner == 0 && take && (!ended((*out)->row.state) || (*out)->row.state == SAGA_STUCK)) {
 		bool claimed = false;
-		if ((rc = store_claim_one(e->store, (*out)->row.id, &claimed)))
+		if ((rc = e->st->claim_one(e->store, (*out)->row.id, &claimed)))
 			return store_err(e, rc);
 		if (claimed) {
 			(*out)->row.owner = me;
@@ -81,7 +94,7 @@ static int release_temp(saga_engine *e, inst *in, bool temp, int rc)
  * is queued to run (due now) or left to the timer scan, and freed. */
 static void after_command(saga_engine *e, inst *in, bool temp, int rc)
 {
-	if (rc == SAGA_OK && temp && in->row.owner == store_epoch(e->store) &&
+	if (rc == SAGA_OK && temp && in->row.owner == e->st->epoch(e->store) &&
 	    !ended(in->row.state) && in->row.due_at) {
 		if (in->row.due_at <= now_wall(e))
 			push_ready(e, in->row.id);
@@ -114,7 +127,7 @@ static int finish_command(saga_engine *e, inst *in, bool temp, int rc)
  * an attempt of it runs here), and commits. */
 static int queue_command(saga_engine *e, inst *in, bool temp, const store_command *c)
 {
-	int rc = store_put_command(e->store, c);
+	int rc = e->st->put_command(e->store, c);
 	rc = rc ? store_err(e, rc) : commit_txn(e);
 	if (rc)
 		abort_txn(e);
@@ -180,20 +193,21 @@ static int do_complete(saga_engine *e, inst *in, int idx, int phase, int result,
 		cJSON_Delete(output);
 		rc = apply_outcome(e, in, SAGA_OUTCOME_TIMEOUT, NULL, "async step timed out");
 		if (rc == SAGA_OK)
-			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt, SAGA_OUTCOME_NONE,
-			            "completion after the timeout; ignored");
+			rc = record(e, in, SAGA_EVENT_LATE, idx, phase, r->attempt,
+			            SAGA_OUTCOME_NONE, "completion after the timeout; ignored");
 		*verdict = SAGA_ELATE;
 		return rc;
 	}
 	cJSON_Delete(output);
 	int last = 0;
-	if ((rc = store_last_outcome(e->store, r->id, idx, phase, &last)))
+	if ((rc = e->st->last_outcome(e->store, r->id, idx, phase, &last)))
 		return store_err(e, rc);
 	bool late = last == SAGA_OUTCOME_TIMEOUT;
 	*verdict = late ? SAGA_ELATE : SAGA_EDUPLICATE;
 	return record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
 	              SAGA_OUTCOME_NONE,
-	              late ? "completion after the timeout; ignored" : "second completion; ignored");
+	              late ? "completion after the timeout; ignored"
+	                   : "second completion; ignored");
 }
 
 int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSON *output)
@@ -246,16 +260,27 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 			abort_txn(e);
 			goto out;
 		}
-		store_command c = { 0,
-			            r->id,
-			            temp ? CMD_COMPLETE : CMD_COMPLETE_EARLY,
-			            idx,
-			            phase,
-			            (int)result,
-			            text,
-			            now_wall(e) };
-		rc = queue_command(e, in, temp, &c);
+		store_command c = { 0,    r->id,      temp ? CMD_COMPLETE : CMD_COMPLETE_EARLY,
+			            idx,  phase,      (int)result,
+			            text, now_wall(e) };
+		/* The verdict is known now when one already waits, or when the
+		 * step is no longer the one waiting (the owner records it when it
+		 * carries the command out). */
+		int64_t before = 0;
+		int last = 0;
+		bool current = r->step == idx && r->phase == phase && (r->inflight || r->pending);
+		rc = e->st->count_commands(e->store, &c, &before);
+		if (rc == SAGA_OK && !current)
+			rc = e->st->last_outcome(e->store, r->id, idx, phase, &last);
+		rc = rc ? release_temp(e, in, temp, store_err(e, rc))
+		        : queue_command(e, in, temp, &c);
 		cJSON_free(text);
+		if (rc == SAGA_OK && !current && last == SAGA_OUTCOME_TIMEOUT)
+			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
+			             key);
+		else if (rc == SAGA_OK && (before || !current))
+			rc = set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored",
+			             key);
 		goto out;
 	}
 	int verdict = SAGA_OK;
@@ -447,7 +472,7 @@ static int keep_cmd(const store_command *c, void *user)
 int take_commands(saga_engine *e)
 {
 	drop_cmds(e);
-	int rc = store_commands(e->store, keep_cmd, e);
+	int rc = e->st->commands(e->store, keep_cmd, e);
 	if (rc)
 		return store_err(e, rc);
 	return SAGA_OK;
@@ -480,7 +505,7 @@ int apply_queued(saga_engine *e, inst *in)
 		} else {
 			rc = do_verb(e, in, q->verb);
 		}
-		if (rc == SAGA_OK && (rc = store_delete_command(e->store, q->id)))
+		if (rc == SAGA_OK && (rc = e->st->delete_command(e->store, q->id)))
 			rc = store_err(e, rc);
 		if (rc)
 			return rc;

@@ -53,10 +53,17 @@ static int process_and_commit(saga_engine *e, int *fill_rc)
 		goto fail;
 	/* Parked and finished instances leave memory only once durable; those
 	 * lost to another process, at once. */
-	for (size_t i = e->nloaded; i-- > 0;)
-		if (e->loaded[i]->stage == STAGE_DONE ||
-		    (e->loaded[i]->lost && e->loaded[i]->stage != STAGE_INVOKING))
+	for (size_t i = e->nloaded; i-- > 0;) {
+		inst *in = e->loaded[i];
+		if (in->lost && in->stage != STAGE_INVOKING) {
+			/* This process may have taken it back under its new
+			 * registration while the lost copy ran: look again. */
+			e->active_scanned = false;
 			unload(e, i);
+		} else if (in->stage == STAGE_DONE) {
+			unload(e, i);
+		}
+	}
 	return SAGA_OK;
 fail:
 	discard_round(e);
@@ -119,7 +126,7 @@ static void invoke(saga_engine *e, inst *in)
  * slow commit may have used it up: then it is renewed first. */
 static bool lease_margin(saga_engine *e)
 {
-	if (store_lease_left(e->store) >= e->margin_ms)
+	if (e->st->lease_left(e->store) >= e->margin_ms)
 		return true;
 	int rc = ensure_txn(e);
 	if (rc == SAGA_OK)
@@ -130,7 +137,7 @@ static bool lease_margin(saga_engine *e)
 		       saga_engine_errmsg(e));
 		return false;
 	}
-	return store_lease_left(e->store) >= e->margin_ms;
+	return e->st->lease_left(e->store) >= e->margin_ms;
 }
 
 /* Is any loaded instance at stage st? */
@@ -237,7 +244,7 @@ static void settle_fd(saga_engine *e)
 	bool due = !nothing_due(e);
 	if (due && !e->nloaded && !e->ready_len && e->active_scanned) {
 		uint64_t nd = 0;
-		due = store_next_due(e->store, &nd) != SAGA_OK || (nd && nd <= now_wall(e));
+		due = e->st->next_due(e->store, &nd) != SAGA_OK || (nd && nd <= now_wall(e));
 	}
 	if (due)
 		fd_signal(e);
@@ -303,7 +310,7 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 		return bad_args(e, "next_due: out is needed");
 	pthread_mutex_lock(&e->mu);
 	uint64_t nd = 0;
-	int rc = store_next_due(e->store, &nd);
+	int rc = e->st->next_due(e->store, &nd);
 	if (rc)
 		rc = store_err(e, rc);
 	uint64_t now = now_wall(e);

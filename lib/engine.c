@@ -50,7 +50,8 @@ static int check_options(const saga_options *o, char *errmsg, size_t errsize)
 		return SAGA_EINVAL;
 	}
 	if (o->lease_ms && (o->lease_ms < SAGA_LEASE_MIN || o->lease_ms > SAGA_LEASE_MAX)) {
-		saga_fmt(errmsg, errsize, "invalid options: lease_ms is %lu, not %lu .. %lu (0 = %lu)",
+		saga_fmt(errmsg, errsize,
+		         "invalid options: lease_ms is %lu, not %lu .. %lu (0 = %lu)",
 		         (unsigned long)o->lease_ms, (unsigned long)SAGA_LEASE_MIN,
 		         (unsigned long)SAGA_LEASE_MAX, (unsigned long)LEASE_DEFAULT_MS);
 		return SAGA_EINVAL;
@@ -203,6 +204,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 		return SAGA_ENOMEM;
 	}
 	e->alloc = a;
+	e->st = &store_sqlite_ops;
 	saga_clock_resolve(&e->clock, &o->clock);
 	e->log = o->log;
 	e->log_user = o->log_user;
@@ -224,13 +226,10 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	}
 	e->lease_ms = o->lease_ms ? o->lease_ms : LEASE_DEFAULT_MS;
 	e->margin_ms = o->lease_margin_ms ? o->lease_margin_ms : e->lease_ms / 2;
-	if ((rc = store_open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
-	                     errsize)))
+	if ((rc = e->st->open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
+	                      errsize)))
 		goto fail;
-	if ((rc = store_register(e->store, e->lease_ms))) {
-		saga_fmt(errmsg, errsize, "%s", store_errmsg(e->store));
-		goto fail;
-	}
+
 	if (!o->deferred_start) {
 		if ((rc = start_threads(e, errmsg, errsize)))
 			goto fail;
@@ -240,7 +239,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	return SAGA_OK;
 fail:
 	saga_free(&a, e->threads);
-	store_close(e->store);
+	e->st->close(e->store);
 	saga_free(&a, e->loaded);
 	sync_destroy(e);
 	saga_free(&a, e);
@@ -288,9 +287,9 @@ void saga_engine_close(saga_engine *e)
 		unload(e, 0);
 	/* Everything unfinished goes back to the pool: another process takes
 	 * it over at once, without waiting for this lease to lapse. */
-	if (store_retire(e->store) != SAGA_OK)
+	if (e->st->retire(e->store) != SAGA_OK)
 		log_at(e, SAGA_LOG_ERROR, "close: cannot hand the instances back: %s",
-		       store_errmsg(e->store));
+		       e->st->errmsg(e->store));
 	drop_cmds(e);
 	drop_events(e);
 	saga_free(&e->alloc, e->events);
@@ -307,7 +306,7 @@ void saga_engine_close(saga_engine *e)
 		saga_free(&e->alloc, b);
 	}
 	listeners_free(e);
-	store_close(e->store);
+	e->st->close(e->store);
 	fd_close(e);
 	saga_free(&e->alloc, e->ready);
 	saga_free(&e->alloc, e->quarantine);

@@ -46,7 +46,7 @@
 #ifndef SAGA_ENGINE_INT_H
 #define SAGA_ENGINE_INT_H
 
-#include "internal.h"
+#include "store.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -69,7 +69,7 @@ typedef struct inst {
 	cJSON *context;       /* the saga's context, parsed from row.context */
 	bool context_changed; /* context differs from row.context */
 	enum stage stage;
-	bool lost; /* its owner's lease lapsed while it ran: dropped when it answers */
+	bool lost;        /* its owner's lease lapsed while it ran: dropped when it answers */
 	bool fresh_start; /* the start of the current attempt was recorded by this process */
 	bool uncommitted; /* changed in the open transaction */
 	/* the answer of the last invocation */
@@ -124,6 +124,7 @@ struct saga_engine {
 	unsigned int max_in_flight;
 	unsigned int nworkers;
 	uint64_t rng;
+	const store_ops *st; /* the store's backend (store.h) */
 	saga_store *store;
 	pthread_mutex_t mu;
 	pthread_cond_t wake;     /* the driver: work arrived */
@@ -160,9 +161,9 @@ struct saga_engine {
 	saga_stats stats;
 	/* Many processes on one store (resume.c, txn.c) */
 	uint64_t lease_ms, margin_ms;
-	uint64_t next_poll;   /* mono ms: the next look for other processes' work */
-	int peers;            /* other live owners at the last look */
-	bool look_now;        /* a command was queued here: look at the next round */
+	uint64_t next_poll;      /* mono ms: the next look for other processes' work */
+	int peers;               /* other live owners at the last look */
+	bool look_now;           /* a command was queued here: look at the next round */
 	struct queued_cmd *cmds; /* commands read for instances this owner holds */
 	size_t ncmds;
 	pending_event *events;
@@ -269,6 +270,7 @@ void listeners_free(saga_engine *e);
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);
 int serve_all(saga_engine *e);
+int owner_ready(saga_engine *e);
 void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail);

@@ -167,7 +167,7 @@ int store_err(saga_engine *e, int code)
 {
 	if (code == SAGA_ENOMEM)
 		return set_err(e, code, "out of memory");
-	return set_err(e, code, "%s", store_errmsg(e->store));
+	return set_err(e, code, "%s", e->st->errmsg(e->store));
 }
 
 void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)

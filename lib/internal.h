@@ -115,10 +115,10 @@ typedef struct saga_row {
 	uint64_t prev_delay;
 	uint64_t created_at;
 	uint64_t updated_at;
-	int64_t owner;        /* the owning process's epoch; 0 = nobody (the pool) */
-	int64_t fence;        /* grows on every change of owner (saga_step_fence) */
-	int64_t next_seq;     /* the seq of this instance's next history row */
-	int64_t recoveries;   /* claims of it with an attempt interrupted, in a row */
+	int64_t owner;       /* the owning process's epoch; 0 = nobody (the pool) */
+	int64_t fence;       /* grows on every change of owner (saga_step_fence) */
+	int64_t next_seq;    /* the seq of this instance's next history row */
+	int64_t recoveries;  /* claims of it with an attempt interrupted, in a row */
 	int stored_state;    /* state and due_at as last read or written: a */
 	uint64_t stored_due; /* hint that a write need not touch the indexes */
 	char error[256];
@@ -201,6 +201,8 @@ typedef int (*store_command_fn)(const store_command *c, void *user);
 int store_commands(saga_store *s, store_command_fn fn, void *user);
 /* Deletes a command carried out (in the open transaction). */
 int store_delete_command(saga_store *s, int64_t id);
+/* How many commands wait with c's instance, verb, step and phase. */
+int store_count_commands(saga_store *s, const store_command *c, int64_t *n);
 
 int store_begin(saga_store *s);
 int store_commit(saga_store *s);

@@ -18,7 +18,7 @@ static int load_err(saga_engine *e, int rc, int64_t id)
 int get_info(saga_engine *e, saga_instance_info *out, int64_t id)
 {
 	saga_row r;
-	int rc = store_load(e->store, &r, id, NULL);
+	int rc = e->st->load(e->store, &r, id, NULL);
 	if (rc == SAGA_OK)
 		row_to_info(out, &r);
 	else
@@ -43,7 +43,7 @@ int saga_get_context(saga_engine *e, cJSON **out, int64_t id)
 	*out = NULL;
 	pthread_mutex_lock(&e->mu);
 	saga_row r;
-	int rc = store_load(e->store, &r, id, &e->alloc);
+	int rc = e->st->load(e->store, &r, id, &e->alloc);
 	if (rc == SAGA_OK) {
 		rc = parse_context(e, out, r.context, id);
 		saga_free(&e->alloc, r.context);
@@ -59,7 +59,7 @@ int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 	if (!e || !out_id || !bkey)
 		return bad_args(e, "find: out_id and a business key are needed");
 	pthread_mutex_lock(&e->mu);
-	int rc = store_find_bkey(e->store, out_id, bkey);
+	int rc = e->st->find_bkey(e->store, out_id, bkey);
 	if (rc && rc != SAGA_ENOTFOUND)
 		rc = store_err(e, rc);
 	pthread_mutex_unlock(&e->mu);
@@ -71,9 +71,9 @@ int saga_find(saga_engine *e, int64_t *out_id, const char *bkey)
 static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_fn fn, void *user)
 {
 	char *snap = NULL;
-	int rc = store_get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
+	int rc = e->st->get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
 	if (rc)
-		return rc == SAGA_ENOTFOUND ? store_history(e->store, r->id, fn, user, NULL, 0)
+		return rc == SAGA_ENOTFOUND ? e->st->history(e->store, r->id, fn, user, NULL, 0)
 		                            : rc;
 	cJSON *doc = cJSON_Parse(snap);
 	saga_free(&e->alloc, snap);
@@ -91,7 +91,7 @@ static int history_from_snapshot(saga_engine *e, const saga_row *r, saga_event_f
 		const cJSON *nm = cJSON_GetObjectItemCaseSensitive(st, "name");
 		names[i++] = cJSON_IsString(nm) ? nm->valuestring : NULL;
 	}
-	rc = store_history(e->store, r->id, fn, user, names, (size_t)n);
+	rc = e->st->history(e->store, r->id, fn, user, names, (size_t)n);
 	saga_free(&e->alloc, names);
 	cJSON_Delete(doc);
 	return rc;
@@ -103,11 +103,11 @@ int saga_history(saga_engine *e, int64_t id, saga_event_fn fn, void *user)
 		return bad_args(e, "history: a function is needed");
 	pthread_mutex_lock(&e->mu);
 	saga_row r;
-	int rc = store_load(e->store, &r, id, NULL);
+	int rc = e->st->load(e->store, &r, id, NULL);
 	if (rc == SAGA_OK) {
 		const reg_def *rd = find_def(e, r.def_name, r.def_version);
 		if (rd)
-			rc = store_history(e->store, id, fn, user, rd->names, rd->def->nsteps);
+			rc = e->st->history(e->store, id, fn, user, rd->names, rd->def->nsteps);
 		else
 			rc = history_from_snapshot(e, &r, fn, user);
 	}
@@ -177,7 +177,7 @@ int saga_list_page(saga_engine *e, saga_instance_info *out, size_t *n, size_t ca
 		            f->updated_to_ms };
 	struct page_fill p = { out, 0 };
 	pthread_mutex_lock(&e->mu);
-	rc = store_page(e->store, &sf, after_id, page_limit(cap), fill_info, &p);
+	rc = e->st->page(e->store, &sf, after_id, page_limit(cap), fill_info, &p);
 	if (rc)
 		rc = store_err(e, rc);
 	pthread_mutex_unlock(&e->mu);
@@ -228,7 +228,7 @@ struct pending_fill {
 static int snapshot_step_name(saga_engine *e, char *buf, size_t size, const saga_row *r)
 {
 	char *snap = NULL;
-	int rc = store_get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
+	int rc = e->st->get_definition(e->store, &snap, r->def_name, r->def_version, &e->alloc);
 	if (rc)
 		return rc == SAGA_ENOTFOUND ? SAGA_OK : rc;
 	cJSON *doc = cJSON_Parse(snap);
@@ -278,7 +278,7 @@ int saga_list_pending(saga_engine *e, saga_pending_step *out, size_t *n, size_t 
 		return bad_args(e, "list_pending: out, n, a capacity and an id >= 0 are needed");
 	struct pending_fill p = { e, out, 0, SAGA_OK };
 	pthread_mutex_lock(&e->mu);
-	int rc = store_pending(e->store, after_id, page_limit(cap), fill_pending, &p);
+	int rc = e->st->pending(e->store, after_id, page_limit(cap), fill_pending, &p);
 	if (rc == SAGA_OK)
 		rc = p.rc;
 	if (rc)
@@ -293,7 +293,7 @@ int saga_counts(saga_engine *e, int64_t counts[SAGA_STATE_COUNT])
 	if (!e || !counts)
 		return bad_args(e, "counts: an array is needed");
 	pthread_mutex_lock(&e->mu);
-	int rc = store_counts(e->store, counts);
+	int rc = e->st->counts(e->store, counts);
 	if (rc)
 		rc = store_err(e, rc);
 	pthread_mutex_unlock(&e->mu);
@@ -332,7 +332,7 @@ int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_m
 			uint64_t before = now > older_than_ms ? now - older_than_ms : 0;
 			int64_t n = 0;
 			if ((rc = ensure_txn(e)) == SAGA_OK &&
-			    (rc = store_purge_batch(e->store, st, before, &n)) != SAGA_OK)
+			    (rc = e->st->purge_batch(e->store, st, before, &n)) != SAGA_OK)
 				rc = store_err(e, rc);
 			rc = end_txn(e, rc);
 			pthread_mutex_unlock(&e->mu);

@@ -40,12 +40,12 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = store_put_definition(e->store, def->name, def->version, snap);
+	rc = e->st->put_definition(e->store, def->name, def->version, snap);
 	cJSON_free(snap);
-	if (rc == SAGA_OK)
-		rc = store_serve(e->store, def->name, def->version);
+	if (rc == SAGA_OK && e->st->epoch(e->store))
+		rc = e->st->serve(e->store, def->name, def->version);
 	if (rc) {
-		rc = rc == SAGA_ECONFLICT ? set_err(e, rc, "%s", store_errmsg(e->store))
+		rc = rc == SAGA_ECONFLICT ? set_err(e, rc, "%s", e->st->errmsg(e->store))
 		                          : store_err(e, rc);
 		goto out;
 	}

@@ -85,7 +85,7 @@ int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id)
 		return SAGA_OK;
 	bool valid = false;
 	int rc = SAGA_OK;
-	if (!*out && (rc = store_json_valid(e->store, text, &valid)))
+	if (!*out && (rc = e->st->json_valid(e->store, text, &valid)))
 		return store_err(e, rc);
 	if (!*out && valid)
 		return set_err(e, SAGA_ENOMEM, "out of memory");
@@ -103,8 +103,8 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 	inst *in = saga_calloc(&e->alloc, 1, sizeof(*in));
 	if (!in)
 		return set_err(e, SAGA_ENOMEM, "out of memory");
-	int rc = uid ? store_load_uid(e->store, &in->row, uid, &e->alloc)
-	             : store_load(e->store, &in->row, id, &e->alloc);
+	int rc = uid ? e->st->load_uid(e->store, &in->row, uid, &e->alloc)
+	             : e->st->load(e->store, &in->row, id, &e->alloc);
 	if (rc) {
 		saga_free(&e->alloc, in->row.context);
 		saga_free(&e->alloc, in);
@@ -171,37 +171,42 @@ int look_outside(saga_engine *e)
 {
 	uint64_t now = saga_sys_mono_ms(NULL);
 	bool changed = false;
-	int rc = store_changed(e->store, &changed);
+	int rc = owner_ready(e);
+	if (rc)
+		return rc;
+	rc = e->st->changed(e->store, &changed);
 	if (rc)
 		return store_err(e, rc);
-	if (store_lease_left(e->store) < e->lease_ms - e->lease_ms / 3 && (rc = ensure_txn(e)))
+	if (e->st->lease_left(e->store) < e->lease_ms - e->lease_ms / 3 && (rc = ensure_txn(e)))
 		return rc;
 	bool poll = now >= e->next_poll;
-	if (!changed && !poll && !e->look_now)
+	bool timers = e->next_timer == 0 || e->next_timer <= now_wall(e);
+	if (!changed && !poll && !e->look_now && !timers)
 		return SAGA_OK;
 	e->look_now = false;
 	if (poll) {
 		e->next_poll = now + SAGA_POLL_MS;
 		int64_t reaped = 0;
 		int live = 0;
-		if ((rc = store_reap(e->store, &reaped, &live)))
+		if ((rc = e->st->reap(e->store, &reaped, &live)))
 			return store_err(e, rc);
 		if (reaped)
 			log_at(e, SAGA_LOG_INFO,
-			       "%lld owner(s) gone: their unfinished instances are back in the pool",
+			       "%lld owner(s) gone: their unfinished instances are back in the "
+			       "pool",
 			       (long long)reaped);
 		e->peers = live;
 	}
 	size_t busy = e->nloaded + e->ready_len;
 	if (busy < e->max_in_flight) {
 		uint64_t nd = 0, wall = now_wall(e);
-		if ((rc = store_next_due_pool(e->store, &nd)))
+		if ((rc = e->st->next_due_pool(e->store, &nd)))
 			return store_err(e, rc);
 		if (nd && nd <= wall) {
 			int room = (int)(e->max_in_flight - busy);
 			if ((rc = ensure_txn(e)))
 				return rc;
-			if ((rc = store_claim(e->store, wall, room, queue_id, e)))
+			if ((rc = e->st->claim(e->store, wall, room, queue_id, e)))
 				return store_err(e, rc);
 		} else if (nd && (e->next_timer == 0 || nd < e->next_timer)) {
 			e->next_timer = nd;
@@ -213,12 +218,19 @@ int look_outside(saga_engine *e)
 /* Brings due instances into memory, up to max_in_flight. */
 int fill(saga_engine *e)
 {
-	int rc = look_outside(e);
+	/* A round that will write opens its transaction first, so that what
+	 * it reads (another process's commands above all) is what it writes
+	 * against: no command committed after the look can miss an instance
+	 * this round ends. */
+	int rc = SAGA_OK;
+	if ((has_stage(e, STAGE_RESULT) || has_stage(e, STAGE_PROCESS)) && (rc = ensure_txn(e)))
+		return rc;
+	rc = look_outside(e);
 	if (rc)
 		return rc;
 	if (!e->active_scanned) {
 		e->active_scanned = true;
-		if ((rc = store_scan_active(e->store, queue_id, e)))
+		if ((rc = e->st->scan_active(e->store, queue_id, e)))
 			return store_err(e, rc);
 		if (!e->active_scanned) /* the queue could not take them all */
 			return set_err(e, SAGA_ENOMEM, "out of memory");
@@ -229,11 +241,11 @@ int fill(saga_engine *e)
 		size_t before = e->ready_len;
 		size_t want = e->max_in_flight - e->nloaded + e->nquarantine;
 		int room = want < INT_MAX ? (int)want : INT_MAX;
-		if ((rc = store_scan_due(e->store, now, room, queue_id, e)))
+		if ((rc = e->st->scan_due(e->store, now, room, queue_id, e)))
 			return store_err(e, rc);
 		if (e->ready_len - before < (size_t)room) {
 			uint64_t nd = 0;
-			if ((rc = store_next_due(e->store, &nd)))
+			if ((rc = e->st->next_due(e->store, &nd)))
 				return store_err(e, rc);
 			/* Later parks lower next_timer; UINT64_MAX means none stored. */
 			e->next_timer = nd ? (nd > now ? nd : now + 1) : UINT64_MAX;
@@ -258,7 +270,7 @@ int fill(saga_engine *e)
 		}
 		if (rc)
 			return rc;
-		if (in && in->row.owner != store_epoch(e->store)) {
+		if (in && in->row.owner != e->st->epoch(e->store)) {
 			free_inst(e, in); /* not this process's (any more) */
 			continue;
 		}
@@ -281,6 +293,7 @@ void unload(saga_engine *e, size_t i)
 void discard_round(saga_engine *e)
 {
 	abort_txn(e);
+	e->look_now = true; /* commands carried out in it wait in the store again */
 	for (size_t i = e->nloaded; i-- > 0;) {
 		inst *in = e->loaded[i];
 		if (!in->uncommitted && in->stage != STAGE_RESULT)

@@ -63,9 +63,13 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	if (!rd)
 		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
 		               q->definition);
-	int rc;
+	/* Looked up in the transaction that inserts: another process may be
+	 * starting the same key. */
+	int rc = ensure_txn(e);
+	if (rc)
+		return rc;
 	if (q->business_key) {
-		rc = store_find_bkey(e->store, id, q->business_key);
+		rc = e->st->find_bkey(e->store, id, q->business_key);
 		if (rc == SAGA_OK)
 			return SAGA_OK;
 		if (rc != SAGA_ENOTFOUND)
@@ -97,10 +101,10 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 		/* This process runs what it starts. The row is written with the
 		 * seq after its CREATED row's, which is written next (it needs
 		 * the id). */
-		r->owner = store_epoch(e->store);
+		r->owner = e->st->epoch(e->store);
 		r->fence = 1;
 		r->next_seq = 2;
-		if ((rc = store_insert(e->store, r))) {
+		if ((rc = e->st->insert(e->store, r))) {
 			rc = store_err(e, rc);
 		} else {
 			r->next_seq = 1;

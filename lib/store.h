@@ -28,8 +28,8 @@ typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
 	const char *name;     /* "sqlite" */
 
-	int (*open)(saga_store **out, const char *uri, saga_durability durability,
-	            uint32_t busy_ms, const saga_alloc *alloc, char *err, size_t err_size);
+	int (*open)(saga_store **out, const char *uri, saga_durability durability, uint32_t busy_ms,
+	            const saga_alloc *alloc, char *err, size_t err_size);
 	void (*close)(saga_store *s);
 	const char *(*errmsg)(const saga_store *s);
 
@@ -71,12 +71,13 @@ typedef struct store_ops {
 	int (*put_command)(saga_store *s, const store_command *c);
 	int (*commands)(saga_store *s, store_command_fn fn, void *user);
 	int (*delete_command)(saga_store *s, int64_t id);
+	int (*count_commands)(saga_store *s, const store_command *c, int64_t *n);
 
 	/* queries and retention */
 	int (*history)(saga_store *s, int64_t id, saga_event_fn fn, void *user,
 	               const char *const *step_names, size_t nsteps);
-	int (*page)(saga_store *s, const store_filter *f, int64_t after, int limit,
-	            store_row_fn fn, void *user);
+	int (*page)(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,
+	            void *user);
 	int (*pending)(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 	int (*counts)(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 	int (*json_valid)(saga_store *s, const char *text, bool *valid);

@@ -212,6 +212,7 @@ enum stmt_id {
 	ST_CMD_PUT,
 	ST_CMD_LIST,
 	ST_CMD_DEL,
+	ST_CMD_FIND,
 	ST_PURGE_CMDS,
 	ST_DATA_VERSION,
 	ST_COUNT
@@ -240,7 +241,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_DEF_GET] = "SELECT snapshot FROM definitions WHERE name = ?1 AND version = ?2",
-	[ST_DEF_PUT] = "INSERT INTO definitions(name, version, snapshot) VALUES (?1, ?2, ?3)",
+	[ST_DEF_PUT] = "INSERT OR IGNORE INTO definitions(name, version, snapshot)"
+	               " VALUES (?1, ?2, ?3)",
 	[ST_INSERT] = "INSERT INTO instances(" ROW_COLUMNS ", finished_at) VALUES (NULL, ?2, ?3,"
 	              " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
 	              " ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
@@ -332,6 +334,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                " c.requested_at FROM commands c JOIN instances i ON i.id = c.instance"
 	                " WHERE i.owner = ?1 ORDER BY c.id",
 	[ST_CMD_DEL] = "DELETE FROM commands WHERE id = ?1",
+	[ST_CMD_FIND] = "SELECT count(*) FROM commands WHERE instance = ?1 AND verb = ?2"
+	                " AND step = ?3 AND phase = ?4",
 	[ST_PURGE_CMDS] = "DELETE FROM commands WHERE instance = ?1",
 	[ST_DATA_VERSION] = "PRAGMA data_version",
 };
@@ -964,8 +968,9 @@ static int read_boot_id(saga_store *s)
 		n--;
 	s->boot_id[n] = '\0';
 	if (n == 0)
-		return refuse(s, SAGA_EIO, "store: cannot read this boot's id "
-		                           "(/proc/sys/kernel/random/boot_id)");
+		return refuse(s, SAGA_EIO,
+		              "store: cannot read this boot's id "
+		              "(/proc/sys/kernel/random/boot_id)");
 	return SAGA_OK;
 }
 
@@ -1136,7 +1141,8 @@ int store_reap(saga_store *s, int64_t *reaped, int *live)
 		const char *boot = (const char *)sqlite3_column_text(st, 2);
 		bool same_boot = boot && strcmp(boot, s->boot_id) == 0, held = true;
 		/* On this host, a free byte means the process is gone. */
-		if (same_boot && until > now && byte_lock(s, epoch, F_WRLCK, true, &held) != SAGA_OK)
+		if (same_boot && until > now &&
+		    byte_lock(s, epoch, F_WRLCK, true, &held) != SAGA_OK)
 			held = true; /* cannot tell: the lease decides */
 		if (!same_boot || until <= now || !held) {
 			if (ndead < (int)(sizeof(dead) / sizeof(dead[0])))
@@ -1252,6 +1258,22 @@ done:
 	return done_with(st, rc);
 }
 
+int store_count_commands(saga_store *s, const store_command *c, int64_t *n)
+{
+	sqlite3_stmt *st = s->st[ST_CMD_FIND];
+	int rc = SAGA_OK;
+	BIND(sqlite3_bind_int64(st, 1, c->instance));
+	BIND(sqlite3_bind_int(st, 2, c->verb));
+	BIND(sqlite3_bind_int(st, 3, c->step));
+	BIND(sqlite3_bind_int(st, 4, c->phase));
+	sqlite3_int64 v = 0;
+	rc = one_int(s, st, "count commands", &v);
+	*n = v;
+	return rc;
+done:
+	return done_with(st, rc);
+}
+
 int store_delete_command(saga_store *s, int64_t id)
 {
 	return exec_owned(s, ST_CMD_DEL, id, "delete command");
@@ -1363,26 +1385,27 @@ done:
 
 int store_put_definition(saga_store *s, const char *name, int version, const char *snapshot)
 {
-	char *old = NULL;
-	int rc = store_get_definition(s, &old, name, version, &s->alloc);
-	if (rc == SAGA_OK) {
-		if (strcmp(old, snapshot) != 0) {
-			saga_fmt(s->errmsg, sizeof(s->errmsg),
-			         "definition '%s' version %d differs from the one in the store; "
-			         "give the changed definition a new version",
-			         name, version);
-			rc = SAGA_ECONFLICT;
-		}
-		saga_free(&s->alloc, old);
-		return rc;
-	}
-	if (rc != SAGA_ENOTFOUND)
-		return rc;
+	/* One statement: another process may register the same definition at
+	 * the same moment. When one is there already, it must be the same. */
 	sqlite3_stmt *st = s->st[ST_DEF_PUT];
+	int rc = SAGA_OK;
 	BIND(sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_int(st, 2, version));
 	BIND(sqlite3_bind_text(st, 3, snapshot, -1, SQLITE_STATIC));
-	return exec_stmt(s, st, "store definition");
+	if ((rc = exec_stmt(s, st, "store definition")) || sqlite3_changes(s->db) == 1)
+		return rc;
+	char *old = NULL;
+	if ((rc = store_get_definition(s, &old, name, version, &s->alloc)))
+		return rc;
+	if (strcmp(old, snapshot) != 0) {
+		saga_fmt(s->errmsg, sizeof(s->errmsg),
+		         "definition '%s' version %d differs from the one in the store; "
+		         "give the changed definition a new version",
+		         name, version);
+		rc = SAGA_ECONFLICT;
+	}
+	saga_free(&s->alloc, old);
+	return rc;
 done:
 	return done_with(st, rc);
 }
@@ -1952,6 +1975,7 @@ const store_ops store_sqlite_ops = {
 	.put_command = store_put_command,
 	.commands = store_commands,
 	.delete_command = store_delete_command,
+	.count_commands = store_count_commands,
 	.history = store_history,
 	.page = store_page,
 	.pending = store_pending,

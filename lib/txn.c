@@ -10,7 +10,7 @@ int serve_all(saga_engine *e)
 {
 	for (size_t i = 0; i < e->ndefs; i++) {
 		const saga_definition *d = e->defs[i]->def;
-		int rc = store_serve(e->store, d->name, d->version);
+		int rc = e->st->serve(e->store, d->name, d->version);
 		if (rc)
 			return store_err(e, rc);
 	}
@@ -25,14 +25,26 @@ int serve_all(saga_engine *e)
 static int ownership_lost(saga_engine *e)
 {
 	log_at(e, SAGA_LOG_ERROR, "%s; dropping what it held and registering anew",
-	       store_errmsg(e->store));
+	       e->st->errmsg(e->store));
 	for (size_t i = 0; i < e->nloaded; i++)
 		e->loaded[i]->lost = true; /* unloaded after the round (driver.c) */
 	e->ready_len = 0;
 	e->active_scanned = false;
 	e->next_timer = 0;
 	drop_cmds(e);
-	int rc = store_register(e->store, e->lease_ms);
+	int rc = e->st->register_owner(e->store, e->lease_ms);
+	if (rc)
+		return store_err(e, rc);
+	return serve_all(e);
+}
+
+/* Registers this engine as an owner if it is not one yet: at its first
+ * write or round, so that an engine that only reads leaves no trace. */
+int owner_ready(saga_engine *e)
+{
+	if (e->st->epoch(e->store))
+		return SAGA_OK;
+	int rc = e->st->register_owner(e->store, e->lease_ms);
 	if (rc)
 		return store_err(e, rc);
 	return serve_all(e);
@@ -42,11 +54,14 @@ int ensure_txn(saga_engine *e)
 {
 	if (e->in_txn)
 		return SAGA_OK;
-	int rc = store_begin(e->store);
+	int rc = owner_ready(e);
+	if (rc)
+		return rc;
+	rc = e->st->begin(e->store);
 	/* Lost: what is in memory is marked lost (nothing of it is written
 	 * again), and the work goes on under the new registration. */
 	if (rc == SAGA_EFENCED && (rc = ownership_lost(e)) == SAGA_OK)
-		rc = store_begin(e->store);
+		rc = e->st->begin(e->store);
 	if (rc)
 		return store_err(e, rc);
 	e->in_txn = true;
@@ -82,7 +97,7 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, 
 	h.outcome = outcome;
 	h.detail = detail ? detail : "";
 	in->uncommitted = true;
-	if ((rc = store_add_history(e->store, &h)))
+	if ((rc = e->st->add_history(e->store, &h)))
 		return store_err(e, rc);
 	e->txn_rows++;
 	e->txn_states |= type == SAGA_EVENT_STATE;
@@ -149,7 +164,7 @@ int put_instance(saga_engine *e, inst *in)
 	}
 	in->row.updated_at = now_wall(e);
 	in->uncommitted = true;
-	if ((rc = store_update(e->store, &in->row)))
+	if ((rc = e->st->update(e->store, &in->row)))
 		return store_err(e, rc);
 	return SAGA_OK;
 }
@@ -189,7 +204,7 @@ void unlock_and_deliver(saga_engine *e)
 void abort_txn(saga_engine *e)
 {
 	if (e->in_txn)
-		store_rollback(e->store);
+		e->st->rollback(e->store);
 	e->in_txn = false;
 	e->txn_rows = e->txn_started = 0;
 	e->txn_states = false;
@@ -202,7 +217,7 @@ int commit_txn(saga_engine *e)
 	if (!e->in_txn)
 		return SAGA_OK;
 	e->in_txn = false;
-	int rc = store_commit(e->store);
+	int rc = e->st->commit(e->store);
 	uint64_t rows = e->txn_rows, started = e->txn_started;
 	bool states = e->txn_states;
 	e->txn_rows = e->txn_started = 0;

@@ -41,6 +41,10 @@ int saga_wait(saga_engine *e, saga_instance_info *out, int64_t id, uint64_t time
 			ran_last = true;
 			nap = nap_until_timer(e, nap);
 		}
+		/* Another process may be the one that ends it: its commits wake
+		 * nobody here, so the store is read again this often. */
+		if (nap > SAGA_POLL_MS)
+			nap = SAGA_POLL_MS;
 		struct timespec ts = deadline_after_ms(nap);
 		pthread_cond_timedwait(&e->wait_cv, &e->mu, &ts);
 	}

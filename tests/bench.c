@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -38,6 +40,7 @@ typedef struct opts {
 	long park;       /* --park N: N instances parked on an async step; RSS */
 	long reopen;     /* --reopen N: N unfinished instances resumed after reopen */
 	long prefill;    /* --prefill M: M finished instances in the store first */
+	int procs;       /* --procs P: P processes on one store, each n/P instances */
 	const char *dir;
 } opts;
 
@@ -493,6 +496,77 @@ static int run_engine(const opts *o, double *tps_out)
 }
 
 /* The median of n values, sorted in place. */
+/* One process of --procs: its share of the instances, caller-driven (or
+ * with o->workers), to the end; writes its history rows to fd. */
+static void proc_child(const opts *o, const char *path, long n, int fd)
+{
+	saga_engine *e = open_bench(o, path);
+	if (!e)
+		_exit(1);
+	if (start_many(e, n) || saga_wait_idle(e, 600000) != SAGA_OK) {
+		fprintf(stderr, "procs: %s\n", saga_engine_errmsg(e));
+		_exit(1);
+	}
+	saga_stats st;
+	saga_engine_stats(e, &st);
+	saga_engine_close(e);
+	uint64_t rows = st.history_rows;
+	if (write(fd, &rows, sizeof(rows)) != (ssize_t)sizeof(rows))
+		_exit(1);
+	_exit(0);
+}
+
+/* --procs P: P processes share one store, each starting n/P instances and
+ * running them to the end; history rows (transitions) per second, all of
+ * them together. SQLite has one writer: the figure says what the processes
+ * cost, not a gain. */
+static int run_procs(const opts *o)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/procs.db", o->dir);
+	double tps[100];
+	for (int r = 0; r < o->repeat; r++) {
+		remove_store(path);
+		int fds[2];
+		if (pipe(fds) != 0)
+			return 1;
+		double t0 = now_s();
+		for (int p = 0; p < o->procs; p++) {
+			pid_t pid = fork();
+			if (pid < 0)
+				return 1;
+			if (pid == 0) {
+				close(fds[0]);
+				proc_child(o, path, o->n / o->procs, fds[1]);
+			}
+		}
+		close(fds[1]);
+		uint64_t total = 0, rows;
+		int got = 0, status, bad = 0;
+		while (read(fds[0], &rows, sizeof(rows)) == (ssize_t)sizeof(rows)) {
+			total += rows;
+			got++;
+		}
+		close(fds[0]);
+		while (wait(&status) > 0)
+			bad |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+		double el = now_s() - t0;
+		if (bad || got != o->procs) {
+			fprintf(stderr, "procs: a process failed\n");
+			return 1;
+		}
+		tps[r] = (double)total / el;
+		printf("  %d process%s: %.0f transitions/s (%.2f s)\n", o->procs,
+		       o->procs > 1 ? "es" : "", tps[r], el);
+	}
+	qsort(tps, (size_t)o->repeat, sizeof(double), cmp_double);
+	printf("procs: %d process%s on one store, %ld instances x %d steps, %u in flight and %u "
+	       "workers each: %.0f transitions/s (median of %d)\n",
+	       o->procs, o->procs > 1 ? "es" : "", o->n, o->steps, o->inflight, o->workers,
+	       tps[o->repeat / 2], o->repeat);
+	return 0;
+}
+
 static double median(double *v, int n)
 {
 	qsort(v, (size_t)n, sizeof(double), cmp_double);
@@ -602,6 +676,8 @@ int main(int argc, char **argv)
 			o.park = atol(v);
 		else if (!strcmp(a, "--reopen"))
 			o.reopen = atol(v);
+		else if (!strcmp(a, "--procs"))
+			o.procs = atoi(v);
 		else if (!strcmp(a, "--prefill"))
 			o.prefill = atol(v);
 		else if (!strcmp(a, "--dir"))
@@ -615,12 +691,14 @@ int main(int argc, char **argv)
 			        " [--step-sleep US] [--backlog B]"
 			        " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] "
 			        "[--dir D]"
-			        " [--repeat R] [--park N] [--reopen N] [--prefill M]\n");
+			        " [--repeat R] [--park N] [--reopen N] [--prefill M] [--procs "
+			        "P]\n");
 			return 2;
 		}
 	}
 	if (o.n < 1 || o.steps < 1 || o.inflight < 1 || o.repeat < 1 || o.repeat > 99 ||
-	    o.step_sleep_us < 0 || o.backlog < 0 || (o.raw && o.nworker_counts > 1)) {
+	    o.step_sleep_us < 0 || o.backlog < 0 || (o.raw && o.nworker_counts > 1) ||
+	    o.procs < 0 || o.procs > 64) {
 		fprintf(stderr, "bad arguments (--raw takes one worker count)\n");
 		return 2;
 	}
@@ -633,8 +711,11 @@ int main(int argc, char **argv)
 	}
 	fail_rate = o.fail_rate;
 	step_sleep_us = o.step_sleep_us;
-	if (o.park || o.reopen || o.nworker_counts > 1) {
-		int rc = o.park ? run_park(&o) : o.reopen ? run_reopen(&o) : run_compare(&o);
+	if (o.park || o.reopen || o.procs || o.nworker_counts > 1) {
+		int rc = o.park     ? run_park(&o)
+		         : o.reopen ? run_reopen(&o)
+		         : o.procs  ? run_procs(&o)
+		                    : run_compare(&o);
 		if (o.dir == dir) {
 			char rm[600];
 			snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);

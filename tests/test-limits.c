@@ -130,6 +130,33 @@ START_TEST(busy_timeout_range)
 }
 END_TEST
 
+START_TEST(lease_range)
+{
+	saga_options o = base_options();
+	o.lease_ms = SAGA_LEASE_MIN - 1;
+	expect_refused(&o, "lease_ms");
+	o.lease_ms = SAGA_LEASE_MAX + 1;
+	expect_refused(&o, "lease_ms");
+	o.lease_ms = 1000;
+	o.lease_margin_ms = 1000; /* a margin is below the lease */
+	expect_refused(&o, "lease_margin_ms");
+	o.lease_ms = 0;
+	o.lease_margin_ms = 10000; /* and below the default lease */
+	expect_refused(&o, "lease_margin_ms");
+	o.lease_margin_ms = 9999;
+	expect_opens(&o, "lease_margin_ms = 9999 with the default lease");
+	o.lease_ms = SAGA_LEASE_MIN;
+	o.lease_margin_ms = 0;
+	expect_opens(&o, "lease_ms = SAGA_LEASE_MIN");
+	o.lease_ms = SAGA_LEASE_MAX;
+	expect_opens(&o, "lease_ms = SAGA_LEASE_MAX");
+	/* A caller built against version 2 has no lease fields: defaults. */
+	o.version = 2;
+	o.lease_ms = 1; /* past the version-2 struct: not read */
+	expect_opens(&o, "version 2");
+}
+END_TEST
+
 START_TEST(enum_options_range)
 {
 	saga_options o = base_options();
@@ -341,6 +368,7 @@ int main(void)
 	tcase_add_test(tc, workers_range);
 	tcase_add_test(tc, max_in_flight_range);
 	tcase_add_test(tc, busy_timeout_range);
+	tcase_add_test(tc, lease_range);
 	tcase_add_test(tc, enum_options_range);
 	tcase_add_test(tc, version_refused_before_files);
 	tcase_add_test(tc, busy_timeout_max_waits);

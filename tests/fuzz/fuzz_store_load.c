@@ -402,10 +402,10 @@ static void write_rows(span *in)
 		sqlite3_bind_int(st, 10, n + 1);
 		step_row(st, "insert history");
 	}
-	/* The store's history counter follows the rows, as the store keeps it. */
+	/* The instance's history counter follows its rows, as the store keeps it. */
 	if (sqlite3_exec(db,
-	                 "UPDATE counters SET next_seq = (SELECT coalesce(max(seq), 0) + 1"
-	                 " FROM history); COMMIT",
+	                 "UPDATE instances SET next_seq = (SELECT coalesce(max(seq), 0) + 1"
+	                 " FROM history WHERE history.instance = instances.id); COMMIT",
 	                 NULL, NULL, NULL) != SQLITE_OK)
 		die("commit", sqlite3_errmsg(db));
 }
