@@ -1548,32 +1548,33 @@ static int collect(const saga_event *ev, void *user)
 	return 0;
 }
 
-/* Three instances of a schema-3 store (built by hand from the rows of one
- * this libsaga wrote, with store-wide seqs interleaved among them): one
- * COMPLETED, one WAITING for an async completion, one RUNNING that never
- * ran. Opened, the store is of schema 4, each instance's next_seq is its
- * own max(seq) + 1 (not the store-wide counter's), and the unfinished ones
- * run to the end, their history going on in order from where it stopped. */
-START_TEST(schema_3_store_migrated)
-{
+/* A schema-3 store at `path`, built by hand from the rows of one this
+ * libsaga wrote (at dir/src.db): three instances, COMPLETED, WAITING for an
+ * async completion, and RUNNING but never run; their history with
+ * store-wide seqs (3 * seq + which instance: unique, interleaved, the
+ * waiting one's rows below the others', so the store-wide counter is not
+ * its next seq). */
+struct v3_store {
 	char src[320];
-	snprintf(src, sizeof(src), "%s/src.db", dir);
-	saga_engine *e = open_m(src);
-	int64_t ids[3]; /* done, waiting, fresh */
-	ck_assert_int_eq(saga_start(e, &ids[0], NULL, "m", NULL, NULL), SAGA_OK);
+	int64_t ids[3], old_rows[3], old_max[3];
+};
+
+static void make_v3_store(struct v3_store *v)
+{
+	snprintf(v->src, sizeof(v->src), "%s/src.db", dir);
+	saga_engine *e = open_m(v->src);
+	ck_assert_int_eq(saga_start(e, &v->ids[0], NULL, "m", NULL, NULL), SAGA_OK);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	b_answer = SAGA_STEP_PENDING;
-	ck_assert_int_eq(saga_start(e, &ids[1], NULL, "m", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_start(e, &v->ids[1], NULL, "m", NULL, NULL), SAGA_OK);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	b_answer = SAGA_STEP_OK;
-	ck_assert_int_eq(saga_start(e, &ids[2], NULL, "m", NULL, NULL), SAGA_OK);
-	ck_assert_int_eq(state_of(e, ids[0]), SAGA_COMPLETED);
-	ck_assert_int_eq(state_of(e, ids[1]), SAGA_WAITING);
-	ck_assert_int_eq(state_of(e, ids[2]), SAGA_RUNNING);
+	ck_assert_int_eq(saga_start(e, &v->ids[2], NULL, "m", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(state_of(e, v->ids[0]), SAGA_COMPLETED);
+	ck_assert_int_eq(state_of(e, v->ids[1]), SAGA_WAITING);
+	ck_assert_int_eq(state_of(e, v->ids[2]), SAGA_RUNNING);
 	saga_engine_close(e);
 
-	/* The schema-3 store: seq = 3 * its seq + which instance, store-wide
-	 * unique, interleaved, the waiting instance's rows below the others'. */
 	sqlite3 *db = NULL;
 	char *msg = NULL;
 	ck_assert_int_eq(
@@ -1591,38 +1592,42 @@ START_TEST(schema_3_store_migrated)
 	         " detail FROM cur.history;"
 	         "INSERT INTO counters SELECT max(seq) + 1 FROM history;"
 	         "DETACH cur",
-	         src, (long long)ids[0], (long long)ids[1]);
+	         v->src, (long long)v->ids[0], (long long)v->ids[1]);
 	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
-	int64_t old_rows[3], old_max[3];
 	for (int k = 0; k < 3; k++) {
-		old_rows[k] = sql_int(db, "SELECT count(*) FROM history WHERE instance = %lld",
-		                      (long long)ids[k]);
-		old_max[k] = sql_int(db, "SELECT max(seq) FROM history WHERE instance = %lld",
-		                     (long long)ids[k]);
-		ck_assert_int_gt(old_rows[k], 0);
+		v->old_rows[k] = sql_int(db, "SELECT count(*) FROM history WHERE instance = %lld",
+		                         (long long)v->ids[k]);
+		v->old_max[k] = sql_int(db, "SELECT max(seq) FROM history WHERE instance = %lld",
+		                        (long long)v->ids[k]);
+		ck_assert_int_gt(v->old_rows[k], 0);
 	}
 	int64_t store_next = sql_int(db, "SELECT next_seq FROM counters");
-	ck_assert_int_lt(old_max[1] + 1, store_next);
+	ck_assert_int_lt(v->old_max[1] + 1, store_next);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
 
-	/* Opened: migrated before anything runs. */
-	e = open_m(path);
+/* The store at `path` is of schema 4 as a store born of this libsaga, each
+ * instance's next_seq its own max(seq) + 1, every instance in the pool, the
+ * old history rows under fence 0. */
+static void check_v3_migrated(const struct v3_store *v)
+{
+	sqlite3 *db = NULL;
 	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	ck_assert_int_eq(sql_int(db, "PRAGMA user_version"), SCHEMA_VERSION);
 	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'counters'"),
 	                 0);
 	for (int k = 0; k < 3; k++) {
 		ck_assert_int_eq(sql_int(db, "SELECT next_seq FROM instances WHERE id = %lld",
-		                         (long long)ids[k]),
-		                 old_max[k] + 1);
+		                         (long long)v->ids[k]),
+		                 v->old_max[k] + 1);
 		ck_assert_int_eq(sql_int(db, "SELECT owner FROM instances WHERE id = %lld",
-		                         (long long)ids[k]),
+		                         (long long)v->ids[k]),
 		                 0);
 	}
 	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM history WHERE fence <> 0"), 0);
-	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur", src);
+	char sql[400];
+	snprintf(sql, sizeof(sql), "ATTACH '%s' AS cur", v->src);
 	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-	/* The same tables and indexes as a store born of this libsaga. */
 	ck_assert_int_eq(sql_int(db, "SELECT count(*) FROM (SELECT type, name FROM"
 	                             " main.sqlite_schema EXCEPT SELECT type, name FROM"
 	                             " cur.sqlite_schema)"),
@@ -1632,6 +1637,18 @@ START_TEST(schema_3_store_migrated)
 	                             " main.sqlite_schema)"),
 	                 0);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The schema-3 store opened: migrated before anything runs; the unfinished
+ * instances run to the end, their history going on in order from where it
+ * stopped. */
+START_TEST(schema_3_store_migrated)
+{
+	struct v3_store v;
+	make_v3_store(&v);
+	const int64_t *ids = v.ids, *old_rows = v.old_rows, *old_max = v.old_max;
+	saga_engine *e = open_m(path);
+	check_v3_migrated(&v);
 
 	/* The waiting one is completed, the fresh one claimed from the pool. */
 	saga_pending_step pend[4];
@@ -1670,6 +1687,70 @@ START_TEST(schema_3_store_migrated)
 }
 END_TEST
 
+/* Processes opening the schema-3 store at once: one migrates it under the
+ * lock file's byte 0, the others wait and open the migrated store (each
+ * reading the version before the migration and running it again would
+ * fail on its tables, or number the history twice); then every instance
+ * runs to the end. */
+#define MIGRATORS 4
+
+START_TEST(schema_3_store_migrated_by_many_at_once)
+{
+	struct v3_store v;
+	make_v3_store(&v);
+	int go[2], res[2];
+	ck_assert_int_eq(pipe(go), 0);
+	ck_assert_int_eq(pipe(res), 0);
+	pid_t pids[MIGRATORS];
+	for (int k = 0; k < MIGRATORS; k++) {
+		pids[k] = fork();
+		ck_assert_int_ge(pids[k], 0);
+		if (pids[k] == 0) {
+			saga_options o = SAGA_OPTIONS_INIT;
+			saga_engine *e = NULL;
+			char err[512] = "", c;
+			o.path = path;
+			if (read(go[0], &c, 1) != 1)
+				_exit(2);
+			int rc = saga_engine_open(&e, &o, err, sizeof(err));
+			say(res[1], "%d %.200s\n", rc, err);
+			saga_engine_close(e);
+			_exit(0);
+		}
+	}
+	close(res[1]);
+	char gos[MIGRATORS];
+	memset(gos, 'g', sizeof(gos));
+	ck_assert_int_eq(write(go[1], gos, sizeof(gos)), (ssize_t)sizeof(gos));
+	FILE *in = fdopen(res[0], "r");
+	ck_assert_ptr_nonnull(in);
+	char line[300];
+	int answers = 0;
+	while (fgets(line, sizeof(line), in)) {
+		ck_assert_msg(atoi(line) == SAGA_OK, "a process opening the store: %s", line);
+		answers++;
+	}
+	fclose(in);
+	for (int k = 0; k < MIGRATORS; k++) {
+		int status;
+		ck_assert_int_eq(waitpid(pids[k], &status, 0), pids[k]);
+		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	ck_assert_int_eq(answers, MIGRATORS);
+	check_v3_migrated(&v);
+	saga_engine *e = open_m(path);
+	saga_pending_step pend[4];
+	size_t np = 0;
+	ck_assert_int_eq(saga_list_pending(e, pend, &np, 4, 0), SAGA_OK);
+	ck_assert_int_eq(np, 1);
+	ck_assert_int_eq(saga_complete(e, pend[0].key, SAGA_STEP_OK, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	for (int k = 0; k < 3; k++)
+		ck_assert_int_eq(state_of(e, v.ids[k]), SAGA_COMPLETED);
+	saga_engine_close(e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store-open");
@@ -1692,6 +1773,7 @@ int main(void)
 	tcase_add_test(tc, birth_killed_anywhere);
 	tcase_add_test(tc, two_creators);
 	tcase_add_test(tc, schema_3_store_migrated);
+	tcase_add_test(tc, schema_3_store_migrated_by_many_at_once);
 	tcase_add_test(tc, concurrent_registrations_of_one_definition);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
