@@ -1188,6 +1188,17 @@ static void arm_kill(long n)
 	hook(v, "unlink", &real_unlink, (sqlite3_syscall_ptr)k_unlink);
 }
 
+/* Waits for each of n children, which must have exited with 0. */
+static void wait_children(const pid_t *pids, int n)
+{
+	for (int k = 0; k < n; k++) {
+		int status;
+		ck_assert_int_eq(waitpid(pids[k], &status, 0), pids[k]);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %d: status %#x",
+		              k, status);
+	}
+}
+
 /* Only the store and its lock file are left in `d` once the engine closed. */
 static void only_store_left(const char *d)
 {
@@ -1324,11 +1335,7 @@ START_TEST(two_creators)
 		ck_assert_int_eq(sscanf(line, "%d %lld %32s", &rcs[k], &ids[k], uids[k]), 3);
 	}
 	ck_assert_int_eq(write(hold[1], holds, sizeof(holds)), (ssize_t)sizeof(holds));
-	for (int k = 0; k < CREATORS; k++) {
-		int status;
-		ck_assert_int_eq(waitpid(pids[k], &status, 0), pids[k]);
-		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	}
+	wait_children(pids, CREATORS);
 	for (int k = 0; k < CREATORS; k++)
 		ck_assert_msg(rcs[k] == SAGA_OK, "creator %d answered %s (%s)", k,
 		              saga_strerror(rcs[k]), lines[k]);
@@ -1424,12 +1431,9 @@ START_TEST(concurrent_registrations_of_one_definition)
 	}
 	fclose(in);
 	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
-	for (int k = 0; k < REGISTRARS; k++) {
-		int status;
+	for (int k = 0; k < REGISTRARS; k++)
 		close(go[k][1]);
-		ck_assert_int_eq(waitpid(pids[k], &status, 0), pids[k]);
-		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	}
+	wait_children(pids, REGISTRARS);
 	ck_assert_int_eq(answers, REGISTRARS * ROUNDS);
 	ck_assert_msg(failed == 0, "%d of %d concurrent registrations failed; the first: %s",
 	              failed, answers, first);
@@ -1731,11 +1735,7 @@ START_TEST(schema_3_store_migrated_by_many_at_once)
 		answers++;
 	}
 	fclose(in);
-	for (int k = 0; k < MIGRATORS; k++) {
-		int status;
-		ck_assert_int_eq(waitpid(pids[k], &status, 0), pids[k]);
-		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	}
+	wait_children(pids, MIGRATORS);
 	ck_assert_int_eq(answers, MIGRATORS);
 	check_v3_migrated(&v);
 	saga_engine *e = open_m(path);
