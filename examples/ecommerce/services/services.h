@@ -479,7 +479,7 @@ typedef int (*ecom_facts_fn)(const ecom_saga_fact **facts, size_t *n, void *user
  * saga (a saga exists before its order). Rules within one file, and rows
  * pointing at no order, are checked as always. */
 int ecommerce_check_live(const char *dir, const ecom_saga_fact *before, size_t nbefore,
-                         ecom_facts_fn after, void *after_user, ecom_violation_fn fn,
-                         void *user, char *errmsg, size_t errmsg_size);
+                         ecom_facts_fn after, void *after_user, ecom_violation_fn fn, void *user,
+                         char *errmsg, size_t errmsg_size);
 
 #endif
