@@ -360,7 +360,8 @@ SAGA_API const char *saga_step_business_key(const saga_step_ctx *ctx);
  * a new registration of this one) takes the instance over, and never goes
  * back. A participant that keeps the highest fence it has seen per key can
  * refuse a call with a lower one: it comes from a process that lost the
- * instance while paused (saga_guard_begin_fenced). Always >= 1. */
+ * instance while paused (saga_guard_action_fenced and
+ * saga_guard_compensation_fenced do). Always >= 1. */
 SAGA_API int64_t saga_step_fence(const saga_step_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
@@ -411,7 +412,7 @@ typedef enum saga_outcome {
  * or history callback. step is -1 when the event concerns no step. */
 typedef struct saga_event {
 	int64_t instance;
-	int64_t seq;                /* position in the history */
+	int64_t seq;                /* position in the instance's history (1, 2, ...) */
 	uint64_t at_ms;             /* wall clock */
 	saga_event_type type;
 	saga_state state;           /* the instance's state after the event */
@@ -522,21 +523,31 @@ typedef struct saga_options {
  * "." and ".." are resolved, so every name of one file is the same store. A
  * name beginning with "file:" is refused (SAGA_EINVAL): store paths are not
  * URIs (a file whose name begins with "file:" is reached as "./file:...").
- * An engine owns its store until it is closed (an exclusive flock on the
- * file "<store>-lock" beside it, created 0600 and never deleted): a second
- * engine on the same file, under any name, in this process or another, gets
- * SAGA_EBUSY, so no instance is ever advanced by two engines. A new store is
- * built under a temporary name and renamed into place whole, so an existing
- * file that is empty, too short or not a libsaga store is refused with
- * SAGA_ECORRUPT and left as it is. Unfinished instances are resumed once
- * their definitions are registered and the engine runs. On failure *out is
- * NULL; `errmsg` (may be NULL) receives a message of at most errmsg_size
- * bytes. Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT,
+ * Several engines may have one store open at once, under any of its names,
+ * in this process or in other processes on this host (never across hosts or
+ * over a network file system): each runs the instances it owns, and no
+ * instance is ever advanced by two engines (docs/semantics.md, "Many
+ * processes"). An engine holds a shared flock on the file "<store>-lock"
+ * beside the store (created 0600, never deleted); at its first write it
+ * registers in the store as an owner with a lease of lease_ms. SAGA_EBUSY
+ * only when an engine of a libsaga from before schema 4 has the store open
+ * (it takes that flock exclusively), or when another process has been
+ * opening the store for busy_timeout_ms. A new store is built under a
+ * temporary name and renamed into place whole, so an existing file that is
+ * empty, too short or not a libsaga store is refused with SAGA_ECORRUPT and
+ * left as it is. Unfinished instances are resumed (this engine's, and those
+ * other engines left, of the definitions it registered) once their
+ * definitions are registered and the engine runs. On failure *out is NULL;
+ * `errmsg` (may be NULL) receives a message of at most errmsg_size bytes.
+ * Errors: SAGA_EINVAL, SAGA_ENOMEM, SAGA_ESTORE, SAGA_ECORRUPT,
  * SAGA_EVERSION, SAGA_EIO, SAGA_EFULL, SAGA_EBUSY. */
 SAGA_API int saga_engine_open(saga_engine **out, const saga_options *options,
                               char *errmsg, size_t errmsg_size);
-/* Stops the workers (waiting for callbacks in progress), and closes the
- * store. Nothing durable is lost: unfinished instances resume at next open. */
+/* Stops the workers (waiting for callbacks in progress), records their
+ * answers, hands every unfinished instance this engine owns back to the
+ * store's pool (another engine on the store takes them over at once, without
+ * waiting for the lease), and closes the store. Nothing durable is lost:
+ * unfinished instances resume in another engine, or at next open. */
 SAGA_API void saga_engine_close(saga_engine *engine);
 /* Starts an engine opened with deferred_start: with workers, the driver and
  * worker threads begin (and with them the recovery of unfinished
@@ -568,7 +579,8 @@ SAGA_API int saga_engine_add_breaker(saga_engine *engine, const char *name,
 /* The engine's breaker of that name (borrowed) or NULL. */
 SAGA_API saga_breaker *saga_engine_breaker(saga_engine *engine, const char *name);
 
-/* Adds a listener for every event of every instance. */
+/* Adds a listener for every event this engine commits (events of instances
+ * another process runs are delivered there). */
 SAGA_API int saga_engine_add_listener(saga_engine *engine, saga_listener_fn fn, void *user);
 /* Removes the listener added with this fn and user (the latest added, if it
  * was added more than once). SAGA_ENOTFOUND when none is. Thread-safe, also
@@ -622,8 +634,10 @@ SAGA_API int saga_start_batch_at(saga_engine *engine, int64_t *ids, int *created
 /* Caller-driven execution (workers = 0). saga_run_due runs one round of what
  * is due now and sets *ran (may be NULL) to the number of attempts invoked.
  * saga_run_until_idle repeats until nothing is due now; instances waiting on
- * timers, breakers or async completions stay waiting. With workers > 0 both
- * return SAGA_ESTATE. Callbacks run in the calling thread. */
+ * timers, breakers or async completions stay waiting. Due means this
+ * engine's instances and the unowned ones it may claim (definitions it
+ * registered), not those other engines on the store own. With workers > 0
+ * both return SAGA_ESTATE. Callbacks run in the calling thread. */
 SAGA_API int saga_run_due(saga_engine *engine, unsigned int *ran);
 /* saga_run_due that also starts n instances (as saga_start_batch fills
  * ids and created): they are written in the round's commit, with the
@@ -635,12 +649,15 @@ SAGA_API int saga_run_due(saga_engine *engine, unsigned int *ran);
 SAGA_API int saga_run_due_start(saga_engine *engine, unsigned int *ran, int64_t *ids,
                                 int *created, const saga_start_request *reqs, size_t n);
 SAGA_API int saga_run_until_idle(saga_engine *engine);
-/* Wall-clock ms of the next timer (retry, breaker, timeout, deadline); the
- * current time when instances are queued or the store has not been scanned
- * since open; 0 when nothing is pending. */
+/* Wall-clock ms of the next timer (retry, breaker, timeout, deadline) of
+ * this engine's instances and of the unowned ones it may claim; the current
+ * time when instances are queued or the store has not been scanned since
+ * open; 0 when nothing is pending. While other engines run on the store, at
+ * most SAGA_POLL_MS from now (their leftovers and commands are looked for). */
 SAGA_API int saga_next_due(saga_engine *engine, uint64_t *out_ms);
-/* With workers: blocks until nothing is due now and no callback runs, or
- * timeout_ms passes (SAGA_EBUSY). Without workers: saga_run_until_idle. */
+/* With workers: blocks until nothing is due now (as saga_run_until_idle
+ * counts it) and no callback runs in this engine, or timeout_ms passes
+ * (SAGA_EBUSY). Without workers: saga_run_until_idle. */
 SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
 /* Blocks until instance `id` is final (COMPLETED or COMPENSATED) or needs an
  * operator (STUCK), or timeout_ms (of the system's monotonic clock) passes;
@@ -675,22 +692,29 @@ SAGA_API int saga_engine_fd(saga_engine *engine, int *out_fd);
 
 /* Completes an async (PENDING) step by its key, from any thread. `output`
  * (may be NULL) is merged into the context on OK; ownership is taken.
- * A completion that arrives while the callback (action or compensation) is
- * still running is recorded (an EARLY_COMPLETION event) and returns 0: it is
- * applied if the callback answers PENDING and ignored if it answers anything
- * else; if the process dies first, the step is invoked again with the same
- * key.
  * result is OK, FAIL or RETRY. Returns 0 once the completion is durable,
  * SAGA_EDUPLICATE for a second completion, SAGA_ELATE after the step's
- * timeout (both recorded and otherwise ignored), SAGA_ENOTFOUND. */
+ * timeout (both recorded and otherwise ignored), SAGA_ENOTFOUND.
+ * A completion that arrives while the callback (action or compensation) is
+ * still running, or for an instance another process owns, is written to the
+ * store for the owner and returns 0 (or, when the verdict is known at once,
+ * SAGA_EDUPLICATE or SAGA_ELATE); the owner carries it out once the instance
+ * is at rest and records the verdict in the history: applied if the callback
+ * answered PENDING (an EARLY_COMPLETION event first), DUPLICATE if it
+ * answered anything else, LATE after the timeout. The write is durable: if
+ * the owner dies first, the step is invoked again with the same key and the
+ * completion applied after that answer. */
 SAGA_API int saga_complete(saga_engine *engine, const char *key, saga_step_result result,
                            struct cJSON *output);
 
 /* Cancels: the instance compensates what it started (reason CANCEL).
  * SAGA_ESTATE once its pivot (or, without one, its first retriable step) has
  * started, when it is already compensating, or when it has ended (STUCK
- * included). A cancel made while an attempt runs is applied when the attempt
- * answers; it is held in memory until then (lost if the process dies). */
+ * included). A cancel made while an attempt runs, or for an instance another
+ * process owns, is written to the store and returns 0; the owner applies it
+ * once the instance is at rest (the attempt answered), or records it as
+ * refused if the instance no longer accepts it. The write is durable: if the
+ * owner dies first, the engine that takes the instance over applies it. */
 SAGA_API int saga_cancel(saga_engine *engine, int64_t id);
 
 /* Operator commands on a STUCK instance; each is recorded in the history.
@@ -698,7 +722,10 @@ SAGA_API int saga_cancel(saga_engine *engine, int64_t id);
  * skip: the failed compensation is marked done (or, past the pivot, the
  *   failed step is marked done) and the instance goes on.
  * resume: run forward again from the failed step (only while no
- *   compensation has completed). SAGA_ESTATE when not applicable. */
+ *   compensation has completed). SAGA_ESTATE when not applicable.
+ * A STUCK instance belongs to no engine: the one given the command takes
+ * it, applies the command at once and runs the instance (or hands it back to
+ * the store's pool when it closes). */
 SAGA_API int saga_operator_retry(saga_engine *engine, int64_t id);
 SAGA_API int saga_operator_skip(saga_engine *engine, int64_t id);
 SAGA_API int saga_operator_resume(saga_engine *engine, int64_t id);
@@ -816,7 +843,10 @@ typedef enum saga_guard_verdict {
 	SAGA_GUARD_PROCEED = 0,   /* do the work now (in the same transaction) */
 	SAGA_GUARD_DONE = 1,      /* already done for this key: answer as before */
 	SAGA_GUARD_REFUSED = 2,   /* action after its compensation: refuse it (FAIL) */
-	SAGA_GUARD_EMPTY = 3      /* compensation with no prior action: nothing to undo */
+	SAGA_GUARD_EMPTY = 3,     /* compensation with no prior action: nothing to undo */
+	SAGA_GUARD_STALE = 4      /* (fenced calls) a higher fence was seen for this key:
+	                             the caller lost the instance; do nothing (its
+	                             answer is discarded by the engine) */
 } saga_guard_verdict;
 
 /* Creates the guard's table (saga_guard) in a participant's database if
@@ -830,6 +860,19 @@ SAGA_API int saga_guard_action(struct sqlite3 *db, const char *action_key,
                                saga_guard_verdict *verdict);
 SAGA_API int saga_guard_compensation(struct sqlite3 *db, const char *action_key,
                                      saga_guard_verdict *verdict);
+/* The same, given the step's fence (saga_step_fence, >= 1, else SAGA_EINVAL):
+ * the guard keeps the highest fence seen per action key (table
+ * saga_guard_fence, made by saga_guard_init), for both phases. A call with a
+ * lower fence comes from a process that lost the instance while paused past
+ * its lease: it is answered SAGA_GUARD_STALE and changes nothing else. An
+ * equal or higher fence raises the mark and is answered as the unfenced call
+ * would be. Processes past their lease margin can overlap in a callback; with
+ * these calls, the participant never applies the older one's work after the
+ * newer one's. */
+SAGA_API int saga_guard_action_fenced(struct sqlite3 *db, const char *action_key,
+                                      int64_t fence, saga_guard_verdict *verdict);
+SAGA_API int saga_guard_compensation_fenced(struct sqlite3 *db, const char *action_key,
+                                            int64_t fence, saga_guard_verdict *verdict);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,13 @@
  *   COMPENSATED/EMPTY  -- action -->        unchanged          (REFUSED)
  *   COMPENSATED/EMPTY  -- compensation -->  unchanged          (DONE)
  *
+ * The fenced variants also keep, per action key, the highest fence
+ * (saga_step_fence) seen in saga_guard_fence: a call with a lower one comes
+ * from a process that lost the instance while paused, and is answered STALE
+ * without touching the verdict table. A call with an equal or higher fence
+ * raises the mark and goes on as the unfenced call does. Action and
+ * compensation share the action key, so one mark covers both phases.
+ *
  * Every function writes first and reads after: the first statement of each
  * call is a write, so the participant's transaction holds the write lock
  * before anything is read and the verdict cannot go stale.
@@ -93,11 +100,18 @@ int saga_guard_init(sqlite3 *db)
 {
 	if (!db)
 		return SAGA_EINVAL;
+	int rc = exec_sql(db,
+	                  "CREATE TABLE IF NOT EXISTS saga_guard("
+	                  " action_key TEXT PRIMARY KEY,"
+	                  " state INTEGER NOT NULL,"
+	                  " at INTEGER)",
+	                  NULL, 0, NULL, NULL);
+	if (rc != SAGA_OK)
+		return rc;
 	return exec_sql(db,
-	                "CREATE TABLE IF NOT EXISTS saga_guard("
+	                "CREATE TABLE IF NOT EXISTS saga_guard_fence("
 	                " action_key TEXT PRIMARY KEY,"
-	                " state INTEGER NOT NULL,"
-	                " at INTEGER)",
+	                " fence INTEGER NOT NULL)",
 	                NULL, 0, NULL, NULL);
 }
 
@@ -176,4 +190,49 @@ int saga_guard_compensation(sqlite3 *db, const char *action_key, saga_guard_verd
 		return SAGA_OK;
 	}
 	return SAGA_ECORRUPT;
+}
+
+/* Raises the key's mark to `fence`; *stale when a higher one is recorded. */
+static int check_fence(sqlite3 *db, const char *action_key, int64_t fence, bool *stale)
+{
+	int changes = 0;
+	int rc = exec_sql(db,
+	                  "INSERT INTO saga_guard_fence(action_key, fence) VALUES (?1, ?2)"
+	                  " ON CONFLICT(action_key) DO UPDATE SET fence = excluded.fence"
+	                  " WHERE excluded.fence >= saga_guard_fence.fence",
+	                  action_key, fence, &changes, NULL);
+	*stale = changes == 0;
+	return rc;
+}
+
+typedef int (*guard_fn)(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict);
+
+static int fenced(sqlite3 *db, const char *action_key, int64_t fence, saga_guard_verdict *verdict,
+                  guard_fn unfenced)
+{
+	int rc = check_args(db, action_key, verdict);
+	if (rc != SAGA_OK)
+		return rc;
+	if (fence < 1)
+		return SAGA_EINVAL;
+	bool stale = false;
+	if ((rc = check_fence(db, action_key, fence, &stale)) != SAGA_OK)
+		return rc;
+	if (stale) {
+		*verdict = SAGA_GUARD_STALE;
+		return SAGA_OK;
+	}
+	return unfenced(db, action_key, verdict);
+}
+
+int saga_guard_action_fenced(sqlite3 *db, const char *action_key, int64_t fence,
+                             saga_guard_verdict *verdict)
+{
+	return fenced(db, action_key, fence, verdict, saga_guard_action);
+}
+
+int saga_guard_compensation_fenced(sqlite3 *db, const char *action_key, int64_t fence,
+                                   saga_guard_verdict *verdict)
+{
+	return fenced(db, action_key, fence, verdict, saga_guard_compensation);
 }

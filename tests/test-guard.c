@@ -3,6 +3,7 @@
  * participant's own transaction. SPDX-License-Identifier: MIT */
 #include <limits.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,23 +46,58 @@ static int state_of(const char *key)
 	return state;
 }
 
-/* One guard call in its own committed transaction. */
-static saga_guard_verdict action(const char *key)
+/* One guard call in its own committed transaction; fence 0 makes the
+ * unfenced call. */
+static saga_guard_verdict guard_call(const char *key, bool compensation, int64_t fence)
 {
 	saga_guard_verdict v = (saga_guard_verdict)-1;
 	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_action(db, key, &v), SAGA_OK);
+	int rc;
+	if (fence)
+		rc = compensation ? saga_guard_compensation_fenced(db, key, fence, &v)
+		                  : saga_guard_action_fenced(db, key, fence, &v);
+	else
+		rc = compensation ? saga_guard_compensation(db, key, &v)
+		                  : saga_guard_action(db, key, &v);
+	ck_assert_int_eq(rc, SAGA_OK);
 	exec(db, "COMMIT");
 	return v;
 }
 
+static saga_guard_verdict action(const char *key)
+{
+	return guard_call(key, false, 0);
+}
+
 static saga_guard_verdict compensation(const char *key)
 {
-	saga_guard_verdict v = (saga_guard_verdict)-1;
-	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_compensation(db, key, &v), SAGA_OK);
-	exec(db, "COMMIT");
-	return v;
+	return guard_call(key, true, 0);
+}
+
+static saga_guard_verdict action_at(const char *key, int64_t fence)
+{
+	return guard_call(key, false, fence);
+}
+
+static saga_guard_verdict compensation_at(const char *key, int64_t fence)
+{
+	return guard_call(key, true, fence);
+}
+
+/* The highest fence recorded for a key, or 0 when it has none. */
+static int64_t fence_of(const char *key)
+{
+	sqlite3_stmt *st = NULL;
+	ck_assert_int_eq(
+	        sqlite3_prepare_v2(db, "SELECT fence FROM saga_guard_fence WHERE action_key = ?",
+	                           -1, &st, NULL),
+	        SQLITE_OK);
+	ck_assert_int_eq(sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC), SQLITE_OK);
+	int64_t fence = 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		fence = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return fence;
 }
 
 static void setup(void)
@@ -269,6 +305,94 @@ START_TEST(store_errors_are_mapped)
 }
 END_TEST
 
+START_TEST(fenced_bad_arguments)
+{
+	saga_guard_verdict v;
+	ck_assert_int_eq(saga_guard_action_fenced(db, "k", 1, &v), SAGA_ESTATE);
+	exec(db, "BEGIN");
+	ck_assert_int_eq(saga_guard_action_fenced(NULL, "k", 1, &v), SAGA_EINVAL);
+	ck_assert_int_eq(saga_guard_action_fenced(db, "", 1, &v), SAGA_EINVAL);
+	ck_assert_int_eq(saga_guard_action_fenced(db, "k", 1, NULL), SAGA_EINVAL);
+	ck_assert_int_eq(saga_guard_action_fenced(db, "k", 0, &v), SAGA_EINVAL);
+	ck_assert_int_eq(saga_guard_compensation_fenced(db, NULL, 1, &v), SAGA_EINVAL);
+	ck_assert_int_eq(saga_guard_compensation_fenced(db, "k", -3, &v), SAGA_EINVAL);
+	exec(db, "COMMIT");
+	ck_assert_int_eq(state_of("k"), S_NONE);
+	ck_assert_int_eq(fence_of("k"), 0);
+}
+END_TEST
+
+/* A newer owner's action (fence 3) came first; the paused older owner's
+ * action (fence 2) and compensation are stale and change nothing. */
+START_TEST(lower_fence_is_stale)
+{
+	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_PROCEED);
+	ck_assert_int_eq(fence_of("f"), 3);
+	ck_assert_int_eq(action_at("f", 2), SAGA_GUARD_STALE);
+	ck_assert_int_eq(compensation_at("f", 2), SAGA_GUARD_STALE);
+	ck_assert_int_eq(state_of("f"), S_ACTION);
+	ck_assert_int_eq(fence_of("f"), 3);
+	/* The same fence is the same owner retrying: answered as unfenced. */
+	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_DONE);
+	/* A later owner compensates; the old ones stay refused. */
+	ck_assert_int_eq(compensation_at("f", 5), SAGA_GUARD_PROCEED);
+	ck_assert_int_eq(fence_of("f"), 5);
+	ck_assert_int_eq(state_of("f"), S_COMPENSATED);
+	ck_assert_int_eq(compensation_at("f", 4), SAGA_GUARD_STALE);
+	ck_assert_int_eq(action_at("f", 5), SAGA_GUARD_REFUSED);
+}
+END_TEST
+
+/* Without a newer call in between, an old fence is answered as usual, and a
+ * stale compensation first seen does not record an empty compensation. */
+START_TEST(fence_marks_are_per_key)
+{
+	ck_assert_int_eq(action_at("a", 1), SAGA_GUARD_PROCEED);
+	ck_assert_int_eq(compensation_at("b", 7), SAGA_GUARD_EMPTY);
+	ck_assert_int_eq(compensation_at("a", 1), SAGA_GUARD_PROCEED);
+	ck_assert_int_eq(action_at("c", 9), SAGA_GUARD_PROCEED);
+	ck_assert_int_eq(compensation_at("c", 8), SAGA_GUARD_STALE);
+	ck_assert_int_eq(state_of("c"), S_ACTION);
+	ck_assert_int_eq(fence_of("a"), 1);
+	ck_assert_int_eq(fence_of("b"), 7);
+	ck_assert_int_eq(fence_of("c"), 9);
+	/* Unfenced calls ignore and keep the marks. */
+	ck_assert_int_eq(action("c"), SAGA_GUARD_DONE);
+	ck_assert_int_eq(fence_of("c"), 9);
+}
+END_TEST
+
+START_TEST(fence_mark_rolls_back_with_the_participant)
+{
+	saga_guard_verdict v;
+	ck_assert_int_eq(action_at("r", 2), SAGA_GUARD_PROCEED);
+	exec(db, "BEGIN IMMEDIATE");
+	ck_assert_int_eq(saga_guard_compensation_fenced(db, "r", 6, &v), SAGA_OK);
+	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
+	exec(db, "ROLLBACK");
+	ck_assert_int_eq(fence_of("r"), 2);
+	ck_assert_int_eq(state_of("r"), S_ACTION);
+	/* Fence 3 is not stale: the rolled-back 6 was never seen. */
+	ck_assert_int_eq(compensation_at("r", 3), SAGA_GUARD_PROCEED);
+}
+END_TEST
+
+/* A store made by a guard without fences (no saga_guard_fence table) gains
+ * it from saga_guard_init. */
+START_TEST(init_adds_the_fence_table)
+{
+	exec(db, "DROP TABLE saga_guard_fence");
+	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
+	saga_guard_verdict v;
+	exec(db, "BEGIN");
+	ck_assert_int_eq(saga_guard_action_fenced(db, "old", 1, &v), SAGA_ESTORE);
+	exec(db, "ROLLBACK");
+	ck_assert_int_eq(saga_guard_init(db), SAGA_OK);
+	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
+	ck_assert_int_eq(fence_of("old"), 1);
+}
+END_TEST
+
 static Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard");
@@ -291,6 +415,15 @@ static Suite *guard_suite(void)
 	tcase_add_test(tc, verdict_is_durable);
 	tcase_add_test(tc, busy_is_reported);
 	tcase_add_test(tc, store_errors_are_mapped);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fences");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, fenced_bad_arguments);
+	tcase_add_test(tc, lower_fence_is_stale);
+	tcase_add_test(tc, fence_marks_are_per_key);
+	tcase_add_test(tc, fence_mark_rolls_back_with_the_participant);
+	tcase_add_test(tc, init_adds_the_fence_table);
 	suite_add_tcase(s, tc);
 	return s;
 }
