@@ -14,11 +14,14 @@
  * answers PENDING again, and the stored completion completes it: the
  * instance goes on to COMPLETED with no further saga_complete, with the
  * completion's output in the context, and one EARLY_COMPLETION (when given
- * by the owner's own process; see the known gap below).
+ * by the owner's own process; see the known gap below). In a second test
+ * the recovery is killed too, at each of its events in turn, before a last
+ * recovery: the command is still carried out once.
  * SPDX-License-Identifier: MIT */
 #include "test-common.h"
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -37,14 +40,15 @@ enum origin { O_THREAD, O_PROCESS };
 static const char *const verb_names[] = { "cancel", "complete" };
 static const char *const origin_names[] = { "another thread", "another process" };
 
-/* The participant. In the child, b writes its key to notify_fd and blocks
- * reading gate_fd; in the parent, it answers at once. */
+/* The participant. Each action call appends "<step> <key> <paid>" to
+ * calls_path (one write(2), O_APPEND: the line survives the caller's
+ * death); paid is what the call finds under "paid" in the context, -1 if
+ * nothing. In the first child, b then writes its key to notify_fd and
+ * blocks reading gate_fd; in the processes after it, it answers at once. */
+static char calls_path[320];
 static int notify_fd = -1;
 static int gate_fd = -1;
 static bool b_pending; /* b answers PENDING (async) */
-static int b_calls;
-static char b_key[160];
-static int paid_seen = -1; /* what p finds under "paid" in the context */
 
 static saga_step_result step(saga_step_ctx *ctx, void *user)
 {
@@ -52,18 +56,18 @@ static saga_step_result step(saga_step_ctx *ctx, void *user)
 	const char *n = saga_step_name(ctx);
 	if (saga_step_phase(ctx) == SAGA_PHASE_COMPENSATION)
 		return SAGA_STEP_OK;
-	if (strcmp(n, "p") == 0) {
-		const cJSON *paid =
-		        cJSON_GetObjectItemCaseSensitive(saga_step_context(ctx), "paid");
-		paid_seen = cJSON_IsNumber(paid) ? paid->valueint : -1;
-	}
+	const cJSON *paid = cJSON_GetObjectItemCaseSensitive(saga_step_context(ctx), "paid");
+	char line[260];
+	int len = snprintf(line, sizeof(line), "%s %s %d\n", n, saga_step_key(ctx),
+	                   cJSON_IsNumber(paid) ? paid->valueint : -1);
+	int fd = open(calls_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
+	if (fd < 0 || write(fd, line, (size_t)len) != len)
+		_exit(9);
+	close(fd);
 	if (strcmp(n, "b") != 0)
 		return SAGA_STEP_OK;
-	b_calls++;
-	snprintf(b_key, sizeof(b_key), "%s", saga_step_key(ctx));
 	if (notify_fd >= 0) {
-		char line[200];
-		int len = snprintf(line, sizeof(line), "%s\n", b_key);
+		len = snprintf(line, sizeof(line), "%s\n", saga_step_key(ctx));
 		if (write(notify_fd, line, (size_t)len) != len)
 			_exit(10);
 	}
@@ -75,6 +79,18 @@ static saga_step_result step(saga_step_ctx *ctx, void *user)
 		_exit(12);
 	}
 	return b_pending ? SAGA_STEP_PENDING : SAGA_STEP_OK;
+}
+
+/* A recovery process dies at its kill_at-th event (0 = never). */
+static long kill_at;
+static long events_seen;
+
+static void on_event(const saga_event *ev, void *user)
+{
+	(void)ev;
+	(void)user;
+	if (kill_at && ++events_seen == kill_at)
+		raise(SIGKILL);
 }
 
 /* Opens the store with the definition "qc": a and b compensatable, p the
@@ -105,6 +121,8 @@ static saga_engine *open_store(const char *path, unsigned workers)
 	if (rc == SAGA_OK)
 		rc = saga_engine_register(e, d);
 	saga_definition_free(d);
+	if (rc == SAGA_OK)
+		rc = saga_engine_add_listener(e, on_event, NULL);
 	if (rc) {
 		saga_engine_close(e);
 		return NULL;
@@ -250,17 +268,61 @@ static int64_t command_rows(const char *path)
 	return n;
 }
 
-/* _i: bit 0 the verb, bit 1 where the command comes from, bit 2 whether
- * the child runs with a worker thread. */
-START_TEST(command_survives_kill)
+/* The calls the participant logged. */
+typedef struct calls {
+	int n[NSTEPS];
+	int other_key; /* calls of b whose key is not the first child's */
+	int unpaid;    /* calls of p or r without the completion's output */
+} calls;
+
+static void read_calls(calls *c, const char *key)
 {
-	enum verb v = (enum verb)(_i & 1);
-	enum origin o = (enum origin)((_i >> 1) & 1);
-	unsigned workers = (_i >> 2) & 1;
-	const char *what = verb_names[v], *from = origin_names[o];
+	memset(c, 0, sizeof(*c));
+	FILE *f = fopen(calls_path, "r");
+	ck_assert_ptr_nonnull(f);
+	char name[8], k[260];
+	int paid;
+	while (fscanf(f, "%7s %259s %d", name, k, &paid) == 3) {
+		for (int s = 0; s < NSTEPS; s++)
+			if (strcmp(name, names[s]) == 0)
+				c->n[s]++;
+		if (strcmp(name, "b") == 0 && strcmp(k, key) != 0)
+			c->other_key++;
+		if ((strcmp(name, "p") == 0 || strcmp(name, "r") == 0) && paid != 42)
+			c->unpaid++;
+	}
+	fclose(f);
+}
+
+/* A case: bit 0 of i the verb, bit 1 where the command comes from, bit 2
+ * whether the child runs with a worker thread. */
+typedef struct scenario {
+	enum verb verb;
+	enum origin origin;
+	unsigned workers;
+	const char *what, *from;
 	char dir[256], path[300];
-	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/s.db", dir);
+	char key[260]; /* b's key in the first child */
+} scenario;
+
+static void scenario_init(scenario *sc, int i)
+{
+	sc->verb = (enum verb)(i & 1);
+	sc->origin = (enum origin)((i >> 1) & 1);
+	sc->workers = (i >> 2) & 1;
+	sc->what = verb_names[sc->verb];
+	sc->from = origin_names[sc->origin];
+	tmpdir_make(sc->dir, sizeof(sc->dir));
+	snprintf(sc->path, sizeof(sc->path), "%s/s.db", sc->dir);
+	snprintf(calls_path, sizeof(calls_path), "%s/calls", sc->dir);
+	b_pending = sc->verb == V_COMPLETE;
+	kill_at = 0;
+}
+
+/* The first child: b blocks, the command is given and returns 0, the child
+ * is SIGKILLed with b still blocked. */
+static void command_then_kill(scenario *sc)
+{
 	int up[2], gate[2];
 	ck_assert_int_eq(pipe(up), 0);
 	ck_assert_int_eq(pipe(gate), 0);
@@ -270,45 +332,73 @@ START_TEST(command_survives_kill)
 	if (pid == 0) {
 		close(up[0]);
 		close(gate[1]);
-		child_main(path, v, o, workers, up[1], gate[0]);
+		child_main(sc->path, sc->verb, sc->origin, sc->workers, up[1], gate[0]);
 	}
 	close(up[1]);
 	close(gate[0]);
 
-	char line[260], key[260];
+	char line[260];
 	int rc = -1;
 	ck_assert_msg(read_line(up[0], line, sizeof(line)), "%s from %s: the child died early",
-	              what, from);
-	if (o == O_THREAD) {
-		ck_assert_int_eq(sscanf(line, "%d %259s", &rc, key), 2);
+	              sc->what, sc->from);
+	if (sc->origin == O_THREAD) {
+		ck_assert_int_eq(sscanf(line, "%d %259s", &rc, sc->key), 2);
 	} else {
 		/* b blocks in the child: the command from this process's engine. */
-		snprintf(key, sizeof(key), "%s", line);
-		saga_engine *e = open_store(path, 0);
-		ck_assert_msg(e != NULL, "%s from %s: open beside the child", what, from);
+		snprintf(sc->key, sizeof(sc->key), "%s", line);
+		saga_engine *e = open_store(sc->path, 0);
+		ck_assert_msg(e != NULL, "%s from %s: open beside the child", sc->what, sc->from);
 		int64_t id;
 		ck_assert_int_eq(saga_find(e, &id, "order-1"), SAGA_OK);
-		rc = give(e, v, id, key);
+		rc = give(e, sc->verb, id, sc->key);
 		saga_engine_close(e);
 	}
-	ck_assert_msg(rc == SAGA_OK, "%s from %s while b ran: %d", what, from, rc);
+	ck_assert_msg(rc == SAGA_OK, "%s from %s while b ran: %d", sc->what, sc->from, rc);
 	/* b has not returned (its gate is closed): the command is only in the
 	 * store. */
 	ck_assert_int_eq(kill(pid, SIGKILL), 0);
 	int status;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
-	              "%s from %s: the child ended otherwise (status %d)", what, from, status);
+	              "%s from %s: the child ended otherwise (status %d)", sc->what, sc->from,
+	              status);
 	close(up[0]);
 	close(gate[1]);
-	ck_assert_msg(command_rows(path) == 1, "%s from %s: the command is not in the store", what,
-	              from);
+	ck_assert_msg(command_rows(sc->path) == 1, "%s from %s: the command is not in the store",
+	              sc->what, sc->from);
+}
 
-	/* Recover: no blocking, no further command. */
-	b_pending = v == V_COMPLETE;
-	b_calls = 0;
-	paid_seen = -1;
-	saga_engine *e = open_store(path, 0);
+/* A recovery in a child killed at its n-th event; false when it finished
+ * first. */
+static bool recovery_killed_at(const scenario *sc, long n)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		kill_at = n;
+		events_seen = 0;
+		saga_engine *e = open_store(sc->path, 0);
+		if (!e)
+			_exit(30);
+		int rc = saga_run_until_idle(e);
+		saga_engine_close(e);
+		_exit(rc == SAGA_OK ? 0 : 31);
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+	ck_assert_msg(killed || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
+	              "%s from %s, recovery killed at %ld: status %d", sc->what, sc->from, n,
+	              status);
+	return killed;
+}
+
+/* The last recovery, here, and the contract. `once`: nothing died but the
+ * first child. */
+static void recover_and_check(const scenario *sc, bool once)
+{
+	saga_engine *e = open_store(sc->path, 0);
 	ck_assert_ptr_nonnull(e);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	int64_t id;
@@ -318,16 +408,24 @@ START_TEST(command_survives_kill)
 	tally t;
 	memset(&t, 0, sizeof(t));
 	ck_assert_int_eq(saga_history(e, id, count, &t), SAGA_OK);
+	saga_engine_close(e);
+	calls c;
+	read_calls(&c, sc->key);
+	const char *mode = sc->workers ? "a worker" : "caller-driven";
 
-	/* The attempt that died is counted interrupted; b ran again here,
-	 * once, with the same key. */
-	ck_assert_int_eq(b_calls, 1);
-	ck_assert_str_eq(b_key, key);
-	ck_assert_int_eq(t.interrupted[1], 1);
-	ck_assert_int_eq(t.starts[1][SAGA_PHASE_ACTION], 2);
-	if (v == V_CANCEL) {
+	/* The attempt that died is counted interrupted (and so is every
+	 * other start of b without an answer); b ran again with the same key
+	 * (once, when only the first child died). */
+	int starts = t.starts[1][SAGA_PHASE_ACTION];
+	ck_assert_int_eq(c.other_key, 0);
+	ck_assert_int_ge(c.n[1], 2);
+	ck_assert_int_le(c.n[1], starts);
+	ck_assert_int_eq(t.interrupted[1], starts - 1);
+	if (once)
+		ck_assert_int_eq(starts, 2);
+	if (sc->verb == V_CANCEL) {
 		ck_assert_msg(info.state == SAGA_COMPENSATED && info.reason == SAGA_REASON_CANCEL,
-		              "cancel from %s, %s: %s", from, workers ? "workers" : "caller",
+		              "cancel from %s, %s: %s", sc->from, mode,
 		              saga_state_name(info.state));
 		ck_assert_int_eq(t.cancels, 1);
 		ck_assert_int_eq(t.operator_events, 1);
@@ -335,14 +433,15 @@ START_TEST(command_survives_kill)
 		ck_assert_int_eq(t.ok[1][SAGA_PHASE_COMPENSATION], 1);
 		ck_assert_int_eq(t.ok[0][SAGA_PHASE_COMPENSATION], 1);
 		ck_assert_int_eq(t.starts[2][SAGA_PHASE_ACTION], 0);
+		ck_assert_int_eq(c.n[2], 0);
 	} else {
-		ck_assert_msg(info.state == SAGA_COMPLETED, "complete from %s, %s: %s", from,
-		              workers ? "workers" : "caller", saga_state_name(info.state));
+		ck_assert_msg(info.state == SAGA_COMPLETED, "complete from %s, %s: %s", sc->from,
+		              mode, saga_state_name(info.state));
 		/* Known gap: a completion from another process is queued as a
 		 * plain one even while the attempt runs (saga_complete in
 		 * lib/command.c marks only its own running attempts early), so
 		 * that completion records no EARLY_COMPLETION. */
-		ck_assert_int_eq(t.early, o == O_THREAD ? 1 : 0);
+		ck_assert_int_eq(t.early, sc->origin == O_THREAD ? 1 : 0);
 		ck_assert_int_eq(t.async_done[1], 1);
 		for (int s = 0; s < NSTEPS; s++)
 			ck_assert_msg(t.ok[s][SAGA_PHASE_ACTION] == 1, "step %s: %d outcomes",
@@ -350,11 +449,43 @@ START_TEST(command_survives_kill)
 		ck_assert_int_eq(
 		        t.ok[0][SAGA_PHASE_COMPENSATION] + t.ok[1][SAGA_PHASE_COMPENSATION], 0);
 		ck_assert_int_eq(t.operator_events, 0);
-		ck_assert_int_eq(paid_seen, 42); /* the completion's output */
+		/* The completion's output reached the steps after b. */
+		ck_assert_int_ge(c.n[2], 1);
+		ck_assert_int_eq(c.unpaid, 0);
 	}
-	saga_engine_close(e);
-	ck_assert_int_eq(command_rows(path), 0); /* carried out once, then gone */
-	tmpdir_remove(dir);
+	ck_assert_int_eq(command_rows(sc->path), 0); /* carried out, then gone */
+}
+
+START_TEST(command_survives_kill)
+{
+	scenario sc;
+	scenario_init(&sc, _i);
+	command_then_kill(&sc);
+	recover_and_check(&sc, true);
+	tmpdir_remove(sc.dir);
+}
+END_TEST
+
+/* The same, and the recovery is killed too, at each of its events in turn
+ * (listeners run after the event's commit): the command is carried out
+ * once whichever transaction the second death follows. */
+START_TEST(recovery_killed_too)
+{
+	long n = 1;
+	for (;; n++) {
+		scenario sc;
+		scenario_init(&sc, _i);
+		command_then_kill(&sc);
+		bool killed = recovery_killed_at(&sc, n);
+		recover_and_check(&sc, false);
+		tmpdir_remove(sc.dir);
+		if (!killed)
+			break;
+	}
+	printf("%s from %s, %s: recovery killed at %ld points, each recovered\n",
+	       verb_names[_i & 1], origin_names[(_i >> 1) & 1],
+	       (_i >> 2) & 1 ? "a worker" : "caller-driven", n - 1);
+	ck_assert_int_ge(n - 1, 4);
 }
 END_TEST
 
@@ -362,8 +493,9 @@ int main(void)
 {
 	Suite *s = suite_create("queued-commands");
 	TCase *tc = tcase_create("kill");
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, command_survives_kill, 0, 8);
+	tcase_add_loop_test(tc, recovery_killed_too, 0, 8);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
