@@ -71,7 +71,6 @@ typedef struct store_ops {
 	int (*put_command)(saga_store *s, const store_command *c);
 	int (*commands)(saga_store *s, store_command_fn fn, void *user);
 	int (*delete_command)(saga_store *s, int64_t id);
-	int (*count_commands)(saga_store *s, const store_command *c, int64_t *n);
 
 	/* queries and retention */
 	int (*history)(saga_store *s, int64_t id, saga_event_fn fn, void *user,
@@ -82,6 +81,7 @@ typedef struct store_ops {
 	int (*counts)(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
 	int (*json_valid)(saga_store *s, const char *text, bool *valid);
 	int (*purge_batch)(saga_store *s, int state, uint64_t before, int64_t *purged);
+	int (*count_commands)(saga_store *s, const store_command *c, int64_t *n);
 } store_ops;
 
 /* The SQLite backend. */

@@ -236,6 +236,11 @@ enum stmt_id {
 	" AND created_at >= ?4 AND created_at < ?5 AND updated_at >= ?6 AND"  \
 	" updated_at < ?7 ORDER BY id LIMIT ?8"
 
+/* Who may write an instance row: its owner (?25, bound to the writer's
+ * epoch), or anyone when it has ended and stays so (nobody owns it; what
+ * is written then is a note in its history, a late or second completion). */
+#define WRITER "(owner = ?25 OR (owner = 0 AND state >= 3 AND ?6 >= 3))"
+
 static const char *const stmt_sql[ST_COUNT] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
@@ -256,7 +261,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	              " owner = CASE WHEN ?6 < 3 THEN ?25 ELSE 0 END,"
 	              /* the time it reached its final state, kept while it stays there */
 	              " finished_at = CASE WHEN ?6 < 3 THEN 0 WHEN state = ?6 THEN finished_at"
-	              " ELSE ?22 END WHERE id = ?1 AND owner = ?25 AND fence = ?26",
+	              " ELSE ?22 END WHERE id = ?1 AND fence = ?26 AND " WRITER,
 	/* The same row when its indexed columns (state, due_at, and with the
 	 * state finished_at) keep their values: no index is touched (setting an
 	 * indexed column costs its index's upkeep even when the value is the
@@ -268,7 +273,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                " attempt_deadline = ?18, step_since = ?19, prev_delay = ?20,"
 	                " updated_at = ?22, error = ?23, context = ?24, next_seq = ?27,"
 	                " recoveries = ?28 WHERE id = ?1 AND state = ?6 AND due_at = ?16"
-	                " AND owner = ?25 AND fence = ?26",
+	                " AND fence = ?26 AND " WRITER,
 	[ST_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ?1",
 	[ST_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = ?1",
 	[ST_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = ?1",
@@ -355,11 +360,18 @@ struct saga_store {
 	size_t side_size;
 	sqlite3 *db;
 	sqlite3_stmt *st[ST_COUNT];
-	int64_t epoch;           /* this handle's owner; 0 = none registered */
-	uint64_t lease_ms;       /* its lease's length */
-	uint64_t lease_until;    /* when it lapses (lease clock), as last renewed */
-	char boot_id[40];        /* this boot's id: the lease clock's epoch */
-	int64_t data_version;    /* PRAGMA data_version as last read; -1 = never */
+	int64_t epoch;        /* this handle's owner; 0 = none registered */
+	uint64_t lease_ms;    /* its lease's length */
+	uint64_t lease_until; /* when it lapses (lease clock), as last renewed */
+	char boot_id[40];     /* this boot's id: the lease clock's epoch */
+	int64_t data_version; /* PRAGMA data_version as last read; -1 = never */
+	/* The open transaction's fencing: a refused write leaves it only a
+	 * rollback; history is committed only for instances written in it. */
+	bool fenced;
+	struct id_set {
+		int64_t *v;
+		size_t n, cap;
+	} written, histories;
 	struct hist_entry *hist; /* history rows not written yet, oldest first */
 	size_t nhist, hist_cap;
 	int hist_failed; /* rows were lost: the transaction cannot commit */
@@ -919,6 +931,8 @@ void store_close(saga_store *s)
 		return;
 	drop_history(s);
 	saga_free(&s->alloc, s->hist);
+	saga_free(&s->alloc, s->written.v);
+	saga_free(&s->alloc, s->histories.v);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
@@ -1069,6 +1083,8 @@ fail:
 
 int store_serve(saga_store *s, const char *name, int version)
 {
+	if (!s->epoch)
+		return refuse(s, SAGA_ESTATE, "store: no owner registered");
 	sqlite3_stmt *st = s->st[ST_SERVE];
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, 1, s->epoch));
@@ -1097,6 +1113,8 @@ int store_retire(saga_store *s)
 
 int store_begin(saga_store *s)
 {
+	s->fenced = false;
+	s->written.n = s->histories.n = 0;
 	int rc = exec_stmt(s, s->st[ST_BEGIN], "begin");
 	if (rc || !s->epoch)
 		return rc;
@@ -1175,6 +1193,9 @@ done:
 
 int store_claim_one(saga_store *s, int64_t id, bool *claimed)
 {
+	*claimed = false;
+	if (!s->epoch)
+		return refuse(s, SAGA_ESTATE, "store: no owner registered");
 	sqlite3_stmt *st = s->st[ST_CLAIM_ONE];
 	int rc = SAGA_OK;
 	BIND(sqlite3_bind_int64(st, 1, s->epoch));
@@ -1188,6 +1209,8 @@ done:
 
 int store_claim(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user)
 {
+	if (!s->epoch)
+		return refuse(s, SAGA_ESTATE, "store: no owner registered");
 	sqlite3_stmt *st = s->st[ST_CLAIM];
 	int rc = SAGA_OK, src;
 	BIND(sqlite3_bind_int64(st, 1, s->epoch));
@@ -1327,11 +1350,65 @@ static int flush_history(saga_store *s)
 	return s->hist_failed = rc;
 }
 
+static int id_add(saga_store *s, struct id_set *set, int64_t id)
+{
+	if (set->n && set->v[set->n - 1] == id)
+		return SAGA_OK;
+	if (set->n == set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 128;
+		int64_t *v = saga_realloc(&s->alloc, set->v, cap * sizeof(*v));
+		if (!v)
+			return SAGA_ENOMEM;
+		set->v = v;
+		set->cap = cap;
+	}
+	set->v[set->n++] = id;
+	return SAGA_OK;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Every instance with history in the transaction was written in it (by
+ * its owner, so the fence held): else the history is another owner's. */
+static int check_histories(saga_store *s)
+{
+	struct id_set *h = &s->histories, *w = &s->written;
+	qsort(h->v, h->n, sizeof(*h->v), cmp_id);
+	qsort(w->v, w->n, sizeof(*w->v), cmp_id);
+	size_t j = 0;
+	for (size_t i = 0; i < h->n; i++) {
+		while (j < w->n && w->v[j] < h->v[i])
+			j++;
+		if (j == w->n || w->v[j] != h->v[i])
+			return refuse(s, SAGA_EFENCED,
+			              "store: history of instance %lld without a write of it: "
+			              "not this owner's",
+			              (long long)h->v[i]);
+	}
+	return SAGA_OK;
+}
+
+static void txn_reset(saga_store *s)
+{
+	s->fenced = false;
+	s->written.n = s->histories.n = 0;
+}
+
 int store_commit(saga_store *s)
 {
-	int rc = flush_history(s);
+	int rc = s->fenced ? refuse(s, SAGA_EFENCED,
+	                            "store: a fenced write was refused: the transaction "
+	                            "cannot commit")
+	                   : check_histories(s);
+	if (rc == SAGA_OK)
+		rc = flush_history(s);
 	if (rc == SAGA_OK)
 		rc = exec_stmt(s, s->st[ST_COMMIT], "commit");
+	txn_reset(s);
 	if (rc) {
 		store_rollback(s);
 		return rc;
@@ -1347,6 +1424,7 @@ void store_rollback(saga_store *s)
 	}
 	drop_history(s);
 	s->hist_failed = SAGA_OK;
+	txn_reset(s);
 }
 
 /* Steps a statement whose parameters are bound and that answers at most one
@@ -1453,7 +1531,8 @@ static int bind_row(saga_store *s, sqlite3_stmt *st, const saga_row *r, enum row
 	BIND(sqlite3_bind_text(st, PARAM(COL_ERROR), r->error, -1, SQLITE_STATIC));
 	BIND(sqlite3_bind_text(st, PARAM(COL_CONTEXT), r->context ? r->context : "{}", -1,
 	                       SQLITE_STATIC));
-	BIND(sqlite3_bind_int64(st, PARAM(COL_OWNER), r->owner));
+	/* The insert writes the row's owner; an update is by this owner. */
+	BIND(sqlite3_bind_int64(st, PARAM(COL_OWNER), kind == ROW_INSERT ? r->owner : s->epoch));
 	BIND(sqlite3_bind_int64(st, PARAM(COL_FENCE), r->fence));
 	BIND(sqlite3_bind_int64(st, PARAM(COL_NEXT_SEQ), r->next_seq));
 	BIND(sqlite3_bind_int64(st, PARAM(COL_RECOVERIES), r->recoveries));
@@ -1485,24 +1564,35 @@ static int write_row(saga_store *s, saga_row *r, enum row_kind kind)
 int store_insert(saga_store *s, saga_row *r)
 {
 	int rc = write_row(s, r, ROW_INSERT);
-	if (rc == SAGA_OK)
+	if (rc == SAGA_OK) {
 		r->id = sqlite3_last_insert_rowid(s->db);
+		rc = id_add(s, &s->written, r->id);
+	}
 	return rc;
 }
 
 int store_update(saga_store *s, saga_row *r)
 {
+	if (!s->epoch)
+		return refuse(s, SAGA_EFENCED,
+		              "store: no owner registered (or retired): "
+		              "it holds no instance");
 	/* Most writes are a step's progress, with the state and due time as
 	 * they were: the narrow statement leaves the indexes alone. What the
 	 * row remembers of the store is only a hint; the statement itself
 	 * checks, and changes nothing when the store differs. */
 	if (r->state == r->stored_state && r->due_at == r->stored_due) {
 		int rc = write_row(s, r, ROW_PROGRESS);
-		if (rc || sqlite3_changes(s->db) == 1)
+		if (rc == SAGA_OK && sqlite3_changes(s->db) == 1)
+			return id_add(s, &s->written, r->id);
+		if (rc)
 			return rc;
 	}
 	int rc = write_row(s, r, ROW_UPDATE);
-	if (rc == SAGA_OK && sqlite3_changes(s->db) != 1)
+	if (rc == SAGA_OK && sqlite3_changes(s->db) == 1)
+		return id_add(s, &s->written, r->id);
+	s->fenced = s->fenced || rc == SAGA_OK;
+	if (rc == SAGA_OK)
 		return refuse(s, SAGA_EFENCED,
 		              "store: instance %lld is no longer this process's (owner %lld, "
 		              "fence %lld as loaded)",
@@ -1652,6 +1742,8 @@ int store_add_history(saga_store *s, const saga_hist *h)
 			s->hist_cap = cap;
 		}
 	}
+	if ((rc = id_add(s, &s->histories, h->instance)))
+		return rc;
 	struct hist_entry *e = &s->hist[s->nhist];
 	const char *detail = h->detail ? h->detail : "";
 	size_t len = strlen(detail);

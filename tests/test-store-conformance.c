@@ -11,10 +11,6 @@
  *   runs the suite on a deliberately broken variant of the SQLite backend
  *   and succeeds only when every test that should catch it fails: a test
  *   that cannot fail proves nothing.
- * test-store-conformance --defects [BACKEND]
- *   runs the tests of behaviour this suite holds wrong in the backend
- *   (`defects` below); succeeds while each still fails, so that a fix shows
- *   up as a failure here and its test moves into the suite.
  *
  * A new backend adds one line to `backends`: its ops table, how to make a
  * fresh empty store (a temporary file for SQLite; for a server, a URI from
@@ -966,6 +962,12 @@ START_TEST(history_round_trip)
 		OK(a, ops->add_history(a, &hx[i]));
 	for (int i = 0; i < 2; i++)
 		OK(a, ops->add_history(a, &hy[i]));
+	/* A writer's history goes with a write of its instance (its next seq). */
+	saga_row rx = get_row(a, x), ry = get_row(a, y);
+	rx.next_seq = 4;
+	ry.next_seq = 3;
+	OK(a, ops->update(a, &rx));
+	OK(a, ops->update(a, &ry));
 	/* The open transaction reads its own rows. */
 	int outcome = -1;
 	OK(a, ops->last_outcome(a, x, 1, SAGA_PHASE_ACTION, &outcome));
@@ -1167,6 +1169,10 @@ START_TEST(purge_takes_old_ended_instances)
 	OK(a, ops->add_history(a, &h));
 	h = make_hist(live, 1, 1, SAGA_EVENT_CREATED, "");
 	OK(a, ops->add_history(a, &h));
+	saga_row ro = get_row(a, old), rl = get_row(a, live);
+	ro.next_seq = rl.next_seq = 2;
+	OK(a, ops->update(a, &ro)); /* ended and nobody's: a note in its history */
+	OK(a, ops->update(a, &rl));
 	OK(a, ops->commit(a));
 
 	int64_t purged = -1;
@@ -1383,7 +1389,7 @@ START_TEST(next_due_own_and_pool)
 }
 END_TEST
 
-/* ---- behaviour held wrong (run by --defects, expected to fail) ---- */
+/* ---- who may write: the writer's own ownership, not the row's ---- */
 
 /* Two live owners, a and b; a holds one running instance (its id). */
 static int64_t held_by_a(saga_store **a, saga_store **b)
@@ -1395,12 +1401,11 @@ static int64_t held_by_a(saga_store **a, saga_store **b)
 	return put_row(*a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
 }
 
-/* DEFECT: update() checks the row against the owner and fence it was
- * loaded with, not against the writer: a handle that does not own an
- * instance writes it as long as it read the row first. Every instance
- * write should carry the writer's own owner check ("... AND owner = E",
+/* update() checks the writer, not only the row it loaded: a handle that
+ * does not own an instance cannot write it by reading the row first. Every
+ * instance write carries the writer's own owner check ("... AND owner = E",
  * E the writer's epoch), as the claim does. */
-START_TEST(defect_update_by_non_owner)
+START_TEST(update_by_non_owner_refused)
 {
 	saga_store *a, *b;
 	int64_t id = held_by_a(&a, &b);
@@ -1413,12 +1418,11 @@ START_TEST(defect_update_by_non_owner)
 }
 END_TEST
 
-/* DEFECT: history is not fenced either: a handle that does not own an
- * instance appends a row to its history and commits; the owner's next row
- * takes the same seq (from its row's next_seq), so its commit fails with
- * SAGA_EEXISTS, round after round. add_history should refuse an instance
- * the writer does not hold (or the commit should). */
-START_TEST(defect_history_by_non_owner)
+/* History is fenced too: a handle that does not own an instance cannot
+ * commit a row of its history (else the owner's next row would take the
+ * same seq, from its row's next_seq, and its commits fail with
+ * SAGA_EEXISTS round after round). */
+START_TEST(history_by_non_owner_refused)
 {
 	saga_store *a, *b;
 	int64_t id = held_by_a(&a, &b);
@@ -1444,14 +1448,12 @@ START_TEST(defect_history_by_non_owner)
 }
 END_TEST
 
-/* DEFECT: a transaction in which a fenced write was refused still commits
- * the rest of its writes when the caller commits it: here a history row
- * of another instance. A backend that sends a round's writes in one batch
- * (the PostgreSQL pipeline) learns of the refusal only at the commit, and
- * then cannot commit the rest; the interface should say the same of every
- * backend: once a fenced write is refused, the transaction can only roll
- * back (commit gives SAGA_EFENCED). */
-START_TEST(defect_refused_write_commits_the_rest)
+/* Once a fenced write is refused, the transaction can only roll back:
+ * commit gives SAGA_EFENCED and none of its other writes land (here a
+ * history row of another instance). A backend that sends a round's writes
+ * in one batch (the PostgreSQL pipeline) learns of the refusal only at the
+ * commit: every backend says the same. */
+START_TEST(refused_write_fails_the_commit)
 {
 	saga_store *a = open_store();
 	int64_t ea = new_owner(a, LONG);
@@ -1475,14 +1477,11 @@ START_TEST(defect_refused_write_commits_the_rest)
 }
 END_TEST
 
-/* DEFECT: a handle with no owner registered (never, or since it retired)
- * may serve definitions and claim: the claim then writes owner 0 (the
- * pool) over the instances it reports as taken, grows their fence, and
- * counts a recovery for each interrupted one, so that claims by nobody
- * can push an instance to STUCK (crash loop) while no one runs it. serve
- * and claim should refuse (SAGA_ESTATE) without an owner; here the claim
- * must at least take and change nothing. */
-START_TEST(defect_claim_without_owner)
+/* A handle with no owner registered (never, or since it retired) cannot
+ * serve definitions or claim (else claims by nobody would grow fences and
+ * count recoveries, pushing an instance to STUCK for crash loops while no
+ * one runs it): serve and claim refuse, and nothing changes. */
+START_TEST(no_claim_without_owner)
 {
 	saga_store *a = open_store(), *x = open_store();
 	new_owner(a, LONG);
@@ -1580,22 +1579,6 @@ static int norenew_begin(saga_store *s)
 	return store_sqlite_ops.begin(s);
 }
 
-/* "last-writer-wins": a refused write is retried with the store's owner
- * and fence (no fencing). */
-static int lww_update(saga_store *s, saga_row *r)
-{
-	int rc = store_sqlite_ops.update(s, r);
-	if (rc != SAGA_EFENCED)
-		return rc;
-	saga_row cur;
-	if ((rc = store_sqlite_ops.load(s, &cur, r->id, NULL)))
-		return rc;
-	r->owner = cur.owner;
-	r->fence = cur.fence;
-	r->stored_state = -1;
-	return store_sqlite_ops.update(s, r);
-}
-
 /* "greedy": a claim that also takes unowned instances regardless of their
  * definition and due time. */
 static int greedy_row(const saga_row *r, void *user)
@@ -1691,10 +1674,6 @@ static void m_norenew(store_ops *o)
 	o->register_owner = rec_register;
 	o->begin = norenew_begin;
 }
-static void m_lww(store_ops *o)
-{
-	o->update = lww_update;
-}
 static void m_greedy(store_ops *o)
 {
 	o->claim = greedy_claim;
@@ -1721,10 +1700,6 @@ static const mutant mutants[] = {
 	  m_revive,
 	  { "lapsed_lease_is_never_renewed", "fenced_update_after_peer_claim" } },
 	{ "no-renewal", m_norenew, { "begin_renews_the_lease" } },
-	{ "last-writer-wins",
-	  m_lww,
-	  { "fenced_update_after_peer_claim", "stale_fence_refused",
-	    "retire_hands_back_at_once" } },
 	{ "greedy", m_greedy, { "claim_takes_only_due_unowned_served" } },
 	{ "ownerless-scan", m_scan, { "scans_see_only_own" } },
 	{ "no-reap",
@@ -1772,14 +1747,10 @@ static const test tests[] = {
 	T(commands_put_list_delete, 30),
 	T(changed_sees_peers_not_self, 30),
 	T(next_due_own_and_pool, 30),
-};
-
-/* Behaviour held wrong: each test fails on the backend until it is fixed. */
-static const test defects[] = {
-	T(defect_update_by_non_owner, 30),
-	T(defect_history_by_non_owner, 30),
-	T(defect_refused_write_commits_the_rest, 30),
-	T(defect_claim_without_owner, 30),
+	T(update_by_non_owner_refused, 30),
+	T(history_by_non_owner_refused, 30),
+	T(refused_write_fails_the_commit, 30),
+	T(no_claim_without_owner, 30),
 };
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -1872,14 +1843,6 @@ int main(int argc, char **argv)
 		}
 		fprintf(stderr, "no mutant named %s\n", argv[2]);
 		return EXIT_FAILURE;
-	}
-	if (argc >= 2 && strcmp(argv[1], "--defects") == 0) {
-		use_backend(find_backend(argc >= 3 ? argv[2] : NULL));
-		const char *names[COUNT(defects)];
-		for (size_t i = 0; i < COUNT(defects); i++)
-			names[i] = defects[i].name;
-		return expect_failures(defects, COUNT(defects), names, COUNT(defects),
-		                       "defect still present, shown by");
 	}
 	use_backend(find_backend(argc >= 2 ? argv[1] : NULL));
 	return run_suite(make_suite(tests, COUNT(tests)));
