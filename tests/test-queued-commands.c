@@ -81,18 +81,6 @@ static saga_step_result step(saga_step_ctx *ctx, void *user)
 	return b_pending ? SAGA_STEP_PENDING : SAGA_STEP_OK;
 }
 
-/* A recovery process dies at its kill_at-th event (0 = never). */
-static long kill_at;
-static long events_seen;
-
-static void on_event(const saga_event *ev, void *user)
-{
-	(void)ev;
-	(void)user;
-	if (kill_at && ++events_seen == kill_at)
-		raise(SIGKILL);
-}
-
 /* Opens the store with the definition "qc": a and b compensatable, p the
  * pivot, r retriable. NULL on failure (the child cannot use ck_assert). */
 static saga_engine *open_store(const char *path, unsigned workers)
@@ -122,7 +110,7 @@ static saga_engine *open_store(const char *path, unsigned workers)
 		rc = saga_engine_register(e, d);
 	saga_definition_free(d);
 	if (rc == SAGA_OK)
-		rc = saga_engine_add_listener(e, on_event, NULL);
+		rc = saga_engine_add_listener(e, kill_at_event, NULL);
 	if (rc) {
 		saga_engine_close(e);
 		return NULL;
@@ -316,7 +304,7 @@ static void scenario_init(scenario *sc, int i)
 	snprintf(sc->path, sizeof(sc->path), "%s/s.db", sc->dir);
 	snprintf(calls_path, sizeof(calls_path), "%s/calls", sc->dir);
 	b_pending = sc->verb == V_COMPLETE;
-	kill_at = 0;
+	kill_at_event_arm(0);
 }
 
 /* The first child: b blocks, the command is given and returns 0, the child
@@ -376,8 +364,7 @@ static bool recovery_killed_at(const scenario *sc, long n)
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		kill_at = n;
-		events_seen = 0;
+		kill_at_event_arm(n);
 		saga_engine *e = open_store(sc->path, 0);
 		if (!e)
 			_exit(30);
