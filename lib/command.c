@@ -260,7 +260,10 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 			abort_txn(e);
 			goto out;
 		}
-		store_command c = { 0,    r->id,      temp ? CMD_COMPLETE : CMD_COMPLETE_EARLY,
+		/* Early: the attempt of that step has not answered yet (here or
+		 * in the process that owns it). */
+		bool early = !temp || (r->inflight && r->step == idx && r->phase == phase);
+		store_command c = { 0,    r->id,      early ? CMD_COMPLETE_EARLY : CMD_COMPLETE,
 			            idx,  phase,      (int)result,
 			            text, now_wall(e) };
 		/* The verdict is known now when one already waits, or when the

@@ -181,7 +181,8 @@ int look_outside(saga_engine *e)
 		return rc;
 	bool poll = now >= e->next_poll;
 	bool timers = e->next_timer == 0 || e->next_timer <= now_wall(e);
-	if (!changed && !poll && !e->look_now && !timers)
+	bool cmds = changed || poll || e->look_now;
+	if (!cmds && !timers)
 		return SAGA_OK;
 	e->look_now = false;
 	if (poll) {
@@ -212,7 +213,8 @@ int look_outside(saga_engine *e)
 			e->next_timer = nd;
 		}
 	}
-	return take_commands(e);
+	/* Commands come from another process's commit, or from this one. */
+	return cmds ? take_commands(e) : SAGA_OK;
 }
 
 /* Brings due instances into memory, up to max_in_flight. */

@@ -371,7 +371,8 @@ struct saga_store {
 	struct id_set {
 		int64_t *v;
 		size_t n, cap;
-	} written, histories;
+	} written, histories;    /* written: a hash set (open addressing, 0 = free,
+	                         at most half full); histories: a list */
 	struct hist_entry *hist; /* history rows not written yet, oldest first */
 	size_t nhist, hist_cap;
 	int hist_failed; /* rows were lost: the transaction cannot commit */
@@ -535,6 +536,7 @@ fail:
 static int flush_history(saga_store *s);
 static void drop_history(saga_store *s);
 static int read_boot_id(saga_store *s);
+static void txn_reset(saga_store *s);
 static int one_int(saga_store *s, sqlite3_stmt *st, const char *what, sqlite3_int64 *out);
 
 /* ------------------------------------------------------------------------ */
@@ -1113,8 +1115,7 @@ int store_retire(saga_store *s)
 
 int store_begin(saga_store *s)
 {
-	s->fenced = false;
-	s->written.n = s->histories.n = 0;
+	txn_reset(s);
 	int rc = exec_stmt(s, s->st[ST_BEGIN], "begin");
 	if (rc || !s->epoch)
 		return rc;
@@ -1350,6 +1351,7 @@ static int flush_history(saga_store *s)
 	return s->hist_failed = rc;
 }
 
+/* Appends an id to a list (a repeat of the last one is left out). */
 static int id_add(saga_store *s, struct id_set *set, int64_t id)
 {
 	if (set->n && set->v[set->n - 1] == id)
@@ -1366,10 +1368,35 @@ static int id_add(saga_store *s, struct id_set *set, int64_t id)
 	return SAGA_OK;
 }
 
-static int cmp_id(const void *a, const void *b)
+static size_t id_slot(const struct id_set *set, int64_t id)
 {
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-	return x < y ? -1 : x > y;
+	size_t i = (size_t)((uint64_t)id * 0x9e3779b97f4a7c15ull >> 20) & (set->cap - 1);
+	while (set->v[i] != 0 && set->v[i] != id)
+		i = (i + 1) & (set->cap - 1);
+	return i;
+}
+
+/* Adds an id (> 0) to a hash set. */
+static int id_put(saga_store *s, struct id_set *set, int64_t id)
+{
+	if (2 * (set->n + 1) > set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 128;
+		int64_t *v = saga_calloc(&s->alloc, cap, sizeof(*v));
+		if (!v)
+			return SAGA_ENOMEM;
+		struct id_set grown = { v, 0, cap };
+		for (size_t i = 0; i < set->cap; i++)
+			if (set->v[i])
+				grown.v[id_slot(&grown, set->v[i])] = set->v[i], grown.n++;
+		saga_free(&s->alloc, set->v);
+		*set = grown;
+	}
+	size_t i = id_slot(set, id);
+	if (!set->v[i]) {
+		set->v[i] = id;
+		set->n++;
+	}
+	return SAGA_OK;
 }
 
 /* Every instance with history in the transaction was written in it (by
@@ -1377,24 +1404,20 @@ static int cmp_id(const void *a, const void *b)
 static int check_histories(saga_store *s)
 {
 	struct id_set *h = &s->histories, *w = &s->written;
-	qsort(h->v, h->n, sizeof(*h->v), cmp_id);
-	qsort(w->v, w->n, sizeof(*w->v), cmp_id);
-	size_t j = 0;
-	for (size_t i = 0; i < h->n; i++) {
-		while (j < w->n && w->v[j] < h->v[i])
-			j++;
-		if (j == w->n || w->v[j] != h->v[i])
+	for (size_t i = 0; i < h->n; i++)
+		if (!w->cap || !w->v[id_slot(w, h->v[i])])
 			return refuse(s, SAGA_EFENCED,
 			              "store: history of instance %lld without a write of it: "
 			              "not this owner's",
 			              (long long)h->v[i]);
-	}
 	return SAGA_OK;
 }
 
 static void txn_reset(saga_store *s)
 {
 	s->fenced = false;
+	if (s->written.n)
+		memset(s->written.v, 0, s->written.cap * sizeof(*s->written.v));
 	s->written.n = s->histories.n = 0;
 }
 
@@ -1566,7 +1589,7 @@ int store_insert(saga_store *s, saga_row *r)
 	int rc = write_row(s, r, ROW_INSERT);
 	if (rc == SAGA_OK) {
 		r->id = sqlite3_last_insert_rowid(s->db);
-		rc = id_add(s, &s->written, r->id);
+		rc = id_put(s, &s->written, r->id);
 	}
 	return rc;
 }
@@ -1584,13 +1607,13 @@ int store_update(saga_store *s, saga_row *r)
 	if (r->state == r->stored_state && r->due_at == r->stored_due) {
 		int rc = write_row(s, r, ROW_PROGRESS);
 		if (rc == SAGA_OK && sqlite3_changes(s->db) == 1)
-			return id_add(s, &s->written, r->id);
+			return id_put(s, &s->written, r->id);
 		if (rc)
 			return rc;
 	}
 	int rc = write_row(s, r, ROW_UPDATE);
 	if (rc == SAGA_OK && sqlite3_changes(s->db) == 1)
-		return id_add(s, &s->written, r->id);
+		return id_put(s, &s->written, r->id);
 	s->fenced = s->fenced || rc == SAGA_OK;
 	if (rc == SAGA_OK)
 		return refuse(s, SAGA_EFENCED,

@@ -4,6 +4,7 @@
 #include "test-common.h"
 
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,22 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 void tmpdir_remove(const char *path)
 {
 	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static long kill_at, events_seen;
+
+void kill_at_event_arm(long n)
+{
+	kill_at = n;
+	events_seen = 0;
+}
+
+void kill_at_event(const saga_event *ev, void *user)
+{
+	(void)ev;
+	(void)user;
+	if (kill_at && ++events_seen == kill_at)
+		raise(SIGKILL);
 }
 
 int run_suite(Suite *s)

@@ -23,6 +23,12 @@ void fake_clock_advance(fake_clock *fc, uint64_t ms);
 void tmpdir_make(char *buf, size_t size);
 void tmpdir_remove(const char *path);
 
+/* A crash point after a commit: kill_at_event is a listener (listeners run
+ * after the event's commit) that raises SIGKILL at the n-th event it sees
+ * once kill_at_event_arm(n) was called; n = 0: never. */
+void kill_at_event_arm(long n);
+void kill_at_event(const saga_event *ev, void *user);
+
 /* Runs one suite and returns the process exit status for meson. */
 int run_suite(Suite *s);
 

@@ -29,8 +29,6 @@ static bool comp_b_fails; /* b's compensation fails: the instance goes STUCK */
 static bool p_fails;      /* the pivot refuses: compensation starts */
 static bool b_pending;    /* b answers PENDING (async) */
 static char pending_key[160];
-static long kill_at; /* the child dies at this event; 0 = never */
-static long events_seen;
 
 static saga_step_result step(saga_step_ctx *ctx, void *user)
 {
@@ -44,14 +42,6 @@ static saga_step_result step(saga_step_ctx *ctx, void *user)
 		return SAGA_STEP_PENDING;
 	}
 	return SAGA_STEP_OK;
-}
-
-static void on_event(const saga_event *ev, void *user)
-{
-	(void)ev;
-	(void)user;
-	if (kill_at && ++events_seen == kill_at)
-		raise(SIGKILL);
 }
 
 static saga_engine *open_store(const char *path)
@@ -77,7 +67,7 @@ static saga_engine *open_store(const char *path)
 	ck_assert_int_eq(saga_definition_set_compensation_retry(d, NULL, &one), SAGA_OK);
 	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
 	saga_definition_free(d);
-	ck_assert_int_eq(saga_engine_add_listener(e, on_event, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_engine_add_listener(e, kill_at_event, NULL), SAGA_OK);
 	return e;
 }
 
@@ -137,7 +127,7 @@ static bool crash_once(enum command cmd, long n)
 	char dir[256], path[300];
 	tmpdir_make(dir, sizeof(dir));
 	snprintf(path, sizeof(path), "%s/s.db", dir);
-	kill_at = 0;
+	kill_at_event_arm(0);
 	int64_t id = prepare(path, cmd);
 	/* After the command the participant behaves: the operator fixed it. */
 	comp_b_fails = false;
@@ -148,8 +138,7 @@ static bool crash_once(enum command cmd, long n)
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		kill_at = n;
-		events_seen = 0;
+		kill_at_event_arm(n);
 		saga_engine *e = open_store(path);
 		int rc = give(e, cmd, id);
 		if (rc == SAGA_OK)
@@ -164,7 +153,7 @@ static bool crash_once(enum command cmd, long n)
 	              "%s, kill at %ld: the child failed (status %d)", command_names[cmd], n,
 	              status);
 	/* Recover and check. */
-	kill_at = 0;
+	kill_at_event_arm(0);
 	saga_engine *e = open_store(path);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	saga_instance_info info;
