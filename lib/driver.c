@@ -140,6 +140,27 @@ static bool lease_margin(saga_engine *e)
 	return e->st->lease_left(e->store) >= e->margin_ms;
 }
 
+/* Between two callbacks of a caller's round (called without the mutex):
+ * renews the lease once a third of it has passed. False when the next
+ * callback must not begin: the lease was lost (what this process held is
+ * another's now), or less than the margin is left. */
+static bool keep_lease(saga_engine *e)
+{
+	pthread_mutex_lock(&e->mu);
+	if (store_lease_left(e->store) < e->lease_ms - e->lease_ms / 3) {
+		int rc = end_txn(e, ensure_txn(e));
+		if (rc)
+			log_at(e, SAGA_LOG_WARN, "cannot renew the lease between callbacks: %s",
+			       saga_engine_errmsg(e));
+	}
+	bool lost = false;
+	for (size_t i = 0; i < e->nloaded && !lost; i++)
+		lost = e->loaded[i]->stage == STAGE_INVOKING && e->loaded[i]->lost;
+	bool go = !lost && store_lease_left(e->store) >= e->margin_ms;
+	pthread_mutex_unlock(&e->mu);
+	return go;
+}
+
 /* Is any loaded instance at stage st? */
 bool has_stage(saga_engine *e, enum stage st)
 {
@@ -204,15 +225,20 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	}
 	e->invoking += (unsigned)n;
 	unlock_and_deliver(e);
-	for (size_t i = 0; i < n; i++)
-		invoke(e, batch[i]);
+	/* The caller's thread runs the callbacks one after the other: the
+	 * lease is renewed between them. When it is lost, or too short to
+	 * begin another, the rest wait (their starts are durable): invoked by
+	 * the next round, or by the new owner. */
+	size_t done = 0;
+	while (done < n && (done == 0 || keep_lease(e)))
+		invoke(e, batch[done++]);
 	pthread_mutex_lock(&e->mu);
 	e->invoking -= (unsigned)n;
 	for (size_t i = 0; i < n; i++)
-		batch[i]->stage = STAGE_RESULT;
-	e->stats.attempts += n;
+		batch[i]->stage = i < done ? STAGE_RESULT : STAGE_INVOKE;
+	e->stats.attempts += done;
 	if (ran)
-		*ran += (unsigned)n;
+		*ran += (unsigned)done;
 	if (rc)
 		return rc;
 	if (ss && !first)

@@ -4,12 +4,14 @@
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include <pthread.h>
 
@@ -901,6 +903,64 @@ END_TEST
  * moment on one store: each succeeds, and one instance is created (a check
  * and then an insert, each in its own transaction, let a second process
  * fail on the first one's row). */
+/* A caller-driven round invokes its callbacks one after the other: longer
+ * together than the lease, they must not lose it (the lease is renewed
+ * between them). Losing it dropped their answers and ran each again. */
+static atomic_int slow_calls;
+static int lease_lapses;
+
+static saga_step_result slow_step(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	atomic_fetch_add(&slow_calls, 1);
+	struct timespec ts = { 1, 100 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	return SAGA_STEP_OK;
+}
+
+static void lapse_log(saga_log_level level, const char *msg, void *user)
+{
+	(void)level;
+	(void)user;
+	if (strstr(msg, "lapsed"))
+		lease_lapses++;
+}
+
+START_TEST(long_round_keeps_the_lease)
+{
+	char path[400];
+	snprintf(path, sizeof(path), "%s/slow.db", F.dir);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = path;
+	o.lease_ms = 3000;
+	o.log = lapse_log;
+	o.log_level = SAGA_LOG_WARN;
+	saga_engine *e = NULL;
+	ck_assert_int_eq(saga_engine_open(&e, &o, NULL, 0), SAGA_OK);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, "slow", 1), SAGA_OK);
+	saga_step_spec st = { "wait", SAGA_STEP_RETRIABLE, slow_step, NULL, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	saga_start_request reqs[4];
+	int64_t ids[4];
+	for (int i = 0; i < 4; i++)
+		reqs[i] = (saga_start_request){ "slow", NULL, NULL };
+	ck_assert_int_eq(saga_start_batch(e, ids, NULL, reqs, 4), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK); /* 4 x 1.1 s > 3 s */
+	for (int i = 0; i < 4; i++) {
+		saga_instance_info info;
+		ck_assert_int_eq(saga_get(e, &info, ids[i]), SAGA_OK);
+		ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	}
+	ck_assert_int_eq(atomic_load(&slow_calls), 4);
+	ck_assert_int_eq(lease_lapses, 0);
+	saga_engine_close(e);
+}
+END_TEST
+
 START_TEST(concurrent_registration)
 {
 	for (int round = 0; round < 10; round++) {
@@ -1497,6 +1557,7 @@ int main(void)
 	tcase_add_test(tc, success_keeps_the_last_message);
 	tcase_add_test(tc, command_runs_despite_a_full_ready_queue);
 	tcase_add_test(tc, concurrent_registration);
+	tcase_add_test(tc, long_round_keeps_the_lease);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
