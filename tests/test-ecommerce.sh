@@ -677,13 +677,20 @@ p1=$!
 waitfor 30 "$B" --data "$d" status --id 2
 # A process stopped inside a write transaction holds SQLite's one write
 # lock: no other process writes until it goes on (SQLite has one writer;
-# the lease cannot help). So the run is stopped between two transactions:
-# stopped, and continued again while the store cannot be written.
+# the lease cannot help). So the run is stopped between two transactions,
+# of the saga store and of every service (a participant's file locked by
+# the stopped run would hold up the steps recover runs): stopped, and
+# continued again while any of them cannot be written.
+writable() {
+	for f in "$d"/*.db; do
+		sqlite3 -cmd ".timeout 200" "$f" "BEGIN IMMEDIATE; ROLLBACK;" \
+			>/dev/null 2>&1 || return 1
+	done
+}
 tries=0
 while :; do
 	kill -STOP "$p1"
-	sqlite3 -cmd ".timeout 200" "$d/saga.db" "BEGIN IMMEDIATE; ROLLBACK;" \
-		>/dev/null 2>&1 && break
+	writable && break
 	kill -CONT "$p1"
 	tries=$((tries + 1))
 	[ "$tries" -lt 50 ] || fail "the run never paused outside a write transaction"
