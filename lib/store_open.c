@@ -208,7 +208,6 @@ fail:
 	return rc;
 }
 
-/* ------------------------------------------------------------------------ */
 /* Opening a store
  *
  * Only SQLite ever opens, closes, renames or deletes the database file and

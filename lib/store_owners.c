@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ------------------------------------------------------------------------ */
 /* Owners: leases, claims, reaping
  *
  * The lease clock is CLOCK_BOOTTIME, which every process on the host shares

@@ -152,6 +152,9 @@ struct saga_store {
 		}                                   \
 	} while (0)
 
+/* What more than one file calls, defined (with its comment) in the file
+ * named above each group. */
+
 /* store_sqlite.c */
 extern const char *const stmt_sql[ST_COUNT];
 int map_rc(int rc);
