@@ -39,8 +39,8 @@
  *   wake.c        the signal that work arrived, and the event descriptor
  *                 (saga_engine_fd) it makes readable
  *   errors.c      the per-thread message and the log hook
- * Below them: store_sqlite.c, definition.c, breaker.c, retry.c, util.c
- * (internal.h).
+ * Below them: the store (store.h; store_*.c), definition.c, breaker.c,
+ * retry.c, util.c (internal.h).
  *
  * SPDX-License-Identifier: MIT */
 #ifndef SAGA_ENGINE_INT_H

@@ -1,5 +1,5 @@
 /* Private declarations shared by the library's files, below the engine:
- * util.c (allocator, clocks, SQLite codes), definition.c, store_sqlite.c;
+ * util.c (allocator, clocks, SQLite codes), definition.c, the store_*.c;
  * breaker.c and retry.c are reached through saga.h. The engine's own files
  * share engine_int.h. docs/architecture.md maps the tree.
  * SPDX-License-Identifier: MIT */
@@ -86,7 +86,7 @@ char *saga_definition_snapshot(const saga_definition *d);
  * first retriable step), or nsteps: once it has started, only forward. */
 int saga_def_no_return(const saga_definition *d);
 
-/* ---- the SQLite store (store_sqlite.c) ---- */
+/* ---- the SQLite store (store_*.c; store_sqlite_int.h) ---- */
 typedef struct saga_store saga_store;
 
 /* One instance row. context is owned text (JSON), or NULL when not loaded. */

@@ -1,7 +1,7 @@
 /* The store interface: what the engine asks of a store, at the level of
  * saga operations (a round's transaction, fenced instance writes, history,
  * owners and claims, commands, wake-ups, queries), never SQL. One versioned
- * table of functions per backend; the SQLite store (store_sqlite.c) is the
+ * table of functions per backend; the SQLite store (store_*.c) is the
  * first. Internal until a second backend passes the same conformance suite
  * (tests/test-store-conformance.c).
  *
