@@ -13,27 +13,45 @@
 
 #include <string.h>
 
-static inst *find_loaded(saga_engine *e, int64_t id, const char *uid)
-{
-	for (size_t i = 0; i < e->nloaded; i++) {
-		inst *in = e->loaded[i];
-		if (uid ? strcmp(in->row.uid, uid) == 0 : in->row.id == id)
-			return in;
-	}
-	return NULL;
-}
-
 /* Where a command finds its instance. */
 enum where {
 	AT_REST, /* in memory here, between attempts, or loaded for the command (temp) */
 	QUEUE,   /* running here, or owned by another process: write the command */
 };
 
+/* Loads an instance for a command; its definition must be registered. */
+static int load_temp(saga_engine *e, inst **out, int64_t id, const char *uid)
+{
+	int rc = load_inst(e, out, id, uid);
+	if (rc == SAGA_OK && !*out)
+		rc = set_err(e, SAGA_ENOTFOUND, "the instance's definition is not registered");
+	return rc;
+}
+
+/* Takes an instance loaded for a command when nobody owns it and it is
+ * unfinished or STUCK: the command will change it (in the open
+ * transaction). */
+static int take_unowned(saga_engine *e, inst *in)
+{
+	saga_row *r = &in->row;
+	if (r->owner != 0 || (ended(r->state) && r->state != SAGA_STUCK))
+		return SAGA_OK;
+	bool claimed = false;
+	int rc = e->st->claim_one(e->store, r->id, &claimed);
+	if (rc)
+		return store_err(e, rc);
+	if (claimed) {
+		r->owner = e->st->epoch(e->store);
+		r->fence++;
+		r->recoveries += r->inflight;
+	}
+	return SAGA_OK;
+}
+
 /* Finds the instance, in memory or loaded for the command (*temp), inside
- * the open transaction. An instance nobody owns is taken when `take` (the
- * command will change it). */
+ * the open transaction. */
 static int get_inst(saga_engine *e, inst **out, bool *temp, enum where *where, int64_t id,
-                    const char *uid, bool take)
+                    const char *uid)
 {
 	*out = find_loaded(e, id, uid);
 	*temp = false;
@@ -42,43 +60,25 @@ static int get_inst(saga_engine *e, inst **out, bool *temp, enum where *where, i
 		return SAGA_OK;
 	}
 	*temp = true;
-	int rc = load_inst(e, out, id, uid);
-	if (rc == SAGA_OK && !*out)
-		return set_err(e, SAGA_ENOTFOUND, "the instance's definition is not registered");
+	int rc = load_temp(e, out, id, uid);
 	if (rc)
 		return rc;
-	int64_t me = e->st->epoch(e->store), owner = (*out)->row.owner;
-	if (owner != 0 && owner != me) {
+	int64_t me = e->st->epoch(e->store);
+	if ((*out)->row.owner != 0 && (*out)->row.owner != me) {
 		/* Owned elsewhere: unless that owner is gone (then its instances
 		 * are back in the pool, and this one is read again). */
 		int64_t reaped = 0;
-		int live = 0;
-		if ((rc = e->st->reap(e->store, &reaped, &live)))
+		if ((rc = e->st->reap(e->store, &reaped, &e->peers)))
 			return store_err(e, rc);
-		e->peers = live;
 		if (reaped) {
 			int64_t rid = (*out)->row.id;
 			free_inst(e, *out);
 			*out = NULL;
-			if ((rc = load_inst(e, out, rid, NULL)) == SAGA_OK && !*out)
-				rc = set_err(e, SAGA_ENOTFOUND,
-				             "the instance's definition is not registered");
-			if (rc)
+			if ((rc = load_temp(e, out, rid, NULL)))
 				return rc;
-			owner = (*out)->row.owner;
 		}
 	}
-	*where = owner == 0 || owner == me ? AT_REST : QUEUE;
-	if (owner == 0 && take && (!ended((*out)->row.state) || (*out)->row.state == SAGA_STUCK)) {
-		bool claimed = false;
-		if ((rc = e->st->claim_one(e->store, (*out)->row.id, &claimed)))
-			return store_err(e, rc);
-		if (claimed) {
-			(*out)->row.owner = me;
-			(*out)->row.fence++;
-			(*out)->row.recoveries += (*out)->row.inflight;
-		}
-	}
+	*where = (*out)->row.owner == 0 || (*out)->row.owner == me ? AT_REST : QUEUE;
 	return SAGA_OK;
 }
 
@@ -159,6 +159,18 @@ static int parse_key(const char *key, char uid[SAGA_UID_LEN + 1], char step[SAGA
 	return SAGA_OK;
 }
 
+/* The verdict on a completion of a step that no longer waits: late when
+ * its last attempt timed out, else a duplicate. */
+static int past_verdict(saga_engine *e, int64_t id, int idx, int phase, int *verdict)
+{
+	int last = 0;
+	int rc = e->st->last_outcome(e->store, id, idx, phase, &last);
+	if (rc)
+		return store_err(e, rc);
+	*verdict = last == SAGA_OUTCOME_TIMEOUT ? SAGA_ELATE : SAGA_EDUPLICATE;
+	return SAGA_OK;
+}
+
 /* The outcome a completion gives. */
 static saga_outcome completion_outcome(int result)
 {
@@ -199,15 +211,55 @@ static int do_complete(saga_engine *e, inst *in, int idx, int phase, int result,
 		return rc;
 	}
 	cJSON_Delete(output);
-	int last = 0;
-	if ((rc = e->st->last_outcome(e->store, r->id, idx, phase, &last)))
-		return store_err(e, rc);
-	bool late = last == SAGA_OUTCOME_TIMEOUT;
-	*verdict = late ? SAGA_ELATE : SAGA_EDUPLICATE;
+	if ((rc = past_verdict(e, r->id, idx, phase, verdict)))
+		return rc;
+	bool late = *verdict == SAGA_ELATE;
 	return record(e, in, late ? SAGA_EVENT_LATE : SAGA_EVENT_DUPLICATE, idx, phase, r->attempt,
 	              SAGA_OUTCOME_NONE,
 	              late ? "completion after the timeout; ignored"
 	                   : "second completion; ignored");
+}
+
+/* The caller's answer for a completion's verdict. */
+static int verdict_err(saga_engine *e, int verdict, const char *key)
+{
+	if (verdict == SAGA_ELATE)
+		return set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
+	if (verdict == SAGA_EDUPLICATE)
+		return set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
+	return SAGA_OK;
+}
+
+/* Writes a completion for the owner to carry out (the instance runs an
+ * attempt here, or another process owns it); *verdict is what is known of
+ * it now: a completion already waits, or the step no longer waits (the
+ * owner records which when it carries it out). `output` is borrowed. */
+static int queue_completion(saga_engine *e, inst *in, bool temp, int idx, int phase, int result,
+                            const cJSON *output, int *verdict)
+{
+	const saga_row *r = &in->row;
+	*verdict = SAGA_OK;
+	char *text = output ? cJSON_PrintUnformatted(output) : NULL;
+	if (output && !text)
+		return release_temp(e, in, temp, set_err(e, SAGA_ENOMEM, "out of memory"));
+	/* Early: the attempt of that step has not answered yet (here or in
+	 * the process that owns it). */
+	bool early = !temp || (r->inflight && r->step == idx && r->phase == phase);
+	bool current = r->step == idx && r->phase == phase && (r->inflight || r->pending);
+	store_command c = { 0,    r->id,      early ? CMD_COMPLETE_EARLY : CMD_COMPLETE,
+		            idx,  phase,      result,
+		            text, now_wall(e) };
+	int64_t before = 0;
+	int rc = e->st->count_commands(e->store, &c, &before);
+	if (rc)
+		rc = store_err(e, rc);
+	else if (!current)
+		rc = past_verdict(e, r->id, idx, phase, verdict);
+	else if (before)
+		*verdict = SAGA_EDUPLICATE;
+	rc = rc ? release_temp(e, in, temp, rc) : queue_command(e, in, temp, &c);
+	cJSON_free(text);
+	return rc;
 }
 
 int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSON *output)
@@ -235,7 +287,9 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 	enum where where = AT_REST;
 	int rc = ensure_txn(e);
 	if (rc == SAGA_OK)
-		rc = get_inst(e, &in, &temp, &where, 0, uid, true);
+		rc = get_inst(e, &in, &temp, &where, 0, uid);
+	if (rc == SAGA_OK && temp)
+		rc = take_unowned(e, in);
 	if (rc) {
 		if (in)
 			release_temp(e, in, temp, rc);
@@ -251,49 +305,20 @@ int saga_complete(saga_engine *e, const char *key, saga_step_result result, cJSO
 		abort_txn(e);
 		goto out;
 	}
+	int verdict = SAGA_OK;
 	if (where == QUEUE) {
 		/* The action has not answered yet, or another process owns the
 		 * instance: its owner completes it once the instance is at rest. */
-		char *text = output ? cJSON_PrintUnformatted(output) : NULL;
-		if (output && !text) {
-			rc = release_temp(e, in, temp, set_err(e, SAGA_ENOMEM, "out of memory"));
+		rc = queue_completion(e, in, temp, idx, phase, (int)result, output, &verdict);
+		if (rc)
 			abort_txn(e);
-			goto out;
-		}
-		/* Early: the attempt of that step has not answered yet (here or
-		 * in the process that owns it). */
-		bool early = !temp || (r->inflight && r->step == idx && r->phase == phase);
-		store_command c = { 0,    r->id,      early ? CMD_COMPLETE_EARLY : CMD_COMPLETE,
-			            idx,  phase,      (int)result,
-			            text, now_wall(e) };
-		/* The verdict is known now when one already waits, or when the
-		 * step is no longer the one waiting (the owner records it when it
-		 * carries the command out). */
-		int64_t before = 0;
-		int last = 0;
-		bool current = r->step == idx && r->phase == phase && (r->inflight || r->pending);
-		rc = e->st->count_commands(e->store, &c, &before);
-		if (rc == SAGA_OK && !current)
-			rc = e->st->last_outcome(e->store, r->id, idx, phase, &last);
-		rc = rc ? release_temp(e, in, temp, store_err(e, rc))
-		        : queue_command(e, in, temp, &c);
-		cJSON_free(text);
-		if (rc == SAGA_OK && !current && last == SAGA_OUTCOME_TIMEOUT)
-			rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored",
-			             key);
-		else if (rc == SAGA_OK && (before || !current))
-			rc = set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored",
-			             key);
-		goto out;
+	} else {
+		rc = do_complete(e, in, idx, phase, (int)result, output, false, &verdict);
+		output = NULL;
+		rc = finish_command(e, in, temp, rc);
 	}
-	int verdict = SAGA_OK;
-	rc = do_complete(e, in, idx, phase, (int)result, output, false, &verdict);
-	output = NULL;
-	rc = finish_command(e, in, temp, rc);
-	if (rc == SAGA_OK && verdict == SAGA_ELATE)
-		rc = set_err(e, SAGA_ELATE, "completion of '%s' after its timeout; ignored", key);
-	else if (rc == SAGA_OK && verdict == SAGA_EDUPLICATE)
-		rc = set_err(e, SAGA_EDUPLICATE, "'%s' was already completed; ignored", key);
+	if (rc == SAGA_OK)
+		rc = verdict_err(e, verdict, key);
 out:
 	cJSON_Delete(output);
 	unlock_and_deliver(e);
@@ -389,7 +414,7 @@ static int command(saga_engine *e, int64_t id, int verb)
 	enum where where = AT_REST;
 	int rc = ensure_txn(e);
 	if (rc == SAGA_OK)
-		rc = get_inst(e, &in, &temp, &where, id, NULL, false);
+		rc = get_inst(e, &in, &temp, &where, id, NULL);
 	/* Refused on what the store says now; the owner checks again when it
 	 * carries the command out. */
 	if (rc == SAGA_OK)
@@ -398,14 +423,9 @@ static int command(saga_engine *e, int64_t id, int verb)
 		store_command c = { 0, in->row.id, verb, -1, 0, 0, NULL, now_wall(e) };
 		rc = queue_command(e, in, temp, &c);
 	} else if (rc == SAGA_OK) {
-		if (temp && in->row.owner == 0) {
-			/* Nobody's: this process takes it to carry the command out. */
-			release_temp(e, in, temp, SAGA_OK);
-			in = NULL;
-			rc = get_inst(e, &in, &temp, &where, id, NULL, true);
-		}
-		if (rc == SAGA_OK)
-			rc = finish_command(e, in, temp, do_verb(e, in, verb));
+		/* Nobody's: this process takes it to carry the command out. */
+		rc = temp ? take_unowned(e, in) : SAGA_OK;
+		rc = finish_command(e, in, temp, rc ? rc : do_verb(e, in, verb));
 	} else {
 		if (in)
 			release_temp(e, in, temp, rc);
@@ -451,19 +471,19 @@ static int keep_cmd(const store_command *c, void *user)
 {
 	saga_engine *e = user;
 	queued_cmd *q = saga_realloc(&e->alloc, e->cmds, (e->ncmds + 1) * sizeof(*q));
-	if (!q)
+	if (!q) {
+		e->look_now = true; /* read them again at the next round */
 		return 1;
+	}
 	e->cmds = q;
 	q = &e->cmds[e->ncmds];
-	q->id = c->id;
-	q->instance = c->instance;
-	q->verb = c->verb;
-	q->step = c->step;
-	q->phase = c->phase;
-	q->result = c->result;
+	q->c = *c;
+	q->c.output = NULL; /* the copy below, owned */
 	q->output = NULL;
-	if (c->output && !(q->output = saga_strdup(&e->alloc, c->output)))
+	if (c->output && !(q->output = saga_strdup(&e->alloc, c->output))) {
+		e->look_now = true;
 		return 1;
+	}
 	e->ncmds++;
 	if (!find_loaded(e, c->instance, NULL))
 		push_ready(e, c->instance);
@@ -488,27 +508,28 @@ int apply_queued(saga_engine *e, inst *in)
 {
 	for (size_t i = 0; i < e->ncmds;) {
 		queued_cmd *q = &e->cmds[i];
-		if (q->instance != in->row.id) {
+		const store_command *c = &q->c;
+		if (c->instance != in->row.id) {
 			i++;
 			continue;
 		}
 		int rc;
-		if (q->verb == CMD_COMPLETE || q->verb == CMD_COMPLETE_EARLY) {
+		if (c->verb == CMD_COMPLETE || c->verb == CMD_COMPLETE_EARLY) {
 			cJSON *out = q->output ? cJSON_Parse(q->output) : NULL;
 			if (q->output && !out)
 				return set_err(e, SAGA_ENOMEM, "out of memory");
 			int verdict;
-			rc = do_complete(e, in, q->step, q->phase, q->result, out,
-			                 q->verb == CMD_COMPLETE_EARLY, &verdict);
-		} else if (refusal(e, in, q->verb)) {
+			rc = do_complete(e, in, c->step, c->phase, c->result, out,
+			                 c->verb == CMD_COMPLETE_EARLY, &verdict);
+		} else if (refusal(e, in, c->verb)) {
 			char msg[300];
 			saga_fmt(msg, sizeof(msg), "refused: %s", saga_engine_errmsg(e));
 			rc = record(e, in, SAGA_EVENT_OPERATOR, -1, in->row.phase, 0,
 			            SAGA_OUTCOME_NONE, msg);
 		} else {
-			rc = do_verb(e, in, q->verb);
+			rc = do_verb(e, in, c->verb);
 		}
-		if (rc == SAGA_OK && (rc = e->st->delete_command(e->store, q->id)))
+		if (rc == SAGA_OK && (rc = e->st->delete_command(e->store, c->id)))
 			rc = store_err(e, rc);
 		if (rc)
 			return rc;

@@ -126,37 +126,21 @@ static void invoke(saga_engine *e, inst *in)
  * slow commit may have used it up: then it is renewed first. */
 static bool lease_margin(saga_engine *e)
 {
-	if (e->st->lease_left(e->store) >= e->margin_ms)
-		return true;
-	int rc = ensure_txn(e);
-	if (rc == SAGA_OK)
-		rc = commit_txn(e);
-	if (rc) {
-		abort_txn(e);
-		log_at(e, SAGA_LOG_WARN, "cannot renew the lease before invoking: %s",
-		       saga_engine_errmsg(e));
-		return false;
-	}
+	if (e->st->lease_left(e->store) < e->margin_ms)
+		renew_lease(e, "before invoking");
 	return e->st->lease_left(e->store) >= e->margin_ms;
 }
 
-/* Between two callbacks of a caller's round (called without the mutex):
- * renews the lease once a third of it has passed. False when the next
- * callback must not begin: the lease was lost (what this process held is
- * another's now), or less than the margin is left. */
-static bool keep_lease(saga_engine *e)
+/* Before the next callback `in` of a caller's round (called without the
+ * mutex): renews the lease once a third of it has passed. False when the
+ * callback must not begin: the lease was lost (the instance is another's
+ * now), or less than the margin is left. */
+static bool keep_lease(saga_engine *e, const inst *in)
 {
 	pthread_mutex_lock(&e->mu);
-	if (store_lease_left(e->store) < e->lease_ms - e->lease_ms / 3) {
-		int rc = end_txn(e, ensure_txn(e));
-		if (rc)
-			log_at(e, SAGA_LOG_WARN, "cannot renew the lease between callbacks: %s",
-			       saga_engine_errmsg(e));
-	}
-	bool lost = false;
-	for (size_t i = 0; i < e->nloaded && !lost; i++)
-		lost = e->loaded[i]->stage == STAGE_INVOKING && e->loaded[i]->lost;
-	bool go = !lost && store_lease_left(e->store) >= e->margin_ms;
+	if (renew_due(e))
+		renew_lease(e, "between callbacks");
+	bool go = !in->lost && e->st->lease_left(e->store) >= e->margin_ms;
 	pthread_mutex_unlock(&e->mu);
 	return go;
 }
@@ -230,7 +214,7 @@ static int run_round(saga_engine *e, unsigned int *ran, start_set *ss)
 	 * begin another, the rest wait (their starts are durable): invoked by
 	 * the next round, or by the new owner. */
 	size_t done = 0;
-	while (done < n && (done == 0 || keep_lease(e)))
+	while (done < n && (done == 0 || keep_lease(e, batch[done])))
 		invoke(e, batch[done++]);
 	pthread_mutex_lock(&e->mu);
 	e->invoking -= (unsigned)n;

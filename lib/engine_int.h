@@ -88,9 +88,8 @@ typedef struct inst {
  * (resume.c, command.c). */
 enum cmd_verb { CMD_CANCEL, CMD_RETRY, CMD_SKIP, CMD_RESUME, CMD_COMPLETE, CMD_COMPLETE_EARLY };
 typedef struct queued_cmd {
-	int64_t id, instance;
-	int verb, step, phase, result;
-	char *output; /* owned JSON text, or NULL */
+	store_command c; /* its output is not kept there: */
+	char *output;    /* owned JSON text, or NULL */
 } queued_cmd;
 
 /* An event waiting for its commit, then for the listeners (txn.c). */
@@ -271,6 +270,11 @@ void listeners_free(saga_engine *e);
 int ensure_txn(saga_engine *e);
 int serve_all(saga_engine *e);
 int owner_ready(saga_engine *e);
+/* The heartbeat: a third of the lease has passed since it was renewed. */
+bool renew_due(saga_engine *e);
+/* Renews the lease in a transaction of its own (with the mutex, none open);
+ * a failure is logged, naming `when`. */
+void renew_lease(saga_engine *e, const char *when);
 void drop_events(saga_engine *e);
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail);
@@ -285,6 +289,7 @@ int end_txn(saga_engine *e, int rc);
 
 /* ---- bringing stored instances into memory (resume.c) ---- */
 void free_inst(saga_engine *e, inst *in);
+inst *find_loaded(saga_engine *e, int64_t id, const char *uid);
 int push_ready(saga_engine *e, int64_t id);
 int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id);
 int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid);

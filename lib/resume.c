@@ -6,6 +6,7 @@
 #include "engine_int.h"
 
 #include <limits.h>
+#include <string.h>
 
 void free_inst(saga_engine *e, inst *in)
 {
@@ -19,12 +20,15 @@ void free_inst(saga_engine *e, inst *in)
 	saga_free(&e->alloc, in);
 }
 
-static bool is_loaded(saga_engine *e, int64_t id)
+/* A loaded instance by id, or by uid when uid is not NULL; NULL if none. */
+inst *find_loaded(saga_engine *e, int64_t id, const char *uid)
 {
-	for (size_t i = 0; i < e->nloaded; i++)
-		if (e->loaded[i]->row.id == id)
-			return true;
-	return false;
+	for (size_t i = 0; i < e->nloaded; i++) {
+		inst *in = e->loaded[i];
+		if (uid ? strcmp(in->row.uid, uid) == 0 : in->row.id == id)
+			return in;
+	}
+	return NULL;
 }
 
 /* Queues an instance to be loaded. When the queue cannot grow, the
@@ -177,7 +181,7 @@ int look_outside(saga_engine *e)
 	rc = e->st->changed(e->store, &changed);
 	if (rc)
 		return store_err(e, rc);
-	if (e->st->lease_left(e->store) < e->lease_ms - e->lease_ms / 3 && (rc = ensure_txn(e)))
+	if (renew_due(e) && (rc = ensure_txn(e))) /* committed with the round */
 		return rc;
 	bool poll = now >= e->next_poll;
 	bool timers = e->next_timer == 0 || e->next_timer <= now_wall(e);
@@ -217,6 +221,18 @@ int look_outside(saga_engine *e)
 	return cmds ? take_commands(e) : SAGA_OK;
 }
 
+/* Has the round instances to process (answers to record, or ones between
+ * attempts)? */
+static bool will_write(saga_engine *e)
+{
+	for (size_t i = 0; i < e->nloaded; i++) {
+		const inst *in = e->loaded[i];
+		if ((in->stage == STAGE_RESULT || in->stage == STAGE_PROCESS) && !in->lost)
+			return true;
+	}
+	return false;
+}
+
 /* Brings due instances into memory, up to max_in_flight. */
 int fill(saga_engine *e)
 {
@@ -225,7 +241,7 @@ int fill(saga_engine *e)
 	 * against: no command committed after the look can miss an instance
 	 * this round ends. */
 	int rc = SAGA_OK;
-	if ((has_stage(e, STAGE_RESULT) || has_stage(e, STAGE_PROCESS)) && (rc = ensure_txn(e)))
+	if (will_write(e) && (rc = ensure_txn(e)))
 		return rc;
 	rc = look_outside(e);
 	if (rc)
@@ -255,7 +271,7 @@ int fill(saga_engine *e)
 	}
 	while (e->ready_len && e->nloaded < e->max_in_flight) {
 		int64_t id = pop_ready(e);
-		if (is_loaded(e, id) || quarantined(e, id))
+		if (find_loaded(e, id, NULL) || quarantined(e, id))
 			continue;
 		inst *in;
 		rc = load_inst(e, &in, id, NULL);

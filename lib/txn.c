@@ -50,6 +50,19 @@ int owner_ready(saga_engine *e)
 	return serve_all(e);
 }
 
+bool renew_due(saga_engine *e)
+{
+	return e->st->lease_left(e->store) < e->lease_ms - e->lease_ms / 3;
+}
+
+void renew_lease(saga_engine *e, const char *when)
+{
+	int rc = end_txn(e, ensure_txn(e));
+	if (rc)
+		log_at(e, SAGA_LOG_WARN, "cannot renew the lease %s: %s", when,
+		       saga_engine_errmsg(e));
+}
+
 int ensure_txn(saga_engine *e)
 {
 	if (e->in_txn)
