@@ -159,14 +159,30 @@ static int read_steps(saga_graph *g, const cJSON *steps, char *msg, size_t size)
 	return SAGA_OK;
 }
 
-int graph_new(saga_graph **out, const char *snapshot, char *msg, size_t size)
+/* cJSON_Parse answers NULL both for text that is not JSON and when an
+ * allocation fails: a second parse, and a probe, tell them apart. */
+static int parse_snapshot(cJSON **doc, const char *snapshot, char *msg, size_t size)
+{
+	if ((*doc = cJSON_Parse(snapshot)) || (*doc = cJSON_Parse(snapshot)))
+		return SAGA_OK;
+	cJSON *probe = cJSON_CreateObject();
+	if (!probe) {
+		saga_fmt(msg, size, "graph: out of memory");
+		return SAGA_ENOMEM;
+	}
+	cJSON_Delete(probe);
+	return bad(msg, size, "the snapshot is not JSON");
+}
+
+int graph_new(saga_graph **out, const char *snapshot, const saga_alloc *a, char *msg, size_t size)
 {
 	*out = NULL;
 	if (!snapshot)
 		return bad(msg, size, "no snapshot");
-	cJSON *doc = cJSON_Parse(snapshot);
-	if (!doc)
-		return bad(msg, size, "the snapshot is not JSON");
+	cJSON *doc;
+	int rc = parse_snapshot(&doc, snapshot, msg, size);
+	if (rc)
+		return rc;
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
 	const cJSON *version = cJSON_GetObjectItemCaseSensitive(doc, "version");
 	if (!cJSON_IsObject(doc) || !cJSON_IsString(name) || !name->valuestring[0] ||
@@ -177,9 +193,8 @@ int graph_new(saga_graph **out, const char *snapshot, char *msg, size_t size)
 		           "the snapshot is not a definition's (it needs \"name\", "
 		           "\"version\" and \"steps\")");
 	}
-	const saga_alloc *a = &saga_default_alloc;
 	saga_graph *g = saga_calloc(a, 1, sizeof(*g));
-	int rc = SAGA_ENOMEM;
+	rc = SAGA_ENOMEM;
 	if (!g)
 		goto out;
 	g->alloc = *a;
@@ -213,8 +228,10 @@ int graph_add_policies(saga_graph *g, const saga_definition *d, char *msg, size_
 		s->timeout_ms = saga_def_timeout(d, i, SAGA_PHASE_ACTION);
 		s->comp_timeout_ms = saga_def_timeout(d, i, SAGA_PHASE_COMPENSATION);
 		const char *br = saga_def_breaker(d, i);
-		if (br && set_text(&g->alloc, &s->breaker, br))
+		if (br && set_text(&g->alloc, &s->breaker, br)) {
+			saga_fmt(msg, size, "graph: out of memory");
 			return SAGA_ENOMEM;
+		}
 	}
 	g->deadline_ms = d->deadline_ms;
 	g->comp_reserve_ms = d->comp_reserve_ms;
@@ -407,7 +424,7 @@ int saga_graph_write(const char *snapshot, const saga_event *events, size_t neve
 	if (!write)
 		return bad(errmsg, errmsg_size, "no write function");
 	saga_graph *g = NULL;
-	int rc = graph_new(&g, snapshot, errmsg, errmsg_size);
+	int rc = graph_new(&g, snapshot, &saga_default_alloc, errmsg, errmsg_size);
 	if (rc == SAGA_OK)
 		rc = graph_add_path(g, events, nevents, errmsg, errmsg_size);
 	if (rc == SAGA_OK)

@@ -58,7 +58,9 @@ typedef struct saga_graph {
 } saga_graph;
 
 /* graph.c: the model */
-int graph_new(saga_graph **out, const char *snapshot, char *msg, size_t size);
+/* The model of the definition whose snapshot is given; `a` is kept for
+ * the model's memory. */
+int graph_new(saga_graph **out, const char *snapshot, const saga_alloc *a, char *msg, size_t size);
 /* The policies of a definition with the same steps as the snapshot. */
 int graph_add_policies(saga_graph *g, const saga_definition *def, char *msg, size_t size);
 /* The executed path of one instance: its events, in history order. */

@@ -498,21 +498,26 @@ static bool add_lines(cJSON *o, const char *key, const char *text, const saga_al
 	return true;
 }
 
+/* Adds a retry policy under `key`; cJSON_AddItemToObject can fail (it
+ * copies the key), and then the policy is not the object's to free. */
+static bool add_retry(cJSON *o, const char *key, const saga_retry_policy *policy)
+{
+	cJSON *r = retry_json(policy);
+	if (r && cJSON_AddItemToObject(o, key, r))
+		return true;
+	cJSON_Delete(r);
+	return false;
+}
+
 static bool policies_json(cJSON *node, const saga_graph *g, const graph_step *s)
 {
 	if (!g->has_policies)
 		return true;
 	cJSON *p = cJSON_AddObjectToObject(node, "policies");
-	cJSON *r = retry_json(&s->retry);
-	if (!p || !r)
-		return cJSON_Delete(r), false;
-	cJSON_AddItemToObject(p, "retry", r);
-	if (s->kind == SAGA_STEP_COMPENSATABLE) {
-		if (!(r = retry_json(&s->comp_retry)))
-			return false;
-		cJSON_AddItemToObject(p, "compensation_retry", r);
-	}
-	return cJSON_AddNumberToObject(p, "timeout_ms", (double)s->timeout_ms) &&
+	return p && add_retry(p, "retry", &s->retry) &&
+	       (s->kind != SAGA_STEP_COMPENSATABLE ||
+	        add_retry(p, "compensation_retry", &s->comp_retry)) &&
+	       cJSON_AddNumberToObject(p, "timeout_ms", (double)s->timeout_ms) &&
 	       cJSON_AddNumberToObject(p, "compensation_timeout_ms", (double)s->comp_timeout_ms) &&
 	       (s->breaker ? cJSON_AddStringToObject(p, "breaker", s->breaker) != NULL
 	                   : cJSON_AddNullToObject(p, "breaker") != NULL);

@@ -399,7 +399,7 @@ static void free_events(struct event_copy *c)
  * its policies when this engine registered it. */
 static int graph_of(saga_engine *e, saga_graph **g, const char *name, int version)
 {
-	char msg[300], *snap = NULL;
+	char msg[300] = "", *snap = NULL;
 	pthread_mutex_lock(&e->mu);
 	int rc = e->st->get_definition(e->store, &snap, name, version, &e->alloc);
 	if (rc == SAGA_ENOTFOUND)
@@ -407,7 +407,7 @@ static int graph_of(saga_engine *e, saga_graph **g, const char *name, int versio
 		             version);
 	else if (rc)
 		rc = store_err(e, rc);
-	else if ((rc = graph_new(g, snap, msg, sizeof(msg))))
+	else if ((rc = graph_new(g, snap, &e->alloc, msg, sizeof(msg))))
 		rc = set_err(e, rc, "%s", msg);
 	const reg_def *rd = rc ? NULL : find_def(e, name, version);
 	if (rd && (rc = graph_add_policies(*g, rd->def, msg, sizeof(msg))))
@@ -426,7 +426,7 @@ int saga_engine_graph(saga_engine *e, const char *definition, int version, int64
 	struct event_copy c = { .e = e };
 	saga_instance_info info;
 	saga_graph *g = NULL;
-	char msg[300];
+	char msg[300] = "";
 	int rc = SAGA_OK;
 	if (id > 0 && (rc = saga_get(e, &info, id)) == SAGA_OK) {
 		definition = info.definition;

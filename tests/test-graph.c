@@ -685,6 +685,109 @@ START_TEST(mermaid_checker_catches)
 }
 END_TEST
 
+/* ---- allocation failures ---- */
+
+/* The engine's allocator and cJSON's: the Nth allocation from when it is
+ * armed fails (sticky: and every one after); live counts what is held. */
+static struct {
+	long armed_at, count, live;
+	int sticky;
+} oom;
+
+static int oom_fails(void)
+{
+	oom.count++;
+	return oom.armed_at && (oom.sticky ? oom.count >= oom.armed_at : oom.count == oom.armed_at);
+}
+
+static void *oom_malloc(size_t n, void *user)
+{
+	(void)user;
+	void *p = oom_fails() ? NULL : malloc(n);
+	oom.live += p != NULL;
+	return p;
+}
+
+static void *oom_realloc(void *p, size_t n, void *user)
+{
+	(void)user;
+	void *q = oom_fails() ? NULL : realloc(p, n);
+	oom.live += q && !p;
+	return q;
+}
+
+static void oom_free(void *p, void *user)
+{
+	(void)user;
+	oom.live -= p != NULL;
+	free(p);
+}
+
+static void *oom_cjson_malloc(size_t n)
+{
+	return oom_malloc(n, NULL);
+}
+
+static void oom_cjson_free(void *p)
+{
+	oom_free(p, NULL);
+}
+
+/* Every allocation of saga_engine_graph failed in turn, once and for good:
+ * SAGA_ENOMEM with its message, nothing written, nothing leaked. */
+START_TEST(allocation_failures)
+{
+	static const char *const names[4] = ORDER_STEPS;
+	run r;
+	make_runs(&r);
+	saga_engine_close(r.e);
+	cJSON_Hooks hooks = { oom_cjson_malloc, oom_cjson_free };
+	cJSON_InitHooks(&hooks);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = r.path;
+	o.clock = fake_clock_make(&r.fc);
+	o.allocator = (saga_allocator){ oom_malloc, oom_realloc, oom_free, NULL };
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&r.e, &o, err, sizeof(err)), SAGA_OK);
+	saga_breaker_config bc = SAGA_BREAKER_CONFIG_INIT;
+	ck_assert_int_eq(saga_engine_add_breaker(r.e, "payments", &bc), SAGA_OK);
+	register_def(r.e, "order", names);
+	long failed = 0;
+	for (int sticky = 0; sticky < 2; sticky++) {
+		for (int f = SAGA_GRAPH_DOT; f <= SAGA_GRAPH_JSON; f++) {
+			for (long n = 1;; n++) {
+				text t = { 0 };
+				long live = oom.live;
+				oom.count = 0;
+				oom.sticky = sticky;
+				oom.armed_at = n;
+				int rc = saga_engine_graph(r.e, NULL, 0, r.stuck,
+				                           (saga_graph_format)f, collect, &t);
+				oom.armed_at = 0;
+				ck_assert_int_eq(oom.live, live);
+				if (rc == SAGA_OK) {
+					ck_assert_int_eq(t.calls, 1);
+					free(t.p);
+					if (oom.count < n)
+						break;
+					continue;
+				}
+				failed++;
+				ck_assert_msg(rc == SAGA_ENOMEM, "N=%ld %s format %d: %s (%s)", n,
+				              sticky ? "sticky" : "once", f, saga_strerror(rc),
+				              saga_engine_errmsg(r.e));
+				ck_assert_msg(strstr(saga_engine_errmsg(r.e), "out of memory"),
+				              "N=%ld: message '%s'", n, saga_engine_errmsg(r.e));
+				ck_assert_int_eq(t.calls, 0);
+			}
+		}
+	}
+	ck_assert_int_gt(failed, 30);
+	saga_engine_close(r.e);
+	tmpdir_remove(r.dir);
+}
+END_TEST
+
 /* ---- the suite with Graphviz ---- */
 
 /* Runs `dot -Tsvg` on `src`; returns its exit status, and its output and
@@ -829,6 +932,7 @@ int main(int argc, char **argv)
 		tcase_add_test(tc, engine_bad_input);
 		tcase_add_test(tc, golden_mismatch_fails);
 		tcase_add_test(tc, mermaid_checker_catches);
+		tcase_add_test(tc, allocation_failures);
 	}
 	suite_add_tcase(s, tc);
 	return run_suite(s);
