@@ -178,6 +178,25 @@ static void title(sbuf *b, const saga_graph *g)
 	}
 }
 
+/* Writes the raw text of `lbl` into b, each byte that has one replaced
+ * by its entry in subst (the format's escapes), other control characters
+ * by spaces; `lbl` is emptied for the next label. */
+static void take_label(sbuf *b, sbuf *lbl, const char *const subst[128])
+{
+	for (const char *s = lbl->p ? lbl->p : ""; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 128 && subst[c])
+			put(b, subst[c]);
+		else if (c < 0x20 || c == 0x7f)
+			put(b, " ");
+		else
+			put_n(b, s, 1);
+	}
+	lbl->len = 0;
+	if (lbl->p)
+		lbl->p[0] = '\0';
+}
+
 /* ---- shared look ---- */
 
 static const char *const fills[] = {
@@ -229,41 +248,20 @@ static void undo_ends(char from[32], char to[32], size_t i)
 
 /* Inside a DOT "quoted string": the quote and the backslash are escaped,
  * '&' too (Graphviz reads HTML entities in labels), '\n' is DOT's centred
- * line break, other control characters become spaces. */
-static void dot_escape(sbuf *b, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '"':
-			put(b, "\\\"");
-			break;
-		case '\\':
-			put(b, "\\\\");
-			break;
-		case '&':
-			put(b, "&amp;");
-			break;
-		case '\n':
-			put(b, "\\n");
-			break;
-		default:
-			if ((unsigned char)*s < 0x20 || *s == 0x7f)
-				put(b, " ");
-			else
-				put_n(b, s, 1);
-		}
-	}
-}
+ * line break. */
+static const char *const dot_subst[128] = {
+	['"'] = "\\\"",
+	['\\'] = "\\\\",
+	['&'] = "&amp;",
+	['\n'] = "\\n",
+};
 
 /* A label="..." attribute from the raw text of `lbl`. */
 static void dot_label(sbuf *b, sbuf *lbl)
 {
 	put(b, "label=\"");
-	dot_escape(b, lbl->p ? lbl->p : "");
+	take_label(b, lbl, dot_subst);
 	put(b, "\"");
-	lbl->len = 0;
-	if (lbl->p)
-		lbl->p[0] = '\0';
 }
 
 static void dot_step(sbuf *b, sbuf *lbl, const saga_graph *g, size_t i, const char *indent)
@@ -337,50 +335,18 @@ static void render_dot(sbuf *b, sbuf *lbl, const saga_graph *g)
 
 /* Inside a Mermaid "quoted label": the characters Mermaid would read as
  * markup become its entity codes (#quot; and the numeric #35;), '\n'
- * becomes <br/>, other control characters spaces. */
-static void mermaid_escape(sbuf *b, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '"':
-			put(b, "#quot;");
-			break;
-		case '#':
-			put(b, "#35;");
-			break;
-		case '<':
-			put(b, "#lt;");
-			break;
-		case '>':
-			put(b, "#gt;");
-			break;
-		case '&':
-			put(b, "#amp;");
-			break;
-		case '`':
-			put(b, "#96;");
-			break;
-		case '\n':
-			put(b, "<br/>");
-			break;
-		default:
-			if ((unsigned char)*s < 0x20 || *s == 0x7f)
-				put(b, " ");
-			else
-				put_n(b, s, 1);
-		}
-	}
-}
+ * becomes <br/>. */
+static const char *const mermaid_subst[128] = {
+	['"'] = "#quot;", ['#'] = "#35;", ['<'] = "#lt;",   ['>'] = "#gt;",
+	['&'] = "#amp;",  ['`'] = "#96;", ['\n'] = "<br/>",
+};
 
 /* `open` "label" `close`, from the raw text of `lbl`. */
 static void mermaid_label(sbuf *b, sbuf *lbl, const char *open, const char *close)
 {
 	putf(b, "%s\"", open);
-	mermaid_escape(b, lbl->p ? lbl->p : "");
+	take_label(b, lbl, mermaid_subst);
 	putf(b, "\"%s\n", close);
-	lbl->len = 0;
-	if (lbl->p)
-		lbl->p[0] = '\0';
 }
 
 static void render_mermaid(sbuf *b, sbuf *lbl, const saga_graph *g)

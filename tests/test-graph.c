@@ -349,26 +349,38 @@ static const char *instance_state(const cJSON *doc)
 	return cJSON_GetObjectItemCaseSensitive(in, "state")->valuestring;
 }
 
+/* Draws instance id (0: the definition) in Mermaid and JSON, compares both
+ * with their golden files "<name>.mmd" and "<name>.json", checks the
+ * Mermaid subset, and returns the JSON parsed (cJSON_Delete). */
+static cJSON *drawn(run *r, int64_t id, const char *name)
+{
+	char file[128];
+	char *m = draw(r, id, SAGA_GRAPH_MERMAID), *j = draw(r, id, SAGA_GRAPH_JSON);
+	snprintf(file, sizeof(file), "%s.mmd", name);
+	golden(file, m);
+	snprintf(file, sizeof(file), "%s.json", name);
+	golden(file, j);
+	mermaid_ok(m);
+	cJSON *doc = cJSON_Parse(j);
+	ck_assert_ptr_nonnull(doc);
+	free(m);
+	free(j);
+	return doc;
+}
+
 /* ---- the suite without Graphviz ---- */
 
 START_TEST(definition_golden)
 {
 	run r;
 	make_runs(&r);
-	char *m = draw(&r, 0, SAGA_GRAPH_MERMAID), *j = draw(&r, 0, SAGA_GRAPH_JSON);
-	golden("order-definition.mmd", m);
-	golden("order-definition.json", j);
-	mermaid_ok(m);
-	cJSON *doc = cJSON_Parse(j);
-	ck_assert_ptr_nonnull(doc);
+	cJSON *doc = drawn(&r, 0, "order-definition");
 	ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(doc, "format_version")->valueint,
 	                 SAGA_GRAPH_JSON_VERSION);
 	ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(doc, "point_of_no_return")->valueint, 2);
 	ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(json_step(doc, 2), "kind")->valuestring,
 	                 "pivot");
 	cJSON_Delete(doc);
-	free(m);
-	free(j);
 	end_runs(&r);
 }
 END_TEST
@@ -410,20 +422,13 @@ START_TEST(completed_path)
 {
 	run r;
 	make_runs(&r);
-	char *m = draw(&r, r.completed, SAGA_GRAPH_MERMAID);
-	char *j = draw(&r, r.completed, SAGA_GRAPH_JSON);
-	golden("order-completed.mmd", m);
-	golden("order-completed.json", j);
-	mermaid_ok(m);
-	cJSON *doc = cJSON_Parse(j);
+	cJSON *doc = drawn(&r, r.completed, "order-completed");
 	ck_assert_str_eq(instance_state(doc), "COMPLETED");
 	for (int i = 0; i < 4; i++)
 		ck_assert_str_eq(path_str(doc, i, "status"), "ok");
 	ck_assert_int_eq(path_num(doc, 1, "attempts"), 2);
 	ck_assert_int_eq(path_num(doc, 0, "attempts"), 1);
 	cJSON_Delete(doc);
-	free(m);
-	free(j);
 	end_runs(&r);
 }
 END_TEST
@@ -432,12 +437,7 @@ START_TEST(compensated_path)
 {
 	run r;
 	make_runs(&r);
-	char *m = draw(&r, r.compensated, SAGA_GRAPH_MERMAID);
-	char *j = draw(&r, r.compensated, SAGA_GRAPH_JSON);
-	golden("order-compensated.mmd", m);
-	golden("order-compensated.json", j);
-	mermaid_ok(m);
-	cJSON *doc = cJSON_Parse(j);
+	cJSON *doc = drawn(&r, r.compensated, "order-compensated");
 	ck_assert_str_eq(instance_state(doc), "COMPENSATED");
 	ck_assert_str_eq(path_str(doc, 0, "status"), "compensated");
 	ck_assert_str_eq(path_str(doc, 1, "status"), "failed");
@@ -447,8 +447,6 @@ START_TEST(compensated_path)
 	ck_assert_int_eq(path_num(doc, 0, "rollback_began"), 0);
 	ck_assert_str_eq(path_str(doc, 2, "status"), "not_run");
 	cJSON_Delete(doc);
-	free(m);
-	free(j);
 	end_runs(&r);
 }
 END_TEST
@@ -457,19 +455,13 @@ START_TEST(stuck_path)
 {
 	run r;
 	make_runs(&r);
-	char *m = draw(&r, r.stuck, SAGA_GRAPH_MERMAID), *j = draw(&r, r.stuck, SAGA_GRAPH_JSON);
-	golden("order-stuck.mmd", m);
-	golden("order-stuck.json", j);
-	mermaid_ok(m);
-	cJSON *doc = cJSON_Parse(j);
+	cJSON *doc = drawn(&r, r.stuck, "order-stuck");
 	ck_assert_str_eq(instance_state(doc), "STUCK");
 	ck_assert_str_eq(path_str(doc, 0, "status"), "stuck");
 	ck_assert_int_eq(path_num(doc, 0, "compensation_attempts"), 2);
 	ck_assert_str_eq(path_str(doc, 0, "error"), "warehouse offline");
 	ck_assert_int_eq(path_num(doc, 1, "rollback_began"), 1);
 	cJSON_Delete(doc);
-	free(m);
-	free(j);
 	end_runs(&r);
 }
 END_TEST
@@ -478,12 +470,7 @@ START_TEST(operator_path)
 {
 	run r;
 	make_runs(&r);
-	char *m = draw(&r, r.skipped, SAGA_GRAPH_MERMAID);
-	char *j = draw(&r, r.skipped, SAGA_GRAPH_JSON);
-	golden("order-skipped.mmd", m);
-	golden("order-skipped.json", j);
-	mermaid_ok(m);
-	cJSON *doc = cJSON_Parse(j);
+	cJSON *doc = drawn(&r, r.skipped, "order-skipped");
 	ck_assert_str_eq(instance_state(doc), "COMPENSATED");
 	ck_assert_str_eq(path_str(doc, 0, "status"), "compensation_failed");
 	const cJSON *ops = cJSON_GetObjectItemCaseSensitive(
@@ -491,8 +478,6 @@ START_TEST(operator_path)
 	ck_assert_int_eq(cJSON_GetArraySize(ops), 1);
 	ck_assert_str_eq(cJSON_GetArrayItem(ops, 0)->valuestring, "operator: skip");
 	cJSON_Delete(doc);
-	free(m);
-	free(j);
 	end_runs(&r);
 }
 END_TEST
