@@ -1,6 +1,6 @@
 /* Error texts, enum names, and the engine's message and log: the per-thread
  * message of the last failed call (set_err, saga_engine_errmsg) and the log
- * hook (log_at). SPDX-License-Identifier: MIT */
+ * hooks (log_at, log_inst: a string, and a saga_log_record). SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
 #include <stdio.h>
@@ -165,21 +165,85 @@ int bad_args(saga_engine *e, const char *what)
 /* Copies the store's message after a failed store call. */
 int store_err(saga_engine *e, int code)
 {
+	mx_store_error(e, code);
 	if (code == SAGA_ENOMEM)
 		return set_err(e, code, "out of memory");
 	return set_err(e, code, "%s", e->st->errmsg(e->store));
 }
 
-void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+/* Delivers a record to the hooks: the string hook gets its message, with
+ * the instance named first when there is one. */
+static void deliver_log(saga_engine *e, const saga_log_record *r)
 {
-	if (!e->log || lvl < e->log_level)
+	if (e->log_record)
+		e->log_record(r, e->log_record_user);
+	if (!e->log)
+		return;
+	if (!r->instance) {
+		e->log(r->level, r->message, e->log_user);
+		return;
+	}
+	char line[640];
+	if (r->step_name)
+		snprintf(line, sizeof(line), "instance %lld (%s) step '%s' %s: %s",
+		         (long long)r->instance, r->definition, r->step_name,
+		         r->phase == SAGA_PHASE_ACTION ? "action" : "compensation", r->message);
+	else
+		snprintf(line, sizeof(line), "instance %lld (%s): %s", (long long)r->instance,
+		         r->definition, r->message);
+	e->log(r->level, line, e->log_user);
+}
+
+static saga_log_record base_record(saga_engine *e, saga_log_level lvl, const char *event,
+                                   const char *msg)
+{
+	return (saga_log_record){ .level = lvl,
+		                  .at_ms = now_wall(e),
+		                  .event = event,
+		                  .message = msg,
+		                  .step = -1 };
+}
+
+void log_at(saga_engine *e, saga_log_level lvl, const char *event, const char *fmt, ...)
+{
+	if (!log_on(e, lvl))
 		return;
 	char buf[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	e->log(lvl, buf, e->log_user);
+	saga_log_record r = base_record(e, lvl, event, buf);
+	deliver_log(e, &r);
+}
+
+void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst *in, int step,
+              int phase, uint32_t attempt, int code, const char *fmt, ...)
+{
+	if (!log_on(e, lvl))
+		return;
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	saga_log_record r = base_record(e, lvl, event, buf);
+	r.instance = in->row.id;
+	r.uid = in->row.uid;
+	r.definition = in->row.def_name;
+	r.version = in->row.def_version;
+	r.business_key = in->row.has_bkey ? in->row.bkey : NULL;
+	r.code = code;
+	char key[SAGA_STEP_KEY_MAX + 1];
+	if (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps) {
+		r.step = step;
+		r.step_name = in->rd->names[step];
+		r.phase = phase;
+		r.attempt = attempt;
+		snprintf(key, sizeof(key), "%s/%s/%s", in->row.uid, r.step_name, phase_word(phase));
+		r.key = key;
+	}
+	deliver_log(e, &r);
 }
 
 const char *saga_engine_errmsg(const saga_engine *e)

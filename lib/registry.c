@@ -58,9 +58,12 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 	e->defs = defs;
 	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
 	if (!rd || (rc = saga_definition_clone(&rd->def, def, &e->alloc)) ||
-	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
-		if (rd)
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *))) ||
+	    mx_def_init(e, rd)) {
+		if (rd) {
 			saga_definition_free(rd->def);
+			saga_free(&e->alloc, rd->names);
+		}
 		saga_free(&e->alloc, rd);
 		rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		goto out;

@@ -465,6 +465,48 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 	return rc;
 }
 
+int store_groups(saga_store *s, store_group_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_GROUPS];
+	int src;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const unsigned char *name = sqlite3_column_text(st, 0);
+		store_group g = {
+			.def_name = name ? (const char *)name : "",
+			.def_version = sqlite3_column_int(st, 1),
+			.state = sqlite3_column_int(st, 2),
+			.reason = sqlite3_column_int(st, 3),
+			.n = sqlite3_column_int64(st, 4),
+		};
+		if (fn(&g, user))
+			break;
+	}
+	int rc = src == SQLITE_DONE || src == SQLITE_ROW ? SAGA_OK : fail(s, src, "count groups");
+	sqlite3_reset(st);
+	return rc;
+}
+
+int store_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
+                  uint64_t *oldest_due)
+{
+	sqlite3_stmt *st = s->st[ST_OVERDUE];
+	int rc = SAGA_OK;
+	*overdue = 0;
+	*oldest_due = 0;
+	BIND(sqlite3_bind_int64(st, 1, time_param(now)));
+	BIND(sqlite3_bind_int64(st, 2, time_param(late)));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		*overdue = sqlite3_column_int64(st, 0);
+		*oldest_due = (uint64_t)sqlite3_column_int64(st, 1);
+		src = sqlite3_step(st);
+	}
+	if (src != SQLITE_DONE)
+		rc = fail(s, src, "count overdue");
+done:
+	return done_with(st, rc);
+}
+
 /* Collects ids for store_purge_batch. */
 typedef struct id_list {
 	int64_t ids[STORE_PURGE_BATCH];
