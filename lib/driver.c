@@ -574,7 +574,8 @@ void *driver_main(void *arg)
 				       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS,
 				       ROUND_BACKOFF_MAX_MS);
 			else if (rc != last_rc)
-				log_at(e, SAGA_LOG_ERROR, "round.failing", "engine rounds still failing, now: %s",
+				log_at(e, SAGA_LOG_ERROR, "round.failing",
+				       "engine rounds still failing, now: %s",
 				       saga_engine_errmsg(e));
 		} else if (failures) {
 			log_at(e, SAGA_LOG_WARN, "round.recovered",

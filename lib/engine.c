@@ -292,8 +292,8 @@ void saga_engine_close(saga_engine *e)
 	/* Everything unfinished goes back to the pool: another process takes
 	 * it over at once, without waiting for this lease to lapse. */
 	if (e->st->retire(e->store) != SAGA_OK)
-		log_at(e, SAGA_LOG_ERROR, "close.failed", "close: cannot hand the instances back: %s",
-		       e->st->errmsg(e->store));
+		log_at(e, SAGA_LOG_ERROR, "close.failed",
+		       "close: cannot hand the instances back: %s", e->st->errmsg(e->store));
 	drop_cmds(e);
 	drop_events(e);
 	saga_free(&e->alloc, e->events);

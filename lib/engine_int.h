@@ -71,7 +71,7 @@ typedef struct mx_hist {
  * (an attempt found without an answer after its owner died). */
 enum { MX_OK, MX_FAIL, MX_RETRY, MX_PENDING, MX_TIMEOUT, MX_INTERRUPTED, MX_OUTCOMES };
 #define MX_REASONS (SAGA_REASON_CRASH_LOOP + 1)
-#define MX_CODES 20 /* store errors by -SAGA_E* code */
+#define MX_CODES   20 /* store errors by -SAGA_E* code */
 typedef struct mx_step {
 	uint64_t attempts[2][MX_OUTCOMES]; /* [phase][outcome] */
 	mx_hist duration[2];               /* [phase], ms */

@@ -197,11 +197,9 @@ static void deliver_log(saga_engine *e, const saga_log_record *r)
 static saga_log_record base_record(saga_engine *e, saga_log_level lvl, const char *event,
                                    const char *msg)
 {
-	return (saga_log_record){ .level = lvl,
-		                  .at_ms = now_wall(e),
-		                  .event = event,
-		                  .message = msg,
-		                  .step = -1 };
+	return (saga_log_record){
+		.level = lvl, .at_ms = now_wall(e), .event = event, .message = msg, .step = -1
+	};
 }
 
 void log_at(saga_engine *e, saga_log_level lvl, const char *event, const char *fmt, ...)

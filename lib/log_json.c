@@ -140,11 +140,11 @@ static const char *level_word(saga_log_level l)
 static const char *code_name(int code)
 {
 	static const char *const names[] = {
-		"SAGA_OK",        "SAGA_ERROR",     "SAGA_ENOMEM",   "SAGA_EINVAL",
-		"SAGA_ENOTFOUND", "SAGA_EEXISTS",   "SAGA_ESTATE",   "SAGA_ESTORE",
-		"SAGA_EBUSY",     "SAGA_ECORRUPT",  "SAGA_EFULL",    "SAGA_EIO",
-		"SAGA_EVERSION",  "SAGA_ECONFLICT", "SAGA_EOPEN",    "SAGA_EDUPLICATE",
-		"SAGA_ELATE",     "SAGA_ECONFIG",   "SAGA_ECLOSED",  "SAGA_EFENCED",
+		"SAGA_OK",        "SAGA_ERROR",     "SAGA_ENOMEM",  "SAGA_EINVAL",
+		"SAGA_ENOTFOUND", "SAGA_EEXISTS",   "SAGA_ESTATE",  "SAGA_ESTORE",
+		"SAGA_EBUSY",     "SAGA_ECORRUPT",  "SAGA_EFULL",   "SAGA_EIO",
+		"SAGA_EVERSION",  "SAGA_ECONFLICT", "SAGA_EOPEN",   "SAGA_EDUPLICATE",
+		"SAGA_ELATE",     "SAGA_ECONFIG",   "SAGA_ECLOSED", "SAGA_EFENCED",
 	};
 	if (code <= 0 && -code < (int)(sizeof(names) / sizeof(names[0])))
 		return names[-code];

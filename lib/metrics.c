@@ -16,16 +16,16 @@
 #include <string.h>
 
 /* Duration buckets in ms, and their bounds as written (seconds). */
-static const uint64_t dur_bound[MX_BUCKETS] = { 5,    10,   25,    50,    100,   250,   500,
+static const uint64_t dur_bound[MX_BUCKETS] = { 5,    10,   25,   50,    100,   250,   500,
 	                                        1000, 2500, 5000, 10000, 30000, 60000, 300000 };
 static const char *const dur_le[MX_BUCKETS] = { "0.005", "0.01", "0.025", "0.05", "0.1",
 	                                        "0.25",  "0.5",  "1.0",   "2.5",  "5.0",
 	                                        "10.0",  "30.0", "60.0",  "300.0" };
 /* History rows per commit. */
-static const uint64_t rows_bound[MX_BUCKETS] = { 1,   2,   4,    8,    16,   32,   64,
+static const uint64_t rows_bound[MX_BUCKETS] = { 1,   2,   4,   8,    16,   32,   64,
 	                                         128, 256, 512, 1024, 2048, 4096, 8192 };
-static const char *const rows_le[MX_BUCKETS] = { "1.0",    "2.0",    "4.0",   "8.0",  "16.0",
-	                                         "32.0",   "64.0",   "128.0", "256.0", "512.0",
+static const char *const rows_le[MX_BUCKETS] = { "1.0",    "2.0",    "4.0",    "8.0",   "16.0",
+	                                         "32.0",   "64.0",   "128.0",  "256.0", "512.0",
 	                                         "1024.0", "2048.0", "4096.0", "8192.0" };
 
 static void observe(mx_hist *h, const uint64_t bound[MX_BUCKETS], uint64_t v)
@@ -111,8 +111,8 @@ int mx_record(saga_engine *e, const inst *in, saga_event_type type, int step, in
 		if (step < 0 || (size_t)step >= in->rd->def->nsteps || (phase != 0 && phase != 1))
 			break;
 		mx_step *ms = &m->steps[step];
-		/* The callback's time, when this process invoked it. */
-		bool timed = in->fresh_start && in->wall_start && in->wall_end >= in->wall_start &&
+		/* The callback's time, when this is its answer (apply_result). */
+		bool timed = in->stage == STAGE_RESULT && in->wall_end >= in->wall_start &&
 		             outcome != SAGA_OUTCOME_NONE;
 		rc = push(e, &ms->attempts[phase][outcome_slot(outcome)],
 		          timed ? &ms->duration[phase] : NULL,
@@ -255,8 +255,7 @@ static void family(out *o, const char *name, enum kind k, const char *unit, cons
 		putf(o, "# UNIT %s %s\n", name, unit);
 }
 
-static void sample(out *o, const char *name, const char *suffix, const char *const *lv,
-                   uint64_t v)
+static void sample(out *o, const char *name, const char *suffix, const char *const *lv, uint64_t v)
 {
 	puts_(o, name);
 	puts_(o, suffix);
@@ -287,12 +286,12 @@ static void hist(out *o, const char *name, const char *const *lv, const mx_hist 
 		putf(o, " %llu\n", (unsigned long long)h->sum);
 }
 
-static const char *const state_label[SAGA_STATE_COUNT] = {
-	"running", "waiting", "compensating", "completed", "compensated", "stuck"
-};
+static const char *const state_label[SAGA_STATE_COUNT] = { "running",      "waiting",
+	                                                   "compensating", "completed",
+	                                                   "compensated",  "stuck" };
 static const char *const reason_label[MX_REASONS] = { "none", "failure", "timeout", "cancel",
 	                                              "crash_loop" };
-static const char *const outcome_label[MX_OUTCOMES] = { "ok",      "fail",   "retry",
+static const char *const outcome_label[MX_OUTCOMES] = { "ok",      "fail",    "retry",
 	                                                "pending", "timeout", "interrupted" };
 static const char *const phase_label[2] = { "action", "compensation" };
 
@@ -301,7 +300,7 @@ static const struct {
 	int code;
 	const char *label;
 } error_label[] = {
-	{ SAGA_EBUSY, "busy" },       { SAGA_EFULL, "full" },   { SAGA_EIO, "io" },
+	{ SAGA_EBUSY, "busy" },       { SAGA_EFULL, "full" },     { SAGA_EIO, "io" },
 	{ SAGA_ECORRUPT, "corrupt" }, { SAGA_EFENCED, "fenced" }, { SAGA_ESTORE, "store" },
 	{ SAGA_ENOMEM, "nomem" },
 };
@@ -331,7 +330,8 @@ static void instance_metrics(out *o, saga_engine *e)
 				const char *lv[] = { "definition", rd->def->name,   "version",
 					             ver,          "state",         state_label[st],
 					             "reason",     reason_label[r], NULL };
-				sample(o, "saga_instances_ended", "_total", lv, rd->mx.ended[st][r]);
+				sample(o, "saga_instances_ended", "_total", lv,
+				       rd->mx.ended[st][r]);
 			}
 	}
 	family(o, "saga_instance_duration_seconds", HISTOGRAM, "seconds",
@@ -340,7 +340,7 @@ static void instance_metrics(out *o, saga_engine *e)
 		const reg_def *rd = e->defs[d];
 		snprintf(ver, sizeof(ver), "%d", rd->def->version);
 		for (int st = SAGA_COMPLETED; st < SAGA_STATE_COUNT; st++) {
-			const char *lv[] = { "definition", rd->def->name, "version", ver,
+			const char *lv[] = { "definition", rd->def->name,   "version", ver,
 				             "state",      state_label[st], NULL };
 			hist(o, "saga_instance_duration_seconds", lv, &rd->mx.duration[st], dur_le,
 			     1000);
@@ -381,8 +381,8 @@ static void attempt_metrics(out *o, saga_engine *e)
 			for (int ph = 0; ph < 2; ph++) {
 				if (ph && !rd->def->steps[s].compensation)
 					continue;
-				const char *lv[] = { "definition", rd->def->name,  "version",
-					             ver,          "step",         rd->names[s],
+				const char *lv[] = { "definition", rd->def->name,   "version",
+					             ver,          "step",          rd->names[s],
 					             "phase",      phase_label[ph], NULL };
 				hist(o, "saga_attempt_duration_seconds", lv,
 				     &rd->mx.steps[s].duration[ph], dur_le, 1000);
@@ -401,8 +401,10 @@ static void breaker_metrics(out *o, saga_engine *e)
 			continue;
 		for (int st = 0; st <= SAGA_BREAKER_FORCED_OPEN; st++) {
 			const char *lv[] = { "breaker", saga_breaker_name(b->b), "state",
-				             saga_breaker_state_name((saga_breaker_state)st), NULL };
-			sample(o, "saga_breaker_state", "", lv, snap.state == (saga_breaker_state)st);
+				             saga_breaker_state_name((saga_breaker_state)st),
+				             NULL };
+			sample(o, "saga_breaker_state", "", lv,
+			       snap.state == (saga_breaker_state)st);
 		}
 	}
 	family(o, "saga_breaker_calls", COUNTER, NULL,
@@ -411,7 +413,8 @@ static void breaker_metrics(out *o, saga_engine *e)
 		uint64_t t[4];
 		breaker_totals(b->b, t);
 		for (int k = 0; k < 4; k++) {
-			const char *lv[] = { "breaker", saga_breaker_name(b->b), "kind", kind[k], NULL };
+			const char *lv[] = { "breaker", saga_breaker_name(b->b), "kind", kind[k],
+				             NULL };
 			sample(o, "saga_breaker_calls", "_total", lv, t[k]);
 		}
 	}
@@ -533,7 +536,7 @@ static int store_metrics(out *o, const store_ops *st, saga_store *s, const saga_
 			if (i + 1 < gs.n && same_series(&gs, i, i + 1))
 				continue;
 			snprintf(ver, sizeof(ver), "%d", g->def_version);
-			const char *lv[] = { "definition", gs.names[i],         "version", ver,
+			const char *lv[] = { "definition", gs.names[i],           "version", ver,
 				             "state",      state_label[g->state], NULL };
 			sample(o, "saga_store_instances", "", lv, (uint64_t)run);
 			run = 0;
@@ -545,17 +548,22 @@ static int store_metrics(out *o, const store_ops *st, saga_store *s, const saga_
 			sample(o, "saga_store_instances_by_state", "", lv, (uint64_t)total[i]);
 		}
 		family(o, "saga_store_stuck_instances", GAUGE, NULL,
-		       "STUCK instances waiting for an operator, by definition, version and reason.");
+		       "STUCK instances waiting for an operator, by definition, version and "
+		       "reason.");
 		for (size_t i = 0; i < gs.n; i++) {
 			const store_group *g = &gs.g[i];
 			if (g->state != SAGA_STUCK)
 				continue;
 			snprintf(ver, sizeof(ver), "%d", g->def_version);
-			const char *lv[] = { "definition", gs.names[i], "version", ver, "reason",
-				             g->reason >= 0 && g->reason < MX_REASONS
-				                     ? reason_label[g->reason]
-				                     : "other",
-				             NULL };
+			const char *lv[] = {
+				"definition",
+				gs.names[i],
+				"version",
+				ver,
+				"reason",
+				g->reason >= 0 && g->reason < MX_REASONS ? reason_label[g->reason] : "other",
+				NULL
+			};
 			sample(o, "saga_store_stuck_instances", "", lv, (uint64_t)g->n);
 		}
 		family(o, "saga_store_overdue_instances", GAUGE, NULL,
@@ -586,8 +594,7 @@ const char *saga_metrics_content_type(saga_metrics_format format)
 }
 
 /* Checks the arguments of a metrics call; 0 or what is wrong. */
-static const char *metrics_args(unsigned int flags, saga_metrics_format format,
-                                saga_write_fn write)
+static const char *metrics_args(unsigned int flags, saga_metrics_format format, saga_write_fn write)
 {
 	if (!write)
 		return "write is NULL";

@@ -59,8 +59,8 @@ void renew_lease(saga_engine *e, const char *when)
 {
 	int rc = end_txn(e, ensure_txn(e));
 	if (rc)
-		log_at(e, SAGA_LOG_WARN, "lease.renew_failed", "cannot renew the lease %s: %s", when,
-		       saga_engine_errmsg(e));
+		log_at(e, SAGA_LOG_WARN, "lease.renew_failed", "cannot renew the lease %s: %s",
+		       when, saga_engine_errmsg(e));
 }
 
 int ensure_txn(saga_engine *e)
@@ -116,9 +116,8 @@ static void log_event(saga_engine *e, const inst *in, const saga_hist *h)
 	}
 	if (!log_on(e, lvl))
 		return;
-	const char *err = h->type == SAGA_EVENT_STATE || h->outcome != SAGA_OUTCOME_NONE
-	                          ? in->row.error
-	                          : "";
+	const char *err =
+	        h->type == SAGA_EVENT_STATE || h->outcome != SAGA_OUTCOME_NONE ? in->row.error : "";
 	log_inst(e, lvl, ev, in, h->step, h->phase, h->attempt, 0, "%s%s%s", h->detail,
 	         err[0] ? ": " : "", err);
 }
