@@ -261,4 +261,28 @@ int store_json_valid(saga_store *s, const char *text, bool *valid);
 #define STORE_PURGE_BATCH 256
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
 
+/* ---- what an operator reads (the admin API, lib/admin.c) ---- */
+/* One owner as the store has it; strings borrowed for the call. */
+typedef struct store_owner {
+	int64_t epoch;
+	const char *host;
+	int64_t pid;
+	int state;           /* 0 live, 1 dead, 2 retired */
+	uint64_t age_ms;     /* since it registered; 0 when registered in another boot */
+	uint64_t lease_left; /* ms of lease left; 0 = lapsed (or ended) */
+	const char *served;  /* "name@version" words, space-separated; "" = none */
+	int64_t instances;   /* unfinished instances it holds (live owners only) */
+} store_owner;
+typedef int (*store_owner_fn)(const store_owner *o, void *user);
+/* Calls fn for each owner in epoch order, the ended ones too when `all`;
+ * nonzero from fn stops. */
+int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user);
+/* Calls fn for each stored definition (name, version order); nonzero stops. */
+typedef int (*store_def_fn)(const char *name, int version, const char *snapshot, void *user);
+int store_list_definitions(saga_store *s, store_def_fn fn, void *user);
+/* Calls fn with the number of instances of each (definition, version,
+ * state) that has any; nonzero stops. */
+typedef int (*store_count_fn)(const char *name, int version, int state, int64_t n, void *user);
+int store_def_counts(saga_store *s, store_count_fn fn, void *user);
+
 #endif

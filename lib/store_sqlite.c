@@ -443,4 +443,7 @@ const store_ops store_sqlite_ops = {
 	.counts = store_counts,
 	.json_valid = store_json_valid,
 	.purge_batch = store_purge_batch,
+	.owners = store_list_owners,
+	.definitions = store_list_definitions,
+	.def_counts = store_def_counts,
 };
