@@ -85,6 +85,10 @@ char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the first step that cannot be compensated (the pivot or the
  * first retriable step), or nsteps: once it has started, only forward. */
 int saga_def_no_return(const saga_definition *d);
+/* A definition rebuilt from its stored snapshot: step names and kinds, no
+ * callbacks, default policies (what an operator's verbs need to decide).
+ * SAGA_ECORRUPT when the text is not a snapshot, SAGA_ENOMEM. */
+int saga_definition_from_snapshot(saga_definition **out, const char *snapshot);
 
 /* ---- the SQLite store (store_*.c; store_sqlite_int.h) ---- */
 typedef struct saga_store saga_store;
