@@ -95,6 +95,8 @@ typedef struct reg_def {
 	saga_definition *def;
 	const char **names; /* step names, for history queries */
 	mx_def mx;          /* its metrics (metrics.c), under the mutex */
+	bool stored_only;   /* rebuilt from the store's snapshot (an admin handle):
+	                       no callbacks, never served */
 } reg_def;
 
 /* An instance in memory: its row as the store has it (or will, after the
@@ -315,6 +317,7 @@ int store_err(saga_engine *e, int code);
 
 /* ---- what is registered on an engine (registry.c) ---- */
 const reg_def *find_def(saga_engine *e, const char *name, int version);
+int register_stored(saga_engine *e, const char *name, int version);
 saga_breaker *find_breaker(saga_engine *e, const char *name);
 listener *listeners_hold(saga_engine *e);
 void listeners_deliver(listener *ls, const saga_event *ev);
@@ -396,6 +399,12 @@ struct timespec deadline_after_ms(uint64_t ms);
 uint64_t nap_until_timer(saga_engine *e, uint64_t ms);
 
 /* ---- commands (command.c) ---- */
+/* Cancel or an operator verb (enum cmd_verb) for the admin API: as
+ * saga_cancel and saga_operator_*, with `note` (JSON text: actor, reason,
+ * request; borrowed) appended to the history's OPERATOR event, and carried
+ * in the command row when the instance's owner is another process
+ * (*queued). */
+int admin_command(saga_engine *e, int64_t id, int verb, const char *note, bool *queued);
 int apply_queued(saga_engine *e, inst *in);
 int take_commands(saga_engine *e);
 void drop_cmds(saga_engine *e);
@@ -403,5 +412,7 @@ int look_outside(saga_engine *e);
 
 /* ---- the read side (query.c); with the mutex ---- */
 int get_info(saga_engine *e, saga_instance_info *out, int64_t id);
+/* SAGA_EINVAL, with the message, for a filter saga_list_page refuses. */
+int check_list_filter(saga_engine *e, const saga_list_filter *f);
 
 #endif

@@ -89,6 +89,10 @@ char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the first step that cannot be compensated (the pivot or the
  * first retriable step), or nsteps: once it has started, only forward. */
 int saga_def_no_return(const saga_definition *d);
+/* A definition rebuilt from its stored snapshot: step names and kinds, no
+ * callbacks, default policies (what an operator's verbs need to decide).
+ * SAGA_ECORRUPT when the text is not a snapshot, SAGA_ENOMEM. */
+int saga_definition_from_snapshot(saga_definition **out, const char *snapshot);
 
 /* ---- the SQLite store (store_*.c; store_sqlite_int.h) ---- */
 typedef struct saga_store saga_store;
@@ -255,19 +259,6 @@ int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, s
  * with an id above `after`, in id order. */
 int store_pending(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
-/* One group for the store gauges: how many instances of a definition and
- * version are in a state, with a reason. */
-typedef struct store_group {
-	const char *def_name; /* borrowed for the call */
-	int def_version;
-	int state;
-	int reason;
-	int64_t n;
-} store_group;
-/* Called for each group; nonzero stops. */
-typedef int (*store_group_fn)(const store_group *g, void *user);
-/* Every instance, counted by definition, version, state and reason. */
-int store_groups(saga_store *s, store_group_fn fn, void *user);
 /* The WAITING instances due at or before `now`: how many were due at or
  * before `late`, and the earliest due time among them (0 = none). */
 int store_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
@@ -281,5 +272,32 @@ int store_json_valid(saga_store *s, const char *text, bool *valid);
  * *purged says how many. */
 #define STORE_PURGE_BATCH 256
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
+
+/* ---- what an operator reads (the admin API, lib/admin.c) ---- */
+/* One owner as the store has it; strings borrowed for the call. */
+typedef struct store_owner {
+	int64_t epoch;
+	const char *host;
+	int64_t pid;
+	int state;           /* 0 live, 1 dead, 2 retired */
+	uint64_t age_ms;     /* since it registered; 0 when registered in another boot */
+	uint64_t lease_left; /* ms of lease left; 0 = lapsed (or ended) */
+	const char *served;  /* "name@version" words, space-separated; "" = none */
+	int64_t instances;   /* unfinished instances it holds (live owners only) */
+} store_owner;
+typedef int (*store_owner_fn)(const store_owner *o, void *user);
+/* Calls fn for each owner in epoch order, the ended ones too when `all`;
+ * nonzero from fn stops. */
+int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user);
+/* Calls fn for each stored definition (name, version order); nonzero stops. */
+typedef int (*store_def_fn)(const char *name, int version, const char *snapshot, void *user);
+int store_list_definitions(saga_store *s, store_def_fn fn, void *user);
+/* Calls fn with the number of instances of each (definition, version,
+ * state) that has any; nonzero stops. */
+typedef int (*store_count_fn)(const char *name, int version, int state, int64_t n, void *user);
+int store_def_counts(saga_store *s, store_count_fn fn, void *user);
+/* Calls fn with the number of STUCK instances of each (definition, version,
+ * reason) that has any, the reason in place of the state; nonzero stops. */
+int store_stuck_counts(saga_store *s, store_count_fn fn, void *user);
 
 #endif

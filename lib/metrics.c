@@ -467,41 +467,95 @@ static void engine_metrics(out *o, saga_engine *e)
 
 /* ---- the store gauges ---- */
 
-typedef struct groups {
+/* Rows of a count by (definition, version, state or reason), copied out of
+ * the store's callback. */
+typedef struct count_row {
+	char name[SAGA_NAME_MAX + 1];
+	int version;
+	int key; /* state or reason */
+	int64_t n;
+} count_row;
+
+typedef struct counts {
 	const saga_alloc *alloc;
-	store_group *g;
-	char (*names)[SAGA_NAME_MAX + 1];
+	count_row *r;
 	size_t n, cap;
 	int rc;
-} groups;
+} counts;
 
-static int collect_group(const store_group *g, void *user)
+static int collect_count(const char *name, int version, int key, int64_t n, void *user)
 {
-	groups *gs = user;
-	if (gs->n == gs->cap) {
-		size_t cap = gs->cap ? gs->cap * 2 : 32;
-		store_group *ng = saga_realloc(gs->alloc, gs->g, cap * sizeof(*ng));
-		if (ng)
-			gs->g = ng;
-		char(*nn)[SAGA_NAME_MAX + 1] =
-		        ng ? saga_realloc(gs->alloc, gs->names, cap * sizeof(*nn)) : NULL;
-		if (!nn) {
-			gs->rc = SAGA_ENOMEM;
+	counts *c = user;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 32;
+		count_row *r = saga_realloc(c->alloc, c->r, cap * sizeof(*r));
+		if (!r) {
+			c->rc = SAGA_ENOMEM;
 			return 1;
 		}
-		gs->names = nn;
-		gs->cap = cap;
+		c->r = r;
+		c->cap = cap;
 	}
-	snprintf(gs->names[gs->n], sizeof(gs->names[gs->n]), "%s", g->def_name);
-	gs->g[gs->n] = *g;
-	gs->n++;
+	count_row *r = &c->r[c->n++];
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->version = version;
+	r->key = key;
+	r->n = n;
 	return 0;
 }
 
-static bool same_series(const groups *gs, size_t i, size_t j)
+static int read_counts(saga_store *s, int (*op)(saga_store *, store_count_fn, void *), counts *c)
 {
-	return gs->g[i].state == gs->g[j].state && gs->g[i].def_version == gs->g[j].def_version &&
-	       strcmp(gs->names[i], gs->names[j]) == 0;
+	int rc = op(s, collect_count, c);
+	return rc ? rc : c->rc;
+}
+
+static void write_store(out *o, const counts *by_state, const counts *stuck, int64_t overdue,
+                        uint64_t age)
+{
+	int64_t total[SAGA_STATE_COUNT] = { 0 };
+	char ver[16];
+	family(o, "saga_store_instances", GAUGE, NULL,
+	       "Instances in the store, by definition, version and state.");
+	for (size_t i = 0; i < by_state->n; i++) {
+		const count_row *r = &by_state->r[i];
+		if (r->key < 0 || r->key >= SAGA_STATE_COUNT)
+			continue;
+		total[r->key] += r->n;
+		snprintf(ver, sizeof(ver), "%d", r->version);
+		const char *lv[] = { "definition",        r->name, "version", ver, "state",
+			             state_label[r->key], NULL };
+		sample(o, "saga_store_instances", "", lv, (uint64_t)r->n);
+	}
+	family(o, "saga_store_instances_by_state", GAUGE, NULL,
+	       "Instances in the store, by state.");
+	for (int i = 0; i < SAGA_STATE_COUNT; i++) {
+		const char *lv[] = { "state", state_label[i], NULL };
+		sample(o, "saga_store_instances_by_state", "", lv, (uint64_t)total[i]);
+	}
+	family(o, "saga_store_stuck_instances", GAUGE, NULL,
+	       "STUCK instances waiting for an operator, by definition, version and reason.");
+	for (size_t i = 0; i < stuck->n; i++) {
+		const count_row *r = &stuck->r[i];
+		snprintf(ver, sizeof(ver), "%d", r->version);
+		const char *lv[] = {
+			"definition",
+			r->name,
+			"version",
+			ver,
+			"reason",
+			r->key >= 0 && r->key < MX_REASONS ? reason_label[r->key] : "other",
+			NULL
+		};
+		sample(o, "saga_store_stuck_instances", "", lv, (uint64_t)r->n);
+	}
+	family(o, "saga_store_overdue_instances", GAUGE, NULL,
+	       "WAITING instances due more than 60 seconds ago: nothing picks them up.");
+	sample(o, "saga_store_overdue_instances", "", NULL, (uint64_t)overdue);
+	family(o, "saga_store_oldest_due_age_seconds", GAUGE, "seconds",
+	       "How long the WAITING instance due the longest has been due; 0 when none.");
+	putf(o, "saga_store_oldest_due_age_seconds %llu.%03llu\n", (unsigned long long)(age / 1000),
+	     (unsigned long long)(age % 1000));
 }
 
 /* Reads the gauges from the store and writes them; the store's message
@@ -509,74 +563,20 @@ static bool same_series(const groups *gs, size_t i, size_t j)
 static int store_metrics(out *o, const store_ops *st, saga_store *s, const saga_alloc *a,
                          uint64_t now)
 {
-	groups gs = { .alloc = a };
+	counts by_state = { .alloc = a }, stuck = { .alloc = a };
 	int64_t overdue = 0;
 	uint64_t oldest = 0;
-	int rc = st->groups(s, collect_group, &gs);
+	uint64_t late = now > SAGA_METRICS_OVERDUE_MS ? now - SAGA_METRICS_OVERDUE_MS : 0;
+	int rc = read_counts(s, st->def_counts, &by_state);
 	if (rc == SAGA_OK)
-		rc = gs.rc;
-	if (rc == SAGA_OK) {
-		uint64_t late = now > SAGA_METRICS_OVERDUE_MS ? now - SAGA_METRICS_OVERDUE_MS : 0;
+		rc = read_counts(s, st->stuck_counts, &stuck);
+	if (rc == SAGA_OK)
 		rc = st->overdue(s, now, late, &overdue, &oldest);
-	}
-	if (rc == SAGA_OK) {
-		int64_t total[SAGA_STATE_COUNT] = { 0 };
-		char ver[16];
-		family(o, "saga_store_instances", GAUGE, NULL,
-		       "Instances in the store, by definition, version and state.");
-		int64_t run = 0;
-		for (size_t i = 0; i < gs.n; i++) {
-			const store_group *g = &gs.g[i];
-			if (g->state < 0 || g->state >= SAGA_STATE_COUNT)
-				continue;
-			total[g->state] += g->n;
-			run += g->n;
-			/* One series per (definition, version, state): the groups
-			 * come sorted, reasons last. */
-			if (i + 1 < gs.n && same_series(&gs, i, i + 1))
-				continue;
-			snprintf(ver, sizeof(ver), "%d", g->def_version);
-			const char *lv[] = { "definition", gs.names[i],           "version", ver,
-				             "state",      state_label[g->state], NULL };
-			sample(o, "saga_store_instances", "", lv, (uint64_t)run);
-			run = 0;
-		}
-		family(o, "saga_store_instances_by_state", GAUGE, NULL,
-		       "Instances in the store, by state.");
-		for (int i = 0; i < SAGA_STATE_COUNT; i++) {
-			const char *lv[] = { "state", state_label[i], NULL };
-			sample(o, "saga_store_instances_by_state", "", lv, (uint64_t)total[i]);
-		}
-		family(o, "saga_store_stuck_instances", GAUGE, NULL,
-		       "STUCK instances waiting for an operator, by definition, version and "
-		       "reason.");
-		for (size_t i = 0; i < gs.n; i++) {
-			const store_group *g = &gs.g[i];
-			if (g->state != SAGA_STUCK)
-				continue;
-			snprintf(ver, sizeof(ver), "%d", g->def_version);
-			const char *lv[] = {
-				"definition",
-				gs.names[i],
-				"version",
-				ver,
-				"reason",
-				g->reason >= 0 && g->reason < MX_REASONS ? reason_label[g->reason] : "other",
-				NULL
-			};
-			sample(o, "saga_store_stuck_instances", "", lv, (uint64_t)g->n);
-		}
-		family(o, "saga_store_overdue_instances", GAUGE, NULL,
-		       "WAITING instances due more than 60 seconds ago: nothing picks them up.");
-		sample(o, "saga_store_overdue_instances", "", NULL, (uint64_t)overdue);
-		family(o, "saga_store_oldest_due_age_seconds", GAUGE, "seconds",
-		       "How long the WAITING instance due the longest has been due; 0 when none.");
-		uint64_t age = oldest && now > oldest ? now - oldest : 0;
-		putf(o, "saga_store_oldest_due_age_seconds %llu.%03llu\n",
-		     (unsigned long long)(age / 1000), (unsigned long long)(age % 1000));
-	}
-	saga_free(a, gs.g);
-	saga_free(a, gs.names);
+	if (rc == SAGA_OK)
+		write_store(o, &by_state, &stuck, overdue,
+		            oldest && now > oldest ? now - oldest : 0);
+	saga_free(a, by_state.r);
+	saga_free(a, stuck.r);
 	return rc;
 }
 

@@ -22,7 +22,7 @@
 
 #include "internal.h"
 
-#define STORE_OPS_VERSION 2
+#define STORE_OPS_VERSION 3
 
 typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
@@ -83,9 +83,15 @@ typedef struct store_ops {
 	int (*purge_batch)(saga_store *s, int state, uint64_t before, int64_t *purged);
 	int (*count_commands)(saga_store *s, const store_command *c, int64_t *n);
 
-	/* Version 2: the store gauges (saga_metrics_write), read outside any
+	/* version 2: what an operator reads (lib/admin.c), each in a short read
+	 * transaction of its own, never blocking a writer */
+	int (*owners)(saga_store *s, bool all, store_owner_fn fn, void *user);
+	int (*definitions)(saga_store *s, store_def_fn fn, void *user);
+	int (*def_counts)(saga_store *s, store_count_fn fn, void *user);
+
+	/* version 3: the store gauges (saga_metrics_write), read outside any
 	 * transaction of the handle's; never blocking a writer. */
-	int (*groups)(saga_store *s, store_group_fn fn, void *user);
+	int (*stuck_counts)(saga_store *s, store_count_fn fn, void *user);
 	int (*overdue)(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
 	               uint64_t *oldest_due);
 } store_ops;

@@ -465,23 +465,17 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 	return rc;
 }
 
-int store_groups(saga_store *s, store_group_fn fn, void *user)
+int store_stuck_counts(saga_store *s, store_count_fn fn, void *user)
 {
-	sqlite3_stmt *st = s->st[ST_GROUPS];
+	sqlite3_stmt *st = s->st[ST_STUCK];
 	int src;
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		const unsigned char *name = sqlite3_column_text(st, 0);
-		store_group g = {
-			.def_name = name ? (const char *)name : "",
-			.def_version = sqlite3_column_int(st, 1),
-			.state = sqlite3_column_int(st, 2),
-			.reason = sqlite3_column_int(st, 3),
-			.n = sqlite3_column_int64(st, 4),
-		};
-		if (fn(&g, user))
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+		       sqlite3_column_int64(st, 3), user))
 			break;
 	}
-	int rc = src == SQLITE_DONE || src == SQLITE_ROW ? SAGA_OK : fail(s, src, "count groups");
+	int rc = src == SQLITE_DONE || src == SQLITE_ROW ? SAGA_OK : fail(s, src, "count stuck");
 	sqlite3_reset(st);
 	return rc;
 }
@@ -597,5 +591,54 @@ int store_json_valid(saga_store *s, const char *text, bool *valid)
 	sqlite3_int64 v = 0;
 	if ((rc = one_int(s, st, "check JSON", &v)) == SAGA_OK)
 		*valid = v == 1;
+	return rc;
+}
+
+/* ---- what an operator reads ---- */
+
+int store_list_definitions(saga_store *s, store_def_fn fn, void *user)
+{
+	sqlite3_stmt *st = NULL;
+	int src = sqlite3_prepare_v2(s->db,
+	                             "SELECT name, version, snapshot FROM definitions"
+	                             " ORDER BY name, version",
+	                             -1, &st, NULL);
+	if (src != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return fail(s, src, "list definitions");
+	}
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		const char *snap = (const char *)sqlite3_column_text(st, 2);
+		if (fn(name ? name : "", sqlite3_column_int(st, 1), snap ? snap : "", user))
+			break;
+	}
+	int rc = src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK
+	                                                 : fail(s, src, "list definitions");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int store_def_counts(saga_store *s, store_count_fn fn, void *user)
+{
+	sqlite3_stmt *st = NULL;
+	int src = sqlite3_prepare_v2(s->db,
+	                             "SELECT def_name, def_version, state, count(*) FROM instances"
+	                             " GROUP BY def_name, def_version, state"
+	                             " ORDER BY def_name, def_version, state",
+	                             -1, &st, NULL);
+	if (src != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return fail(s, src, "count by definition");
+	}
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+		       sqlite3_column_int64(st, 3), user))
+			break;
+	}
+	int rc = src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK
+	                                                 : fail(s, src, "count by definition");
+	sqlite3_finalize(st);
 	return rc;
 }

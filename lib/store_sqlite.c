@@ -93,9 +93,10 @@ const char *const stmt_sql[ST_COUNT] = {
 	[ST_PENDING] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = 1 AND state < 3"
 	               " AND pending = 1 AND id > ?1 ORDER BY id LIMIT ?2",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
-	[ST_GROUPS] = "SELECT def_name, def_version, state, reason, count(*) FROM instances"
-	              " GROUP BY def_name, def_version, state, reason"
-	              " ORDER BY def_name, def_version, state, reason",
+	/* STUCK ones through instances_finished (state >= 3). */
+	[ST_STUCK] = "SELECT def_name, def_version, reason, count(*) FROM instances"
+	             " WHERE state >= 3 AND state = 5 GROUP BY def_name, def_version, reason"
+	             " ORDER BY def_name, def_version, reason",
 	/* The WAITING ones due by ?1 (instances_waiting), and of them those due by ?2. */
 	[ST_OVERDUE] = "SELECT coalesce(sum(due_at <= ?2), 0), coalesce(min(due_at), 0)"
 	               " FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1",
@@ -449,6 +450,9 @@ const store_ops store_sqlite_ops = {
 	.counts = store_counts,
 	.json_valid = store_json_valid,
 	.purge_batch = store_purge_batch,
-	.groups = store_groups,
+	.owners = store_list_owners,
+	.definitions = store_list_definitions,
+	.def_counts = store_def_counts,
+	.stuck_counts = store_stuck_counts,
 	.overdue = store_overdue,
 };

@@ -10,6 +10,8 @@ int serve_all(saga_engine *e)
 {
 	for (size_t i = 0; i < e->ndefs; i++) {
 		const saga_definition *d = e->defs[i]->def;
+		if (e->defs[i]->stored_only)
+			continue;
 		int rc = e->st->serve(e->store, d->name, d->version);
 		if (rc)
 			return store_err(e, rc);

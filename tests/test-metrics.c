@@ -369,6 +369,31 @@ START_TEST(store_gauges)
 }
 END_TEST
 
+/* An admin handle, running no saga, writes the same store gauges. */
+START_TEST(admin_writes_the_store_gauges)
+{
+	open_engine();
+	known_run();
+	text t = metrics(SAGA_METRICS_STORE, SAGA_METRICS_OPENMETRICS);
+	saga_admin *a;
+	char err[256];
+	ck_assert_msg(saga_admin_open(&a, F.path, SAGA_ADMIN_READ_ONLY, err, sizeof(err)) ==
+	                      SAGA_OK,
+	              "%s", err);
+	text u = { NULL, 0, 0, 0 };
+	ck_assert_int_eq(saga_admin_metrics_write(a, SAGA_METRICS_OPENMETRICS, collect, &u),
+	                 SAGA_OK);
+	ck_assert_str_eq(u.s, t.s);
+	ck_assert_int_eq(saga_admin_metrics_write(a, (saga_metrics_format)9, collect, &u),
+	                 SAGA_EINVAL);
+	ck_assert_ptr_nonnull(strstr(saga_admin_errmsg(a), "format"));
+	saga_admin_close(a);
+	free(t.s);
+	free(u.s);
+	close_engine();
+}
+END_TEST
+
 /* Label values with a quote, a backslash and a newline are escaped. */
 START_TEST(odd_names_are_escaped)
 {
@@ -481,8 +506,8 @@ static const char *om_check(const char *s)
 		char suffix[64];
 		snprintf(suffix, sizeof(suffix), "%.*s", (int)(k - fl), line + fl);
 		if (!suffix_ok(type, suffix)) {
-			snprintf(why, sizeof(why), "suffix '%s' in a %s family: %.160s", suffix, type,
-			         line);
+			snprintf(why, sizeof(why), "suffix '%s' in a %s family: %.160s", suffix,
+			         type, line);
 			return why;
 		}
 	}
@@ -834,6 +859,7 @@ int main(int argc, char **argv)
 	} else {
 		tcase_add_test(tc, counters_of_a_known_run);
 		tcase_add_test(tc, store_gauges);
+		tcase_add_test(tc, admin_writes_the_store_gauges);
 		tcase_add_test(tc, odd_names_are_escaped);
 		tcase_add_test(tc, openmetrics_rules);
 		tcase_add_test(tc, bad_arguments_and_a_writer_that_stops);
