@@ -194,25 +194,25 @@ static void deliver_log(saga_engine *e, const saga_log_record *r)
 	e->log(r->level, line, e->log_user);
 }
 
-static saga_log_record base_record(saga_engine *e, saga_log_level lvl, const char *event,
-                                   const char *msg)
+/* Formats the message into r and delivers r. */
+static void deliver_fmt(saga_engine *e, saga_log_record *r, const char *fmt, va_list ap)
 {
-	return (saga_log_record){
-		.level = lvl, .at_ms = now_wall(e), .event = event, .message = msg, .step = -1
-	};
+	char buf[512];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	r->message = buf;
+	r->at_ms = now_wall(e);
+	deliver_log(e, r);
 }
 
 void log_at(saga_engine *e, saga_log_level lvl, const char *event, const char *fmt, ...)
 {
 	if (!log_on(e, lvl))
 		return;
-	char buf[512];
+	saga_log_record r = { .level = lvl, .event = event, .step = -1 };
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	deliver_fmt(e, &r, fmt, ap);
 	va_end(ap);
-	saga_log_record r = base_record(e, lvl, event, buf);
-	deliver_log(e, &r);
 }
 
 void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst *in, int step,
@@ -220,18 +220,15 @@ void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst 
 {
 	if (!log_on(e, lvl))
 		return;
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	saga_log_record r = base_record(e, lvl, event, buf);
-	r.instance = in->row.id;
-	r.uid = in->row.uid;
-	r.definition = in->row.def_name;
-	r.version = in->row.def_version;
-	r.business_key = in->row.has_bkey ? in->row.bkey : NULL;
-	r.code = code;
+	saga_log_record r = { .level = lvl,
+		              .event = event,
+		              .instance = in->row.id,
+		              .uid = in->row.uid,
+		              .definition = in->row.def_name,
+		              .version = in->row.def_version,
+		              .step = -1,
+		              .business_key = in->row.has_bkey ? in->row.bkey : NULL,
+		              .code = code };
 	char key[SAGA_STEP_KEY_MAX + 1];
 	if (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps) {
 		r.step = step;
@@ -241,7 +238,10 @@ void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst 
 		snprintf(key, sizeof(key), "%s/%s/%s", in->row.uid, r.step_name, phase_word(phase));
 		r.key = key;
 	}
-	deliver_log(e, &r);
+	va_list ap;
+	va_start(ap, fmt);
+	deliver_fmt(e, &r, fmt, ap);
+	va_end(ap);
 }
 
 const char *saga_engine_errmsg(const saga_engine *e)

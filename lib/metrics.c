@@ -348,11 +348,11 @@ static void instance_metrics(out *o, saga_engine *e)
 	}
 }
 
-static void attempt_metrics(out *o, saga_engine *e)
+/* The series of each step and phase that can run (a compensation only
+ * where the step has one): the attempts by outcome, or the durations. */
+static void step_series(out *o, saga_engine *e, bool durations)
 {
 	char ver[16];
-	family(o, "saga_attempts", COUNTER, NULL,
-	       "Step attempts that ended, by outcome (interrupted: its process died in it).");
 	for (size_t d = 0; d < e->ndefs; d++) {
 		const reg_def *rd = e->defs[d];
 		snprintf(ver, sizeof(ver), "%d", rd->def->version);
@@ -360,34 +360,35 @@ static void attempt_metrics(out *o, saga_engine *e)
 			for (int ph = 0; ph < 2; ph++) {
 				if (ph && !rd->def->steps[s].compensation)
 					continue;
+				const mx_step *ms = &rd->mx.steps[s];
+				const char *lv[] = {
+					"definition", rd->def->name, "version", ver,
+					"step",       rd->names[s],  "phase",   phase_label[ph],
+					"outcome",    NULL,          NULL
+				};
+				if (durations) {
+					lv[8] = NULL; /* no outcome label */
+					hist(o, "saga_attempt_duration_seconds", lv,
+					     &ms->duration[ph], dur_le, 1000);
+					continue;
+				}
 				for (int k = 0; k < MX_OUTCOMES; k++) {
-					const char *lv[] = { "definition", rd->def->name,
-						             "version",    ver,
-						             "step",       rd->names[s],
-						             "phase",      phase_label[ph],
-						             "outcome",    outcome_label[k],
-						             NULL };
+					lv[9] = outcome_label[k];
 					sample(o, "saga_attempts", "_total", lv,
-					       rd->mx.steps[s].attempts[ph][k]);
+					       ms->attempts[ph][k]);
 				}
 			}
 	}
+}
+
+static void attempt_metrics(out *o, saga_engine *e)
+{
+	family(o, "saga_attempts", COUNTER, NULL,
+	       "Step attempts that ended, by outcome (interrupted: its process died in it).");
+	step_series(o, e, false);
 	family(o, "saga_attempt_duration_seconds", HISTOGRAM, "seconds",
 	       "Time in the step callback, of the attempts this process invoked.");
-	for (size_t d = 0; d < e->ndefs; d++) {
-		const reg_def *rd = e->defs[d];
-		snprintf(ver, sizeof(ver), "%d", rd->def->version);
-		for (size_t s = 0; s < rd->def->nsteps; s++)
-			for (int ph = 0; ph < 2; ph++) {
-				if (ph && !rd->def->steps[s].compensation)
-					continue;
-				const char *lv[] = { "definition", rd->def->name,   "version",
-					             ver,          "step",          rd->names[s],
-					             "phase",      phase_label[ph], NULL };
-				hist(o, "saga_attempt_duration_seconds", lv,
-				     &rd->mx.steps[s].duration[ph], dur_le, 1000);
-			}
-	}
+	step_series(o, e, true);
 }
 
 static void breaker_metrics(out *o, saga_engine *e)

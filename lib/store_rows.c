@@ -449,6 +449,21 @@ done:
 	return done_with(st, rc);
 }
 
+/* Steps st, whose rows are (name, version, key, count), calling fn for
+ * each; nonzero from fn stops. The caller resets or finalizes st. */
+static int pass_counts(saga_store *s, sqlite3_stmt *st, store_count_fn fn, void *user,
+                       const char *what)
+{
+	int src;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+		       sqlite3_column_int64(st, 3), user))
+			break;
+	}
+	return src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK : fail(s, src, what);
+}
+
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 {
 	sqlite3_stmt *st = s->st[ST_COUNTS];
@@ -468,14 +483,7 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 int store_stuck_counts(saga_store *s, store_count_fn fn, void *user)
 {
 	sqlite3_stmt *st = s->st[ST_STUCK];
-	int src;
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
-		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
-		       sqlite3_column_int64(st, 3), user))
-			break;
-	}
-	int rc = src == SQLITE_DONE || src == SQLITE_ROW ? SAGA_OK : fail(s, src, "count stuck");
+	int rc = pass_counts(s, st, fn, user, "count stuck");
 	sqlite3_reset(st);
 	return rc;
 }
@@ -631,14 +639,7 @@ int store_def_counts(saga_store *s, store_count_fn fn, void *user)
 		sqlite3_finalize(st);
 		return fail(s, src, "count by definition");
 	}
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
-		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
-		       sqlite3_column_int64(st, 3), user))
-			break;
-	}
-	int rc = src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK
-	                                                 : fail(s, src, "count by definition");
+	int rc = pass_counts(s, st, fn, user, "count by definition");
 	sqlite3_finalize(st);
 	return rc;
 }
