@@ -11,6 +11,8 @@
 #include "test-common.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -366,6 +368,82 @@ START_TEST(store_gauges)
 	free(t.s);
 	close_engine();
 #undef SERIES
+}
+END_TEST
+
+static saga_step_result plain_do(saga_step_ctx *ctx, void *user)
+{
+	(void)user;
+	return strcmp(saga_step_name(ctx), "b") == 0 && strcmp(mode_of(ctx), "fail") == 0
+	               ? SAGA_STEP_FAIL
+	               : SAGA_STEP_OK;
+}
+
+/* A scraper thread renders the metrics over and over while worker threads
+ * run the instances (for ThreadSanitizer); the counts come out exact. */
+static void *scrape(void *arg)
+{
+	atomic_int *stop = arg;
+	while (!atomic_load(stop)) {
+		text t = { NULL, 0, 0, 0 };
+		ck_assert_int_eq(saga_metrics_write(F.e, SAGA_METRICS_PROCESS | SAGA_METRICS_STORE,
+		                                    SAGA_METRICS_OPENMETRICS, collect, &t),
+		                 SAGA_OK);
+		free(t.s);
+	}
+	return NULL;
+}
+
+START_TEST(counts_with_workers_and_a_scraper)
+{
+	tmpdir_make(F.dir, sizeof(F.dir));
+	snprintf(F.path, sizeof(F.path), "%s/s.db", F.dir);
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = F.path;
+	o.durability = SAGA_DURABILITY_NORMAL;
+	o.workers = 3;
+	char err[256];
+	ck_assert_msg(saga_engine_open(&F.e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "w", 1), SAGA_OK);
+	saga_step_spec a = { "a", SAGA_STEP_COMPENSATABLE, plain_do, pay_undo, NULL };
+	saga_step_spec b = { "b", SAGA_STEP_COMPENSATABLE, plain_do, pay_undo, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &a), SAGA_OK);
+	ck_assert_int_eq(saga_definition_add_step(d, &b), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(F.e, d), SAGA_OK);
+	saga_definition_free(d);
+	atomic_int stop = 0;
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, scrape, &stop), 0);
+	for (int i = 0; i < 40; i++) {
+		cJSON *in = cJSON_CreateObject();
+		cJSON_AddStringToObject(in, "mode", i % 4 == 0 ? "fail" : "ok");
+		int64_t id;
+		ck_assert_int_eq(saga_start(F.e, &id, NULL, "w", NULL, in), SAGA_OK);
+		cJSON_Delete(in);
+	}
+	ck_assert_int_eq(saga_wait_idle(F.e, 60000), SAGA_OK);
+	atomic_store(&stop, 1);
+	pthread_join(th, NULL);
+	text t = metrics(SAGA_METRICS_PROCESS, SAGA_METRICS_PROMETHEUS);
+	const char *dv = "definition=\"w\",version=\"1\"";
+	char s[256];
+	snprintf(s, sizeof(s), "saga_instances_started_total{%s}", dv);
+	CK_SAMPLE(t, s, "40");
+	snprintf(s, sizeof(s), "saga_instances_ended_total{%s,state=\"completed\",reason=\"none\"}",
+	         dv);
+	CK_SAMPLE(t, s, "30");
+	snprintf(s, sizeof(s),
+	         "saga_instances_ended_total{%s,state=\"compensated\",reason=\"failure\"}", dv);
+	CK_SAMPLE(t, s, "10");
+	snprintf(s, sizeof(s),
+	         "saga_attempts_total{%s,step=\"a\",phase=\"compensation\",outcome=\"ok\"}", dv);
+	CK_SAMPLE(t, s, "10");
+	snprintf(s, sizeof(s),
+	         "saga_attempt_duration_seconds_count{%s,step=\"a\",phase=\"action\"}", dv);
+	CK_SAMPLE(t, s, "40");
+	free(t.s);
+	close_engine();
 }
 END_TEST
 
@@ -860,6 +938,7 @@ int main(int argc, char **argv)
 		tcase_add_test(tc, counters_of_a_known_run);
 		tcase_add_test(tc, store_gauges);
 		tcase_add_test(tc, admin_writes_the_store_gauges);
+		tcase_add_test(tc, counts_with_workers_and_a_scraper);
 		tcase_add_test(tc, odd_names_are_escaped);
 		tcase_add_test(tc, openmetrics_rules);
 		tcase_add_test(tc, bad_arguments_and_a_writer_that_stops);
