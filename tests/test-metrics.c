@@ -8,10 +8,12 @@
  * `promtool check metrics` (and shows promtool refuses broken variants);
  * it exits 77 (skipped) when promtool is not installed.
  * SPDX-License-Identifier: MIT */
+#include "faultvfs.h"
 #include "test-common.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -444,6 +446,60 @@ START_TEST(counts_with_workers_and_a_scraper)
 	CK_SAMPLE(t, s, "40");
 	free(t.s);
 	close_engine();
+}
+END_TEST
+
+/* Attempt ends in the history of instance `id`, by step and outcome. */
+static int count_ends(const saga_event *ev, void *user)
+{
+	int(*n)[8] = user;
+	if (ev->type == SAGA_EVENT_ATTEMPT_END && ev->phase == SAGA_PHASE_ACTION)
+		n[ev->step][ev->outcome]++;
+	return 0;
+}
+
+/* A round whose commit fails counts nothing: the metrics match the history
+ * (what is durable), and the failed call is counted as a store error. */
+START_TEST(a_failed_commit_counts_nothing)
+{
+	ck_assert_int_eq(faultvfs_register(1), SQLITE_OK);
+	open_engine();
+	int64_t id = start_mode("shop", "ok", NULL);
+	unsigned ran = 0;
+	ck_assert_int_eq(saga_run_due(F.e, &ran), SAGA_OK); /* reserve invoked */
+	ck_assert_uint_eq(ran, 1);
+	faultvfs_arm(FAULTVFS_WRITE, 1, SQLITE_IOERR_WRITE, false);
+	ck_assert_int_ne(saga_run_due(F.e, &ran), SAGA_OK); /* its answer is not committed */
+	ck_assert_int_eq(faultvfs_injected(), 1);
+	faultvfs_disarm();
+	drive();
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(F.e, &info, id), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+
+	int n[2][8] = { { 0 } };
+	ck_assert_int_eq(saga_history(F.e, id, count_ends, n), SAGA_OK);
+	text t = metrics(SAGA_METRICS_PROCESS, SAGA_METRICS_PROMETHEUS);
+	const char *d = "definition=\"shop\",version=\"1\"";
+	static const struct {
+		int outcome;
+		const char *label;
+	} oc[] = { { SAGA_OUTCOME_OK, "ok" }, { SAGA_OUTCOME_NONE, "interrupted" } };
+	for (int step = 0; step < 2; step++)
+		for (size_t k = 0; k < 2; k++) {
+			char s[256], want[16];
+			snprintf(s, sizeof(s),
+			         "saga_attempts_total{%s,step=\"%s\",phase=\"action\",outcome=\"%"
+			         "s\"}",
+			         d, step ? "pay" : "reserve", oc[k].label);
+			snprintf(want, sizeof(want), "%d", n[step][oc[k].outcome]);
+			CK_SAMPLE(t, s, want);
+		}
+	ck_assert_int_eq(n[0][SAGA_OUTCOME_OK], 1);
+	CK_SAMPLE(t, "saga_store_errors_total{code=\"io\"}", "1");
+	free(t.s);
+	close_engine();
+	faultvfs_restore_default();
 }
 END_TEST
 
@@ -939,6 +995,7 @@ int main(int argc, char **argv)
 		tcase_add_test(tc, store_gauges);
 		tcase_add_test(tc, admin_writes_the_store_gauges);
 		tcase_add_test(tc, counts_with_workers_and_a_scraper);
+		tcase_add_test(tc, a_failed_commit_counts_nothing);
 		tcase_add_test(tc, odd_names_are_escaped);
 		tcase_add_test(tc, openmetrics_rules);
 		tcase_add_test(tc, bad_arguments_and_a_writer_that_stops);
