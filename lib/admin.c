@@ -124,6 +124,7 @@ static void to_instance(saga_engine *e, saga_admin_instance *out, const saga_row
 	out->fence = r->fence;
 	out->inflight = r->inflight;
 	out->pending = r->pending;
+	out->compensated_any = r->comp_done_any;
 	out->recoveries = r->recoveries > UINT32_MAX ? UINT32_MAX : (uint32_t)r->recoveries;
 }
 
