@@ -82,35 +82,19 @@ int filter_from_opts(const opt *opts, saga_admin_filter *f, char *defname, size_
 	return EXIT_OK;
 }
 
-int parse_filter(const char *spec, saga_admin_filter *f, char *defname, size_t defsize)
+int parse_filter(char *spec, saga_admin_filter *f, char *defname, size_t defsize)
 {
-	char *copy = strdup(spec);
-	if (!copy)
-		return fail(EXIT_FAIL, "out of memory");
-	int code = EXIT_OK;
 	char *save = NULL;
-	for (char *kv = strtok_r(copy, ",", &save); kv && !code; kv = strtok_r(NULL, ",", &save)) {
+	for (char *kv = strtok_r(spec, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(kv, '=');
-		if (!eq) {
-			code = fail(EXIT_USAGE, "filter '%s' is not key=value", kv);
-			break;
-		}
+		if (!eq)
+			return fail(EXIT_USAGE, "filter '%s' is not key=value", kv);
 		*eq = '\0';
-		/* The values live in spec, which outlives the filter. */
-		const char *val = spec + (eq + 1 - copy);
-		size_t vlen = strcspn(val, ",");
-		char *v = strndup(val, vlen);
-		if (!v) {
-			code = fail(EXIT_FAIL, "out of memory");
-			break;
-		}
-		code = set_filter(f, kv, v, defname, defsize);
-		/* key, error: kept by the filter (freed at exit) */
-		if (f->key_prefix != v && f->error_text != v)
-			free(v);
+		int code = set_filter(f, kv, eq + 1, defname, defsize);
+		if (code)
+			return code;
 	}
-	free(copy);
-	return code;
+	return EXIT_OK;
 }
 
 const char *stuck_hint(const saga_admin_instance *in)
@@ -124,13 +108,21 @@ const char *stuck_hint(const saga_admin_instance *in)
 	return "retry (run the step again) | skip (mark it done by hand)";
 }
 
+/* The verbs that apply, in a word each (the table's column). */
+static const char *verbs_short(const saga_admin_instance *in)
+{
+	return in->info.phase == SAGA_PHASE_COMPENSATION && !in->compensated_any
+	               ? "retry, skip, resume"
+	               : "retry, skip";
+}
+
 static const char *cause_of(const saga_admin_instance *in)
 {
 	if (in->info.reason == SAGA_REASON_CRASH_LOOP)
-		return "crash loop: its process died in this attempt again and again";
+		return "crash loop (its process died in the attempt, again and again)";
 	if (in->info.phase == SAGA_PHASE_COMPENSATION)
-		return "compensation failed: its retries ran out during the rollback";
-	return "step failed past the point of no return: its retries ran out";
+		return "compensation failed";
+	return "step failed past the point of no return";
 }
 
 /* ---- list ---- */
@@ -211,7 +203,7 @@ static int list_one(const saga_admin_instance *in, void *user)
 	snprintf(def, sizeof(def), "%s@%d", i->definition, i->version);
 	if (l->stuck)
 		table_add(l->t, id, i->business_key, def, cause_of(in), step, i->error,
-		          stuck_hint(in));
+		          verbs_short(in));
 	else
 		table_add(l->t, id, saga_state_name(i->state), def, i->business_key, step, owner,
 		          upd, i->error);

@@ -265,9 +265,12 @@ int cmd_batch(saga_admin *a, const cli *c)
 		return fail(EXIT_USAGE, "--rps is a number above 0");
 	saga_admin_filter f = SAGA_ADMIN_FILTER_INIT;
 	char def[SAGA_NAME_MAX + 1];
-	if ((code = parse_filter(spec, &f, def, sizeof(def))))
-		return code;
 	struct ids l = { NULL, NULL, NULL, 0, 0 };
+	char *cut = strdup(spec); /* the filter points into it */
+	if (!cut)
+		return fail(EXIT_FAIL, "out of memory");
+	if ((code = parse_filter(cut, &f, def, sizeof(def))))
+		goto out;
 	saga_admin_instance page[128];
 	int64_t after = 0;
 	for (;;) {
@@ -335,6 +338,7 @@ int cmd_batch(saga_admin *a, const cli *c)
 	}
 	code = failed ? EXIT_FAIL : EXIT_OK;
 out:
+	free(cut);
 	free(l.v);
 	free(l.keys);
 	free(l.states);

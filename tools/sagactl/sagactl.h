@@ -100,8 +100,9 @@ int cmd_batch(saga_admin *a, const cli *c);
 /* Finds the instance an operand names: an id, a uid or a business key. */
 int resolve(saga_admin *a, const char *ref, saga_admin_instance *out);
 /* Fills a filter from "key=value,key=value" (the list options' names
- * without "--"); EXIT_USAGE with a message for an unknown key. */
-int parse_filter(const char *spec, saga_admin_filter *f, char *defname, size_t defsize);
+ * without "--"); EXIT_USAGE with a message for an unknown key. spec is cut
+ * up in place, and the filter points into it. */
+int parse_filter(char *spec, saga_admin_filter *f, char *defname, size_t defsize);
 /* Fills a filter from the list options present in opts. */
 int filter_from_opts(const opt *opts, saga_admin_filter *f, char *defname, size_t defsize);
 /* The verbs that apply to a STUCK instance, and what they would do. */
