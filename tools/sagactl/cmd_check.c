@@ -133,9 +133,7 @@ static int check_one(const saga_admin_instance *in, void *user)
 int cmd_check(saga_admin *a, const cli *c)
 {
 	opt opts[] = { { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	if (code)
 		return code;
 	struct check k = {

@@ -174,9 +174,7 @@ static int each_instance(saga_admin *a, const saga_admin_filter *f, int64_t afte
 }
 
 struct listing {
-	const cli *c;
-	table *t;
-	cJSON *arr;
+	view v;
 	bool stuck;
 };
 
@@ -184,29 +182,26 @@ static int list_one(const saga_admin_instance *in, void *user)
 {
 	struct listing *l = user;
 	const saga_instance_info *i = &in->info;
-	if (l->arr) {
+	if (l->v.arr) {
 		cJSON *o = instance_json(in);
 		if (l->stuck) {
 			cJSON_AddStringToObject(o, "cause", cause_of(in));
 			cJSON_AddStringToObject(o, "verbs", stuck_hint(in));
 		}
-		cJSON_AddItemToArray(l->arr, o);
+		cJSON_AddItemToArray(l->v.arr, o);
 		return EXIT_OK;
 	}
-	char id[24], upd[40], step[96], owner[24];
-	snprintf(id, sizeof(id), "%lld", (long long)i->id);
+	char id[24], upd[40], step[96], owner[24], def[80];
 	fmt_time(upd, sizeof(upd), i->updated_ms);
 	snprintf(step, sizeof(step), "%s/%s", in->step_name[0] ? in->step_name : "-",
 	         i->phase == SAGA_PHASE_ACTION ? "action" : "compensation");
-	snprintf(owner, sizeof(owner), "%lld", (long long)in->owner);
-	char def[80];
 	snprintf(def, sizeof(def), "%s@%d", i->definition, i->version);
 	if (l->stuck)
-		table_add(l->t, id, i->business_key, def, cause_of(in), step, i->error,
-		          verbs_short(in));
+		table_add(l->v.t, fmt_int(id, i->id), i->business_key, def, cause_of(in), step,
+		          i->error, verbs_short(in));
 	else
-		table_add(l->t, id, saga_state_name(i->state), def, i->business_key, step, owner,
-		          upd, i->error);
+		table_add(l->v.t, fmt_int(id, i->id), saga_state_name(i->state), def,
+		          i->business_key, step, fmt_int(owner, in->owner), upd, i->error);
 	return EXIT_OK;
 }
 
@@ -217,35 +212,21 @@ static int run_listing(saga_admin *a, const cli *c, const saga_admin_filter *f, 
 		                             "STEP", "OWNER", "UPDATED",    "ERROR" };
 	static const char *const sheads[] = { "ID",   "KEY",   "DEFINITION", "CAUSE",
 		                              "STEP", "ERROR", "VERBS" };
-	struct listing l = { c, NULL, NULL, stuck };
-	cJSON *doc = NULL;
-	if (c->output == OUT_TEXT) {
-		l.t = stuck ? table_new(7, sheads) : table_new(8, heads);
-	} else {
-		doc = json_doc(stuck ? "stuck" : "instances");
-		l.arr = cJSON_AddArrayToObject(doc, "instances");
-	}
+	struct listing l;
+	l.stuck = stuck;
+	view_begin(&l.v, c, stuck ? "stuck" : "instances", "instances", stuck ? 7 : 8,
+	           stuck ? sheads : heads);
 	int64_t last = 0;
 	long seen = 0;
 	int code = each_instance(a, f, after, limit, list_one, &l, &last, &seen);
 	bool more = limit > 0 && seen == limit;
-	if (code == EXIT_OK && doc) {
-		if (more)
-			cJSON_AddNumberToObject(doc, "next_after", (double)last);
-		else
-			cJSON_AddNullToObject(doc, "next_after");
-		emit_json(c, doc, "instances");
-		doc = NULL;
-	} else if (code == EXIT_OK) {
-		if (table_rows(l.t) == 0)
-			printf(stuck ? "no STUCK instance\n" : "no instance\n");
-		else
-			table_print(l.t, c->tty, stuck ? 5 : 7);
-		if (more)
-			printf("(more: --after %lld)\n", (long long)last);
-	}
-	cJSON_Delete(doc);
-	table_free(l.t);
+	if (l.v.doc && more)
+		cJSON_AddNumberToObject(l.v.doc, "next_after", (double)last);
+	else if (l.v.doc)
+		cJSON_AddNullToObject(l.v.doc, "next_after");
+	code = view_end(&l.v, code, stuck ? 5 : 7, stuck ? "no STUCK instance" : "no instance");
+	if (code == EXIT_OK && c->output == OUT_TEXT && more)
+		printf("(more: --after %lld)\n", (long long)last);
 	return code;
 }
 
@@ -255,9 +236,7 @@ int cmd_list(saga_admin *a, const cli *c)
 		       { "--limit", true, NULL },
 		       { "--after", true, NULL },
 		       { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	saga_admin_filter f = SAGA_ADMIN_FILTER_INIT;
 	char def[SAGA_NAME_MAX + 1];
 	if (code || (code = filter_from_opts(opts, &f, def, sizeof(def))))
@@ -275,9 +254,7 @@ int cmd_list(saga_admin *a, const cli *c)
 int cmd_stuck(saga_admin *a, const cli *c)
 {
 	opt opts[] = { { "--definition", true, NULL }, { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	saga_admin_filter f = SAGA_ADMIN_FILTER_INIT;
 	char def[SAGA_NAME_MAX + 1];
 	if (code || (code = filter_from_opts(opts, &f, def, sizeof(def))))
@@ -288,26 +265,20 @@ int cmd_stuck(saga_admin *a, const cli *c)
 
 /* ---- count ---- */
 
-struct by_def {
-	table *t;
-	cJSON *arr;
-};
-
 static int count_row(const char *def, int version, saga_state state, int64_t n, void *user)
 {
-	struct by_def *b = user;
-	if (b->arr) {
+	view *v = user;
+	if (v->arr) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "definition", def);
 		cJSON_AddNumberToObject(o, "version", version);
 		cJSON_AddStringToObject(o, "state", saga_state_name(state));
 		cJSON_AddNumberToObject(o, "count", (double)n);
-		cJSON_AddItemToArray(b->arr, o);
+		cJSON_AddItemToArray(v->arr, o);
 	} else {
-		char v[16], cnt[24];
-		snprintf(v, sizeof(v), "%d", version);
-		snprintf(cnt, sizeof(cnt), "%lld", (long long)n);
-		table_add(b->t, def, v, saga_state_name(state), cnt);
+		char ver[24], cnt[24];
+		table_add(v->t, def, fmt_int(ver, version), saga_state_name(state),
+		          fmt_int(cnt, n));
 	}
 	return 0;
 }
@@ -315,67 +286,41 @@ static int count_row(const char *def, int version, saga_state state, int64_t n, 
 int cmd_count(saga_admin *a, const cli *c)
 {
 	opt opts[] = { { "--group-by", true, NULL }, { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	if (code)
 		return code;
 	const char *g = opt_val(opts, "--group-by");
 	if (g && strcmp(g, "state") != 0 && strcmp(g, "definition") != 0)
 		return fail(EXIT_USAGE, "--group-by is state or definition, not '%s'", g);
+	view v;
 	if (g && strcmp(g, "definition") == 0) {
 		static const char *const heads[] = { "DEFINITION", "VERSION", "STATE", "COUNT" };
-		struct by_def b = { NULL, NULL };
-		cJSON *doc = NULL;
-		if (c->output == OUT_TEXT) {
-			b.t = table_new(4, heads);
-		} else {
-			doc = json_doc("counts");
-			b.arr = cJSON_AddArrayToObject(doc, "counts");
-		}
-		int rc = saga_admin_counts_by_definition(a, count_row, &b);
-		if (rc) {
-			cJSON_Delete(doc);
-			table_free(b.t);
-			return admin_fail(a, rc, "count");
-		}
-		if (doc)
-			emit_json(c, doc, "counts");
-		else
-			table_print(b.t, c->tty, -1);
-		table_free(b.t);
-		return EXIT_OK;
+		view_begin(&v, c, "counts", "counts", 4, heads);
+		int rc = saga_admin_counts_by_definition(a, count_row, &v);
+		return view_end(&v, rc ? admin_fail(a, rc, "count") : EXIT_OK, -1, NULL);
 	}
 	int64_t counts[SAGA_STATE_COUNT], total = 0;
 	int rc = saga_admin_counts(a, counts);
 	if (rc)
 		return admin_fail(a, rc, "count");
-	if (c->output != OUT_TEXT) {
-		cJSON *doc = json_doc("counts");
-		cJSON *arr = cJSON_AddArrayToObject(doc, "counts");
-		for (int i = 0; i < SAGA_STATE_COUNT; i++) {
-			cJSON *o = cJSON_CreateObject();
-			cJSON_AddStringToObject(o, "state", saga_state_name((saga_state)i));
-			cJSON_AddNumberToObject(o, "count", (double)counts[i]);
-			cJSON_AddItemToArray(arr, o);
-		}
-		emit_json(c, doc, "counts");
-		return EXIT_OK;
-	}
 	static const char *const heads[] = { "STATE", "COUNT" };
-	table *t = table_new(2, heads);
-	for (int i = 0; i < SAGA_STATE_COUNT; i++) {
-		char n[24];
-		snprintf(n, sizeof(n), "%lld", (long long)counts[i]);
-		table_add(t, saga_state_name((saga_state)i), n);
-		total += counts[i];
-	}
+	view_begin(&v, c, "counts", "counts", 2, heads);
 	char n[24];
-	snprintf(n, sizeof(n), "%lld", (long long)total);
-	table_add(t, "total", n);
-	table_print(t, c->tty, -1);
-	table_free(t);
-	return EXIT_OK;
+	for (int i = 0; i < SAGA_STATE_COUNT; i++) {
+		const char *name = saga_state_name((saga_state)i);
+		total += counts[i];
+		if (!v.arr) {
+			table_add(v.t, name, fmt_int(n, counts[i]));
+			continue;
+		}
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "state", name);
+		cJSON_AddNumberToObject(o, "count", (double)counts[i]);
+		cJSON_AddItemToArray(v.arr, o);
+	}
+	if (!v.arr)
+		table_add(v.t, "total", fmt_int(n, total));
+	return view_end(&v, EXIT_OK, -1, NULL);
 }
 
 /* ---- show ---- */
@@ -534,9 +479,7 @@ int cmd_history(saga_admin *a, const cli *c)
 /* ---- definitions and owners ---- */
 
 struct defs {
-	saga_admin *a;
-	table *t;
-	cJSON *arr;
+	view v;
 	cJSON *counts; /* "name@version" -> {state: n} */
 	char served[4096];
 };
@@ -590,7 +533,7 @@ static int def_row(const char *def, int version, const char *snapshot, void *use
 		         cJSON_IsString(n) ? n->valuestring : "?",
 		         cJSON_IsString(k) ? k->valuestring : "?");
 	}
-	if (d->arr) {
+	if (d->v.arr) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "definition", def);
 		cJSON_AddNumberToObject(o, "version", version);
@@ -599,13 +542,12 @@ static int def_row(const char *def, int version, const char *snapshot, void *use
 		cJSON_AddItemToObject(o, "instances",
 		                      cnt ? cJSON_Duplicate(cnt, 1) : cJSON_CreateObject());
 		cJSON_AddBoolToObject(o, "served", served);
-		cJSON_AddItemToArray(d->arr, o);
+		cJSON_AddItemToArray(d->v.arr, o);
 	} else {
-		char v[16], tot[48];
-		snprintf(v, sizeof(v), "%d", version);
+		char v[24], tot[64];
 		snprintf(tot, sizeof(tot), "%lld (%lld unfinished)", (long long)total,
 		         (long long)unfinished);
-		table_add(d->t, def, v, steps, tot,
+		table_add(d->v.t, def, fmt_int(v, version), steps, tot,
 		          served       ? "yes"
 		          : unfinished ? "NO (unfinished instances wait)"
 		                       : "no");
@@ -624,31 +566,17 @@ int cmd_definitions(saga_admin *a, const cli *c)
 		return code;
 	static const char *const heads[] = { "DEFINITION", "VERSION", "STEPS", "INSTANCES",
 		                             "SERVED" };
-	struct defs d = { a, NULL, NULL, cJSON_CreateObject(), "" };
-	cJSON *doc = NULL;
-	if (c->output == OUT_TEXT) {
-		d.t = table_new(5, heads);
-	} else {
-		doc = json_doc("definitions");
-		d.arr = cJSON_AddArrayToObject(doc, "definitions");
-	}
+	struct defs d;
+	d.counts = cJSON_CreateObject();
+	d.served[0] = '\0';
+	view_begin(&d.v, c, "definitions", "definitions", 5, heads);
 	int rc = saga_admin_counts_by_definition(a, def_count, &d);
 	if (rc == SAGA_OK)
 		rc = saga_admin_owners(a, 0, owner_served, &d);
 	if (rc == SAGA_OK)
 		rc = saga_admin_definitions(a, def_row, &d);
 	cJSON_Delete(d.counts);
-	if (rc) {
-		cJSON_Delete(doc);
-		table_free(d.t);
-		return admin_fail(a, rc, "definitions");
-	}
-	if (doc)
-		emit_json(c, doc, "definitions");
-	else
-		table_print(d.t, c->tty, 2);
-	table_free(d.t);
-	return EXIT_OK;
+	return view_end(&d.v, rc ? admin_fail(a, rc, "definitions") : EXIT_OK, 2, NULL);
 }
 
 static const char *owner_state(int s)
@@ -656,14 +584,9 @@ static const char *owner_state(int s)
 	return s == 0 ? "live" : s == 1 ? "dead" : "retired";
 }
 
-struct owners {
-	table *t;
-	cJSON *arr;
-};
-
 static int owner_row(const saga_admin_owner *o, void *user)
 {
-	struct owners *w = user;
+	view *w = user;
 	if (w->arr) {
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddNumberToObject(j, "epoch", (double)o->epoch);
@@ -678,45 +601,23 @@ static int owner_row(const saga_admin_owner *o, void *user)
 		return 0;
 	}
 	char ep[24], pid[24], age[32], lease[32], n[24];
-	snprintf(ep, sizeof(ep), "%lld", (long long)o->epoch);
-	snprintf(pid, sizeof(pid), "%lld", (long long)o->pid);
 	snprintf(age, sizeof(age), "%.1fs", (double)o->age_ms / 1000.0);
 	snprintf(lease, sizeof(lease), "%.1fs", (double)o->lease_left_ms / 1000.0);
-	snprintf(n, sizeof(n), "%lld", (long long)o->instances);
-	table_add(w->t, ep, owner_state(o->state), o->host, pid, age, lease, n, o->served);
+	table_add(w->t, fmt_int(ep, o->epoch), owner_state(o->state), o->host, fmt_int(pid, o->pid),
+	          age, lease, fmt_int(n, o->instances), o->served);
 	return 0;
 }
 
 int cmd_owners(saga_admin *a, const cli *c)
 {
 	opt opts[] = { { "--all", false, NULL }, { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	if (code)
 		return code;
 	static const char *const heads[] = { "EPOCH", "STATE", "HOST",      "PID",
 		                             "AGE",   "LEASE", "INSTANCES", "SERVES" };
-	struct owners w = { NULL, NULL };
-	cJSON *doc = NULL;
-	if (c->output == OUT_TEXT) {
-		w.t = table_new(8, heads);
-	} else {
-		doc = json_doc("owners");
-		w.arr = cJSON_AddArrayToObject(doc, "owners");
-	}
+	view w;
+	view_begin(&w, c, "owners", "owners", 8, heads);
 	int rc = saga_admin_owners(a, opt_val(opts, "--all") != NULL, owner_row, &w);
-	if (rc) {
-		cJSON_Delete(doc);
-		table_free(w.t);
-		return admin_fail(a, rc, "owners");
-	}
-	if (doc)
-		emit_json(c, doc, "owners");
-	else if (table_rows(w.t) == 0)
-		printf("no live owner\n");
-	else
-		table_print(w.t, c->tty, -1);
-	table_free(w.t);
-	return EXIT_OK;
+	return view_end(&w, rc ? admin_fail(a, rc, "owners") : EXIT_OK, -1, "no live owner");
 }

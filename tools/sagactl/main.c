@@ -147,6 +147,13 @@ int get_opts(const cli *c, opt *opts, const char **operands, int max_operands, i
 	return EXIT_OK;
 }
 
+int no_operands(const cli *c, opt *opts)
+{
+	const char *ops[1];
+	int n;
+	return get_opts(c, opts, ops, 0, &n);
+}
+
 const char *opt_val(const opt *opts, const char *name)
 {
 	for (const opt *o = opts; o->name; o++)

@@ -379,3 +379,38 @@ size_t table_rows(const table *t)
 {
 	return t ? t->rows : 0;
 }
+
+void view_begin(view *v, const cli *c, const char *kind, const char *key, int ncols,
+                const char *const *heads)
+{
+	memset(v, 0, sizeof(*v));
+	v->c = c;
+	v->key = key;
+	if (c->output == OUT_TEXT) {
+		v->t = table_new(ncols, heads);
+	} else {
+		v->doc = json_doc(kind);
+		v->arr = cJSON_AddArrayToObject(v->doc, key);
+	}
+}
+
+int view_end(view *v, int code, int cut_col, const char *empty)
+{
+	if (code == EXIT_OK && v->doc) {
+		emit_json(v->c, v->doc, v->key);
+		v->doc = NULL;
+	} else if (code == EXIT_OK && empty && table_rows(v->t) == 0) {
+		printf("%s\n", empty);
+	} else if (code == EXIT_OK) {
+		table_print(v->t, v->c->tty, cut_col);
+	}
+	cJSON_Delete(v->doc);
+	table_free(v->t);
+	return code;
+}
+
+const char *fmt_int(char *buf, long long v)
+{
+	snprintf(buf, 24, "%lld", v);
+	return buf;
+}

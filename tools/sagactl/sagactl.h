@@ -47,6 +47,8 @@ typedef struct opt {
  * returns EXIT_OK or EXIT_USAGE (message printed). */
 int get_opts(const cli *c, opt *opts, const char **operands, int max_operands, int *noperands);
 const char *opt_val(const opt *opts, const char *name);
+/* get_opts for a command that takes no operand. */
+int no_operands(const cli *c, opt *opts);
 
 /* ---- out.c ---- */
 /* "sagactl: " + message on stderr; returns code. */
@@ -72,6 +74,23 @@ void table_add(table *t, ...); /* ncols strings (NULL = "-") */
 void table_print(table *t, bool tty, int cut_col);
 void table_free(table *t);
 size_t table_rows(const table *t);
+
+/* What a listing command prints: in text a table, else a JSON document of
+ * `kind` whose list `key` (v->arr) the rows go to. */
+typedef struct view {
+	const cli *c;
+	table *t;
+	cJSON *doc, *arr;
+	const char *key;
+} view;
+void view_begin(view *v, const cli *c, const char *kind, const char *key, int ncols,
+                const char *const *heads);
+/* Prints the view (in text, `empty` instead of a table without rows, when
+ * not NULL; the column cut_col cut on a terminal) and frees it; when code is
+ * not EXIT_OK it only frees it. Returns code. */
+int view_end(view *v, int code, int cut_col, const char *empty);
+/* v in decimal, in buf (24 bytes); returns buf. */
+const char *fmt_int(char *buf, long long v);
 
 /* Prints a JSON document (or, for jsonl, each element of `array_key` on its
  * own line, each with the format), and deletes it. */
