@@ -171,6 +171,56 @@ START_TEST(refused_requests_write_nothing)
 }
 END_TEST
 
+static saga_step_result pending_step(saga_step_ctx *ctx, void *user)
+{
+	return SAGA_STEP_PENDING;
+}
+
+static int live_owners(const saga_admin_owner *o, void *user)
+{
+	*(int *)user += o->state == 0;
+	return 0;
+}
+
+/* A request for an instance another engine owns is queued for it, and the
+ * handle leaves no live owner of its own behind; the owner applies it. */
+START_TEST(queued_request_leaves_no_owner)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = path;
+	saga_engine *e;
+	char err[256];
+	ck_assert_int_eq(saga_engine_open(&e, &o, err, sizeof(err)), SAGA_OK);
+	saga_definition *d;
+	ck_assert_int_eq(saga_definition_new(&d, "async", 1), SAGA_OK);
+	saga_step_spec s = { "wait", SAGA_STEP_COMPENSATABLE, pending_step, ok_step, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	int64_t id;
+	ck_assert_int_eq(saga_start(e, &id, NULL, "async", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+
+	saga_admin *a = open_admin(0);
+	char req[SAGA_ADMIN_REQUEST_LEN + 1];
+	int queued = 0, live = 0;
+	ck_assert_int_eq(saga_admin_request(a, req, &queued, id, SAGA_ADMIN_CANCEL, "me", "test"),
+	                 SAGA_OK);
+	ck_assert_int_eq(queued, 1);
+	ck_assert_int_eq(strlen(req), SAGA_ADMIN_REQUEST_LEN);
+	ck_assert_int_eq(saga_admin_owners(a, 0, live_owners, &live), SAGA_OK);
+	ck_assert_int_eq(live, 1);
+	ck_assert_int_eq(saga_admin_wait(a, id, req, 0), SAGA_EBUSY);
+	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
+	ck_assert_int_eq(saga_admin_wait(a, id, req, 0), SAGA_OK);
+	saga_admin_instance in;
+	ck_assert_int_eq(saga_admin_get(a, &in, id, NULL), SAGA_OK);
+	ck_assert_int_eq(in.info.state, SAGA_COMPENSATED);
+	saga_admin_close(a);
+	saga_engine_close(e);
+}
+END_TEST
+
 START_TEST(missing_store_is_not_made)
 {
 	char missing[600], err[256] = "";
@@ -194,6 +244,7 @@ int main(void)
 	tcase_add_test(tc, row_filters_span_store_pages);
 	tcase_add_test(tc, get_by_id_uid_and_key);
 	tcase_add_test(tc, refused_requests_write_nothing);
+	tcase_add_test(tc, queued_request_leaves_no_owner);
 	tcase_add_test(tc, missing_store_is_not_made);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
