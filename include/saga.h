@@ -951,6 +951,7 @@ typedef struct saga_admin_instance {
 	int inflight;           /* 1: an attempt started without a recorded outcome */
 	int pending;            /* 1: an async step awaits its completion */
 	uint32_t recoveries;    /* claims in a row with an attempt interrupted */
+	int compensated_any;    /* 1: a compensation has completed (no resume forward) */
 } saga_admin_instance;
 
 /* One page of the instances matching `filter` (NULL = all) with an id above

@@ -124,6 +124,7 @@ static void to_instance(saga_engine *e, saga_admin_instance *out, const saga_row
 	out->fence = r->fence;
 	out->inflight = r->inflight;
 	out->pending = r->pending;
+	out->compensated_any = r->comp_done_any;
 	out->recoveries = r->recoveries > UINT32_MAX ? UINT32_MAX : (uint32_t)r->recoveries;
 }
 
@@ -356,7 +357,8 @@ int saga_admin_owners(saga_admin *a, int all, saga_admin_owner_fn fn, void *user
 /* ---- the operator's requests ---- */
 
 /* Hands back what this handle's owner registration holds (an instance a
- * request changed here) and retires it: the pool's engines take it. */
+ * request changed here) and retires it: the pool's engines take it, and no
+ * live owner is left behind by the handle. */
 static int hand_back(saga_admin *a)
 {
 	saga_engine *e = a->e;
@@ -432,7 +434,9 @@ int saga_admin_request(saga_admin *a, char *request, int *queued, int64_t id, sa
 	cJSON_free(text);
 	if (rc)
 		return keep_err(a, rc);
-	if (!q && (rc = hand_back(a)))
+	/* Queued or applied, the owner registration the write needed ends
+	 * here: a handle holds nothing between requests. */
+	if ((rc = hand_back(a)))
 		return keep_err(a, rc);
 	if (queued)
 		*queued = q;

@@ -483,7 +483,15 @@ int admin_command(saga_engine *e, int64_t id, int verb, const char *note, bool *
 	if (note && strlen(note) > NOTE_MAX)
 		return set_err(e, SAGA_EINVAL, "the actor and reason are longer than %d bytes",
 		               NOTE_MAX);
-	return command(e, id, verb, note, queued);
+	/* A refusal is known from the row as stored: it writes nothing (not
+	 * even the owner registration a write transaction begins with). */
+	pthread_mutex_lock(&e->mu);
+	inst *in = NULL;
+	int rc = load_temp(e, &in, id, NULL);
+	if (rc == SAGA_OK)
+		rc = release_temp(e, in, true, refusal(e, in, verb));
+	pthread_mutex_unlock(&e->mu);
+	return rc ? rc : command(e, id, verb, note, queued);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -360,24 +360,22 @@ int store_delete_command(saga_store *s, int64_t id)
 
 int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user)
 {
-	sqlite3_stmt *st = NULL;
-	int src = sqlite3_prepare_v2(
-	        s->db,
-	        "SELECT o.epoch, o.host, o.pid, o.boot_id, o.started_at, o.lease_until, o.state,"
-	        " coalesce((SELECT group_concat(d.def_name || '@' || d.def_version, ' ')"
-	        " FROM owner_defs d WHERE d.epoch = o.epoch), ''),"
-	        " CASE WHEN o.state = 0 THEN (SELECT count(*) FROM instances i"
-	        " WHERE i.owner = o.epoch AND i.state < 3) ELSE 0 END"
-	        " FROM owners o WHERE ?1 OR o.state = 0 ORDER BY o.epoch",
-	        -1, &st, NULL);
-	if (src == SQLITE_OK)
-		src = sqlite3_bind_int(st, 1, all);
-	if (src != SQLITE_OK) {
-		sqlite3_finalize(st);
-		return fail(s, src, "list owners");
-	}
+	sqlite3_stmt *st;
+	int src, rc = prepare_once(
+	                 s, &st,
+	                 "SELECT o.epoch, o.host, o.pid, o.boot_id, o.started_at, o.lease_until, "
+	                 "o.state,"
+	                 " coalesce((SELECT group_concat(d.def_name || '@' || d.def_version, ' ')"
+	                 " FROM owner_defs d WHERE d.epoch = o.epoch), ''),"
+	                 " CASE WHEN o.state = 0 THEN (SELECT count(*) FROM instances i"
+	                 " WHERE i.owner = o.epoch AND i.state < 3) ELSE 0 END"
+	                 " FROM owners o WHERE ?1 OR o.state = 0 ORDER BY o.epoch",
+	                 "list owners");
+	if (rc)
+		return rc;
+	if ((src = sqlite3_bind_int(st, 1, all)) != SQLITE_OK)
+		return finish_once(s, st, src, "list owners");
 	uint64_t now = lease_now();
-	int rc = SAGA_OK;
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *boot = (const char *)sqlite3_column_text(st, 3);
 		bool this_boot = boot && strcmp(boot, s->boot_id) == 0;
@@ -398,8 +396,5 @@ int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user)
 		if (fn(&o, user))
 			break;
 	}
-	if (src != SQLITE_ROW && src != SQLITE_DONE)
-		rc = fail(s, src, "list owners");
-	sqlite3_finalize(st);
-	return rc;
+	return finish_once(s, st, src, "list owners");
 }

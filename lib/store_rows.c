@@ -606,40 +606,33 @@ int store_json_valid(saga_store *s, const char *text, bool *valid)
 
 int store_list_definitions(saga_store *s, store_def_fn fn, void *user)
 {
-	sqlite3_stmt *st = NULL;
-	int src = sqlite3_prepare_v2(s->db,
-	                             "SELECT name, version, snapshot FROM definitions"
-	                             " ORDER BY name, version",
-	                             -1, &st, NULL);
-	if (src != SQLITE_OK) {
-		sqlite3_finalize(st);
-		return fail(s, src, "list definitions");
-	}
+	sqlite3_stmt *st;
+	int src, rc = prepare_once(s, &st,
+	                           "SELECT name, version, snapshot FROM definitions"
+	                           " ORDER BY name, version",
+	                           "list definitions");
+	if (rc)
+		return rc;
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *name = (const char *)sqlite3_column_text(st, 0);
 		const char *snap = (const char *)sqlite3_column_text(st, 2);
 		if (fn(name ? name : "", sqlite3_column_int(st, 1), snap ? snap : "", user))
 			break;
 	}
-	int rc = src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK
-	                                                 : fail(s, src, "list definitions");
-	sqlite3_finalize(st);
-	return rc;
+	return finish_once(s, st, src, "list definitions");
 }
 
 int store_def_counts(saga_store *s, store_count_fn fn, void *user)
 {
-	sqlite3_stmt *st = NULL;
-	int src = sqlite3_prepare_v2(s->db,
-	                             "SELECT def_name, def_version, state, count(*) FROM instances"
-	                             " GROUP BY def_name, def_version, state"
-	                             " ORDER BY def_name, def_version, state",
-	                             -1, &st, NULL);
-	if (src != SQLITE_OK) {
-		sqlite3_finalize(st);
-		return fail(s, src, "count by definition");
-	}
-	int rc = pass_counts(s, st, fn, user, "count by definition");
+	sqlite3_stmt *st;
+	int rc = prepare_once(s, &st,
+	                      "SELECT def_name, def_version, state, count(*) FROM instances"
+	                      " GROUP BY def_name, def_version, state"
+	                      " ORDER BY def_name, def_version, state",
+	                      "count by definition");
+	if (rc)
+		return rc;
+	rc = pass_counts(s, st, fn, user, "count by definition");
 	sqlite3_finalize(st);
 	return rc;
 }

@@ -409,6 +409,23 @@ int store_add_history(saga_store *s, const saga_hist *h)
 	return SAGA_OK;
 }
 
+int prepare_once(saga_store *s, sqlite3_stmt **st, const char *sql, const char *what)
+{
+	int src = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
+	if (src == SQLITE_OK)
+		return SAGA_OK;
+	sqlite3_finalize(*st);
+	*st = NULL;
+	return fail(s, src, what);
+}
+
+int finish_once(saga_store *s, sqlite3_stmt *st, int src, const char *what)
+{
+	int rc = src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK : fail(s, src, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 const store_ops store_sqlite_ops = {
 	.version = STORE_OPS_VERSION,
 	.name = "sqlite",
