@@ -98,6 +98,49 @@ typedef enum saga_log_level {
  * with the engine's lock held: it must not call the engine. */
 typedef void (*saga_log_fn)(saga_log_level level, const char *msg, void *user);
 
+/* A structured log record (options version 4, saga_options.log_record):
+ * the same lines the string hook gets, with stable fields. Every pointer is
+ * borrowed for the duration of the call; the strings are NULL when the
+ * record concerns no instance or no step. */
+typedef struct saga_log_record {
+	saga_log_level level;
+	uint64_t at_ms;              /* the engine's wall clock */
+	const char *event;           /* a stable code, never NULL: "instance.stuck",
+	                                "lease.lost", ... (docs/operations.md) */
+	const char *message;         /* human text, never NULL */
+	int64_t instance;            /* 0 when none */
+	const char *uid;             /* the instance's uid, or NULL */
+	const char *definition;      /* or NULL */
+	int version;                 /* the definition's version; 0 when none */
+	int step;                    /* the step's index; -1 when none */
+	const char *step_name;       /* or NULL */
+	int phase;                   /* a saga_phase; meaningful when step >= 0 */
+	uint32_t attempt;            /* 0 when none */
+	const char *key;             /* the attempt's idempotency key (saga_step_key), or NULL */
+	const char *business_key;    /* or NULL */
+	int code;                    /* a SAGA_E* code, or 0 */
+} saga_log_record;
+
+/* Record hook. Called where the string hook is, with the same level filter,
+ * and like it possibly with the engine's lock held: it must not call the
+ * engine. */
+typedef void (*saga_log_record_fn)(const saga_log_record *record, void *user);
+
+/* Formats a record as one JSON object and a newline (JSON lines) into
+ * buf[0 .. size), always NUL-terminated when size > 0. Keys: "ts" (RFC 3339,
+ * UTC, milliseconds), "level", "event", "msg", then only those that apply:
+ * "saga.instance.id", "saga.instance.uid", "saga.definition.name",
+ * "saga.definition.version", "saga.step.name", "saga.step.index",
+ * "saga.step.phase", "saga.attempt", "saga.key", "saga.business_key",
+ * "error.code" (the SAGA_E* name). Returns the length of the whole line
+ * (without the NUL), as snprintf does: a result >= size means it was cut;
+ * 0 when record is NULL. Bytes that are not valid UTF-8 are written as
+ * U+FFFD. Thread-safe. */
+SAGA_API size_t saga_log_format_json(const saga_log_record *record, char *buf, size_t size);
+/* A ready record hook: writes saga_log_format_json's line to the FILE *
+ * given as `user` (one fwrite per record, then fflush). */
+SAGA_API void saga_log_json_file(const saga_log_record *record, void *user);
+
 /* Clock hook. wall_ms: milliseconds since the Unix epoch, used for every time
  * stored (retry timers, attempt timeouts, deadlines), so waiting survives a
  * restart. mono_ms: a monotonic millisecond clock, used by circuit breakers
@@ -506,15 +549,19 @@ typedef struct saga_options {
 	                                SAGA_LEASE_MIN .. SAGA_LEASE_MAX */
 	uint32_t lease_margin_ms;    /* a callback starts only with this much lease left;
 	                                0 = lease_ms / 2; below lease_ms */
+	/* Version 4 and later: */
+	saga_log_record_fn log_record; /* NULL = none; called besides `log`, at log_level */
+	void *log_record_user;
 } saga_options;
 
-/* Versions 1 (without deferred_start) and 2 (without the lease) are still
- * accepted: their fields are read, the later ones take their defaults. */
-#define SAGA_OPTIONS_VERSION 3
+/* Versions 1 (without deferred_start), 2 (without the lease) and 3 (without
+ * log_record) are still accepted: their fields are read, the later ones
+ * take their defaults. */
+#define SAGA_OPTIONS_VERSION 4
 #define SAGA_OPTIONS_INIT \
 	{ SAGA_OPTIONS_VERSION, NULL, SAGA_DURABILITY_FULL, 0, 0, 0, \
 	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0, 0, \
-	  0, 0 }
+	  0, 0, NULL, NULL }
 
 /* Opens (creating if needed) the store at options->path and migrates its
  * schema. Options are checked first, before any file is created or opened:
@@ -802,6 +849,40 @@ typedef struct saga_stats {
 } saga_stats;
 SAGA_API int saga_engine_stats(saga_engine *engine, saga_stats *out);
 
+/* ------------------------------------------------------------------------ */
+/* Metrics (Prometheus)                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Receives output (metrics, diagrams) piece by piece: `len` bytes at `data`
+ * (not NUL-terminated), borrowed for the call. Returns 0 to go on, nonzero
+ * to stop (the call then fails with SAGA_EIO). */
+typedef int (*saga_write_fn)(const char *data, size_t len, void *user);
+
+typedef enum saga_metrics_format {
+	SAGA_METRICS_PROMETHEUS = 0,  /* text format 0.0.4 */
+	SAGA_METRICS_OPENMETRICS = 1  /* OpenMetrics 1.0.0: # UNIT lines, ends with # EOF */
+} saga_metrics_format;
+
+#define SAGA_METRICS_PROCESS 1u  /* this engine's counters and histograms */
+#define SAGA_METRICS_STORE   2u  /* gauges read from the store: export them from
+                                    one process only (docs/operations.md) */
+/* A WAITING instance due more than this long ago is overdue. */
+#define SAGA_METRICS_OVERDUE_MS 60000u
+
+/* Renders the metrics chosen by `flags` (PROCESS, STORE, or both) in
+ * `format` into write(data, len, user), in pieces, as one exposition. No
+ * socket: the caller serves the text (with saga_metrics_content_type) or
+ * writes it to a file. The process metrics count what this engine
+ * committed since it was opened (never stored); the store gauges are
+ * queried from the store at the call, under the engine lock. Errors:
+ * SAGA_EINVAL (bad flags or format, NULL arguments), SAGA_EIO (write
+ * stopped), the store's errors. Thread-safe. */
+SAGA_API int saga_metrics_write(saga_engine *engine, unsigned int flags,
+                                saga_metrics_format format, saga_write_fn write,
+                                void *user);
+/* The Content-Type header value of a format; NULL for an unknown one. */
+SAGA_API const char *saga_metrics_content_type(saga_metrics_format format);
+
 /* Deletes finished instances (state COMPLETED or COMPENSATED, or -1 for
  * both) that finished more than older_than_ms ago, with their history,
  * in small transactions. *purged (may be NULL) counts them. STUCK and
@@ -827,10 +908,7 @@ typedef enum saga_graph_format {
  * changes meaning or goes away (new members may appear without it). */
 #define SAGA_GRAPH_JSON_VERSION 1
 
-/* Receives output: `len` bytes at `data` (not NUL-terminated), borrowed for
- * the call. Returns 0 to go on, nonzero to stop (the call then fails with
- * SAGA_EIO). */
-typedef int (*saga_write_fn)(const char *data, size_t len, void *user);
+/* Output goes to a saga_write_fn (see Metrics). */
 
 /* *out receives the format named "dot", "mermaid" or "json".
  * SAGA_EINVAL for any other name or NULL. Thread-safe. */
@@ -871,6 +949,164 @@ SAGA_API int saga_graph_write(const char *snapshot, const saga_event *events, si
 SAGA_API int saga_engine_graph(saga_engine *engine, const char *definition, int version,
                                int64_t id, saga_graph_format format, saga_write_fn write,
                                void *user);
+
+/* ------------------------------------------------------------------------ */
+/* The admin API: a store seen by an operator                               */
+/* ------------------------------------------------------------------------ */
+
+/* A handle on a store that runs none of its sagas: no callbacks, no
+ * definitions registered, no instance taken to run. Reads are single
+ * statements, each its own short read transaction, so they never hold up
+ * the engines on the store. Writes are the operator's requests
+ * (saga_admin_request, saga_admin_purge). One handle is for one thread at a
+ * time (several handles on one store are fine). */
+typedef struct saga_admin saga_admin;
+
+/* Refuse every write request (SAGA_ESTATE): a handle for looking only. */
+#define SAGA_ADMIN_READ_ONLY 1u
+
+/* Opens the store named `store` (a file path, as saga_options.path) for
+ * administration. Unlike saga_engine_open it never creates a store: a path
+ * that does not exist gives SAGA_ENOTFOUND. An existing store of an older
+ * schema is migrated, as any open does. On failure *out is NULL and
+ * `errmsg` (may be NULL) receives a message of at most errmsg_size bytes.
+ * Errors: SAGA_EINVAL (flags, a NULL argument), SAGA_ENOTFOUND, SAGA_ENOMEM,
+ * SAGA_ECORRUPT (not a libsaga store), SAGA_EVERSION (written by a newer
+ * libsaga), SAGA_EBUSY, SAGA_ESTORE, SAGA_EIO. */
+SAGA_API int saga_admin_open(saga_admin **out, const char *store, unsigned int flags,
+                             char *errmsg, size_t errmsg_size);
+/* Closes the handle (NULL is fine). */
+SAGA_API void saga_admin_close(saga_admin *admin);
+/* The message of the last failed call on this handle; never NULL (borrowed,
+ * valid until the next call). */
+SAGA_API const char *saga_admin_errmsg(const saga_admin *admin);
+
+/* What saga_admin_list selects; every member narrows the listing. */
+typedef struct saga_admin_filter {
+	unsigned int version;        /* SAGA_ADMIN_FILTER_VERSION */
+	int state;                   /* a saga_state, or -1 for any */
+	const char *definition;      /* NULL = any; borrowed */
+	int definition_version;      /* 0 = any */
+	const char *key_prefix;      /* business keys beginning with it; NULL = any */
+	uint64_t created_from_ms;    /* created in [from, to); to 0 = no bound */
+	uint64_t created_to_ms;
+	uint64_t updated_from_ms;    /* last changed in [from, to); to 0 = no bound */
+	uint64_t updated_to_ms;
+	const char *error_text;      /* the error contains it; NULL = any */
+	int64_t owner;               /* an owner's epoch, 0 = owned by nobody, -1 = any */
+} saga_admin_filter;
+#define SAGA_ADMIN_FILTER_VERSION 1
+#define SAGA_ADMIN_FILTER_INIT \
+	{ SAGA_ADMIN_FILTER_VERSION, -1, NULL, 0, NULL, 0, 0, 0, 0, NULL, -1 }
+
+/* One instance as an operator sees it. */
+typedef struct saga_admin_instance {
+	saga_instance_info info;
+	char step_name[SAGA_NAME_MAX + 1]; /* of info.step; "" if none or unknown */
+	int64_t owner;          /* the owning process's epoch; 0 = nobody */
+	int64_t fence;          /* grows with every change of owner */
+	int inflight;           /* 1: an attempt started without a recorded outcome */
+	int pending;            /* 1: an async step awaits its completion */
+	uint32_t recoveries;    /* claims in a row with an attempt interrupted */
+	int compensated_any;    /* 1: a compensation has completed (no resume forward) */
+} saga_admin_instance;
+
+/* One page of the instances matching `filter` (NULL = all) with an id above
+ * after_id (0 for the first), in id order: out[0 .. *n), out being the
+ * caller's array of `cap`. The next page starts after out[*n - 1].info.id;
+ * a page shorter than cap is the last. The state, definition and time
+ * filters are the store's; the key prefix, error text and owner are checked
+ * on the rows read, so a page with them may read more rows than it returns.
+ * Errors: SAGA_EINVAL (bad filter, cap 0), the store's. */
+SAGA_API int saga_admin_list(saga_admin *admin, saga_admin_instance *out, size_t *n, size_t cap,
+                             const saga_admin_filter *filter, int64_t after_id);
+/* The instance with this id, or (id 0) this uid or, failing that, this
+ * business key (`ref`, borrowed). SAGA_ENOTFOUND when there is none. */
+SAGA_API int saga_admin_get(saga_admin *admin, saga_admin_instance *out, int64_t id,
+                            const char *ref);
+/* *out receives the instance's context, a cJSON object owned by the caller
+ * (cJSON_Delete). SAGA_ENOTFOUND, SAGA_ECORRUPT, SAGA_ENOMEM. */
+SAGA_API int saga_admin_context(saga_admin *admin, struct cJSON **out, int64_t id);
+/* The instance's history in order, as saga_history (step names from the
+ * stored snapshot). fn must not call the handle. */
+SAGA_API int saga_admin_history(saga_admin *admin, int64_t id, saga_event_fn fn, void *user);
+/* Instances per state. */
+SAGA_API int saga_admin_counts(saga_admin *admin, int64_t counts[SAGA_STATE_COUNT]);
+/* Instances per definition, version and state: fn is called for each that
+ * has any (name order, then version and state); nonzero from fn stops.
+ * Strings are borrowed for the call. */
+typedef int (*saga_admin_count_fn)(const char *definition, int version, saga_state state,
+                                   int64_t n, void *user);
+SAGA_API int saga_admin_counts_by_definition(saga_admin *admin, saga_admin_count_fn fn,
+                                             void *user);
+/* The definitions the store holds, each with its snapshot (JSON: name,
+ * version, steps with their names and kinds), in name and version order;
+ * strings borrowed for the call; nonzero from fn stops. */
+typedef int (*saga_admin_definition_fn)(const char *definition, int version,
+                                        const char *snapshot, void *user);
+SAGA_API int saga_admin_definitions(saga_admin *admin, saga_admin_definition_fn fn, void *user);
+
+/* One process that has registered in the store as an owner. */
+typedef struct saga_admin_owner {
+	int64_t epoch;
+	const char *host;        /* borrowed for the call */
+	int64_t pid;
+	int state;               /* 0 live, 1 dead (reaped), 2 retired (closed) */
+	uint64_t age_ms;         /* since it registered; 0 if in another boot */
+	uint64_t lease_left_ms;  /* 0 = lapsed or ended */
+	const char *served;      /* "name@version" words, space-separated; borrowed */
+	int64_t instances;       /* unfinished instances it holds (live owners) */
+} saga_admin_owner;
+typedef int (*saga_admin_owner_fn)(const saga_admin_owner *owner, void *user);
+/* The live owners (all = 1: the ended ones too), in epoch order; nonzero
+ * from fn stops. */
+SAGA_API int saga_admin_owners(saga_admin *admin, int all, saga_admin_owner_fn fn, void *user);
+
+/* The store gauges (saga_metrics_write with SAGA_METRICS_STORE) in
+ * `format`, into write(data, len, user): what an exporter that runs no
+ * saga (sagactl metrics) serves or writes to a node_exporter textfile.
+ * Errors as saga_metrics_write; saga_admin_errmsg says more. */
+SAGA_API int saga_admin_metrics_write(saga_admin *admin, saga_metrics_format format,
+                                      saga_write_fn write, void *user);
+
+/* The operator's verbs (the engine's saga_cancel and saga_operator_*). */
+typedef enum saga_admin_verb {
+	SAGA_ADMIN_RETRY = 0,
+	SAGA_ADMIN_SKIP = 1,
+	SAGA_ADMIN_RESUME = 2,
+	SAGA_ADMIN_CANCEL = 3
+} saga_admin_verb;
+#define SAGA_ADMIN_REQUEST_LEN 32
+
+/* Asks for `verb` on instance `id` on behalf of `actor` (who, 1..128 bytes)
+ * for `reason` (why, 1..512 bytes), both required and borrowed. The
+ * history's OPERATOR event records them, with the request's id (written to
+ * `request`, SAGA_ADMIN_REQUEST_LEN hex digits, which may be NULL) as JSON
+ * after the verb: `operator: retry {"actor":..,"reason":..,"request":..}`.
+ * An instance no live process owns (STUCK, or left by a process that died)
+ * is changed at once, in one fenced transaction, by the same code as the
+ * engine's verbs, and handed back to the store's pool, where an engine
+ * serving its definition takes it (*queued = 0). An instance another
+ * process owns gets a command row, applied by its owner in a later round
+ * (or recorded as refused if the instance no longer accepts it) (*queued =
+ * 1; saga_admin_wait waits for it). `queued` may be NULL. Errors:
+ * SAGA_EINVAL (actor or reason missing or too long, a bad verb),
+ * SAGA_ENOTFOUND, SAGA_ESTATE (refused in the instance's state, or a read-only
+ * handle), SAGA_EBUSY, the store's. */
+SAGA_API int saga_admin_request(saga_admin *admin, char *request, int *queued, int64_t id,
+                                saga_admin_verb verb, const char *actor, const char *reason);
+/* Waits until the request made by saga_admin_request on instance `id` is
+ * in its history, for at most timeout_ms, reading the store every few
+ * milliseconds. 0: applied; SAGA_ESTATE: the owner refused it (the message
+ * says why); SAGA_EBUSY: not yet after timeout_ms. */
+SAGA_API int saga_admin_wait(saga_admin *admin, int64_t id, const char *request,
+                             uint64_t timeout_ms);
+/* saga_purge on the store: deletes COMPLETED or COMPENSATED instances
+ * (state, or -1 for both) that ended more than older_than_ms ago, with their
+ * history; *purged (may be NULL) counts them. SAGA_ESTATE on a read-only
+ * handle. */
+SAGA_API int saga_admin_purge(saga_admin *admin, int64_t *purged, int state,
+                              uint64_t older_than_ms);
 
 /* ------------------------------------------------------------------------ */
 /* Policy configuration from JSON                                           */

@@ -355,18 +355,32 @@ static int refusal(saga_engine *e, const inst *in, int verb)
 	return SAGA_OK;
 }
 
-/* Cancels an instance at rest that may be cancelled. */
-static int do_cancel(saga_engine *e, inst *in)
+/* The detail of an OPERATOR event: what was done, then the admin request's
+ * note (actor, reason, request id) when there is one. */
+static const char *op_detail(char *buf, size_t size, const char *what, const char *note)
 {
+	if (!note)
+		return what;
+	saga_fmt(buf, size, "%s %s", what, note);
+	return buf;
+}
+
+/* The longest note an admin request carries (the reason is cut to fit). */
+#define NOTE_MAX 1024
+
+/* Cancels an instance at rest that may be cancelled. */
+static int do_cancel(saga_engine *e, inst *in, const char *note)
+{
+	char buf[NOTE_MAX + 64];
 	int rc = record(e, in, SAGA_EVENT_OPERATOR, -1, in->row.phase, 0, SAGA_OUTCOME_NONE,
-	                "cancel");
+	                op_detail(buf, sizeof(buf), "cancel", note));
 	/* An async step still pending is uncertain: it is compensated. */
 	return rc ? rc : start_compensation(e, in, SAGA_REASON_CANCEL, false);
 }
 
 /* The operator verbs on a STUCK instance: retry the step, skip it, or
  * resume forward from a rollback. */
-static int do_operator(saga_engine *e, inst *in, int verb)
+static int do_operator(saga_engine *e, inst *in, int verb, const char *note)
 {
 	saga_row *r = &in->row;
 	int acted_on = r->step, acted_phase = r->phase;
@@ -389,25 +403,29 @@ static int do_operator(saga_engine *e, inst *in, int verb)
 		r->step = r->fwd_started > 0 ? r->fwd_started - 1 : 0;
 	}
 	r->state = r->phase == SAGA_PHASE_ACTION ? SAGA_RUNNING : SAGA_COMPENSATING;
+	char buf[NOTE_MAX + 64];
 	int rc = record(e, in, SAGA_EVENT_OPERATOR, acted_on, acted_phase, 0, SAGA_OUTCOME_NONE,
-	                verb == CMD_RETRY  ? "operator: retry"
-	                : verb == CMD_SKIP ? "operator: skip"
-	                                   : "operator: resume forward");
+	                op_detail(buf, sizeof(buf),
+	                          verb == CMD_RETRY  ? "operator: retry"
+	                          : verb == CMD_SKIP ? "operator: skip"
+	                                             : "operator: resume forward",
+	                          note));
 	return rc ? rc : record_state(e, in, "resumed by an operator");
 }
 
-static int do_verb(saga_engine *e, inst *in, int verb)
+static int do_verb(saga_engine *e, inst *in, int verb, const char *note)
 {
-	return verb == CMD_CANCEL ? do_cancel(e, in) : do_operator(e, in, verb);
+	return verb == CMD_CANCEL ? do_cancel(e, in, note) : do_operator(e, in, verb, note);
 }
 
 /* Cancel and the operator verbs: find the instance (in memory, or loaded
  * for the command), check that it accepts the command, and carry it out or
  * write it for its owner. */
-static int command(saga_engine *e, int64_t id, int verb)
+static int command(saga_engine *e, int64_t id, int verb, const char *note, bool *queued)
 {
 	if (!e)
 		return SAGA_EINVAL;
+	*queued = false;
 	pthread_mutex_lock(&e->mu);
 	inst *in = NULL;
 	bool temp = false;
@@ -420,12 +438,13 @@ static int command(saga_engine *e, int64_t id, int verb)
 	if (rc == SAGA_OK)
 		rc = refusal(e, in, verb);
 	if (rc == SAGA_OK && where == QUEUE) {
-		store_command c = { 0, in->row.id, verb, -1, 0, 0, NULL, now_wall(e) };
+		store_command c = { 0, in->row.id, verb, -1, 0, 0, note, now_wall(e) };
 		rc = queue_command(e, in, temp, &c);
+		*queued = rc == SAGA_OK;
 	} else if (rc == SAGA_OK) {
 		/* Nobody's: this process takes it to carry the command out. */
 		rc = temp ? take_unowned(e, in) : SAGA_OK;
-		rc = finish_command(e, in, temp, rc ? rc : do_verb(e, in, verb));
+		rc = finish_command(e, in, temp, rc ? rc : do_verb(e, in, verb, note));
 	} else {
 		if (in)
 			release_temp(e, in, temp, rc);
@@ -437,22 +456,42 @@ static int command(saga_engine *e, int64_t id, int verb)
 
 int saga_cancel(saga_engine *e, int64_t id)
 {
-	return command(e, id, CMD_CANCEL);
+	bool queued;
+	return command(e, id, CMD_CANCEL, NULL, &queued);
 }
 
 int saga_operator_retry(saga_engine *e, int64_t id)
 {
-	return command(e, id, CMD_RETRY);
+	bool queued;
+	return command(e, id, CMD_RETRY, NULL, &queued);
 }
 
 int saga_operator_skip(saga_engine *e, int64_t id)
 {
-	return command(e, id, CMD_SKIP);
+	bool queued;
+	return command(e, id, CMD_SKIP, NULL, &queued);
 }
 
 int saga_operator_resume(saga_engine *e, int64_t id)
 {
-	return command(e, id, CMD_RESUME);
+	bool queued;
+	return command(e, id, CMD_RESUME, NULL, &queued);
+}
+
+int admin_command(saga_engine *e, int64_t id, int verb, const char *note, bool *queued)
+{
+	if (note && strlen(note) > NOTE_MAX)
+		return set_err(e, SAGA_EINVAL, "the actor and reason are longer than %d bytes",
+		               NOTE_MAX);
+	/* A refusal is known from the row as stored: it writes nothing (not
+	 * even the owner registration a write transaction begins with). */
+	pthread_mutex_lock(&e->mu);
+	inst *in = NULL;
+	int rc = load_temp(e, &in, id, NULL);
+	if (rc == SAGA_OK)
+		rc = release_temp(e, in, true, refusal(e, in, verb));
+	pthread_mutex_unlock(&e->mu);
+	return rc ? rc : command(e, id, verb, note, queued);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -522,12 +561,16 @@ int apply_queued(saga_engine *e, inst *in)
 			rc = do_complete(e, in, c->step, c->phase, c->result, out,
 			                 c->verb == CMD_COMPLETE_EARLY, &verdict);
 		} else if (refusal(e, in, c->verb)) {
-			char msg[300];
-			saga_fmt(msg, sizeof(msg), "refused: %s", saga_engine_errmsg(e));
+			char msg[NOTE_MAX + 320];
+			if (q->output)
+				saga_fmt(msg, sizeof(msg), "refused: %s %s", saga_engine_errmsg(e),
+				         q->output);
+			else
+				saga_fmt(msg, sizeof(msg), "refused: %s", saga_engine_errmsg(e));
 			rc = record(e, in, SAGA_EVENT_OPERATOR, -1, in->row.phase, 0,
 			            SAGA_OUTCOME_NONE, msg);
 		} else {
-			rc = do_verb(e, in, c->verb);
+			rc = do_verb(e, in, c->verb, q->output);
 		}
 		if (rc == SAGA_OK && (rc = e->st->delete_command(e->store, c->id)))
 			rc = store_err(e, rc);

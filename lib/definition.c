@@ -383,3 +383,47 @@ out:
 	cJSON_Delete(root);
 	return text;
 }
+
+int saga_definition_from_snapshot(saga_definition **out, const char *snapshot)
+{
+	static const char *const kinds[] = { "compensatable", "pivot", "retriable" };
+	*out = NULL;
+	cJSON *doc = cJSON_Parse(snapshot);
+	const cJSON *name = cJSON_GetObjectItemCaseSensitive(doc, "name");
+	const cJSON *version = cJSON_GetObjectItemCaseSensitive(doc, "version");
+	const cJSON *steps = cJSON_GetObjectItemCaseSensitive(doc, "steps");
+	saga_definition *d = NULL;
+	int rc = SAGA_ECORRUPT;
+	if (!doc && !cJSON_GetErrorPtr())
+		rc = SAGA_ENOMEM;
+	if (!cJSON_IsString(name) || !cJSON_IsNumber(version) || !cJSON_IsArray(steps) ||
+	    (rc = saga_definition_new(&d, name->valuestring, version->valueint)))
+		goto out;
+	const cJSON *st;
+	cJSON_ArrayForEach(st, steps)
+	{
+		const cJSON *sn = cJSON_GetObjectItemCaseSensitive(st, "name");
+		const cJSON *sk = cJSON_GetObjectItemCaseSensitive(st, "kind");
+		saga_step_spec spec = { 0 };
+		rc = SAGA_ECORRUPT;
+		for (int k = 0; k < 3 && cJSON_IsString(sk); k++)
+			if (strcmp(sk->valuestring, kinds[k]) == 0) {
+				spec.kind = (saga_step_kind)k;
+				rc = SAGA_OK;
+			}
+		if (rc || !cJSON_IsString(sn))
+			goto fail;
+		spec.name = sn->valuestring;
+		if ((rc = saga_definition_add_step(d, &spec)))
+			goto fail;
+	}
+	*out = d;
+	goto out;
+fail:
+	if (rc == SAGA_EINVAL || rc == SAGA_OK)
+		rc = SAGA_ECORRUPT;
+	saga_definition_free(d);
+out:
+	cJSON_Delete(doc);
+	return rc;
+}

@@ -80,11 +80,19 @@ const saga_retry_policy *saga_def_retry(const saga_definition *d, size_t i);
 const saga_retry_policy *saga_def_comp_retry(const saga_definition *d, size_t i);
 uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase);
 const char *saga_def_breaker(const saga_definition *d, size_t i);
+
+/* breaker.c: the calls a breaker has seen since it was made: successful,
+ * failed, ignored (given back), not permitted (refused). */
+void breaker_totals(saga_breaker *b, uint64_t out[4]);
 /* JSON snapshot of names and kinds (owned by caller, cJSON_free/free). */
 char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the first step that cannot be compensated (the pivot or the
  * first retriable step), or nsteps: once it has started, only forward. */
 int saga_def_no_return(const saga_definition *d);
+/* A definition rebuilt from its stored snapshot: step names and kinds, no
+ * callbacks, default policies (what an operator's verbs need to decide).
+ * SAGA_ECORRUPT when the text is not a snapshot, SAGA_ENOMEM. */
+int saga_definition_from_snapshot(saga_definition **out, const char *snapshot);
 
 /* ---- the SQLite store (store_*.c; store_sqlite_int.h) ---- */
 typedef struct saga_store saga_store;
@@ -251,6 +259,10 @@ int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, s
  * with an id above `after`, in id order. */
 int store_pending(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
+/* The WAITING instances due at or before `now`: how many were due at or
+ * before `late`, and the earliest due time among them (0 = none). */
+int store_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
+                  uint64_t *oldest_due);
 void row_to_info(saga_instance_info *info, const saga_row *r);
 /* Is `text` well-formed JSON? Tells a damaged context from a parser that ran
  * out of memory. */
@@ -260,5 +272,32 @@ int store_json_valid(saga_store *s, const char *text, bool *valid);
  * *purged says how many. */
 #define STORE_PURGE_BATCH 256
 int store_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged);
+
+/* ---- what an operator reads (the admin API, lib/admin.c) ---- */
+/* One owner as the store has it; strings borrowed for the call. */
+typedef struct store_owner {
+	int64_t epoch;
+	const char *host;
+	int64_t pid;
+	int state;           /* 0 live, 1 dead, 2 retired */
+	uint64_t age_ms;     /* since it registered; 0 when registered in another boot */
+	uint64_t lease_left; /* ms of lease left; 0 = lapsed (or ended) */
+	const char *served;  /* "name@version" words, space-separated; "" = none */
+	int64_t instances;   /* unfinished instances it holds (live owners only) */
+} store_owner;
+typedef int (*store_owner_fn)(const store_owner *o, void *user);
+/* Calls fn for each owner in epoch order, the ended ones too when `all`;
+ * nonzero from fn stops. */
+int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user);
+/* Calls fn for each stored definition (name, version order); nonzero stops. */
+typedef int (*store_def_fn)(const char *name, int version, const char *snapshot, void *user);
+int store_list_definitions(saga_store *s, store_def_fn fn, void *user);
+/* Calls fn with the number of instances of each (definition, version,
+ * state) that has any; nonzero stops. */
+typedef int (*store_count_fn)(const char *name, int version, int state, int64_t n, void *user);
+int store_def_counts(saga_store *s, store_count_fn fn, void *user);
+/* Calls fn with the number of STUCK instances of each (definition, version,
+ * reason) that has any, the reason in place of the state; nonzero stops. */
+int store_stuck_counts(saga_store *s, store_count_fn fn, void *user);
 
 #endif

@@ -145,7 +145,7 @@ static int check_range(saga_engine *e, uint64_t from, uint64_t to, const char *w
 	return SAGA_OK;
 }
 
-static int check_filter(saga_engine *e, const saga_list_filter *f)
+int check_list_filter(saga_engine *e, const saga_list_filter *f)
 {
 	if (f->version != SAGA_LIST_FILTER_VERSION)
 		return set_err(e, SAGA_EINVAL, "list: filter version %u is not %d", f->version,
@@ -170,7 +170,7 @@ int saga_list_page(saga_engine *e, saga_instance_info *out, size_t *n, size_t ca
 		return bad_args(e, "list_page: out, n, a capacity and an id >= 0 are needed");
 	saga_list_filter all = SAGA_LIST_FILTER_INIT;
 	const saga_list_filter *f = filter ? filter : &all;
-	int rc = check_filter(e, f);
+	int rc = check_list_filter(e, f);
 	if (rc)
 		return rc;
 	store_filter sf = { f->state,           f->definition,    f->definition_version,

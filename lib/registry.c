@@ -19,6 +19,56 @@ const reg_def *find_def(saga_engine *e, const char *name, int version)
 	return best;
 }
 
+/* Adds a copy of def to the engine's definitions. */
+static int add_def(saga_engine *e, const saga_definition *def, bool stored_only)
+{
+	/* The array moves as it grows; the reg_def it points to does not. */
+	reg_def **defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
+	if (!defs)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	e->defs = defs;
+	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
+	if (!rd || saga_definition_clone(&rd->def, def, &e->alloc) ||
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps ? def->nsteps : 1, sizeof(char *))) ||
+	    mx_def_init(e, rd)) {
+		if (rd) {
+			saga_definition_free(rd->def);
+			saga_free(&e->alloc, rd->names);
+		}
+		saga_free(&e->alloc, rd);
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < def->nsteps; i++)
+		rd->names[i] = rd->def->steps[i].name;
+	rd->stored_only = stored_only;
+	e->defs[e->ndefs++] = rd;
+	return SAGA_OK;
+}
+
+/* Makes definition (name, version) known from its stored snapshot, unless
+ * it is known already; with the mutex. */
+int register_stored(saga_engine *e, const char *name, int version)
+{
+	if (find_def(e, name, version))
+		return SAGA_OK;
+	char *snap = NULL;
+	int rc = e->st->get_definition(e->store, &snap, name, version, &e->alloc);
+	if (rc == SAGA_ENOTFOUND)
+		return set_err(e, rc, "definition '%s' version %d is not in the store", name,
+		               version);
+	if (rc)
+		return store_err(e, rc);
+	saga_definition *def = NULL;
+	rc = saga_definition_from_snapshot(&def, snap);
+	saga_free(&e->alloc, snap);
+	if (rc)
+		return set_err(e, rc, "the stored snapshot of '%s' version %d %s", name, version,
+		               rc == SAGA_ENOMEM ? "cannot be read: out of memory" : "is damaged");
+	rc = add_def(e, def, true);
+	saga_definition_free(def);
+	return rc;
+}
+
 int saga_engine_register(saga_engine *e, const saga_definition *def)
 {
 	if (!e || !def)
@@ -49,25 +99,8 @@ int saga_engine_register(saga_engine *e, const saga_definition *def)
 		                          : store_err(e, rc);
 		goto out;
 	}
-	/* The array moves as it grows; the reg_def it points to does not. */
-	reg_def **defs = saga_realloc(&e->alloc, e->defs, (e->ndefs + 1) * sizeof(*defs));
-	if (!defs) {
-		rc = set_err(e, SAGA_ENOMEM, "out of memory");
+	if ((rc = add_def(e, def, false)))
 		goto out;
-	}
-	e->defs = defs;
-	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
-	if (!rd || (rc = saga_definition_clone(&rd->def, def, &e->alloc)) ||
-	    !(rd->names = saga_calloc(&e->alloc, def->nsteps, sizeof(char *)))) {
-		if (rd)
-			saga_definition_free(rd->def);
-		saga_free(&e->alloc, rd);
-		rc = set_err(e, SAGA_ENOMEM, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < def->nsteps; i++)
-		rd->names[i] = rd->def->steps[i].name;
-	e->defs[e->ndefs++] = rd;
 	/* Instances of this definition parked in the store may now run. */
 	e->active_scanned = false;
 	e->next_timer = 0;

@@ -355,3 +355,46 @@ int store_delete_command(saga_store *s, int64_t id)
 {
 	return exec_owned(s, ST_CMD_DEL, id, "delete command");
 }
+
+/* ---- what an operator reads ---- */
+
+int store_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user)
+{
+	sqlite3_stmt *st;
+	int src, rc = prepare_once(
+	                 s, &st,
+	                 "SELECT o.epoch, o.host, o.pid, o.boot_id, o.started_at, o.lease_until, "
+	                 "o.state,"
+	                 " coalesce((SELECT group_concat(d.def_name || '@' || d.def_version, ' ')"
+	                 " FROM owner_defs d WHERE d.epoch = o.epoch), ''),"
+	                 " CASE WHEN o.state = 0 THEN (SELECT count(*) FROM instances i"
+	                 " WHERE i.owner = o.epoch AND i.state < 3) ELSE 0 END"
+	                 " FROM owners o WHERE ?1 OR o.state = 0 ORDER BY o.epoch",
+	                 "list owners");
+	if (rc)
+		return rc;
+	if ((src = sqlite3_bind_int(st, 1, all)) != SQLITE_OK)
+		return finish_once(s, st, src, "list owners");
+	uint64_t now = lease_now();
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *boot = (const char *)sqlite3_column_text(st, 3);
+		bool this_boot = boot && strcmp(boot, s->boot_id) == 0;
+		uint64_t started = (uint64_t)sqlite3_column_int64(st, 4);
+		uint64_t until = (uint64_t)sqlite3_column_int64(st, 5);
+		const char *host = (const char *)sqlite3_column_text(st, 1);
+		const char *served = (const char *)sqlite3_column_text(st, 7);
+		store_owner o = { sqlite3_column_int64(st, 0),
+			          host ? host : "",
+			          sqlite3_column_int64(st, 2),
+			          sqlite3_column_int(st, 6),
+			          this_boot && now > started ? now - started : 0,
+			          0,
+			          served ? served : "",
+			          sqlite3_column_int64(st, 8) };
+		if (o.state == OWNER_LIVE && this_boot && until > now)
+			o.lease_left = until - now;
+		if (fn(&o, user))
+			break;
+	}
+	return finish_once(s, st, src, "list owners");
+}

@@ -84,6 +84,8 @@ enum stmt_id {
 	ST_PAGE_ACTIVE,
 	ST_PENDING,
 	ST_COUNTS,
+	ST_STUCK,
+	ST_OVERDUE,
 	ST_PURGE_PICK,
 	ST_PURGE_HIST,
 	ST_PURGE_INST,
@@ -165,6 +167,12 @@ int exec(saga_store *s, const char *sql, const char *what);
 /* Sets the store's message and returns code. */
 int refuse(saga_store *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int exec_stmt(saga_store *s, sqlite3_stmt *st, const char *what);
+/* A statement for one call (the operator's rare reads), prepared, or the
+ * failure. */
+int prepare_once(saga_store *s, sqlite3_stmt **st, const char *sql, const char *what);
+/* Finalizes it once its rows were read until sqlite3_step gave src: SAGA_OK
+ * when they ran out or the caller stopped at a row, else the failure. */
+int finish_once(saga_store *s, sqlite3_stmt *st, int src, const char *what);
 void drop_history(saga_store *s);
 int flush_history(saga_store *s);
 int id_put(saga_store *s, struct id_set *set, int64_t id);

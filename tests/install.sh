@@ -2,7 +2,8 @@
 # Installs libsaga into a temporary prefix and builds a program against the
 # installed copy the way a user would: once with pkg-config on the command
 # line, once as a meson project with dependency('libsaga'). Each program uses
-# cJSON through the public header (a context) and runs a saga to its end.
+# cJSON through the public header (a context) and runs a saga to its end;
+# then the installed sagactl reads that store.
 # Usage: install.sh SOURCE_ROOT
 # Exit 77 (skipped) when a tool it needs is missing.
 set -eu
@@ -101,3 +102,8 @@ meson setup "$tmp/app/build" "$tmp/app" >"$tmp/app-setup.log" 2>&1 ||
 	{ cat "$tmp/app-setup.log"; exit 1; }
 ninja -C "$tmp/app/build" >"$tmp/app-build.log" 2>&1 || { cat "$tmp/app-build.log"; exit 1; }
 LD_LIBRARY_PATH=$prefix/lib "$tmp/app/build/app" "$tmp/app/meson.db"
+
+# 3. sagactl is installed with the library and reads what the program wrote.
+test -x "$prefix/bin/sagactl"
+LD_LIBRARY_PATH=$prefix/lib "$prefix/bin/sagactl" --store "$tmp/app/pc.db" --output json count |
+	grep -q '"state":"COMPLETED","count":1'

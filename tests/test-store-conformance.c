@@ -1145,6 +1145,116 @@ START_TEST(listings_and_counts)
 }
 END_TEST
 
+/* What an operator reads: owners (live ones, or all), with the definitions
+ * each serves and the unfinished instances it holds; the stored
+ * definitions; counts per definition, version and state. */
+typedef struct owner_seen {
+	int64_t epoch[8];
+	int state[8];
+	char served[8][64];
+	int64_t instances[8];
+	bool leased[8];
+	int n;
+} owner_seen;
+
+static int see_owner(const store_owner *o, void *user)
+{
+	owner_seen *l = user;
+	if (l->n < 8) {
+		l->epoch[l->n] = o->epoch;
+		l->state[l->n] = o->state;
+		saga_fmt(l->served[l->n], sizeof(l->served[0]), "%s", o->served);
+		l->instances[l->n] = o->instances;
+		l->leased[l->n] = o->lease_left > 0 && o->pid > 0 && o->host != NULL;
+		l->n++;
+	}
+	return 0;
+}
+
+static int see_def(const char *name, int version, const char *snapshot, void *user)
+{
+	char *out = user;
+	size_t len = strlen(out);
+	saga_fmt(out + len, 256 - len, "%s@%d=%s;", name, version, snapshot);
+	return 0;
+}
+
+static int see_count(const char *name, int version, int state, int64_t n, void *user)
+{
+	char *out = user;
+	size_t len = strlen(out);
+	saga_fmt(out + len, 256 - len, "%s@%d/%d:%lld;", name, version, state, (long long)n);
+	return 0;
+}
+
+START_TEST(operator_reads)
+{
+	saga_store *a = open_store(), *b = open_store();
+	int64_t ea = new_owner(a, LONG), eb = new_owner(b, LONG);
+	OK(a, ops->put_definition(a, DEF, 1, "{\"s\":1}"));
+	OK(a, ops->put_definition(a, DEF, 2, "{\"s\":2}"));
+	put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0, ea, 1));
+	put_row(a, make_row(DEF, 2, SAGA_STUCK, 0, 0, 1));
+	put_row(a, make_row(DEF, 2, SAGA_STUCK, 0, 0, 1));
+	OK(b, ops->retire(b));
+
+	owner_seen l = { .n = 0 };
+	OK(a, ops->owners(a, false, see_owner, &l));
+	ck_assert_int_eq(l.n, 1);
+	ck_assert(l.epoch[0] == ea && l.state[0] == 0 && l.leased[0]);
+	ck_assert_str_eq(l.served[0], DEF "@1");
+	ck_assert_int_eq(l.instances[0], 2);
+	l.n = 0;
+	OK(a, ops->owners(a, true, see_owner, &l));
+	ck_assert_int_eq(l.n, 2);
+	ck_assert(l.epoch[1] == eb && l.state[1] == 2 && !l.leased[1]);
+	ck_assert_str_eq(l.served[1], "");
+
+	char out[256] = "";
+	OK(a, ops->definitions(a, see_def, out));
+	ck_assert_str_eq(out, DEF "@1={\"s\":1};" DEF "@2={\"s\":2};");
+	out[0] = '\0';
+	OK(a, ops->def_counts(a, see_count, out));
+	ck_assert_str_eq(out, DEF "@1/0:1;" DEF "@1/1:1;" DEF "@2/5:2;");
+	close_store(a);
+	close_store(b);
+}
+END_TEST
+
+/* The store gauges: STUCK instances by reason; the WAITING ones due, and
+ * overdue, with the earliest due time. */
+START_TEST(gauge_reads)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	for (int i = 0; i < 3; i++) {
+		saga_row r = make_row(DEF, 2, SAGA_STUCK, 0, 0, 1);
+		r.reason = i < 2 ? SAGA_REASON_FAILURE : SAGA_REASON_CRASH_LOOP;
+		put_row(a, r);
+	}
+	put_row(a, make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 100, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 300, 0, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 900, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_RUNNING, T0, ea, 1));
+
+	char out[256] = "";
+	OK(a, ops->stuck_counts(a, see_count, out));
+	ck_assert_str_eq(out, DEF "@2/1:2;" DEF "@2/4:1;");
+	int64_t overdue = -1;
+	uint64_t oldest = 1;
+	/* Due by T0 + 500: two, one of them by T0 + 200. */
+	OK(a, ops->overdue(a, T0 + 500, T0 + 200, &overdue, &oldest));
+	ck_assert_int_eq(overdue, 1);
+	ck_assert_uint_eq(oldest, T0 + 100);
+	OK(a, ops->overdue(a, T0 + 50, T0, &overdue, &oldest));
+	ck_assert_int_eq(overdue, 0);
+	ck_assert_uint_eq(oldest, 0);
+	close_store(a);
+}
+END_TEST
+
 static int count_event(const saga_event *e, void *user)
 {
 	(void)e;
@@ -1743,6 +1853,8 @@ static const test tests[] = {
 	T(history_round_trip, 30),
 	T(definitions_kept_once, 30),
 	T(listings_and_counts, 30),
+	T(operator_reads, 30),
+	T(gauge_reads, 30),
 	T(purge_takes_old_ended_instances, 30),
 	T(commands_put_list_delete, 30),
 	T(changed_sees_peers_not_self, 30),
