@@ -42,6 +42,13 @@ void test_store_name(char *buf, size_t size, const char *dir, const char *file);
 void test_store_drop(const char *name);
 void test_store_copy(char *to, size_t size, const char *from, const char *dir, const char *file);
 
+/* Runs SQL on a store named as test_store_name names it (another connection
+ * than the engine's): test_store_exec runs statements, test_store_int gives
+ * the first column of the first row of a query as an integer. Fail the test
+ * on error. */
+void test_store_exec(const char *name, const char *sql);
+int64_t test_store_int(const char *name, const char *sql);
+
 /* True when the engine tests run on PostgreSQL (SAGA_TEST_STORE). */
 bool test_store_is_pg(void);
 
