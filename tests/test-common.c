@@ -208,8 +208,7 @@ static void pg_admin(const char *sql)
 	PQfinish(c);
 }
 
-/* The dbname of a store name "postgresql:CONNINFO", in buf. */
-static void pg_dbname(char *buf, size_t size, const char *store)
+void pg_dbname(char *buf, size_t size, const char *store)
 {
 	ck_assert_int_eq(strncmp(store, "postgresql:", 11), 0);
 	char *err = NULL;

@@ -64,6 +64,9 @@ bool sqlite_only(const char *why);
 void pg_db_fresh(char *buf, size_t size);
 void pg_db_drop(const char *store);
 
+/* The dbname of a store name "postgresql:CONNINFO", in buf. */
+void pg_dbname(char *buf, size_t size, const char *store);
+
 /* The conninfo of SAGA_TEST_PG with its dbname replaced by `db`, in buf. */
 void pg_conninfo(char *buf, size_t size, const char *db);
 
