@@ -7,6 +7,8 @@
  * SPDX-License-Identifier: MIT */
 #include "store_pg_int.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,10 +282,22 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc)
 {
 	const char *keys[] = { "dbname", "fallback_application_name", NULL };
 	const char *vals[] = { s->conninfo, app, NULL };
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	/* Started, then polled: the notice processor is set before the
+	 * server says anything (libpq's own prints to stderr). */
+	PGconn *c = PQconnectStartParams(keys, vals, 1);
 	if (!c) {
 		*rc = pg_refuse(s, SAGA_ENOMEM, "store: out of memory connecting to PostgreSQL");
 		return NULL;
+	}
+	PQsetNoticeProcessor(c, quiet, NULL);
+	PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
+	while (PQstatus(c) != CONNECTION_BAD && ps != PGRES_POLLING_OK &&
+	       ps != PGRES_POLLING_FAILED) {
+		struct pollfd pfd = { PQsocket(c), ps == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+			              0 };
+		if (pfd.fd < 0 || (poll(&pfd, 1, -1) < 0 && errno != EINTR))
+			break;
+		ps = PQconnectPoll(c);
 	}
 	if (PQstatus(c) != CONNECTION_OK) {
 		/* libpq's reason: unreachable, refused, authentication failed,
@@ -293,7 +307,6 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc)
 		PQfinish(c);
 		return NULL;
 	}
-	PQsetNoticeProcessor(c, quiet, NULL);
 	return c;
 }
 
