@@ -624,9 +624,13 @@ void pg_rollback(saga_store *s)
 static int open_schema(saga_store *s)
 {
 	PGresult *r = NULL;
+	char sql[64];
+	saga_fmt(sql, sizeof(sql), "SET LOCAL lock_timeout = %u", (unsigned)s->busy_ms);
 	int rc = exec_plain(s, s->conn, "BEGIN", NULL, "begin");
 	if (rc)
 		return rc;
+	if ((rc = exec_plain(s, s->conn, sql, NULL, "lock timeout")))
+		goto done;
 	if ((rc = exec_plain(s, s->conn, SCHEMA_LOCK, NULL, "lock the schema"))) {
 		if (rc == SAGA_EBUSY)
 			pg_refuse(s, rc,
