@@ -215,10 +215,8 @@ int pg_refuse(saga_store *s, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	saga_vfmt(s->errmsg, sizeof(s->errmsg), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		s->errmsg[0] = '\0';
 	/* libpq's messages end in a newline */
 	size_t len = strlen(s->errmsg);
 	while (len && (s->errmsg[len - 1] == '\n' || s->errmsg[len - 1] == ' '))
@@ -493,6 +491,22 @@ int pg_query(saga_store *s, int stmt, const pg_params *p, PGresult **out)
 	*out = s->want;
 	s->want = NULL;
 	return SAGA_OK;
+}
+
+/* The first row's first n integer columns of a statement's answer:
+ * SAGA_ENOTFOUND without a row. */
+int pg_ints(saga_store *s, int stmt, const pg_params *p, int64_t *out, int n)
+{
+	PGresult *r = NULL;
+	int rc = pg_query(s, stmt, p, &r);
+	if (rc)
+		return rc;
+	if (PQntuples(r) < 1)
+		rc = SAGA_ENOTFOUND;
+	for (int i = 0; i < n && rc == SAGA_OK; i++)
+		out[i] = pg_i64(r, 0, i);
+	PQclear(r);
+	return rc;
 }
 
 /* A write: queued in the open transaction (its answer read at the next
