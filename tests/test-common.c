@@ -324,6 +324,12 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 
 #endif
 
+void test_store_owners_dead(const char *name)
+{
+	if (is_pg_name(name))
+		test_store_exec(name, "UPDATE owners SET lease_until = 0 WHERE state = 0");
+}
+
 void test_store_drop(const char *name)
 {
 	if (is_pg_name(name))
