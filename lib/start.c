@@ -105,9 +105,9 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 		r->fence = 1;
 		r->next_seq = 2;
 		rc = e->st->insert(e->store, r);
-		/* Another process inserted the key since the look-up above
-		 * (PostgreSQL's transactions run side by side; SQLite's do
-		 * not): its instance is the answer, as if it had been found. */
+		/* Another process started the key since it was looked up (on
+		 * PostgreSQL the insert waits for that one's commit): its
+		 * instance is the one. */
 		if (rc == SAGA_EEXISTS && q->business_key &&
 		    e->st->find_bkey(e->store, id, q->business_key) == SAGA_OK) {
 			cJSON_free(text);
