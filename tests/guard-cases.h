@@ -7,6 +7,7 @@
  *   compensation_at(key, fence)  one call in a committed transaction of its own
  *   state_of(key), fence_of(key)  the stored state and mark (0: no row)
  *   sql(text)  runs a statement on the test's connection
+ *   guard_init()  the guard's init on the test's connection
  *   BEGIN_WRITE  the statement that begins a participant's transaction
  * SPDX-License-Identifier: MIT */
 #ifndef SAGA_TEST_GUARD_CASES_H
@@ -151,6 +152,22 @@ START_TEST(fence_mark_rolls_back_with_the_participant)
 }
 END_TEST
 
+/* A store made by a guard without fences (no saga_guard_fence table) gains
+ * it from the guard's init. */
+START_TEST(init_adds_the_fence_table)
+{
+	sql("DROP TABLE saga_guard_fence");
+	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
+	saga_guard_verdict v;
+	sql("BEGIN");
+	ck_assert_int_eq(guard_call("old", false, 1, &v), SAGA_ESTORE);
+	sql("ROLLBACK");
+	ck_assert_int_eq(guard_init(), SAGA_OK);
+	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
+	ck_assert_int_eq(fence_of("old"), 1);
+}
+END_TEST
+
 /* Adds the cases above to the test cases of the including suite. */
 static void add_guard_cases(TCase *transitions, TCase *transactions, TCase *fences)
 {
@@ -163,6 +180,7 @@ static void add_guard_cases(TCase *transitions, TCase *transactions, TCase *fenc
 	tcase_add_test(fences, lower_fence_is_stale);
 	tcase_add_test(fences, fence_marks_are_per_key);
 	tcase_add_test(fences, fence_mark_rolls_back_with_the_participant);
+	tcase_add_test(fences, init_adds_the_fence_table);
 }
 
 #endif

@@ -120,6 +120,11 @@ static void sql(const char *text)
 	exec(db, text);
 }
 
+static int guard_init(void)
+{
+	return saga_guard_pg_init(db);
+}
+
 #define BEGIN_WRITE "BEGIN"
 
 #include "guard-cases.h"
@@ -440,20 +445,6 @@ START_TEST(concurrent_lower_fence_is_stale)
 }
 END_TEST
 
-START_TEST(init_adds_the_fence_table)
-{
-	exec(db, "DROP TABLE saga_guard_fence");
-	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
-	saga_guard_verdict v;
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_action_fenced(db, "old", 1, &v), SAGA_ESTORE);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(saga_guard_pg_init(db), SAGA_OK);
-	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("old"), 1);
-}
-END_TEST
-
 static Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard-pg");
@@ -479,7 +470,6 @@ static Suite *guard_suite(void)
 	tcase_add_checked_fixture(fences, setup, teardown);
 	tcase_add_test(fences, fenced_bad_arguments);
 	tcase_add_test(fences, concurrent_lower_fence_is_stale);
-	tcase_add_test(fences, init_adds_the_fence_table);
 	suite_add_tcase(s, fences);
 	add_guard_cases(transitions, transactions, fences);
 	return s;

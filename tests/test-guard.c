@@ -71,6 +71,11 @@ static void sql(const char *text)
 	exec(db, text);
 }
 
+static int guard_init(void)
+{
+	return saga_guard_init(db);
+}
+
 #define BEGIN_WRITE "BEGIN IMMEDIATE"
 
 static saga_guard_verdict action(const char *key)
@@ -249,22 +254,6 @@ START_TEST(fenced_bad_arguments)
 }
 END_TEST
 
-/* A store made by a guard without fences (no saga_guard_fence table) gains
- * it from saga_guard_init. */
-START_TEST(init_adds_the_fence_table)
-{
-	exec(db, "DROP TABLE saga_guard_fence");
-	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
-	saga_guard_verdict v;
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_action_fenced(db, "old", 1, &v), SAGA_ESTORE);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(saga_guard_init(db), SAGA_OK);
-	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("old"), 1);
-}
-END_TEST
-
 static Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard");
@@ -286,7 +275,6 @@ static Suite *guard_suite(void)
 	TCase *fences = tcase_create("fences");
 	tcase_add_checked_fixture(fences, setup, teardown);
 	tcase_add_test(fences, fenced_bad_arguments);
-	tcase_add_test(fences, init_adds_the_fence_table);
 	suite_add_tcase(s, fences);
 	add_guard_cases(transitions, transactions, fences);
 	return s;
