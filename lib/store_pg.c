@@ -152,6 +152,28 @@ static const char *const stmt_sql[P_COUNT] = {
 	[P_CMD_DEL] = "DELETE FROM commands WHERE id = $1",
 	[P_CMD_COUNT] = "SELECT count(*) FROM commands WHERE instance = $1 AND verb = $2"
 	                " AND step = $3 AND phase = $4",
+	/* What an operator reads: the owners (the ended ones too when $1), with
+	 * their ages and leases on the server's clock, the definitions each
+	 * serves and the unfinished instances a live one holds. */
+	[P_OWNERS] = "SELECT o.epoch, o.host, o.pid, o.state, greatest(t.now - o.started_at, 0),"
+	             " CASE WHEN o.state = 0 THEN greatest(o.lease_until - t.now, 0) ELSE 0 END,"
+	             " coalesce((SELECT string_agg(d.def_name || '@' || d.def_version, ' '"
+	             " ORDER BY d.def_name, d.def_version) FROM owner_defs d"
+	             " WHERE d.epoch = o.epoch), ''),"
+	             " CASE WHEN o.state = 0 THEN (SELECT count(*) FROM instances i"
+	             " WHERE i.owner = o.epoch AND i.state < 3) ELSE 0 END"
+	             " FROM owners o, (SELECT " NOW_MS " AS now) t"
+	             " WHERE $1::int <> 0 OR o.state = 0 ORDER BY o.epoch",
+	[P_DEFS] = "SELECT name, version, snapshot FROM definitions ORDER BY name, version",
+	[P_DEF_COUNTS] = "SELECT def_name, def_version, state, count(*) FROM instances"
+	                 " GROUP BY def_name, def_version, state"
+	                 " ORDER BY def_name, def_version, state",
+	[P_STUCK] = "SELECT def_name, def_version, reason, count(*) FROM instances"
+	            " WHERE state >= 3 AND state = 5 GROUP BY def_name, def_version, reason"
+	            " ORDER BY def_name, def_version, reason",
+	/* The WAITING ones due by $1, and of them those due by $2. */
+	[P_OVERDUE] = "SELECT count(*) FILTER (WHERE due_at <= $2), coalesce(min(due_at), 0)"
+	              " FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= $1",
 };
 
 /* Schema 4, as the SQLite store's, in PostgreSQL's types: times are bigint
@@ -806,4 +828,9 @@ const store_ops store_pg_ops = {
 	.counts = pg_counts,
 	.json_valid = pg_json_valid,
 	.purge_batch = pg_purge_batch,
+	.owners = pg_list_owners,
+	.definitions = pg_list_definitions,
+	.def_counts = pg_def_counts,
+	.stuck_counts = pg_stuck_counts,
+	.overdue = pg_overdue,
 };

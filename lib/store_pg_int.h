@@ -58,6 +58,11 @@ enum pg_stmt {
 	P_CMD_LIST,
 	P_CMD_DEL,
 	P_CMD_COUNT,
+	P_OWNERS,
+	P_DEFS,
+	P_DEF_COUNTS,
+	P_STUCK,
+	P_OVERDUE,
 	P_COUNT
 };
 
@@ -166,6 +171,11 @@ int pg_scan_active(saga_store *s, store_id_fn fn, void *user);
 int pg_scan_due(saga_store *s, uint64_t now, int limit, store_id_fn fn, void *user);
 int pg_next_due(saga_store *s, uint64_t *out);
 int pg_next_due_pool(saga_store *s, uint64_t *out);
+int pg_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user);
+int pg_list_definitions(saga_store *s, store_def_fn fn, void *user);
+int pg_def_counts(saga_store *s, store_count_fn fn, void *user);
+int pg_stuck_counts(saga_store *s, store_count_fn fn, void *user);
+int pg_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue, uint64_t *oldest_due);
 int pg_history(saga_store *s, int64_t id, saga_event_fn fn, void *user,
                const char *const *step_names, size_t nsteps);
 int pg_page(saga_store *s, const store_filter *f, int64_t after, int limit, store_row_fn fn,

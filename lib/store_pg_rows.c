@@ -448,3 +448,76 @@ int pg_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged)
 	p_int(&p, STORE_PURGE_BATCH);
 	return pg_ints(s, P_PURGE, &p, purged, 1);
 }
+
+/* ---- what an operator reads ---- */
+
+int pg_list_owners(saga_store *s, bool all, store_owner_fn fn, void *user)
+{
+	pg_params p = { .n = 0 };
+	p_int(&p, all);
+	PGresult *r = NULL;
+	int rc = pg_query(s, P_OWNERS, &p, &r);
+	if (rc)
+		return rc;
+	for (int i = 0, n = PQntuples(r); i < n; i++) {
+		store_owner o = { pg_i64(r, i, 0),           PQgetvalue(r, i, 1),
+			          pg_i64(r, i, 2),           (int)pg_i64(r, i, 3),
+			          (uint64_t)pg_i64(r, i, 4), (uint64_t)pg_i64(r, i, 5),
+			          PQgetvalue(r, i, 6),       pg_i64(r, i, 7) };
+		if (fn(&o, user))
+			break;
+	}
+	PQclear(r);
+	return SAGA_OK;
+}
+
+int pg_list_definitions(saga_store *s, store_def_fn fn, void *user)
+{
+	PGresult *r = NULL;
+	int rc = pg_query(s, P_DEFS, NULL, &r);
+	if (rc)
+		return rc;
+	for (int i = 0, n = PQntuples(r); i < n; i++)
+		if (fn(PQgetvalue(r, i, 0), (int)pg_i64(r, i, 1), PQgetvalue(r, i, 2), user))
+			break;
+	PQclear(r);
+	return SAGA_OK;
+}
+
+/* Runs stmt, whose rows are (name, version, key, count), calling fn for
+ * each; nonzero from fn stops. */
+static int pass_counts(saga_store *s, int stmt, store_count_fn fn, void *user)
+{
+	PGresult *r = NULL;
+	int rc = pg_query(s, stmt, NULL, &r);
+	if (rc)
+		return rc;
+	for (int i = 0, n = PQntuples(r); i < n; i++)
+		if (fn(PQgetvalue(r, i, 0), (int)pg_i64(r, i, 1), (int)pg_i64(r, i, 2),
+		       pg_i64(r, i, 3), user))
+			break;
+	PQclear(r);
+	return SAGA_OK;
+}
+
+int pg_def_counts(saga_store *s, store_count_fn fn, void *user)
+{
+	return pass_counts(s, P_DEF_COUNTS, fn, user);
+}
+
+int pg_stuck_counts(saga_store *s, store_count_fn fn, void *user)
+{
+	return pass_counts(s, P_STUCK, fn, user);
+}
+
+int pg_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue, uint64_t *oldest_due)
+{
+	pg_params p = { .n = 0 };
+	p_time(&p, now);
+	p_time(&p, late);
+	int64_t v[2] = { 0, 0 };
+	int rc = pg_ints(s, P_OVERDUE, &p, v, 2);
+	*overdue = v[0];
+	*oldest_due = (uint64_t)v[1];
+	return rc;
+}
