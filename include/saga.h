@@ -483,7 +483,10 @@ typedef enum saga_durability {
 
 typedef struct saga_options {
 	unsigned int version;        /* SAGA_OPTIONS_VERSION */
-	const char *path;            /* the store file, a file name (not a URI); created 0600 */
+	const char *path;            /* the store: a SQLite file name (not a URI; created 0600),
+	                                "sqlite:FILE", or a PostgreSQL database: a libpq URI
+	                                "postgresql://..." / "postgres://...", or
+	                                "postgresql:" followed by a key=value conninfo */
 	saga_durability durability;  /* FULL or NORMAL */
 	unsigned int workers;        /* 0: the caller drives (saga_run_*); N: N worker threads;
 	                                0 .. SAGA_WORKERS_MAX */
@@ -519,6 +522,14 @@ typedef struct saga_options {
 /* Opens (creating if needed) the store at options->path and migrates its
  * schema. Options are checked first, before any file is created or opened:
  * an option out of its range gives SAGA_EINVAL with a message naming it.
+ * A path beginning "postgresql://" or "postgres://" (a libpq URI, given to
+ * libpq as it is) or "postgresql:" (followed by a key=value conninfo) names
+ * a PostgreSQL database: the store's tables are made in the connection's
+ * current schema, creation and migration wait for busy_timeout_ms, and
+ * owners on any host share it through their leases alone (no lock file);
+ * SAGA_EINVAL "built without PostgreSQL support" when libsaga was built
+ * without libpq. "sqlite:FILE" names the SQLite file FILE; any other path is
+ * a SQLite file name, as follows.
  * The path is a file name, relative or absolute; symbolic links,
  * "." and ".." are resolved, so every name of one file is the same store. A
  * name beginning with "file:" is refused (SAGA_EINVAL): store paths are not

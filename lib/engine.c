@@ -204,7 +204,7 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 		return SAGA_ENOMEM;
 	}
 	e->alloc = a;
-	e->st = &store_sqlite_ops;
+	e->st = &store_sqlite_ops; /* until the name chooses: its close takes a NULL store */
 	saga_clock_resolve(&e->clock, &o->clock);
 	e->log = o->log;
 	e->log_user = o->log_user;
@@ -226,7 +226,10 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	}
 	e->lease_ms = o->lease_ms ? o->lease_ms : LEASE_DEFAULT_MS;
 	e->margin_ms = o->lease_margin_ms ? o->lease_margin_ms : e->lease_ms / 2;
-	if ((rc = e->st->open(&e->store, o->path, o->durability, o->busy_timeout_ms, &a, errmsg,
+	const char *target;
+	if ((rc = store_for_name(&e->st, &target, o->path, errmsg, errsize)))
+		goto fail;
+	if ((rc = e->st->open(&e->store, target, o->durability, o->busy_timeout_ms, &a, errmsg,
 	                      errsize)))
 		goto fail;
 

@@ -86,5 +86,18 @@ typedef struct store_ops {
 
 /* The SQLite backend. */
 extern const store_ops store_sqlite_ops;
+#ifdef SAGA_HAVE_POSTGRESQL
+/* The PostgreSQL backend (store_pg*.c). */
+extern const store_ops store_pg_ops;
+#endif
+
+/* The backend a store name (saga_options.path) chooses, in *ops, and what
+ * that backend opens, in *target (a pointer into name): "postgresql://..."
+ * and "postgres://..." are libpq URIs, given as they are; "postgresql:"
+ * followed by a key=value conninfo gives that conninfo; "sqlite:PATH" is
+ * the SQLite store at PATH; any other name is a SQLite path. SAGA_EINVAL,
+ * with a message in err, for a PostgreSQL name when built without it. */
+int store_for_name(const store_ops **ops, const char **target, const char *name, char *err,
+                   size_t err_size);
 
 #endif

@@ -10,6 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef SAGA_HAVE_POSTGRESQL
+#include <libpq-fe.h>
+#endif
+
 static uint64_t fake_wall(void *user)
 {
 	return ((fake_clock *)user)->wall;
@@ -68,8 +72,192 @@ void kill_at_event(const saga_event *ev, void *user)
 		raise(SIGKILL);
 }
 
+bool test_store_is_pg(void)
+{
+	const char *v = getenv("SAGA_TEST_STORE");
+	return v && strcmp(v, "postgresql") == 0;
+}
+
+bool sqlite_only(const char *why)
+{
+	if (!test_store_is_pg())
+		return false;
+	fprintf(stderr, "skipped on PostgreSQL: %s\n", why);
+	return true;
+}
+
+void test_store_name(char *buf, size_t size, const char *dir, const char *file)
+{
+	if (test_store_is_pg())
+		pg_db_fresh(buf, size);
+	else
+		ck_assert_int_lt(snprintf(buf, size, "%s/%s", dir, file), (int)size);
+}
+
+void test_store_drop(const char *name)
+{
+	if (strncmp(name, "postgresql:", 11) == 0)
+		pg_db_drop(name);
+}
+
+#ifdef SAGA_HAVE_POSTGRESQL
+
+/* Appends ` key='value'` to buf, quoted as libpq reads it. */
+static void put_kv(char *buf, size_t size, const char *key, const char *val)
+{
+	size_t n = strlen(buf);
+	ck_assert_int_lt(snprintf(buf + n, size - n, "%s%s='", n ? " " : "", key), (int)(size - n));
+	n = strlen(buf);
+	for (; *val; val++) {
+		ck_assert_uint_lt(n + 3, size);
+		if (*val == '\'' || *val == '\\')
+			buf[n++] = '\\';
+		buf[n++] = *val;
+	}
+	ck_assert_uint_lt(n + 1, size);
+	buf[n++] = '\'';
+	buf[n] = '\0';
+}
+
+void pg_conninfo(char *buf, size_t size, const char *db)
+{
+	const char *server = getenv("SAGA_TEST_PG");
+	ck_assert_msg(server && *server, "SAGA_TEST_PG is not set (run through tests/pg-run.sh)");
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(server, &err);
+	ck_assert_msg(opts, "SAGA_TEST_PG: %s", err ? err : "out of memory");
+	buf[0] = '\0';
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (o->val && *o->val && strcmp(o->keyword, "dbname") != 0)
+			put_kv(buf, size, o->keyword, o->val);
+	PQconninfoFree(opts);
+	put_kv(buf, size, "dbname", db);
+}
+
+/* Runs one statement on the maintenance database; fails the test unless it
+ * succeeds. */
+static void pg_admin(const char *sql)
+{
+	const char *server = getenv("SAGA_TEST_PG");
+	ck_assert_msg(server && *server, "SAGA_TEST_PG is not set (run through tests/pg-run.sh)");
+	PGconn *c = PQconnectdb(server);
+	ck_assert_msg(c && PQstatus(c) == CONNECTION_OK, "connect %s: %s", server,
+	              c ? PQerrorMessage(c) : "out of memory");
+	PGresult *r = PQexec(c, sql);
+	ck_assert_msg(r && PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+
+/* The dbname of a store name "postgresql:CONNINFO", in buf. */
+static void pg_dbname(char *buf, size_t size, const char *store)
+{
+	ck_assert_int_eq(strncmp(store, "postgresql:", 11), 0);
+	char *err = NULL;
+	PQconninfoOption *opts = PQconninfoParse(store + 11, &err);
+	ck_assert_msg(opts, "%s: %s", store, err ? err : "out of memory");
+	buf[0] = '\0';
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (strcmp(o->keyword, "dbname") == 0 && o->val)
+			snprintf(buf, size, "%s", o->val);
+	PQconninfoFree(opts);
+	ck_assert_msg(buf[0], "%s: no dbname", store);
+}
+
+/* A database name unique on the server: this process and a count. */
+static void pg_new_name(char *buf, size_t size)
+{
+	static unsigned long n;
+	snprintf(buf, size, "saga_test_%ld_%lu", (long)getpid(), ++n);
+}
+
+static void pg_store_of(char *buf, size_t size, const char *db)
+{
+	ck_assert_uint_gt(size, 11);
+	memcpy(buf, "postgresql:", 12);
+	pg_conninfo(buf + 11, size - 11, db);
+}
+
+void pg_db_fresh(char *buf, size_t size)
+{
+	char db[64], sql[128];
+	pg_new_name(db, sizeof(db));
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+	pg_admin(sql);
+	pg_store_of(buf, size, db);
+}
+
+void pg_db_drop(const char *store)
+{
+	char db[64], sql[160];
+	pg_dbname(db, sizeof(db), store);
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", db);
+	pg_admin(sql);
+}
+
+void test_store_copy(char *to, size_t size, const char *from, const char *dir, const char *file)
+{
+	if (!test_store_is_pg()) {
+		(void)from;
+		ck_assert_int_lt(snprintf(to, size, "%s/%s", dir, file), (int)size);
+		return;
+	}
+	char src[64], db[64], sql[200];
+	pg_dbname(src, sizeof(src), from);
+	pg_new_name(db, sizeof(db));
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE \"%s\"", db, src);
+	pg_admin(sql);
+	pg_store_of(to, size, db);
+}
+
+#else
+
+void pg_conninfo(char *buf, size_t size, const char *db)
+{
+	(void)buf;
+	(void)size;
+	(void)db;
+	ck_abort_msg("libsaga was built without PostgreSQL");
+}
+
+void pg_db_fresh(char *buf, size_t size)
+{
+	pg_conninfo(buf, size, NULL);
+}
+
+void pg_db_drop(const char *store)
+{
+	(void)store;
+	ck_abort_msg("libsaga was built without PostgreSQL");
+}
+
+void test_store_copy(char *to, size_t size, const char *from, const char *dir, const char *file)
+{
+	(void)from;
+	ck_assert_int_lt(snprintf(to, size, "%s/%s", dir, file), (int)size);
+}
+
+#endif
+
 int run_suite(Suite *s)
 {
+	/* On PostgreSQL only through tests/pg-run.sh, and only when built
+	 * with it; elsewhere a skip, never a pass. */
+	if (test_store_is_pg()) {
+#ifndef SAGA_HAVE_POSTGRESQL
+		printf("libsaga was built without PostgreSQL: skipped\n");
+		srunner_free(srunner_create(s));
+		return 77;
+#else
+		const char *server = getenv("SAGA_TEST_PG");
+		if (!server || !*server) {
+			printf("SAGA_TEST_STORE=postgresql without SAGA_TEST_PG (run through "
+			       "tests/pg-run.sh): skipped\n");
+			srunner_free(srunner_create(s));
+			return 77;
+		}
+#endif
+	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	int failed = srunner_ntests_failed(sr);

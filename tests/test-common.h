@@ -3,6 +3,7 @@
 #define SAGA_TEST_COMMON_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -28,6 +29,36 @@ void tmpdir_remove(const char *path);
  * once kill_at_event_arm(n) was called; n = 0: never. */
 void kill_at_event_arm(long n);
 void kill_at_event(const saga_event *ev, void *user);
+
+/* The store an engine test runs on, named in buf: with SAGA_TEST_STORE
+ * unset (or "sqlite"), the SQLite file `file` in `dir`; with
+ * SAGA_TEST_STORE=postgresql, a fresh database on the server of SAGA_TEST_PG
+ * (tests/pg-run.sh), named "postgresql:host=... dbname=...". Every engine
+ * test takes its store's name from here. test_store_drop removes a database
+ * made so (a SQLite file goes with its directory); test_store_copy makes
+ * `to` a fresh store holding what `from` holds, from a store no process has
+ * open. Fail the test on error. */
+void test_store_name(char *buf, size_t size, const char *dir, const char *file);
+void test_store_drop(const char *name);
+void test_store_copy(char *to, size_t size, const char *from, const char *dir, const char *file);
+
+/* True when the engine tests run on PostgreSQL (SAGA_TEST_STORE). */
+bool test_store_is_pg(void);
+
+/* For a test that cannot run on PostgreSQL: true (after saying why on
+ * stderr) when the tests run there; the test then returns at once. */
+bool sqlite_only(const char *why);
+
+/* PostgreSQL databases for tests, on the server of SAGA_TEST_PG: pg_db_fresh
+ * creates one with a name unique on the server and writes its store name
+ * ("postgresql:" and a libpq conninfo) to buf; pg_db_drop drops the
+ * database of such a name, whoever is still connected. Both fail the test
+ * on error; neither is available without PostgreSQL (the test exits 77). */
+void pg_db_fresh(char *buf, size_t size);
+void pg_db_drop(const char *store);
+
+/* The conninfo of SAGA_TEST_PG with its dbname replaced by `db`, in buf. */
+void pg_conninfo(char *buf, size_t size, const char *db);
 
 /* Runs one suite and returns the process exit status for meson. */
 int run_suite(Suite *s);

@@ -61,8 +61,37 @@ static void sqlite_drop(const char *uri)
 	tmpdir_remove(sqlite_dir);
 }
 
+#ifdef SAGA_HAVE_POSTGRESQL
+/* A fresh database on the server of SAGA_TEST_PG (tests/pg-run.sh starts
+ * one), given to the backend as its conninfo. */
+static bool pg_available(void)
+{
+	const char *server = getenv("SAGA_TEST_PG");
+	return server && *server;
+}
+
+static char pg_store[512];
+
+static void pg_fresh(char *out, size_t size)
+{
+	pg_db_fresh(pg_store, sizeof(pg_store));
+	ck_assert_int_lt(snprintf(out, size, "%s", pg_store + strlen("postgresql:")), (int)size);
+}
+
+static void pg_drop(const char *conninfo)
+{
+	(void)conninfo;
+	pg_db_drop(pg_store);
+}
+#endif
+
 static const backend backends[] = {
 	{ "sqlite", &store_sqlite_ops, NULL, sqlite_fresh, sqlite_drop, true },
+#ifdef SAGA_HAVE_POSTGRESQL
+	/* An owner is dead only once its lease lapses: a closed session is
+	 * not a death the store can see on another host. */
+	{ "postgresql", &store_pg_ops, pg_available, pg_fresh, pg_drop, false },
+#endif
 };
 
 /* The backend under test, its table, and the fixture's store. */
