@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef BENCH_HAVE_LIBPQ
+#ifdef SAGA_HAVE_POSTGRESQL
 #include <libpq-fe.h>
 #endif
 
@@ -234,7 +234,7 @@ static bool is_pg(const char *name)
 	return name && (!strncmp(name, "postgresql:", 11) || !strncmp(name, "postgres://", 11));
 }
 
-#ifdef BENCH_HAVE_LIBPQ
+#ifdef SAGA_HAVE_POSTGRESQL
 /* The libpq connection string of a store name: a URI as it is, the
  * key=value form without its "postgresql:" prefix. */
 static const char *pg_conninfo(const char *name)
