@@ -18,7 +18,8 @@
 # The server is stopped and its directory removed on every exit path.
 #
 # Exit 77 (skipped) when the PostgreSQL server binaries are missing, or when
-# SAGA_TEST_HAVE_PG=0 (libsaga was built without PostgreSQL). A server that
+# SAGA_TEST_HAVE_PG=0 (libsaga was built without PostgreSQL); with
+# SAGA_TEST_PG_REQUIRED=1 (CI) those are failures instead. A server that
 # does not start is a failure (exit 1), never a skip.
 #
 # Settings favour speed where they do not change what a test can observe:
@@ -33,9 +34,17 @@ if [ "$#" -lt 1 ]; then
 	exit 2
 fi
 
-if [ "${SAGA_TEST_HAVE_PG:-1}" = 0 ]; then
-	echo "pg-run: libsaga was built without PostgreSQL; skipped" >&2
+skip() {
+	if [ "${SAGA_TEST_PG_REQUIRED:-0}" = 1 ]; then
+		echo "pg-run: $1, and SAGA_TEST_PG_REQUIRED=1" >&2
+		exit 1
+	fi
+	echo "pg-run: $1; skipped" >&2
 	exit 77
+}
+
+if [ "${SAGA_TEST_HAVE_PG:-1}" = 0 ]; then
+	skip "libsaga was built without PostgreSQL"
 fi
 
 bindir=""
@@ -52,8 +61,7 @@ if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ ! -x "$bindir/pg_ctl" ]; t
 	done
 fi
 if [ -z "$bindir" ]; then
-	echo "pg-run: no PostgreSQL server binaries (initdb, pg_ctl); skipped" >&2
-	exit 77
+	skip "no PostgreSQL server binaries (initdb, pg_ctl)"
 fi
 
 pguser=""

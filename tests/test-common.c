@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #ifdef SAGA_HAVE_POSTGRESQL
 #include <libpq-fe.h>
 #endif
@@ -94,13 +96,70 @@ void test_store_name(char *buf, size_t size, const char *dir, const char *file)
 		ck_assert_int_lt(snprintf(buf, size, "%s/%s", dir, file), (int)size);
 }
 
-void test_store_drop(const char *name)
+static bool is_pg_name(const char *name)
 {
-	if (strncmp(name, "postgresql:", 11) == 0)
-		pg_db_drop(name);
+	return strncmp(name, "postgresql:", 11) == 0;
+}
+
+/* One statement (exec) or a query's first value (out) on a SQLite store. */
+static void sqlite_sql(const char *path, const char *sql, int64_t *out)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_busy_timeout(db, 10000);
+	if (rc == SQLITE_OK && !out)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK && out) {
+		sqlite3_stmt *st = NULL;
+		rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+		if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+			*out = sqlite3_column_int64(st, 0);
+		else if (rc == SQLITE_OK)
+			rc = SQLITE_ERROR;
+		sqlite3_finalize(st);
+	}
+	ck_assert_msg(rc == SQLITE_OK, "%s on %s: %s", sql, path, db ? sqlite3_errmsg(db) : "?");
+	sqlite3_close(db);
 }
 
 #ifdef SAGA_HAVE_POSTGRESQL
+
+/* Runs sql on a connection to conninfo: a command, or (out) a query whose
+ * first value is an integer. */
+static void pg_sql(const char *conninfo, const char *sql, int64_t *out)
+{
+	PGconn *c = PQconnectdb(conninfo);
+	ck_assert_msg(c && PQstatus(c) == CONNECTION_OK, "connect %s: %s", conninfo,
+	              c ? PQerrorMessage(c) : "out of memory");
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType want = out ? PGRES_TUPLES_OK : PGRES_COMMAND_OK;
+	ck_assert_msg(r && PQresultStatus(r) == want, "%s: %s", sql, PQerrorMessage(c));
+	if (out) {
+		ck_assert_msg(PQntuples(r) > 0 && !PQgetisnull(r, 0, 0), "%s: no value", sql);
+		*out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	}
+	PQclear(r);
+	PQfinish(c);
+}
+
+void test_store_exec(const char *name, const char *sql)
+{
+	if (is_pg_name(name))
+		pg_sql(name + 11, sql, NULL);
+	else
+		sqlite_sql(name, sql, NULL);
+}
+
+int64_t test_store_int(const char *name, const char *sql)
+{
+	int64_t v = 0;
+	if (is_pg_name(name))
+		pg_sql(name + 11, sql, &v);
+	else
+		sqlite_sql(name, sql, &v);
+	return v;
+}
 
 /* Appends ` key='value'` to buf, quoted as libpq reads it. */
 static void put_kv(char *buf, size_t size, const char *key, const char *val)
@@ -149,8 +208,7 @@ static void pg_admin(const char *sql)
 	PQfinish(c);
 }
 
-/* The dbname of a store name "postgresql:CONNINFO", in buf. */
-static void pg_dbname(char *buf, size_t size, const char *store)
+void pg_dbname(char *buf, size_t size, const char *store)
 {
 	ck_assert_int_eq(strncmp(store, "postgresql:", 11), 0);
 	char *err = NULL;
@@ -212,6 +270,20 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 
 #else
 
+void test_store_exec(const char *name, const char *sql)
+{
+	ck_assert_msg(!is_pg_name(name), "libsaga was built without PostgreSQL");
+	sqlite_sql(name, sql, NULL);
+}
+
+int64_t test_store_int(const char *name, const char *sql)
+{
+	int64_t v = 0;
+	ck_assert_msg(!is_pg_name(name), "libsaga was built without PostgreSQL");
+	sqlite_sql(name, sql, &v);
+	return v;
+}
+
 void pg_conninfo(char *buf, size_t size, const char *db)
 {
 	(void)buf;
@@ -238,6 +310,12 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 }
 
 #endif
+
+void test_store_drop(const char *name)
+{
+	if (is_pg_name(name))
+		pg_db_drop(name);
+}
 
 int run_suite(Suite *s)
 {

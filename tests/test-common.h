@@ -42,6 +42,13 @@ void test_store_name(char *buf, size_t size, const char *dir, const char *file);
 void test_store_drop(const char *name);
 void test_store_copy(char *to, size_t size, const char *from, const char *dir, const char *file);
 
+/* Runs SQL on a store named as test_store_name names it (another connection
+ * than the engine's): test_store_exec runs statements, test_store_int gives
+ * the first column of the first row of a query as an integer. Fail the test
+ * on error. */
+void test_store_exec(const char *name, const char *sql);
+int64_t test_store_int(const char *name, const char *sql);
+
 /* True when the engine tests run on PostgreSQL (SAGA_TEST_STORE). */
 bool test_store_is_pg(void);
 
@@ -56,6 +63,9 @@ bool sqlite_only(const char *why);
  * on error; neither is available without PostgreSQL (the test exits 77). */
 void pg_db_fresh(char *buf, size_t size);
 void pg_db_drop(const char *store);
+
+/* The dbname of a store name "postgresql:CONNINFO", in buf. */
+void pg_dbname(char *buf, size_t size, const char *store);
 
 /* The conninfo of SAGA_TEST_PG with its dbname replaced by `db`, in buf. */
 void pg_conninfo(char *buf, size_t size, const char *db);

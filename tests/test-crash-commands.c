@@ -126,7 +126,7 @@ static bool crash_once(enum command cmd, long n)
 {
 	char dir[256], path[300];
 	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/s.db", dir);
+	test_store_name(path, sizeof(path), dir, "s.db");
 	kill_at_event_arm(0);
 	int64_t id = prepare(path, cmd);
 	/* After the command the participant behaves: the operator fixed it. */
@@ -190,6 +190,7 @@ static bool crash_once(enum command cmd, long n)
 	/* Every command is durable before its first event: recorded once. */
 	ck_assert_int_eq(t.commands, cmd == CMD_COMPLETE ? 0 : 1);
 	saga_engine_close(e);
+	test_store_drop(path);
 	tmpdir_remove(dir);
 	return killed;
 }

@@ -35,7 +35,11 @@
  * to keep the suite fast: in WAL mode a committed transaction is in the WAL
  * file (the OS page cache) when COMMIT returns, so it survives the death of
  * the process, which is exactly what SIGKILL tests. FULL only adds the fsync
- * that protects against power loss.
+ * that protects against power loss. On PostgreSQL (SAGA_TEST_STORE=postgresql,
+ * through tests/pg-run.sh) NORMAL is synchronous_commit=off: a commit is in
+ * the server's memory when COMMIT returns, and the server outlives the
+ * killed client. The crash points are the same (they are the engine's, not
+ * the store's); the second kill's copy is CREATE DATABASE ... TEMPLATE.
  *
  * Check may fork each test itself (CK_FORK); the fork here is ours, inside the
  * test function, and the child always leaves with _exit(), never returning
@@ -744,7 +748,7 @@ static bool run_child(const char *db, long crash_at, bool first, long *points)
 }
 
 /* Copies the files of `from` (the store, its -wal and -shm, the participant's
- * log) into `to`. Used once the child that wrote them is dead: the copy is
+ * log) into `to`; a store on PostgreSQL is copied by test_store_copy. Used once the child that wrote them is dead: the copy is
  * the state a killed process left on disk. */
 static void copy_dir(const char *from, const char *to)
 {
@@ -788,7 +792,7 @@ static void run_scenario(enum scenario sc, bool twice)
 		char dir[PATH_MAX];
 		char db[PATH_MAX + 32];
 		tmpdir_make(dir, sizeof(dir));
-		snprintf(db, sizeof(db), "%s/saga.db", dir);
+		test_store_name(db, sizeof(db), dir, "saga.db");
 		snprintf(g_log, sizeof(g_log), "%s/participant.log", dir);
 		long kills[2] = { n, 0 };
 		long passed = 0;
@@ -809,7 +813,7 @@ static void run_scenario(enum scenario sc, bool twice)
 				char db2[PATH_MAX + 32];
 				tmpdir_make(dir2, sizeof(dir2));
 				copy_dir(dir, dir2);
-				snprintf(db2, sizeof(db2), "%s/saga.db", dir2);
+				test_store_copy(db2, sizeof(db2), db, dir2, "saga.db");
 				snprintf(g_log, sizeof(g_log), "%s/participant.log", dir2);
 				kills[1] = m;
 				bool again = run_child(db2, m, false, &passed);
@@ -819,11 +823,13 @@ static void run_scenario(enum scenario sc, bool twice)
 				}
 				recover_and_check(db2, sc, kills, again ? 2 : 1, &st);
 				st.runs++;
+				test_store_drop(db2);
 				tmpdir_remove(dir2);
 				if (!again)
 					break;
 			}
 		}
+		test_store_drop(db);
 		tmpdir_remove(dir);
 	}
 	ck_assert_msg(finished, "%s: more than %d crash points", scenario_names[sc], MAX_POINTS);

@@ -69,7 +69,7 @@ static void open_engine(unsigned int workers, int deferred)
 static void setup(void)
 {
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/s.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "s.db");
 	F.warns = 0;
 	F.last[0] = '\0';
 }
@@ -78,6 +78,7 @@ static void teardown(void)
 {
 	saga_engine_close(F.e);
 	F.e = NULL;
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 

@@ -1,9 +1,9 @@
-/* The engine end to end on a real SQLite file, driven by the caller, with an
- * injected clock. SPDX-License-Identifier: MIT */
+/* The engine end to end on a real SQLite file (or, with
+ * SAGA_TEST_STORE=postgresql, a PostgreSQL database: test_store_name),
+ * driven by the caller, with an injected clock. SPDX-License-Identifier: MIT */
 #include "test-common.h"
 
 #include <cjson/cJSON.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,7 +149,7 @@ static void setup(void)
 {
 	memset(&F, 0, sizeof(F));
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/saga.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "saga.db");
 	F.clock.wall = 1700000000000ull;
 	F.clock.mono = 1000;
 	open_engine();
@@ -158,6 +158,7 @@ static void setup(void)
 static void teardown(void)
 {
 	saga_engine_close(F.e);
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 
@@ -884,11 +885,10 @@ START_TEST(damaged_version_is_corrupt)
 {
 	int64_t bad = start("bad"), good = start("good");
 	saga_engine_close(F.e);
-	char cmd[600];
-	snprintf(cmd, sizeof(cmd),
-	         "sqlite3 '%s' 'UPDATE instances SET def_version = 0 WHERE id = %lld'", F.path,
+	char sql[100];
+	snprintf(sql, sizeof(sql), "UPDATE instances SET def_version = 0 WHERE id = %lld",
 	         (long long)bad);
-	ck_assert_int_eq(system(cmd), 0);
+	test_store_exec(F.path, sql);
 	open_engine();
 	/* Claims take only the (name, version) pairs an engine has registered:
 	 * nobody runs version 0, so the row waits unowned, and is never run. */
@@ -930,7 +930,7 @@ static void lapse_log(saga_log_level level, const char *msg, void *user)
 START_TEST(long_round_keeps_the_lease)
 {
 	char path[400];
-	snprintf(path, sizeof(path), "%s/slow.db", F.dir);
+	test_store_name(path, sizeof(path), F.dir, "slow.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = path;
 	o.lease_ms = 3000;
@@ -958,14 +958,16 @@ START_TEST(long_round_keeps_the_lease)
 	ck_assert_int_eq(atomic_load(&slow_calls), 4);
 	ck_assert_int_eq(lease_lapses, 0);
 	saga_engine_close(e);
+	test_store_drop(path);
 }
 END_TEST
 
 START_TEST(concurrent_registration)
 {
 	for (int round = 0; round < 10; round++) {
-		char path[400];
-		snprintf(path, sizeof(path), "%s/reg-%d.db", F.dir, round);
+		char path[400], file[32];
+		snprintf(file, sizeof(file), "reg-%d.db", round);
+		test_store_name(path, sizeof(path), F.dir, file);
 		pid_t pids[6];
 		int go[2]; /* closed by the parent: every child goes at once */
 		ck_assert_int_eq(pipe(go), 0);
@@ -1009,12 +1011,17 @@ START_TEST(concurrent_registration)
 			made += WEXITSTATUS(st) == 0;
 		}
 		ck_assert_int_eq(made, 1);
+		test_store_drop(path);
 	}
 }
 END_TEST
 
 START_TEST(store_errors)
 {
+	/* SQLite files: foreign, not a database, the lock file, the file's
+	 * mode. PostgreSQL's bad input is test-pg-input's. */
+	if (sqlite_only("SQLite files"))
+		return;
 	int64_t id = start(NULL);
 	saga_engine *e = NULL;
 	saga_options o = SAGA_OPTIONS_INIT;
@@ -1282,12 +1289,6 @@ START_TEST(workers_many_instances)
 	worker_calls = 0;
 	/* A start from this thread joins the driver's next commit: when it
 	 * returns, the row is in the store for another connection to read. */
-	sqlite3 *db;
-	ck_assert_int_eq(sqlite3_open_v2(F.path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	sqlite3_stmt *st;
-	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM instances WHERE id = ?1", -1,
-	                                    &st, NULL),
-	                 SQLITE_OK);
 	/* Refused starts from another thread at the same time fail alone: the
 	 * commit they would have shared still takes these. */
 	pthread_t bad;
@@ -1297,15 +1298,13 @@ START_TEST(workers_many_instances)
 		ck_assert_int_eq(saga_start(F.e, &id, NULL, "w", NULL, NULL), SAGA_OK);
 		ck_assert_int_gt(id, 0);
 		if (i % 20 == 0) {
-			sqlite3_bind_int64(st, 1, id);
-			ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-			ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
-			sqlite3_reset(st);
+			char sql[80];
+			snprintf(sql, sizeof(sql), "SELECT count(*) FROM instances WHERE id = %lld",
+			         (long long)id);
+			ck_assert_int_eq(test_store_int(F.path, sql), 1);
 		}
 	}
 	pthread_join(bad, NULL);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
 	saga_stats stats;
 	ck_assert_int_eq(saga_engine_stats(F.e, &stats), SAGA_OK);
 	ck_assert_uint_eq(stats.started, 200);

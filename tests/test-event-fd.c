@@ -41,7 +41,7 @@ static saga_step_result act(saga_step_ctx *ctx, void *user)
 static void open_engine(bool fake, uint64_t retry_ms)
 {
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/s.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "s.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = F.path;
 	o.durability = SAGA_DURABILITY_NORMAL;
@@ -66,6 +66,7 @@ static void open_engine(bool fake, uint64_t retry_ms)
 static void close_engine(void)
 {
 	saga_engine_close(F.e);
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 
@@ -251,7 +252,7 @@ START_TEST(refused)
 	ck_assert_str_ne(saga_engine_errmsg(F.e), "no error");
 	close_engine();
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/w.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "w.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = F.path;
 	o.workers = 1;

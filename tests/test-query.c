@@ -53,7 +53,7 @@ static void setup(void)
 {
 	memset(&F, 0, sizeof(F));
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/saga.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "saga.db");
 	F.clock.wall = 1700000000000ull;
 	F.clock.mono = 1000;
 }
@@ -62,6 +62,7 @@ static void teardown(void)
 {
 	saga_engine_close(F.e);
 	F.e = NULL;
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 

@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,20 +239,10 @@ static int count(const saga_event *ev, void *user)
 	return 0;
 }
 
-/* Rows in the store's commands table, read by plain SQLite. */
+/* Rows in the store's commands table, read on a connection of its own. */
 static int64_t command_rows(const char *path)
 {
-	sqlite3 *db;
-	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	sqlite3_stmt *st;
-	ck_assert_int_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM commands", -1, &st, NULL),
-	                 SQLITE_OK);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-	int64_t n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return n;
+	return test_store_int(path, "SELECT count(*) FROM commands");
 }
 
 /* The calls the participant logged. */
@@ -301,7 +290,7 @@ static void scenario_init(scenario *sc, int i)
 	sc->what = verb_names[sc->verb];
 	sc->from = origin_names[sc->origin];
 	tmpdir_make(sc->dir, sizeof(sc->dir));
-	snprintf(sc->path, sizeof(sc->path), "%s/s.db", sc->dir);
+	test_store_name(sc->path, sizeof(sc->path), sc->dir, "s.db");
 	snprintf(calls_path, sizeof(calls_path), "%s/calls", sc->dir);
 	b_pending = sc->verb == V_COMPLETE;
 	kill_at_event_arm(0);
@@ -447,6 +436,7 @@ START_TEST(command_survives_kill)
 	scenario_init(&sc, _i);
 	command_then_kill(&sc);
 	recover_and_check(&sc, true);
+	test_store_drop(sc.path);
 	tmpdir_remove(sc.dir);
 }
 END_TEST
@@ -463,6 +453,7 @@ START_TEST(recovery_killed_too)
 		command_then_kill(&sc);
 		bool killed = recovery_killed_at(&sc, n);
 		recover_and_check(&sc, false);
+		test_store_drop(sc.path);
 		tmpdir_remove(sc.dir);
 		if (!killed)
 			break;

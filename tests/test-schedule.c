@@ -83,7 +83,7 @@ static void setup(void)
 {
 	memset(&F, 0, sizeof(F));
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/saga.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "saga.db");
 	F.clock.wall = T0;
 	F.clock.mono = 1000;
 	open_engine();
@@ -92,6 +92,7 @@ static void setup(void)
 static void teardown(void)
 {
 	saga_engine_close(F.e);
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 

@@ -182,7 +182,7 @@ START_TEST(many_threads)
 {
 	char dir[256], path[300];
 	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/t.db", dir);
+	test_store_name(path, sizeof(path), dir, "t.db");
 	memset(&W, 0, sizeof(W));
 	pthread_mutex_init(&W.mu, NULL);
 	pthread_mutex_init(&W.q.mu, NULL);
@@ -235,6 +235,7 @@ START_TEST(many_threads)
 			ck_assert(ok[0] == 1 && ok[1] == 1 && ok[2] == 1);
 	}
 	saga_engine_close(W.e);
+	test_store_drop(path);
 	tmpdir_remove(dir);
 }
 END_TEST

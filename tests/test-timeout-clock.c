@@ -74,7 +74,7 @@ static bool gate_open;
 static void setup(void)
 {
 	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/store.db", dir);
+	test_store_name(path, sizeof(path), dir, "store.db");
 	atomic_store(&clk, T0);
 	atomic_store(&late_events, 0);
 	atomic_store(&timeout_outcomes, 0);
@@ -90,6 +90,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	test_store_drop(path);
 	tmpdir_remove(dir);
 }
 

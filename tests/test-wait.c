@@ -72,7 +72,7 @@ static struct {
 static void open_engine(unsigned int workers)
 {
 	tmpdir_make(F.dir, sizeof(F.dir));
-	snprintf(F.path, sizeof(F.path), "%s/s.db", F.dir);
+	test_store_name(F.path, sizeof(F.path), F.dir, "s.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = F.path;
 	o.workers = workers;
@@ -98,6 +98,7 @@ static void close_engine(void)
 {
 	saga_engine_close(F.e);
 	F.e = NULL;
+	test_store_drop(F.path);
 	tmpdir_remove(F.dir);
 }
 

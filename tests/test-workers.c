@@ -70,7 +70,7 @@ static saga_step_result answer_ok(saga_step_ctx *ctx, void *user)
 static void setup(void)
 {
 	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/w.db", dir);
+	test_store_name(path, sizeof(path), dir, "w.db");
 	set_gate(false);
 	atomic_store(&gated_calls, 0);
 	atomic_store(&free_calls, 0);
@@ -79,6 +79,7 @@ static void setup(void)
 static void teardown(void)
 {
 	set_gate(true);
+	test_store_drop(path);
 	tmpdir_remove(dir);
 }
 
