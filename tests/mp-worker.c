@@ -252,6 +252,11 @@ static int define(saga_engine *engine)
 	return rc;
 }
 
+static bool transient(int rc)
+{
+	return rc == SAGA_EIO || rc == SAGA_EBUSY || rc == SAGA_EFENCED;
+}
+
 /* Starts what is not started yet, one every pace_ms (so that new work keeps
  * coming while the test kills processes). */
 static int start_sagas(saga_engine *engine, int first_id, int nids, int nsagas, unsigned pace_ms)
@@ -269,6 +274,15 @@ static int start_sagas(saga_engine *engine, int first_id, int nids, int nsagas, 
 			int64_t sid = 0;
 			int created = 0;
 			int rc = saga_start(engine, &sid, &created, "order", bkey, input);
+			/* The store out of reach for a while (a server restarting),
+			 * or the lease lost (a pause past it: the engine registers
+			 * again), fails the call, not the engine: start it again,
+			 * for up to a minute; its business key keeps it from
+			 * starting twice. */
+			for (int tries = 0; transient(rc) && tries < 600 && !quit; tries++) {
+				nap_ms(100);
+				rc = saga_start(engine, &sid, &created, "order", bkey, input);
+			}
 			cJSON_Delete(input);
 			if (rc != SAGA_OK)
 				return rc;
