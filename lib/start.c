@@ -104,7 +104,16 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 		r->owner = e->st->epoch(e->store);
 		r->fence = 1;
 		r->next_seq = 2;
-		if ((rc = e->st->insert(e->store, r))) {
+		rc = e->st->insert(e->store, r);
+		/* Another process started the key since it was looked up (on
+		 * PostgreSQL the insert waits for that one's commit): its
+		 * instance is the one. */
+		if (rc == SAGA_EEXISTS && q->business_key &&
+		    e->st->find_bkey(e->store, id, q->business_key) == SAGA_OK) {
+			cJSON_free(text);
+			return SAGA_OK;
+		}
+		if (rc) {
 			rc = store_err(e, rc);
 		} else {
 			r->next_seq = 1;

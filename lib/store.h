@@ -1,8 +1,8 @@
 /* The store interface: what the engine asks of a store, at the level of
  * saga operations (a round's transaction, fenced instance writes, history,
  * owners and claims, commands, wake-ups, queries), never SQL. One versioned
- * table of functions per backend; the SQLite store (store_*.c) is the
- * first. Internal until a second backend passes the same conformance suite
+ * table of functions per backend: SQLite (store_sqlite.c and its family)
+ * and PostgreSQL (store_pg*.c), both held to one conformance suite
  * (tests/test-store-conformance.c).
  *
  * Rules every backend keeps (the conformance suite checks them):
@@ -11,7 +11,15 @@
  *   not lapsed; a lapsed one gives SAGA_EFENCED and is never renewed again.
  * - Every instance write is fenced: update() changes the row only when the
  *   store still holds the owner and fence the row was loaded with, and
- *   gives SAGA_EFENCED (changing nothing) otherwise.
+ *   gives SAGA_EFENCED (changing nothing) otherwise. update gives
+ *   SAGA_EFENCED at once or at commit: a backend that sends a round's
+ *   writes in one batch (PostgreSQL's pipeline) may answer SAGA_OK and learn
+ *   of the refusal later; the transaction then cannot commit, and commit()
+ *   gives SAGA_EFENCED having committed nothing of it. A history row is
+ *   fenced the same way (only the instance's owner, or anyone for an ended
+ *   instance, writes it).
+ * - A read in the open transaction sees its writes; after a refused write,
+ *   a read may give the refusal instead of an answer.
  * - A claim takes unowned due instances of the definitions the owner
  *   serves, growing each one's fence; two owners never claim one instance.
  * - Ended instances belong to nobody (owner 0).
@@ -26,7 +34,7 @@
 
 typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
-	const char *name;     /* "sqlite" */
+	const char *name;     /* "sqlite", "postgresql" */
 
 	int (*open)(saga_store **out, const char *uri, saga_durability durability, uint32_t busy_ms,
 	            const saga_alloc *alloc, char *err, size_t err_size);

@@ -286,11 +286,10 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc)
 		return NULL;
 	}
 	if (PQstatus(c) != CONNECTION_OK) {
-		/* The server's refusals (authentication, no such database) are the
-		 * store's answer; a server that cannot be reached is an I/O error. */
+		/* libpq's reason: unreachable, refused, authentication failed,
+		 * no such database. */
 		const char *msg = PQerrorMessage(c);
-		*rc = pg_refuse(s, strstr(msg, "FATAL") ? SAGA_ESTORE : SAGA_EIO,
-		                "store: cannot connect to PostgreSQL: %s", msg);
+		*rc = pg_refuse(s, SAGA_ESTORE, "store: cannot connect to PostgreSQL: %s", msg);
 		PQfinish(c);
 		return NULL;
 	}

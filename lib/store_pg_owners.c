@@ -41,10 +41,13 @@ int pg_register(saga_store *s, uint64_t lease_ms)
 	char host[256] = "";
 	if (gethostname(host, sizeof(host) - 1) != 0)
 		host[0] = '\0';
-	int rc = pg_begin(s); /* no owner renewed: the old one, if any, is ended */
-	if (rc)
-		return rc;
 	int64_t old = s->epoch;
+	s->epoch = 0; /* nothing renewed: the old owner, if any, ends */
+	int rc = pg_begin(s);
+	if (rc) {
+		s->epoch = old;
+		return rc;
+	}
 	if (old && (rc = end_owner(s, old, OWNER_RETIRED)))
 		goto fail;
 	uint64_t sent = pg_mono_ms();
@@ -62,14 +65,17 @@ int pg_register(saga_store *s, uint64_t lease_ms)
 		rc = pg_refuse(s, SAGA_ESTORE, "store: registering an owner gave no epoch");
 		goto fail;
 	}
-	if ((rc = pg_commit(s)))
+	if ((rc = pg_commit(s))) {
+		s->epoch = old;
 		return rc;
+	}
 	s->epoch = epoch;
 	s->lease_ms = lease_ms;
 	s->lease_end = sent + lease_ms;
 	return SAGA_OK;
 fail:
 	pg_rollback(s);
+	s->epoch = old;
 	return rc;
 }
 

@@ -1,13 +1,13 @@
 #!/bin/sh
-# The shared library exports exactly the functions the header declares with
-# SAGA_API. Usage: exported-symbols.sh include/saga.h build/lib/libsaga.so
+# The shared library exports exactly the functions the headers declare with
+# SAGA_API. Usage: exported-symbols.sh build/lib/libsaga.so include/saga.h [HEADER...]
 set -eu
-header=$1
-lib=$2
+lib=$1
+shift
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # Declarations may span lines: join the header, then take the name before "(".
-grep -v '^#' "$header" | tr '\n' ' ' | grep -o 'SAGA_API [^;(]*(' |
+cat "$@" | grep -v '^#' | tr '\n' ' ' | grep -o 'SAGA_API [^;(]*(' |
 	sed -E 's/.*[ *]([a-z_0-9]+) *\($/\1/' | sort -u > "$tmp/declared"
 nm -D --defined-only "$lib" | awk '$2 ~ /^[TDBR]$/ {print $3}' | sort -u > "$tmp/exported"
 if ! diff -u "$tmp/declared" "$tmp/exported"; then

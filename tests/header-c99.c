@@ -1,6 +1,9 @@
 /* Build-only test: the public header is valid C99 under -pedantic.
  * SPDX-License-Identifier: MIT */
 #include <saga.h>
+#ifdef SAGA_HAVE_POSTGRESQL
+#include <saga_pg.h>
+#endif
 
 int main(void)
 {

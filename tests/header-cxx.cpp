@@ -1,6 +1,9 @@
 /* Build-only test: the public header compiles as C++.
  * SPDX-License-Identifier: MIT */
 #include <saga.h>
+#ifdef SAGA_HAVE_POSTGRESQL
+#include <saga_pg.h>
+#endif
 
 int main(void)
 {

@@ -236,13 +236,29 @@ static void pg_store_of(char *buf, size_t size, const char *db)
 	pg_conninfo(buf + 11, size - 11, db);
 }
 
-void pg_db_fresh(char *buf, size_t size)
+/* Creates a database of a new name, a copy of `template`, and writes its
+ * store name to buf. From PostgreSQL 15 by copying files (about 3 times
+ * faster here than the default WAL_LOG strategy, which writes the copy to
+ * the WAL: a test server runs with fsync off and never needs it). */
+static void pg_create(char *buf, size_t size, const char *template)
 {
-	char db[64], sql[128];
+	const char *server = getenv("SAGA_TEST_PG");
+	ck_assert_msg(server && *server, "SAGA_TEST_PG is not set (run through tests/pg-run.sh)");
+	char db[64], sql[200];
 	pg_new_name(db, sizeof(db));
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+	PGconn *c = PQconnectdb(server);
+	ck_assert_msg(c && PQstatus(c) == CONNECTION_OK, "connect %s: %s", server,
+	              c ? PQerrorMessage(c) : "out of memory");
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE \"%s\"%s", db, template,
+	         PQserverVersion(c) >= 150000 ? " STRATEGY FILE_COPY" : "");
+	PQfinish(c);
 	pg_admin(sql);
 	pg_store_of(buf, size, db);
+}
+
+void pg_db_fresh(char *buf, size_t size)
+{
+	pg_create(buf, size, "template1");
 }
 
 void pg_db_drop(const char *store)
@@ -260,12 +276,9 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 		ck_assert_int_lt(snprintf(to, size, "%s/%s", dir, file), (int)size);
 		return;
 	}
-	char src[64], db[64], sql[200];
+	char src[64];
 	pg_dbname(src, sizeof(src), from);
-	pg_new_name(db, sizeof(db));
-	snprintf(sql, sizeof(sql), "CREATE DATABASE %s TEMPLATE \"%s\"", db, src);
-	pg_admin(sql);
-	pg_store_of(to, size, db);
+	pg_create(to, size, src);
 }
 
 #else
@@ -310,6 +323,12 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 }
 
 #endif
+
+void test_store_owners_dead(const char *name)
+{
+	if (is_pg_name(name))
+		test_store_exec(name, "UPDATE owners SET lease_until = 0 WHERE state = 0");
+}
 
 void test_store_drop(const char *name)
 {

@@ -49,6 +49,15 @@ void test_store_copy(char *to, size_t size, const char *from, const char *dir, c
 void test_store_exec(const char *name, const char *sql);
 int64_t test_store_int(const char *name, const char *sql);
 
+/* Call once every process the test killed on the store is dead, and before
+ * any process opens it again: from then on those owners are known dead. On
+ * SQLite they are already (the kernel dropped their locks); on PostgreSQL a
+ * dead owner is known only once its lease lapses, which this makes happen
+ * now (every live owner's lease ends in the past), instead of the test
+ * sleeping through a lease. How long a takeover takes is the multi-host
+ * test's to check, not a crash test's. */
+void test_store_owners_dead(const char *name);
+
 /* True when the engine tests run on PostgreSQL (SAGA_TEST_STORE). */
 bool test_store_is_pg(void);
 

@@ -154,6 +154,7 @@ static bool crash_once(enum command cmd, long n)
 	              status);
 	/* Recover and check. */
 	kill_at_event_arm(0);
+	test_store_owners_dead(path);
 	saga_engine *e = open_store(path);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);
 	saga_instance_info info;

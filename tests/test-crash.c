@@ -559,6 +559,7 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
 	bool killed = nkills > 0;
 
 	/* Recovery: the parent (the Check test process) is the new owner. */
+	test_store_owners_dead(db);
 	char err[256];
 	saga_engine *e = open_engine(db, err, sizeof(err));
 	ck_assert_msg(e != NULL, "[%s] reopen: %s", where, err);
@@ -719,6 +720,8 @@ static void recover_and_check(const char *db, enum scenario sc, const long *kill
  * point and exited normally (*points: how many it passed). */
 static bool run_child(const char *db, long crash_at, bool first, long *points)
 {
+	if (!first)
+		test_store_owners_dead(db); /* the first child's */
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();

@@ -992,9 +992,15 @@ START_TEST(concurrent_registration)
 				nanosleep(&ts, NULL); /* the others have registered too */
 				int64_t id = 0;
 				int created = 0;
-				if (rc == SAGA_OK)
+				const char *what = "register";
+				if (rc == SAGA_OK) {
+					what = "start";
 					rc = saga_start(e, &id, &created, "order", "same-key",
 					                NULL);
+				}
+				if (rc != SAGA_OK) /* for the parent's report */
+					fprintf(stderr, "process %d: %s: %s (%s)\n", p, what,
+					        saga_strerror(rc), saga_engine_errmsg(e));
 				saga_engine_close(e);
 				_exit(rc != SAGA_OK ? 1 : created ? 0 : 3);
 			}

@@ -55,13 +55,26 @@ static char *capture(const char *cmd)
 }
 
 /* Everything a database holds (pg_dump: schema and rows), in a string the
- * caller frees. */
+ * caller frees. Lines that begin with a backslash go: newer pg_dumps write
+ * \restrict with a random key each run. */
 static char *dump(const char *name)
 {
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd), "'%s/pg_dump' --no-owner '%s' 2>&1", getenv("SAGA_TEST_PGBIN"),
 	         name + strlen("postgresql:"));
-	return capture(cmd);
+	char *text = capture(cmd);
+	char *out = text;
+	for (const char *line = text; *line;) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) + 1 : strlen(line);
+		if (line[0] != '\\') {
+			memmove(out, line, len);
+			out += len;
+		}
+		line += len;
+	}
+	*out = '\0';
+	return text;
 }
 
 /* The server's databases, one per line. */
@@ -72,6 +85,13 @@ static char *databases(void)
 	         "'%s/psql' -Atc 'SELECT datname FROM pg_database ORDER BY 1' '%s' 2>&1",
 	         getenv("SAGA_TEST_PGBIN"), getenv("SAGA_TEST_PG"));
 	return capture(cmd);
+}
+
+static saga_step_result step_ok(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	return SAGA_STEP_OK;
 }
 
 /* saga_engine_open on `name`; the code, and the message in err. */
@@ -119,8 +139,9 @@ static void opens(const char *name)
 	ck_assert_msg(rc == SAGA_OK, "open %s: %s (%s)", name, saga_strerror(rc), err);
 }
 
-/* A socket directory with no server in it: SAGA_ESTORE with libpq's
- * reason, in both forms of a name, and nothing appears in the directory.
+/* A socket directory with no server in it: SAGA_EIO (the server cannot be
+ * reached) with libpq's reason, in both forms of a name, and nothing
+ * appears in the directory.
  * The same names pointed at the running server open. */
 START_TEST(unreachable_server)
 {
@@ -136,7 +157,7 @@ START_TEST(unreachable_server)
 		char err[512];
 		snprintf(name, sizeof(name), forms[i], dir, db);
 		int rc = try_open(name, err, sizeof(err));
-		ck_assert_msg(rc == SAGA_ESTORE, "open %s: %s (%s)", name, saga_strerror(rc), err);
+		ck_assert_msg(rc == SAGA_EIO, "open %s: %s (%s)", name, saga_strerror(rc), err);
 		ck_assert_msg(strstr(err, "connect") || strstr(err, "server"), "message \"%s\"",
 		              err);
 		char cmd[400];
@@ -152,8 +173,10 @@ START_TEST(unreachable_server)
 END_TEST
 
 /* A role that logs in with a password (scram-sha-256 in pg_hba.conf, made
- * by pg-run.sh): the wrong one gives SAGA_ESTORE with the server's
- * "password authentication failed", the right one opens. */
+ * by pg-run.sh): the wrong one, or none, is the server's refusal,
+ * SAGA_ESTORE (not SAGA_EIO: trying again will not help), with the
+ * server's "password authentication failed" or libpq's "no password
+ * supplied"; the right one opens. */
 START_TEST(wrong_password)
 {
 	const char *role = getenv("SAGA_TEST_PGPW_ROLE");
@@ -187,6 +210,43 @@ END_TEST
 
 /* A database with tables of its own and no libsaga store in it:
  * SAGA_ECORRUPT "not a libsaga store", its tables and rows untouched. */
+/* A store whose meta table says a newer schema: SAGA_EVERSION, nothing
+ * written; back at this version it opens and its instance is there. A
+ * meta table of another application: SAGA_ECORRUPT. */
+START_TEST(newer_schema)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = store;
+	saga_engine *e = NULL;
+	char err[512];
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "%s", err);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, "d", 1), SAGA_OK);
+	saga_step_spec st = { "s", SAGA_STEP_RETRIABLE, step_ok, NULL, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	int64_t id = 0;
+	ck_assert_int_eq(saga_start(e, &id, NULL, "d", "key-1", NULL), SAGA_OK);
+	saga_engine_close(e);
+	int64_t version = test_store_int(store, "SELECT schema_version FROM meta");
+	ck_assert_int_ge(version, 4);
+
+	sql_on(store, "UPDATE meta SET schema_version = schema_version + 1");
+	refused(store, store, SAGA_EVERSION, "newer");
+	sql_on(store, "UPDATE meta SET schema_version = schema_version - 1");
+	e = NULL;
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "%s", err);
+	int64_t found = 0;
+	ck_assert_int_eq(saga_find(e, &found, "key-1"), SAGA_OK);
+	ck_assert_int_eq(found, id);
+	saga_engine_close(e);
+
+	sql_on(store, "UPDATE meta SET application = 'other'");
+	refused(store, store, SAGA_ECORRUPT, "not a libsaga store");
+}
+END_TEST
+
 START_TEST(not_a_store)
 {
 	sql_on(store, "CREATE TABLE orders (id bigint PRIMARY KEY, sku text NOT NULL);"
@@ -212,6 +272,7 @@ int main(void)
 	tcase_add_test(tc, unreachable_server);
 	tcase_add_test(tc, wrong_password);
 	tcase_add_test(tc, not_a_store);
+	tcase_add_test(tc, newer_schema);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

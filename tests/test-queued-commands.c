@@ -349,6 +349,7 @@ static void command_then_kill(scenario *sc)
  * first. */
 static bool recovery_killed_at(const scenario *sc, long n)
 {
+	test_store_owners_dead(sc->path);
 	fflush(stdout);
 	pid_t pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -374,6 +375,7 @@ static bool recovery_killed_at(const scenario *sc, long n)
  * first child. */
 static void recover_and_check(const scenario *sc, bool once)
 {
+	test_store_owners_dead(sc->path);
 	saga_engine *e = open_store(sc->path, 0);
 	ck_assert_ptr_nonnull(e);
 	ck_assert_int_eq(saga_run_until_idle(e), SAGA_OK);

@@ -199,6 +199,7 @@ static void kill_when_done(void (*child)(void *answer), void *answer, size_t siz
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 	close(p[0]);
 	close(p[1]);
+	test_store_owners_dead(F.path);
 	open_engine();
 }
 

@@ -364,6 +364,7 @@ START_TEST(pending_deadline_survives_a_crash)
 	/* Recovery: each pending attempt is due at its own invocation + timeout.
 	 * Invoked at +300 .. +599, due at +700 .. +999; now is +850. */
 	atomic_store(&clk, T0 + 850);
+	test_store_owners_dead(path);
 	saga_engine *e = open_async();
 	FILE *f = fopen(epath, "r");
 	ck_assert_ptr_nonnull(f);
