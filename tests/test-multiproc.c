@@ -1273,6 +1273,64 @@ START_TEST(zombie_pause_past_lease)
 }
 END_TEST
 
+/* A pause past the lease of a process whose workers have attempts handed
+ * to them (one worker thread, 8 sagas, steps of 100 ms: the thread's list
+ * holds the round's other attempts while it is stopped inside one).
+ * Continued, the process must begin none of them: its lease lapsed and a
+ * peer owns their instances, under newer fences. PostgreSQL only: on SQLite
+ * the stopped driver may hold the one write lock, and the peer waits. */
+START_TEST(zombie_workers_begin_nothing_stale)
+{
+	const unsigned lease = 1000, margin = 500;
+	if (!is_pg_name(store_path)) {
+		printf("skipped on SQLite: a stopped driver may hold the write lock\n");
+		return;
+	}
+	worker_args pw = { .id = 1, .sagas = 0, .threads = 2, .lease = lease, .margin = margin };
+	worker_args zw = { .id = 0,
+		           .sagas = 8,
+		           .threads = 1,
+		           .lease = lease,
+		           .margin = margin,
+		           .step_ms = 100,
+		           .until_final = 1,
+		           .stop = "charge:action" };
+	pid_t p = spawn(&pw);
+	pid_t z = spawn(&zw);
+	int status = wait_for(z, WUNTRACED, 60000, "self-stop");
+	ck_assert_msg(WIFSTOPPED(status), "the worker ended instead of stopping: %#x", status);
+	/* Past the lease, and long enough for the peer to take everything. */
+	nap_ms(4 * lease);
+	int64_t cont_ms = wall_ms();
+	ck_assert_int_eq(kill(z, SIGCONT), 0);
+	expect_clean_exit(z, 60000, "continued worker");
+	ck_assert_int_eq(kill(p, SIGTERM), 0);
+	expect_clean_exit(p, 60000, "peer");
+
+	db *ledger = open_db(ledger_path);
+	db *store = open_db(store_path);
+	/* Calls the continued process began under a fence older than one its
+	 * instance had already been called with by then. */
+	int64_t stale = query_int(ledger, -1,
+	                          "SELECT count(*) FROM calls en WHERE en.kind = 0"
+	                          " AND en.pid = ?1 AND en.at_ms >= ?2 AND EXISTS (SELECT 1"
+	                          " FROM calls nw WHERE nw.kind = 0 AND nw.uid = en.uid"
+	                          " AND nw.seq < en.seq AND nw.fence > en.fence)",
+	                          z, cont_ms);
+	printf("the continued process began %lld callbacks, %lld under a stale fence\n",
+	       (long long)query_int(ledger, -1,
+	                            "SELECT count(*) FROM calls WHERE kind = 0 AND pid = ?1"
+	                            " AND at_ms >= ?2",
+	                            z, cont_ms),
+	       (long long)stale);
+	assert_effects_ok(store, ledger, 8);
+	assert_history_ok(store);
+	ck_assert_int_eq(stale, 0);
+	close_db(store);
+	close_db(ledger);
+}
+END_TEST
+
 static TCase *add_case(Suite *s, const char *name, double timeout_s)
 {
 	TCase *tc = tcase_create(name);
@@ -1291,6 +1349,7 @@ static Suite *multiproc_suite(void)
 	TCase *tc = add_case(s, "zombie", 120);
 	tcase_add_test(tc, zombie_pause_under_margin);
 	tcase_add_test(tc, zombie_pause_past_lease);
+	tcase_add_test(add_case(s, "zombie-workers", 120), zombie_workers_begin_nothing_stale);
 	return s;
 }
 
