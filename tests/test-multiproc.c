@@ -15,8 +15,17 @@
  *    Paused past its lease, another worker takes the instance over and ends
  *    it; continued, the paused callback is refused by the fenced guard
  *    (STALE), and the paused process writes nothing more under its old fence.
+ *  - zombie-workers: the same past the lease with attempts already handed
+ *    to the paused process's worker thread: continued, it begins none.
  *  - checker: the history checker run after every test above, fed an intact
  *    history, then doctored ones it must reject.
+ *
+ * The store is a SQLite file (one host), or with SAGA_TEST_STORE=postgresql
+ * a fresh PostgreSQL database (many hosts, simulated; run through
+ * tests/pg-run.sh). There the kill test also pauses workers (SIGSTOP, 0.5 to
+ * 2 leases, MP_PAUSES) and restarts the server (pg_ctl restart -m
+ * immediate), and an orphan's takeover waits for its owner's lease: no host
+ * can see that another died.
  *
  * SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
