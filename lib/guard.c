@@ -32,9 +32,12 @@
  * between the two into an effect that is never applied (a replay answers
  * DONE) or never undone.
  *
+ * The transitions are written once (guard_run) over a small table of
+ * statements per database: SQLite's here, PostgreSQL's in guard_pg.c.
+ *
  * SPDX-License-Identifier: MIT
  */
-#include "internal.h"
+#include "guard_int.h"
 
 #include <sqlite3.h>
 
@@ -44,12 +47,94 @@ enum {
 	GUARD_EMPTY_COMPENSATED = 3 /* compensated before any action: nothing was undone */
 };
 
-/* Runs one statement with an optional text (?1) and integer (?2) parameter.
- * *changes (may be NULL) receives the rows changed; *state (may be NULL) the
- * first column of the first row, or 0 when there is no row. */
-static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num, int *changes,
-                    int *state)
+static int64_t now_ms(void)
 {
+	return (int64_t)saga_sys_wall_ms(NULL);
+}
+
+/* The action's transitions. */
+static int action_of(const guard_db *g, void *db, const char *key, saga_guard_verdict *verdict)
+{
+	int changes = 0;
+	int rc = g->exec(db, g->insert_action, key, now_ms(), &changes, NULL);
+	if (rc != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_PROCEED;
+		return SAGA_OK;
+	}
+	int state = 0;
+	if ((rc = g->exec(db, g->read_state, key, 0, NULL, &state)) != SAGA_OK)
+		return rc;
+	switch (state) {
+	case GUARD_ACTION:
+		*verdict = SAGA_GUARD_DONE;
+		return SAGA_OK;
+	case GUARD_COMPENSATED:
+	case GUARD_EMPTY_COMPENSATED:
+		*verdict = SAGA_GUARD_REFUSED;
+		return SAGA_OK;
+	default:
+		return SAGA_ECORRUPT; /* a row we never write */
+	}
+}
+
+/* The compensation's transitions. */
+static int compensation_of(const guard_db *g, void *db, const char *key,
+                           saga_guard_verdict *verdict)
+{
+	int changes = 0;
+	int rc = g->exec(db, g->insert_empty, key, now_ms(), &changes, NULL);
+	if (rc != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_EMPTY;
+		return SAGA_OK;
+	}
+	if ((rc = g->exec(db, g->compensate, key, now_ms(), &changes, NULL)) != SAGA_OK)
+		return rc;
+	if (changes == 1) {
+		*verdict = SAGA_GUARD_PROCEED;
+		return SAGA_OK;
+	}
+	int state = 0;
+	if ((rc = g->exec(db, g->read_state, key, 0, NULL, &state)) != SAGA_OK)
+		return rc;
+	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {
+		*verdict = SAGA_GUARD_DONE;
+		return SAGA_OK;
+	}
+	return SAGA_ECORRUPT;
+}
+
+int guard_run(const guard_db *g, void *db, const char *key, int64_t fence, bool compensation,
+              saga_guard_verdict *verdict)
+{
+	if (fence) {
+		/* Raises the key's mark to `fence`; nothing changes when a
+		 * higher one is recorded: stale. */
+		int changes = 0;
+		int rc = g->exec(db, g->raise_fence, key, fence, &changes, NULL);
+		if (rc != SAGA_OK)
+			return rc;
+		if (changes == 0) {
+			*verdict = SAGA_GUARD_STALE;
+			return SAGA_OK;
+		}
+	}
+	return compensation ? compensation_of(g, db, key, verdict) : action_of(g, db, key, verdict);
+}
+
+/* ---- SQLite ---- */
+
+/* Runs one statement with a text (?1) and an integer (?2) parameter when
+ * it has them. *changes (may be NULL) receives the rows changed; *state
+ * (may be NULL) the first column of the first row, or 0 when there is no
+ * row. */
+static int sqlite_exec_sql(void *handle, const char *sql, const char *text, int64_t num,
+                           int *changes, int *state)
+{
+	sqlite3 *db = handle;
 	sqlite3_stmt *st = NULL;
 	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
@@ -82,6 +167,20 @@ static int exec_sql(sqlite3 *db, const char *sql, const char *text, int64_t num,
 	return sqlite_to_saga(rc);
 }
 
+/* Every statement writes first and reads after (see the top). */
+static const guard_db sqlite_guard = {
+	sqlite_exec_sql,
+	"INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
+	" ON CONFLICT(action_key) DO NOTHING",
+	"INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
+	" ON CONFLICT(action_key) DO NOTHING",
+	"UPDATE saga_guard SET state = 2, at = ?2 WHERE action_key = ?1 AND state = 1",
+	"SELECT state FROM saga_guard WHERE action_key = ?1",
+	"INSERT INTO saga_guard_fence(action_key, fence) VALUES (?1, ?2)"
+	" ON CONFLICT(action_key) DO UPDATE SET fence = excluded.fence"
+	" WHERE excluded.fence >= saga_guard_fence.fence",
+};
+
 static int check_args(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
 {
 	if (!db || !action_key || !*action_key || !verdict)
@@ -91,148 +190,55 @@ static int check_args(sqlite3 *db, const char *action_key, saga_guard_verdict *v
 	return SAGA_OK;
 }
 
-static int64_t now_ms(void)
-{
-	return (int64_t)saga_sys_wall_ms(NULL);
-}
-
 int saga_guard_init(sqlite3 *db)
 {
 	if (!db)
 		return SAGA_EINVAL;
-	int rc = exec_sql(db,
-	                  "CREATE TABLE IF NOT EXISTS saga_guard("
-	                  " action_key TEXT PRIMARY KEY,"
-	                  " state INTEGER NOT NULL,"
-	                  " at INTEGER)",
-	                  NULL, 0, NULL, NULL);
+	int rc = sqlite_exec_sql(db,
+	                         "CREATE TABLE IF NOT EXISTS saga_guard("
+	                         " action_key TEXT PRIMARY KEY,"
+	                         " state INTEGER NOT NULL,"
+	                         " at INTEGER)",
+	                         NULL, 0, NULL, NULL);
 	if (rc != SAGA_OK)
 		return rc;
-	return exec_sql(db,
-	                "CREATE TABLE IF NOT EXISTS saga_guard_fence("
-	                " action_key TEXT PRIMARY KEY,"
-	                " fence INTEGER NOT NULL)",
-	                NULL, 0, NULL, NULL);
+	return sqlite_exec_sql(db,
+	                       "CREATE TABLE IF NOT EXISTS saga_guard_fence("
+	                       " action_key TEXT PRIMARY KEY,"
+	                       " fence INTEGER NOT NULL)",
+	                       NULL, 0, NULL, NULL);
+}
+
+/* fence 0: the unfenced call; a fenced call needs fence >= 1. */
+static int sqlite_guard_call(sqlite3 *db, const char *key, bool fenced, int64_t fence,
+                             bool compensation, saga_guard_verdict *verdict)
+{
+	int rc = check_args(db, key, verdict);
+	if (rc != SAGA_OK)
+		return rc;
+	if (fenced && fence < 1)
+		return SAGA_EINVAL;
+	return guard_run(&sqlite_guard, db, key, fence, compensation, verdict);
 }
 
 int saga_guard_action(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
 {
-	int rc = check_args(db, action_key, verdict);
-	if (rc != SAGA_OK)
-		return rc;
-
-	int changes = 0;
-	rc = exec_sql(db,
-	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 1, ?2)"
-	              " ON CONFLICT(action_key) DO NOTHING",
-	              action_key, now_ms(), &changes, NULL);
-	if (rc != SAGA_OK)
-		return rc;
-	if (changes == 1) {
-		*verdict = SAGA_GUARD_PROCEED;
-		return SAGA_OK;
-	}
-
-	int state = 0;
-	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1", action_key, 0, NULL,
-	              &state);
-	if (rc != SAGA_OK)
-		return rc;
-	switch (state) {
-	case GUARD_ACTION:
-		*verdict = SAGA_GUARD_DONE;
-		return SAGA_OK;
-	case GUARD_COMPENSATED:
-	case GUARD_EMPTY_COMPENSATED:
-		*verdict = SAGA_GUARD_REFUSED;
-		return SAGA_OK;
-	default:
-		return SAGA_ECORRUPT; /* a row we never write */
-	}
+	return sqlite_guard_call(db, action_key, false, 0, false, verdict);
 }
 
 int saga_guard_compensation(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict)
 {
-	int rc = check_args(db, action_key, verdict);
-	if (rc != SAGA_OK)
-		return rc;
-
-	int changes = 0;
-	rc = exec_sql(db,
-	              "INSERT INTO saga_guard(action_key, state, at) VALUES (?1, 3, ?2)"
-	              " ON CONFLICT(action_key) DO NOTHING",
-	              action_key, now_ms(), &changes, NULL);
-	if (rc != SAGA_OK)
-		return rc;
-	if (changes == 1) {
-		*verdict = SAGA_GUARD_EMPTY;
-		return SAGA_OK;
-	}
-
-	rc = exec_sql(db,
-	              "UPDATE saga_guard SET state = 2, at = ?2"
-	              " WHERE action_key = ?1 AND state = 1",
-	              action_key, now_ms(), &changes, NULL);
-	if (rc != SAGA_OK)
-		return rc;
-	if (changes == 1) {
-		*verdict = SAGA_GUARD_PROCEED;
-		return SAGA_OK;
-	}
-
-	int state = 0;
-	rc = exec_sql(db, "SELECT state FROM saga_guard WHERE action_key = ?1", action_key, 0, NULL,
-	              &state);
-	if (rc != SAGA_OK)
-		return rc;
-	if (state == GUARD_COMPENSATED || state == GUARD_EMPTY_COMPENSATED) {
-		*verdict = SAGA_GUARD_DONE;
-		return SAGA_OK;
-	}
-	return SAGA_ECORRUPT;
-}
-
-/* Raises the key's mark to `fence`; *stale when a higher one is recorded. */
-static int check_fence(sqlite3 *db, const char *action_key, int64_t fence, bool *stale)
-{
-	int changes = 0;
-	int rc = exec_sql(db,
-	                  "INSERT INTO saga_guard_fence(action_key, fence) VALUES (?1, ?2)"
-	                  " ON CONFLICT(action_key) DO UPDATE SET fence = excluded.fence"
-	                  " WHERE excluded.fence >= saga_guard_fence.fence",
-	                  action_key, fence, &changes, NULL);
-	*stale = changes == 0;
-	return rc;
-}
-
-typedef int (*guard_fn)(sqlite3 *db, const char *action_key, saga_guard_verdict *verdict);
-
-static int fenced(sqlite3 *db, const char *action_key, int64_t fence, saga_guard_verdict *verdict,
-                  guard_fn unfenced)
-{
-	int rc = check_args(db, action_key, verdict);
-	if (rc != SAGA_OK)
-		return rc;
-	if (fence < 1)
-		return SAGA_EINVAL;
-	bool stale = false;
-	if ((rc = check_fence(db, action_key, fence, &stale)) != SAGA_OK)
-		return rc;
-	if (stale) {
-		*verdict = SAGA_GUARD_STALE;
-		return SAGA_OK;
-	}
-	return unfenced(db, action_key, verdict);
+	return sqlite_guard_call(db, action_key, false, 0, true, verdict);
 }
 
 int saga_guard_action_fenced(sqlite3 *db, const char *action_key, int64_t fence,
                              saga_guard_verdict *verdict)
 {
-	return fenced(db, action_key, fence, verdict, saga_guard_action);
+	return sqlite_guard_call(db, action_key, true, fence, false, verdict);
 }
 
 int saga_guard_compensation_fenced(sqlite3 *db, const char *action_key, int64_t fence,
                                    saga_guard_verdict *verdict)
 {
-	return fenced(db, action_key, fence, verdict, saga_guard_compensation);
+	return sqlite_guard_call(db, action_key, true, fence, true, verdict);
 }

@@ -1,6 +1,6 @@
 /* The participant guard on PostgreSQL (include/saga_pg.h) against a real
- * server (tests/pg-run.sh), a fresh database per test: every transition of
- * test-guard.c, that a verdict commits or rolls back with the participant's
+ * server (tests/pg-run.sh), a fresh database per test: the cases every
+ * database shares with test-guard.c (guard-cases.h), that a verdict commits or rolls back with the participant's
  * own transaction (also when the participant's process is SIGKILLed), and
  * what only a server with row locks and other sessions shows: a concurrent
  * call for the same key waits for the first one's transaction and answers
@@ -109,6 +109,26 @@ static saga_guard_verdict compensation_at(const char *key, int64_t fence)
 	return call_on(db, key, true, fence);
 }
 
+/* For guard-cases.h: the test's connection. */
+static int guard_call(const char *key, bool compensation, int64_t fence, saga_guard_verdict *v)
+{
+	return guard(db, key, compensation, fence, v);
+}
+
+static void sql(const char *text)
+{
+	exec(db, text);
+}
+
+static int guard_init(void)
+{
+	return saga_guard_pg_init(db);
+}
+
+#define BEGIN_WRITE "BEGIN"
+
+#include "guard-cases.h"
+
 static void setup(void)
 {
 	pg_db_fresh(store, sizeof(store));
@@ -122,8 +142,6 @@ static void teardown(void)
 	db = NULL;
 	pg_db_drop(store);
 }
-
-enum { S_NONE = 0, S_ACTION = 1, S_COMPENSATED = 2, S_EMPTY = 3 };
 
 START_TEST(init_is_idempotent)
 {
@@ -177,84 +195,6 @@ START_TEST(refused_outside_a_transaction)
 	ck_assert_int_eq(saga_guard_pg_action(db, "k", &v), SAGA_ESTATE);
 	ck_assert_int_eq(PQexitPipelineMode(db), 1);
 	ck_assert_int_eq(state_of("k"), S_NONE);
-}
-END_TEST
-
-START_TEST(action_then_replay)
-{
-	ck_assert_int_eq(action("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("a"), S_ACTION);
-	ck_assert_int_eq(action("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(action("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("a"), S_ACTION);
-}
-END_TEST
-
-START_TEST(action_then_compensation)
-{
-	ck_assert_int_eq(action("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-	ck_assert_int_eq(compensation("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-	ck_assert_int_eq(action("a"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-}
-END_TEST
-
-START_TEST(empty_compensation_then_hanging_action)
-{
-	ck_assert_int_eq(compensation("e"), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-	ck_assert_int_eq(compensation("e"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-	ck_assert_int_eq(action("e"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(action("e"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-}
-END_TEST
-
-START_TEST(keys_are_independent)
-{
-	ck_assert_int_eq(action("x/1/action"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation("x/2/action"), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(action("x/3/action"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("x/1/action"), S_ACTION);
-	ck_assert_int_eq(state_of("x/2/action"), S_EMPTY);
-	ck_assert_int_eq(state_of("x/3/action"), S_ACTION);
-}
-END_TEST
-
-START_TEST(action_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	exec(db, "CREATE TABLE effect(n integer)");
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_action(db, "r", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "INSERT INTO effect VALUES (1)");
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r"), S_NONE);
-	ck_assert_int_eq(action("r"), SAGA_GUARD_PROCEED);
-}
-END_TEST
-
-START_TEST(compensation_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	ck_assert_int_eq(action("r"), SAGA_GUARD_PROCEED);
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_compensation(db, "r", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r"), S_ACTION);
-
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_compensation(db, "r2", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_EMPTY);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r2"), S_NONE);
-	ck_assert_int_eq(action("r2"), SAGA_GUARD_PROCEED);
 }
 END_TEST
 
@@ -489,53 +429,6 @@ START_TEST(fenced_bad_arguments)
 }
 END_TEST
 
-START_TEST(lower_fence_is_stale)
-{
-	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(fence_of("f"), 3);
-	ck_assert_int_eq(action_at("f", 2), SAGA_GUARD_STALE);
-	ck_assert_int_eq(compensation_at("f", 2), SAGA_GUARD_STALE);
-	ck_assert_int_eq(state_of("f"), S_ACTION);
-	ck_assert_int_eq(fence_of("f"), 3);
-	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_DONE);
-	ck_assert_int_eq(compensation_at("f", 5), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(fence_of("f"), 5);
-	ck_assert_int_eq(state_of("f"), S_COMPENSATED);
-	ck_assert_int_eq(compensation_at("f", 4), SAGA_GUARD_STALE);
-	ck_assert_int_eq(action_at("f", 5), SAGA_GUARD_REFUSED);
-}
-END_TEST
-
-START_TEST(fence_marks_are_per_key)
-{
-	ck_assert_int_eq(action_at("a", 1), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation_at("b", 7), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(compensation_at("a", 1), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(action_at("c", 9), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation_at("c", 8), SAGA_GUARD_STALE);
-	ck_assert_int_eq(state_of("c"), S_ACTION);
-	ck_assert_int_eq(fence_of("a"), 1);
-	ck_assert_int_eq(fence_of("b"), 7);
-	ck_assert_int_eq(fence_of("c"), 9);
-	ck_assert_int_eq(action("c"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("c"), 9);
-}
-END_TEST
-
-START_TEST(fence_mark_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	ck_assert_int_eq(action_at("r", 2), SAGA_GUARD_PROCEED);
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_compensation_fenced(db, "r", 6, &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(fence_of("r"), 2);
-	ck_assert_int_eq(state_of("r"), S_ACTION);
-	ck_assert_int_eq(compensation_at("r", 3), SAGA_GUARD_PROCEED);
-}
-END_TEST
-
 /* Two owners' calls with fences race on one key: the higher fence in
  * flight holds the mark; the lower one, waiting, is stale once the higher
  * commits, and answered as usual if it rolls back. */
@@ -552,56 +445,33 @@ START_TEST(concurrent_lower_fence_is_stale)
 }
 END_TEST
 
-START_TEST(init_adds_the_fence_table)
-{
-	exec(db, "DROP TABLE saga_guard_fence");
-	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
-	saga_guard_verdict v;
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_pg_action_fenced(db, "old", 1, &v), SAGA_ESTORE);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(saga_guard_pg_init(db), SAGA_OK);
-	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("old"), 1);
-}
-END_TEST
-
 static Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard-pg");
-	TCase *tc = tcase_create("transitions");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, init_is_idempotent);
-	tcase_add_test(tc, bad_arguments);
-	tcase_add_test(tc, refused_outside_a_transaction);
-	tcase_add_test(tc, action_then_replay);
-	tcase_add_test(tc, action_then_compensation);
-	tcase_add_test(tc, empty_compensation_then_hanging_action);
-	tcase_add_test(tc, keys_are_independent);
-	suite_add_tcase(s, tc);
+	TCase *transitions = tcase_create("transitions");
+	tcase_add_checked_fixture(transitions, setup, teardown);
+	tcase_add_test(transitions, init_is_idempotent);
+	tcase_add_test(transitions, bad_arguments);
+	tcase_add_test(transitions, refused_outside_a_transaction);
+	suite_add_tcase(s, transitions);
 
-	tc = tcase_create("transactions");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, action_rolls_back_with_the_participant);
-	tcase_add_test(tc, compensation_rolls_back_with_the_participant);
-	tcase_add_test(tc, works_inside_a_savepoint);
-	tcase_add_test(tc, verdict_is_durable);
-	tcase_add_test(tc, killed_participant_keeps_verdict_and_effect_together);
-	tcase_add_test(tc, concurrent_calls_wait_for_each_other);
-	tcase_add_test(tc, busy_is_reported);
-	tcase_add_test(tc, store_errors_are_mapped);
-	suite_add_tcase(s, tc);
+	TCase *transactions = tcase_create("transactions");
+	tcase_add_checked_fixture(transactions, setup, teardown);
+	tcase_set_timeout(transactions, 30);
+	tcase_add_test(transactions, works_inside_a_savepoint);
+	tcase_add_test(transactions, verdict_is_durable);
+	tcase_add_test(transactions, killed_participant_keeps_verdict_and_effect_together);
+	tcase_add_test(transactions, concurrent_calls_wait_for_each_other);
+	tcase_add_test(transactions, busy_is_reported);
+	tcase_add_test(transactions, store_errors_are_mapped);
+	suite_add_tcase(s, transactions);
 
-	tc = tcase_create("fences");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, fenced_bad_arguments);
-	tcase_add_test(tc, lower_fence_is_stale);
-	tcase_add_test(tc, fence_marks_are_per_key);
-	tcase_add_test(tc, fence_mark_rolls_back_with_the_participant);
-	tcase_add_test(tc, concurrent_lower_fence_is_stale);
-	tcase_add_test(tc, init_adds_the_fence_table);
-	suite_add_tcase(s, tc);
+	TCase *fences = tcase_create("fences");
+	tcase_add_checked_fixture(fences, setup, teardown);
+	tcase_add_test(fences, fenced_bad_arguments);
+	tcase_add_test(fences, concurrent_lower_fence_is_stale);
+	suite_add_tcase(s, fences);
+	add_guard_cases(transitions, transactions, fences);
 	return s;
 }
 

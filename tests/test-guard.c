@@ -46,42 +46,56 @@ static int state_of(const char *key)
 	return state;
 }
 
-/* One guard call in its own committed transaction; fence 0 makes the
- * unfenced call. */
-static saga_guard_verdict guard_call(const char *key, bool compensation, int64_t fence)
+/* One guard call on db, in the transaction the test opened; fence 0 makes
+ * the unfenced call. */
+static int guard_call(const char *key, bool compensation, int64_t fence, saga_guard_verdict *v)
+{
+	if (fence)
+		return compensation ? saga_guard_compensation_fenced(db, key, fence, v)
+		                    : saga_guard_action_fenced(db, key, fence, v);
+	return compensation ? saga_guard_compensation(db, key, v) : saga_guard_action(db, key, v);
+}
+
+/* One guard call in its own committed transaction. */
+static saga_guard_verdict call_committed(const char *key, bool compensation, int64_t fence)
 {
 	saga_guard_verdict v = (saga_guard_verdict)-1;
 	exec(db, "BEGIN IMMEDIATE");
-	int rc;
-	if (fence)
-		rc = compensation ? saga_guard_compensation_fenced(db, key, fence, &v)
-		                  : saga_guard_action_fenced(db, key, fence, &v);
-	else
-		rc = compensation ? saga_guard_compensation(db, key, &v)
-		                  : saga_guard_action(db, key, &v);
-	ck_assert_int_eq(rc, SAGA_OK);
+	ck_assert_int_eq(guard_call(key, compensation, fence, &v), SAGA_OK);
 	exec(db, "COMMIT");
 	return v;
 }
 
+static void sql(const char *text)
+{
+	exec(db, text);
+}
+
+static int guard_init(void)
+{
+	return saga_guard_init(db);
+}
+
+#define BEGIN_WRITE "BEGIN IMMEDIATE"
+
 static saga_guard_verdict action(const char *key)
 {
-	return guard_call(key, false, 0);
+	return call_committed(key, false, 0);
 }
 
 static saga_guard_verdict compensation(const char *key)
 {
-	return guard_call(key, true, 0);
+	return call_committed(key, true, 0);
 }
 
 static saga_guard_verdict action_at(const char *key, int64_t fence)
 {
-	return guard_call(key, false, fence);
+	return call_committed(key, false, fence);
 }
 
 static saga_guard_verdict compensation_at(const char *key, int64_t fence)
 {
-	return guard_call(key, true, fence);
+	return call_committed(key, true, fence);
 }
 
 /* The highest fence recorded for a key, or 0 when it has none. */
@@ -116,7 +130,7 @@ static void teardown(void)
 	tmpdir_remove(dir);
 }
 
-enum { S_NONE = 0, S_ACTION = 1, S_COMPENSATED = 2, S_EMPTY = 3 };
+#include "guard-cases.h"
 
 START_TEST(init_is_idempotent)
 {
@@ -151,88 +165,6 @@ START_TEST(refused_outside_a_transaction)
 	ck_assert_int_eq(saga_guard_action(db, "k", &v), SAGA_ESTATE);
 	ck_assert_int_eq(saga_guard_compensation(db, "k", &v), SAGA_ESTATE);
 	ck_assert_int_eq(state_of("k"), S_NONE);
-}
-END_TEST
-
-START_TEST(action_then_replay)
-{
-	ck_assert_int_eq(action("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("a"), S_ACTION);
-	ck_assert_int_eq(action("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(action("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("a"), S_ACTION);
-}
-END_TEST
-
-START_TEST(action_then_compensation)
-{
-	ck_assert_int_eq(action("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation("a"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-	/* A retried compensation finds it done. */
-	ck_assert_int_eq(compensation("a"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-	/* A late action is refused and changes nothing. */
-	ck_assert_int_eq(action("a"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(state_of("a"), S_COMPENSATED);
-}
-END_TEST
-
-START_TEST(empty_compensation_then_hanging_action)
-{
-	ck_assert_int_eq(compensation("e"), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-	ck_assert_int_eq(compensation("e"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-	ck_assert_int_eq(action("e"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(action("e"), SAGA_GUARD_REFUSED);
-	ck_assert_int_eq(state_of("e"), S_EMPTY);
-}
-END_TEST
-
-START_TEST(keys_are_independent)
-{
-	ck_assert_int_eq(action("x/1/action"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation("x/2/action"), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(action("x/3/action"), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(state_of("x/1/action"), S_ACTION);
-	ck_assert_int_eq(state_of("x/2/action"), S_EMPTY);
-	ck_assert_int_eq(state_of("x/3/action"), S_ACTION);
-}
-END_TEST
-
-START_TEST(action_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	exec(db, "CREATE TABLE effect(n INTEGER)");
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_action(db, "r", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "INSERT INTO effect VALUES (1)");
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r"), S_NONE);
-	/* Nothing remembered: the action proceeds again. */
-	ck_assert_int_eq(action("r"), SAGA_GUARD_PROCEED);
-}
-END_TEST
-
-START_TEST(compensation_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	ck_assert_int_eq(action("r"), SAGA_GUARD_PROCEED);
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_compensation(db, "r", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r"), S_ACTION);
-
-	/* An empty compensation rolled back leaves no row either. */
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_compensation(db, "r2", &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_EMPTY);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(state_of("r2"), S_NONE);
-	ck_assert_int_eq(action("r2"), SAGA_GUARD_PROCEED);
 }
 END_TEST
 
@@ -322,109 +254,29 @@ START_TEST(fenced_bad_arguments)
 }
 END_TEST
 
-/* A newer owner's action (fence 3) came first; the paused older owner's
- * action (fence 2) and compensation are stale and change nothing. */
-START_TEST(lower_fence_is_stale)
-{
-	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(fence_of("f"), 3);
-	ck_assert_int_eq(action_at("f", 2), SAGA_GUARD_STALE);
-	ck_assert_int_eq(compensation_at("f", 2), SAGA_GUARD_STALE);
-	ck_assert_int_eq(state_of("f"), S_ACTION);
-	ck_assert_int_eq(fence_of("f"), 3);
-	/* The same fence is the same owner retrying: answered as unfenced. */
-	ck_assert_int_eq(action_at("f", 3), SAGA_GUARD_DONE);
-	/* A later owner compensates; the old ones stay refused. */
-	ck_assert_int_eq(compensation_at("f", 5), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(fence_of("f"), 5);
-	ck_assert_int_eq(state_of("f"), S_COMPENSATED);
-	ck_assert_int_eq(compensation_at("f", 4), SAGA_GUARD_STALE);
-	ck_assert_int_eq(action_at("f", 5), SAGA_GUARD_REFUSED);
-}
-END_TEST
-
-/* Without a newer call in between, an old fence is answered as usual, and a
- * stale compensation first seen does not record an empty compensation. */
-START_TEST(fence_marks_are_per_key)
-{
-	ck_assert_int_eq(action_at("a", 1), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation_at("b", 7), SAGA_GUARD_EMPTY);
-	ck_assert_int_eq(compensation_at("a", 1), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(action_at("c", 9), SAGA_GUARD_PROCEED);
-	ck_assert_int_eq(compensation_at("c", 8), SAGA_GUARD_STALE);
-	ck_assert_int_eq(state_of("c"), S_ACTION);
-	ck_assert_int_eq(fence_of("a"), 1);
-	ck_assert_int_eq(fence_of("b"), 7);
-	ck_assert_int_eq(fence_of("c"), 9);
-	/* Unfenced calls ignore and keep the marks. */
-	ck_assert_int_eq(action("c"), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("c"), 9);
-}
-END_TEST
-
-START_TEST(fence_mark_rolls_back_with_the_participant)
-{
-	saga_guard_verdict v;
-	ck_assert_int_eq(action_at("r", 2), SAGA_GUARD_PROCEED);
-	exec(db, "BEGIN IMMEDIATE");
-	ck_assert_int_eq(saga_guard_compensation_fenced(db, "r", 6, &v), SAGA_OK);
-	ck_assert_int_eq(v, SAGA_GUARD_PROCEED);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(fence_of("r"), 2);
-	ck_assert_int_eq(state_of("r"), S_ACTION);
-	/* Fence 3 is not stale: the rolled-back 6 was never seen. */
-	ck_assert_int_eq(compensation_at("r", 3), SAGA_GUARD_PROCEED);
-}
-END_TEST
-
-/* A store made by a guard without fences (no saga_guard_fence table) gains
- * it from saga_guard_init. */
-START_TEST(init_adds_the_fence_table)
-{
-	exec(db, "DROP TABLE saga_guard_fence");
-	ck_assert_int_eq(action("old"), SAGA_GUARD_PROCEED);
-	saga_guard_verdict v;
-	exec(db, "BEGIN");
-	ck_assert_int_eq(saga_guard_action_fenced(db, "old", 1, &v), SAGA_ESTORE);
-	exec(db, "ROLLBACK");
-	ck_assert_int_eq(saga_guard_init(db), SAGA_OK);
-	ck_assert_int_eq(action_at("old", 1), SAGA_GUARD_DONE);
-	ck_assert_int_eq(fence_of("old"), 1);
-}
-END_TEST
-
 static Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard");
-	TCase *tc = tcase_create("transitions");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, init_is_idempotent);
-	tcase_add_test(tc, bad_arguments);
-	tcase_add_test(tc, refused_outside_a_transaction);
-	tcase_add_test(tc, action_then_replay);
-	tcase_add_test(tc, action_then_compensation);
-	tcase_add_test(tc, empty_compensation_then_hanging_action);
-	tcase_add_test(tc, keys_are_independent);
-	suite_add_tcase(s, tc);
+	TCase *transitions = tcase_create("transitions");
+	tcase_add_checked_fixture(transitions, setup, teardown);
+	tcase_add_test(transitions, init_is_idempotent);
+	tcase_add_test(transitions, bad_arguments);
+	tcase_add_test(transitions, refused_outside_a_transaction);
+	suite_add_tcase(s, transitions);
 
-	tc = tcase_create("transactions");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, action_rolls_back_with_the_participant);
-	tcase_add_test(tc, compensation_rolls_back_with_the_participant);
-	tcase_add_test(tc, works_inside_a_savepoint);
-	tcase_add_test(tc, verdict_is_durable);
-	tcase_add_test(tc, busy_is_reported);
-	tcase_add_test(tc, store_errors_are_mapped);
-	suite_add_tcase(s, tc);
+	TCase *transactions = tcase_create("transactions");
+	tcase_add_checked_fixture(transactions, setup, teardown);
+	tcase_add_test(transactions, works_inside_a_savepoint);
+	tcase_add_test(transactions, verdict_is_durable);
+	tcase_add_test(transactions, busy_is_reported);
+	tcase_add_test(transactions, store_errors_are_mapped);
+	suite_add_tcase(s, transactions);
 
-	tc = tcase_create("fences");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, fenced_bad_arguments);
-	tcase_add_test(tc, lower_fence_is_stale);
-	tcase_add_test(tc, fence_marks_are_per_key);
-	tcase_add_test(tc, fence_mark_rolls_back_with_the_participant);
-	tcase_add_test(tc, init_adds_the_fence_table);
-	suite_add_tcase(s, tc);
+	TCase *fences = tcase_create("fences");
+	tcase_add_checked_fixture(fences, setup, teardown);
+	tcase_add_test(fences, fenced_bad_arguments);
+	suite_add_tcase(s, fences);
+	add_guard_cases(transitions, transactions, fences);
 	return s;
 }
 

