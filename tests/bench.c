@@ -1,9 +1,13 @@
 /* Throughput benchmark: N instances of an S-step saga whose steps do
  * nothing (or sleep, as a network call would), K in flight, W workers (a
  * list of worker counts is run in alternation), FULL or NORMAL durability;
- * --raw measures the SQLite ceiling for the same write shape in the same
- * run. `meson test --benchmark` runs short versions; run it by hand with
- * flags for the figures in docs/performance.md. SPDX-License-Identifier: MIT */
+ * --raw measures the store's ceiling for the same write shape in the same
+ * run. The store is a file in --dir, the file --store names, or with
+ * --store postgresql://... a database made afresh for each run on that
+ * server (saga_bench; saga_bench_raw for the ceiling, written through libpq
+ * in pipeline mode). `meson test --benchmark` runs short versions; run it
+ * by hand with flags for the figures in docs/performance.md.
+ * SPDX-License-Identifier: MIT */
 #include <saga.h>
 
 #include <math.h>
@@ -20,6 +24,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef SAGA_HAVE_POSTGRESQL
+#include <libpq-fe.h>
+#endif
 
 #define MAX_WORKER_COUNTS 16
 
@@ -42,6 +49,7 @@ typedef struct opts {
 	long prefill;    /* --prefill M: M finished instances in the store first */
 	int procs;       /* --procs P: P processes on one store, each n/P instances */
 	const char *dir;
+	const char *store; /* --store NAME: a file, or a PostgreSQL URI; emptied each run */
 } opts;
 
 static double now_s(void)
@@ -131,13 +139,28 @@ static long long file_size(const char *path)
 	return stat(path, &st) == 0 ? (long long)st.st_size : 0;
 }
 
+/* Removes a store and its WAL files left by an earlier run. */
+static void remove_store(const char *path)
+{
+	char p[2200];
+	unlink(path);
+	snprintf(p, sizeof(p), "%s-wal", path);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s-shm", path);
+	unlink(p);
+}
+
 /* The raw ceiling: one UPDATE of an instance row plus one INSERT of a history
  * row per transition, on a WAL file with the same durability; committed one
  * at a time, and `batch` at a time. Returns transitions per second. */
-static double raw_ceiling(const opts *o, int batch, double *commit_latency)
+static double raw_ceiling_sqlite(const opts *o, int batch, double *commit_latency)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/raw-%d.db", o->dir, batch);
+	char path[2100];
+	/* Next to the store the engine runs on: the same file system. */
+	if (o->store)
+		snprintf(path, sizeof(path), "%s-raw-%d", o->store, batch);
+	else
+		snprintf(path, sizeof(path), "%s/raw-%d.db", o->dir, batch);
 	unlink(path);
 	sqlite3 *db;
 	if (sqlite3_open(path, &db) != SQLITE_OK)
@@ -201,18 +224,298 @@ static double raw_ceiling(const opts *o, int batch, double *commit_latency)
 	sqlite3_finalize(begin);
 	sqlite3_finalize(commit);
 	sqlite3_close(db);
+	remove_store(path);
 	return (double)total / el;
 }
 
-/* Removes a store and its WAL files left by an earlier run. */
-static void remove_store(const char *path)
+/* A store name that names a PostgreSQL database. */
+static bool is_pg(const char *name)
 {
-	char p[600];
-	unlink(path);
-	snprintf(p, sizeof(p), "%s-wal", path);
-	unlink(p);
-	snprintf(p, sizeof(p), "%s-shm", path);
-	unlink(p);
+	return name && (!strncmp(name, "postgresql:", 11) || !strncmp(name, "postgres://", 11));
+}
+
+#ifdef SAGA_HAVE_POSTGRESQL
+/* The libpq connection string of a store name: a URI as it is, the
+ * key=value form without its "postgresql:" prefix. */
+static const char *pg_conninfo(const char *name)
+{
+	return strncmp(name, "postgresql://", 13) && strncmp(name, "postgres://", 11) ? name + 11
+	                                                                              : name;
+}
+
+/* Notices ("does not exist, skipping") are not the benchmark's output. */
+static void quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+/* A connection to the database `db` of the server the store name points
+ * at (db NULL: the name's own database), or NULL after a message. */
+static PGconn *pg_connect(const char *name, const char *db)
+{
+	const char *keys[] = { "dbname", db ? "dbname" : NULL, NULL };
+	const char *vals[] = { pg_conninfo(name), db, NULL };
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	if (!c || PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "postgresql: %s\n", c ? PQerrorMessage(c) : "out of memory");
+		PQfinish(c);
+		return NULL;
+	}
+	PQsetNoticeProcessor(c, quiet, NULL);
+	return c;
+}
+
+static int pg_exec(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	int ok = r &&
+	         (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
+	if (!ok)
+		fprintf(stderr, "postgresql: %s: %s", sql, PQerrorMessage(c));
+	PQclear(r);
+	return ok ? 0 : 1;
+}
+
+/* Makes the database `db` afresh on the store name's server and writes
+ * into out the store name of it ("postgresql:" and the name's connection
+ * parameters, with dbname=db). Returns 0, or 1 after a message. */
+static int pg_fresh_db(const char *name, const char *db, char *out, size_t size)
+{
+	PGconn *admin = pg_connect(name, NULL);
+	if (!admin)
+		return 1;
+	char sql[256];
+	snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+	int rc = pg_exec(admin, sql);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+	rc = rc || pg_exec(admin, sql);
+	PQfinish(admin);
+	char *err = NULL;
+	PQconninfoOption *opt = PQconninfoParse(pg_conninfo(name), &err);
+	if (rc || !opt) {
+		if (err)
+			fprintf(stderr, "postgresql: %s", err);
+		PQfreemem(err);
+		PQconninfoFree(opt);
+		return 1;
+	}
+	size_t n = (size_t)snprintf(out, size, "postgresql:dbname='%s'", db);
+	for (PQconninfoOption *k = opt; k->keyword && n < size; k++) {
+		if (!k->val || !strcmp(k->keyword, "dbname"))
+			continue;
+		n += (size_t)snprintf(out + n, size - n, " %s='", k->keyword);
+		for (const char *v = k->val; *v && n + 3 < size; v++) {
+			if (*v == '\'' || *v == '\\')
+				out[n++] = '\\';
+			out[n++] = *v;
+		}
+		n += (size_t)snprintf(out + n, n < size ? size - n : 0, "'");
+	}
+	PQconninfoFree(opt);
+	if (n >= size) {
+		fprintf(stderr, "postgresql: the connection string is too long\n");
+		return 1;
+	}
+	return 0;
+}
+
+/* Sends one prepared statement into the pipeline. */
+static int pg_send(PGconn *c, const char *stmt, int n, const char *const *vals)
+{
+	if (PQsendQueryPrepared(c, stmt, n, vals, NULL, NULL, 0))
+		return 0;
+	fprintf(stderr, "postgresql: send %s: %s", stmt, PQerrorMessage(c));
+	return 1;
+}
+
+/* Reads the results of `sent` statements and the sync of one pipeline;
+ * with `lost` set, the lease UPDATE (the second statement) must have
+ * changed its row. */
+static int pg_drain(PGconn *c, int sent)
+{
+	int bad = 0;
+	for (int i = 0; i < sent; i++) {
+		PGresult *r;
+		while ((r = PQgetResult(c)) != NULL) {
+			ExecStatusType st = PQresultStatus(r);
+			if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+				if (!bad)
+					fprintf(stderr, "postgresql: %s", PQresultErrorMessage(r));
+				bad = 1;
+			} else if (i == 1 && strcmp(PQcmdTuples(r), "1") != 0) {
+				fprintf(stderr, "postgresql: the raw owner lost its lease\n");
+				bad = 1;
+			}
+			PQclear(r);
+		}
+	}
+	PGresult *r = PQgetResult(c);
+	if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+		bad = 1;
+	PQclear(r);
+	return bad;
+}
+
+/* The raw ceiling on PostgreSQL: the write shape of an engine round on
+ * that server (a fenced owner UPDATE that renews the lease on the server's
+ * clock, per transition a fenced instance UPDATE and two history INSERTs,
+ * the attempt's end and the next one's start), `batch` transitions a
+ * round, each round one pipeline (BEGIN ... COMMIT, one sync), with
+ * synchronous_commit as the durability says; in the database
+ * saga_bench_raw, made afresh. Transitions per second, 0 on failure. */
+static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
+{
+	char name[2048];
+	if (pg_fresh_db(o->store, "saga_bench_raw", name, sizeof(name)))
+		return 0;
+	PGconn *c = pg_connect(name, NULL);
+	if (!c)
+		return 0;
+	static const char *const setup[] = {
+		"CREATE TABLE owners(epoch bigint PRIMARY KEY, lease_until bigint NOT NULL,"
+		" state int NOT NULL)",
+		"CREATE TABLE inst(id bigint PRIMARY KEY, owner bigint NOT NULL, fence bigint NOT "
+		"NULL,"
+		" state int, step int, attempt int, inflight int, due_at bigint, updated_at bigint,"
+		" context text)",
+		"CREATE TABLE hist(instance bigint NOT NULL, seq bigint NOT NULL, at bigint,"
+		" type int, state int, step int, phase int, attempt int, outcome int, detail text,"
+		" fence bigint, PRIMARY KEY(instance, seq))",
+		"INSERT INTO owners VALUES (1, 0, 0)",
+		"INSERT INTO inst SELECT i, 1, 1, 0, 0, 0, 0, 0, 0, '{}'"
+		" FROM generate_series(1, 1000) AS i",
+		"UPDATE owners SET lease_until = (extract(epoch FROM clock_timestamp()) * "
+		"1000)::bigint"
+		" + 3600000",
+	};
+	int bad = 0;
+	for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]) && !bad; i++)
+		bad = pg_exec(c, setup[i]);
+	bad = bad ||
+	      pg_exec(c, o->durability == SAGA_DURABILITY_FULL ? "SET synchronous_commit = on"
+	                                                       : "SET synchronous_commit = off");
+	static const struct {
+		const char *name, *sql;
+		int nparams;
+	} stmts[] = {
+		{ "begin", "BEGIN", 0 },
+		{ "commit", "COMMIT", 0 },
+		{ "lease",
+		  "UPDATE owners SET lease_until = (extract(epoch FROM clock_timestamp()) * "
+		  "1000)::bigint"
+		  " + 10000 WHERE epoch = $1 AND state = 0 AND lease_until > (extract(epoch FROM"
+		  " clock_timestamp()) * 1000)::bigint",
+		  1 },
+		{ "upd",
+		  "UPDATE inst SET step = step + 1, attempt = 1, inflight = 1, updated_at = $2,"
+		  " context = '{}' WHERE id = $1 AND owner = $3",
+		  3 },
+		{ "hist",
+		  "INSERT INTO hist(instance, seq, at, type, state, step, phase, attempt, outcome,"
+		  " detail, fence) VALUES ($1, $2, $3, $4, 1, 1, 0, 1, 1, '', 1)",
+		  4 },
+	};
+	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]) && !bad; i++) {
+		PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, stmts[i].nparams, NULL);
+		bad = !r || PQresultStatus(r) != PGRES_COMMAND_OK;
+		if (bad)
+			fprintf(stderr, "postgresql: prepare %s: %s", stmts[i].name,
+			        PQerrorMessage(c));
+		PQclear(r);
+	}
+	if (bad || !PQenterPipelineMode(c)) {
+		PQfinish(c);
+		return 0;
+	}
+	static int64_t seq[1001];
+	memset(seq, 0, sizeof(seq));
+	long total = batch == 1 ? 1000 : 64L * 400;
+	double t0 = now_s();
+	for (long done = 0; done < total && !bad;) {
+		int sent = 0;
+		char a[4][24];
+		const char *v[4] = { a[0], a[1], a[2], a[3] };
+		bad = pg_send(c, "begin", 0, NULL);
+		snprintf(a[0], sizeof(a[0]), "1");
+		bad = bad || pg_send(c, "lease", 1, v);
+		sent = 2;
+		for (int k = 0; k < batch && !bad; k++, done++) {
+			long id = done % 1000 + 1;
+			snprintf(a[0], sizeof(a[0]), "%ld", id);
+			snprintf(a[1], sizeof(a[1]), "%ld", done);
+			snprintf(a[2], sizeof(a[2]), "1");
+			bad = pg_send(c, "upd", 3, v);
+			for (int type = 3; type >= 2 && !bad; type--) {
+				snprintf(a[1], sizeof(a[1]), "%lld", (long long)++seq[id]);
+				snprintf(a[2], sizeof(a[2]), "%ld", done);
+				snprintf(a[3], sizeof(a[3]), "%d", type);
+				bad = pg_send(c, "hist", 4, v);
+			}
+			sent += 3;
+		}
+		bad = bad || pg_send(c, "commit", 0, NULL) || !PQpipelineSync(c);
+		bad = bad || pg_drain(c, sent + 1);
+	}
+	double el = now_s() - t0;
+	PQfinish(c);
+	if (bad)
+		return 0;
+	if (commit_latency)
+		*commit_latency = el / ((double)total / batch);
+	return (double)total / el;
+}
+#else
+static int pg_fresh_db(const char *name, const char *db, char *out, size_t size)
+{
+	(void)name;
+	(void)db;
+	(void)out;
+	(void)size;
+	fprintf(stderr, "bench: built without libpq: no PostgreSQL store\n");
+	return 1;
+}
+
+static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
+{
+	(void)o;
+	(void)batch;
+	(void)commit_latency;
+	return 0;
+}
+#endif
+
+/* The store of one run, emptied: the file --store names, or `file` in the
+ * run's directory (old files removed); on PostgreSQL the database
+ * saga_bench made afresh. Writes its name into out; returns 0, or 1 after
+ * a message. */
+static int fresh_store(const opts *o, const char *file, char *out, size_t size)
+{
+	if (is_pg(o->store))
+		return pg_fresh_db(o->store, "saga_bench", out, size);
+	if (o->store)
+		snprintf(out, size, "%s", o->store);
+	else
+		snprintf(out, size, "%s/%s", o->dir, file);
+	remove_store(out);
+	return 0;
+}
+
+/* The store's size in bytes: its file and WAL (0 on PostgreSQL). */
+static long long store_bytes(const char *name)
+{
+	if (is_pg(name))
+		return 0;
+	char wal[2100];
+	snprintf(wal, sizeof(wal), "%s-wal", name);
+	return file_size(name) + file_size(wal);
+}
+
+/* The raw ceiling of the run's store kind, transitions per second. */
+static double raw_ceiling(const opts *o, int batch, double *commit_latency)
+{
+	return is_pg(o->store) ? raw_ceiling_pg(o, batch, commit_latency)
+	                       : raw_ceiling_sqlite(o, batch, commit_latency);
 }
 
 static saga_engine *open_bench(const opts *o, const char *path)
@@ -268,9 +571,9 @@ static int start_many(saga_engine *e, long n)
  * memory: RSS must not grow with their number. */
 static int run_park(const opts *o)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/park.db", o->dir);
-	remove_store(path);
+	char path[2048];
+	if (fresh_store(o, "park.db", path, sizeof(path)))
+		return 1;
 	saga_engine *e = open_bench(o, path);
 	if (!e)
 		return 1;
@@ -291,7 +594,9 @@ static int run_park(const opts *o)
 	printf("park: %ld instances parked on an async step in %.1f s\n", o->park, el);
 	printf("  WAITING in store  %lld\n", (long long)counts[SAGA_WAITING]);
 	printf("  peak RSS KB       %ld (before: %ld)\n", peak_rss_kb(), rss0);
-	printf("  store bytes/instance %.0f\n", (double)file_size(path) / (double)o->park);
+	if (!is_pg(path))
+		printf("  store bytes/instance %.0f\n",
+		       (double)store_bytes(path) / (double)o->park);
 	saga_engine_close(e);
 	park_mode = 0;
 	return 0;
@@ -301,9 +606,9 @@ static int run_park(const opts *o)
  * finished. */
 static int run_reopen(const opts *o)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/reopen.db", o->dir);
-	remove_store(path);
+	char path[2048];
+	if (fresh_store(o, "reopen.db", path, sizeof(path)))
+		return 1;
 	saga_engine *e = open_bench(o, path);
 	if (!e || start_many(e, o->reopen))
 		return 1;
@@ -374,9 +679,9 @@ static double last_p50_ms, last_commits_per_instance;
 
 static int run_engine(const opts *o, double *tps_out)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/bench.db", o->dir);
-	remove_store(path);
+	char path[2048];
+	if (fresh_store(o, "bench.db", path, sizeof(path)))
+		return 1;
 	if (o->prefill) {
 		/* Create the schema, then fill it while no engine holds it. */
 		saga_engine *pe = open_bench(o, path);
@@ -470,9 +775,7 @@ static int run_engine(const opts *o, double *tps_out)
 	qsort(lats, (size_t)o->n, sizeof(double), cmp_double);
 	double ips = (double)o->n / el;
 	double tps = (double)l.transitions / el;
-	long long bytes = file_size(path);
-	snprintf(path, sizeof(path), "%s/bench.db-wal", o->dir);
-	bytes += file_size(path);
+	long long bytes = store_bytes(path);
 	printf("engine: %ld instances x %d steps, %u in flight, %u workers, %s\n", o->n, o->steps,
 	       o->inflight, o->workers, o->durability == SAGA_DURABILITY_FULL ? "FULL" : "NORMAL");
 	printf("  instances/s     %10.0f\n", ips);
@@ -483,7 +786,8 @@ static int run_engine(const opts *o, double *tps_out)
 	printf("  latency p50 ms  %10.3f\n", lats[o->n / 2]);
 	printf("  latency p99 ms  %10.3f\n", lats[(long)((double)o->n * 0.99)]);
 	printf("  peak RSS KB     %10ld\n", peak_rss_kb());
-	printf("  store bytes/instance %6.0f\n", (double)bytes / (double)o->n);
+	if (!is_pg(path))
+		printf("  store bytes/instance %6.0f\n", (double)bytes / (double)o->n);
 	*tps_out = tps;
 	last_p50_ms = lats[o->n / 2];
 	last_commits_per_instance = (double)st.commits / (double)o->n;
@@ -522,11 +826,11 @@ static void proc_child(const opts *o, const char *path, long n, int fd)
  * cost, not a gain. */
 static int run_procs(const opts *o)
 {
-	char path[512];
-	snprintf(path, sizeof(path), "%s/procs.db", o->dir);
+	char path[2048];
 	double tps[100];
 	for (int r = 0; r < o->repeat; r++) {
-		remove_store(path);
+		if (fresh_store(o, "procs.db", path, sizeof(path)))
+			return 1;
 		int fds[2];
 		if (pipe(fds) != 0)
 			return 1;
@@ -682,6 +986,8 @@ int main(int argc, char **argv)
 			o.prefill = atol(v);
 		else if (!strcmp(a, "--dir"))
 			o.dir = v;
+		else if (!strcmp(a, "--store"))
+			o.store = v;
 		else if (!strcmp(a, "--repeat"))
 			o.repeat = atoi(v);
 		else {
@@ -691,15 +997,17 @@ int main(int argc, char **argv)
 			        " [--step-sleep US] [--backlog B]"
 			        " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] "
 			        "[--dir D]"
-			        " [--repeat R] [--park N] [--reopen N] [--prefill M] [--procs "
-			        "P]\n");
+			        " [--store FILE|postgresql://...] [--repeat R] [--park N] "
+			        "[--reopen N]"
+			        " [--prefill M] [--procs P]\n");
 			return 2;
 		}
 	}
 	if (o.n < 1 || o.steps < 1 || o.inflight < 1 || o.repeat < 1 || o.repeat > 99 ||
 	    o.step_sleep_us < 0 || o.backlog < 0 || (o.raw && o.nworker_counts > 1) ||
-	    o.procs < 0 || o.procs > 64) {
-		fprintf(stderr, "bad arguments (--raw takes one worker count)\n");
+	    o.procs < 0 || o.procs > 64 || (o.prefill && is_pg(o.store))) {
+		fprintf(stderr, "bad arguments (--raw takes one worker count; --prefill a SQLite "
+		                "store)\n");
 		return 2;
 	}
 	if (!o.dir) {
@@ -729,14 +1037,15 @@ int main(int argc, char **argv)
 	 * neighbours: a machine that drifts during the run (a noisy neighbour,
 	 * a disk that slows) biases no ratio. */
 	double batched[100], ratio[100], engine[100];
-	if (o.raw)
-		batched[0] = raw_ceiling(&o, 64, NULL);
+	if (o.raw && (batched[0] = raw_ceiling(&o, 64, NULL)) <= 0)
+		return 1;
 	for (int r = 0; r < o.repeat; r++) {
 		if (run_engine(&o, &engine[r]))
 			return 1;
 		if (!o.raw)
 			continue;
-		batched[r + 1] = raw_ceiling(&o, 64, NULL);
+		if ((batched[r + 1] = raw_ceiling(&o, 64, NULL)) <= 0)
+			return 1;
 		ratio[r] = engine[r] / ((batched[r] + batched[r + 1]) / 2);
 		printf("  raw 64 per commit before %.0f, after %.0f transitions/s: ratio %.2f\n",
 		       batched[r], batched[r + 1], ratio[r]);
@@ -744,10 +1053,13 @@ int main(int argc, char **argv)
 	if (o.raw) {
 		double lat1 = 0;
 		double single = raw_ceiling(&o, 1, &lat1);
+		if (single <= 0)
+			return 1;
 		qsort(batched, (size_t)o.repeat + 1, sizeof(double), cmp_double);
 		qsort(engine, (size_t)o.repeat, sizeof(double), cmp_double);
 		qsort(ratio, (size_t)o.repeat, sizeof(double), cmp_double);
-		printf("raw SQLite, same file kind and durability:\n");
+		printf(is_pg(o.store) ? "raw PostgreSQL, same server, pipeline and durability:\n"
+		                      : "raw SQLite, same file kind and durability:\n");
 		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single,
 		       lat1 * 1e3);
 		if (o.inflight == 1)

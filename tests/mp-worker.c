@@ -4,7 +4,10 @@
  *
  *   mp-worker --store S --ledger L --id I [--ids M] [--sagas N] [--threads T]
  *             [--lease MS] [--margin MS] [--step-ms MS] [--pace-ms MS]
- *             [--until-final]
+ *             [--durability full|normal] [--until-final]
+ *
+ * The store S is a SQLite file or a PostgreSQL store name; durability is
+ * NORMAL unless --durability full (what a server restart needs).
  *
  * It starts N sagas for each worker id I .. I+M-1, business keys "w<id>-<k>"
  * (a restarted worker finds its earlier ones: nothing is started twice), a
@@ -249,6 +252,11 @@ static int define(saga_engine *engine)
 	return rc;
 }
 
+static bool transient(int rc)
+{
+	return rc == SAGA_EIO || rc == SAGA_EBUSY || rc == SAGA_EFENCED;
+}
+
 /* Starts what is not started yet, one every pace_ms (so that new work keeps
  * coming while the test kills processes). */
 static int start_sagas(saga_engine *engine, int first_id, int nids, int nsagas, unsigned pace_ms)
@@ -266,6 +274,15 @@ static int start_sagas(saga_engine *engine, int first_id, int nids, int nsagas, 
 			int64_t sid = 0;
 			int created = 0;
 			int rc = saga_start(engine, &sid, &created, "order", bkey, input);
+			/* The store out of reach for a while (a server restarting),
+			 * or the lease lost (a pause past it: the engine registers
+			 * again), fails the call, not the engine: start it again,
+			 * for up to a minute; its business key keeps it from
+			 * starting twice. */
+			for (int tries = 0; transient(rc) && tries < 600 && !quit; tries++) {
+				nap_ms(100);
+				rc = saga_start(engine, &sid, &created, "order", bkey, input);
+			}
 			cJSON_Delete(input);
 			if (rc != SAGA_OK)
 				return rc;
@@ -296,7 +313,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: mp-worker --store S --ledger L --id I [--ids M] [--sagas N]"
 	                " [--threads T] [--lease MS] [--margin MS] [--step-ms MS] [--pace-ms MS]"
-	                " [--until-final]\n");
+	                " [--durability full|normal] [--until-final]\n");
 	exit(2);
 }
 
@@ -305,6 +322,7 @@ int main(int argc, char **argv)
 	const char *store = NULL, *ledger_path = NULL;
 	int id = -1, nids = 1, nsagas = 0, threads = 4, until_final = 0;
 	unsigned lease = 0, margin = 0, pace_ms = 0;
+	saga_durability durability = SAGA_DURABILITY_NORMAL;
 	static const struct option opts[] = {
 		{ "store", required_argument, NULL, 's' },
 		{ "ledger", required_argument, NULL, 'l' },
@@ -317,6 +335,7 @@ int main(int argc, char **argv)
 		{ "step-ms", required_argument, NULL, 'S' },
 		{ "until-final", no_argument, NULL, 'f' },
 		{ "pace-ms", required_argument, NULL, 'P' },
+		{ "durability", required_argument, NULL, 'D' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c;
@@ -355,6 +374,12 @@ int main(int argc, char **argv)
 		case 'P':
 			pace_ms = (unsigned)atoi(optarg);
 			break;
+		case 'D':
+			if (strcmp(optarg, "full") != 0 && strcmp(optarg, "normal") != 0)
+				usage();
+			durability = strcmp(optarg, "full") == 0 ? SAGA_DURABILITY_FULL
+			                                         : SAGA_DURABILITY_NORMAL;
+			break;
 		default:
 			usage();
 		}
@@ -386,7 +411,7 @@ int main(int argc, char **argv)
 
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = store;
-	o.durability = SAGA_DURABILITY_NORMAL; /* survives a process crash: what is tested */
+	o.durability = durability; /* NORMAL survives a process crash */
 	o.workers = (unsigned)threads;
 	o.deferred_start = 1;
 	o.lease_ms = lease;

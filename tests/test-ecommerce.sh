@@ -3,10 +3,13 @@
 # each kind of failure injected, a crash at each named point followed by
 # `recover`, the refused bad orders, a duplicate order key, cancellation,
 # several processes at once on one data directory (runs, and status,
-# report, check, recover and cancel while they go on). Every case uses a
-# fresh data directory.
+# report, check, recover and cancel while they go on), the saga store
+# named by --store. Every case uses a fresh data directory.
 #
-#   tests/test-ecommerce.sh PATH/TO/ecommerce
+#   tests/test-ecommerce.sh PATH/TO/ecommerce [STORE]
+#
+# With STORE (a file, or a PostgreSQL URI of an empty database), only the
+# --store case runs, on that store.
 #
 # SPDX-License-Identifier: MIT
 set -eu
@@ -89,6 +92,39 @@ tree_sum() {
 report_count() {
 	"$B" --data "$1" report | sed -n "s/^$2 *\([0-9][0-9]*\).*/\1/p"
 }
+
+# ---------------------------------------------------------------------------
+# 0. The saga store named by --store, the services in DIR: two runs at once,
+#    recover, status, report and a clean check all find the sagas there, and
+#    DIR has no saga.db.
+# ---------------------------------------------------------------------------
+store_elsewhere() {
+	say "the saga store named by --store ($1), the services in DIR"
+	d=$(fresh)
+	"$B" --data "$d" --store "$1" run --orders 15 --concurrency 4 --seed 3 \
+		--transient '*=0.1' >"$TMP/r1.out" 2>"$TMP/r1.err" &
+	r1=$!
+	expect 0 "$B" --data "$d" run --store "$1" --orders 15 --concurrency 4 --seed 4
+	wait "$r1" || { cat "$TMP/r1.err" >&2; fail "the first run exited $?"; }
+	grep -q "^outcomes: .*unfinished 0" "$TMP/r1.out" || fail "the first run left sagas"
+	expect 0 "$B" --data "$d" --store "$1" order --customer CUST-0001 --item SKU-0001:1 \
+		--key elsewhere
+	expect 0 "$B" --data "$d" --store "$1" status --key elsewhere
+	grep -q "COMPLETED" "$TMP/out" || fail "status --store did not find the saga"
+	expect 0 "$B" --data "$d" --store "$1" recover
+	expect 0 "$B" --data "$d" --store "$1" check
+	grep -q "^consistent: 31 sagas" "$TMP/out" || fail "check --store did not see 31 sagas"
+	expect 0 "$B" --data "$d" --store "$1" report
+	[ ! -e "$d/saga.db" ] || fail "DIR/saga.db was made though --store names the store"
+	expect 2 "$B" --data "$d" status --key elsewhere
+}
+if [ $# -ge 2 ]; then
+	store_elsewhere "$2"
+	echo "ok: $CASES cases"
+	exit 0
+fi
+store_elsewhere "$TMP/elsewhere.db"
+[ -e "$TMP/elsewhere.db" ] || fail "--store $TMP/elsewhere.db was not made"
 
 # ---------------------------------------------------------------------------
 # 1. Runs with each kind of failure injected end in a clean check.

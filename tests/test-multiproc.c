@@ -15,8 +15,17 @@
  *    Paused past its lease, another worker takes the instance over and ends
  *    it; continued, the paused callback is refused by the fenced guard
  *    (STALE), and the paused process writes nothing more under its old fence.
+ *  - zombie-workers: the same past the lease with attempts already handed
+ *    to the paused process's worker thread: continued, it begins none.
  *  - checker: the history checker run after every test above, fed an intact
  *    history, then doctored ones it must reject.
+ *
+ * The store is a SQLite file (one host), or with SAGA_TEST_STORE=postgresql
+ * a fresh PostgreSQL database (many hosts, simulated; run through
+ * tests/pg-run.sh). There the kill test also pauses workers (SIGSTOP, 0.5 to
+ * 2 leases, MP_PAUSES) and restarts the server (pg_ctl restart -m
+ * immediate), and an orphan's takeover waits for its owner's lease: no host
+ * can see that another died.
  *
  * SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
@@ -36,6 +45,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef SAGA_HAVE_POSTGRESQL
+#include <libpq-fe.h>
+#endif
+
 #include "mp-time.h"
 #include "test-common.h"
 
@@ -44,8 +57,13 @@ enum { NSTEPS = 4, STEP_NAME_MAX = 16 };
 static const char *const step_names[NSTEPS] = { "reserve", "charge", "confirm", "notify" };
 
 static char dir[PATH_MAX];
-static char store_path[PATH_MAX + 32];
+static char store_path[PATH_MAX + 512]; /* a file, or postgresql:CONNINFO */
 static char ledger_path[PATH_MAX + 32];
+
+static bool is_pg_name(const char *name)
+{
+	return strncmp(name, "postgresql:", 11) == 0;
+}
 
 static long env_long(const char *name, long dflt)
 {
@@ -53,15 +71,19 @@ static long env_long(const char *name, long dflt)
 	return v && *v ? strtol(v, NULL, 10) : dflt;
 }
 
+/* The store: a SQLite file in the test's directory, or with
+ * SAGA_TEST_STORE=postgresql a fresh database (test-common.h). The
+ * participants' ledger is a SQLite file there either way. */
 static void setup(void)
 {
 	tmpdir_make(dir, sizeof dir);
-	snprintf(store_path, sizeof store_path, "%s/store.db", dir);
+	test_store_name(store_path, sizeof store_path, dir, "store.db");
 	snprintf(ledger_path, sizeof ledger_path, "%s/ledger.db", dir);
 }
 
 static void teardown(void)
 {
+	test_store_drop(store_path);
 	tmpdir_remove(dir);
 }
 
@@ -94,8 +116,12 @@ static pid_t spawn(const worker_args *w)
 	snprintf(margin, sizeof margin, "%u", w->margin);
 	snprintf(pace, sizeof pace, "%u", w->pace_ms);
 	snprintf(step, sizeof step, "%u", w->step_ms ? w->step_ms : 5);
+	/* A server restart may lose what NORMAL did not wait for; a process
+	 * crash loses nothing either way. */
+	char *durability = is_pg_name(store_path) ? "full" : "normal";
 	/* clang-format off */
 	char *argv[] = { (char *)exe, "--store", store_path, "--ledger", ledger_path,
+	                 "--durability", durability,
 	                 "--id", id, "--ids", ids, "--sagas", sagas, "--threads", threads,
 	                 "--lease", lease, "--margin", margin, "--pace-ms", pace,
 	                 "--step-ms", step, w->until_final ? "--until-final" : NULL, NULL };
@@ -155,48 +181,222 @@ static void expect_clean_exit(pid_t pid, long timeout_ms, const char *what)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Reading the store and the ledger with plain SQLite                       */
+/* Reading the store and the ledger                                         */
 /* ------------------------------------------------------------------------ */
 
-static sqlite3 *open_db(const char *path)
+/* The store is a SQLite file or a PostgreSQL database (SAGA_TEST_STORE, see
+ * test-common.h); the ledger is always a SQLite file. One reader serves
+ * both: statements are written with SQLite's parameters (?N, or ? in
+ * order), rewritten $N for PostgreSQL, whose connection is made again when
+ * the server restarted under it. */
+typedef struct db {
+	sqlite3 *lite;
+#ifdef SAGA_HAVE_POSTGRESQL
+	PGconn *pg;
+#endif
+} db;
+
+/* A statement's parameter: text when s is set, else the integer i. */
+typedef struct arg {
+	const char *s;
+	int64_t i;
+} arg;
+#define I(x) ((arg){ NULL, (x) })
+#define S(x) ((arg){ (x), 0 })
+
+/* The rows of one statement, read with rows_next. */
+typedef struct rows {
+	db *d;
+	sqlite3_stmt *st;
+#ifdef SAGA_HAVE_POSTGRESQL
+	PGresult *res;
+	int row;
+#endif
+} rows;
+
+static db *open_db(const char *name)
 {
-	sqlite3 *db = NULL;
-	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	sqlite3_busy_timeout(db, 30000);
-	return db;
+	db *d = calloc(1, sizeof *d);
+	ck_assert_ptr_nonnull(d);
+	if (is_pg_name(name)) {
+#ifdef SAGA_HAVE_POSTGRESQL
+		d->pg = PQconnectdb(name + 11);
+		ck_assert_msg(d->pg && PQstatus(d->pg) == CONNECTION_OK, "%s: %s", name,
+		              d->pg ? PQerrorMessage(d->pg) : "out of memory");
+#else
+		ck_abort_msg("%s: built without PostgreSQL", name);
+#endif
+		return d;
+	}
+	ck_assert_int_eq(sqlite3_open_v2(name, &d->lite, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(d->lite, 30000);
+	return d;
 }
 
-static sqlite3_stmt *prepare(sqlite3 *db, const char *sql)
+static void close_db(db *d)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-	ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(db));
-	return st;
+	if (!d)
+		return;
+	sqlite3_close(d->lite);
+#ifdef SAGA_HAVE_POSTGRESQL
+	PQfinish(d->pg);
+#endif
+	free(d);
+}
+
+#ifdef SAGA_HAVE_POSTGRESQL
+/* Runs sql with n parameters on PostgreSQL; a connection lost (the server
+ * restarted) is made again, for up to 60 s. */
+static PGresult *pg_run(db *d, const char *sql, int n, const arg *args)
+{
+	char text[2048], vals[8][24];
+	const char *v[8];
+	size_t o = 0;
+	int next = 0;
+	ck_assert_int_le(n, 8);
+	for (const char *p = sql; *p; p++) {
+		ck_assert_uint_lt(o + 8, sizeof text);
+		if (*p != '?') {
+			text[o++] = *p;
+			continue;
+		}
+		text[o++] = '$';
+		if (p[1] < '0' || p[1] > '9')
+			o += (size_t)snprintf(text + o, sizeof text - o, "%d", ++next);
+	}
+	text[o] = '\0';
+	for (int i = 0; i < n; i++) {
+		snprintf(vals[i], sizeof vals[i], "%lld", (long long)args[i].i);
+		v[i] = args[i].s ? args[i].s : vals[i];
+	}
+	for (int tries = 0;; tries++) {
+		PGresult *r = PQexecParams(d->pg, text, n, NULL, v, NULL, NULL, 0);
+		ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+		if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+			return r;
+		/* Lost: the connection is down, the server said it is going
+		 * (57P01..3) or the error was libpq's own (no SQLSTATE). */
+		const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+		bool lost = PQstatus(d->pg) == CONNECTION_BAD || !state ||
+		            strncmp(state, "57P", 3) == 0 || strncmp(state, "08", 2) == 0;
+		ck_assert_msg(lost && tries < 600, "%s: %s", text, PQerrorMessage(d->pg));
+		PQclear(r);
+		nap_ms(100);
+		PQreset(d->pg);
+	}
+}
+#endif
+
+/* The highest parameter a statement names (?N), or its count of bare ?. */
+static int param_count(const char *sql)
+{
+	int n = 0, bare = 0;
+	for (const char *p = sql; (p = strchr(p, '?')) != NULL; p++) {
+		if (p[1] >= '1' && p[1] <= '9') {
+			int k = (int)strtol(p + 1, NULL, 10);
+			n = k > n ? k : n;
+		} else {
+			bare++;
+		}
+	}
+	return n > bare ? n : bare;
+}
+
+/* Runs sql with n parameters; fails the test on error. Its rows are read
+ * with rows_next and the rows_* readers, then freed by rows_close. */
+static rows *query(db *d, const char *sql, int n, const arg *args)
+{
+	rows *r = calloc(1, sizeof *r);
+	ck_assert_ptr_nonnull(r);
+	r->d = d;
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (d->pg) {
+		r->res = pg_run(d, sql, n, args);
+		r->row = -1;
+		return r;
+	}
+#endif
+	int rc = sqlite3_prepare_v2(d->lite, sql, -1, &r->st, NULL);
+	ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(d->lite));
+	for (int i = 0; i < n; i++)
+		rc = args[i].s ? sqlite3_bind_text(r->st, i + 1, args[i].s, -1, SQLITE_TRANSIENT)
+		               : sqlite3_bind_int64(r->st, i + 1, args[i].i);
+	ck_assert_int_eq(rc, SQLITE_OK);
+	return r;
+}
+
+static bool rows_next(rows *r)
+{
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (r->res)
+		return ++r->row < PQntuples(r->res);
+#endif
+	int rc = sqlite3_step(r->st);
+	ck_assert_msg(rc == SQLITE_ROW || rc == SQLITE_DONE, "%s: %s", sqlite3_sql(r->st),
+	              sqlite3_errmsg(r->d->lite));
+	return rc == SQLITE_ROW;
+}
+
+static bool rows_null(rows *r, int col)
+{
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (r->res)
+		return PQgetisnull(r->res, r->row, col);
+#endif
+	return sqlite3_column_type(r->st, col) == SQLITE_NULL;
+}
+
+static int64_t rows_int(rows *r, int col)
+{
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (r->res)
+		return strtoll(PQgetvalue(r->res, r->row, col), NULL, 10);
+#endif
+	return sqlite3_column_int64(r->st, col);
+}
+
+/* The text of a column, NULL for NULL; valid until the next row. */
+static const char *rows_text(rows *r, int col)
+{
+	if (rows_null(r, col))
+		return NULL;
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (r->res)
+		return PQgetvalue(r->res, r->row, col);
+#endif
+	return (const char *)sqlite3_column_text(r->st, col);
+}
+
+static void rows_close(rows *r)
+{
+	sqlite3_finalize(r->st);
+#ifdef SAGA_HAVE_POSTGRESQL
+	PQclear(r->res);
+#endif
+	free(r);
 }
 
 /* The first column of the first row of a query with up to two integer
  * parameters; `dflt` when there is no row or it is NULL. */
-static int64_t query_int(sqlite3 *db, int64_t dflt, const char *sql, int64_t a, int64_t b)
+static int64_t query_int(db *d, int64_t dflt, const char *sql, int64_t a, int64_t b)
 {
-	sqlite3_stmt *st = prepare(db, sql);
-	int n = sqlite3_bind_parameter_count(st);
-	if (n >= 1)
-		sqlite3_bind_int64(st, 1, a);
-	if (n >= 2)
-		sqlite3_bind_int64(st, 2, b);
-	int64_t v = dflt;
-	int rc = sqlite3_step(st);
-	ck_assert_msg(rc == SQLITE_ROW || rc == SQLITE_DONE, "%s: %s", sql, sqlite3_errmsg(db));
-	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	rows *r = query(d, sql, param_count(sql), (arg[]){ I(a), I(b) });
+	int64_t v = rows_next(r) && !rows_null(r, 0) ? rows_int(r, 0) : dflt;
+	rows_close(r);
 	return v;
 }
 
-static void exec_sql(sqlite3 *db, const char *sql)
+/* Runs statements without parameters (several, on SQLite). */
+static void exec_sql(db *d, const char *sql)
 {
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (d->pg) {
+		PQclear(pg_run(d, sql, 0, NULL));
+		return;
+	}
+#endif
 	char *err = NULL;
-	int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+	int rc = sqlite3_exec(d->lite, sql, NULL, NULL, &err);
 	ck_assert_msg(rc == SQLITE_OK, "%s: %s", sql, err ? err : "?");
 	sqlite3_free(err);
 }
@@ -226,19 +426,20 @@ static void violation(check_report *r, const char *fmt, ...)
  * event of an old owner comes after one of a newer owner), and each step
  * and phase has at most one final outcome (an attempt ending OK or FAIL) and
  * no attempt after it, until an OPERATOR event opens a new series. */
-static check_report check_history(sqlite3 *store)
+static check_report check_history(db *store)
 {
 	check_report r = { 0, 0, 0, "" };
-	sqlite3_stmt *st = prepare(store, "SELECT instance, seq, type, step, phase, outcome, fence"
-	                                  " FROM history ORDER BY instance, seq");
+	rows *st = query(store,
+	                 "SELECT instance, seq, type, step, phase, outcome, fence"
+	                 " FROM history ORDER BY instance, seq",
+	                 0, NULL);
 	int64_t cur = -1, last_fence = 0;
 	bool final_seen[NSTEPS][2];
-	int rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int64_t inst = sqlite3_column_int64(st, 0), seq = sqlite3_column_int64(st, 1);
-		int type = sqlite3_column_int(st, 2), step = sqlite3_column_int(st, 3);
-		int phase = sqlite3_column_int(st, 4), outcome = sqlite3_column_int(st, 5);
-		int64_t fence = sqlite3_column_int64(st, 6);
+	while (rows_next(st)) {
+		int64_t inst = rows_int(st, 0), seq = rows_int(st, 1);
+		int type = (int)rows_int(st, 2), step = (int)rows_int(st, 3);
+		int phase = (int)rows_int(st, 4), outcome = (int)rows_int(st, 5);
+		int64_t fence = rows_int(st, 6);
 		r.events++;
 		if (inst != cur) {
 			cur = inst;
@@ -273,12 +474,11 @@ static check_report check_history(sqlite3 *store)
 		    (outcome == SAGA_OUTCOME_OK || outcome == SAGA_OUTCOME_FAIL))
 			final_seen[step][phase] = true;
 	}
-	ck_assert_msg(rc == SQLITE_DONE, "history: %s", sqlite3_errmsg(store));
-	sqlite3_finalize(st);
+	rows_close(st);
 	return r;
 }
 
-static void assert_history_ok(sqlite3 *store)
+static void assert_history_ok(db *store)
 {
 	check_report r = check_history(store);
 	printf("history: %d instances, %d events, %d violations\n", r.instances, r.events,
@@ -294,7 +494,7 @@ static void assert_history_ok(sqlite3 *store)
 /* Pairs of finished callbacks of one instance whose [enter, exit] intersect
  * (ledger seqs: every row is its own transaction, so seq order is time
  * order). A callback whose process was killed has no exit and is left out. */
-static int64_t overlaps(sqlite3 *ledger)
+static int64_t overlaps(db *ledger)
 {
 	return query_int(
 	        ledger, 0,
@@ -305,14 +505,68 @@ static int64_t overlaps(sqlite3 *ledger)
 	        0, 0);
 }
 
-static int64_t effect(sqlite3 *ledger, const char *uid, const char *step, const char *phase)
+/* A pause of a worker (SIGSTOP to SIGCONT), in wall-clock ms. */
+typedef struct pause_span {
+	pid_t pid;
+	int64_t from, to;
+} pause_span;
+
+/* Whether a call of pid over [in, out] ms met a pause of its process: the
+ * pause came while it was inside, or ended at most `margin` ms before it
+ * began (its process checked its lease before the pause, and called once
+ * continued). */
+static bool pause_touched(const pause_span *p, int np, unsigned margin, pid_t pid, int64_t in,
+                          int64_t out)
+{
+	for (int i = 0; i < np; i++)
+		if (p[i].pid == pid && p[i].from <= out && p[i].to + (int64_t)margin >= in)
+			return true;
+	return false;
+}
+
+/* Overlapping callbacks of one instance (see overlaps) that no pause
+ * explains: once a pause outlasted the lease, the next owner calls the
+ * participant while the paused process may be inside, or may call it as it
+ * is continued (the fenced guard refuses the older fence). Without pauses,
+ * every overlap counts. */
+static int64_t unexplained_overlaps(db *ledger, const pause_span *p, int np, unsigned margin)
+{
+	rows *st = query(ledger,
+	                 "WITH c AS (SELECT en.uid AS uid, en.pid AS pid, en.seq AS e, ex.seq AS x,"
+	                 " en.at_ms AS e_ms, ex.at_ms AS x_ms, en.step AS step, en.phase AS phase,"
+	                 " en.fence AS fence FROM calls en JOIN calls ex"
+	                 " ON ex.kind = 1 AND ex.enter_seq = en.seq WHERE en.kind = 0)"
+	                 " SELECT a.pid, a.e_ms, a.x_ms, a.fence, b.pid, b.e_ms, b.x_ms, b.fence,"
+	                 " a.uid, a.step, a.phase FROM c a JOIN c b ON a.uid = b.uid"
+	                 " AND a.e < b.e AND b.e < a.x",
+	                 0, NULL);
+	int64_t n = 0;
+	while (rows_next(st)) {
+		pid_t pa = (pid_t)rows_int(st, 0), pb = (pid_t)rows_int(st, 4);
+		int64_t a_in = rows_int(st, 1), a_out = rows_int(st, 2);
+		int64_t b_in = rows_int(st, 5), b_out = rows_int(st, 6);
+		if (pause_touched(p, np, margin, pa, a_in, a_out) ||
+		    pause_touched(p, np, margin, pb, b_in, b_out))
+			continue;
+		if (n++ < 5)
+			printf("overlap: %s %s/%lld: pid %d fence %lld in %lld..%lld ms,"
+			       " pid %d fence %lld in %lld..%lld ms\n",
+			       rows_text(st, 8), rows_text(st, 9), (long long)rows_int(st, 10),
+			       (int)pa, (long long)rows_int(st, 3), (long long)a_in,
+			       (long long)a_out, (int)pb, (long long)rows_int(st, 7),
+			       (long long)b_in, (long long)b_out);
+	}
+	rows_close(st);
+	return n;
+}
+
+static int64_t effect(db *ledger, const char *uid, const char *step, const char *phase)
 {
 	char key[128];
 	snprintf(key, sizeof key, "%s/%s/%s", uid, step, phase);
-	sqlite3_stmt *st = prepare(ledger, "SELECT n FROM effects WHERE key = ?");
-	sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-	int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
+	rows *st = query(ledger, "SELECT n FROM effects WHERE key = ?", 1, (arg[]){ S(key) });
+	int64_t n = rows_next(st) ? rows_int(st, 0) : 0;
+	rows_close(st);
 	return n;
 }
 
@@ -322,18 +576,17 @@ static int64_t effect(sqlite3 *ledger, const char *uid, const char *step, const 
  * compensated saga's two compensatable actions (both ran before the pivot
  * failed) undone once each, its pivot and retriable step never applied. No
  * key anywhere took effect twice. */
-static check_report check_effects(sqlite3 *store, sqlite3 *ledger)
+static check_report check_effects(db *store, db *ledger)
 {
 	check_report r = { 0, 0, 0, "" };
 	int64_t twice = query_int(ledger, 0, "SELECT count(*) FROM effects WHERE n <> 1", 0, 0);
 	if (twice)
 		violation(&r, "%lld keys took effect more than once", (long long)twice);
-	sqlite3_stmt *st = prepare(store, "SELECT uid, business_key, state FROM instances");
-	int rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *uid = (const char *)sqlite3_column_text(st, 0);
-		const char *bkey = (const char *)sqlite3_column_text(st, 1);
-		int state = sqlite3_column_int(st, 2);
+	rows *st = query(store, "SELECT uid, business_key, state FROM instances", 0, NULL);
+	while (rows_next(st)) {
+		const char *uid = rows_text(st, 0);
+		const char *bkey = rows_text(st, 1);
+		int state = (int)rows_int(st, 2);
 		int wid = -1, k = -1;
 		r.instances++;
 		if (!bkey || sscanf(bkey, "w%d-%d", &wid, &k) != 2) {
@@ -359,12 +612,11 @@ static check_report check_effects(sqlite3 *store, sqlite3 *ledger)
 				        (long long)want_action, (long long)want_comp);
 		}
 	}
-	ck_assert_int_eq(rc, SQLITE_DONE);
-	sqlite3_finalize(st);
+	rows_close(st);
 	return r;
 }
 
-static void assert_effects_ok(sqlite3 *store, sqlite3 *ledger, int instances)
+static void assert_effects_ok(db *store, db *ledger, int instances)
 {
 	check_report r = check_effects(store, ledger);
 	printf("ledger: %d instances, %d effects, %d violations\n", r.instances, r.events,
@@ -378,20 +630,18 @@ static void assert_effects_ok(sqlite3 *store, sqlite3 *ledger, int instances)
 /* ------------------------------------------------------------------------ */
 
 /* Runs one statement on the store with ?1 = inst and ?2 = seq. */
-static void doctor(sqlite3 *store, const char *sql, int64_t inst, int64_t seq)
+static void doctor(db *store, const char *sql, int64_t inst, int64_t seq)
 {
-	sqlite3_stmt *st = prepare(store, sql);
-	sqlite3_bind_int64(st, 1, inst);
-	sqlite3_bind_int64(st, 2, seq);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
-	sqlite3_finalize(st);
+	rows *st = query(store, sql, 2, (arg[]){ I(inst), I(seq) });
+	ck_assert(!rows_next(st));
+	rows_close(st);
 }
 
 START_TEST(checker_rejects_doctored_histories)
 {
 	worker_args w = { .id = 0, .sagas = 6, .threads = 2, .until_final = 1 };
 	expect_clean_exit(spawn(&w), 60000, "worker");
-	sqlite3 *store = open_db(store_path);
+	db *store = open_db(store_path);
 	assert_history_ok(store);
 
 	/* One instance that completed; its first final action outcome. */
@@ -447,11 +697,11 @@ START_TEST(checker_rejects_doctored_histories)
 	r = check_history(store);
 	ck_assert_int_eq(r.violations, 1);
 	ck_assert_msg(strstr(r.first, "attempt of step") != NULL, "%s", r.first);
-	sqlite3_close(store);
+	close_db(store);
 
 	/* The ledger checks catch a duplicate effect, a missing compensation
 	 * and an overlap. */
-	sqlite3 *ledger = open_db(ledger_path);
+	db *ledger = open_db(ledger_path);
 	store = open_db(store_path);
 	assert_effects_ok(store, ledger, 6);
 	ck_assert_int_eq(overlaps(ledger), 0);
@@ -468,8 +718,14 @@ START_TEST(checker_rejects_doctored_histories)
 	exec_sql(ledger, "UPDATE calls SET seq = (SELECT max(seq) + 1 FROM calls)"
 	                 " WHERE seq = (SELECT min(seq) FROM calls WHERE kind = 1)");
 	ck_assert_int_ge(overlaps(ledger), 1);
-	sqlite3_close(store);
-	sqlite3_close(ledger);
+	/* A pause explains it only when its process was the one inside. */
+	pid_t worker = (pid_t)query_int(ledger, 0, "SELECT min(pid) FROM calls", 0, 0);
+	pause_span elsewhere = { worker + 1, 0, INT64_MAX }, here = { worker, 0, INT64_MAX };
+	ck_assert_int_ge(unexplained_overlaps(ledger, NULL, 0, 0), 1);
+	ck_assert_int_ge(unexplained_overlaps(ledger, &elsewhere, 1, 0), 1);
+	ck_assert_int_eq(unexplained_overlaps(ledger, &here, 1, 0), 0);
+	close_db(store);
+	close_db(ledger);
 }
 END_TEST
 
@@ -522,9 +778,11 @@ static void register_at_gate(int ready, int gate)
 START_TEST(concurrent_first_registration)
 {
 	enum { PROCS = 6, ROUNDS = 25 };
+	if (sqlite_only("each round removes the store's files"))
+		return;
 	int failed_rounds = 0;
 	for (int round = 0; round < ROUNDS; round++) {
-		char path[PATH_MAX + 40];
+		char path[sizeof store_path + 16];
 		const char *suffix[] = { "", "-wal", "-shm", "-lock" };
 		for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
 			snprintf(path, sizeof path, "%s%s", store_path, suffix[i]);
@@ -576,23 +834,24 @@ typedef struct orphan {
 
 /* Stops the victim (so what it owns cannot change while it is read), notes
  * the unfinished instances its live epoch owns, and kills it. */
-static int snapshot_and_kill(sqlite3 *store, pid_t pid, orphan *out, int room, int64_t *kill_ms)
+static int snapshot_and_kill(db *store, pid_t pid, orphan *out, int room, int64_t *kill_ms)
 {
 	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
 	int status = wait_for(pid, WUNTRACED, 30000, "stop");
 	ck_assert_msg(WIFSTOPPED(status), "pid %d ended before its kill: %#x", (int)pid, status);
-	sqlite3_stmt *st = prepare(store, "SELECT i.id, i.fence, i.due_at FROM instances i"
-	                                  " JOIN owners o ON i.owner = o.epoch"
-	                                  " WHERE o.pid = ?1 AND o.state = 0 AND i.state < 3");
-	sqlite3_bind_int64(st, 1, pid);
+	rows *st = query(store,
+	                 "SELECT i.id, i.fence, i.due_at FROM instances i"
+	                 " JOIN owners o ON i.owner = o.epoch"
+	                 " WHERE o.pid = ?1 AND o.state = 0 AND i.state < 3",
+	                 1, (arg[]){ I(pid) });
 	int n = 0;
-	while (sqlite3_step(st) == SQLITE_ROW && n < room) {
-		out[n].id = sqlite3_column_int64(st, 0);
-		out[n].fence = sqlite3_column_int64(st, 1);
-		out[n].due_ms = sqlite3_column_int64(st, 2);
+	while (n < room && rows_next(st)) {
+		out[n].id = rows_int(st, 0);
+		out[n].fence = rows_int(st, 1);
+		out[n].due_ms = rows_int(st, 2);
 		n++;
 	}
-	sqlite3_finalize(st);
+	rows_close(st);
 	ck_assert_int_eq(kill(pid, SIGKILL), 0);
 	status = wait_for(pid, 0, 30000, "kill");
 	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -604,7 +863,7 @@ static int snapshot_and_kill(sqlite3 *store, pid_t pid, orphan *out, int room, i
 
 /* Waits until every orphan is claimed (its fence grew) and records how long
  * after it was both orphaned and due. */
-static void await_takeover(sqlite3 *store, orphan *o, int n, long limit_ms)
+static void await_takeover(db *store, orphan *o, int n, long limit_ms)
 {
 	for (int i = 0; i < n; i++) {
 		int64_t from = o[i].due_ms > o[i].kill_ms ? o[i].due_ms : o[i].kill_ms;
@@ -634,14 +893,68 @@ static uint64_t rng_next(uint64_t *s)
 	return *s;
 }
 
+/* Restarts the PostgreSQL server of tests/pg-run.sh as a crash would:
+ * pg_ctl restart -m immediate (no shutdown checkpoint, every connection
+ * cut), as the server's user. */
+static void restart_server(void)
+{
+	const char *bin = getenv("SAGA_TEST_PGBIN"), *data = getenv("SAGA_TEST_PGDATA");
+	const char *user = getenv("SAGA_TEST_PGUSER");
+	ck_assert_msg(bin && data, "SAGA_TEST_PGBIN, SAGA_TEST_PGDATA: run through pg-run.sh");
+	char pg_ctl[PATH_MAX], log[PATH_MAX];
+	snprintf(pg_ctl, sizeof pg_ctl, "%s/pg_ctl", bin);
+	snprintf(log, sizeof log, "%s/../log", data);
+	pid_t p = fork();
+	ck_assert_int_ge(p, 0);
+	if (p == 0) {
+		const char *argv[] = { "runuser", "-u", user,        "--", pg_ctl, "-D",
+			               data,      "-l", log,         "-w", "-t",   "60",
+			               "restart", "-m", "immediate", NULL };
+		const char *const *a = user && *user ? argv : argv + 4;
+		execvp(a[0], (char *const *)a);
+		_exit(127);
+	}
+	expect_clean_exit(p, 90000, "pg_ctl restart -m immediate");
+}
+
+/* The store, once a worker made it (its history table exists). */
+static db *await_store(void)
+{
+	int64_t until = wall_ms() + 30000;
+	for (;;) {
+		ck_assert_msg(wall_ms() < until, "no store made");
+		if (is_pg_name(store_path) || access(store_path, F_OK) == 0) {
+			db *d = open_db(store_path);
+			if (query_int(d, 0,
+			              is_pg_name(store_path) ? "SELECT count(*) FROM pg_tables "
+			                                       "WHERE tablename = 'history'"
+			                                     : "SELECT count(*) FROM sqlite_master "
+			                                       "WHERE name = 'history'",
+			              0, 0) > 0)
+				return d;
+			close_db(d);
+		}
+		nap_ms(20);
+	}
+}
+
+/* Four workers on one store, a seeded schedule of SIGKILLs (each victim
+ * restarted); on PostgreSQL also SIGSTOPs of 0.5 to 2 leases and, a quarter of the way in,
+ * the server restarted with pg_ctl restart -m immediate. One host (SQLite):
+ * each orphan is claimed within a poll, the kernel saying at once that its
+ * owner died. Many hosts (PostgreSQL): within its owner's lease, plus a
+ * poll. */
 START_TEST(kill_restart_takeover)
 {
 	const unsigned lease = 3000, margin = 1500;
+	bool pg = is_pg_name(store_path);
 	long seed = env_long("MP_SEED", 1), kills = env_long("MP_KILLS", 12);
 	long sagas = env_long("MP_SAGAS", 150), slack = env_long("MP_SLACK_MS", 1000);
+	long pauses = env_long("MP_PAUSES", pg ? 4 : 0);
 	uint64_t rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)seed;
-	printf("kill test: seed %ld, %ld kills, %d workers x %ld sagas, lease %u ms\n", seed, kills,
-	       KILL_WORKERS, sagas, lease);
+	printf("kill test on %s: seed %ld, %ld kills, %ld pauses, %d workers x %ld sagas, "
+	       "lease %u ms\n",
+	       pg ? "PostgreSQL" : "SQLite", seed, kills, pauses, KILL_WORKERS, sagas, lease);
 
 	worker_args w[KILL_WORKERS];
 	pid_t pid[KILL_WORKERS];
@@ -655,32 +968,46 @@ START_TEST(kill_restart_takeover)
 			              .step_ms = 80 };
 		pid[i] = spawn(&w[i]);
 	}
-	/* The store exists once a worker has opened it. */
-	int64_t until = wall_ms() + 30000;
-	sqlite3 *store = NULL;
-	while (!store) {
-		ck_assert_msg(wall_ms() < until, "no store made");
-		if (access(store_path, F_OK) == 0 &&
-		    sqlite3_open_v2(store_path, &store, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-			sqlite3_close(store);
-			store = NULL;
-		}
-		if (!store)
-			nap_ms(20);
-	}
-	sqlite3_busy_timeout(store, 30000);
+	db *store = await_store();
 
 	static orphan orphans[MAX_ORPHANS];
-	int norphans = 0;
+	static pause_span paused[64];
+	int norphans = 0, npaused = 0, nkills = 0;
 	int64_t worst = 0;
-	for (long k = 0; k < kills; k++) {
+	for (long k = 0; k < kills + pauses; k++) {
 		nap_ms(200 + (unsigned)(rng_next(&rng) % 800));
 		int v = (int)(rng_next(&rng) % KILL_WORKERS);
+		if (pg && k == (kills + pauses) / 4) {
+			int64_t t0 = wall_ms();
+			restart_server();
+			printf("server restarted (-m immediate) in %lld ms\n",
+			       (long long)(wall_ms() - t0));
+		}
+		/* Pauses and kills interleaved, in seeded order. */
+		bool pause = npaused < pauses && npaused < 64 &&
+		             (nkills >= kills ||
+		              (long)(rng_next(&rng) % (uint64_t)(kills + pauses)) < pauses);
+		if (pause) {
+			unsigned ms = lease / 2 + (unsigned)(rng_next(&rng) % (lease * 3 / 2));
+			ck_assert_int_eq(kill(pid[v], SIGSTOP), 0);
+			paused[npaused] = (pause_span){ pid[v], wall_ms(), 0 };
+			nap_ms(ms);
+			ck_assert_int_eq(kill(pid[v], SIGCONT), 0);
+			paused[npaused].to = wall_ms();
+			printf("pause %d: %lld..%lld ms\n", npaused,
+			       (long long)paused[npaused].from, (long long)paused[npaused].to);
+			printf("pause %d: worker %d (pid %d) stopped for %u ms\n", npaused, v,
+			       (int)pid[v], ms);
+			npaused++;
+			continue;
+		}
 		int64_t kill_ms = 0;
+		nkills++;
 		int n = snapshot_and_kill(store, pid[v], orphans + norphans, MAX_ORPHANS - norphans,
 		                          &kill_ms);
-		/* A broken liveness check would leave them until the lease lapses,
-		 * 3 s: the limit here only keeps the test from hanging. */
+		/* A broken liveness check would leave them until the lease lapses
+		 * (on one host), or forever: the limit here only keeps the test
+		 * from hanging. */
 		await_takeover(store, orphans + norphans, n, 4L * lease);
 		int64_t kill_worst = 0;
 		for (int i = norphans; i < norphans + n; i++)
@@ -694,12 +1021,15 @@ START_TEST(kill_restart_takeover)
 		nap_ms((unsigned)(rng_next(&rng) % 300));
 		pid[v] = spawn(&w[v]);
 	}
+	/* One host: the kernel's word (the owner's lock byte) is at once. */
+	int64_t bound = pg ? (int64_t)lease + SAGA_POLL_MS + slack : SAGA_POLL_MS + slack;
 	printf("%d orphans in all; the slowest claimed %lld ms after its owner died "
-	       "(bound: poll %u ms + slack %ld ms; lease %u ms)\n",
-	       norphans, (long long)worst, SAGA_POLL_MS, slack, lease);
+	       "(bound: %s%u ms poll + %ld ms slack)\n",
+	       norphans, (long long)worst, pg ? "lease + " : "", SAGA_POLL_MS, slack);
 	ck_assert_int_gt(norphans, 0);
-	ck_assert_msg(worst <= (int64_t)SAGA_POLL_MS + slack,
-	              "an orphan waited %lld ms for its takeover", (long long)worst);
+	if (!pg)
+		ck_assert_msg(worst <= bound, "an orphan waited %lld ms for its takeover",
+		              (long long)worst);
 
 	for (int i = 0; i < KILL_WORKERS; i++)
 		ck_assert_int_eq(kill(pid[i], SIGTERM), 0);
@@ -716,13 +1046,15 @@ START_TEST(kill_restart_takeover)
 		             .until_final = 1 };
 	expect_clean_exit(spawn(&last), 120000, "final worker");
 
-	sqlite3 *ledger = open_db(ledger_path);
+	db *ledger = open_db(ledger_path);
 	assert_effects_ok(store, ledger, KILL_WORKERS * (int)sagas);
-	ck_assert_int_eq(overlaps(ledger), 0);
+	ck_assert_int_eq(unexplained_overlaps(ledger, paused, npaused, margin), 0);
 	assert_history_ok(store);
 
-	/* In the history too: each orphan's first event under a newer fence
-	 * came within one lease of its owner's death (or of its due time). */
+	/* From the history: each orphan's first event under a newer fence came
+	 * within the bound of its owner's death (or of its due time); on one
+	 * host, within one lease whatever the poll. */
+	int64_t worst_at = 0;
 	for (int i = 0; i < norphans; i++) {
 		int64_t at =
 		        query_int(store, INT64_MAX,
@@ -730,15 +1062,23 @@ START_TEST(kill_restart_takeover)
 		                  orphans[i].id, orphans[i].fence);
 		int64_t from = orphans[i].due_ms > orphans[i].kill_ms ? orphans[i].due_ms
 		                                                      : orphans[i].kill_ms;
-		ck_assert_msg(at != INT64_MAX && at - from <= (int64_t)lease,
+		ck_assert_msg(at != INT64_MAX, "instance %lld: no event of a newer owner",
+		              (long long)orphans[i].id);
+		if (at - from > worst_at)
+			worst_at = at - from;
+		ck_assert_msg(at - from <= (pg ? bound : (int64_t)lease),
 		              "instance %lld: first event of a newer owner %lld ms after the kill",
 		              (long long)orphans[i].id, (long long)(at - from));
 	}
-	printf("ledger: %lld callbacks, %lld effects, 0 overlaps\n",
+	printf("history: the slowest orphan's first event of a newer owner came %lld ms after "
+	       "its owner died\n",
+	       (long long)worst_at);
+	printf("ledger: %lld callbacks, %lld effects, %lld overlaps (all of paused calls)\n",
 	       (long long)query_int(ledger, 0, "SELECT count(*) FROM calls WHERE kind = 0", 0, 0),
-	       (long long)query_int(ledger, 0, "SELECT sum(n) FROM effects", 0, 0));
-	sqlite3_close(ledger);
-	sqlite3_close(store);
+	       (long long)query_int(ledger, 0, "SELECT sum(n) FROM effects", 0, 0),
+	       (long long)overlaps(ledger));
+	close_db(ledger);
+	close_db(store);
 }
 END_TEST
 
@@ -752,38 +1092,38 @@ typedef struct stopped_call {
 } stopped_call;
 
 /* The paused process's open call: its last enter row without an exit. */
-static stopped_call stopped_call_of(sqlite3 *ledger, pid_t pid)
+static stopped_call stopped_call_of(db *ledger, pid_t pid)
 {
 	stopped_call c = { 0, 0, 0, "" };
-	sqlite3_stmt *st = prepare(ledger, "SELECT seq, at_ms, fence, uid FROM calls en"
-	                                   " WHERE kind = 0 AND pid = ?1 AND step = 'charge'"
-	                                   " AND phase = 0 AND NOT EXISTS (SELECT 1 FROM calls ex"
-	                                   " WHERE ex.kind = 1 AND ex.enter_seq = en.seq)"
-	                                   " ORDER BY seq DESC LIMIT 1");
-	sqlite3_bind_int64(st, 1, pid);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-	c.seq = sqlite3_column_int64(st, 0);
-	c.at_ms = sqlite3_column_int64(st, 1);
-	c.fence = sqlite3_column_int64(st, 2);
-	snprintf(c.uid, sizeof c.uid, "%s", (const char *)sqlite3_column_text(st, 3));
-	sqlite3_finalize(st);
+	rows *st = query(ledger,
+	                 "SELECT seq, at_ms, fence, uid FROM calls en"
+	                 " WHERE kind = 0 AND pid = ?1 AND step = 'charge'"
+	                 " AND phase = 0 AND NOT EXISTS (SELECT 1 FROM calls ex"
+	                 " WHERE ex.kind = 1 AND ex.enter_seq = en.seq)"
+	                 " ORDER BY seq DESC LIMIT 1",
+	                 1, (arg[]){ I(pid) });
+	ck_assert(rows_next(st));
+	c.seq = rows_int(st, 0);
+	c.at_ms = rows_int(st, 1);
+	c.fence = rows_int(st, 2);
+	snprintf(c.uid, sizeof c.uid, "%s", rows_text(st, 3));
+	rows_close(st);
 	return c;
 }
 
-static int64_t call_verdict(sqlite3 *ledger, int64_t enter_seq)
+static int64_t call_verdict(db *ledger, int64_t enter_seq)
 {
 	return query_int(ledger, -100,
 	                 "SELECT verdict FROM calls WHERE kind = 1 AND enter_seq = ?1", enter_seq,
 	                 0);
 }
 
-static int64_t instance_of_uid(sqlite3 *store, const char *uid)
+static int64_t instance_of_uid(db *store, const char *uid)
 {
-	sqlite3_stmt *st = prepare(store, "SELECT id FROM instances WHERE uid = ?");
-	sqlite3_bind_text(st, 1, uid, -1, SQLITE_TRANSIENT);
-	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-	int64_t id = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	rows *st = query(store, "SELECT id FROM instances WHERE uid = ?", 1, (arg[]){ S(uid) });
+	ck_assert(rows_next(st));
+	int64_t id = rows_int(st, 0);
+	rows_close(st);
 	return id;
 }
 
@@ -821,7 +1161,7 @@ START_TEST(zombie_pause_under_margin)
 	ck_assert_int_eq(kill(z, SIGCONT), 0);
 	int64_t cont_ms = wall_ms();
 
-	sqlite3 *ledger = open_db(ledger_path);
+	db *ledger = open_db(ledger_path);
 	stopped_call c = stopped_call_of(ledger, z);
 	int64_t paused = cont_ms - c.at_ms;
 	expect_clean_exit(z, 60000, "paused worker");
@@ -829,7 +1169,7 @@ START_TEST(zombie_pause_under_margin)
 	expect_clean_exit(p, 60000, "peer");
 
 	printf("paused %lld ms inside a callback (margin %u ms)\n", (long long)paused, margin);
-	sqlite3 *store = open_db(store_path);
+	db *store = open_db(store_path);
 	assert_effects_ok(store, ledger, 8);
 	assert_history_ok(store);
 	if (paused >= (int64_t)margin) {
@@ -845,8 +1185,8 @@ START_TEST(zombie_pause_under_margin)
 		                  instance_of_uid(store, c.uid), 0),
 		        1);
 	}
-	sqlite3_close(store);
-	sqlite3_close(ledger);
+	close_db(store);
+	close_db(ledger);
 }
 END_TEST
 
@@ -860,8 +1200,8 @@ START_TEST(zombie_pause_past_lease)
 	pid_t p = 0;
 	pid_t z = start_sleeper(lease, margin, 0, 0, &p);
 
-	sqlite3 *ledger = open_db(ledger_path);
-	sqlite3 *store = open_db(store_path);
+	db *ledger = open_db(ledger_path);
+	db *store = open_db(store_path);
 	stopped_call c = stopped_call_of(ledger, z);
 	int64_t id = instance_of_uid(store, c.uid);
 	int64_t old_epoch =
@@ -875,16 +1215,16 @@ START_TEST(zombie_pause_past_lease)
 	                               0) < SAGA_COMPLETED) {
 		ck_assert_msg(wall_ms() < until, "instance %lld not taken over and ended",
 		              (long long)id);
-		sqlite3_stmt *st = prepare(ledger, "SELECT en.seq FROM calls en JOIN calls ex"
-		                                   " ON ex.kind = 1 AND ex.enter_seq = en.seq"
-		                                   " WHERE en.kind = 0 AND en.uid = ? AND"
-		                                   " en.step = 'charge' AND en.phase = 0"
-		                                   " AND en.fence > ? ORDER BY en.seq LIMIT 1");
-		sqlite3_bind_text(st, 1, c.uid, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 2, c.fence);
-		if (sqlite3_step(st) == SQLITE_ROW)
-			taken_seq = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
+		rows *st = query(ledger,
+		                 "SELECT en.seq FROM calls en JOIN calls ex"
+		                 " ON ex.kind = 1 AND ex.enter_seq = en.seq"
+		                 " WHERE en.kind = 0 AND en.uid = ? AND"
+		                 " en.step = 'charge' AND en.phase = 0"
+		                 " AND en.fence > ? ORDER BY en.seq LIMIT 1",
+		                 2, (arg[]){ S(c.uid), I(c.fence) });
+		if (rows_next(st))
+			taken_seq = rows_int(st, 0);
+		rows_close(st);
 		nap_ms(10);
 	}
 	int64_t taken_ms =
@@ -937,8 +1277,66 @@ START_TEST(zombie_pause_past_lease)
 	       (long long)query_int(store, 0, "SELECT count(*) FROM owners WHERE pid = ?1", z, 0));
 	assert_effects_ok(store, ledger, 3);
 	assert_history_ok(store);
-	sqlite3_close(store);
-	sqlite3_close(ledger);
+	close_db(store);
+	close_db(ledger);
+}
+END_TEST
+
+/* A pause past the lease of a process whose workers have attempts handed
+ * to them (one worker thread, 8 sagas, steps of 100 ms: the thread's list
+ * holds the round's other attempts while it is stopped inside one).
+ * Continued, the process must begin none of them: its lease lapsed and a
+ * peer owns their instances, under newer fences. PostgreSQL only: on SQLite
+ * the stopped driver may hold the one write lock, and the peer waits. */
+START_TEST(zombie_workers_begin_nothing_stale)
+{
+	const unsigned lease = 1000, margin = 500;
+	if (!is_pg_name(store_path)) {
+		printf("skipped on SQLite: a stopped driver may hold the write lock\n");
+		return;
+	}
+	worker_args pw = { .id = 1, .sagas = 0, .threads = 2, .lease = lease, .margin = margin };
+	worker_args zw = { .id = 0,
+		           .sagas = 8,
+		           .threads = 1,
+		           .lease = lease,
+		           .margin = margin,
+		           .step_ms = 100,
+		           .until_final = 1,
+		           .stop = "charge:action" };
+	pid_t p = spawn(&pw);
+	pid_t z = spawn(&zw);
+	int status = wait_for(z, WUNTRACED, 60000, "self-stop");
+	ck_assert_msg(WIFSTOPPED(status), "the worker ended instead of stopping: %#x", status);
+	/* Past the lease, and long enough for the peer to take everything. */
+	nap_ms(4 * lease);
+	int64_t cont_ms = wall_ms();
+	ck_assert_int_eq(kill(z, SIGCONT), 0);
+	expect_clean_exit(z, 60000, "continued worker");
+	ck_assert_int_eq(kill(p, SIGTERM), 0);
+	expect_clean_exit(p, 60000, "peer");
+
+	db *ledger = open_db(ledger_path);
+	db *store = open_db(store_path);
+	/* Calls the continued process began under a fence older than one its
+	 * instance had already been called with by then. */
+	int64_t stale = query_int(ledger, -1,
+	                          "SELECT count(*) FROM calls en WHERE en.kind = 0"
+	                          " AND en.pid = ?1 AND en.at_ms >= ?2 AND EXISTS (SELECT 1"
+	                          " FROM calls nw WHERE nw.kind = 0 AND nw.uid = en.uid"
+	                          " AND nw.seq < en.seq AND nw.fence > en.fence)",
+	                          z, cont_ms);
+	printf("the continued process began %lld callbacks, %lld under a stale fence\n",
+	       (long long)query_int(ledger, -1,
+	                            "SELECT count(*) FROM calls WHERE kind = 0 AND pid = ?1"
+	                            " AND at_ms >= ?2",
+	                            z, cont_ms),
+	       (long long)stale);
+	assert_effects_ok(store, ledger, 8);
+	assert_history_ok(store);
+	ck_assert_int_eq(stale, 0);
+	close_db(store);
+	close_db(ledger);
 }
 END_TEST
 
@@ -960,6 +1358,7 @@ static Suite *multiproc_suite(void)
 	TCase *tc = add_case(s, "zombie", 120);
 	tcase_add_test(tc, zombie_pause_under_margin);
 	tcase_add_test(tc, zombie_pause_past_lease);
+	tcase_add_test(add_case(s, "zombie-workers", 120), zombie_workers_begin_nothing_stale);
 	return s;
 }
 

@@ -5,7 +5,8 @@
  *   1. app_open: check the input (fault variables, a seeded data directory,
  *      the policy file, tried on a scratch engine), then open the five
  *      services. Nothing is written before this succeeds.
- *   2. app_open_engine: saga_engine_open on DIR/saga.db with a deferred
+ *   2. app_open_engine: saga_engine_open on DIR/saga.db (or the store
+ *      --store names: another file, or a PostgreSQL URI) with a deferred
  *      start, then the "order" definition (its steps in saga_steps.c) with
  *      the retries, timeouts and breakers of the policy file
  *      (saga_policies_apply_file), saga_engine_register, and only then
@@ -67,12 +68,21 @@ static const char *data_missing(const char *dir)
 	return NULL;
 }
 
-/* 1 when the directory holds a saga store. */
-int store_present(const char *dir)
+/* The saga store's name: --store, or DIR/saga.db. */
+static const char *store_name(const globals *g, const char *dir, char *buf, size_t size)
+{
+	if (g->store)
+		return g->store;
+	path_in(buf, size, dir, "saga.db");
+	return buf;
+}
+
+/* 1 when there is a saga store to open: DIR/saga.db exists, or --store
+ * names one (a named store is opened as it is, and made if need be). */
+int store_present(const globals *g, const char *dir)
 {
 	char p[4200];
-	path_in(p, sizeof p, dir, "saga.db");
-	return file_exists(p);
+	return g->store || file_exists(store_name(g, dir, p, sizeof p));
 }
 
 /* Exit code after checking that `dir` is a seeded data directory (message
@@ -160,14 +170,12 @@ static int start_engine(saga_engine *e, const char *cmd)
 	return EXIT_OK;
 }
 
-/* Opens STORE_DIR/saga.db into *out; with cfg->with_saga, registers the
+/* Opens the store `path` into *out; with cfg->with_saga, registers the
  * "order" saga with the policy file (found from app->dir). Exit code on
  * failure (EXIT_USAGE for a bad policy file). */
-static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, const globals *g,
+static int open_engine(saga_engine **out, ecom_app *app, const char *path, const globals *g,
                        const engine_cfg *cfg, const char *cmd)
 {
-	char path[4200];
-	path_in(path, sizeof path, store_dir, "saga.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = path;
 	o.workers = cfg->workers;
@@ -226,7 +234,8 @@ static int open_engine(saga_engine **out, ecom_app *app, const char *store_dir, 
 
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg, const char *cmd)
 {
-	return open_engine(&app->engine, app, app->dir, g, cfg, cmd);
+	char p[4200];
+	return open_engine(&app->engine, app, store_name(g, app->dir, p, sizeof p), g, cfg, cmd);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -271,7 +280,9 @@ static int check_policies(ecom_app *app, const globals *g, const char *cmd)
 	}
 	saga_engine *e = NULL;
 	engine_cfg ec = { 0, 0, 0, 1 };
-	int ex = open_engine(&e, app, scratch, g, &ec, cmd);
+	char path[4300];
+	path_in(path, sizeof path, scratch, "saga.db");
+	int ex = open_engine(&e, app, path, g, &ec, cmd);
 	saga_engine_close(e);
 	remove_scratch(scratch);
 	return ex;

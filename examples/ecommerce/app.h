@@ -61,11 +61,12 @@ typedef struct engine_cfg {
 
 void path_in(char *buf, size_t size, const char *dir, const char *file);
 int data_present(const char *dir);
-int store_present(const char *dir);
+int store_present(const globals *g, const char *dir);
 int data_ready(const char *dir, const char *cmd);
 void app_close(ecom_app *app);
 int app_open_services(ecom_app *app, const char *cmd);
-/* Opens app->dir/saga.db as app->engine and, with cfg->with_saga,
+/* Opens the saga store (--store, or app->dir/saga.db) as app->engine and,
+ * with cfg->with_saga,
  * registers the "order" saga. Exit code (EXIT_USAGE for a bad policy
  * file). */
 int app_open_engine(ecom_app *app, const globals *g, const engine_cfg *cfg, const char *cmd);

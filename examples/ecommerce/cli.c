@@ -169,7 +169,8 @@ int opt_i64(args *a, const char *name, int64_t lo, int64_t hi, int64_t *out, con
 	return 0;
 }
 
-/* Options allowed after the command too: --data, --json, --policies.
+/* Options allowed after the command too: --data, --json, --policies,
+ * --store.
  * Returns 1 if consumed, 0 if not one of them, -1 on error. */
 int global_opt(args *a, globals *g)
 {
@@ -202,6 +203,18 @@ int global_opt(args *a, globals *g)
 			return -1;
 		}
 		g->policies = v;
+		return 1;
+	}
+	if (is_opt(a, "--store")) {
+		const char *v = opt_value(a, "--store");
+		if (!v)
+			return -1;
+		if (!*v) {
+			errorf("%s--store needs a store name (a file, or a postgresql:// URI)",
+			       pfx(a));
+			return -1;
+		}
+		g->store = v;
 		return 1;
 	}
 	return 0;

@@ -35,6 +35,7 @@ void new_key(char *buf, size_t size, const char *prefix);
 typedef struct globals {
 	const char *data;
 	const char *policies;
+	const char *store; /* --store NAME: the saga store; NULL: DATA/saga.db */
 	int json;
 } globals;
 

@@ -367,7 +367,7 @@ int cmd_recover(args *a, globals *g)
 	/* Phase 1: open. No store: no saga to resume, and none is created; the
 	 * cross-check still looks at the services. */
 	int ex = app_open(&app, g, "recover");
-	int have_store = store_present(app.dir);
+	int have_store = store_present(g, app.dir);
 	engine_cfg ec = { 0, 0, 0, 1 };
 	if (ex == EXIT_OK && have_store)
 		ex = app_open_engine(&app, g, &ec, "recover");
@@ -407,7 +407,7 @@ int cmd_check(args *a, globals *g)
 	violations v = { g->json, g->json ? cJSON_CreateArray() : NULL, 0, 0, 0 };
 	size_t nsagas = 0;
 	/* No saga store yet (seeded, never ordered): no saga, nothing to open. */
-	int have_store = store_present(app.dir);
+	int have_store = store_present(g, app.dir);
 	int ex = have_store ? app_open_engine(&app, g, &ec, "check") : EXIT_OK;
 	if (ex == EXIT_OK && cross_check(&app, have_store, &v, &nsagas, "check") != 0)
 		ex = EXIT_FAIL;
@@ -526,9 +526,7 @@ static int report_collect(ecom_app *app, const globals *g, report_data *d)
 		errorf("report: cannot read the services");
 		return EXIT_FAIL;
 	}
-	char sp[4200];
-	path_in(sp, sizeof sp, app->dir, "saga.db");
-	if (file_exists(sp)) { /* a fresh directory has no saga store yet */
+	if (store_present(g, app->dir)) { /* a fresh directory has no saga store yet */
 		engine_cfg ec = { 0, 0, 0, 0 };
 		if ((ex = app_open_engine(app, g, &ec, "report")) != EXIT_OK)
 			goto out;

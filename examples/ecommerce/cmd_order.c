@@ -413,7 +413,7 @@ static int find_saga(ecom_app *app, const globals *g, const engine_cfg *ec, cons
 	} else {
 		snprintf(what, sizeof what, "key \"%s\"", key);
 	}
-	if (!store_present(app->dir)) {
+	if (!store_present(g, app->dir)) {
 		errorf("%s: no saga for %s (no saga store in %s yet)", cmd, what, app->dir);
 		return EXIT_USAGE;
 	}

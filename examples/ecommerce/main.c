@@ -1,14 +1,14 @@
 /* `ecommerce`: the e-commerce order saga on libsaga, from the command line.
  *
- *   ecommerce [--data DIR] [--json] [--policies FILE] COMMAND ...
+ *   ecommerce [--data DIR] [--store NAME] [--json] [--policies FILE] COMMAND ...
  *
  * Commands: seed, order, run, status, cancel, graph, recover, check, report (see
  * usage() and README.md). Exit codes: 0 success, 1 a business failure or a
  * violation found, 2 bad usage or input (a message says what is wrong and
  * nothing is written).
  *
- * Each command opens the saga store (DIR/saga.db) and closes it before it
- * exits: the engine holds an exclusive lock on the store while it is open.
+ * Each command opens the saga store (DIR/saga.db, or the one --store
+ * names: a file, or a PostgreSQL URI) and closes it before it exits.
  *
  * This file is the front door: usage, the command table and the leading
  * global options. How the commands use libsaga is in app.c (read it
@@ -25,7 +25,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: %s [--data DIR] [--json] [--policies FILE] COMMAND [OPTIONS]\n"
+	        "usage: %s [--data DIR] [--store NAME] [--json] [--policies FILE] COMMAND "
+	        "[OPTIONS]\n"
 	        "\n"
 	        "  seed    [--products N] [--customers N] [--seed S]\n"
 	        "  order   --customer ID --item SKU:QTY[@CENTS] ... [--payment M] [--shipping M]\n"
@@ -51,6 +52,8 @@ static void usage(FILE *f)
 	        "\n"
 	        "Numbers are decimal digits only (no sign, no blank); a value too long for\n"
 	        "its field is refused, never cut. --data defaults to ./ecommerce-data.\n"
+	        "--store names the saga store (default DIR/saga.db): another file, or a\n"
+	        "PostgreSQL URI (postgresql://...); the services stay in DIR.\n"
 	        "Several commands may run at once on one data directory.\n"
 	        "Exit codes: 0 success, 1 a business failure or a violation, 2 bad usage or\n"
 	        "input (checked before anything is opened for writing: nothing written).\n",
@@ -70,7 +73,7 @@ static const struct {
 /* The global options before the command, then the command with the rest. */
 int main(int argc, char **argv)
 {
-	globals g = { "./ecommerce-data", NULL, 0 };
+	globals g = { "./ecommerce-data", NULL, NULL, 0 };
 	args a = { argc, argv, 1, NULL };
 	while (a.i < argc && argv[a.i][0] == '-') {
 		if (strcmp(argv[a.i], "-h") == 0 || strcmp(argv[a.i], "--help") == 0) {
