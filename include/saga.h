@@ -543,7 +543,8 @@ typedef struct saga_options {
 	void *log_user;
 	saga_log_level log_level;    /* SAGA_LOG_DEBUG .. SAGA_LOG_ERROR */
 	saga_clock clock;            /* all NULL = system clocks */
-	uint32_t busy_timeout_ms;    /* SQLite busy timeout; 0 = 5000; 1 .. SAGA_BUSY_TIMEOUT_MAX */
+	uint32_t busy_timeout_ms;    /* SQLite busy timeout, PostgreSQL lock_timeout; 0 = 5000;
+	                                1 .. SAGA_BUSY_TIMEOUT_MAX */
 	/* Version 2 and later: */
 	int deferred_start;          /* 0: the engine runs once opened; 1: it runs (workers,
 	                                recovery, saga_run_*) from saga_engine_start */

@@ -19,10 +19,10 @@ int store_for_name(const store_ops **ops, const char **target, const char *name,
 		*target = uri ? name : name + strlen("postgresql:");
 		return SAGA_OK;
 #else
+		/* The name is not repeated: a conninfo may hold a password. */
 		saga_fmt(err, err_size,
-		         "store: '%.40s...' names a PostgreSQL store: built without PostgreSQL "
-		         "support",
-		         name);
+		         "store: the path names a PostgreSQL store, and libsaga was built without "
+		         "PostgreSQL support");
 		return SAGA_EINVAL;
 #endif
 	}

@@ -959,6 +959,35 @@ START_TEST(new_store_works)
 }
 END_TEST
 
+/* The store's name chooses its backend: "sqlite:PATH" is the SQLite file
+ * PATH (the same store as PATH); a PostgreSQL name, in a libsaga built
+ * without PostgreSQL, is refused with SAGA_EINVAL and nothing is made. */
+START_TEST(store_names_choose_the_backend)
+{
+	saga_engine *e = NULL;
+	char err[512], uid[SAGA_UID_LEN + 1], named[400];
+	int64_t id;
+	snprintf(named, sizeof(named), "sqlite:%s", path);
+	ck_assert_msg(open_engine(&e, named, err, sizeof(err)) == SAGA_OK, "%s", err);
+	ck_assert_int_eq(start_one(e, &id, uid), SAGA_OK);
+	saga_engine_close(e);
+	ck_assert_msg(open_engine(&e, path, err, sizeof(err)) == SAGA_OK, "%s", err);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(e, &info, id), SAGA_OK);
+	ck_assert_str_eq(info.uid, uid);
+	saga_engine_close(e);
+#ifndef SAGA_HAVE_POSTGRESQL
+	const char *pg[] = { "postgresql://saga@localhost/orders", "postgres://localhost/x",
+		             "postgresql:host=/run/postgresql dbname=orders password=secret" };
+	for (size_t i = 0; i < sizeof(pg) / sizeof(pg[0]); i++) {
+		refused(pg[i], SAGA_EINVAL, "built without PostgreSQL support");
+		struct stat st;
+		ck_assert_int_ne(stat(pg[i], &st), 0); /* no file of that name */
+	}
+#endif
+}
+END_TEST
+
 /* An empty, a 1-byte and a 100-byte file (the start of a real store's
  * header, application id included) are damage: refused with SAGA_ECORRUPT
  * naming the file, and left as they were. */
@@ -1765,6 +1794,7 @@ int main(void)
 	tcase_add_test(tc, liveness_seen_in_the_lock_file_only);
 	tcase_add_test(tc, hard_links_and_dangling_links);
 	tcase_add_test(tc, new_store_works);
+	tcase_add_test(tc, store_names_choose_the_backend);
 	tcase_add_test(tc, short_files_are_damage);
 	tcase_add_test(tc, empty_file_with_wal_left_alone);
 	tcase_add_test(tc, empty_sqlite_database_refused);
