@@ -61,12 +61,17 @@ int saga_admin_open(saga_admin **out, const char *store, unsigned int flags, cha
 		         "admin_open: out, a store and valid flags are needed");
 		return SAGA_EINVAL;
 	}
-	/* A store name that is a path must exist: an operator's typo never
-	 * makes a new store. */
+	/* A SQLite store (a path, or "sqlite:" and a path) must exist: an
+	 * operator's typo never makes a new store. */
+	const store_ops *ops;
+	const char *target;
+	int rc = store_for_name(&ops, &target, store, errmsg, errmsg_size);
+	if (rc)
+		return rc;
 	struct stat st;
-	if (!strstr(store, "://") && stat(store, &st) != 0) {
+	if (ops == &store_sqlite_ops && stat(target, &st) != 0) {
 		int err = errno;
-		saga_fmt(errmsg, errmsg_size, "store: %s: %s", store, strerror(err));
+		saga_fmt(errmsg, errmsg_size, "store: %s: %s", target, strerror(err));
 		return err == ENOENT || err == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
 	}
 	saga_admin *a = calloc(1, sizeof(*a));
@@ -77,7 +82,7 @@ int saga_admin_open(saga_admin **out, const char *store, unsigned int flags, cha
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = store;
 	o.deferred_start = 1; /* never started: it runs nothing */
-	int rc = saga_engine_open(&a->e, &o, errmsg, errmsg_size);
+	rc = saga_engine_open(&a->e, &o, errmsg, errmsg_size);
 	if (rc) {
 		free(a);
 		return rc;

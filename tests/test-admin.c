@@ -22,7 +22,7 @@ static saga_step_result ok_step(saga_step_ctx *ctx, void *user)
 static void setup(void)
 {
 	tmpdir_make(dir, sizeof(dir));
-	snprintf(path, sizeof(path), "%s/store.db", dir);
+	test_store_name(path, sizeof(path), dir, "store.db");
 	saga_options o = SAGA_OPTIONS_INIT;
 	o.path = path;
 	saga_engine *e;
@@ -48,6 +48,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	test_store_drop(path);
 	tmpdir_remove(dir);
 }
 
@@ -231,6 +232,16 @@ START_TEST(missing_store_is_not_made)
 	ck_assert(strstr(err, "none.db") != NULL);
 	struct stat st;
 	ck_assert_int_ne(stat(missing, &st), 0);
+	/* Named "sqlite:PATH": the same store, and the same refusal. */
+	char named[600];
+	snprintf(named, sizeof(named), "sqlite:%s", missing);
+	ck_assert_int_eq(saga_admin_open(&a, named, 0, err, sizeof(err)), SAGA_ENOTFOUND);
+	ck_assert_int_ne(stat(missing, &st), 0);
+	if (!test_store_is_pg()) {
+		snprintf(named, sizeof(named), "sqlite:%s", path);
+		ck_assert_int_eq(saga_admin_open(&a, named, 0, err, sizeof(err)), SAGA_OK);
+		saga_admin_close(a);
+	}
 	ck_assert_int_eq(saga_admin_open(&a, path, 4, err, sizeof(err)), SAGA_EINVAL);
 }
 END_TEST
