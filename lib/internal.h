@@ -26,6 +26,9 @@ void saga_free(const saga_alloc *a, void *p);
 char *saga_strdup(const saga_alloc *a, const char *s);
 /* snprintf that always terminates and never fails on truncation. */
 void saga_fmt(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same with a va_list. */
+void saga_vfmt(char *buf, size_t size, const char *fmt, va_list ap)
+        __attribute__((format(printf, 3, 0)));
 
 uint64_t saga_sys_wall_ms(void *user);
 uint64_t saga_sys_mono_ms(void *user);

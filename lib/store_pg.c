@@ -7,6 +7,8 @@
  * SPDX-License-Identifier: MIT */
 #include "store_pg_int.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,10 +215,8 @@ int pg_refuse(saga_store *s, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	saga_vfmt(s->errmsg, sizeof(s->errmsg), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		s->errmsg[0] = '\0';
 	/* libpq's messages end in a newline */
 	size_t len = strlen(s->errmsg);
 	while (len && (s->errmsg[len - 1] == '\n' || s->errmsg[len - 1] == ' '))
@@ -280,10 +280,22 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc)
 {
 	const char *keys[] = { "dbname", "fallback_application_name", NULL };
 	const char *vals[] = { s->conninfo, app, NULL };
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	/* Started, then polled: the notice processor is set before the
+	 * server says anything (libpq's own prints to stderr). */
+	PGconn *c = PQconnectStartParams(keys, vals, 1);
 	if (!c) {
 		*rc = pg_refuse(s, SAGA_ENOMEM, "store: out of memory connecting to PostgreSQL");
 		return NULL;
+	}
+	PQsetNoticeProcessor(c, quiet, NULL);
+	PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
+	while (PQstatus(c) != CONNECTION_BAD && ps != PGRES_POLLING_OK &&
+	       ps != PGRES_POLLING_FAILED) {
+		struct pollfd pfd = { PQsocket(c), ps == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+			              0 };
+		if (pfd.fd < 0 || (poll(&pfd, 1, -1) < 0 && errno != EINTR))
+			break;
+		ps = PQconnectPoll(c);
 	}
 	if (PQstatus(c) != CONNECTION_OK) {
 		/* libpq's reason: unreachable, refused, authentication failed,
@@ -293,7 +305,6 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc)
 		PQfinish(c);
 		return NULL;
 	}
-	PQsetNoticeProcessor(c, quiet, NULL);
 	return c;
 }
 
@@ -482,6 +493,22 @@ int pg_query(saga_store *s, int stmt, const pg_params *p, PGresult **out)
 	return SAGA_OK;
 }
 
+/* The first row's first n integer columns of a statement's answer:
+ * SAGA_ENOTFOUND without a row. */
+int pg_ints(saga_store *s, int stmt, const pg_params *p, int64_t *out, int n)
+{
+	PGresult *r = NULL;
+	int rc = pg_query(s, stmt, p, &r);
+	if (rc)
+		return rc;
+	if (PQntuples(r) < 1)
+		rc = SAGA_ENOTFOUND;
+	for (int i = 0; i < n && rc == SAGA_OK; i++)
+		out[i] = pg_i64(r, 0, i);
+	PQclear(r);
+	return rc;
+}
+
 /* A write: queued in the open transaction (its answer read at the next
  * Sync), or run at once outside one. */
 int pg_write(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id)
@@ -611,9 +638,13 @@ void pg_rollback(saga_store *s)
 static int open_schema(saga_store *s)
 {
 	PGresult *r = NULL;
+	char sql[64];
+	saga_fmt(sql, sizeof(sql), "SET LOCAL lock_timeout = %u", (unsigned)s->busy_ms);
 	int rc = exec_plain(s, s->conn, "BEGIN", NULL, "begin");
 	if (rc)
 		return rc;
+	if ((rc = exec_plain(s, s->conn, sql, NULL, "lock timeout")))
+		goto done;
 	if ((rc = exec_plain(s, s->conn, SCHEMA_LOCK, NULL, "lock the schema"))) {
 		if (rc == SAGA_EBUSY)
 			pg_refuse(s, rc,

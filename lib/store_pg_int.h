@@ -125,6 +125,7 @@ int pg_ready(saga_store *s);
 int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
 int pg_sync(saga_store *s);
 int pg_query(saga_store *s, int stmt, const pg_params *p, PGresult **out);
+int pg_ints(saga_store *s, int stmt, const pg_params *p, int64_t *out, int n);
 int pg_write(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
 int64_t pg_i64(const PGresult *r, int row, int col);
 void pg_note_wake(saga_store *s);

@@ -114,13 +114,12 @@ int pg_reap(saga_store *s, int64_t *reaped, int *live)
 	*live = 0;
 	pg_params p = { .n = 0 };
 	p_int(&p, s->epoch);
-	PGresult *r = NULL;
-	int rc = pg_query(s, P_REAP, &p, &r);
+	int64_t v[2];
+	int rc = pg_ints(s, P_REAP, &p, v, 2);
 	if (rc)
 		return rc;
-	*reaped = pg_i64(r, 0, 0);
-	*live = (int)pg_i64(r, 0, 1);
-	PQclear(r);
+	*reaped = v[0];
+	*live = (int)v[1];
 	if (!*reaped)
 		return SAGA_OK;
 	if (s->in_txn) {
@@ -280,13 +279,8 @@ int pg_count_commands(saga_store *s, const store_command *c, int64_t *n)
 	p_int(&p, c->verb);
 	p_int(&p, c->step);
 	p_int(&p, c->phase);
-	PGresult *r = NULL;
 	*n = 0;
-	int rc = pg_query(s, P_CMD_COUNT, &p, &r);
-	if (rc == SAGA_OK)
-		*n = pg_i64(r, 0, 0);
-	PQclear(r);
-	return rc;
+	return pg_ints(s, P_CMD_COUNT, &p, n, 1);
 }
 
 int pg_delete_command(saga_store *s, int64_t id)

@@ -234,16 +234,7 @@ int pg_find_bkey(saga_store *s, int64_t *id, const char *bkey)
 {
 	pg_params p = { .n = 0 };
 	p_text(&p, bkey);
-	PGresult *r = NULL;
-	int rc = pg_query(s, P_FIND_BKEY, &p, &r);
-	if (rc)
-		return rc;
-	if (PQntuples(r) == 1)
-		*id = pg_i64(r, 0, 0);
-	else
-		rc = SAGA_ENOTFOUND;
-	PQclear(r);
-	return rc;
+	return pg_ints(s, P_FIND_BKEY, &p, id, 1);
 }
 
 int pg_add_history(saga_store *s, const saga_hist *h)
@@ -273,12 +264,10 @@ int pg_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome
 	p_int(&p, id);
 	p_int(&p, step);
 	p_int(&p, phase);
-	PGresult *r = NULL;
-	int rc = pg_query(s, P_LAST_OUTCOME, &p, &r);
-	if (rc == SAGA_OK && PQntuples(r) == 1)
-		*outcome = (int)pg_i64(r, 0, 0);
-	PQclear(r);
-	return rc;
+	int64_t v = 0;
+	int rc = pg_ints(s, P_LAST_OUTCOME, &p, &v, 1);
+	*outcome = (int)v;
+	return rc == SAGA_ENOTFOUND ? SAGA_OK : rc;
 }
 
 /* Calls fn with the first column of each row; nonzero from fn stops. */
@@ -317,14 +306,13 @@ static int next_dues(saga_store *s, uint64_t *own, uint64_t *pool)
 	*own = *pool = 0;
 	pg_params p = { .n = 0 };
 	p_int(&p, s->epoch);
-	PGresult *r = NULL;
-	int rc = pg_query(s, P_NEXT_DUE, &p, &r);
-	if (rc)
-		return rc;
-	*own = (uint64_t)pg_i64(r, 0, 0);
-	*pool = (uint64_t)pg_i64(r, 0, 1);
-	PQclear(r);
-	return SAGA_OK;
+	int64_t v[2];
+	int rc = pg_ints(s, P_NEXT_DUE, &p, v, 2);
+	if (rc == SAGA_OK) {
+		*own = (uint64_t)v[0];
+		*pool = (uint64_t)v[1];
+	}
+	return rc;
 }
 
 int pg_next_due_pool(saga_store *s, uint64_t *out)
@@ -458,10 +446,5 @@ int pg_purge_batch(saga_store *s, int state, uint64_t before, int64_t *purged)
 	p_int(&p, state);
 	p_time(&p, before);
 	p_int(&p, STORE_PURGE_BATCH);
-	PGresult *r = NULL;
-	int rc = pg_query(s, P_PURGE, &p, &r);
-	if (rc == SAGA_OK)
-		*purged = pg_i64(r, 0, 0);
-	PQclear(r);
-	return rc;
+	return pg_ints(s, P_PURGE, &p, purged, 1);
 }

@@ -182,10 +182,8 @@ int refuse(saga_store *s, int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	saga_vfmt(s->errmsg, sizeof(s->errmsg), fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		s->errmsg[0] = '\0';
 	return code;
 }
 

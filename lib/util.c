@@ -65,16 +65,20 @@ char *saga_strdup(const saga_alloc *a, const char *s)
 	return d;
 }
 
-void saga_fmt(char *buf, size_t size, const char *fmt, ...)
+void saga_vfmt(char *buf, size_t size, const char *fmt, va_list ap)
 {
 	if (!buf || size == 0)
 		return;
+	if (vsnprintf(buf, size, fmt, ap) < 0)
+		buf[0] = '\0';
+}
+
+void saga_fmt(char *buf, size_t size, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(buf, size, fmt, ap);
+	saga_vfmt(buf, size, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		buf[0] = '\0';
 }
 
 static uint64_t clock_us(clockid_t id)
