@@ -154,7 +154,8 @@ bool has_stage(saga_engine *e, enum stage st)
 	return false;
 }
 
-/* Answers the waiting starts with rc and wakes their callers. */
+/* Answers the waiting starts with rc; their callers go on once released
+ * (release_starts). */
 static void answer_starts(saga_engine *e, struct start_wait *q, int rc)
 {
 	for (struct start_wait *w = q; w; w = w->next) {
@@ -162,8 +163,17 @@ static void answer_starts(saga_engine *e, struct start_wait *q, int rc)
 		w->rc = rc;
 		if (rc)
 			saga_fmt(w->msg, sizeof(w->msg), "%s", saga_engine_errmsg(e));
-		w->done = true;
 	}
+}
+
+/* Lets the callers of answered starts return; called with the mutex, and
+ * by the driver only once the events of their commit are delivered, as a
+ * start committed by its caller returns: a caller that tops up what
+ * ended sees all that its commit ended. */
+static void release_starts(saga_engine *e, struct start_wait *q)
+{
+	for (struct start_wait *w = q; w; w = w->next)
+		w->done = true;
 	pthread_cond_broadcast(&e->start_cv);
 }
 
@@ -385,47 +395,6 @@ static void collect_answers(saga_engine *e)
 	e->stats.attempts += n;
 }
 
-void *worker_main(void *arg)
-{
-	saga_engine *e = arg;
-	pthread_mutex_lock(&e->qmu);
-	for (;;) {
-		inst *in = e->todo;
-		if (!in) {
-			if (e->workers_stop)
-				break;
-			pthread_cond_wait(&e->work_cv, &e->qmu);
-			continue;
-		}
-		if (!(e->todo = in->qnext))
-			e->todo_tail = NULL;
-		pthread_mutex_unlock(&e->qmu);
-		invoke(e, in);
-		pthread_mutex_lock(&e->qmu);
-		in->qnext = e->answers;
-		e->answers = in;
-		e->unanswered--;
-		if (e->driver_waits == WAKE_ON_ANY ||
-		    (e->driver_waits == WAKE_ON_LAST && e->unanswered == 0)) {
-			/* The driver checked the lists and sleeps, or is about
-			 * to: with mu taken, the signal cannot come before its
-			 * wait. */
-			e->driver_waits = WAKE_NONE;
-			pthread_mutex_unlock(&e->qmu);
-			pthread_mutex_lock(&e->mu);
-			pthread_cond_signal(&e->wake);
-			pthread_mutex_unlock(&e->mu);
-			pthread_mutex_lock(&e->qmu);
-		}
-	}
-	pthread_mutex_unlock(&e->qmu);
-	/* The engine is closing: its last round records these answers. */
-	pthread_mutex_lock(&e->mu);
-	collect_answers(e);
-	pthread_mutex_unlock(&e->mu);
-	return NULL;
-}
-
 /* The driver's longest sleep without news: an injected clock does not wake a
  * condition variable, so due timers are looked at this often. */
 #define DRIVER_NAP_MS 50
@@ -491,36 +460,80 @@ uint64_t nap_until_timer(saga_engine *e, uint64_t ms)
 	return ms;
 }
 
-/* Waits, with the mutex, until a round is worth its commit:
- *  - every attempt handed to the workers has answered and something waits
- *    (answers, starts, instances to bring in): at once;
- *  - something waits, but answers are still out: until they are all back,
- *    or for grace_us at most (about what a round takes: an answer that
- *    misses this round waits for the next one about as long);
+/* Is the next round worth its commit at once: every attempt handed to the
+ * workers has answered, something waits (answers, starts, instances to
+ * bring in), and no starts are awaited (topping_up, see drive_once) or
+ * they have come? Called with the mutex and qmu. */
+static bool round_complete(saga_engine *e)
+{
+	return e->unanswered == 0 && (e->answers || round_wanted(e)) &&
+	       (!e->topping_up || e->start_queue);
+}
+
+/* round_complete, called with the mutex only. */
+static bool round_ready(saga_engine *e)
+{
+	pthread_mutex_lock(&e->qmu);
+	bool ready = round_complete(e);
+	pthread_mutex_unlock(&e->qmu);
+	return ready;
+}
+
+/* The driver thread waits, with the mutex, until a round is worth its
+ * commit:
+ *  - round_complete: at once;
+ *  - something waits, but answers are still out (or awaited starts have
+ *    not come): until they are all back, or for about what a round takes
+ *    at most (an answer that misses this round waits for the next one
+ *    about as long);
  *  - nothing waits: until the first answer, other news, the next timer or
- *    a short nap, after which a round looks at the timers.
- * Committing as each answer came back would give each commit a few
- * answers and the workers a wake-up each; waiting for all of them at any
- * cost would let one slow callback hold up every other instance. */
-static void await_round(saga_engine *e, uint64_t grace_us)
+ *    a short nap, after which a round looks at the timers. While workers
+ *    lead the rounds (lead_rounds), the first answer wakes no one: the
+ *    last one runs the round, and the driver only looks, every
+ *    ANSWER_WAIT_MAX_US, for answers held up by a slow callback.
+ * A round a worker runs meanwhile starts the wait afresh. Committing as
+ * each answer came back would give each commit a few answers and the
+ * workers a wake-up each; waiting for all of them at any cost would let
+ * one slow callback hold up every other instance. */
+static void await_round(saga_engine *e)
 {
 	uint64_t since = 0; /* when something was first seen waiting */
+	uint64_t seen = e->rounds;
 	bool napped = false;
 	while (!e->stopping) {
+		if (e->rounds != seen) {
+			seen = e->rounds;
+			since = 0;
+			napped = false;
+		}
+		uint64_t grace =
+		        e->round_us < ANSWER_WAIT_MAX_US ? e->round_us : ANSWER_WAIT_MAX_US;
 		pthread_mutex_lock(&e->qmu);
 		bool waiting = e->answers || round_wanted(e);
 		bool all_back = e->unanswered == 0;
 		uint64_t now = saga_sys_mono_us(), us;
 		if (waiting && !since)
 			since = now;
-		if (waiting ? all_back || now - since >= grace_us : napped) {
+		if (!e->round_running &&
+		    (waiting ? round_complete(e) || now - since >= grace : napped)) {
+			if (waiting && !all_back)
+				e->workers_lead = false; /* a slow callback: back to waking */
 			e->driver_waits = WAKE_NONE;
 			pthread_mutex_unlock(&e->qmu);
 			return;
 		}
-		if (waiting) {
-			e->driver_waits = WAKE_ON_LAST;
-			us = since + grace_us - now;
+		if (e->round_running) {
+			/* A worker's round, delivering: it wakes the driver if it
+			 * leaves something waiting. */
+			e->driver_waits = WAKE_NONE;
+			us = nap_until_timer(e, DRIVER_NAP_MS) * 1000u;
+		} else if (waiting) {
+			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_LAST;
+			us = since + grace - now;
+		} else if (!all_back && e->workers_lead) {
+			e->driver_waits = WAKE_NONE;
+			us = nap_until_timer(e, ANSWER_WAIT_MAX_US / 1000u) * 1000u;
+			napped = true;
 		} else {
 			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_ANY;
 			us = nap_until_timer(e, DRIVER_NAP_MS) * 1000u;
@@ -545,63 +558,165 @@ static uint64_t round_backoff(uint64_t failures)
 	return ms < ROUND_BACKOFF_MAX_MS ? ms : ROUND_BACKOFF_MAX_MS;
 }
 
+/* A failing store (a full disk) fails every round: the change of state is
+ * logged, not each round. */
+static void note_result(saga_engine *e, int rc)
+{
+	if (rc) {
+		e->failures++;
+		if (e->failures == 1)
+			log_at(e, SAGA_LOG_ERROR,
+			       "engine rounds failing: %s (retrying after %u ms, backing off to "
+			       "%u ms while they fail)",
+			       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+		else if (rc != e->last_rc)
+			log_at(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
+			       saga_engine_errmsg(e));
+	} else if (e->failures) {
+		log_at(e, SAGA_LOG_WARN, "engine rounds succeed again after %llu failed rounds",
+		       (unsigned long long)e->failures);
+		e->failures = 0;
+	}
+	e->last_rc = rc;
+}
+
+/* One round with workers, run by the driver thread or by a leading worker
+ * (lead_rounds): the answers and the queued starts are processed and
+ * committed, the attempts made durable handed to the workers, the events
+ * delivered, and the starts' callers released. Called with the mutex,
+ * which it releases while it delivers; no other round runs meanwhile
+ * (round_running), and the thread running it is the one a listener's
+ * saga_start_batch or saga_wait recognizes (driver_tid). */
+static void drive_once(saga_engine *e)
+{
+	e->round_running = true;
+	e->driver_tid = pthread_self();
+	collect_answers(e);
+	struct start_wait *q = e->start_queue;
+	e->start_queue = e->start_tail = NULL;
+	uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
+	int rc = q ? round_with_starts(e, q) : process_round(e);
+	if (e->stats.commits != commits)
+		e->round_us = (3 * e->round_us + (saga_sys_mono_us() - t0)) / 4;
+	note_result(e, rc);
+	hand_to_workers(e);
+	bool idle = e->invoking == 0 && nothing_due(e);
+	e->driver_idle = idle;
+	if (idle)
+		pthread_cond_broadcast(&e->idle_cv);
+	unlock_and_deliver(e);
+	pthread_mutex_lock(&e->mu);
+	release_starts(e, q);
+	/* Callers whose starts this round committed often start more as soon
+	 * as they return, to replace what ended (a program that keeps so many
+	 * sagas running). While half the slots or more are free and nothing
+	 * waits in the store to fill them, the next round waits, a round's
+	 * time at most, for their starts: committed without them, it would
+	 * carry little, and they would pay a commit of their own. */
+	e->topping_up = q && !rc && !e->ready_len && e->nloaded <= e->max_in_flight / 2;
+	e->rounds++;
+	e->round_running = false;
+	e->driver_tid = e->driver_thread;
+}
+
+/* Runs the next rounds on a worker whose answer was the last one out
+ * (called with the mutex), while each is complete at once: instead of
+ * waking the driver thread, which would wake a worker in turn after its
+ * commit, the worker commits and goes on to invoke what it handed out. On
+ * steps that answer at once those two wake-ups cost about as much as the
+ * round itself. The driver thread keeps the rest: awaited starts, answers
+ * held up by a slow callback, timers, failing rounds. False when it ran
+ * none. */
+static bool lead_rounds(saga_engine *e)
+{
+	if (e->round_running || e->stopping || !e->driver_running || e->failures || !round_ready(e))
+		return false;
+	do
+		drive_once(e);
+	while (!e->stopping && !e->failures && round_ready(e));
+	e->workers_lead = true;
+	/* Left waiting (starts awaited, a failure): the driver decides. */
+	pthread_mutex_lock(&e->qmu);
+	bool waiting = e->answers || round_wanted(e) || e->failures;
+	pthread_mutex_unlock(&e->qmu);
+	if (waiting)
+		pthread_cond_signal(&e->wake);
+	return true;
+}
+
+void *worker_main(void *arg)
+{
+	saga_engine *e = arg;
+	pthread_mutex_lock(&e->qmu);
+	for (;;) {
+		inst *in = e->todo;
+		if (!in) {
+			if (e->workers_stop)
+				break;
+			pthread_cond_wait(&e->work_cv, &e->qmu);
+			continue;
+		}
+		if (!(e->todo = in->qnext))
+			e->todo_tail = NULL;
+		pthread_mutex_unlock(&e->qmu);
+		invoke(e, in);
+		pthread_mutex_lock(&e->qmu);
+		in->qnext = e->answers;
+		e->answers = in;
+		e->unanswered--;
+		bool last = e->unanswered == 0;
+		if (last || e->driver_waits == WAKE_ON_ANY) {
+			/* The driver checked the lists and sleeps, or is about
+			 * to: with mu taken, the signal cannot come before its
+			 * wait. */
+			bool asked = e->driver_waits != WAKE_NONE;
+			e->driver_waits = WAKE_NONE;
+			pthread_mutex_unlock(&e->qmu);
+			pthread_mutex_lock(&e->mu);
+			/* The last answer runs the round itself when it can; else
+			 * the driver thread is told, unless a round under way
+			 * looks at the answers when it ends. */
+			if (last ? !lead_rounds(e) && !e->round_running : asked)
+				pthread_cond_signal(&e->wake);
+			pthread_mutex_unlock(&e->mu);
+			pthread_mutex_lock(&e->qmu);
+		}
+	}
+	pthread_mutex_unlock(&e->qmu);
+	/* The engine is closing: its last round records these answers. */
+	pthread_mutex_lock(&e->mu);
+	collect_answers(e);
+	pthread_mutex_unlock(&e->mu);
+	return NULL;
+}
+
 void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
-	uint64_t failures = 0;                    /* failed rounds in a row */
-	uint64_t round_us = ANSWER_WAIT_FIRST_US; /* what a committing round takes, averaged */
-	int last_rc = SAGA_OK;
 	pthread_mutex_lock(&e->mu);
-	e->driver_tid = pthread_self();
+	e->driver_thread = e->driver_tid = pthread_self();
+	e->round_us = ANSWER_WAIT_FIRST_US;
 	e->driver_running = true;
 	while (!e->stopping) {
-		collect_answers(e);
-		struct start_wait *q = e->start_queue;
-		e->start_queue = e->start_tail = NULL;
-		uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
-		int rc = q ? round_with_starts(e, q) : process_round(e);
-		if (e->stats.commits != commits)
-			round_us = (3 * round_us + (saga_sys_mono_us() - t0)) / 4;
-		/* A failing store (a full disk) fails every round: the change of
-		 * state is logged, not each round. */
-		if (rc) {
-			failures++;
-			if (failures == 1)
-				log_at(e, SAGA_LOG_ERROR,
-				       "engine rounds failing: %s (retrying after %u ms, backing "
-				       "off to "
-				       "%u ms while they fail)",
-				       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS,
-				       ROUND_BACKOFF_MAX_MS);
-			else if (rc != last_rc)
-				log_at(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
-				       saga_engine_errmsg(e));
-		} else if (failures) {
-			log_at(e, SAGA_LOG_WARN,
-			       "engine rounds succeed again after %llu failed rounds",
-			       (unsigned long long)failures);
-			failures = 0;
-		}
-		last_rc = rc;
-		hand_to_workers(e);
-		bool idle = e->invoking == 0 && nothing_due(e);
-		e->driver_idle = idle;
-		if (idle)
-			pthread_cond_broadcast(&e->idle_cv);
-		unlock_and_deliver(e);
-		pthread_mutex_lock(&e->mu);
-		if (rc) {
-			/* Back off whatever is waiting (answers, starts, timers):
-			 * retrying at once fails again at once. Only close wakes it. */
-			driver_sleep(e, round_backoff(failures), true);
+		if (e->round_running) { /* a worker's: await_round waits it out */
+			await_round(e);
 			continue;
 		}
-		await_round(e, round_us < ANSWER_WAIT_MAX_US ? round_us : ANSWER_WAIT_MAX_US);
+		do
+			drive_once(e);
+		while (!e->stopping && !e->failures && round_ready(e));
+		/* Back off whatever is waiting (answers, starts, timers):
+		 * retrying at once fails again at once. Only close wakes it. */
+		if (e->failures)
+			driver_sleep(e, round_backoff(e->failures), true);
+		else
+			await_round(e);
 	}
 	/* Starts queued while the engine was closing are refused. */
 	if (e->start_queue) {
 		set_err(e, SAGA_ECLOSED, "engine is closing");
 		answer_starts(e, e->start_queue, SAGA_ECLOSED);
+		release_starts(e, e->start_queue);
 		e->start_queue = e->start_tail = NULL;
 	}
 	e->driver_running = false;

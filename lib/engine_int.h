@@ -134,7 +134,9 @@ struct saga_engine {
 	int fd_read, fd_write;   /* saga_engine_fd (the same eventfd twice), or -1 */
 	bool started;            /* running: threads made, saga_run_* allowed */
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
-	pthread_t driver_tid;
+	pthread_t driver_tid;    /* the thread running the rounds: the driver's, or a
+	                            worker's while it runs one (driver.c, drive_once) */
+	pthread_t driver_thread; /* the driver's own */
 	bool driver_running;
 	reg_def **defs; /* each apart: loaded instances point to theirs */
 	size_t ndefs;
@@ -179,6 +181,14 @@ struct saga_engine {
 	unsigned int unanswered;   /* handed to the workers, not answered yet */
 	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
 	bool workers_stop;         /* the driver has stopped: finish the list, exit */
+	/* The rounds with workers (driver.c), under mu. */
+	bool round_running; /* a thread runs one, until its events are delivered */
+	bool workers_lead;  /* the last answer of a round has been running the next */
+	bool topping_up;    /* the next round waits a little for starts */
+	uint64_t rounds;    /* rounds run, by whichever thread */
+	uint64_t round_us;  /* what a committing round takes, averaged */
+	uint64_t failures;  /* failed rounds in a row */
+	int last_rc;        /* the last round's result */
 };
 
 /* What a step callback sees (step_ctx.c), built by invoke (driver.c). */
