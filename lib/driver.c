@@ -2,15 +2,20 @@
  * decides their next move (transition.c), commits (txn.c) and invokes the
  * step callbacks with the mutex released. The caller drives it
  * (saga_run_due, saga_run_due_start, saga_run_until_idle), or, with
- * workers, a driver thread does and worker threads invoke.
+ * workers, worker threads invoke and the round is run by the worker whose
+ * answer was the last one out, or by the driver thread when no such answer
+ * comes soon (a slow callback, starts awaited, timers).
  *
  * The round's functions, outermost first:
  *   saga_run_due[_start] -> run_due -> run_round
  *   saga_run_until_idle  -> run_round, until nothing ran and nothing is due
  *   run_round            -> round_with_starts or process_round; then invoke
  *                           what that round started, with the mutex released
- *   driver_main          -> round_with_starts or process_round, in a loop;
- *                           worker_main invokes
+ *   driver_main          -> drive_once, then await_round, in a loop
+ *   worker_main          -> invoke; on the last answer out, lead_rounds
+ *   lead_rounds          -> drive_once, while the next round is complete
+ *   drive_once           -> round_with_starts or process_round; hand the
+ *                           attempts to the workers, deliver the events
  *   round_with_starts    -> starts_insert, then process_and_commit
  *   process_round        -> process_and_commit
  *   process_and_commit   -> fill (resume.c), apply_result and advance

@@ -13,12 +13,13 @@
  * until it takes the answer back) -> RESULT (its answer waits to be
  * recorded) -> PROCESS ...
  *
- * With workers, the driver and the workers trade instances through two
+ * With workers, the round and the workers trade instances through two
  * lists under a second mutex, qmu (driver.c): the committed attempts to
  * invoke, and the answers. Neither side takes mu to pass an instance, so a
- * worker never waits for a commit, and the driver waits for the answers of
- * the attempts it handed out, not for the first one, before it commits.
- * Lock order: mu, then qmu.
+ * worker never waits for a commit, and the next round waits for the
+ * answers of the attempts handed out, not for the first one. The worker
+ * whose answer is the last one out runs that round; the driver thread
+ * runs it when an answer is slow to come. Lock order: mu, then qmu.
  * An instance that parks (timer, breaker, async) or ends is written and
  * dropped from memory: the store holds it.
  *
