@@ -585,13 +585,21 @@ static void note_result(saga_engine *e, int rc)
 	e->last_rc = rc;
 }
 
+/* A delivery longer than this (a slow listener) is worth having the
+ * workers invoke meanwhile: the round hands the attempts out before it. */
+#define SLOW_DELIVERY_US 50u
+
 /* One round with workers, run by the driver thread or by a leading worker
  * (lead_rounds): the answers and the queued starts are processed and
- * committed, the attempts made durable handed to the workers, the events
- * delivered, and the starts' callers released. Called with the mutex,
+ * committed, the events delivered, the starts' callers released, and the
+ * attempts made durable handed to the workers. Called with the mutex,
  * which it releases while it delivers; no other round runs meanwhile
  * (round_running), and the thread running it is the one a listener's
- * saga_start_batch or saga_wait recognizes (driver_tid). */
+ * saga_start_batch or saga_wait recognizes (driver_tid). The hand-off
+ * comes after the delivery, so that no answer comes back while the round
+ * is still under way (the worker that gives the last one then runs the
+ * next round, instead of this thread waking it), unless deliveries are
+ * slow: then the workers invoke while they go on. */
 static void drive_once(saga_engine *e)
 {
 	e->round_running = true;
@@ -601,16 +609,18 @@ static void drive_once(saga_engine *e)
 	e->start_queue = e->start_tail = NULL;
 	uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
 	int rc = q ? round_with_starts(e, q) : process_round(e);
+	uint64_t t1 = saga_sys_mono_us();
 	if (e->stats.commits != commits)
-		e->round_us = (3 * e->round_us + (saga_sys_mono_us() - t0)) / 4;
+		e->round_us = (3 * e->round_us + (t1 - t0)) / 4;
 	note_result(e, rc);
-	hand_to_workers(e);
-	bool idle = e->invoking == 0 && nothing_due(e);
-	e->driver_idle = idle;
-	if (idle)
-		pthread_cond_broadcast(&e->idle_cv);
+	bool early = e->deliver_us > SLOW_DELIVERY_US;
+	if (early)
+		hand_to_workers(e);
+	bool delivers = e->nevents > 0;
 	unlock_and_deliver(e);
 	pthread_mutex_lock(&e->mu);
+	if (delivers)
+		e->deliver_us = (3 * e->deliver_us + (saga_sys_mono_us() - t1)) / 4;
 	release_starts(e, q);
 	/* Callers whose starts this round committed often start more as soon
 	 * as they return, to replace what ended (a program that keeps so many
@@ -622,6 +632,12 @@ static void drive_once(saga_engine *e)
 	e->rounds++;
 	e->round_running = false;
 	e->driver_tid = e->driver_thread;
+	if (!early)
+		hand_to_workers(e);
+	bool idle = e->invoking == 0 && nothing_due(e);
+	e->driver_idle = idle;
+	if (idle)
+		pthread_cond_broadcast(&e->idle_cv);
 }
 
 /* Runs the next rounds on a worker whose answer was the last one out
@@ -640,9 +656,10 @@ static bool lead_rounds(saga_engine *e)
 		drive_once(e);
 	while (!e->stopping && !e->failures && round_ready(e));
 	e->workers_lead = true;
-	/* Left waiting (starts awaited, a failure): the driver decides. */
+	/* Left waiting with no answer to come (starts awaited, a failure):
+	 * the driver decides. While answers are out, the last one leads. */
 	pthread_mutex_lock(&e->qmu);
-	bool waiting = e->answers || round_wanted(e) || e->failures;
+	bool waiting = e->failures || (!e->unanswered && (e->answers || round_wanted(e)));
 	pthread_mutex_unlock(&e->qmu);
 	if (waiting)
 		pthread_cond_signal(&e->wake);

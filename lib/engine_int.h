@@ -183,13 +183,14 @@ struct saga_engine {
 	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
 	bool workers_stop;         /* the driver has stopped: finish the list, exit */
 	/* The rounds with workers (driver.c), under mu. */
-	bool round_running; /* a thread runs one, until its events are delivered */
-	bool workers_lead;  /* the last answer of a round has been running the next */
-	bool topping_up;    /* the next round waits a little for starts */
-	uint64_t rounds;    /* rounds run, by whichever thread */
-	uint64_t round_us;  /* what a committing round takes, averaged */
-	uint64_t failures;  /* failed rounds in a row */
-	int last_rc;        /* the last round's result */
+	bool round_running;  /* a thread runs one, until its events are delivered */
+	bool workers_lead;   /* the last answer of a round has been running the next */
+	bool topping_up;     /* the next round waits a little for starts */
+	uint64_t rounds;     /* rounds run, by whichever thread */
+	uint64_t round_us;   /* what a committing round takes, averaged */
+	uint64_t deliver_us; /* what delivering a round's events takes, averaged */
+	uint64_t failures;   /* failed rounds in a row */
+	int last_rc;         /* the last round's result */
 };
 
 /* What a step callback sees (step_ctx.c), built by invoke (driver.c). */
@@ -328,6 +329,7 @@ void starts_end(saga_engine *e, start_set *ss, int rc);
 
 /* ---- work arrived, and the event descriptor (wake.c); with the mutex ---- */
 void work_arrived(saga_engine *e);
+void starts_queued(saga_engine *e);
 void fd_signal(saga_engine *e);
 void fd_drain(saga_engine *e);
 void fd_close(saga_engine *e);

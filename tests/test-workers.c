@@ -97,21 +97,29 @@ static saga_engine *open_engine(unsigned int workers, unsigned int max_in_flight
 	return e;
 }
 
-/* Registers `name`: nsteps compensatable steps; the first runs fn0, the
- * others answer at once. */
-static void define(saga_engine *e, const char *name, int nsteps, saga_step_fn fn0)
+/* Registers `name`: n compensatable steps, step i running fns[i]. */
+static void define_steps(saga_engine *e, const char *name, const saga_step_fn *fns, int n)
 {
 	saga_definition *d;
 	ck_assert_int_eq(saga_definition_new(&d, name, 1), SAGA_OK);
-	for (int i = 0; i < nsteps; i++) {
+	for (int i = 0; i < n; i++) {
 		char step[16];
 		snprintf(step, sizeof(step), "s%d", i);
-		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, i == 0 ? fn0 : answer_ok,
-			             answer_ok, NULL };
+		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, fns[i], answer_ok, NULL };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
 	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
 	saga_definition_free(d);
+}
+
+/* Registers `name`: nsteps compensatable steps; the first runs fn0, the
+ * others answer at once. */
+static void define(saga_engine *e, const char *name, int nsteps, saga_step_fn fn0)
+{
+	saga_step_fn fns[8];
+	for (int i = 0; i < nsteps && i < 8; i++)
+		fns[i] = i == 0 ? fn0 : answer_ok;
+	define_steps(e, name, fns, nsteps);
 }
 
 static void wait_for(atomic_int *n, int at_least)
@@ -309,26 +317,20 @@ START_TEST(the_last_answer_runs_the_next_round)
 	atomic_store(&end_seen, 0);
 	saga_engine *e = open_engine(1, 8);
 	define(e, "f", 1, answer_ok);
-	saga_definition *d;
-	ck_assert_int_eq(saga_definition_new(&d, "g3", 1), SAGA_OK);
-	saga_step_fn fns[3] = { answer_ok, gated, answer_ok };
-	for (int i = 0; i < 3; i++) {
-		char step[16];
-		snprintf(step, sizeof(step), "s%d", i);
-		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, fns[i], answer_ok, NULL };
-		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
-	}
-	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
-	saga_definition_free(d);
+	const saga_step_fn fns[3] = { answer_ok, gated, answer_ok };
+	define_steps(e, "g3", fns, 3);
 	ck_assert_int_eq(saga_engine_add_listener(e, on_gated_end, e), SAGA_OK);
 	int64_t id;
 	ck_assert_int_eq(saga_start(e, &id, NULL, "g3", NULL, NULL), SAGA_OK);
 	wait_for(&gated_calls, 1);
-	/* The driver thread has delivered that round and waits for news. */
-	sleep_ms(200);
+	/* The driver thread has delivered that round and waits for news; it
+	 * looks at the timers every 50 ms: the answer comes between two looks. */
+	sleep_ms(125);
 	set_gate(true);
+	/* Nothing else wakes the driver thread meanwhile (saga_wait_idle
+	 * would). */
+	wait_for(&end_seen, 1);
 	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
-	ck_assert_int_eq(atomic_load(&end_seen), 1);
 	ck_assert_msg(pthread_equal(end_thread, gated_thread),
 	              "the round was not run by the worker that answered last");
 	ck_assert_int_eq(listener_start_rc, SAGA_OK);
@@ -337,6 +339,52 @@ START_TEST(the_last_answer_runs_the_next_round)
 	saga_instance_info info;
 	ck_assert_int_eq(saga_get(e, &info, listener_started), SAGA_OK);
 	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	saga_engine_close(e);
+}
+END_TEST
+
+/* A listener that takes 20 ms over every attempt's start, and steps that
+ * count the calls that run while it does. */
+static atomic_int in_slow_listener, calls_during_delivery;
+
+static void slow_on_start(const saga_event *ev, void *user)
+{
+	(void)user;
+	if (ev->type != SAGA_EVENT_ATTEMPT_START)
+		return;
+	atomic_fetch_add(&in_slow_listener, 1);
+	sleep_ms(20);
+	atomic_fetch_sub(&in_slow_listener, 1);
+}
+
+static saga_step_result note_overlap(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	/* Well inside a delivery that began with the hand-off, if it did. */
+	sleep_ms(5);
+	if (atomic_load(&in_slow_listener))
+		atomic_fetch_add(&calls_during_delivery, 1);
+	return SAGA_STEP_OK;
+}
+
+/* When deliveries are slow, a round hands its attempts to the workers
+ * before it delivers, so that they run meanwhile (otherwise after it, so
+ * that the last answer finds no round under way). */
+START_TEST(slow_listeners_do_not_hold_up_the_callbacks)
+{
+	atomic_store(&in_slow_listener, 0);
+	atomic_store(&calls_during_delivery, 0);
+	saga_engine *e = open_engine(2, 8);
+	const saga_step_fn fns[6] = { note_overlap, note_overlap, note_overlap,
+		                      note_overlap, note_overlap, note_overlap };
+	define_steps(e, "o", fns, 6);
+	ck_assert_int_eq(saga_engine_add_listener(e, slow_on_start, NULL), SAGA_OK);
+	int64_t id;
+	ck_assert_int_eq(saga_start(e, &id, NULL, "o", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	assert_completed_once(e, id, 6);
+	ck_assert_int_ge(atomic_load(&calls_during_delivery), 1);
 	saga_engine_close(e);
 }
 END_TEST
@@ -352,6 +400,7 @@ int main(void)
 	tcase_add_test(tc, close_mid_run_loses_and_repeats_nothing);
 	tcase_add_test(tc, a_start_returns_after_its_events);
 	tcase_add_test(tc, the_last_answer_runs_the_next_round);
+	tcase_add_test(tc, slow_listeners_do_not_hold_up_the_callbacks);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
