@@ -355,8 +355,14 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 /* What an answer must be for a worker to wake the driver (driver_waits). */
 enum { WAKE_NONE, WAKE_ON_ANY, WAKE_ON_LAST };
 
-/* Hands the attempts the round made durable to the workers. */
-static void hand_to_workers(saga_engine *e)
+/* A batch expected to take less than this to invoke (by the callbacks'
+ * average) is left to the worker that runs the round, which invokes next:
+ * waking another thread would cost more than it saves. */
+#define SMALL_BATCH_US 50u
+
+/* Hands the attempts the round made durable to the workers; `self`: the
+ * calling thread is a worker that invokes next. */
+static void hand_to_workers(saga_engine *e, bool self)
 {
 	unsigned int n = 0;
 	if (!has_stage(e, STAGE_INVOKE) || !lease_margin(e))
@@ -376,10 +382,13 @@ static void hand_to_workers(saga_engine *e)
 		n++;
 	}
 	e->unanswered += n;
-	if (n >= e->nworkers)
+	/* A callback that turns out slow is seen by await_round, which wakes
+	 * the others for what waits behind it. */
+	unsigned int wake = self && (uint64_t)n * e->invoke_us < SMALL_BATCH_US ? 0 : n;
+	if (wake >= e->nworkers)
 		pthread_cond_broadcast(&e->work_cv);
 	else
-		for (unsigned int i = 0; i < n; i++)
+		for (unsigned int i = 0; i < wake; i++)
 			pthread_cond_signal(&e->work_cv);
 	pthread_mutex_unlock(&e->qmu);
 	e->invoking += n;
@@ -493,9 +502,12 @@ static bool round_ready(saga_engine *e)
  *    about as long);
  *  - nothing waits: until the first answer, other news, the next timer or
  *    a short nap, after which a round looks at the timers. While workers
- *    lead the rounds (lead_rounds), the first answer wakes no one: the
- *    last one runs the round, and the driver only looks, every
- *    ANSWER_WAIT_MAX_US, for answers held up by a slow callback.
+ *    lead the rounds (lead_rounds) and callbacks answer at once, the first
+ *    answer wakes no one: the last one runs the round, and the driver only
+ *    looks, every ANSWER_WAIT_MAX_US, for answers held up by a slow
+ *    callback. Callbacks that take time (a network call) are better
+ *    committed as they come, about a round's time apart, while the other
+ *    workers go on invoking.
  * A round a worker runs meanwhile starts the wait afresh. Committing as
  * each answer came back would give each commit a few answers and the
  * workers a wake-up each; waiting for all of them at any cost would let
@@ -514,6 +526,10 @@ static void await_round(saga_engine *e)
 		uint64_t grace =
 		        e->round_us < ANSWER_WAIT_MAX_US ? e->round_us : ANSWER_WAIT_MAX_US;
 		pthread_mutex_lock(&e->qmu);
+		/* Attempts left to the round's worker wait behind a callback
+		 * slower than its average: the other workers take them. */
+		if (e->todo)
+			pthread_cond_broadcast(&e->work_cv);
 		bool waiting = e->answers || round_wanted(e);
 		bool all_back = e->unanswered == 0;
 		uint64_t now = saga_sys_mono_us(), us;
@@ -535,7 +551,7 @@ static void await_round(saga_engine *e)
 		} else if (waiting) {
 			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_LAST;
 			us = since + grace - now;
-		} else if (!all_back && e->workers_lead) {
+		} else if (!all_back && e->workers_lead && e->invoke_us < SMALL_BATCH_US) {
 			e->driver_waits = WAKE_NONE;
 			us = nap_until_timer(e, ANSWER_WAIT_MAX_US / 1000u) * 1000u;
 			napped = true;
@@ -615,7 +631,7 @@ static void drive_once(saga_engine *e)
 	note_result(e, rc);
 	bool early = e->deliver_us > SLOW_DELIVERY_US;
 	if (early)
-		hand_to_workers(e);
+		hand_to_workers(e, false);
 	bool delivers = e->nevents > 0;
 	unlock_and_deliver(e);
 	pthread_mutex_lock(&e->mu);
@@ -633,7 +649,7 @@ static void drive_once(saga_engine *e)
 	e->round_running = false;
 	e->driver_tid = e->driver_thread;
 	if (!early)
-		hand_to_workers(e);
+		hand_to_workers(e, !pthread_equal(pthread_self(), e->driver_thread));
 	bool idle = e->invoking == 0 && nothing_due(e);
 	e->driver_idle = idle;
 	if (idle)
@@ -681,8 +697,11 @@ void *worker_main(void *arg)
 		if (!(e->todo = in->qnext))
 			e->todo_tail = NULL;
 		pthread_mutex_unlock(&e->qmu);
+		uint64_t t0 = saga_sys_mono_us();
 		invoke(e, in);
+		uint64_t took = saga_sys_mono_us() - t0;
 		pthread_mutex_lock(&e->qmu);
+		e->invoke_us = (7 * e->invoke_us + took) / 8;
 		in->qnext = e->answers;
 		e->answers = in;
 		e->unanswered--;

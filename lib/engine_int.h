@@ -181,6 +181,7 @@ struct saga_engine {
 	inst *answers;             /* invoked, waiting for the driver */
 	unsigned int unanswered;   /* handed to the workers, not answered yet */
 	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
+	uint64_t invoke_us;        /* what a callback takes, averaged */
 	bool workers_stop;         /* the driver has stopped: finish the list, exit */
 	/* The rounds with workers (driver.c), under mu. */
 	bool round_running;  /* a thread runs one, until its events are delivered */
