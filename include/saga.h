@@ -663,8 +663,9 @@ SAGA_API int saga_start(saga_engine *engine, int64_t *out_id, int *created,
  * ids[i] (and created[i], when created is not NULL) answer reqs[i] as
  * saga_start would; on error every id is 0 and nothing was created. The
  * strings and inputs of reqs are borrowed. With workers, a call from any
- * thread but the driver's joins the driver's next commit (group commit with
- * the round and with other threads' starts) and returns once it is done. */
+ * thread but the one running a round (a listener there) joins the next
+ * round's commit (group commit with the round and with other threads'
+ * starts) and returns once that commit is done and its events delivered. */
 typedef struct saga_start_request {
 	const char *definition;
 	const char *business_key;    /* may be NULL */
@@ -729,7 +730,7 @@ SAGA_API int saga_wait_idle(saga_engine *engine, uint64_t timeout_ms);
  * another thread, a commit by another thread's round, or the timeout; so it
  * may be called by the thread that drives the engine, and from other threads
  * while one drives (rounds never overlap). Not from a step callback or a
- * listener (SAGA_ESTATE on the driver thread). Errors: SAGA_EBUSY (timeout),
+ * listener (SAGA_ESTATE on the thread running a round). Errors: SAGA_EBUSY (timeout),
  * SAGA_ENOTFOUND (no such instance), SAGA_EINVAL (out is NULL), SAGA_ESTATE
  * (not started), the errors of saga_run_due and of the store. Thread-safe. */
 SAGA_API int saga_wait(saga_engine *engine, saga_instance_info *out, int64_t id,

@@ -2,15 +2,20 @@
  * decides their next move (transition.c), commits (txn.c) and invokes the
  * step callbacks with the mutex released. The caller drives it
  * (saga_run_due, saga_run_due_start, saga_run_until_idle), or, with
- * workers, a driver thread does and worker threads invoke.
+ * workers, worker threads invoke and the round is run by the worker whose
+ * answer was the last one out, or by the driver thread when no such answer
+ * comes soon (a slow callback, starts awaited, timers).
  *
  * The round's functions, outermost first:
  *   saga_run_due[_start] -> run_due -> run_round
  *   saga_run_until_idle  -> run_round, until nothing ran and nothing is due
  *   run_round            -> round_with_starts or process_round; then invoke
  *                           what that round started, with the mutex released
- *   driver_main          -> round_with_starts or process_round, in a loop;
- *                           worker_main invokes
+ *   driver_main          -> drive_once, then await_round, in a loop
+ *   worker_main          -> invoke; on the last answer out, lead_rounds
+ *   lead_rounds          -> drive_once, while the next round is complete
+ *   drive_once           -> round_with_starts or process_round; hand the
+ *                           attempts to the workers, deliver the events
  *   round_with_starts    -> starts_insert, then process_and_commit
  *   process_round        -> process_and_commit
  *   process_and_commit   -> fill (resume.c), apply_result and advance
@@ -154,7 +159,8 @@ bool has_stage(saga_engine *e, enum stage st)
 	return false;
 }
 
-/* Answers the waiting starts with rc and wakes their callers. */
+/* Answers the waiting starts with rc; their callers go on once released
+ * (release_starts). */
 static void answer_starts(saga_engine *e, struct start_wait *q, int rc)
 {
 	for (struct start_wait *w = q; w; w = w->next) {
@@ -162,8 +168,17 @@ static void answer_starts(saga_engine *e, struct start_wait *q, int rc)
 		w->rc = rc;
 		if (rc)
 			saga_fmt(w->msg, sizeof(w->msg), "%s", saga_engine_errmsg(e));
-		w->done = true;
 	}
+}
+
+/* Lets the callers of answered starts return; called with the mutex, and
+ * by the driver only once the events of their commit are delivered, as a
+ * start committed by its caller returns: a caller that tops up what
+ * ended sees all that its commit ended. */
+static void release_starts(saga_engine *e, struct start_wait *q)
+{
+	for (struct start_wait *w = q; w; w = w->next)
+		w->done = true;
 	pthread_cond_broadcast(&e->start_cv);
 }
 
@@ -340,8 +355,14 @@ int saga_next_due(saga_engine *e, uint64_t *out)
 /* What an answer must be for a worker to wake the driver (driver_waits). */
 enum { WAKE_NONE, WAKE_ON_ANY, WAKE_ON_LAST };
 
-/* Hands the attempts the round made durable to the workers. */
-static void hand_to_workers(saga_engine *e)
+/* A batch expected to take less than this to invoke (by the callbacks'
+ * average) is left to the worker that runs the round, which invokes next:
+ * waking another thread would cost more than it saves. */
+#define SMALL_BATCH_US 50u
+
+/* Hands the attempts the round made durable to the workers; `self`: the
+ * calling thread is a worker that invokes next. */
+static void hand_to_workers(saga_engine *e, bool self)
 {
 	unsigned int n = 0;
 	if (!has_stage(e, STAGE_INVOKE) || !lease_margin(e))
@@ -361,10 +382,13 @@ static void hand_to_workers(saga_engine *e)
 		n++;
 	}
 	e->unanswered += n;
-	if (n >= e->nworkers)
+	/* A callback that turns out slow is seen by await_round, which wakes
+	 * the others for what waits behind it. */
+	unsigned int wake = self && (uint64_t)n * e->invoke_us < SMALL_BATCH_US ? 0 : n;
+	if (wake >= e->nworkers)
 		pthread_cond_broadcast(&e->work_cv);
 	else
-		for (unsigned int i = 0; i < n; i++)
+		for (unsigned int i = 0; i < wake; i++)
 			pthread_cond_signal(&e->work_cv);
 	pthread_mutex_unlock(&e->qmu);
 	e->invoking += n;
@@ -383,47 +407,6 @@ static void collect_answers(saga_engine *e)
 		a->stage = STAGE_RESULT;
 	e->invoking -= n;
 	e->stats.attempts += n;
-}
-
-void *worker_main(void *arg)
-{
-	saga_engine *e = arg;
-	pthread_mutex_lock(&e->qmu);
-	for (;;) {
-		inst *in = e->todo;
-		if (!in) {
-			if (e->workers_stop)
-				break;
-			pthread_cond_wait(&e->work_cv, &e->qmu);
-			continue;
-		}
-		if (!(e->todo = in->qnext))
-			e->todo_tail = NULL;
-		pthread_mutex_unlock(&e->qmu);
-		invoke(e, in);
-		pthread_mutex_lock(&e->qmu);
-		in->qnext = e->answers;
-		e->answers = in;
-		e->unanswered--;
-		if (e->driver_waits == WAKE_ON_ANY ||
-		    (e->driver_waits == WAKE_ON_LAST && e->unanswered == 0)) {
-			/* The driver checked the lists and sleeps, or is about
-			 * to: with mu taken, the signal cannot come before its
-			 * wait. */
-			e->driver_waits = WAKE_NONE;
-			pthread_mutex_unlock(&e->qmu);
-			pthread_mutex_lock(&e->mu);
-			pthread_cond_signal(&e->wake);
-			pthread_mutex_unlock(&e->mu);
-			pthread_mutex_lock(&e->qmu);
-		}
-	}
-	pthread_mutex_unlock(&e->qmu);
-	/* The engine is closing: its last round records these answers. */
-	pthread_mutex_lock(&e->mu);
-	collect_answers(e);
-	pthread_mutex_unlock(&e->mu);
-	return NULL;
 }
 
 /* The driver's longest sleep without news: an injected clock does not wake a
@@ -491,36 +474,87 @@ uint64_t nap_until_timer(saga_engine *e, uint64_t ms)
 	return ms;
 }
 
-/* Waits, with the mutex, until a round is worth its commit:
- *  - every attempt handed to the workers has answered and something waits
- *    (answers, starts, instances to bring in): at once;
- *  - something waits, but answers are still out: until they are all back,
- *    or for grace_us at most (about what a round takes: an answer that
- *    misses this round waits for the next one about as long);
+/* Is the next round worth its commit at once: every attempt handed to the
+ * workers has answered, something waits (answers, starts, instances to
+ * bring in), and no starts are awaited (topping_up, see drive_once) or
+ * they have come? Called with the mutex and qmu. */
+static bool round_complete(saga_engine *e)
+{
+	return e->unanswered == 0 && (e->answers || round_wanted(e)) &&
+	       (!e->topping_up || e->start_queue);
+}
+
+/* round_complete, called with the mutex only. */
+static bool round_ready(saga_engine *e)
+{
+	pthread_mutex_lock(&e->qmu);
+	bool ready = round_complete(e);
+	pthread_mutex_unlock(&e->qmu);
+	return ready;
+}
+
+/* The driver thread waits, with the mutex, until a round is worth its
+ * commit:
+ *  - round_complete: at once;
+ *  - something waits, but answers are still out (or awaited starts have
+ *    not come): until they are all back, or for about what a round takes
+ *    at most (an answer that misses this round waits for the next one
+ *    about as long);
  *  - nothing waits: until the first answer, other news, the next timer or
- *    a short nap, after which a round looks at the timers.
- * Committing as each answer came back would give each commit a few
- * answers and the workers a wake-up each; waiting for all of them at any
- * cost would let one slow callback hold up every other instance. */
-static void await_round(saga_engine *e, uint64_t grace_us)
+ *    a short nap, after which a round looks at the timers. While workers
+ *    lead the rounds (lead_rounds) and callbacks answer at once, the first
+ *    answer wakes no one: the last one runs the round, and the driver only
+ *    looks, every ANSWER_WAIT_MAX_US, for answers held up by a slow
+ *    callback. Callbacks that take time (a network call) are better
+ *    committed as they come, about a round's time apart, while the other
+ *    workers go on invoking.
+ * A round a worker runs meanwhile starts the wait afresh. Committing as
+ * each answer came back would give each commit a few answers and the
+ * workers a wake-up each; waiting for all of them at any cost would let
+ * one slow callback hold up every other instance. */
+static void await_round(saga_engine *e)
 {
 	uint64_t since = 0; /* when something was first seen waiting */
+	uint64_t seen = e->rounds;
 	bool napped = false;
 	while (!e->stopping) {
+		if (e->rounds != seen) {
+			seen = e->rounds;
+			since = 0;
+			napped = false;
+		}
+		uint64_t grace =
+		        e->round_us < ANSWER_WAIT_MAX_US ? e->round_us : ANSWER_WAIT_MAX_US;
 		pthread_mutex_lock(&e->qmu);
+		/* Attempts left to the round's worker wait behind a callback
+		 * slower than its average: the other workers take them. */
+		if (e->todo)
+			pthread_cond_broadcast(&e->work_cv);
 		bool waiting = e->answers || round_wanted(e);
 		bool all_back = e->unanswered == 0;
 		uint64_t now = saga_sys_mono_us(), us;
 		if (waiting && !since)
 			since = now;
-		if (waiting ? all_back || now - since >= grace_us : napped) {
+		if (!e->round_running &&
+		    (waiting ? round_complete(e) || now - since >= grace : napped)) {
+			if (waiting && !all_back)
+				e->workers_lead = false; /* a slow callback: back to waking */
 			e->driver_waits = WAKE_NONE;
 			pthread_mutex_unlock(&e->qmu);
 			return;
 		}
-		if (waiting) {
-			e->driver_waits = WAKE_ON_LAST;
-			us = since + grace_us - now;
+		if (e->round_running) {
+			/* A worker's round, delivering: it wakes the driver if it
+			 * leaves something waiting. */
+			e->driver_waits = WAKE_NONE;
+			us = nap_until_timer(e, DRIVER_NAP_MS) * 1000u;
+		} else if (waiting) {
+			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_LAST;
+			us = since + grace - now;
+		} else if (!all_back && e->workers_lead && e->invoke_us < SMALL_BATCH_US) {
+			e->driver_waits = WAKE_NONE;
+			us = nap_until_timer(e, ANSWER_WAIT_MAX_US / 1000u) * 1000u;
+			napped = true;
 		} else {
 			e->driver_waits = all_back ? WAKE_NONE : WAKE_ON_ANY;
 			us = nap_until_timer(e, DRIVER_NAP_MS) * 1000u;
@@ -545,64 +579,186 @@ static uint64_t round_backoff(uint64_t failures)
 	return ms < ROUND_BACKOFF_MAX_MS ? ms : ROUND_BACKOFF_MAX_MS;
 }
 
+/* A failing store (a full disk) fails every round: the change of state is
+ * logged, not each round. */
+static void note_result(saga_engine *e, int rc)
+{
+	if (rc) {
+		e->failures++;
+		if (e->failures == 1)
+			log_at(e, SAGA_LOG_ERROR, "round.failing",
+			       "engine rounds failing: %s (retrying after %u ms, backing off to "
+			       "%u ms while they fail)",
+			       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS, ROUND_BACKOFF_MAX_MS);
+		else if (rc != e->last_rc)
+			log_at(e, SAGA_LOG_ERROR, "round.failing",
+			       "engine rounds still failing, now: %s", saga_engine_errmsg(e));
+	} else if (e->failures) {
+		log_at(e, SAGA_LOG_WARN, "round.recovered",
+		       "engine rounds succeed again after %llu failed rounds",
+		       (unsigned long long)e->failures);
+		e->failures = 0;
+	}
+	e->last_rc = rc;
+}
+
+/* A delivery longer than this (a slow listener) is worth having the
+ * workers invoke meanwhile: the round hands the attempts out before it. */
+#define SLOW_DELIVERY_US 50u
+
+/* One round with workers, run by the driver thread or by a leading worker
+ * (lead_rounds): the answers and the queued starts are processed and
+ * committed, the events delivered, the starts' callers released, and the
+ * attempts made durable handed to the workers. Called with the mutex,
+ * which it releases while it delivers; no other round runs meanwhile
+ * (round_running), and the thread running it is the one a listener's
+ * saga_start_batch or saga_wait recognizes (driver_tid). The hand-off
+ * comes after the delivery, so that no answer comes back while the round
+ * is still under way (the worker that gives the last one then runs the
+ * next round, instead of this thread waking it), unless deliveries are
+ * slow: then the workers invoke while they go on. */
+static void drive_once(saga_engine *e)
+{
+	e->round_running = true;
+	e->driver_tid = pthread_self();
+	collect_answers(e);
+	struct start_wait *q = e->start_queue;
+	e->start_queue = e->start_tail = NULL;
+	uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
+	int rc = q ? round_with_starts(e, q) : process_round(e);
+	uint64_t t1 = saga_sys_mono_us();
+	if (e->stats.commits != commits)
+		e->round_us = (3 * e->round_us + (t1 - t0)) / 4;
+	note_result(e, rc);
+	bool early = e->deliver_us > SLOW_DELIVERY_US;
+	if (early)
+		hand_to_workers(e, false);
+	bool delivers = e->nevents > 0;
+	unlock_and_deliver(e);
+	pthread_mutex_lock(&e->mu);
+	if (delivers)
+		e->deliver_us = (3 * e->deliver_us + (saga_sys_mono_us() - t1)) / 4;
+	release_starts(e, q);
+	/* Callers whose starts this round committed often start more as soon
+	 * as they return, to replace what ended (a program that keeps so many
+	 * sagas running). While half the slots or more are free and nothing
+	 * waits in the store to fill them, the next round waits, a round's
+	 * time at most, for their starts: committed without them, it would
+	 * carry little, and they would pay a commit of their own. */
+	e->topping_up = q && !rc && !e->ready_len && e->nloaded <= e->max_in_flight / 2;
+	e->rounds++;
+	e->round_running = false;
+	e->driver_tid = e->driver_thread;
+	if (!early)
+		hand_to_workers(e, !pthread_equal(pthread_self(), e->driver_thread));
+	bool idle = e->invoking == 0 && nothing_due(e);
+	e->driver_idle = idle;
+	if (idle)
+		pthread_cond_broadcast(&e->idle_cv);
+}
+
+/* Runs the next rounds on a worker whose answer was the last one out
+ * (called with the mutex), while each is complete at once: instead of
+ * waking the driver thread, which would wake a worker in turn after its
+ * commit, the worker commits and goes on to invoke what it handed out. On
+ * steps that answer at once those two wake-ups cost about as much as the
+ * round itself. The driver thread keeps the rest: awaited starts, answers
+ * held up by a slow callback, timers, failing rounds. False when it ran
+ * none. */
+static bool lead_rounds(saga_engine *e)
+{
+	if (e->round_running || e->stopping || !e->driver_running || e->failures || !round_ready(e))
+		return false;
+	do
+		drive_once(e);
+	while (!e->stopping && !e->failures && round_ready(e));
+	e->workers_lead = true;
+	/* Left waiting with no answer to come (starts awaited, a failure):
+	 * the driver decides. While answers are out, the last one leads. */
+	pthread_mutex_lock(&e->qmu);
+	bool waiting = e->failures || (!e->unanswered && (e->answers || round_wanted(e)));
+	pthread_mutex_unlock(&e->qmu);
+	if (waiting)
+		pthread_cond_signal(&e->wake);
+	return true;
+}
+
+void *worker_main(void *arg)
+{
+	saga_engine *e = arg;
+	pthread_mutex_lock(&e->qmu);
+	for (;;) {
+		inst *in = e->todo;
+		if (!in) {
+			if (e->workers_stop)
+				break;
+			pthread_cond_wait(&e->work_cv, &e->qmu);
+			continue;
+		}
+		if (!(e->todo = in->qnext))
+			e->todo_tail = NULL;
+		pthread_mutex_unlock(&e->qmu);
+		uint64_t t0 = saga_sys_mono_us();
+		invoke(e, in);
+		uint64_t took = saga_sys_mono_us() - t0;
+		pthread_mutex_lock(&e->qmu);
+		e->invoke_us = (7 * e->invoke_us + took) / 8;
+		in->qnext = e->answers;
+		e->answers = in;
+		e->unanswered--;
+		bool last = e->unanswered == 0;
+		if (last || e->driver_waits == WAKE_ON_ANY) {
+			/* The driver checked the lists and sleeps, or is about
+			 * to: with mu taken, the signal cannot come before its
+			 * wait. */
+			bool asked = e->driver_waits != WAKE_NONE;
+			e->driver_waits = WAKE_NONE;
+			pthread_mutex_unlock(&e->qmu);
+			pthread_mutex_lock(&e->mu);
+			/* The last answer runs the round itself when it can; else
+			 * the driver thread is told, unless a round under way
+			 * looks at the answers when it ends. */
+			if (last ? !lead_rounds(e) && !e->round_running : asked)
+				pthread_cond_signal(&e->wake);
+			pthread_mutex_unlock(&e->mu);
+			pthread_mutex_lock(&e->qmu);
+		}
+	}
+	pthread_mutex_unlock(&e->qmu);
+	/* The engine is closing: its last round records these answers. */
+	pthread_mutex_lock(&e->mu);
+	collect_answers(e);
+	pthread_mutex_unlock(&e->mu);
+	return NULL;
+}
+
 void *driver_main(void *arg)
 {
 	saga_engine *e = arg;
-	uint64_t failures = 0;                    /* failed rounds in a row */
-	uint64_t round_us = ANSWER_WAIT_FIRST_US; /* what a committing round takes, averaged */
-	int last_rc = SAGA_OK;
 	pthread_mutex_lock(&e->mu);
-	e->driver_tid = pthread_self();
+	e->driver_thread = e->driver_tid = pthread_self();
+	e->round_us = ANSWER_WAIT_FIRST_US;
 	e->driver_running = true;
 	while (!e->stopping) {
-		collect_answers(e);
-		struct start_wait *q = e->start_queue;
-		e->start_queue = e->start_tail = NULL;
-		uint64_t commits = e->stats.commits, t0 = saga_sys_mono_us();
-		int rc = q ? round_with_starts(e, q) : process_round(e);
-		if (e->stats.commits != commits)
-			round_us = (3 * round_us + (saga_sys_mono_us() - t0)) / 4;
-		/* A failing store (a full disk) fails every round: the change of
-		 * state is logged, not each round. */
-		if (rc) {
-			failures++;
-			if (failures == 1)
-				log_at(e, SAGA_LOG_ERROR, "round.failing",
-				       "engine rounds failing: %s (retrying after %u ms, backing "
-				       "off to "
-				       "%u ms while they fail)",
-				       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS,
-				       ROUND_BACKOFF_MAX_MS);
-			else if (rc != last_rc)
-				log_at(e, SAGA_LOG_ERROR, "round.failing",
-				       "engine rounds still failing, now: %s",
-				       saga_engine_errmsg(e));
-		} else if (failures) {
-			log_at(e, SAGA_LOG_WARN, "round.recovered",
-			       "engine rounds succeed again after %llu failed rounds",
-			       (unsigned long long)failures);
-			failures = 0;
-		}
-		last_rc = rc;
-		hand_to_workers(e);
-		bool idle = e->invoking == 0 && nothing_due(e);
-		e->driver_idle = idle;
-		if (idle)
-			pthread_cond_broadcast(&e->idle_cv);
-		unlock_and_deliver(e);
-		pthread_mutex_lock(&e->mu);
-		if (rc) {
-			/* Back off whatever is waiting (answers, starts, timers):
-			 * retrying at once fails again at once. Only close wakes it. */
-			driver_sleep(e, round_backoff(failures), true);
+		if (e->round_running) { /* a worker's: await_round waits it out */
+			await_round(e);
 			continue;
 		}
-		await_round(e, round_us < ANSWER_WAIT_MAX_US ? round_us : ANSWER_WAIT_MAX_US);
+		do
+			drive_once(e);
+		while (!e->stopping && !e->failures && round_ready(e));
+		/* Back off whatever is waiting (answers, starts, timers):
+		 * retrying at once fails again at once. Only close wakes it. */
+		if (e->failures)
+			driver_sleep(e, round_backoff(e->failures), true);
+		else
+			await_round(e);
 	}
 	/* Starts queued while the engine was closing are refused. */
 	if (e->start_queue) {
 		set_err(e, SAGA_ECLOSED, "engine is closing");
 		answer_starts(e, e->start_queue, SAGA_ECLOSED);
+		release_starts(e, e->start_queue);
 		e->start_queue = e->start_tail = NULL;
 	}
 	e->driver_running = false;

@@ -13,12 +13,13 @@
  * until it takes the answer back) -> RESULT (its answer waits to be
  * recorded) -> PROCESS ...
  *
- * With workers, the driver and the workers trade instances through two
+ * With workers, the round and the workers trade instances through two
  * lists under a second mutex, qmu (driver.c): the committed attempts to
  * invoke, and the answers. Neither side takes mu to pass an instance, so a
- * worker never waits for a commit, and the driver waits for the answers of
- * the attempts it handed out, not for the first one, before it commits.
- * Lock order: mu, then qmu.
+ * worker never waits for a commit, and the next round waits for the
+ * answers of the attempts handed out, not for the first one. The worker
+ * whose answer is the last one out runs that round; the driver thread
+ * runs it when an answer is slow to come. Lock order: mu, then qmu.
  * An instance that parks (timer, breaker, async) or ends is written and
  * dropped from memory: the store holds it.
  *
@@ -174,7 +175,9 @@ struct saga_engine {
 	int fd_read, fd_write;   /* saga_engine_fd (the same eventfd twice), or -1 */
 	bool started;            /* running: threads made, saga_run_* allowed */
 	struct start_wait *start_queue, *start_tail; /* starts for the driver's next commit */
-	pthread_t driver_tid;
+	pthread_t driver_tid;    /* the thread running the rounds: the driver's, or a
+	                            worker's while it runs one (driver.c, drive_once) */
+	pthread_t driver_thread; /* the driver's own */
 	bool driver_running;
 	reg_def **defs; /* each apart: loaded instances point to theirs */
 	size_t ndefs;
@@ -225,7 +228,17 @@ struct saga_engine {
 	inst *answers;             /* invoked, waiting for the driver */
 	unsigned int unanswered;   /* handed to the workers, not answered yet */
 	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
+	uint64_t invoke_us;        /* what a callback takes, averaged */
 	bool workers_stop;         /* the driver has stopped: finish the list, exit */
+	/* The rounds with workers (driver.c), under mu. */
+	bool round_running;  /* a thread runs one, until its events are delivered */
+	bool workers_lead;   /* the last answer of a round has been running the next */
+	bool topping_up;     /* the next round waits a little for starts */
+	uint64_t rounds;     /* rounds run, by whichever thread */
+	uint64_t round_us;   /* what a committing round takes, averaged */
+	uint64_t deliver_us; /* what delivering a round's events takes, averaged */
+	uint64_t failures;   /* failed rounds in a row */
+	int last_rc;         /* the last round's result */
 };
 
 /* What a step callback sees (step_ctx.c), built by invoke (driver.c). */
@@ -386,6 +399,7 @@ void starts_end(saga_engine *e, start_set *ss, int rc);
 
 /* ---- work arrived, and the event descriptor (wake.c); with the mutex ---- */
 void work_arrived(saga_engine *e);
+void starts_queued(saga_engine *e);
 void fd_signal(saga_engine *e);
 void fd_drain(saga_engine *e);
 void fd_close(saga_engine *e);

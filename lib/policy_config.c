@@ -394,7 +394,7 @@ static int parse_retry(cfg_ctx *c, const cJSON *obj, saga_retry_policy *out)
 		return rc;
 	for (it = obj->child; it != NULL; it = it->next, i++) {
 		const char *k = it->string;
-		int e;
+		int e = 0;
 
 		push(c, it, i);
 		if (strcmp(k, "max_attempts") == 0) {
@@ -494,7 +494,7 @@ static int parse_breaker(cfg_ctx *c, const cJSON *obj, saga_breaker_config *out)
 		return rc;
 	for (it = obj->child; it != NULL; it = it->next, i++) {
 		const char *k = it->string;
-		int e;
+		int e = 0;
 
 		push(c, it, i);
 		if (strcmp(k, "window") == 0) {

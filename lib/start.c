@@ -217,8 +217,6 @@ void starts_end(saga_engine *e, start_set *ss, int rc)
 		free_inst(e, ss->fresh[i].in);
 	saga_free(&e->alloc, ss->fresh);
 	ss->fresh = NULL;
-	if (rc == SAGA_OK)
-		work_arrived(e);
 }
 
 int saga_start_batch(saga_engine *e, int64_t *ids, int *created, const saga_start_request *reqs,
@@ -239,7 +237,7 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created, const saga_star
 		else
 			e->start_queue = &w;
 		e->start_tail = &w;
-		pthread_cond_signal(&e->wake);
+		starts_queued(e);
 		while (!w.done)
 			pthread_cond_wait(&e->start_cv, &e->mu);
 		if ((rc = w.rc) != SAGA_OK)
@@ -252,6 +250,8 @@ int saga_start_batch(saga_engine *e, int64_t *ids, int *created, const saga_star
 	if ((rc = end_txn(e, rc)) == SAGA_OK)
 		starts_to_driver(e, &ss);
 	starts_end(e, &ss, rc);
+	if (rc == SAGA_OK)
+		work_arrived(e);
 	unlock_and_deliver(e);
 	return rc;
 }

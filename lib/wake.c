@@ -22,6 +22,23 @@ void work_arrived(saga_engine *e)
 	fd_signal(e);
 }
 
+/* Tells the driver thread that starts wait in its queue for a round, unless
+ * one is coming anyway: workers lead the rounds and the last answer of
+ * those out runs the next (driver.c, lead_rounds; answers back with none
+ * out: that worker is on its way), or a round under way looks at the queue
+ * when it ends. A wake-up for each start would cost a thread switch a
+ * round, and a driver that wakes takes the round from the worker. A round
+ * that waits for starts (topping_up) is always told. */
+void starts_queued(saga_engine *e)
+{
+	pthread_mutex_lock(&e->qmu);
+	bool coming = e->workers_lead && !e->topping_up &&
+	              (e->round_running || e->unanswered || e->answers);
+	pthread_mutex_unlock(&e->qmu);
+	if (!coming)
+		pthread_cond_signal(&e->wake);
+}
+
 /* Makes the descriptor readable; one that already is stays so. */
 void fd_signal(saga_engine *e)
 {

@@ -31,6 +31,7 @@ static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static atomic_int gated_calls; /* calls of the gated step */
 static atomic_int free_calls;  /* calls of the steps that answer at once */
+static pthread_t gated_thread; /* the thread of the last gated call */
 
 static void sleep_ms(long ms)
 {
@@ -51,8 +52,9 @@ static saga_step_result gated(saga_step_ctx *ctx, void *user)
 {
 	(void)ctx;
 	(void)user;
-	atomic_fetch_add(&gated_calls, 1);
 	pthread_mutex_lock(&gate_mu);
+	gated_thread = pthread_self();
+	atomic_fetch_add(&gated_calls, 1);
 	while (!gate_open)
 		pthread_cond_wait(&gate_cv, &gate_mu);
 	pthread_mutex_unlock(&gate_mu);
@@ -96,21 +98,29 @@ static saga_engine *open_engine(unsigned int workers, unsigned int max_in_flight
 	return e;
 }
 
-/* Registers `name`: nsteps compensatable steps; the first runs fn0, the
- * others answer at once. */
-static void define(saga_engine *e, const char *name, int nsteps, saga_step_fn fn0)
+/* Registers `name`: n compensatable steps, step i running fns[i]. */
+static void define_steps(saga_engine *e, const char *name, const saga_step_fn *fns, int n)
 {
 	saga_definition *d;
 	ck_assert_int_eq(saga_definition_new(&d, name, 1), SAGA_OK);
-	for (int i = 0; i < nsteps; i++) {
+	for (int i = 0; i < n; i++) {
 		char step[16];
 		snprintf(step, sizeof(step), "s%d", i);
-		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, i == 0 ? fn0 : answer_ok,
-			             answer_ok, NULL };
+		saga_step_spec s = { step, SAGA_STEP_COMPENSATABLE, fns[i], answer_ok, NULL };
 		ck_assert_int_eq(saga_definition_add_step(d, &s), SAGA_OK);
 	}
 	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
 	saga_definition_free(d);
+}
+
+/* Registers `name`: nsteps compensatable steps; the first runs fn0, the
+ * others answer at once. */
+static void define(saga_engine *e, const char *name, int nsteps, saga_step_fn fn0)
+{
+	saga_step_fn fns[8];
+	for (int i = 0; i < nsteps && i < 8; i++)
+		fns[i] = i == 0 ? fn0 : answer_ok;
+	define_steps(e, name, fns, nsteps);
 }
 
 static void wait_for(atomic_int *n, int at_least)
@@ -245,6 +255,141 @@ START_TEST(close_mid_run_loses_and_repeats_nothing)
 }
 END_TEST
 
+/* A listener that takes its time over the creation of an instance, then
+ * notes its id. */
+static atomic_llong created_seen;
+
+static void slow_on_created(const saga_event *ev, void *user)
+{
+	(void)user;
+	if (ev->type != SAGA_EVENT_CREATED)
+		return;
+	sleep_ms(200);
+	atomic_store(&created_seen, ev->instance);
+}
+
+/* With workers, saga_start from another thread returns once the events of
+ * its commit are delivered, as it does when its caller commits: a program
+ * that starts replacements for what ended has heard of all that ended. */
+START_TEST(a_start_returns_after_its_events)
+{
+	atomic_store(&created_seen, 0);
+	saga_engine *e = open_engine(1, 8);
+	define(e, "f", 1, answer_ok);
+	ck_assert_int_eq(saga_engine_add_listener(e, slow_on_created, NULL), SAGA_OK);
+	for (int i = 0; i < 3; i++) {
+		int64_t id;
+		ck_assert_int_eq(saga_start(e, &id, NULL, "f", NULL, NULL), SAGA_OK);
+		long long seen = atomic_load(&created_seen);
+		ck_assert_int_eq(seen, id);
+	}
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	saga_engine_close(e);
+}
+END_TEST
+
+/* What the listener below saw on the worker-led round. */
+static pthread_t end_thread;
+static atomic_int end_seen;
+static int listener_start_rc, listener_wait_rc;
+static int64_t listener_started;
+
+static void on_gated_end(const saga_event *ev, void *user)
+{
+	saga_engine *e = user;
+	if (ev->type != SAGA_EVENT_ATTEMPT_END || ev->step != 1 || atomic_load(&end_seen))
+		return;
+	end_thread = pthread_self();
+	/* On the thread running the round, a start commits on its own and a
+	 * wait is refused, as on the driver thread. */
+	listener_start_rc = saga_start(e, &listener_started, NULL, "f", NULL, NULL);
+	saga_instance_info info;
+	listener_wait_rc = saga_wait(e, &info, ev->instance, 1000);
+	atomic_store(&end_seen, 1);
+}
+
+/* The worker whose answer is the last one out runs the next round itself
+ * (no wake-up of the driver thread, then of a worker): the round that
+ * records the gated step's outcome delivers its events on the thread that
+ * ran the callback. A listener there can start instances, and is refused
+ * saga_wait, as on the driver thread. */
+START_TEST(the_last_answer_runs_the_next_round)
+{
+	atomic_store(&end_seen, 0);
+	saga_engine *e = open_engine(1, 8);
+	define(e, "f", 1, answer_ok);
+	const saga_step_fn fns[3] = { answer_ok, gated, answer_ok };
+	define_steps(e, "g3", fns, 3);
+	ck_assert_int_eq(saga_engine_add_listener(e, on_gated_end, e), SAGA_OK);
+	int64_t id;
+	ck_assert_int_eq(saga_start(e, &id, NULL, "g3", NULL, NULL), SAGA_OK);
+	wait_for(&gated_calls, 1);
+	/* The driver thread has delivered that round and waits for news; it
+	 * looks at the timers every 50 ms: the answer comes between two looks. */
+	sleep_ms(125);
+	set_gate(true);
+	/* Nothing else wakes the driver thread meanwhile (saga_wait_idle
+	 * would). */
+	wait_for(&end_seen, 1);
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	ck_assert_msg(pthread_equal(end_thread, gated_thread),
+	              "the round was not run by the worker that answered last");
+	ck_assert_int_eq(listener_start_rc, SAGA_OK);
+	ck_assert_int_eq(listener_wait_rc, SAGA_ESTATE);
+	assert_completed_once(e, id, 3);
+	saga_instance_info info;
+	ck_assert_int_eq(saga_get(e, &info, listener_started), SAGA_OK);
+	ck_assert_int_eq(info.state, SAGA_COMPLETED);
+	saga_engine_close(e);
+}
+END_TEST
+
+/* A listener that takes 20 ms over every attempt's start, and steps that
+ * count the calls that run while it does. */
+static atomic_int in_slow_listener, calls_during_delivery;
+
+static void slow_on_start(const saga_event *ev, void *user)
+{
+	(void)user;
+	if (ev->type != SAGA_EVENT_ATTEMPT_START)
+		return;
+	atomic_fetch_add(&in_slow_listener, 1);
+	sleep_ms(20);
+	atomic_fetch_sub(&in_slow_listener, 1);
+}
+
+static saga_step_result note_overlap(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	/* Well inside a delivery that began with the hand-off, if it did. */
+	sleep_ms(5);
+	if (atomic_load(&in_slow_listener))
+		atomic_fetch_add(&calls_during_delivery, 1);
+	return SAGA_STEP_OK;
+}
+
+/* When deliveries are slow, a round hands its attempts to the workers
+ * before it delivers, so that they run meanwhile (otherwise after it, so
+ * that the last answer finds no round under way). */
+START_TEST(slow_listeners_do_not_hold_up_the_callbacks)
+{
+	atomic_store(&in_slow_listener, 0);
+	atomic_store(&calls_during_delivery, 0);
+	saga_engine *e = open_engine(2, 8);
+	const saga_step_fn fns[6] = { note_overlap, note_overlap, note_overlap,
+		                      note_overlap, note_overlap, note_overlap };
+	define_steps(e, "o", fns, 6);
+	ck_assert_int_eq(saga_engine_add_listener(e, slow_on_start, NULL), SAGA_OK);
+	int64_t id;
+	ck_assert_int_eq(saga_start(e, &id, NULL, "o", NULL, NULL), SAGA_OK);
+	ck_assert_int_eq(saga_wait_idle(e, 60000), SAGA_OK);
+	assert_completed_once(e, id, 6);
+	ck_assert_int_ge(atomic_load(&calls_during_delivery), 1);
+	saga_engine_close(e);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("workers");
@@ -254,6 +399,9 @@ int main(void)
 	tcase_add_test(tc, close_records_the_answers_it_waits_for);
 	tcase_add_test(tc, a_blocked_callback_holds_up_no_one);
 	tcase_add_test(tc, close_mid_run_loses_and_repeats_nothing);
+	tcase_add_test(tc, a_start_returns_after_its_events);
+	tcase_add_test(tc, the_last_answer_runs_the_next_round);
+	tcase_add_test(tc, slow_listeners_do_not_hold_up_the_callbacks);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
