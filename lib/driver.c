@@ -367,12 +367,14 @@ static void hand_to_workers(saga_engine *e, bool self)
 	unsigned int n = 0;
 	if (!has_stage(e, STAGE_INVOKE) || !lease_margin(e))
 		return;
+	note_lease(e);
 	pthread_mutex_lock(&e->qmu);
 	for (size_t i = 0; i < e->nloaded; i++) {
 		inst *in = e->loaded[i];
 		if (in->stage != STAGE_INVOKE || in->lost)
 			continue;
 		in->stage = STAGE_INVOKING;
+		in->gen = atomic_load(&e->lease_gen);
 		in->qnext = NULL;
 		if (e->todo_tail)
 			e->todo_tail->qnext = in;
@@ -402,11 +404,14 @@ static void collect_answers(saga_engine *e)
 	inst *a = e->answers;
 	e->answers = NULL;
 	pthread_mutex_unlock(&e->qmu);
-	unsigned int n = 0;
-	for (; a; a = a->qnext, n++)
-		a->stage = STAGE_RESULT;
+	unsigned int n = 0, begun = 0;
+	for (; a; a = a->qnext, n++) {
+		begun += !a->unbegun;
+		a->stage = a->unbegun ? STAGE_INVOKE : STAGE_RESULT;
+		a->unbegun = false;
+	}
 	e->invoking -= n;
-	e->stats.attempts += n;
+	e->stats.attempts += begun;
 }
 
 /* The driver's longest sleep without news: an injected clock does not wake a
@@ -698,11 +703,21 @@ void *worker_main(void *arg)
 		if (!(e->todo = in->qnext))
 			e->todo_tail = NULL;
 		pthread_mutex_unlock(&e->qmu);
+		/* The lease was checked at the hand-off; a pause since (the
+		 * process stopped) may have used it up, or lost it: then the
+		 * attempt goes back unbegun, for the next round to hand out
+		 * again once the lease is renewed, or to drop if it was lost.
+		 * begin_until is read first: a fresh one (a new registration's)
+		 * comes with a raised lease_gen. */
 		uint64_t t0 = saga_sys_mono_us();
-		invoke(e, in);
+		bool late = saga_sys_boot_us() >= atomic_load(&e->begin_until);
+		in->unbegun = late || in->gen != atomic_load(&e->lease_gen);
+		if (!in->unbegun)
+			invoke(e, in);
 		uint64_t took = saga_sys_mono_us() - t0;
 		pthread_mutex_lock(&e->qmu);
-		e->invoke_us = (7 * e->invoke_us + took) / 8;
+		if (!in->unbegun)
+			e->invoke_us = (7 * e->invoke_us + took) / 8;
 		in->qnext = e->answers;
 		e->answers = in;
 		e->unanswered--;

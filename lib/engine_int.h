@@ -109,6 +109,8 @@ typedef struct inst {
 	bool context_changed; /* context differs from row.context */
 	enum stage stage;
 	bool lost;        /* its owner's lease lapsed while it ran: dropped when it answers */
+	bool unbegun;     /* handed to a worker too late to begin (begin_until): back to INVOKE */
+	uint64_t gen;     /* lease_gen when handed to the workers */
 	bool fresh_start; /* the start of the current attempt was recorded by this process */
 	bool uncommitted; /* changed in the open transaction */
 	/* the answer of the last invocation */
@@ -229,7 +231,15 @@ struct saga_engine {
 	unsigned int unanswered;   /* handed to the workers, not answered yet */
 	unsigned int driver_waits; /* which answer wakes the driver (driver.c) */
 	uint64_t invoke_us;        /* what a callback takes, averaged */
-	bool workers_stop;         /* the driver has stopped: finish the list, exit */
+	/* Until when (saga_sys_boot_us) a worker may begin what was handed to
+	 * it: the lease less the margin, as of its last renewal. Past it, an
+	 * attempt is handed back unbegun (a process paused with attempts
+	 * waiting for its workers may have lost their instances). */
+	_Atomic uint64_t begin_until;
+	/* Raised when the lease is lost: what was handed out under an older
+	 * one never begins (inst.gen). */
+	_Atomic uint64_t lease_gen;
+	bool workers_stop; /* the driver has stopped: finish the list, exit */
 	/* The rounds with workers (driver.c), under mu. */
 	bool round_running;  /* a thread runs one, until its events are delivered */
 	bool workers_lead;   /* the last answer of a round has been running the next */
@@ -349,6 +359,7 @@ void mx_drop(saga_engine *e);
 void mx_store_error(saga_engine *e, int code);
 
 /* ---- the round's transaction and its events (txn.c) ---- */
+void note_lease(saga_engine *e);
 int ensure_txn(saga_engine *e);
 int serve_all(saga_engine *e);
 int owner_ready(saga_engine *e);

@@ -34,6 +34,9 @@ uint64_t saga_sys_wall_ms(void *user);
 uint64_t saga_sys_mono_ms(void *user);
 /* The system's monotonic clock in microseconds (the driver's own timing). */
 uint64_t saga_sys_mono_us(void);
+/* CLOCK_BOOTTIME in microseconds: it goes on while the system sleeps, as a
+ * lease does. */
+uint64_t saga_sys_boot_us(void);
 /* Fills in NULL members of a clock with the system clocks. */
 void saga_clock_resolve(saga_clock *out, const saga_clock *in);
 /* A seed for the engine's random numbers when none is given. */

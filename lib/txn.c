@@ -30,6 +30,9 @@ static int ownership_lost(saga_engine *e)
 	       e->st->errmsg(e->store));
 	for (size_t i = 0; i < e->nloaded; i++)
 		e->loaded[i]->lost = true; /* unloaded after the round (driver.c) */
+	/* Attempts handed to the workers before now must not begin, whatever
+	 * lease the new registration brings (worker_main). */
+	atomic_fetch_add(&e->lease_gen, 1);
 	e->ready_len = 0;
 	e->active_scanned = false;
 	e->next_timer = 0;
@@ -65,6 +68,14 @@ void renew_lease(saga_engine *e, const char *when)
 		       when, saga_engine_errmsg(e));
 }
 
+/* Sets begin_until from the lease as the store now has it. */
+void note_lease(saga_engine *e)
+{
+	uint64_t left = e->st->lease_left(e->store);
+	uint64_t ms = left > e->margin_ms ? left - e->margin_ms : 0;
+	atomic_store(&e->begin_until, saga_sys_boot_us() + ms * 1000u);
+}
+
 int ensure_txn(saga_engine *e)
 {
 	if (e->in_txn)
@@ -80,6 +91,7 @@ int ensure_txn(saga_engine *e)
 	if (rc)
 		return store_err(e, rc);
 	e->in_txn = true;
+	note_lease(e); /* begin renewed it */
 	return SAGA_OK;
 }
 

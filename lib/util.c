@@ -99,6 +99,11 @@ uint64_t saga_sys_mono_us(void)
 	return clock_us(CLOCK_MONOTONIC);
 }
 
+uint64_t saga_sys_boot_us(void)
+{
+	return clock_us(CLOCK_BOOTTIME);
+}
+
 uint64_t saga_sys_wall_ms(void *user)
 {
 	(void)user;

@@ -233,7 +233,7 @@ START_TEST(missing_store_is_not_made)
 	struct stat st;
 	ck_assert_int_ne(stat(missing, &st), 0);
 	/* Named "sqlite:PATH": the same store, and the same refusal. */
-	char named[600];
+	char named[sizeof(missing) + sizeof("sqlite:")];
 	snprintf(named, sizeof(named), "sqlite:%s", missing);
 	ck_assert_int_eq(saga_admin_open(&a, named, 0, err, sizeof(err)), SAGA_ENOTFOUND);
 	ck_assert_int_ne(stat(missing, &st), 0);
