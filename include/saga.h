@@ -963,6 +963,63 @@ SAGA_API int saga_admin_wait(saga_admin *admin, int64_t id, const char *request,
  * handle. */
 SAGA_API int saga_admin_purge(saga_admin *admin, int64_t *purged, int state,
                               uint64_t older_than_ms);
+/* Diagrams of definitions and executed paths                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum saga_graph_format {
+	SAGA_GRAPH_DOT = 0,      /* Graphviz: dot -Tsvg */
+	SAGA_GRAPH_MERMAID = 1,  /* a Mermaid "flowchart LR", for Markdown */
+	SAGA_GRAPH_JSON = 2      /* nodes and edges, for a program */
+} saga_graph_format;
+
+/* The "format_version" member of the JSON form; raised when a member
+ * changes meaning or goes away (new members may appear without it). */
+#define SAGA_GRAPH_JSON_VERSION 1
+
+/* Receives output: `len` bytes at `data` (not NUL-terminated), borrowed for
+ * the call. Returns 0 to go on, nonzero to stop (the call then fails with
+ * SAGA_EIO). */
+typedef int (*saga_write_fn)(const char *data, size_t len, void *user);
+
+/* *out receives the format named "dot", "mermaid" or "json".
+ * SAGA_EINVAL for any other name or NULL. Thread-safe. */
+SAGA_API int saga_graph_format_parse(saga_graph_format *out, const char *name);
+
+/* Draws a definition from its snapshot, the JSON text the store keeps for
+ * each registered (name, version) (sagactl reads it from the store): its
+ * steps shaped by kind (compensatable box, pivot diamond, retriable double
+ * box), the forward edges, the compensation edges running back, the point of
+ * no return. The snapshot holds names and kinds, not policies; the drawing
+ * of a registered definition (saga_engine_graph) shows them too.
+ * With events (nevents > 0), the history of one instance of it, in order
+ * (as saga_history gives them), is drawn over it: each step coloured by
+ * outcome, attempts counted, where the rollback began, the step an instance
+ * is STUCK on, operator commands. events may be NULL when nevents is 0.
+ * Everything is borrowed. The whole text is made before `write` is first
+ * called: on an error nothing has been written, except for SAGA_EIO.
+ * Names are escaped for each format (any bytes; invalid UTF-8 is drawn as
+ * U+FFFD). Errors: SAGA_EINVAL (NULL snapshot or write, a snapshot that is
+ * not a definition's, an unknown format, events of several instances or
+ * naming steps the definition lacks), SAGA_ENOMEM, SAGA_EIO (write
+ * stopped); `errmsg` (may be NULL) receives a message of at most
+ * errmsg_size bytes. Thread-safe. */
+SAGA_API int saga_graph_write(const char *snapshot, const saga_event *events, size_t nevents,
+                              saga_graph_format format, char *errmsg, size_t errmsg_size,
+                              saga_write_fn write, void *user);
+
+/* saga_graph_write on an engine's store. With id > 0, the instance's
+ * definition and its history are drawn (definition and version are then
+ * ignored and may be NULL, 0); with id 0, the definition of that name and
+ * version alone. The snapshot comes from the store, so instances of
+ * definitions this engine has not registered are drawn too; when it has
+ * registered the definition, each step's policies (retry, timeout,
+ * breaker) and the deadline are drawn as well. Errors: those of
+ * saga_graph_write, SAGA_ENOTFOUND (no such instance or definition), the
+ * store's; the message is saga_engine_errmsg's. Thread-safe; `write` is
+ * called with no engine lock held. */
+SAGA_API int saga_engine_graph(saga_engine *engine, const char *definition, int version,
+                               int64_t id, saga_graph_format format, saga_write_fn write,
+                               void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Policy configuration from JSON                                           */

@@ -4,6 +4,7 @@
  * at a time under the lock into the caller's array; saga_list calls back
  * between pages, unlocked. SPDX-License-Identifier: MIT */
 #include "engine_int.h"
+#include "graph_int.h"
 
 #include <limits.h>
 #include <string.h>
@@ -343,5 +344,104 @@ int saga_purge(saga_engine *e, int64_t *purged, int state, uint64_t older_than_m
 	}
 	if (purged)
 		*purged = total;
+	return rc;
+}
+
+/* ---- diagrams ---- */
+
+/* An instance's history copied out of saga_history's callback, whose
+ * strings are borrowed for the call only. */
+struct event_copy {
+	saga_engine *e;
+	saga_event *ev;
+	size_t n, cap;
+	bool oom;
+};
+
+static char *dup_or_null(saga_engine *e, const char *s, bool *oom)
+{
+	char *d = s ? saga_strdup(&e->alloc, s) : NULL;
+	*oom |= s && !d;
+	return d;
+}
+
+static int copy_event(const saga_event *ev, void *user)
+{
+	struct event_copy *c = user;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		saga_event *t = saga_realloc(&c->e->alloc, c->ev, cap * sizeof(*t));
+		if (!t) {
+			c->oom = true;
+			return 1;
+		}
+		c->ev = t;
+		c->cap = cap;
+	}
+	saga_event *d = &c->ev[c->n];
+	*d = *ev;
+	d->step_name = dup_or_null(c->e, ev->step_name, &c->oom);
+	d->detail = dup_or_null(c->e, ev->detail, &c->oom);
+	c->n++;
+	return c->oom;
+}
+
+static void free_events(struct event_copy *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		saga_free(&c->e->alloc, (char *)c->ev[i].step_name);
+		saga_free(&c->e->alloc, (char *)c->ev[i].detail);
+	}
+	saga_free(&c->e->alloc, c->ev);
+}
+
+/* The model of definition (name, version) from its stored snapshot, with
+ * its policies when this engine registered it. */
+static int graph_of(saga_engine *e, saga_graph **g, const char *name, int version)
+{
+	char msg[300] = "", *snap = NULL;
+	pthread_mutex_lock(&e->mu);
+	int rc = e->st->get_definition(e->store, &snap, name, version, &e->alloc);
+	if (rc == SAGA_ENOTFOUND)
+		rc = set_err(e, rc, "graph: no definition '%s' version %d in the store", name,
+		             version);
+	else if (rc)
+		rc = store_err(e, rc);
+	else if ((rc = graph_new(g, snap, &e->alloc, msg, sizeof(msg))))
+		rc = set_err(e, rc, "%s", msg);
+	const reg_def *rd = rc ? NULL : find_def(e, name, version);
+	if (rd && (rc = graph_add_policies(*g, rd->def, msg, sizeof(msg))))
+		rc = set_err(e, rc, "%s", msg);
+	pthread_mutex_unlock(&e->mu);
+	saga_free(&e->alloc, snap);
+	return rc;
+}
+
+int saga_engine_graph(saga_engine *e, const char *definition, int version, int64_t id,
+                      saga_graph_format format, saga_write_fn write, void *user)
+{
+	if (!e || !write || id < 0 || (id == 0 && (!definition || version < 1)))
+		return bad_args(e, "graph: a write function, and an instance id or a "
+		                   "definition's name and version, are needed");
+	struct event_copy c = { .e = e };
+	saga_instance_info info;
+	saga_graph *g = NULL;
+	char msg[300] = "";
+	int rc = SAGA_OK;
+	if (id > 0 && (rc = saga_get(e, &info, id)) == SAGA_OK) {
+		definition = info.definition;
+		version = info.version;
+		rc = saga_history(e, id, copy_event, &c);
+		if (c.oom)
+			rc = set_err(e, SAGA_ENOMEM, "out of memory");
+	}
+	if (rc == SAGA_OK)
+		rc = graph_of(e, &g, definition, version);
+	if (rc == SAGA_OK && (rc = graph_add_path(g, c.ev, c.n, msg, sizeof(msg))))
+		rc = set_err(e, rc, "%s", msg);
+	if (rc == SAGA_OK && (rc = graph_render(g, format, write, user, msg, sizeof(msg))))
+		rc = set_err(e, rc, "%s", msg);
+	graph_free(g);
+	free_events(&c);
 	return rc;
 }

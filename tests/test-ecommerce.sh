@@ -267,6 +267,21 @@ grep -q "CANCELLED" "$TMP/out" || fail "the order is not CANCELLED"
 expect 0 "$B" --data "$d" status --key parked
 grep -q "compensation" "$TMP/out" || fail "status shows no compensation in the history"
 
+say "graph: the definition and the cancelled order's path, in each format"
+expect 0 "$B" --data "$d" graph --format mermaid
+grep -q '^flowchart LR$' "$TMP/out" || fail "graph --format mermaid is no flowchart"
+grep -q 'breaker: payment' "$TMP/out" || fail "the definition's graph lacks its policies"
+expect 0 "$B" --data "$d" --json graph --key parked
+grep -q '"state":[[:space:]]*"COMPENSATED"' "$TMP/out" || fail "graph --json: not COMPENSATED"
+grep -q '"operator":[[:space:]]*\["cancel"\]' "$TMP/out" || fail "graph: the cancel is not marked"
+expect 0 "$B" --data "$d" graph --key parked
+if command -v dot >/dev/null 2>&1; then
+	dot -Tsvg -o /dev/null "$TMP/out" 2>"$TMP/err" || fail "dot refused the order's graph"
+	[ ! -s "$TMP/err" ] || fail "dot warned about the order's graph"
+fi
+expect 2 "$B" --data "$d" graph --format png
+expect 2 "$B" --data "$d" graph --key no-such-order
+
 say "cancel past the pivot is refused (exit 1); recover finishes the order"
 expect 1 "$B" --data "$d" order --customer CUST-0001 --item SKU-0002:1 --key past-pivot \
 	--transient notification=1 --wait 0

@@ -367,8 +367,13 @@ typedef struct order_ref {
 	int by_id;
 	int64_t id;
 	const char *key;
-	int64_t wait_s; /* cancel's --wait */
+	int64_t wait_s;     /* cancel's --wait */
+	const char *format; /* graph's --format; NULL when not given */
 } order_ref;
+
+/* What order_operand accepts besides the order: cancel's --wait, graph's
+ * --format; OPERAND_OPTIONAL: no order at all (graph draws the definition). */
+enum { OPERAND_WAIT = 1, OPERAND_FORMAT = 2, OPERAND_OPTIONAL = 4 };
 
 /* 1 when s reads as a number, blanks and signs included. */
 static int numeric(const char *s)
@@ -427,9 +432,9 @@ static int find_saga(ecom_app *app, const globals *g, const engine_cfg *ec, cons
 	return EXIT_OK;
 }
 
-/* The order operand of status and cancel (see order_ref); -1 after a
- * message. */
-static int order_operand(args *a, globals *g, order_ref *r, const char *cmd, int with_wait)
+/* The order operand of status, cancel and graph (see order_ref), with the
+ * options `accept` (OPERAND_*) allows; -1 after a message. */
+static int order_operand(args *a, globals *g, order_ref *r, const char *cmd, int accept)
 {
 	memset(r, 0, sizeof *r);
 	r->wait_s = 60;
@@ -441,7 +446,12 @@ static int order_operand(args *a, globals *g, order_ref *r, const char *cmd, int
 		if (x)
 			continue;
 		const char *arg = a->argv[a->i];
-		if (with_wait && is_opt(a, "--wait")) {
+		if ((accept & OPERAND_FORMAT) && is_opt(a, "--format")) {
+			if (!(r->format = opt_value(a, "--format")))
+				return -1;
+			continue;
+		}
+		if ((accept & OPERAND_WAIT) && is_opt(a, "--wait")) {
 			if (opt_i64(a, "--wait", 0, 86400, &r->wait_s, "cancel: --wait",
 			            "a number of seconds (0..86400)") != 0)
 				return -1;
@@ -480,6 +490,8 @@ static int order_operand(args *a, globals *g, order_ref *r, const char *cmd, int
 		n++;
 		a->i++;
 	}
+	if (n == 0 && (accept & OPERAND_OPTIONAL))
+		return 0;
 	if (n == 0) {
 		errorf("%s: which order? (%s --id N, %s --key K)", cmd, cmd, cmd);
 		return -1;
@@ -566,6 +578,47 @@ int cmd_status(args *a, globals *g)
 	return ex;
 }
 
+/* ---------------------------------------------------------------------- */
+/* graph                                                                  */
+/* ---------------------------------------------------------------------- */
+
+static int write_stdout(const char *data, size_t len, void *user)
+{
+	(void)user;
+	return fwrite(data, 1, len, stdout) == len ? 0 : 1;
+}
+
+/* The saga's definition (with its policies), or with an order its executed
+ * path, drawn as Graphviz DOT (the default), Mermaid or JSON. */
+int cmd_graph(args *a, globals *g)
+{
+	order_ref what;
+	if (order_operand(a, g, &what, "graph", OPERAND_FORMAT | OPERAND_OPTIONAL) != 0)
+		return EXIT_USAGE;
+	saga_graph_format fmt = g->json ? SAGA_GRAPH_JSON : SAGA_GRAPH_DOT;
+	if (what.format && saga_graph_format_parse(&fmt, what.format) != SAGA_OK) {
+		errorf("graph: --format \"%s\": dot, mermaid or json", what.format);
+		return EXIT_USAGE;
+	}
+	ecom_app app;
+	memset(&app, 0, sizeof app);
+	snprintf(app.dir, sizeof app.dir, "%s", g->data);
+	int ex = app_open_services(&app, "graph");
+	engine_cfg ec = { 0, 0, 0, 1 }; /* registered with its policies, to draw them */
+	int64_t sid = 0;
+	if (ex == EXIT_OK && (what.by_id || what.key))
+		ex = find_saga(&app, g, &ec, "graph", &what, &sid);
+	else if (ex == EXIT_OK)
+		ex = app_open_engine(&app, g, &ec, "graph");
+	if (ex == EXIT_OK && saga_engine_graph(app.engine, ECOM_SAGA_NAME, ECOM_SAGA_VERSION, sid,
+	                                       fmt, write_stdout, NULL) != SAGA_OK) {
+		errorf("graph: %s", saga_engine_errmsg(app.engine));
+		ex = EXIT_FAIL;
+	}
+	app_close(&app);
+	return ex;
+}
+
 /* Waits (driving this process's engine) until the saga has ended. */
 static int saga_ended(saga_engine *e, void *user)
 {
@@ -642,7 +695,7 @@ int cmd_cancel(args *a, globals *g)
 	memset(&app, 0, sizeof app);
 	if (ecom_faults_new(&app.faults, 1) != 0)
 		return EXIT_FAIL;
-	if (order_operand(a, g, &ref, "cancel", 1) != 0) {
+	if (order_operand(a, g, &ref, "cancel", OPERAND_WAIT) != 0) {
 		app_close(&app);
 		return EXIT_USAGE;
 	}

@@ -1,5 +1,5 @@
 /*
- * The eight commands, one function each. main.c's table calls them with the
+ * The nine commands, one function each. main.c's table calls them with the
  * cursor just past the command's name; each reads its options and returns
  * the exit code (EXIT_OK, EXIT_FAIL, EXIT_USAGE).
  * SPDX-License-Identifier: MIT
@@ -13,6 +13,7 @@
 int cmd_order(args *a, globals *g);
 int cmd_status(args *a, globals *g);
 int cmd_cancel(args *a, globals *g);
+int cmd_graph(args *a, globals *g);
 
 /* The load generator (cmd_run.c). */
 int cmd_run(args *a, globals *g);

@@ -2,7 +2,7 @@
  *
  *   ecommerce [--data DIR] [--json] [--policies FILE] COMMAND ...
  *
- * Commands: seed, order, run, status, cancel, recover, check, report (see
+ * Commands: seed, order, run, status, cancel, graph, recover, check, report (see
  * usage() and README.md). Exit codes: 0 success, 1 a business failure or a
  * violation found, 2 bad usage or input (a message says what is wrong and
  * nothing is written).
@@ -36,6 +36,8 @@ static void usage(FILE *f)
 	        "                              unless it reads as a number: refused)\n"
 	        "  cancel  --id N | --key K  [--wait SECONDS]   (an order another process\n"
 	        "                              runs: that process carries the cancel out)\n"
+	        "  graph   [--format dot|mermaid|json] [--id N | --key K]   (the saga's\n"
+	        "                              definition, or an order's executed path)\n"
 	        "  recover [--timeout SECONDS]\n"
 	        "  check\n"
 	        "  report\n"
@@ -59,9 +61,9 @@ static const struct {
 	const char *name;
 	int (*fn)(args *, globals *);
 } cmds[] = {
-	{ "seed", cmd_seed },     { "order", cmd_order },   { "run", cmd_run },
-	{ "status", cmd_status }, { "cancel", cmd_cancel }, { "recover", cmd_recover },
-	{ "check", cmd_check },   { "report", cmd_report },
+	{ "seed", cmd_seed },       { "order", cmd_order },   { "run", cmd_run },
+	{ "status", cmd_status },   { "cancel", cmd_cancel }, { "graph", cmd_graph },
+	{ "recover", cmd_recover }, { "check", cmd_check },   { "report", cmd_report },
 };
 
 /* The global options before the command, then the command with the rest. */
