@@ -98,6 +98,49 @@ typedef enum saga_log_level {
  * with the engine's lock held: it must not call the engine. */
 typedef void (*saga_log_fn)(saga_log_level level, const char *msg, void *user);
 
+/* A structured log record (options version 4, saga_options.log_record):
+ * the same lines the string hook gets, with stable fields. Every pointer is
+ * borrowed for the duration of the call; the strings are NULL when the
+ * record concerns no instance or no step. */
+typedef struct saga_log_record {
+	saga_log_level level;
+	uint64_t at_ms;              /* the engine's wall clock */
+	const char *event;           /* a stable code, never NULL: "instance.stuck",
+	                                "lease.lost", ... (docs/operations.md) */
+	const char *message;         /* human text, never NULL */
+	int64_t instance;            /* 0 when none */
+	const char *uid;             /* the instance's uid, or NULL */
+	const char *definition;      /* or NULL */
+	int version;                 /* the definition's version; 0 when none */
+	int step;                    /* the step's index; -1 when none */
+	const char *step_name;       /* or NULL */
+	int phase;                   /* a saga_phase; meaningful when step >= 0 */
+	uint32_t attempt;            /* 0 when none */
+	const char *key;             /* the attempt's idempotency key (saga_step_key), or NULL */
+	const char *business_key;    /* or NULL */
+	int code;                    /* a SAGA_E* code, or 0 */
+} saga_log_record;
+
+/* Record hook. Called where the string hook is, with the same level filter,
+ * and like it possibly with the engine's lock held: it must not call the
+ * engine. */
+typedef void (*saga_log_record_fn)(const saga_log_record *record, void *user);
+
+/* Formats a record as one JSON object and a newline (JSON lines) into
+ * buf[0 .. size), always NUL-terminated when size > 0. Keys: "ts" (RFC 3339,
+ * UTC, milliseconds), "level", "event", "msg", then only those that apply:
+ * "saga.instance.id", "saga.instance.uid", "saga.definition.name",
+ * "saga.definition.version", "saga.step.name", "saga.step.index",
+ * "saga.step.phase", "saga.attempt", "saga.key", "saga.business_key",
+ * "error.code" (the SAGA_E* name). Returns the length of the whole line
+ * (without the NUL), as snprintf does: a result >= size means it was cut;
+ * 0 when record is NULL. Bytes that are not valid UTF-8 are written as
+ * U+FFFD. Thread-safe. */
+SAGA_API size_t saga_log_format_json(const saga_log_record *record, char *buf, size_t size);
+/* A ready record hook: writes saga_log_format_json's line to the FILE *
+ * given as `user` (one fwrite per record, then fflush). */
+SAGA_API void saga_log_json_file(const saga_log_record *record, void *user);
+
 /* Clock hook. wall_ms: milliseconds since the Unix epoch, used for every time
  * stored (retry timers, attempt timeouts, deadlines), so waiting survives a
  * restart. mono_ms: a monotonic millisecond clock, used by circuit breakers
@@ -506,15 +549,19 @@ typedef struct saga_options {
 	                                SAGA_LEASE_MIN .. SAGA_LEASE_MAX */
 	uint32_t lease_margin_ms;    /* a callback starts only with this much lease left;
 	                                0 = lease_ms / 2; below lease_ms */
+	/* Version 4 and later: */
+	saga_log_record_fn log_record; /* NULL = none; called besides `log`, at log_level */
+	void *log_record_user;
 } saga_options;
 
-/* Versions 1 (without deferred_start) and 2 (without the lease) are still
- * accepted: their fields are read, the later ones take their defaults. */
-#define SAGA_OPTIONS_VERSION 3
+/* Versions 1 (without deferred_start), 2 (without the lease) and 3 (without
+ * log_record) are still accepted: their fields are read, the later ones
+ * take their defaults. */
+#define SAGA_OPTIONS_VERSION 4
 #define SAGA_OPTIONS_INIT \
 	{ SAGA_OPTIONS_VERSION, NULL, SAGA_DURABILITY_FULL, 0, 0, 0, \
 	  { NULL, NULL, NULL, NULL }, NULL, NULL, SAGA_LOG_INFO, { NULL, NULL, NULL }, 0, 0, \
-	  0, 0 }
+	  0, 0, NULL, NULL }
 
 /* Opens (creating if needed) the store at options->path and migrates its
  * schema. Options are checked first, before any file is created or opened:
@@ -802,6 +849,39 @@ typedef struct saga_stats {
 } saga_stats;
 SAGA_API int saga_engine_stats(saga_engine *engine, saga_stats *out);
 
+/* ------------------------------------------------------------------------ */
+/* Metrics (Prometheus)                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Receives the rendered text piece by piece; `data` is borrowed for the
+ * call. 0 = go on; anything else stops the rendering (SAGA_ERROR). */
+typedef int (*saga_write_fn)(const char *data, size_t len, void *user);
+
+typedef enum saga_metrics_format {
+	SAGA_METRICS_PROMETHEUS = 0,  /* text format 0.0.4 */
+	SAGA_METRICS_OPENMETRICS = 1  /* OpenMetrics 1.0.0: # UNIT lines, ends with # EOF */
+} saga_metrics_format;
+
+#define SAGA_METRICS_PROCESS 1u  /* this engine's counters and histograms */
+#define SAGA_METRICS_STORE   2u  /* gauges read from the store: export them from
+                                    one process only (docs/operations.md) */
+/* A WAITING instance due more than this long ago is overdue. */
+#define SAGA_METRICS_OVERDUE_MS 60000u
+
+/* Renders the metrics chosen by `flags` (PROCESS, STORE, or both) in
+ * `format` into write(data, len, user), in pieces, as one exposition. No
+ * socket: the caller serves the text (with saga_metrics_content_type) or
+ * writes it to a file. The process metrics count what this engine
+ * committed since it was opened (never stored); the store gauges are
+ * queried from the store at the call, under the engine lock. Errors:
+ * SAGA_EINVAL (bad flags or format, NULL arguments), SAGA_ERROR (write
+ * stopped), the store's errors. Thread-safe. */
+SAGA_API int saga_metrics_write(saga_engine *engine, unsigned int flags,
+                                saga_metrics_format format, saga_write_fn write,
+                                void *user);
+/* The Content-Type header value of a format; NULL for an unknown one. */
+SAGA_API const char *saga_metrics_content_type(saga_metrics_format format);
+
 /* Deletes finished instances (state COMPLETED or COMPENSATED, or -1 for
  * both) that finished more than older_than_ms ago, with their history,
  * in small transactions. *purged (may be NULL) counts them. STUCK and
@@ -925,6 +1005,13 @@ typedef int (*saga_admin_owner_fn)(const saga_admin_owner *owner, void *user);
  * from fn stops. */
 SAGA_API int saga_admin_owners(saga_admin *admin, int all, saga_admin_owner_fn fn, void *user);
 
+/* The store gauges (saga_metrics_write with SAGA_METRICS_STORE) in
+ * `format`, into write(data, len, user): what an exporter that runs no
+ * saga (sagactl metrics) serves or writes to a node_exporter textfile.
+ * Errors as saga_metrics_write; saga_admin_errmsg says more. */
+SAGA_API int saga_admin_metrics_write(saga_admin *admin, saga_metrics_format format,
+                                      saga_write_fn write, void *user);
+
 /* The operator's verbs (the engine's saga_cancel and saga_operator_*). */
 typedef enum saga_admin_verb {
 	SAGA_ADMIN_RETRY = 0,
@@ -976,10 +1063,9 @@ typedef enum saga_graph_format {
  * changes meaning or goes away (new members may appear without it). */
 #define SAGA_GRAPH_JSON_VERSION 1
 
-/* Receives output: `len` bytes at `data` (not NUL-terminated), borrowed for
- * the call. Returns 0 to go on, nonzero to stop (the call then fails with
- * SAGA_EIO). */
-typedef int (*saga_write_fn)(const char *data, size_t len, void *user);
+/* A drawing goes to a saga_write_fn (declared with the metrics above):
+ * `len` bytes at `data` (not NUL-terminated), borrowed for the call; 0 to
+ * go on, nonzero to stop (the drawing then fails with SAGA_EIO). */
 
 /* *out receives the format named "dot", "mermaid" or "json".
  * SAGA_EINVAL for any other name or NULL. Thread-safe. */

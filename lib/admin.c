@@ -268,6 +268,14 @@ int saga_admin_history(saga_admin *a, int64_t id, saga_event_fn fn, void *user)
 	return keep_err(a, saga_history(a->e, id, fn, user));
 }
 
+int saga_admin_metrics_write(saga_admin *a, saga_metrics_format format, saga_write_fn write,
+                             void *user)
+{
+	if (!a)
+		return SAGA_EINVAL;
+	return keep_err(a, saga_metrics_write(a->e, SAGA_METRICS_STORE, format, write, user));
+}
+
 int saga_admin_counts(saga_admin *a, int64_t counts[SAGA_STATE_COUNT])
 {
 	if (!a)

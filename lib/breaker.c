@@ -86,6 +86,9 @@ struct saga_breaker {
 
 	saga_breaker_listener_fn listener;
 	void *listener_user;
+
+	/* Since it was made: successful, failed, ignored, not permitted. */
+	uint64_t totals[4];
 };
 
 static uint64_t now_ms(const saga_breaker *b)
@@ -405,8 +408,10 @@ int saga_breaker_acquire(saga_breaker *b, saga_breaker_permit *permit, uint64_t 
 		after = b->cfg.open_wait_ms;
 		break;
 	}
-	if (rc != SAGA_OK)
+	if (rc != SAGA_OK) {
 		memset(permit, 0, sizeof(*permit));
+		b->totals[3]++;
+	}
 	unlock_and_notify(b, &p);
 	if (retry_after_ms != NULL)
 		*retry_after_ms = after;
@@ -464,6 +469,7 @@ int saga_breaker_record(saga_breaker *b, const saga_breaker_permit *permit,
 	 * its own result below is from an older generation. */
 	apply_time(b, now, &p);
 
+	b->totals[outcome == SAGA_CALL_SUCCESS ? 0 : outcome == SAGA_CALL_FAILURE ? 1 : 2]++;
 	if (permit->generation == b->generation) {
 		int slow = slow_enabled(b) && now >= permit->started_ms &&
 		           now - permit->started_ms >= b->cfg.slow_call_ms;
@@ -560,4 +566,11 @@ const char *saga_breaker_state_name(saga_breaker_state state)
 		return "FORCED_OPEN";
 	}
 	return "UNKNOWN";
+}
+
+void breaker_totals(saga_breaker *b, uint64_t out[4])
+{
+	pthread_mutex_lock(&b->mu);
+	memcpy(out, b->totals, sizeof(b->totals));
+	pthread_mutex_unlock(&b->mu);
 }

@@ -567,17 +567,18 @@ void *driver_main(void *arg)
 		if (rc) {
 			failures++;
 			if (failures == 1)
-				log_at(e, SAGA_LOG_ERROR,
+				log_at(e, SAGA_LOG_ERROR, "round.failing",
 				       "engine rounds failing: %s (retrying after %u ms, backing "
 				       "off to "
 				       "%u ms while they fail)",
 				       saga_engine_errmsg(e), ROUND_BACKOFF_FIRST_MS,
 				       ROUND_BACKOFF_MAX_MS);
 			else if (rc != last_rc)
-				log_at(e, SAGA_LOG_ERROR, "engine rounds still failing, now: %s",
+				log_at(e, SAGA_LOG_ERROR, "round.failing",
+				       "engine rounds still failing, now: %s",
 				       saga_engine_errmsg(e));
 		} else if (failures) {
-			log_at(e, SAGA_LOG_WARN,
+			log_at(e, SAGA_LOG_WARN, "round.recovered",
 			       "engine rounds succeed again after %llu failed rounds",
 			       (unsigned long long)failures);
 			failures = 0;

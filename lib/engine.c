@@ -82,11 +82,13 @@ static int read_options(saga_options *out, const saga_options *o, char *errmsg, 
 		memcpy(out, o, offsetof(saga_options, deferred_start));
 	} else if (o->version == 2) {
 		memcpy(out, o, offsetof(saga_options, lease_ms));
+	} else if (o->version == 3) {
+		memcpy(out, o, offsetof(saga_options, log_record));
 	} else if (o->version == SAGA_OPTIONS_VERSION) {
 		*out = *o;
 	} else {
 		saga_fmt(errmsg, errsize,
-		         "invalid options: version is %u, not 1, 2 or SAGA_OPTIONS_VERSION (%u)",
+		         "invalid options: version is %u, not 1, 2, 3 or SAGA_OPTIONS_VERSION (%u)",
 		         o->version, (unsigned)SAGA_OPTIONS_VERSION);
 		return SAGA_EINVAL;
 	}
@@ -209,6 +211,8 @@ int saga_engine_open(saga_engine **out, const saga_options *o, char *errmsg, siz
 	e->log = o->log;
 	e->log_user = o->log_user;
 	e->log_level = o->log_level;
+	e->log_record = o->log_record;
+	e->log_record_user = o->log_record_user;
 	e->max_in_flight = o->max_in_flight ? o->max_in_flight : MAX_IN_FLIGHT_DEFAULT;
 	e->nworkers = o->workers;
 	e->rng = o->seed ? o->seed : seed_from_system();
@@ -281,21 +285,23 @@ void saga_engine_close(saga_engine *e)
 		if (e->loaded[i]->stage == STAGE_INVOKE || e->loaded[i]->stage == STAGE_PROCESS)
 			unload(e, i);
 	if (results && process_round(e) != SAGA_OK)
-		log_at(e, SAGA_LOG_ERROR, "close: %s", saga_engine_errmsg(e));
+		log_at(e, SAGA_LOG_ERROR, "close.failed", "close: %s", saga_engine_errmsg(e));
 	unlock_and_deliver(e);
 	while (e->nloaded)
 		unload(e, 0);
 	/* Everything unfinished goes back to the pool: another process takes
 	 * it over at once, without waiting for this lease to lapse. */
 	if (e->st->retire(e->store) != SAGA_OK)
-		log_at(e, SAGA_LOG_ERROR, "close: cannot hand the instances back: %s",
-		       e->st->errmsg(e->store));
+		log_at(e, SAGA_LOG_ERROR, "close.failed",
+		       "close: cannot hand the instances back: %s", e->st->errmsg(e->store));
 	drop_cmds(e);
 	drop_events(e);
 	saga_free(&e->alloc, e->events);
+	saga_free(&e->alloc, e->mx);
 	for (size_t i = 0; i < e->ndefs; i++) {
 		saga_definition_free(e->defs[i]->def);
 		saga_free(&e->alloc, e->defs[i]->names);
+		mx_def_free(e, e->defs[i]);
 		saga_free(&e->alloc, e->defs[i]);
 	}
 	saga_free(&e->alloc, e->defs);

@@ -36,6 +36,8 @@
  *                 damaged rows
  *   txn.c         the round's one transaction, its history rows and events
  *   registry.c    definitions, breakers and listeners registered on an engine
+ *   metrics.c     the engine's counters and histograms, kept per commit, and
+ *                 saga_metrics_write (Prometheus and OpenMetrics text)
  *   wake.c        the signal that work arrived, and the event descriptor
  *                 (saga_engine_fd) it makes readable
  *   errors.c      the per-thread message and the log hook
@@ -55,10 +57,44 @@
 /* Where a loaded instance is in its life (see the head of this file). */
 enum stage { STAGE_PROCESS, STAGE_INVOKE, STAGE_INVOKING, STAGE_RESULT, STAGE_DONE };
 
+/* ---- metrics (metrics.c) ----
+ * Histograms count each observation in the first bucket whose bound it
+ * does not exceed (MX_BUCKETS bounds, then +Inf); values in whole units of
+ * the histogram (milliseconds for durations), so the sum is exact. */
+#define MX_BUCKETS 14
+typedef struct mx_hist {
+	uint64_t n[MX_BUCKETS + 1]; /* per bucket, not cumulative; the last is +Inf */
+	uint64_t count;
+	uint64_t sum;
+} mx_hist;
+/* Attempt outcomes as counted: SAGA_OUTCOME_* minus NONE, and interrupted
+ * (an attempt found without an answer after its owner died). */
+enum { MX_OK, MX_FAIL, MX_RETRY, MX_PENDING, MX_TIMEOUT, MX_INTERRUPTED, MX_OUTCOMES };
+#define MX_REASONS (SAGA_REASON_CRASH_LOOP + 1)
+#define MX_CODES   20 /* store errors by -SAGA_E* code */
+typedef struct mx_step {
+	uint64_t attempts[2][MX_OUTCOMES]; /* [phase][outcome] */
+	mx_hist duration[2];               /* [phase], ms */
+} mx_step;
+typedef struct mx_def {
+	uint64_t started;
+	uint64_t ended[SAGA_STATE_COUNT][MX_REASONS];
+	mx_hist duration[SAGA_STATE_COUNT]; /* ms, by final state */
+	mx_step *steps;                     /* per step */
+} mx_def;
+/* A count or an observation made in the open transaction: applied when it
+ * commits, dropped when it does not. */
+typedef struct mx_pend {
+	uint64_t *counter; /* or NULL */
+	mx_hist *hist;     /* or NULL */
+	uint64_t v;
+} mx_pend;
+
 /* A registered definition (registry.c): the engine's own copy. */
 typedef struct reg_def {
 	saga_definition *def;
 	const char **names; /* step names, for history queries */
+	mx_def mx;          /* its metrics (metrics.c), under the mutex */
 	bool stored_only;   /* rebuilt from the store's snapshot (an admin handle):
 	                       no callbacks, never served */
 } reg_def;
@@ -121,6 +157,8 @@ struct saga_engine {
 	saga_clock clock;
 	saga_log_fn log;
 	void *log_user;
+	saga_log_record_fn log_record;
+	void *log_record_user;
 	saga_log_level log_level;
 	unsigned int max_in_flight;
 	unsigned int nworkers;
@@ -160,6 +198,13 @@ struct saga_engine {
 	uint64_t txn_started; /* instances created in it */
 	bool txn_states;      /* a change of state was recorded in it */
 	saga_stats stats;
+	/* Metrics (metrics.c): counts of the open transaction, waiting for its
+	 * commit; rows per commit; store errors (atomics: set without the
+	 * mutex too) */
+	mx_pend *mx;
+	size_t nmx, mx_cap;
+	mx_hist per_commit;
+	_Atomic uint64_t store_errors[MX_CODES];
 	/* Many processes on one store (resume.c, txn.c) */
 	uint64_t lease_ms, margin_ms;
 	uint64_t next_poll;      /* mono ms: the next look for other processes' work */
@@ -255,8 +300,18 @@ static inline const saga_step_def *step_def(const inst *in, int step)
 
 /* ---- error text and logging (errors.c) ---- */
 int set_err(saga_engine *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+/* Logs a line at lvl with the stable code `event` (saga_log_record). */
+void log_at(saga_engine *e, saga_log_level lvl, const char *event, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* The same about an instance (its ids, and its current step when step >= 0)
+ * and a SAGA_E* code (or 0). */
+void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst *in, int step,
+              int phase, uint32_t attempt, int code, const char *fmt, ...)
+        __attribute__((format(printf, 9, 10)));
+static inline bool log_on(const saga_engine *e, saga_log_level lvl)
+{
+	return (e->log || e->log_record) && lvl >= e->log_level;
+}
 int bad_args(saga_engine *e, const char *what);
 int store_err(saga_engine *e, int code);
 
@@ -268,6 +323,17 @@ listener *listeners_hold(saga_engine *e);
 void listeners_deliver(listener *ls, const saga_event *ev);
 void listeners_release(saga_engine *e);
 void listeners_free(saga_engine *e);
+
+/* ---- metrics (metrics.c); with the mutex ---- */
+int mx_def_init(saga_engine *e, reg_def *rd);
+void mx_def_free(saga_engine *e, reg_def *rd);
+/* Counts what a history row about to be written says (started, ended,
+ * attempts, durations) in the open transaction. */
+int mx_record(saga_engine *e, const inst *in, saga_event_type type, int step, int phase,
+              saga_outcome outcome, uint64_t now);
+void mx_commit(saga_engine *e, uint64_t rows);
+void mx_drop(saga_engine *e);
+void mx_store_error(saga_engine *e, int code);
 
 /* ---- the round's transaction and its events (txn.c) ---- */
 int ensure_txn(saga_engine *e);

@@ -1,6 +1,6 @@
 /* Error texts, enum names, and the engine's message and log: the per-thread
  * message of the last failed call (set_err, saga_engine_errmsg) and the log
- * hook (log_at). SPDX-License-Identifier: MIT */
+ * hooks (log_at, log_inst: a string, and a saga_log_record). SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
 #include <stdio.h>
@@ -165,21 +165,83 @@ int bad_args(saga_engine *e, const char *what)
 /* Copies the store's message after a failed store call. */
 int store_err(saga_engine *e, int code)
 {
+	mx_store_error(e, code);
 	if (code == SAGA_ENOMEM)
 		return set_err(e, code, "out of memory");
 	return set_err(e, code, "%s", e->st->errmsg(e->store));
 }
 
-void log_at(saga_engine *e, saga_log_level lvl, const char *fmt, ...)
+/* Delivers a record to the hooks: the string hook gets its message, with
+ * the instance named first when there is one. */
+static void deliver_log(saga_engine *e, const saga_log_record *r)
 {
-	if (!e->log || lvl < e->log_level)
+	if (e->log_record)
+		e->log_record(r, e->log_record_user);
+	if (!e->log)
 		return;
+	if (!r->instance) {
+		e->log(r->level, r->message, e->log_user);
+		return;
+	}
+	char line[640];
+	if (r->step_name)
+		snprintf(line, sizeof(line), "instance %lld (%s) step '%s' %s: %s",
+		         (long long)r->instance, r->definition, r->step_name,
+		         r->phase == SAGA_PHASE_ACTION ? "action" : "compensation", r->message);
+	else
+		snprintf(line, sizeof(line), "instance %lld (%s): %s", (long long)r->instance,
+		         r->definition, r->message);
+	e->log(r->level, line, e->log_user);
+}
+
+/* Formats the message into r and delivers r. */
+static void deliver_fmt(saga_engine *e, saga_log_record *r, const char *fmt, va_list ap)
+{
 	char buf[512];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	r->message = buf;
+	r->at_ms = now_wall(e);
+	deliver_log(e, r);
+}
+
+void log_at(saga_engine *e, saga_log_level lvl, const char *event, const char *fmt, ...)
+{
+	if (!log_on(e, lvl))
+		return;
+	saga_log_record r = { .level = lvl, .event = event, .step = -1 };
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	deliver_fmt(e, &r, fmt, ap);
 	va_end(ap);
-	e->log(lvl, buf, e->log_user);
+}
+
+void log_inst(saga_engine *e, saga_log_level lvl, const char *event, const inst *in, int step,
+              int phase, uint32_t attempt, int code, const char *fmt, ...)
+{
+	if (!log_on(e, lvl))
+		return;
+	saga_log_record r = { .level = lvl,
+		              .event = event,
+		              .instance = in->row.id,
+		              .uid = in->row.uid,
+		              .definition = in->row.def_name,
+		              .version = in->row.def_version,
+		              .step = -1,
+		              .business_key = in->row.has_bkey ? in->row.bkey : NULL,
+		              .code = code };
+	char key[SAGA_STEP_KEY_MAX + 1];
+	if (step >= 0 && in->rd && (size_t)step < in->rd->def->nsteps) {
+		r.step = step;
+		r.step_name = in->rd->names[step];
+		r.phase = phase;
+		r.attempt = attempt;
+		snprintf(key, sizeof(key), "%s/%s/%s", in->row.uid, r.step_name, phase_word(phase));
+		r.key = key;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	deliver_fmt(e, &r, fmt, ap);
+	va_end(ap);
 }
 
 const char *saga_engine_errmsg(const saga_engine *e)

@@ -80,6 +80,10 @@ const saga_retry_policy *saga_def_retry(const saga_definition *d, size_t i);
 const saga_retry_policy *saga_def_comp_retry(const saga_definition *d, size_t i);
 uint64_t saga_def_timeout(const saga_definition *d, size_t i, saga_phase phase);
 const char *saga_def_breaker(const saga_definition *d, size_t i);
+
+/* breaker.c: the calls a breaker has seen since it was made: successful,
+ * failed, ignored (given back), not permitted (refused). */
+void breaker_totals(saga_breaker *b, uint64_t out[4]);
 /* JSON snapshot of names and kinds (owned by caller, cJSON_free/free). */
 char *saga_definition_snapshot(const saga_definition *d);
 /* Index of the first step that cannot be compensated (the pivot or the
@@ -255,6 +259,10 @@ int store_page(saga_store *s, const store_filter *f, int64_t after, int limit, s
  * with an id above `after`, in id order. */
 int store_pending(saga_store *s, int64_t after, int limit, store_row_fn fn, void *user);
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT]);
+/* The WAITING instances due at or before `now`: how many were due at or
+ * before `late`, and the earliest due time among them (0 = none). */
+int store_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
+                  uint64_t *oldest_due);
 void row_to_info(saga_instance_info *info, const saga_row *r);
 /* Is `text` well-formed JSON? Tells a damaged context from a parser that ran
  * out of memory. */
@@ -288,5 +296,8 @@ int store_list_definitions(saga_store *s, store_def_fn fn, void *user);
  * state) that has any; nonzero stops. */
 typedef int (*store_count_fn)(const char *name, int version, int state, int64_t n, void *user);
 int store_def_counts(saga_store *s, store_count_fn fn, void *user);
+/* Calls fn with the number of STUCK instances of each (definition, version,
+ * reason) that has any, the reason in place of the state; nonzero stops. */
+int store_stuck_counts(saga_store *s, store_count_fn fn, void *user);
 
 #endif

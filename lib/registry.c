@@ -29,9 +29,12 @@ static int add_def(saga_engine *e, const saga_definition *def, bool stored_only)
 	e->defs = defs;
 	reg_def *rd = saga_calloc(&e->alloc, 1, sizeof(*rd));
 	if (!rd || saga_definition_clone(&rd->def, def, &e->alloc) ||
-	    !(rd->names = saga_calloc(&e->alloc, def->nsteps ? def->nsteps : 1, sizeof(char *)))) {
-		if (rd)
+	    !(rd->names = saga_calloc(&e->alloc, def->nsteps ? def->nsteps : 1, sizeof(char *))) ||
+	    mx_def_init(e, rd)) {
+		if (rd) {
 			saga_definition_free(rd->def);
+			saga_free(&e->alloc, rd->names);
+		}
 		saga_free(&e->alloc, rd);
 		return set_err(e, SAGA_ENOMEM, "out of memory");
 	}

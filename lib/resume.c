@@ -118,9 +118,9 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 	}
 	in->rd = find_def(e, in->row.def_name, in->row.def_version);
 	if (!in->rd) {
-		log_at(e, SAGA_LOG_WARN,
-		       "instance %lld: definition '%s' version %d is not registered",
-		       (long long)in->row.id, in->row.def_name, in->row.def_version);
+		log_inst(e, SAGA_LOG_WARN, "definition.unregistered", in, -1, 0, 0, 0,
+		         "definition '%s' version %d is not registered", in->row.def_name,
+		         in->row.def_version);
 		free_inst(e, in);
 		return SAGA_OK;
 	}
@@ -196,7 +196,7 @@ int look_outside(saga_engine *e)
 		if ((rc = e->st->reap(e->store, &reaped, &live)))
 			return store_err(e, rc);
 		if (reaped)
-			log_at(e, SAGA_LOG_INFO,
+			log_at(e, SAGA_LOG_INFO, "owners.reaped",
 			       "%lld owner(s) gone: their unfinished instances are back in the "
 			       "pool",
 			       (long long)reaped);
@@ -279,7 +279,7 @@ int fill(saga_engine *e)
 			continue;
 		if (rc == SAGA_ECORRUPT) {
 			/* One damaged row must not hold up the others. */
-			log_at(e, SAGA_LOG_ERROR, "%s; the instance is skipped",
+			log_at(e, SAGA_LOG_ERROR, "instance.corrupt", "%s; the instance is skipped",
 			       saga_engine_errmsg(e));
 			if ((rc = quarantine_add(e, id)))
 				return rc;

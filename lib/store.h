@@ -22,7 +22,7 @@
 
 #include "internal.h"
 
-#define STORE_OPS_VERSION 2
+#define STORE_OPS_VERSION 3
 
 typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
@@ -88,6 +88,12 @@ typedef struct store_ops {
 	int (*owners)(saga_store *s, bool all, store_owner_fn fn, void *user);
 	int (*definitions)(saga_store *s, store_def_fn fn, void *user);
 	int (*def_counts)(saga_store *s, store_count_fn fn, void *user);
+
+	/* version 3: the store gauges (saga_metrics_write), read outside any
+	 * transaction of the handle's; never blocking a writer. */
+	int (*stuck_counts)(saga_store *s, store_count_fn fn, void *user);
+	int (*overdue)(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
+	               uint64_t *oldest_due);
 } store_ops;
 
 /* The SQLite backend. */

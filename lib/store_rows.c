@@ -449,6 +449,21 @@ done:
 	return done_with(st, rc);
 }
 
+/* Steps st, whose rows are (name, version, key, count), calling fn for
+ * each; nonzero from fn stops. The caller resets or finalizes st. */
+static int pass_counts(saga_store *s, sqlite3_stmt *st, store_count_fn fn, void *user,
+                       const char *what)
+{
+	int src;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+		       sqlite3_column_int64(st, 3), user))
+			break;
+	}
+	return src == SQLITE_ROW || src == SQLITE_DONE ? SAGA_OK : fail(s, src, what);
+}
+
 int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 {
 	sqlite3_stmt *st = s->st[ST_COUNTS];
@@ -463,6 +478,35 @@ int store_counts(saga_store *s, int64_t counts[SAGA_STATE_COUNT])
 	int rc = src == SQLITE_DONE ? SAGA_OK : fail(s, src, "count");
 	sqlite3_reset(st);
 	return rc;
+}
+
+int store_stuck_counts(saga_store *s, store_count_fn fn, void *user)
+{
+	sqlite3_stmt *st = s->st[ST_STUCK];
+	int rc = pass_counts(s, st, fn, user, "count stuck");
+	sqlite3_reset(st);
+	return rc;
+}
+
+int store_overdue(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
+                  uint64_t *oldest_due)
+{
+	sqlite3_stmt *st = s->st[ST_OVERDUE];
+	int rc = SAGA_OK;
+	*overdue = 0;
+	*oldest_due = 0;
+	BIND(sqlite3_bind_int64(st, 1, time_param(now)));
+	BIND(sqlite3_bind_int64(st, 2, time_param(late)));
+	int src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		*overdue = sqlite3_column_int64(st, 0);
+		*oldest_due = (uint64_t)sqlite3_column_int64(st, 1);
+		src = sqlite3_step(st);
+	}
+	if (src != SQLITE_DONE)
+		rc = fail(s, src, "count overdue");
+done:
+	return done_with(st, rc);
 }
 
 /* Collects ids for store_purge_batch. */
@@ -581,18 +625,14 @@ int store_list_definitions(saga_store *s, store_def_fn fn, void *user)
 int store_def_counts(saga_store *s, store_count_fn fn, void *user)
 {
 	sqlite3_stmt *st;
-	int src, rc = prepare_once(s, &st,
-	                           "SELECT def_name, def_version, state, count(*) FROM instances"
-	                           " GROUP BY def_name, def_version, state"
-	                           " ORDER BY def_name, def_version, state",
-	                           "count by definition");
+	int rc = prepare_once(s, &st,
+	                      "SELECT def_name, def_version, state, count(*) FROM instances"
+	                      " GROUP BY def_name, def_version, state"
+	                      " ORDER BY def_name, def_version, state",
+	                      "count by definition");
 	if (rc)
 		return rc;
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
-		if (fn(name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
-		       sqlite3_column_int64(st, 3), user))
-			break;
-	}
-	return finish_once(s, st, src, "count by definition");
+	rc = pass_counts(s, st, fn, user, "count by definition");
+	sqlite3_finalize(st);
+	return rc;
 }

@@ -93,6 +93,13 @@ const char *const stmt_sql[ST_COUNT] = {
 	[ST_PENDING] = "SELECT " ROW_COLUMNS " FROM instances WHERE state = 1 AND state < 3"
 	               " AND pending = 1 AND id > ?1 ORDER BY id LIMIT ?2",
 	[ST_COUNTS] = "SELECT state, count(*) FROM instances GROUP BY state",
+	/* STUCK ones through instances_finished (state >= 3). */
+	[ST_STUCK] = "SELECT def_name, def_version, reason, count(*) FROM instances"
+	             " WHERE state >= 3 AND state = 5 GROUP BY def_name, def_version, reason"
+	             " ORDER BY def_name, def_version, reason",
+	/* The WAITING ones due by ?1 (instances_waiting), and of them those due by ?2. */
+	[ST_OVERDUE] = "SELECT coalesce(sum(due_at <= ?2), 0), coalesce(min(due_at), 0)"
+	               " FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= ?1",
 	[ST_PURGE_PICK] = "SELECT id FROM instances WHERE state >= 3 AND state = ?1"
 	                  " AND finished_at < ?2 ORDER BY finished_at LIMIT ?3",
 	[ST_PURGE_HIST] = "DELETE FROM history WHERE instance = ?1",
@@ -463,4 +470,6 @@ const store_ops store_sqlite_ops = {
 	.owners = store_list_owners,
 	.definitions = store_list_definitions,
 	.def_counts = store_def_counts,
+	.stuck_counts = store_stuck_counts,
+	.overdue = store_overdue,
 };

@@ -207,8 +207,8 @@ static int acquire_breaker(saga_engine *e, inst *in, uint64_t now, bool *refused
 		return SAGA_OK;
 	saga_breaker *b = find_breaker(e, bname);
 	if (!b) {
-		log_at(e, SAGA_LOG_WARN, "step '%s': breaker '%s' is not defined",
-		       d->steps[in->row.step].name, bname);
+		log_inst(e, SAGA_LOG_WARN, "breaker.undefined", in, in->row.step, in->row.phase,
+		         in->row.attempt, 0, "breaker '%s' is not defined", bname);
 		return SAGA_OK;
 	}
 	uint64_t after = 0;

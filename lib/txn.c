@@ -26,7 +26,7 @@ int serve_all(saga_engine *e)
  * key). The process goes on as a new owner. */
 static int ownership_lost(saga_engine *e)
 {
-	log_at(e, SAGA_LOG_ERROR, "%s; dropping what it held and registering anew",
+	log_at(e, SAGA_LOG_ERROR, "lease.lost", "%s; dropping what it held and registering anew",
 	       e->st->errmsg(e->store));
 	for (size_t i = 0; i < e->nloaded; i++)
 		e->loaded[i]->lost = true; /* unloaded after the round (driver.c) */
@@ -61,8 +61,8 @@ void renew_lease(saga_engine *e, const char *when)
 {
 	int rc = end_txn(e, ensure_txn(e));
 	if (rc)
-		log_at(e, SAGA_LOG_WARN, "cannot renew the lease %s: %s", when,
-		       saga_engine_errmsg(e));
+		log_at(e, SAGA_LOG_WARN, "lease.renew_failed", "cannot renew the lease %s: %s",
+		       when, saga_engine_errmsg(e));
 }
 
 int ensure_txn(saga_engine *e)
@@ -90,6 +90,40 @@ void drop_events(saga_engine *e)
 	e->nevents = 0;
 }
 
+/* The history rows worth a log line, logged as they are written (before
+ * the commit): an instance that ends (STUCK a warning, COMPENSATED info,
+ * COMPLETED debug) and an attempt that did not succeed (a retry debug, the
+ * others info). */
+static void log_event(saga_engine *e, const inst *in, const saga_hist *h)
+{
+	saga_log_level lvl = SAGA_LOG_INFO;
+	const char *ev;
+	if (h->type == SAGA_EVENT_STATE && ended(h->state)) {
+		ev = h->state == SAGA_STUCK         ? "instance.stuck"
+		     : h->state == SAGA_COMPENSATED ? "instance.compensated"
+		                                    : "instance.completed";
+		lvl = h->state == SAGA_STUCK       ? SAGA_LOG_WARN
+		      : h->state == SAGA_COMPLETED ? SAGA_LOG_DEBUG
+		                                   : SAGA_LOG_INFO;
+	} else if (h->type == SAGA_EVENT_ATTEMPT_END && h->outcome != SAGA_OUTCOME_OK &&
+	           h->outcome != SAGA_OUTCOME_PENDING) {
+		ev = h->outcome == SAGA_OUTCOME_RETRY     ? "attempt.retry"
+		     : h->outcome == SAGA_OUTCOME_FAIL    ? "attempt.failed"
+		     : h->outcome == SAGA_OUTCOME_TIMEOUT ? "attempt.timeout"
+		                                          : "attempt.interrupted";
+		if (h->outcome == SAGA_OUTCOME_RETRY)
+			lvl = SAGA_LOG_DEBUG;
+	} else {
+		return;
+	}
+	if (!log_on(e, lvl))
+		return;
+	const char *err =
+	        h->type == SAGA_EVENT_STATE || h->outcome != SAGA_OUTCOME_NONE ? in->row.error : "";
+	log_inst(e, lvl, ev, in, h->step, h->phase, h->attempt, 0, "%s%s%s", h->detail,
+	         err[0] ? ": " : "", err);
+}
+
 /* Appends a history row in the open transaction and queues its event. */
 int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, uint32_t attempt,
            saga_outcome outcome, const char *detail)
@@ -114,6 +148,9 @@ int record(saga_engine *e, inst *in, saga_event_type type, int step, int phase, 
 	in->uncommitted = true;
 	if ((rc = e->st->add_history(e->store, &h)))
 		return store_err(e, rc);
+	if ((rc = mx_record(e, in, type, step, phase, outcome, h.at)))
+		return rc;
+	log_event(e, in, &h);
 	e->txn_rows++;
 	e->txn_states |= type == SAGA_EVENT_STATE;
 	if (!e->listeners)
@@ -224,6 +261,7 @@ void abort_txn(saga_engine *e)
 	e->txn_rows = e->txn_started = 0;
 	e->txn_states = false;
 	drop_events(e);
+	mx_drop(e);
 }
 
 /* After a commit: what the loaded instances hold is what the store holds. */
@@ -237,8 +275,11 @@ int commit_txn(saga_engine *e)
 	bool states = e->txn_states;
 	e->txn_rows = e->txn_started = 0;
 	e->txn_states = false;
-	if (rc)
+	if (rc) {
+		mx_drop(e);
 		return store_err(e, rc);
+	}
+	mx_commit(e, rows);
 	/* saga_wait looks again: with workers when a state changed; without,
 	 * after any round, as it may be waiting for another caller's round. */
 	if (states || !e->nworkers)

@@ -741,4 +741,29 @@ if command -v flock >/dev/null 2>&1; then
 	expect 0 "$B" --data "$d" status --key old
 fi
 
+say "run --metrics: the counters of the run, and the store's gauges (report --metrics)"
+d=$(fresh)
+expect 0 "$B" --data "$d" run --orders 40 --concurrency 4 --seed 3 --fail payment=0.25 --metrics
+m="$TMP/metrics"
+cp "$TMP/out" "$m"
+# The first number of the sample line that begins with $1.
+sample() {
+	grep -F "$1" "$m" | grep -F -- "$2" | sed -n 's/.* \([0-9][0-9.]*\)$/\1/p' | head -n 1
+}
+[ "$(sample 'saga_instances_started_total{definition="order"' '')" = 40 ] ||
+	fail "started: $(sample 'saga_instances_started_total{' '')"
+ok=$(sample 'saga_instances_ended_total{definition="order"' 'state="completed"')
+comp=$(sample 'saga_instances_ended_total{definition="order"' 'state="compensated",reason="failure"')
+[ $((ok + comp)) -eq 40 ] || fail "ended: $ok completed + $comp compensated"
+[ "$comp" -gt 0 ] || fail "no failure injected"
+[ "$(sample 'saga_store_instances{definition="order"' 'state="completed"')" = "$ok" ] ||
+	fail "the store's count differs from the run's"
+if command -v promtool >/dev/null 2>&1; then
+	promtool check metrics <"$m" >"$TMP/out" 2>"$TMP/err" || fail "promtool check metrics"
+fi
+expect 0 "$B" --data "$d" report --metrics
+grep -q "^saga_store_instances{definition=\"order\",version=\"1\",state=\"completed\"} $ok\$" \
+	"$TMP/out" || fail "report --metrics"
+if grep -q "^saga_attempts_total" "$TMP/out"; then fail "report --metrics has process metrics"; fi
+
 echo "ok: $CASES cases"

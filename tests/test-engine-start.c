@@ -210,9 +210,9 @@ START_TEST(bad_options)
 	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, "deferred_start"));
 	o.deferred_start = 0;
-	o.version = 4;
+	o.version = SAGA_OPTIONS_VERSION + 1;
 	ck_assert_int_eq(saga_engine_open(&F.e, &o, err, sizeof(err)), SAGA_EINVAL);
-	ck_assert_ptr_nonnull(strstr(err, "version is 4"));
+	ck_assert_ptr_nonnull(strstr(err, "version is 5"));
 	ck_assert_ptr_null(F.e);
 }
 END_TEST

@@ -1222,6 +1222,39 @@ START_TEST(operator_reads)
 }
 END_TEST
 
+/* The store gauges: STUCK instances by reason; the WAITING ones due, and
+ * overdue, with the earliest due time. */
+START_TEST(gauge_reads)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	for (int i = 0; i < 3; i++) {
+		saga_row r = make_row(DEF, 2, SAGA_STUCK, 0, 0, 1);
+		r.reason = i < 2 ? SAGA_REASON_FAILURE : SAGA_REASON_CRASH_LOOP;
+		put_row(a, r);
+	}
+	put_row(a, make_row(DEF, 1, SAGA_COMPLETED, 0, 0, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 100, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 300, 0, 1));
+	put_row(a, make_row(DEF, 1, SAGA_WAITING, T0 + 900, ea, 1));
+	put_row(a, make_row(DEF, 1, SAGA_RUNNING, T0, ea, 1));
+
+	char out[256] = "";
+	OK(a, ops->stuck_counts(a, see_count, out));
+	ck_assert_str_eq(out, DEF "@2/1:2;" DEF "@2/4:1;");
+	int64_t overdue = -1;
+	uint64_t oldest = 1;
+	/* Due by T0 + 500: two, one of them by T0 + 200. */
+	OK(a, ops->overdue(a, T0 + 500, T0 + 200, &overdue, &oldest));
+	ck_assert_int_eq(overdue, 1);
+	ck_assert_uint_eq(oldest, T0 + 100);
+	OK(a, ops->overdue(a, T0 + 50, T0, &overdue, &oldest));
+	ck_assert_int_eq(overdue, 0);
+	ck_assert_uint_eq(oldest, 0);
+	close_store(a);
+}
+END_TEST
+
 static int count_event(const saga_event *e, void *user)
 {
 	(void)e;
@@ -1821,6 +1854,7 @@ static const test tests[] = {
 	T(definitions_kept_once, 30),
 	T(listings_and_counts, 30),
 	T(operator_reads, 30),
+	T(gauge_reads, 30),
 	T(purge_takes_old_ended_instances, 30),
 	T(commands_put_list_delete, 30),
 	T(changed_sees_peers_not_self, 30),

@@ -83,6 +83,9 @@ int drive(saga_engine *e, int (*done)(saga_engine *, void *), void *user, uint64
 
 /* Prints j on stdout and frees it (takes ownership; NULL prints nothing). */
 void print_json(cJSON *j);
+/* Prints the engine's metrics (flags as saga_metrics_write) on stdout in the
+ * Prometheus text format; the exit code, after a message on failure. */
+int print_metrics(saga_engine *e, unsigned int flags, const char *cmd);
 /* Cents as "12.34". */
 void money(char *buf, size_t size, int64_t cents);
 /* The order of a saga's business key; 0 when there is none. */

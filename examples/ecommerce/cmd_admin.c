@@ -624,11 +624,15 @@ static void report_print_text(const report_data *d)
 
 int cmd_report(args *a, globals *g)
 {
+	int metrics = 0;
 	while (a->i < a->argc) {
 		int r = global_opt(a, g);
 		if (r < 0)
 			return EXIT_USAGE;
-		if (!r) {
+		if (!r && strcmp(a->argv[a->i], "--metrics") == 0) {
+			a->i++;
+			metrics = 1;
+		} else if (!r) {
 			errorf("report: unknown option \"%s\"", a->argv[a->i]);
 			return EXIT_USAGE;
 		}
@@ -641,7 +645,9 @@ int cmd_report(args *a, globals *g)
 	int ex = app_open_services(&app, "report");
 	if (ex == EXIT_OK)
 		ex = report_collect(&app, g, &d);
-	if (ex == EXIT_OK) {
+	if (ex == EXIT_OK && metrics) {
+		ex = app.engine ? print_metrics(app.engine, SAGA_METRICS_STORE, "report") : EXIT_OK;
+	} else if (ex == EXIT_OK) {
 		if (g->json)
 			report_print_json(&d);
 		else

@@ -243,6 +243,7 @@ static void progress(size_t done, size_t n, size_t inflight, double elapsed)
 typedef struct run_cfg {
 	int64_t orders, concurrency, stall_s;
 	uint64_t seed;
+	int metrics; /* print the metrics instead of the summary */
 } run_cfg;
 
 /* The run's orders as they start and end; index i is the i-th started. */
@@ -276,6 +277,9 @@ static int run_options(args *a, globals *g, run_cfg *c, ecom_faults *faults)
 			if (opt_i64(a, "--concurrency", 1, 256, &c->concurrency,
 			            "run: --concurrency", "a number in 1..256") != 0)
 				return -1;
+		} else if (strcmp(a->argv[a->i], "--metrics") == 0) {
+			a->i++;
+			c->metrics = 1;
 		} else if (is_opt(a, "--wait")) {
 			if (opt_i64(a, "--wait", 1, 86400, &c->stall_s, "run: --wait",
 			            "a number of seconds (1..86400)") != 0)
@@ -622,10 +626,15 @@ int cmd_run(args *a, globals *g)
 	/* Phase 4: the report. */
 	run_summary s;
 	run_summarize(&app, &t, &s);
-	if (g->json)
+	if (c.metrics) {
+		if ((ex = print_metrics(app.engine, SAGA_METRICS_PROCESS | SAGA_METRICS_STORE,
+		                        "run")) != EXIT_OK)
+			goto out;
+	} else if (g->json) {
 		run_print_json(&c, &t, &s, app.faults);
-	else
+	} else {
 		run_print_text(&c, &t, &s, app.faults);
+	}
 	ex = s.states[SAGA_STUCK] || s.unfinished || t.finished < t.n ? EXIT_FAIL : EXIT_OK;
 out:
 	/* Close the engine before the run state its listener uses goes away. */

@@ -22,6 +22,21 @@ void print_json(cJSON *j)
 /* Order and saga presentation                                            */
 /* ---------------------------------------------------------------------- */
 
+static int write_stdout(const char *data, size_t len, void *user)
+{
+	(void)user;
+	return fwrite(data, 1, len, stdout) == len ? 0 : -1;
+}
+
+int print_metrics(saga_engine *e, unsigned int flags, const char *cmd)
+{
+	if (saga_metrics_write(e, flags, SAGA_METRICS_PROMETHEUS, write_stdout, NULL) != SAGA_OK) {
+		errorf("%s: metrics: %s", cmd, saga_engine_errmsg(e));
+		return EXIT_FAIL;
+	}
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 void money(char *buf, size_t size, int64_t cents)
 {
 	const char *sign = cents < 0 ? "-" : "";

@@ -69,6 +69,12 @@ static const command commands[] = {
 	  "events in order, the last state recorded is the instance's), its definition\n"
 	  "snapshot and step, and its owner (ended instances belong to nobody, held ones to\n"
 	  "a live owner). Exit 1 when a problem is found.\n" },
+	{ "metrics", cmd_metrics, false,
+	  "sagactl metrics [--format prometheus|openmetrics] [--textfile DIR]\n"
+	  "The store's gauges (instances by definition and state, STUCK by reason, overdue,\n"
+	  "the oldest due age) in the Prometheus text format (default) or OpenMetrics; with\n"
+	  "--textfile, written to DIR/saga.prom for node_exporter's textfile collector\n"
+	  "(a temporary file renamed over it). Run one exporter per store.\n" },
 	{ "retry", cmd_verb, true,
 	  "sagactl retry ID|UID|KEY --reason TEXT [--actor NAME] [--wait D]\n"
 	  "A STUCK instance runs its failed step (or compensation) again, with fresh\n"
@@ -105,7 +111,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: sagactl [--store STORE] [--output text|json|jsonl] COMMAND [ARGS]\n"
 	           "       sagactl COMMAND --help\n"
 	           "STORE is the store's path (default $SAGA_STORE).\n"
-	           "Reading: list, count, show, history, stuck, definitions, owners, check.\n"
+	           "Reading: list, count, show, history, stuck, definitions, owners, check,\n"
+	           "metrics.\n"
 	           "Acting (each needs --reason): retry, skip, resume, cancel, purge, batch.\n"
 	           "Exit codes: 0 ok, 1 failed (or check found problems), 2 usage, 3 not found,\n"
 	           "4 refused in the instance's state, 5 busy (or --wait ran out), 6 not a\n"
