@@ -5,7 +5,8 @@
 # bad input gives its exit code and a clear message and leaves the store
 # byte-identical; a verb on an instance a live engine owns is queued and
 # applied by that engine (sagactl-fixture serve), and --wait runs out while
-# that engine is stopped (SIGSTOP).
+# that engine is stopped (SIGSTOP); graph's DOT goes through Graphviz when
+# it is installed.
 # Usage: test-sagactl.sh SAGACTL FIXTURE
 set -uo pipefail
 SAGACTL=$1
@@ -123,11 +124,28 @@ check "owners --all" '(.owners | length) >= 1 and all(.owners[]; .state == "reti
 ctl owners >"$dir/out" && grep -q 'no live owner' "$dir/out" && ok "owners (text)" || fail "owners"
 check "check (json)" '.problems == 0 and .instances == 7' --output json check
 expect 0 "" -- --store "$S" check
-for c in list count show history stuck definitions owners check retry skip resume cancel purge batch; do
+for c in list count show history stuck definitions owners graph metrics check retry skip resume cancel purge batch; do
 	"$SAGACTL" "$c" --help >"$dir/out" 2>&1 && grep -q "^sagactl $c" "$dir/out" ||
 		fail "$c --help"
 done
 ok "every command's --help"
+
+echo "== graph, from the store alone"
+ctl graph order >"$dir/out" && head -1 "$dir/out" | grep -q '^digraph' && ok "graph (dot)" ||
+	fail "graph: $(head -3 "$dir/out")"
+if command -v dot >/dev/null; then
+	dot -Tsvg "$dir/out" >/dev/null && ok "dot -Tsvg takes the definition" || fail "dot refused it"
+	ctl graph --instance stuck-comp-1 | dot -Tsvg >/dev/null &&
+		ok "dot -Tsvg takes a STUCK instance's path" || fail "dot refused the path"
+fi
+ctl graph --instance 5 --format mermaid | head -1 | grep -q '^flowchart LR' &&
+	ok "graph (mermaid)" || fail "graph (mermaid)"
+[ "$(ctl graph --instance stuck-comp-1 --format json | jq '.format_version == 1 and .instance != null')" = true ] &&
+	ok "graph (json)" || fail "graph (json)"
+expect 3 "no definition nope" -- --store "$S" graph nope
+expect 3 "no definition order@2" -- --store "$S" graph order@2
+expect 2 "--format is dot, mermaid or json" -- --store "$S" graph order --format svg
+expect 2 "a definition .* or --instance" -- --store "$S" graph
 
 echo "== check catches a damaged store"
 for damage in "UPDATE instances SET owner = 99 WHERE id = 1|has ended \\(COMPLETED\\) but owner 99" \

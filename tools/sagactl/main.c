@@ -69,6 +69,12 @@ static const command commands[] = {
 	  "events in order, the last state recorded is the instance's), its definition\n"
 	  "snapshot and step, and its owner (ended instances belong to nobody, held ones to\n"
 	  "a live owner). Exit 1 when a problem is found.\n" },
+	{ "graph", cmd_graph, false,
+	  "sagactl graph NAME[@VERSION] | --instance ID|UID|KEY [--format dot|mermaid|json]\n"
+	  "A drawing of a stored definition (its highest version without @VERSION): steps\n"
+	  "shaped by kind, compensation edges, the point of no return; with --instance, the\n"
+	  "path that instance took drawn over its definition. DOT by default (dot -Tsvg);\n"
+	  "mermaid for Markdown; json for a program. Needs no application code.\n" },
 	{ "metrics", cmd_metrics, false,
 	  "sagactl metrics [--format prometheus|openmetrics] [--textfile DIR]\n"
 	  "The store's gauges (instances by definition and state, STUCK by reason, overdue,\n"
@@ -111,8 +117,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: sagactl [--store STORE] [--output text|json|jsonl] COMMAND [ARGS]\n"
 	           "       sagactl COMMAND --help\n"
 	           "STORE is the store's path (default $SAGA_STORE).\n"
-	           "Reading: list, count, show, history, stuck, definitions, owners, check,\n"
-	           "metrics.\n"
+	           "Reading: list, count, show, history, stuck, definitions, owners, graph,\n"
+	           "metrics, check.\n"
 	           "Acting (each needs --reason): retry, skip, resume, cancel, purge, batch.\n"
 	           "Exit codes: 0 ok, 1 failed (or check found problems), 2 usage, 3 not found,\n"
 	           "4 refused in the instance's state, 5 busy (or --wait ran out), 6 not a\n"

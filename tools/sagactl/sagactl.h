@@ -112,6 +112,7 @@ int cmd_definitions(saga_admin *a, const cli *c);
 int cmd_owners(saga_admin *a, const cli *c);
 int cmd_check(saga_admin *a, const cli *c);
 int cmd_metrics(saga_admin *a, const cli *c);
+int cmd_graph(saga_admin *a, const cli *c);
 int cmd_verb(saga_admin *a, const cli *c);
 int cmd_purge(saga_admin *a, const cli *c);
 int cmd_batch(saga_admin *a, const cli *c);
