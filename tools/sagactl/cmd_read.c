@@ -328,15 +328,10 @@ int cmd_count(saga_admin *a, const cli *c)
 int cmd_show(saga_admin *a, const cli *c)
 {
 	opt opts[] = { { "--context", false, NULL }, { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 1, &nops);
-	if (code)
-		return code;
-	if (nops != 1)
-		return fail(EXIT_USAGE, "show: which instance? (an id, uid or business key)");
+	const char *ref;
 	saga_admin_instance in;
-	if ((code = resolve(a, ops[0], &in)))
+	int code = instance_operand(c, opts, &ref);
+	if (code || (code = resolve(a, ref, &in)))
 		return code;
 	cJSON *ctx = NULL;
 	if (opt_val(opts, "--context")) {
@@ -428,20 +423,17 @@ int cmd_history(saga_admin *a, const cli *c)
 	opt opts[] = { { "--follow", false, NULL },
 		       { "--interval", true, NULL },
 		       { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
-	int code = get_opts(c, opts, ops, 1, &nops);
+	const char *ref;
+	int code = instance_operand(c, opts, &ref);
 	if (code)
 		return code;
-	if (nops != 1)
-		return fail(EXIT_USAGE, "history: which instance? (an id, uid or business key)");
 	uint64_t interval = 200;
 	const char *v = opt_val(opts, "--interval");
 	if (v && (!parse_duration(v, &interval) || interval == 0))
 		return fail(EXIT_USAGE, "--interval is a duration (e.g. 500ms)");
 	bool follow = opt_val(opts, "--follow") != NULL;
 	saga_admin_instance in;
-	if ((code = resolve(a, ops[0], &in)))
+	if ((code = resolve(a, ref, &in)))
 		return code;
 	struct hist h = { c, 0, NULL, follow || c->output != OUT_JSON };
 	cJSON *doc = NULL;
@@ -558,10 +550,8 @@ static int def_row(const char *def, int version, const char *snapshot, void *use
 
 int cmd_definitions(saga_admin *a, const cli *c)
 {
-	const char *ops[1];
-	int nops;
 	opt opts[] = { { NULL, false, NULL } };
-	int code = get_opts(c, opts, ops, 0, &nops);
+	int code = no_operands(c, opts);
 	if (code)
 		return code;
 	static const char *const heads[] = { "DEFINITION", "VERSION", "STEPS", "INSTANCES",

@@ -117,18 +117,13 @@ static cJSON *done_json(int64_t id, const char *verb, const struct who *w, const
 int cmd_verb(saga_admin *a, const cli *c)
 {
 	opt opts[] = { WHO_OPTIONS, { NULL, false, NULL } };
-	const char *ops[1];
-	int nops;
+	const char *ref;
 	struct who w;
 	saga_admin_verb verb = SAGA_ADMIN_RETRY;
 	verb_of(c->cmd, &verb);
-	int code = get_opts(c, opts, ops, 1, &nops);
-	if (code || (code = get_who(c, opts, &w)))
-		return code;
-	if (nops != 1)
-		return fail(EXIT_USAGE, "%s: which instance? (an id, uid or business key)", c->cmd);
 	saga_admin_instance in;
-	if ((code = resolve(a, ops[0], &in)))
+	int code = instance_operand(c, opts, &ref);
+	if (code || (code = get_who(c, opts, &w)) || (code = resolve(a, ref, &in)))
 		return code;
 	struct done d;
 	request_one(a, in.info.id, verb, &w, &d);

@@ -167,6 +167,15 @@ int no_operands(const cli *c, opt *opts)
 	return get_opts(c, opts, ops, 0, &n);
 }
 
+int instance_operand(const cli *c, opt *opts, const char **ref)
+{
+	int n;
+	int code = get_opts(c, opts, ref, 1, &n);
+	if (code == EXIT_OK && n != 1)
+		code = fail(EXIT_USAGE, "%s: which instance? (an id, uid or business key)", c->cmd);
+	return code;
+}
+
 const char *opt_val(const opt *opts, const char *name)
 {
 	for (const opt *o = opts; o->name; o++)

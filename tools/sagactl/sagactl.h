@@ -49,6 +49,9 @@ int get_opts(const cli *c, opt *opts, const char **operands, int max_operands, i
 const char *opt_val(const opt *opts, const char *name);
 /* get_opts for a command that takes no operand. */
 int no_operands(const cli *c, opt *opts);
+/* get_opts for a command on one instance: *ref is its operand (an id, uid
+ * or business key), required. */
+int instance_operand(const cli *c, opt *opts, const char **ref);
 
 /* ---- out.c ---- */
 /* "sagactl: " + message on stderr; returns code. */
