@@ -174,6 +174,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	/* The WAITING ones due by $1, and of them those due by $2. */
 	[P_OVERDUE] = "SELECT count(*) FILTER (WHERE due_at <= $2), coalesce(min(due_at), 0)"
 	              " FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= $1",
+	[P_LOAD_MANY] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ANY($1::bigint[])",
 };
 
 /* Schema 4, as the SQLite store's, in PostgreSQL's types: times are bigint
@@ -833,4 +834,5 @@ const store_ops store_pg_ops = {
 	.def_counts = pg_def_counts,
 	.stuck_counts = pg_stuck_counts,
 	.overdue = pg_overdue,
+	.load_many = pg_load_many,
 };

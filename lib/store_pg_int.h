@@ -63,6 +63,7 @@ enum pg_stmt {
 	P_DEF_COUNTS,
 	P_STUCK,
 	P_OVERDUE,
+	P_LOAD_MANY,
 	P_COUNT
 };
 
@@ -164,6 +165,8 @@ int pg_insert(saga_store *s, saga_row *row);
 int pg_update(saga_store *s, saga_row *row);
 int pg_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int pg_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
+int pg_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                 const saga_alloc *a);
 int pg_find_bkey(saga_store *s, int64_t *id, const char *bkey);
 int pg_add_history(saga_store *s, const saga_hist *h);
 int pg_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome);

@@ -6,6 +6,7 @@
 #include "store_pg_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,6 +229,45 @@ int pg_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
 int pg_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc *a)
 {
 	return load_by(s, P_LOAD_UID, uid, r, a);
+}
+
+int pg_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                 const saga_alloc *a)
+{
+	if (n == 0)
+		return SAGA_OK;
+	/* One statement for all of them, the ids as an array literal. */
+	size_t size = n * 21 + 3;
+	char *list = n <= SIZE_MAX / 21 - 1 ? saga_malloc(&s->alloc, size) : NULL;
+	if (!list)
+		return SAGA_ENOMEM;
+	size_t len = 0;
+	list[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(list + len, size - len, i ? ",%lld" : "%lld",
+		                        (long long)ids[i]);
+	saga_fmt(list + len, size - len, "}");
+	pg_params p = { .n = 0 };
+	p_text(&p, list);
+	PGresult *res = NULL;
+	int rc = pg_query(s, P_LOAD_MANY, &p, &res);
+	saga_free(&s->alloc, list);
+	if (rc)
+		return rc;
+	for (int i = 0, rows = PQntuples(res); i < rows; i++) {
+		saga_row r;
+		int code = read_row(s, res, i, &r, a);
+		if (code == SAGA_ECORRUPT)
+			continue; /* absent: load() tells the caller why */
+		if (code) {
+			rc = code;
+			break;
+		}
+		if (fn(&r, user))
+			break;
+	}
+	PQclear(res);
+	return rc;
 }
 
 int pg_find_bkey(saga_store *s, int64_t *id, const char *bkey)

@@ -274,6 +274,23 @@ int store_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
 	return load_by(s, st, r, a);
 }
 
+int store_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                    const saga_alloc *a)
+{
+	/* The prepared load, once per id: no round trip to save here. */
+	for (size_t i = 0; i < n; i++) {
+		saga_row r;
+		int rc = store_load(s, &r, ids[i], a);
+		if (rc == SAGA_ENOTFOUND || rc == SAGA_ECORRUPT)
+			continue;
+		if (rc)
+			return rc;
+		if (fn(&r, user))
+			break;
+	}
+	return SAGA_OK;
+}
+
 int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc *a)
 {
 	sqlite3_stmt *st = s->st[ST_LOAD_UID];
