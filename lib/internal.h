@@ -224,6 +224,8 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
                          const saga_alloc *alloc);
 int store_insert(saga_store *s, saga_row *row); /* sets row->id */
+/* Inserts rows without business keys in the open transaction (each id set). */
+int store_insert_many(saga_store *s, saga_row *rows, size_t n);
 int store_update(saga_store *s, saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);

@@ -75,23 +75,37 @@ static void row_params(pg_params *p, const saga_row *r)
 	p_time(p, r->prev_delay);
 }
 
+/* The parameters of P_INSERT for r. */
+static void insert_params(pg_params *p, const saga_row *r)
+{
+	p_text(p, r->uid);
+	p_text(p, r->def_name);
+	p_int(p, r->def_version);
+	p_text(p, r->has_bkey ? r->bkey : NULL);
+	row_params(p, r);
+	p_time(p, r->created_at);
+	p_time(p, r->updated_at);
+	p_text(p, r->error);
+	p_text(p, r->context ? r->context : "{}");
+	p_int(p, r->owner);
+	p_int(p, r->fence);
+	p_int(p, r->next_seq);
+	p_int(p, r->recoveries);
+	p_time(p, r->state >= SAGA_COMPLETED ? r->updated_at : 0);
+}
+
+/* A row inserted: what the store now holds of it. */
+static void inserted(saga_store *s, saga_row *r)
+{
+	r->stored_state = r->state;
+	r->stored_due = r->due_at;
+	pg_note_wake(s); /* a new instance (of the pool, when nobody owns it) */
+}
+
 int pg_insert(saga_store *s, saga_row *r)
 {
 	pg_params p = { .n = 0 };
-	p_text(&p, r->uid);
-	p_text(&p, r->def_name);
-	p_int(&p, r->def_version);
-	p_text(&p, r->has_bkey ? r->bkey : NULL);
-	row_params(&p, r);
-	p_time(&p, r->created_at);
-	p_time(&p, r->updated_at);
-	p_text(&p, r->error);
-	p_text(&p, r->context ? r->context : "{}");
-	p_int(&p, r->owner);
-	p_int(&p, r->fence);
-	p_int(&p, r->next_seq);
-	p_int(&p, r->recoveries);
-	p_time(&p, r->state >= SAGA_COMPLETED ? r->updated_at : 0);
+	insert_params(&p, r);
 	PGresult *res = NULL;
 	int rc = pg_query(s, P_INSERT, &p, &res);
 	if (rc)
@@ -102,10 +116,38 @@ int pg_insert(saga_store *s, saga_row *r)
 	}
 	r->id = pg_i64(res, 0, 0);
 	PQclear(res);
-	r->stored_state = r->state;
-	r->stored_due = r->due_at;
-	pg_note_wake(s); /* a new instance (of the pool, when nobody owns it) */
+	inserted(s, r);
 	return SAGA_OK;
+}
+
+int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].has_bkey || !s->in_txn)
+			return pg_refuse(s, SAGA_EINVAL,
+			                 "store: insert_many takes rows without a business key, "
+			                 "in a transaction");
+	if (s->failed)
+		return s->failed;
+	int rc = pg_ready(s);
+	/* Queued with the round's other statements; the ids come back at one
+	 * Sync, not one round trip each. */
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
+		pg_params p = { .n = 0 };
+		insert_params(&p, &rows[i]);
+		rows[i].id = 0;
+		if ((rc = pg_queue(s, P_INSERT, &p, K_ID, 0)) == SAGA_OK)
+			s->q[s->nq - 1].out = &rows[i].id;
+	}
+	if (rc == SAGA_OK && n)
+		rc = pg_sync(s);
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
+		if (!rows[i].id)
+			rc = pg_refuse(s, SAGA_ESTORE, "store: an insert gave no id");
+		else
+			inserted(s, &rows[i]);
+	}
+	return rc;
 }
 
 int pg_update(saga_store *s, saga_row *r)

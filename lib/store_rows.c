@@ -137,6 +137,19 @@ int store_insert(saga_store *s, saga_row *r)
 	return rc;
 }
 
+int store_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].has_bkey || sqlite3_get_autocommit(s->db))
+			return refuse(s, SAGA_EINVAL,
+			              "store: insert_many takes rows without a business key, "
+			              "in a transaction");
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++)
+		rc = store_insert(s, &rows[i]);
+	return rc;
+}
+
 int store_update(saga_store *s, saga_row *r)
 {
 	if (!s->epoch)

@@ -471,4 +471,5 @@ const store_ops store_sqlite_ops = {
 	.stuck_counts = store_stuck_counts,
 	.overdue = store_overdue,
 	.load_many = store_load_many,
+	.insert_many = store_insert_many,
 };

@@ -1034,6 +1034,51 @@ START_TEST(load_many_reads_a_set)
 }
 END_TEST
 
+/* insert_many: rows without business keys, in a transaction, each given
+ * its own id, written as insert() writes them; refused with a business
+ * key or outside a transaction. */
+START_TEST(insert_many_sets_ids)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_row rows[3];
+	for (int i = 0; i < 3; i++) {
+		rows[i] = make_row(DEF, 1, SAGA_RUNNING, T0 + (uint64_t)i, ea, 1);
+		rows[i].next_seq = 2 + i;
+		rows[i].context = (char *)(i == 1 ? "{\"q\":\"a\\\"b\"}" : "{}");
+	}
+	ck_assert_int_eq(ops->insert_many(a, rows, 3), SAGA_EINVAL);
+	OK(a, ops->begin(a));
+	OK(a, ops->insert_many(a, rows, 3));
+	/* Seen in the transaction that wrote them. */
+	many m = { .n = 0 };
+	int64_t got[3] = { rows[0].id, rows[1].id, rows[2].id };
+	OK(a, ops->load_many(a, got, 3, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 3);
+	OK(a, ops->commit(a));
+	ck_assert(rows[0].id > 0 && rows[1].id > 0 && rows[2].id > 0);
+	ck_assert(rows[0].id != rows[1].id && rows[1].id != rows[2].id && rows[0].id != rows[2].id);
+	char buf[64];
+	for (int i = 0; i < 3; i++) {
+		saga_row back = get_row(a, rows[i].id);
+		ck_assert_str_eq(back.uid, rows[i].uid);
+		ck_assert_int_eq(back.next_seq, 2 + i);
+		ck_assert_uint_eq(back.due_at, T0 + (uint64_t)i);
+		ck_assert_int_eq(back.owner, ea);
+		ck_assert_str_eq(context_of(a, rows[i].id, buf, sizeof(buf)), rows[i].context);
+	}
+	saga_row keyed = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	keyed.has_bkey = true;
+	saga_fmt(keyed.bkey, sizeof(keyed.bkey), "k-1");
+	OK(a, ops->begin(a));
+	ck_assert_int_eq(ops->insert_many(a, &keyed, 1), SAGA_EINVAL);
+	ops->rollback(a);
+	int64_t found = 0;
+	ck_assert_int_eq(ops->find_bkey(a, &found, "k-1"), SAGA_ENOTFOUND);
+	close_store(a);
+}
+END_TEST
+
 typedef struct events {
 	saga_event ev[8];
 	char detail[8][1100];
@@ -1906,6 +1951,16 @@ static int first_load_many(saga_store *s, const int64_t *v, size_t n, store_load
 	return store_sqlite_ops.load_many(s, v, n ? 1 : 0, fn, user, a);
 }
 
+/* "insert-one": insert_many inserts the first row and gives the others
+ * its id. */
+static int one_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	int rc = store_sqlite_ops.insert_many(s, rows, n ? 1 : 0);
+	for (size_t i = 1; i < n && rc == SAGA_OK; i++)
+		rows[i].id = rows[0].id;
+	return rc;
+}
+
 typedef struct mutant {
 	const char *name;
 	void (*apply)(store_ops *o);
@@ -1948,6 +2003,11 @@ static void m_loadfirst(store_ops *o)
 	o->load_many = first_load_many;
 }
 
+static void m_insertone(store_ops *o)
+{
+	o->insert_many = one_insert_many;
+}
+
 static const mutant mutants[] = {
 	{ "revive",
 	  m_revive,
@@ -1962,6 +2022,7 @@ static const mutant mutants[] = {
 	{ "always-changed", m_changed, { "changed_sees_peers_not_self" } },
 	{ "fenceless-history", m_history, { "history_round_trip" } },
 	{ "load-first", m_loadfirst, { "load_many_reads_a_set" } },
+	{ "insert-one", m_insertone, { "insert_many_sets_ids" } },
 };
 
 /* ---- the suite ---- */
@@ -1994,6 +2055,7 @@ static const test tests[] = {
 	T(scans_see_only_own, 30),
 	T(row_round_trip, 30),
 	T(load_many_reads_a_set, 30),
+	T(insert_many_sets_ids, 30),
 	T(business_key_is_unique, 30),
 	T(history_round_trip, 30),
 	T(definitions_kept_once, 30),
