@@ -6,6 +6,7 @@
 #include "engine_int.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 void free_inst(saga_engine *e, inst *in)
@@ -241,7 +242,8 @@ static bool will_write(saga_engine *e)
 	return false;
 }
 
-/* A row of the batch being loaded: what fill() took from the queue. */
+/* The batch being loaded: the ids fill() took from the queue (in id
+ * order, once each), and which of them a row came for. */
 struct batch {
 	saga_engine *e;
 	int64_t *ids;
@@ -279,18 +281,23 @@ static int admit(saga_engine *e, int64_t id, inst *in, int rc)
 	return SAGA_OK;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
 static int batch_row(saga_row *r, void *user)
 {
 	struct batch *b = user;
 	saga_engine *e = b->e;
-	size_t i = 0;
-	while (i < b->n && (b->ids[i] != r->id || b->seen[i]))
-		i++;
-	inst *in = i < b->n ? saga_calloc(&e->alloc, 1, sizeof(*in)) : NULL;
+	const int64_t *at = bsearch(&r->id, b->ids, b->n, sizeof(*b->ids), cmp_id);
+	size_t i = at ? (size_t)(at - b->ids) : b->n;
+	inst *in = i < b->n && !b->seen[i] ? saga_calloc(&e->alloc, 1, sizeof(*in)) : NULL;
 	if (!in) {
 		saga_free(&e->alloc, r->context);
-		if (i == b->n)
-			return 0; /* not asked for: a store's mistake, ignored */
+		if (i == b->n || b->seen[i])
+			return 0; /* not asked for, or given twice: a store's mistake, ignored */
 		b->rc = set_err(e, SAGA_ENOMEM, "out of memory");
 		return 1;
 	}
@@ -314,23 +321,28 @@ static int load_batch(saga_engine *e)
 	b.seen = (bool *)(b.ids + cap);
 	while (b.n < cap && e->ready_len) {
 		int64_t id = pop_ready(e);
-		bool dup = find_loaded(e, id, NULL) || quarantined(e, id);
-		for (size_t i = 0; i < b.n && !dup; i++)
-			dup = b.ids[i] == id;
-		if (!dup) {
-			b.seen[b.n] = false;
+		if (!find_loaded(e, id, NULL) && !quarantined(e, id))
 			b.ids[b.n++] = id;
-		}
 	}
+	/* In id order, once each: a row is found by its id. */
+	qsort(b.ids, b.n, sizeof(*b.ids), cmp_id);
+	size_t kept = 0;
+	for (size_t i = 0; i < b.n; i++)
+		if (kept == 0 || b.ids[kept - 1] != b.ids[i])
+			b.ids[kept++] = b.ids[i];
+	b.n = kept;
+	memset(b.seen, 0, b.n * sizeof(*b.seen));
 	int rc = b.n ? e->st->load_many(e->store, b.ids, b.n, batch_row, &b, &e->alloc) : SAGA_OK;
 	if (rc)
 		rc = store_err(e, rc);
 	else
 		rc = b.rc;
 	for (size_t i = 0; i < b.n && rc == SAGA_OK; i++) {
+		if (b.seen[i])
+			continue;
 		inst *in = NULL;
-		if (!b.seen[i])
-			rc = admit(e, b.ids[i], in, load_inst(e, &in, b.ids[i], NULL));
+		int got = load_inst(e, &in, b.ids[i], NULL);
+		rc = admit(e, b.ids[i], in, got);
 	}
 	if (rc) /* what was taken and not loaded waits in the queue again */
 		for (size_t i = 0; i < b.n; i++)
