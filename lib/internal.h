@@ -227,9 +227,21 @@ int store_put_definition(saga_store *s, const char *name, int version, const cha
 int store_get_definition(saga_store *s, char **snapshot, const char *name, int version,
                          const saga_alloc *alloc);
 int store_insert(saga_store *s, saga_row *row); /* sets row->id */
+/* Inserts rows without business keys in the open transaction (each id set). */
+int store_insert_many(saga_store *s, saga_row *rows, size_t n);
 int store_update(saga_store *s, saga_row *row);
 int store_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int store_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
+/* Called for each row store_load_many read, filled as store_load fills
+ * one: its context is allocated with the call's allocator and is the
+ * callee's from then on (to keep or free, also when it returns nonzero);
+ * nonzero stops. */
+typedef int (*store_load_fn)(saga_row *r, void *user);
+/* Loads the instances of ids[0..n) in one call, calling fn for each, in
+ * any order. An id with no row, or whose row cannot be read
+ * (SAGA_ECORRUPT), is simply absent: store_load tells which. */
+int store_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                    const saga_alloc *a);
 int store_find_bkey(saga_store *s, int64_t *id, const char *bkey);
 int store_add_history(saga_store *s, const saga_hist *h);
 /* Calls fn for the ids of this owner's instances in RUNNING or

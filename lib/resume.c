@@ -6,6 +6,7 @@
 #include "engine_int.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 void free_inst(saga_engine *e, inst *in)
@@ -99,6 +100,35 @@ int parse_context(saga_engine *e, cJSON **out, const char *text, int64_t id)
 	               (long long)id);
 }
 
+/* Checks a loaded row (in in->row) and parses its context. *out is in, or
+ * NULL (and 0 returned) when its definition is not registered; in is
+ * freed unless it is given back in *out. */
+static int take_row(saga_engine *e, inst **out, inst *in)
+{
+	*out = NULL;
+	in->rd = find_def(e, in->row.def_name, in->row.def_version);
+	if (!in->rd) {
+		log_inst(e, SAGA_LOG_WARN, "definition.unregistered", in, -1, 0, 0, 0,
+		         "definition '%s' version %d is not registered", in->row.def_name,
+		         in->row.def_version);
+		free_inst(e, in);
+		return SAGA_OK;
+	}
+	if (!row_consistent(&in->row, in->rd->def)) {
+		int64_t bad = in->row.id;
+		free_inst(e, in);
+		return set_err(e, SAGA_ECORRUPT, "instance %lld: its stored state is inconsistent",
+		               (long long)bad);
+	}
+	int rc = parse_context(e, &in->context, in->row.context, in->row.id);
+	if (rc) {
+		free_inst(e, in);
+		return rc;
+	}
+	*out = in;
+	return SAGA_OK;
+}
+
 /* Loads an instance row into memory. SAGA_ENOTFOUND when the id is unknown;
  * *out is NULL (and 0 returned) when its definition is not registered. */
 int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
@@ -116,28 +146,7 @@ int load_inst(saga_engine *e, inst **out, int64_t id, const char *uid)
 			return set_err(e, rc, "no such instance");
 		return store_err(e, rc);
 	}
-	in->rd = find_def(e, in->row.def_name, in->row.def_version);
-	if (!in->rd) {
-		log_inst(e, SAGA_LOG_WARN, "definition.unregistered", in, -1, 0, 0, 0,
-		         "definition '%s' version %d is not registered", in->row.def_name,
-		         in->row.def_version);
-		free_inst(e, in);
-		return SAGA_OK;
-	}
-	if (!row_consistent(&in->row, in->rd->def)) {
-		int64_t bad = in->row.id;
-		free_inst(e, in);
-		return set_err(e, SAGA_ECORRUPT, "instance %lld: its stored state is inconsistent",
-		               (long long)bad);
-	}
-	int64_t id_loaded = in->row.id;
-	rc = parse_context(e, &in->context, in->row.context, id_loaded);
-	if (rc) {
-		free_inst(e, in);
-		return rc;
-	}
-	*out = in;
-	return SAGA_OK;
+	return take_row(e, out, in);
 }
 
 static int queue_id(int64_t id, void *user)
@@ -233,6 +242,116 @@ static bool will_write(saga_engine *e)
 	return false;
 }
 
+/* The batch being loaded: the ids fill() took from the queue (in id
+ * order, once each), and which of them a row came for. */
+struct batch {
+	saga_engine *e;
+	int64_t *ids;
+	bool *seen; /* a row came for ids[i] */
+	size_t n;
+	int rc; /* an error that stopped it */
+};
+
+/* Adds an instance to memory, keeping fill()'s rules: a damaged row is
+ * quarantined (and the others go on), one owned by another owner or of a
+ * definition not registered here is skipped. */
+static int admit(saga_engine *e, int64_t id, inst *in, int rc)
+{
+	if (rc == SAGA_ENOTFOUND)
+		return SAGA_OK;
+	if (rc == SAGA_ECORRUPT) {
+		/* One damaged row must not hold up the others. */
+		log_at(e, SAGA_LOG_ERROR, "instance.corrupt", "%s; the instance is skipped",
+		       saga_engine_errmsg(e));
+		if ((rc = quarantine_add(e, id)))
+			return rc;
+		e->new_corrupt = id;
+		return SAGA_OK;
+	}
+	if (rc)
+		return rc;
+	if (in && in->row.owner != e->st->epoch(e->store)) {
+		free_inst(e, in); /* not this process's (any more) */
+		return SAGA_OK;
+	}
+	if (!in)
+		return SAGA_OK;
+	in->stage = STAGE_PROCESS;
+	e->loaded[e->nloaded++] = in;
+	return SAGA_OK;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static int batch_row(saga_row *r, void *user)
+{
+	struct batch *b = user;
+	saga_engine *e = b->e;
+	const int64_t *at = bsearch(&r->id, b->ids, b->n, sizeof(*b->ids), cmp_id);
+	size_t i = at ? (size_t)(at - b->ids) : b->n;
+	inst *in = i < b->n && !b->seen[i] ? saga_calloc(&e->alloc, 1, sizeof(*in)) : NULL;
+	if (!in) {
+		saga_free(&e->alloc, r->context);
+		if (i == b->n || b->seen[i])
+			return 0; /* not asked for, or given twice: a store's mistake, ignored */
+		b->rc = set_err(e, SAGA_ENOMEM, "out of memory");
+		return 1;
+	}
+	b->seen[i] = true;
+	in->row = *r;
+	int rc = take_row(e, &in, in);
+	return (b->rc = admit(e, r->id, in, rc)) != SAGA_OK;
+}
+
+/* Takes up to the room in memory from the ready queue and loads them with
+ * one store call. An id the batch did not give is loaded alone, which
+ * tells a missing row (skipped) from a damaged one (quarantined). */
+static int load_batch(saga_engine *e)
+{
+	size_t room = e->max_in_flight - e->nloaded;
+	size_t cap = room < e->ready_len ? room : e->ready_len;
+	struct batch b = { .e = e };
+	b.ids = saga_malloc(&e->alloc, cap * (sizeof(*b.ids) + sizeof(*b.seen)));
+	if (!b.ids)
+		return set_err(e, SAGA_ENOMEM, "out of memory");
+	b.seen = (bool *)(b.ids + cap);
+	while (b.n < cap && e->ready_len) {
+		int64_t id = pop_ready(e);
+		if (!find_loaded(e, id, NULL) && !quarantined(e, id))
+			b.ids[b.n++] = id;
+	}
+	/* In id order, once each: a row is found by its id. */
+	qsort(b.ids, b.n, sizeof(*b.ids), cmp_id);
+	size_t kept = 0;
+	for (size_t i = 0; i < b.n; i++)
+		if (kept == 0 || b.ids[kept - 1] != b.ids[i])
+			b.ids[kept++] = b.ids[i];
+	b.n = kept;
+	memset(b.seen, 0, b.n * sizeof(*b.seen));
+	int rc = b.n ? e->st->load_many(e->store, b.ids, b.n, batch_row, &b, &e->alloc) : SAGA_OK;
+	if (rc)
+		rc = store_err(e, rc);
+	else
+		rc = b.rc;
+	for (size_t i = 0; i < b.n && rc == SAGA_OK; i++) {
+		if (b.seen[i])
+			continue;
+		inst *in = NULL;
+		int got = load_inst(e, &in, b.ids[i], NULL);
+		rc = admit(e, b.ids[i], in, got);
+	}
+	if (rc) /* what was taken and not loaded waits in the queue again */
+		for (size_t i = 0; i < b.n; i++)
+			if (!find_loaded(e, b.ids[i], NULL) && !quarantined(e, b.ids[i]))
+				push_ready(e, b.ids[i]);
+	saga_free(&e->alloc, b.ids);
+	return rc;
+}
+
 /* Brings due instances into memory, up to max_in_flight. */
 int fill(saga_engine *e)
 {
@@ -269,34 +388,9 @@ int fill(saga_engine *e)
 			e->next_timer = nd ? (nd > now ? nd : now + 1) : UINT64_MAX;
 		}
 	}
-	while (e->ready_len && e->nloaded < e->max_in_flight) {
-		int64_t id = pop_ready(e);
-		if (find_loaded(e, id, NULL) || quarantined(e, id))
-			continue;
-		inst *in;
-		rc = load_inst(e, &in, id, NULL);
-		if (rc == SAGA_ENOTFOUND)
-			continue;
-		if (rc == SAGA_ECORRUPT) {
-			/* One damaged row must not hold up the others. */
-			log_at(e, SAGA_LOG_ERROR, "instance.corrupt", "%s; the instance is skipped",
-			       saga_engine_errmsg(e));
-			if ((rc = quarantine_add(e, id)))
-				return rc;
-			e->new_corrupt = id;
-			continue;
-		}
-		if (rc)
+	while (e->ready_len && e->nloaded < e->max_in_flight)
+		if ((rc = load_batch(e)))
 			return rc;
-		if (in && in->row.owner != e->st->epoch(e->store)) {
-			free_inst(e, in); /* not this process's (any more) */
-			continue;
-		}
-		if (!in)
-			continue;
-		in->stage = STAGE_PROCESS;
-		e->loaded[e->nloaded++] = in;
-	}
 	return SAGA_OK;
 }
 

@@ -51,14 +51,19 @@ static inst *fresh_inst(saga_engine *e, const saga_row *r, const reg_def *rd)
 	return in;
 }
 
-/* Inserts one instance in the open transaction; *id is the existing
- * instance's when the business key is taken. With fresh, *fresh may receive
- * the new instance ready to run. An instance with a start_at in the future
- * is written WAITING until then (a scheduled start). */
-static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created,
-                     inst **fresh, uint64_t start_at)
+/* A start being made: its row (in tmp.row) and its input's text. */
+typedef struct pending_start {
+	inst tmp;
+	char *text;
+} pending_start;
+
+/* Makes the row of a start in ps (owned by this process, in the open
+ * transaction), or finds the instance of its business key: *found, *id. */
+static int start_prepare(saga_engine *e, const saga_start_request *q, pending_start *ps,
+                         int64_t *id, bool *found, uint64_t start_at)
 {
-	*created = 0;
+	*found = false;
+	ps->text = NULL;
 	const reg_def *rd = find_def(e, q->definition, 0);
 	if (!rd)
 		return set_err(e, SAGA_ENOTFOUND, "definition '%s' is not registered",
@@ -70,19 +75,21 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 		return rc;
 	if (q->business_key) {
 		rc = e->st->find_bkey(e->store, id, q->business_key);
-		if (rc == SAGA_OK)
+		if (rc == SAGA_OK) {
+			*found = true;
 			return SAGA_OK;
+		}
 		if (rc != SAGA_ENOTFOUND)
 			return store_err(e, rc);
 	}
 	char *text = q->input ? cJSON_PrintUnformatted(q->input) : NULL;
 	if (q->input && !text)
 		return set_err(e, SAGA_ENOMEM, "out of memory");
+	ps->text = text;
 	uint64_t now = now_wall(e);
-	inst tmp;
-	memset(&tmp, 0, sizeof(tmp));
-	saga_row *r = &tmp.row;
-	tmp.rd = rd;
+	memset(&ps->tmp, 0, sizeof(ps->tmp));
+	saga_row *r = &ps->tmp.row;
+	ps->tmp.rd = rd;
 	make_uid(e, r->uid);
 	saga_fmt(r->def_name, sizeof(r->def_name), "%s", rd->def->name);
 	r->def_version = rd->def->version;
@@ -97,38 +104,59 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	r->deadline_at = rd->def->deadline_ms ? time_add(begin, rd->def->deadline_ms) : 0;
 	r->created_at = r->updated_at = now;
 	r->context = text ? text : (char *)"{}";
-	if ((rc = ensure_txn(e)) == SAGA_OK) {
-		/* This process runs what it starts. The row is written with the
-		 * seq after its CREATED row's, which is written next (it needs
-		 * the id). */
-		r->owner = e->st->epoch(e->store);
-		r->fence = 1;
-		r->next_seq = 2;
-		rc = e->st->insert(e->store, r);
-		/* Another process started the key since it was looked up (on
-		 * PostgreSQL the insert waits for that one's commit): its
-		 * instance is the one. */
-		if (rc == SAGA_EEXISTS && q->business_key &&
-		    e->st->find_bkey(e->store, id, q->business_key) == SAGA_OK) {
-			cJSON_free(text);
-			return SAGA_OK;
-		}
-		if (rc) {
-			rc = store_err(e, rc);
-		} else {
-			r->next_seq = 1;
-			rc = record(e, &tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
-			            q->business_key ? q->business_key : "");
-		}
-	}
+	/* This process runs what it starts. The row is written with the seq
+	 * after its CREATED row's, which is written next (it needs the id). */
+	r->owner = e->st->epoch(e->store);
+	r->fence = 1;
+	r->next_seq = 2;
+	return ensure_txn(e);
+}
+
+/* After the insert: the CREATED row, and the answers. */
+static int start_finish(saga_engine *e, const saga_start_request *q, pending_start *ps, int64_t *id,
+                        int *created, inst **fresh)
+{
+	saga_row *r = &ps->tmp.row;
+	r->next_seq = 1;
+	int rc = record(e, &ps->tmp, SAGA_EVENT_CREATED, -1, 0, 0, SAGA_OUTCOME_NONE,
+	                q->business_key ? q->business_key : "");
 	if (rc == SAGA_OK) {
 		*id = r->id;
 		*created = 1;
 		e->txn_started++;
 		if (fresh)
-			*fresh = fresh_inst(e, r, rd);
+			*fresh = fresh_inst(e, r, ps->tmp.rd);
 	}
-	cJSON_free(text);
+	return rc;
+}
+
+/* Inserts one instance in the open transaction; *id is the existing
+ * instance's when the business key is taken. With fresh, *fresh may receive
+ * the new instance ready to run. An instance with a start_at in the future
+ * is written WAITING until then (a scheduled start). */
+static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, int *created,
+                     inst **fresh, uint64_t start_at)
+{
+	*created = 0;
+	pending_start ps;
+	bool found = false;
+	int rc = start_prepare(e, q, &ps, id, &found, start_at);
+	if (rc || found) {
+		cJSON_free(ps.text);
+		return rc;
+	}
+	rc = e->st->insert(e->store, &ps.tmp.row);
+	/* Another process started the key since it was looked up (on
+	 * PostgreSQL the insert waits for that one's commit): its instance is
+	 * the one. */
+	if (rc == SAGA_EEXISTS && q->business_key &&
+	    e->st->find_bkey(e->store, id, q->business_key) == SAGA_OK)
+		rc = SAGA_OK;
+	else if (rc)
+		rc = store_err(e, rc);
+	else
+		rc = start_finish(e, q, &ps, id, created, fresh);
+	cJSON_free(ps.text);
 	return rc;
 }
 
@@ -166,22 +194,69 @@ int starts_check(saga_engine *e, start_set *ss)
 	return rc;
 }
 
+/* The starts without a business key among ss's requests, inserted with
+ * one store call (on PostgreSQL one round trip, not one each). */
+static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pending_start *ps,
+                              saga_row *rows, size_t *which)
+{
+	size_t m = 0;
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		if (ss->reqs[i].business_key)
+			continue;
+		bool found = false;
+		which[m] = i;
+		rc = start_prepare(e, &ss->reqs[i], &ps[m], &ss->ids[i], &found, 0);
+		m++;
+	}
+	for (size_t k = 0; k < m && rc == SAGA_OK; k++)
+		rows[k] = ps[k].tmp.row;
+	if (rc == SAGA_OK && (rc = e->st->insert_many(e->store, rows, m)))
+		rc = store_err(e, rc);
+	for (size_t k = 0; k < m && rc == SAGA_OK; k++) {
+		size_t i = which[k];
+		int made = 0;
+		ps[k].tmp.row = rows[k];
+		rc = start_finish(e, &ss->reqs[i], &ps[k], &ss->ids[i], &made,
+		                  ss->fresh && i < room ? &ss->fresh[i].in : NULL);
+		if (rc == SAGA_OK && ss->created)
+			ss->created[i] = made;
+	}
+	for (size_t k = 0; k < m; k++)
+		cJSON_free(ps[k].text);
+	return rc;
+}
+
 /* Inserts the instances in the open transaction. With room in memory and
  * nothing queued before them, new instances go straight to the driver
- * instead of being read back: their copies wait in ss->fresh. */
+ * instead of being read back: their copies wait in ss->fresh. The ones
+ * without a business key go first, in one store call; when memory for
+ * that is short, each goes alone. */
 int starts_insert(saga_engine *e, start_set *ss)
 {
 	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
 	                      ? e->max_in_flight - e->nloaded
 	                      : 0;
 	ss->fresh = room && ss->n ? saga_calloc(&e->alloc, ss->n, sizeof(*ss->fresh)) : NULL;
-	int rc = SAGA_OK, made = 0;
+	size_t m = 0;
+	for (size_t i = 0; i < ss->n; i++)
+		m += !ss->reqs[i].business_key;
+	pending_start *ps = m > 1 ? saga_malloc(&e->alloc, m * sizeof(*ps)) : NULL;
+	saga_row *rows = ps ? saga_malloc(&e->alloc, m * sizeof(*rows)) : NULL;
+	size_t *which = rows ? saga_malloc(&e->alloc, m * sizeof(*which)) : NULL;
+	int rc = which ? starts_insert_many(e, ss, room, ps, rows, which) : SAGA_OK;
 	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
+		if (which && !ss->reqs[i].business_key)
+			continue; /* inserted above */
+		int made = 0;
 		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
 		               ss->fresh && i < room ? &ss->fresh[i].in : NULL, 0);
 		if (rc == SAGA_OK && ss->created)
 			ss->created[i] = made;
 	}
+	saga_free(&e->alloc, which);
+	saga_free(&e->alloc, rows);
+	saga_free(&e->alloc, ps);
 	return rc;
 }
 

@@ -30,7 +30,7 @@
 
 #include "internal.h"
 
-#define STORE_OPS_VERSION 3
+#define STORE_OPS_VERSION 4
 
 typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
@@ -102,6 +102,18 @@ typedef struct store_ops {
 	int (*stuck_counts)(saga_store *s, store_count_fn fn, void *user);
 	int (*overdue)(saga_store *s, uint64_t now, uint64_t late, int64_t *overdue,
 	               uint64_t *oldest_due);
+
+	/* version 4: the round's reads and inserts in one call each.
+	 * load_many: the instances of a round's ready queue (on PostgreSQL
+	 * one statement, not a round trip each); rows missing or damaged are
+	 * absent, for load() to tell which. */
+	int (*load_many)(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+	                 const saga_alloc *a);
+	/* Inserts rows[0..n) without business keys in the open transaction,
+	 * setting each one's id, as n insert() calls would (on PostgreSQL one
+	 * round trip, not n). SAGA_EINVAL for a row with a business key or
+	 * outside a transaction. */
+	int (*insert_many)(saga_store *s, saga_row *rows, size_t n);
 } store_ops;
 
 /* The SQLite backend. */

@@ -174,6 +174,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	/* The WAITING ones due by $1, and of them those due by $2. */
 	[P_OVERDUE] = "SELECT count(*) FILTER (WHERE due_at <= $2), coalesce(min(due_at), 0)"
 	              " FROM instances WHERE state = 1 AND due_at > 0 AND due_at <= $1",
+	[P_LOAD_MANY] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = ANY($1::bigint[])",
 };
 
 /* Schema 4, as the SQLite store's, in PostgreSQL's types: times are bigint
@@ -371,7 +372,7 @@ static int setup_session(saga_store *s)
 		if (!PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL))
 			return pg_refuse(s, SAGA_EIO, "store: prepare: %s",
 			                 PQerrorMessage(s->conn));
-		s->q[s->nq++] = (struct pg_pending){ K_PLAIN, i, 0 };
+		s->q[s->nq++] = (struct pg_pending){ K_PLAIN, i, 0, NULL };
 	}
 	return pg_sync(s);
 }
@@ -433,7 +434,7 @@ int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int
 	saga_fmt(name, sizeof(name), "s%d", stmt);
 	if (!PQsendQueryPrepared(s->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0))
 		return lost(s, "sending a statement");
-	s->q[s->nq++] = (struct pg_pending){ kind, stmt, id };
+	s->q[s->nq++] = (struct pg_pending){ kind, stmt, id, NULL };
 	return SAGA_OK;
 }
 
@@ -476,6 +477,8 @@ int pg_sync(saga_store *s)
 				rc = pg_refuse(
 				        s, SAGA_ESTORE,
 				        "store: the transaction was rolled back at its commit");
+			} else if (st == PGRES_TUPLES_OK && p->kind == K_ID) {
+				*p->out = PQntuples(r) == 1 ? pg_i64(r, 0, 0) : 0;
 			} else if (st == PGRES_TUPLES_OK && p->kind == K_WANT && !s->want) {
 				s->want = r;
 				continue;
@@ -833,4 +836,6 @@ const store_ops store_pg_ops = {
 	.def_counts = pg_def_counts,
 	.stuck_counts = pg_stuck_counts,
 	.overdue = pg_overdue,
+	.load_many = pg_load_many,
+	.insert_many = pg_insert_many,
 };

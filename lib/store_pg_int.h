@@ -63,6 +63,7 @@ enum pg_stmt {
 	P_DEF_COUNTS,
 	P_STUCK,
 	P_OVERDUE,
+	P_LOAD_MANY,
 	P_COUNT
 };
 
@@ -72,14 +73,16 @@ enum pg_kind {
 	K_FENCED, /* an error 22012 (the division by zero) means SAGA_EFENCED */
 	K_WANT,   /* its result is handed to the caller */
 	K_COMMIT, /* a COMMIT answered "ROLLBACK" did not commit */
-	K_NOTIFY  /* after the commit: its failure changes nothing */
+	K_NOTIFY, /* after the commit: its failure changes nothing */
+	K_ID      /* its one row's first column is stored in *out (0 without one) */
 };
 
 /* A statement sent and not yet answered. */
 struct pg_pending {
 	enum pg_kind kind;
 	int stmt;
-	int64_t id; /* the instance a fenced write is about */
+	int64_t id;   /* the instance a fenced write is about */
+	int64_t *out; /* K_ID: where the answer goes */
 };
 
 /* Queued statements are answered (a Sync) at this many, so that neither
@@ -164,6 +167,9 @@ int pg_insert(saga_store *s, saga_row *row);
 int pg_update(saga_store *s, saga_row *row);
 int pg_load(saga_store *s, saga_row *row, int64_t id, const saga_alloc *a);
 int pg_load_uid(saga_store *s, saga_row *row, const char *uid, const saga_alloc *a);
+int pg_insert_many(saga_store *s, saga_row *rows, size_t n);
+int pg_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                 const saga_alloc *a);
 int pg_find_bkey(saga_store *s, int64_t *id, const char *bkey);
 int pg_add_history(saga_store *s, const saga_hist *h);
 int pg_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome);

@@ -6,6 +6,7 @@
 #include "store_pg_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,23 +75,37 @@ static void row_params(pg_params *p, const saga_row *r)
 	p_time(p, r->prev_delay);
 }
 
+/* The parameters of P_INSERT for r. */
+static void insert_params(pg_params *p, const saga_row *r)
+{
+	p_text(p, r->uid);
+	p_text(p, r->def_name);
+	p_int(p, r->def_version);
+	p_text(p, r->has_bkey ? r->bkey : NULL);
+	row_params(p, r);
+	p_time(p, r->created_at);
+	p_time(p, r->updated_at);
+	p_text(p, r->error);
+	p_text(p, r->context ? r->context : "{}");
+	p_int(p, r->owner);
+	p_int(p, r->fence);
+	p_int(p, r->next_seq);
+	p_int(p, r->recoveries);
+	p_time(p, r->state >= SAGA_COMPLETED ? r->updated_at : 0);
+}
+
+/* A row inserted: what the store now holds of it. */
+static void inserted(saga_store *s, saga_row *r)
+{
+	r->stored_state = r->state;
+	r->stored_due = r->due_at;
+	pg_note_wake(s); /* a new instance (of the pool, when nobody owns it) */
+}
+
 int pg_insert(saga_store *s, saga_row *r)
 {
 	pg_params p = { .n = 0 };
-	p_text(&p, r->uid);
-	p_text(&p, r->def_name);
-	p_int(&p, r->def_version);
-	p_text(&p, r->has_bkey ? r->bkey : NULL);
-	row_params(&p, r);
-	p_time(&p, r->created_at);
-	p_time(&p, r->updated_at);
-	p_text(&p, r->error);
-	p_text(&p, r->context ? r->context : "{}");
-	p_int(&p, r->owner);
-	p_int(&p, r->fence);
-	p_int(&p, r->next_seq);
-	p_int(&p, r->recoveries);
-	p_time(&p, r->state >= SAGA_COMPLETED ? r->updated_at : 0);
+	insert_params(&p, r);
 	PGresult *res = NULL;
 	int rc = pg_query(s, P_INSERT, &p, &res);
 	if (rc)
@@ -101,10 +116,38 @@ int pg_insert(saga_store *s, saga_row *r)
 	}
 	r->id = pg_i64(res, 0, 0);
 	PQclear(res);
-	r->stored_state = r->state;
-	r->stored_due = r->due_at;
-	pg_note_wake(s); /* a new instance (of the pool, when nobody owns it) */
+	inserted(s, r);
 	return SAGA_OK;
+}
+
+int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].has_bkey || !s->in_txn)
+			return pg_refuse(s, SAGA_EINVAL,
+			                 "store: insert_many takes rows without a business key, "
+			                 "in a transaction");
+	if (s->failed)
+		return s->failed;
+	int rc = pg_ready(s);
+	/* Queued with the round's other statements; the ids come back at one
+	 * Sync, not one round trip each. */
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
+		pg_params p = { .n = 0 };
+		insert_params(&p, &rows[i]);
+		rows[i].id = 0;
+		if ((rc = pg_queue(s, P_INSERT, &p, K_ID, 0)) == SAGA_OK)
+			s->q[s->nq - 1].out = &rows[i].id;
+	}
+	if (rc == SAGA_OK && n)
+		rc = pg_sync(s);
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
+		if (!rows[i].id)
+			rc = pg_refuse(s, SAGA_ESTORE, "store: an insert gave no id");
+		else
+			inserted(s, &rows[i]);
+	}
+	return rc;
 }
 
 int pg_update(saga_store *s, saga_row *r)
@@ -228,6 +271,45 @@ int pg_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
 int pg_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc *a)
 {
 	return load_by(s, P_LOAD_UID, uid, r, a);
+}
+
+int pg_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                 const saga_alloc *a)
+{
+	if (n == 0)
+		return SAGA_OK;
+	/* One statement for all of them, the ids as an array literal. */
+	size_t size = n * 21 + 3;
+	char *list = n <= SIZE_MAX / 21 - 1 ? saga_malloc(&s->alloc, size) : NULL;
+	if (!list)
+		return SAGA_ENOMEM;
+	size_t len = 0;
+	list[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(list + len, size - len, i ? ",%lld" : "%lld",
+		                        (long long)ids[i]);
+	saga_fmt(list + len, size - len, "}");
+	pg_params p = { .n = 0 };
+	p_text(&p, list);
+	PGresult *res = NULL;
+	int rc = pg_query(s, P_LOAD_MANY, &p, &res);
+	saga_free(&s->alloc, list);
+	if (rc)
+		return rc;
+	for (int i = 0, rows = PQntuples(res); i < rows; i++) {
+		saga_row r;
+		int code = read_row(s, res, i, &r, a);
+		if (code == SAGA_ECORRUPT)
+			continue; /* absent: load() tells the caller why */
+		if (code) {
+			rc = code;
+			break;
+		}
+		if (fn(&r, user))
+			break;
+	}
+	PQclear(res);
+	return rc;
 }
 
 int pg_find_bkey(saga_store *s, int64_t *id, const char *bkey)

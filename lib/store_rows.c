@@ -137,6 +137,19 @@ int store_insert(saga_store *s, saga_row *r)
 	return rc;
 }
 
+int store_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].has_bkey || sqlite3_get_autocommit(s->db))
+			return refuse(s, SAGA_EINVAL,
+			              "store: insert_many takes rows without a business key, "
+			              "in a transaction");
+	int rc = SAGA_OK;
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++)
+		rc = store_insert(s, &rows[i]);
+	return rc;
+}
+
 int store_update(saga_store *s, saga_row *r)
 {
 	if (!s->epoch)
@@ -272,6 +285,23 @@ int store_load(saga_store *s, saga_row *r, int64_t id, const saga_alloc *a)
 	if (rc != SQLITE_OK)
 		return fail(s, rc, "bind");
 	return load_by(s, st, r, a);
+}
+
+int store_load_many(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
+                    const saga_alloc *a)
+{
+	/* The prepared load, once per id: no round trip to save here. */
+	for (size_t i = 0; i < n; i++) {
+		saga_row r;
+		int rc = store_load(s, &r, ids[i], a);
+		if (rc == SAGA_ENOTFOUND || rc == SAGA_ECORRUPT)
+			continue;
+		if (rc)
+			return rc;
+		if (fn(&r, user))
+			break;
+	}
+	return SAGA_OK;
 }
 
 int store_load_uid(saga_store *s, saga_row *r, const char *uid, const saga_alloc *a)

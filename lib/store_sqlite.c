@@ -470,4 +470,6 @@ const store_ops store_sqlite_ops = {
 	.def_counts = store_def_counts,
 	.stuck_counts = store_stuck_counts,
 	.overdue = store_overdue,
+	.load_many = store_load_many,
+	.insert_many = store_insert_many,
 };

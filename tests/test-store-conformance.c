@@ -932,6 +932,153 @@ START_TEST(row_round_trip)
 }
 END_TEST
 
+/* What load_many gave: each row once, with its context. */
+typedef struct many {
+	saga_row row[8];
+	char ctx[8][32];
+	int n, stop_after;
+} many;
+
+static int keep_many(saga_row *r, void *user)
+{
+	many *m = user;
+	ck_assert_msg(m->n < 8, "load_many gave more rows than it was asked for");
+	ck_assert_ptr_nonnull(r->context);
+	m->row[m->n] = *r;
+	saga_fmt(m->ctx[m->n], sizeof(m->ctx[0]), "%s", r->context);
+	m->row[m->n].context = NULL;
+	saga_free(&saga_default_alloc, r->context); /* the callee's */
+	return ++m->n == m->stop_after;
+}
+
+static const saga_row *many_row(const many *m, int64_t id, const char **ctx)
+{
+	for (int i = 0; i < m->n; i++)
+		if (m->row[i].id == id) {
+			for (int j = i + 1; j < m->n; j++)
+				ck_assert_msg(m->row[j].id != id, "row %lld given twice",
+				              (long long)id);
+			*ctx = m->ctx[i];
+			return &m->row[i];
+		}
+	return NULL;
+}
+
+/* load_many: the rows of the ids asked for, as load() reads them, each
+ * once, in any order; an unknown id is absent; fn's nonzero stops; inside
+ * a transaction it sees the transaction's own writes. */
+START_TEST(load_many_reads_a_set)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_store *b = open_store();
+	int64_t eb = new_owner(b, LONG);
+	int64_t id[4];
+	for (int i = 0; i < 4; i++) {
+		saga_row r = make_row(DEF, 1 + i, i == 3 ? SAGA_COMPLETED : SAGA_RUNNING, 0,
+		                      i == 3   ? 0
+		                      : i == 2 ? eb
+		                               : ea,
+		                      3 + i);
+		r.step = i % 2;
+		char ctx[16];
+		saga_fmt(ctx, sizeof(ctx), "{\"n\":%d}", i);
+		r.context = ctx;
+		id[i] = put_row(a, r);
+	}
+	int64_t ask[6] = { id[3], id[0] + 1000, id[1], id[2], id[0], id[3] + 2000 };
+	many m = { .n = 0 };
+	OK(a, ops->load_many(a, ask, 6, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 4);
+	for (int i = 0; i < 4; i++) {
+		const char *ctx = NULL;
+		const saga_row *got = many_row(&m, id[i], &ctx);
+		ck_assert_msg(got, "row %d (id %lld) missing", i, (long long)id[i]);
+		saga_row one = get_row(a, id[i]);
+		ck_assert_str_eq(got->uid, one.uid);
+		ck_assert_int_eq(got->def_version, 1 + i);
+		ck_assert_int_eq(got->state, one.state);
+		ck_assert_int_eq(got->step, i % 2);
+		ck_assert_int_eq(got->owner, one.owner);
+		ck_assert_int_eq(got->fence, 3 + i);
+		ck_assert_int_eq(got->stored_state, one.state);
+		char want[16];
+		saga_fmt(want, sizeof(want), "{\"n\":%d}", i);
+		ck_assert_str_eq(ctx, want);
+	}
+	ck_assert_int_eq(many_row(&m, id[0], &(const char *){ NULL })->owner, ea);
+	ck_assert_int_eq(many_row(&m, id[2], &(const char *){ NULL })->owner, eb);
+
+	/* Nothing asked, nothing given; fn's nonzero stops. */
+	m = (many){ .n = 0 };
+	OK(a, ops->load_many(a, ask, 0, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 0);
+	m = (many){ .n = 0, .stop_after = 1 };
+	OK(a, ops->load_many(a, id, 3, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 1);
+
+	/* In a transaction: its own write, not yet committed. */
+	saga_row r = get_row(a, id[1]);
+	r.step = 1 - r.step;
+	r.context = (char *)"{\"n\":9}";
+	OK(a, ops->begin(a));
+	OK(a, ops->update(a, &r));
+	m = (many){ .n = 0 };
+	OK(a, ops->load_many(a, &id[1], 1, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 1);
+	ck_assert_int_eq(m.row[0].step, r.step);
+	ck_assert_str_eq(m.ctx[0], "{\"n\":9}");
+	OK(a, ops->commit(a));
+	close_store(b);
+	close_store(a);
+}
+END_TEST
+
+/* insert_many: rows without business keys, in a transaction, each given
+ * its own id, written as insert() writes them; refused with a business
+ * key or outside a transaction. */
+START_TEST(insert_many_sets_ids)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_row rows[3];
+	for (int i = 0; i < 3; i++) {
+		rows[i] = make_row(DEF, 1, SAGA_RUNNING, T0 + (uint64_t)i, ea, 1);
+		rows[i].next_seq = 2 + i;
+		rows[i].context = (char *)(i == 1 ? "{\"q\":\"a\\\"b\"}" : "{}");
+	}
+	ck_assert_int_eq(ops->insert_many(a, rows, 3), SAGA_EINVAL);
+	OK(a, ops->begin(a));
+	OK(a, ops->insert_many(a, rows, 3));
+	/* Seen in the transaction that wrote them. */
+	many m = { .n = 0 };
+	int64_t got[3] = { rows[0].id, rows[1].id, rows[2].id };
+	OK(a, ops->load_many(a, got, 3, keep_many, &m, &saga_default_alloc));
+	ck_assert_int_eq(m.n, 3);
+	OK(a, ops->commit(a));
+	ck_assert(rows[0].id > 0 && rows[1].id > 0 && rows[2].id > 0);
+	ck_assert(rows[0].id != rows[1].id && rows[1].id != rows[2].id && rows[0].id != rows[2].id);
+	char buf[64];
+	for (int i = 0; i < 3; i++) {
+		saga_row back = get_row(a, rows[i].id);
+		ck_assert_str_eq(back.uid, rows[i].uid);
+		ck_assert_int_eq(back.next_seq, 2 + i);
+		ck_assert_uint_eq(back.due_at, T0 + (uint64_t)i);
+		ck_assert_int_eq(back.owner, ea);
+		ck_assert_str_eq(context_of(a, rows[i].id, buf, sizeof(buf)), rows[i].context);
+	}
+	saga_row keyed = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	keyed.has_bkey = true;
+	saga_fmt(keyed.bkey, sizeof(keyed.bkey), "k-1");
+	OK(a, ops->begin(a));
+	ck_assert_int_eq(ops->insert_many(a, &keyed, 1), SAGA_EINVAL);
+	ops->rollback(a);
+	int64_t found = 0;
+	ck_assert_int_eq(ops->find_bkey(a, &found, "k-1"), SAGA_ENOTFOUND);
+	close_store(a);
+}
+END_TEST
+
 typedef struct events {
 	saga_event ev[8];
 	char detail[8][1100];
@@ -1797,6 +1944,23 @@ static int fenceless_history(saga_store *s, int64_t id, saga_event_fn fn, void *
 	return store_sqlite_ops.history(s, id, zero_fence, &r, names, n);
 }
 
+/* "load-first": load_many gives only the row of the first id. */
+static int first_load_many(saga_store *s, const int64_t *v, size_t n, store_load_fn fn, void *user,
+                           const saga_alloc *a)
+{
+	return store_sqlite_ops.load_many(s, v, n ? 1 : 0, fn, user, a);
+}
+
+/* "insert-one": insert_many inserts the first row and gives the others
+ * its id. */
+static int one_insert_many(saga_store *s, saga_row *rows, size_t n)
+{
+	int rc = store_sqlite_ops.insert_many(s, rows, n ? 1 : 0);
+	for (size_t i = 1; i < n && rc == SAGA_OK; i++)
+		rows[i].id = rows[0].id;
+	return rc;
+}
+
 typedef struct mutant {
 	const char *name;
 	void (*apply)(store_ops *o);
@@ -1834,6 +1998,16 @@ static void m_history(store_ops *o)
 	o->history = fenceless_history;
 }
 
+static void m_loadfirst(store_ops *o)
+{
+	o->load_many = first_load_many;
+}
+
+static void m_insertone(store_ops *o)
+{
+	o->insert_many = one_insert_many;
+}
+
 static const mutant mutants[] = {
 	{ "revive",
 	  m_revive,
@@ -1847,6 +2021,8 @@ static const mutant mutants[] = {
 	    "lapsed_lease_is_never_renewed" } },
 	{ "always-changed", m_changed, { "changed_sees_peers_not_self" } },
 	{ "fenceless-history", m_history, { "history_round_trip" } },
+	{ "load-first", m_loadfirst, { "load_many_reads_a_set" } },
+	{ "insert-one", m_insertone, { "insert_many_sets_ids" } },
 };
 
 /* ---- the suite ---- */
@@ -1878,6 +2054,8 @@ static const test tests[] = {
 	T(claims_count_recoveries, 30),
 	T(scans_see_only_own, 30),
 	T(row_round_trip, 30),
+	T(load_many_reads_a_set, 30),
+	T(insert_many_sets_ids, 30),
 	T(business_key_is_unique, 30),
 	T(history_round_trip, 30),
 	T(definitions_kept_once, 30),
