@@ -197,7 +197,7 @@ int starts_check(saga_engine *e, start_set *ss)
 /* The starts without a business key among ss's requests, inserted with
  * one store call (on PostgreSQL one round trip, not one each). */
 static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pending_start *ps,
-                              saga_row *rows, size_t *which)
+                              saga_row *rows)
 {
 	size_t m = 0;
 	int rc = SAGA_OK;
@@ -205,7 +205,6 @@ static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pendin
 		if (ss->reqs[i].business_key)
 			continue;
 		bool found = false;
-		which[m] = i;
 		rc = start_prepare(e, &ss->reqs[i], &ps[m], &ss->ids[i], &found, 0);
 		m++;
 	}
@@ -213,14 +212,17 @@ static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pendin
 		rows[k] = ps[k].tmp.row;
 	if (rc == SAGA_OK && (rc = e->st->insert_many(e->store, rows, m)))
 		rc = store_err(e, rc);
-	for (size_t k = 0; k < m && rc == SAGA_OK; k++) {
-		size_t i = which[k];
+	/* The same requests again, in the same order: the k-th without a key. */
+	for (size_t i = 0, k = 0; i < ss->n && rc == SAGA_OK; i++) {
+		if (ss->reqs[i].business_key)
+			continue;
 		int made = 0;
 		ps[k].tmp.row = rows[k];
 		rc = start_finish(e, &ss->reqs[i], &ps[k], &ss->ids[i], &made,
 		                  ss->fresh && i < room ? &ss->fresh[i].in : NULL);
 		if (rc == SAGA_OK && ss->created)
 			ss->created[i] = made;
+		k++;
 	}
 	for (size_t k = 0; k < m; k++)
 		cJSON_free(ps[k].text);
@@ -243,10 +245,9 @@ int starts_insert(saga_engine *e, start_set *ss)
 		m += !ss->reqs[i].business_key;
 	pending_start *ps = m > 1 ? saga_malloc(&e->alloc, m * sizeof(*ps)) : NULL;
 	saga_row *rows = ps ? saga_malloc(&e->alloc, m * sizeof(*rows)) : NULL;
-	size_t *which = rows ? saga_malloc(&e->alloc, m * sizeof(*which)) : NULL;
-	int rc = which ? starts_insert_many(e, ss, room, ps, rows, which) : SAGA_OK;
+	int rc = rows ? starts_insert_many(e, ss, room, ps, rows) : SAGA_OK;
 	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
-		if (which && !ss->reqs[i].business_key)
+		if (rows && !ss->reqs[i].business_key)
 			continue; /* inserted above */
 		int made = 0;
 		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
@@ -254,7 +255,6 @@ int starts_insert(saga_engine *e, start_set *ss)
 		if (rc == SAGA_OK && ss->created)
 			ss->created[i] = made;
 	}
-	saga_free(&e->alloc, which);
 	saga_free(&e->alloc, rows);
 	saga_free(&e->alloc, ps);
 	return rc;

@@ -91,7 +91,8 @@ int ensure_txn(saga_engine *e)
 	if (rc)
 		return store_err(e, rc);
 	e->in_txn = true;
-	note_lease(e); /* begin renewed it */
+	if (e->nworkers)
+		note_lease(e); /* begin renewed it; only workers read it */
 	return SAGA_OK;
 }
 
