@@ -27,13 +27,12 @@
 	" deadline_at, attempt_deadline, step_since, prev_delay, created_at, updated_at," \
 	" error, context, owner, fence, next_seq, recoveries"
 
-/* Who may write an instance row: its owner ($22, the writer's epoch), or
- * anyone when it has ended and stays so (a note in its history). */
-#define WRITER "(owner = $22 OR (owner = 0 AND state >= 3 AND $2 >= 3))"
-
-/* A fenced write: the count of rows it changed must be one, else the
- * division fails and the transaction with it. */
-#define FENCED(cte) "WITH w AS (" cte " RETURNING 1) SELECT 1 / count(*)::int FROM w"
+/* A fenced write of a batch: the count of rows it changed must be the count
+ * of rows in its arrays ($1 the first), else the division fails and the
+ * transaction with it. */
+#define FENCED_MANY(cte)                                         \
+	"WITH w AS (" cte " RETURNING 1) SELECT 1 / (count(*) =" \
+	" cardinality($1::bigint[]))::int FROM w"
 
 static const char *const stmt_sql[P_COUNT] = {
 	[P_BEGIN] = "BEGIN",
@@ -95,29 +94,48 @@ static const char *const stmt_sql[P_COUNT] = {
 	             " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,"
 	             " $23, $24, $25, $26, $27, $28) ON CONFLICT (business_key)"
 	             " WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
-	[P_UPDATE] = FENCED("UPDATE instances SET state = $2, phase = $3, step = $4,"
-	                    " attempt = $5, inflight = $6, pending = $7, pivot_done = $8,"
-	                    " reason = $9, fwd_started = $10, comp_done_any = $11, due_at = $12,"
-	                    " deadline_at = $13, attempt_deadline = $14, step_since = $15,"
-	                    " prev_delay = $16, updated_at = $17, error = $18, context = $19,"
-	                    " next_seq = $20, recoveries = $21,"
-	                    /* an ended instance belongs to nobody */
-	                    " owner = CASE WHEN $2 < 3 THEN $22::bigint ELSE 0 END,"
-	                    /* the time it reached its final state, kept while it stays there */
-	                    " finished_at = CASE WHEN $2 < 3 THEN 0 WHEN state = $2 THEN"
-	                    " finished_at ELSE $17 END WHERE id = $1 AND fence = $23"
-	                    " AND " WRITER),
+	/* A round's instance updates, one row each of the arrays: a row changes
+	 * only for its owner with the fence it was loaded with (or for anyone
+	 * when it has ended and stays so). */
+	[P_UPDATE_MANY] = FENCED_MANY(
+	        "UPDATE instances i SET state = v.state, phase = v.phase, step = v.step,"
+	        " attempt = v.attempt, inflight = v.inflight, pending = v.pending,"
+	        " pivot_done = v.pivot_done, reason = v.reason, fwd_started = v.fwd_started,"
+	        " comp_done_any = v.comp_done_any, due_at = v.due_at,"
+	        " deadline_at = v.deadline_at, attempt_deadline = v.attempt_deadline,"
+	        " step_since = v.step_since, prev_delay = v.prev_delay,"
+	        " updated_at = v.updated_at, error = v.error, context = v.context,"
+	        " next_seq = v.next_seq, recoveries = v.recoveries,"
+	        /* an ended instance belongs to nobody */
+	        " owner = CASE WHEN v.state < 3 THEN v.epoch ELSE 0 END,"
+	        /* the time it reached its final state, kept while it stays there */
+	        " finished_at = CASE WHEN v.state < 3 THEN 0 WHEN i.state = v.state THEN"
+	        " i.finished_at ELSE v.updated_at END"
+	        " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::bigint[],"
+	        " $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[],"
+	        " $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],"
+	        " $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[],"
+	        " $22::bigint[], $23::bigint[]) AS v(id, state, phase, step, attempt,"
+	        " inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"
+	        " deadline_at, attempt_deadline, step_since, prev_delay, updated_at, error,"
+	        " context, next_seq, recoveries, epoch, fence)"
+	        " WHERE i.id = v.id AND i.fence = v.fence AND (i.owner = v.epoch OR"
+	        " (i.owner = 0 AND i.state >= 3 AND v.state >= 3))"),
 	[P_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = $1",
 	[P_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = $1",
 	[P_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = $1",
 	/* History is fenced too: written only by the instance's owner, or to an
-	 * ended instance's (a note). */
-	[P_HIST_ADD] = FENCED("INSERT INTO history(instance, seq, at, type, state, step, phase,"
-	                      " attempt, outcome, detail, fence) SELECT $1::bigint, $2::bigint,"
-	                      " $3::bigint, $4::int, $5::int, $6::int, $7::int, $8::bigint,"
-	                      " $9::int, $10::text, $11::bigint WHERE EXISTS (SELECT 1 FROM"
-	                      " instances WHERE id = $1 AND (owner = $12::bigint OR (owner = 0"
-	                      " AND state >= 3)))"),
+	 * ended instance's (a note). A round's rows, one row each of the arrays. */
+	[P_HIST_MANY] = FENCED_MANY(
+	        "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt,"
+	        " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, v.state,"
+	        " v.step, v.phase, v.attempt, v.outcome, v.detail, v.fence FROM"
+	        " unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::int[],"
+	        " $6::int[], $7::int[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
+	        " $12::bigint[]) AS v(instance, seq, at, type, state, step, phase, attempt,"
+	        " outcome, detail, fence, epoch) WHERE EXISTS (SELECT 1 FROM instances i"
+	        " WHERE i.id = v.instance AND (i.owner = v.epoch OR (i.owner = 0 AND"
+	        " i.state >= 3)))"),
 	[P_LAST_OUTCOME] = "SELECT outcome FROM history WHERE instance = $1 AND step = $2 AND"
 	                   " phase = $3 AND type = 3 ORDER BY seq DESC LIMIT 1",
 	[P_SCAN_ACTIVE] = "SELECT id FROM instances WHERE state < 3 AND state IN (0, 2)"
@@ -382,6 +400,8 @@ static int lost(saga_store *s, const char *when)
 {
 	s->broken = true;
 	s->nq = 0;
+	pg_batch_clear(&s->upd);
+	pg_batch_clear(&s->hist);
 	if (s->in_txn && !s->failed)
 		s->failed = SAGA_EIO; /* the server rolled it back */
 	return pg_refuse(s, SAGA_EIO, "store: connection to PostgreSQL lost %s: %s", when,
@@ -425,10 +445,13 @@ int pg_ready(saga_store *s)
 	return SAGA_OK;
 }
 
-int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id)
+static int sync_queued(saga_store *s);
+
+/* Queues one statement, after nothing gathered (pg_queue flushes first). */
+int pg_queue_one(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id)
 {
 	int rc;
-	if (s->nq == PG_QUEUE_MAX && (rc = pg_sync(s)))
+	if (s->nq == PG_QUEUE_MAX && (rc = sync_queued(s)))
 		return rc;
 	char name[16];
 	saga_fmt(name, sizeof(name), "s%d", stmt);
@@ -438,13 +461,25 @@ int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int
 	return SAGA_OK;
 }
 
+/* Queues one statement behind the gathered writes. */
+int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id)
+{
+	int rc = pg_flush(s);
+	return rc ? rc : pg_queue_one(s, stmt, p, kind, id);
+}
+
 /* Records the first error of a transaction (or of a statement outside one). */
 static void note_error(saga_store *s, PGresult *r, const struct pg_pending *p, int *rc)
 {
 	if (*rc)
 		return;
 	*rc = sqlstate_code(PQresultErrorField(r, PG_DIAG_SQLSTATE), p->kind);
-	if (*rc == SAGA_EFENCED)
+	if (*rc == SAGA_EFENCED && !p->id)
+		pg_refuse(s, *rc,
+		          "store: an instance written in this round is no longer this "
+		          "process's (a fenced write changed nothing): the transaction "
+		          "cannot commit");
+	else if (*rc == SAGA_EFENCED)
 		pg_refuse(s, *rc,
 		          "store: instance %lld is no longer this process's (the fenced "
 		          "write changed nothing): the transaction cannot commit",
@@ -456,7 +491,7 @@ static void note_error(saga_store *s, PGresult *r, const struct pg_pending *p, i
 /* Sends a Sync and reads the answers of every queued statement, in order.
  * The K_WANT one's result is kept in s->want. The first error is returned
  * (the server skipped what followed it); in a transaction it sticks. */
-int pg_sync(saga_store *s)
+static int sync_queued(saga_store *s)
 {
 	int rc = SAGA_OK;
 	PQclear(s->want);
@@ -497,6 +532,13 @@ int pg_sync(saga_store *s)
 	if (s->in_txn && rc && !s->failed)
 		s->failed = rc;
 	return s->in_txn && s->failed ? s->failed : rc;
+}
+
+/* Queues what was gathered, then sends a Sync and reads every answer. */
+int pg_sync(saga_store *s)
+{
+	int rc = pg_flush(s);
+	return rc ? rc : sync_queued(s);
 }
 
 /* Runs a statement that answers rows (after whatever is queued); the
@@ -570,6 +612,8 @@ int pg_queue_notify(saga_store *s)
 
 static void txn_reset(saga_store *s)
 {
+	pg_batch_clear(&s->upd);
+	pg_batch_clear(&s->hist);
 	s->in_txn = false;
 	s->wakes = false;
 	s->failed = SAGA_OK;
@@ -640,6 +684,8 @@ int pg_commit(saga_store *s)
 
 void pg_rollback(saga_store *s)
 {
+	pg_batch_clear(&s->upd); /* gathered, never sent */
+	pg_batch_clear(&s->hist);
 	if (!s->broken && PQstatus(s->conn) == CONNECTION_OK) {
 		/* What was queued is answered first (a failed statement skipped
 		 * the rest); then a transaction still open on the server ends. */
@@ -749,6 +795,8 @@ static void pg_close(saga_store *s)
 	if (!s)
 		return;
 	PQclear(s->want);
+	pg_batch_free(s, &s->upd);
+	pg_batch_free(s, &s->hist);
 	if (s->conn)
 		PQfinish(s->conn);
 	if (s->listen)
@@ -767,6 +815,9 @@ static int pg_open(saga_store **out, const char *conninfo, saga_durability durab
 		return SAGA_ENOMEM;
 	}
 	s->alloc = *alloc;
+	/* The columns of P_UPDATE_MANY and P_HIST_MANY: 'i' a number, 't' a text. */
+	pg_batch_init(&s->upd, P_UPDATE_MANY, "iiiiiiiiiiiiiiiiittiiii", true);
+	pg_batch_init(&s->hist, P_HIST_MANY, "iiiiiiiiitii", false);
 	s->durability = durability;
 	s->busy_ms = busy_ms ? busy_ms : 5000;
 	s->rescan = true;

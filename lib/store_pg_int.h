@@ -7,11 +7,13 @@
  * - store_pg_owners.c: owners and their leases (on the server's clock),
  *   reaping, claims, commands, and the wake-ups (LISTEN/NOTIFY);
  * - store_pg_rows.c: definitions and instance rows written (fenced) and
- *   read, history, the scans, listings, counts and purge.
+ *   read, history, the scans, listings, counts and purge;
+ * - store_pg_batch.c: a round's instance updates and history rows gathered
+ *   into one statement each (array parameters).
  *
  * The round is one pipeline. The connection stays in libpq's pipeline mode:
- * writes (instance updates, history rows, commands) are queued and sent
- * without waiting for their answers; a read that needs an answer, and the
+ * writes (commands, and the gathered instance updates and history rows)
+ * are queued and sent without waiting for their answers; a read that needs an answer, and the
  * commit, send a Sync and read every queued answer in order. A fenced write
  * that changes no row raises an error on the server (a division by zero
  * over the count of rows it changed), which aborts the transaction there:
@@ -40,11 +42,11 @@ enum pg_stmt {
 	P_DEF_GET,
 	P_DEF_PUT,
 	P_INSERT,
-	P_UPDATE,
+	P_UPDATE_MANY,
 	P_LOAD,
 	P_LOAD_UID,
 	P_FIND_BKEY,
-	P_HIST_ADD,
+	P_HIST_MANY,
 	P_LAST_OUTCOME,
 	P_SCAN_ACTIVE,
 	P_SCAN_DUE,
@@ -97,6 +99,25 @@ typedef struct pg_params {
 	char buf[PG_PARAMS_MAX][24];
 } pg_params;
 
+/* One column of a batch: the array literal of its rows' values so far
+ * ("{v1,v2" without its closing brace). */
+struct pg_col {
+	char *buf;
+	size_t len, cap;
+};
+
+/* A round's writes of one statement, gathered (store_pg_batch.c). */
+typedef struct pg_batch {
+	int stmt;          /* P_UPDATE_MANY or P_HIST_MANY */
+	const char *types; /* a letter per column: 'i' a number, 't' a text */
+	int ncols, rows;
+	bool unique; /* an instance at most once: a second one flushes first */
+	size_t bytes;
+	struct pg_col col[PG_PARAMS_MAX];
+	int64_t *ids; /* the instance of each row */
+	size_t ids_cap;
+} pg_batch;
+
 struct saga_store {
 	PGconn *conn;   /* the rounds' connection, in pipeline mode */
 	PGconn *listen; /* LISTEN for peers' notifications; autocommit */
@@ -118,7 +139,8 @@ struct saga_store {
 	int failed; /* an error aborted it on the server: only a rollback is left */
 	struct pg_pending q[PG_QUEUE_MAX];
 	int nq;
-	PGresult *want; /* the K_WANT statement's result after a sync */
+	pg_batch upd, hist; /* gathered, queued before anything else is */
+	PGresult *want;     /* the K_WANT statement's result after a sync */
 	saga_alloc alloc;
 	char errmsg[512];
 };
@@ -131,6 +153,7 @@ void p_time(pg_params *p, uint64_t t);
 void p_text(pg_params *p, const char *t);
 int pg_ready(saga_store *s);
 int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
+int pg_queue_one(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
 int pg_sync(saga_store *s);
 int pg_query(saga_store *s, int stmt, const pg_params *p, PGresult **out);
 int pg_ints(saga_store *s, int stmt, const pg_params *p, int64_t *out, int n);
@@ -142,6 +165,13 @@ PGconn *pg_connect(saga_store *s, const char *app, int *rc);
 int pg_begin(saga_store *s);
 int pg_commit(saga_store *s);
 void pg_rollback(saga_store *s);
+
+/* store_pg_batch.c */
+void pg_batch_init(pg_batch *b, int stmt, const char *types, bool unique);
+void pg_batch_clear(pg_batch *b);
+void pg_batch_free(saga_store *s, pg_batch *b);
+int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id);
+int pg_flush(saga_store *s);
 
 /* store_pg_owners.c */
 int pg_register(saga_store *s, uint64_t lease_ms);

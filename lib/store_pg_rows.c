@@ -165,9 +165,10 @@ int pg_update(saga_store *s, saga_row *r)
 	p_int(&p, r->recoveries);
 	p_int(&p, s->epoch);
 	p_int(&p, r->fence);
-	/* Queued: a refusal (no row changed) fails the transaction on the
-	 * server, and the commit says SAGA_EFENCED. */
-	int rc = pg_write(s, P_UPDATE, &p, K_FENCED, r->id);
+	/* Gathered with the round's other updates: a refusal (a row that did
+	 * not change) fails the transaction on the server, and the commit says
+	 * SAGA_EFENCED. */
+	int rc = pg_gather(s, &s->upd, &p, r->id);
 	if (rc == SAGA_OK) {
 		r->stored_state = r->state;
 		r->stored_due = r->due_at;
@@ -336,7 +337,7 @@ int pg_add_history(saga_store *s, const saga_hist *h)
 	p_text(&p, h->detail ? h->detail : "");
 	p_int(&p, h->fence);
 	p_int(&p, s->epoch);
-	return pg_write(s, P_HIST_ADD, &p, K_FENCED, h->instance);
+	return pg_gather(s, &s->hist, &p, h->instance);
 }
 
 int pg_last_outcome(saga_store *s, int64_t id, int step, int phase, int *outcome)

@@ -1763,6 +1763,128 @@ START_TEST(refused_write_fails_the_commit)
 }
 END_TEST
 
+/* Texts a store must keep byte for byte wherever it writes them (a backend
+ * that gathers a round's writes into arrays must quote them): quotes,
+ * backslashes, the array syntax's commas and braces, NULL spelled out,
+ * spaces at the ends, an empty text and non-ASCII bytes. */
+static const char *const awkward[] = {
+	"{\"q\":\"a\\\"b\\\\c\"}",  "NULL", "a,b}", "{\"x\":\"{1,2}\"}", " two  ", "", "\"", "\\",
+	"caf\xc3\xa9 \xe2\x82\xac", "{}",
+};
+#define NAWKWARD (sizeof(awkward) / sizeof(awkward[0]))
+#define NROUND   700 /* more instances than a backend may gather at once */
+
+/* One round writes many instances and their history in one transaction:
+ * every row lands as written (awkward texts included), one instance
+ * written twice keeps its second write, a read in the transaction sees
+ * the writes made so far, and after the commit every row and every
+ * history row is there exactly once. */
+START_TEST(a_round_of_many_writes)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	static saga_row rows[NROUND];
+	static char ctx[NROUND][64];
+	for (int i = 0; i < NROUND; i++) {
+		rows[i] = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+		rows[i].context = (char *)"{}";
+	}
+	OK(a, ops->begin(a));
+	OK(a, ops->insert_many(a, rows, NROUND));
+	OK(a, ops->commit(a));
+
+	OK(a, ops->begin(a));
+	for (int i = 0; i < NROUND; i++) {
+		saga_row *r = &rows[i];
+		saga_fmt(ctx[i], sizeof(ctx[i]), "%s", awkward[i % NAWKWARD]);
+		r->context = ctx[i];
+		saga_fmt(r->error, sizeof(r->error), "%s", awkward[(i + 3) % NAWKWARD]);
+		r->step = i % 5;
+		r->attempt = (uint32_t)i;
+		r->next_seq = 3;
+		OK(a, ops->update(a, r));
+		saga_hist h1 =
+		        make_hist(r->id, 1, 1, SAGA_EVENT_CREATED, awkward[(i + 5) % NAWKWARD]);
+		saga_hist h2 = make_hist(r->id, 2, 1, SAGA_EVENT_ATTEMPT_START,
+		                         awkward[(i + 7) % NAWKWARD]);
+		OK(a, ops->add_history(a, &h1));
+		OK(a, ops->add_history(a, &h2));
+		if (i == NROUND / 2) {
+			/* Read in the transaction: the first row's write is seen. */
+			saga_row first = get_row(a, rows[0].id);
+			ck_assert_int_eq(first.next_seq, 3);
+			ck_assert_str_eq(first.error, rows[0].error);
+		}
+	}
+	/* The last instance again, in the same round: its second write wins. */
+	saga_row *last = &rows[NROUND - 1];
+	last->step = 4;
+	last->next_seq = 4;
+	saga_fmt(ctx[NROUND - 1], sizeof(ctx[0]), "{\"second\":\"wr,\\\"ite\"}");
+	OK(a, ops->update(a, last));
+	saga_hist h3 = make_hist(last->id, 3, 1, SAGA_EVENT_STATE, "second");
+	OK(a, ops->add_history(a, &h3));
+	OK(a, ops->commit(a));
+
+	char buf[64];
+	for (int i = 0; i < NROUND; i++) {
+		saga_row back = get_row(a, rows[i].id);
+		ck_assert_int_eq(back.step, rows[i].step);
+		ck_assert_uint_eq(back.attempt, rows[i].attempt);
+		ck_assert_int_eq(back.next_seq, rows[i].next_seq);
+		ck_assert_int_eq(back.owner, ea);
+		ck_assert_str_eq(back.error, rows[i].error);
+		ck_assert_str_eq(context_of(a, rows[i].id, buf, sizeof(buf)), ctx[i]);
+		events l = { .n = 0 };
+		OK(a, ops->history(a, rows[i].id, keep_event, &l, NULL, 0));
+		ck_assert_int_eq(l.n, i == NROUND - 1 ? 3 : 2);
+		ck_assert_int_eq(l.ev[0].seq, 1);
+		ck_assert_int_eq(l.ev[1].seq, 2);
+		ck_assert_str_eq(l.detail[0], awkward[(i + 5) % NAWKWARD]);
+		ck_assert_str_eq(l.detail[1], awkward[(i + 7) % NAWKWARD]);
+		ck_assert_int_eq(l.ev[1].type, SAGA_EVENT_ATTEMPT_START);
+		ck_assert_uint_eq(l.ev[1].at_ms, T0 + 2);
+	}
+	close_store(a);
+}
+END_TEST
+
+/* One refused write among many in a round refuses the whole round: the
+ * commit gives SAGA_EFENCED and no row or history row of it lands, the
+ * refused one in the middle of the others. */
+START_TEST(one_refused_write_among_many)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_row rows[20];
+	for (int i = 0; i < 20; i++)
+		rows[i] = get_row(a, put_row(a, make_row(DEF, 1, SAGA_RUNNING, 0, ea, 2)));
+	OK(a, ops->begin(a));
+	int rc = SAGA_OK;
+	for (int i = 0; i < 20 && rc == SAGA_OK; i++) {
+		saga_row w = rows[i];
+		w.step = 3;
+		if (i == 11)
+			w.fence = 1; /* stale */
+		rc = ops->update(a, &w);
+		saga_hist h = make_hist(w.id, 1, 2, SAGA_EVENT_STATE, "");
+		if (rc == SAGA_OK)
+			rc = ops->add_history(a, &h);
+	}
+	int crc = rc == SAGA_OK ? ops->commit(a) : rc;
+	if (crc != SAGA_OK)
+		ops->rollback(a);
+	ck_assert_int_eq(crc, SAGA_EFENCED);
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(get_row(a, rows[i].id).step, 0);
+		int n = 0;
+		OK(a, ops->history(a, rows[i].id, count_event, &n, NULL, 0));
+		ck_assert_int_eq(n, 0);
+	}
+	close_store(a);
+}
+END_TEST
+
 /* A handle with no owner registered (never, or since it retired) cannot
  * serve definitions or claim (else claims by nobody would grow fences and
  * count recoveries, pushing an instance to STUCK for crash loops while no
@@ -2069,6 +2191,8 @@ static const test tests[] = {
 	T(update_by_non_owner_refused, 30),
 	T(history_by_non_owner_refused, 30),
 	T(refused_write_fails_the_commit, 30),
+	T(a_round_of_many_writes, 60),
+	T(one_refused_write_among_many, 30),
 	T(no_claim_without_owner, 30),
 };
 

@@ -1,0 +1,170 @@
+/* A round's instance updates and history rows on PostgreSQL, gathered into
+ * one statement each: every parameter of the statement is a text array
+ * holding one value per row (unnest() turns them back into rows on the
+ * server). The server then parses, plans and executes two statements a
+ * round instead of one per row, and the round's pipeline carries a few
+ * messages instead of a few hundred.
+ *
+ * Order is kept where it can be seen: the gathered rows are queued (updates
+ * first, then history) before any other statement is, and before every
+ * Sync, so a read in the transaction sees them and a statement queued after
+ * them runs after them. Between the two kinds the order may change, which
+ * nothing observes: a history row needs its instance owned by the writer or
+ * ended and unowned, and an update keeps an instance either way. An
+ * instance updated twice in a round flushes the first update before the
+ * second is gathered (one UPDATE changes a row once).
+ * SPDX-License-Identifier: MIT */
+#include "store_pg_int.h"
+
+#include <string.h>
+
+/* A batch is queued once it holds this many rows or bytes. */
+#define BATCH_ROWS  512
+#define BATCH_BYTES (4u << 20)
+
+static int grow(saga_store *s, struct pg_col *c, size_t more)
+{
+	if (c->len + more + 2 <= c->cap)
+		return SAGA_OK;
+	size_t cap = c->cap ? c->cap : 256;
+	while (cap < c->len + more + 2)
+		cap *= 2;
+	char *b = saga_realloc(&s->alloc, c->buf, cap);
+	if (!b)
+		return pg_refuse(s, SAGA_ENOMEM, "store: out of memory gathering a round's writes");
+	c->buf = b;
+	c->cap = cap;
+	return SAGA_OK;
+}
+
+/* Appends one value to a column's array literal: a number as it is, a text
+ * in double quotes with its quotes and backslashes escaped, SQL's NULL as
+ * NULL. */
+static int put_value(saga_store *s, struct pg_col *c, const char *v, bool text)
+{
+	size_t n = v ? strlen(v) : 4;
+	size_t need = 1 + (text && v ? 2 * n + 2 : n);
+	int rc = grow(s, c, need);
+	if (rc)
+		return rc;
+	char sep = c->len ? ',' : '{';
+	c->buf[c->len++] = sep;
+	if (!v) {
+		memcpy(c->buf + c->len, "NULL", 4);
+		c->len += 4;
+		return SAGA_OK;
+	}
+	if (!text) {
+		memcpy(c->buf + c->len, v, n);
+		c->len += n;
+		return SAGA_OK;
+	}
+	c->buf[c->len++] = '"';
+	for (const char *p = v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			c->buf[c->len++] = '\\';
+		c->buf[c->len++] = *p;
+	}
+	c->buf[c->len++] = '"';
+	return SAGA_OK;
+}
+
+/* The batch's rows as one queued statement, its answer read at the next
+ * Sync; the batch is empty after. */
+static int queue_batch(saga_store *s, pg_batch *b)
+{
+	if (!b->rows)
+		return SAGA_OK;
+	pg_params p = { .n = 0 };
+	for (int i = 0; i < b->ncols; i++) {
+		struct pg_col *c = &b->col[i];
+		c->buf[c->len] = '}';
+		c->buf[c->len + 1] = '\0';
+		p_text(&p, c->buf);
+	}
+	/* A refusal names the instance when the batch holds one row. */
+	int rc = pg_queue_one(s, b->stmt, &p, K_FENCED, b->rows == 1 ? b->ids[0] : 0);
+	pg_batch_clear(b);
+	return rc;
+}
+
+int pg_flush(saga_store *s)
+{
+	int rc = queue_batch(s, &s->upd);
+	if (rc == SAGA_OK)
+		rc = queue_batch(s, &s->hist);
+	return rc;
+}
+
+static bool holds(const pg_batch *b, int64_t id)
+{
+	for (int i = 0; i < b->rows; i++)
+		if (b->ids[i] == id)
+			return true;
+	return false;
+}
+
+int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
+{
+	int rc;
+	if (s->in_txn && s->failed)
+		return s->failed;
+	if ((rc = pg_ready(s)))
+		return rc;
+	if ((b->unique && holds(b, id)) || b->rows == BATCH_ROWS || b->bytes >= BATCH_BYTES) {
+		if ((rc = pg_flush(s)))
+			return rc;
+	}
+	if ((size_t)b->rows == b->ids_cap) {
+		size_t cap = b->ids_cap ? 2 * b->ids_cap : 64;
+		int64_t *ids = saga_realloc(&s->alloc, b->ids, cap * sizeof(*ids));
+		if (!ids)
+			return pg_refuse(s, SAGA_ENOMEM,
+			                 "store: out of memory gathering a round's writes");
+		b->ids = ids;
+		b->ids_cap = cap;
+	}
+	/* A value that does not fit leaves the row out of every column. */
+	size_t lens[PG_PARAMS_MAX];
+	for (int i = 0; i < b->ncols; i++)
+		lens[i] = b->col[i].len;
+	for (int i = 0; i < b->ncols && rc == SAGA_OK; i++)
+		rc = put_value(s, &b->col[i], p->v[i], b->types[i] == 't');
+	if (rc) {
+		for (int i = 0; i < b->ncols; i++)
+			b->col[i].len = lens[i];
+		return rc;
+	}
+	for (int i = 0; i < b->ncols; i++)
+		b->bytes += b->col[i].len - lens[i];
+	b->ids[b->rows++] = id;
+	return s->in_txn ? SAGA_OK : pg_sync(s);
+}
+
+void pg_batch_init(pg_batch *b, int stmt, const char *types, bool unique)
+{
+	memset(b, 0, sizeof(*b));
+	b->stmt = stmt;
+	b->types = types;
+	b->ncols = (int)strlen(types);
+	b->unique = unique;
+}
+
+void pg_batch_clear(pg_batch *b)
+{
+	for (int i = 0; i < b->ncols; i++)
+		b->col[i].len = 0;
+	b->rows = 0;
+	b->bytes = 0;
+}
+
+void pg_batch_free(saga_store *s, pg_batch *b)
+{
+	for (int i = 0; i < b->ncols; i++)
+		saga_free(&s->alloc, b->col[i].buf);
+	saga_free(&s->alloc, b->ids);
+	memset(b->col, 0, sizeof(b->col));
+	b->ids = NULL;
+	b->ids_cap = 0;
+	pg_batch_clear(b);
+}
