@@ -29,7 +29,15 @@
 
 /* A fenced write of a batch: the count of rows it changed must be the count
  * of rows in its arrays ($1 the first), else the division fails and the
- * transaction with it. */
+ * transaction with it.
+ *
+ * Its rows are matched to instances by "i.id = ANY(ARRAY[v.id])", not
+ * "i.id = v.id", and the fence by IS NOT DISTINCT FROM (never NULL here):
+ * the same tests, but none a hash join can use, so the plan is a lookup in
+ * the primary key for each row whatever the table's size. A prepared
+ * statement keeps its plan; one made while the table was small would
+ * otherwise hash the batch against the whole table, read every round once
+ * it has grown, until the next ANALYZE (tests/test-pg-store.c). */
 #define FENCED_MANY(cte)                                         \
 	"WITH w AS (" cte " RETURNING 1) SELECT 1 / (count(*) =" \
 	" cardinality($1::bigint[]))::int FROM w"
@@ -119,7 +127,8 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"
 	        " deadline_at, attempt_deadline, step_since, prev_delay, updated_at, error,"
 	        " context, next_seq, recoveries, epoch, fence)"
-	        " WHERE i.id = v.id AND i.fence = v.fence AND (i.owner = v.epoch OR"
+	        " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence AND "
+	        "(i.owner = v.epoch OR"
 	        " (i.owner = 0 AND i.state >= 3 AND v.state >= 3))"),
 	[P_LOAD] = "SELECT " ROW_COLUMNS " FROM instances WHERE id = $1",
 	[P_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = $1",
@@ -134,7 +143,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " $6::int[], $7::int[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
 	        " $12::bigint[]) AS v(instance, seq, at, type, state, step, phase, attempt,"
 	        " outcome, detail, fence, epoch) WHERE EXISTS (SELECT 1 FROM instances i"
-	        " WHERE i.id = v.instance AND (i.owner = v.epoch OR (i.owner = 0 AND"
+	        " WHERE i.id = ANY(ARRAY[v.instance]) AND (i.owner = v.epoch OR (i.owner = 0 AND"
 	        " i.state >= 3)))"),
 	[P_LAST_OUTCOME] = "SELECT outcome FROM history WHERE instance = $1 AND step = $2 AND"
 	                   " phase = $3 AND type = 3 ORDER BY seq DESC LIMIT 1",
