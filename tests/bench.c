@@ -2,7 +2,8 @@
  * nothing (or sleep, as a network call would), K in flight, W workers (a
  * list of worker counts is run in alternation), FULL or NORMAL durability;
  * --raw measures the store's ceiling for the same write shape in the same
- * run. The store is a file in --dir, the file --store names, or with
+ * run (on PostgreSQL in two statement shapes: a statement per row, and a
+ * round's rows as arrays in one statement per table). The store is a file in --dir, the file --store names, or with
  * --store postgresql://... a database made afresh for each run on that
  * server (saga_bench; saga_bench_raw for the ceiling, written through libpq
  * in pipeline mode). `meson test --benchmark` runs short versions; run it
@@ -357,15 +358,42 @@ static int pg_drain(PGconn *c, int sent)
 	return bad;
 }
 
+/* A text array parameter ("{1,2,3}"), one element at a time; room for the
+ * history rows of a round of 64 transitions. */
+typedef struct pg_array {
+	char s[4096];
+	size_t n;
+} pg_array;
+
+static void pg_array_add(pg_array *a, long long v)
+{
+	a->n += (size_t)snprintf(a->s + a->n, sizeof(a->s) - a->n, "%c%lld", a->n ? ',' : '{', v);
+}
+
+/* The array's text, closed ("{}" when empty). */
+static const char *pg_array_text(pg_array *a)
+{
+	snprintf(a->s + a->n, sizeof(a->s) - a->n, a->n ? "}" : "{}");
+	return a->s;
+}
+
 /* The raw ceiling on PostgreSQL: the write shape of an engine round on
  * that server (a fenced owner UPDATE that renews the lease on the server's
- * clock, per transition a fenced instance UPDATE and two history INSERTs,
- * the attempt's end and the next one's start), `batch` transitions a
- * round, each round one pipeline (BEGIN ... COMMIT, one sync), with
- * synchronous_commit as the durability says; in the database
- * saga_bench_raw, made afresh. Transitions per second, 0 on failure. */
-static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
+ * clock, per transition an instance row changed and two history rows
+ * added, the attempt's end and the next one's start), `batch` transitions
+ * (at most 64, distinct instances) a round, each round one pipeline
+ * (BEGIN ... COMMIT, one sync), with synchronous_commit as the durability
+ * says; in the database saga_bench_raw, made afresh. Row statements: per
+ * transition an instance UPDATE and two history INSERTs, each a prepared
+ * statement of its own. Array statements (`arrays`): the round's instance
+ * rows in one UPDATE ... FROM unnest(...), fenced and owner-checked, and
+ * its history rows in one INSERT ... SELECT FROM unnest(...) that checks
+ * the owner, each failing unless it wrote every row it was given.
+ * Transitions per second, 0 on failure. */
+static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *commit_latency)
 {
+	if (batch < 1 || batch > 64)
+		return 0;
 	char name[2048];
 	if (pg_fresh_db(o->store, "saga_bench_raw", name, sizeof(name)))
 		return 0;
@@ -415,6 +443,24 @@ static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
 		  "INSERT INTO hist(instance, seq, at, type, state, step, phase, attempt, outcome,"
 		  " detail, fence) VALUES ($1, $2, $3, $4, 1, 1, 0, 1, 1, '', 1)",
 		  4 },
+		/* The array statements: the count written must be the count given,
+		 * else the division fails and the transaction with it. */
+		{ "upd_arrays",
+		  "WITH w AS (UPDATE inst i SET step = i.step + 1, attempt = 1, inflight = 1,"
+		  " updated_at = v.at, context = '{}' FROM unnest($1::bigint[], $2::bigint[],"
+		  " $3::bigint[]) AS v(id, at, fence) WHERE i.id = v.id AND i.fence = v.fence"
+		  " AND i.owner = $4 RETURNING 1)"
+		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
+		  4 },
+		{ "hist_arrays",
+		  "WITH w AS (INSERT INTO hist(instance, seq, at, type, state, step, phase, "
+		  "attempt,"
+		  " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, 1, 1, 0, 1, 1,"
+		  " '', 1 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
+		  " AS v(instance, seq, at, type) WHERE EXISTS (SELECT 1 FROM inst"
+		  " WHERE id = v.instance AND owner = $5) RETURNING 1)"
+		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
+		  5 },
 	};
 	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]) && !bad; i++) {
 		PGresult *r = PQprepare(c, stmts[i].name, stmts[i].sql, stmts[i].nparams, NULL);
@@ -440,20 +486,47 @@ static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
 		snprintf(a[0], sizeof(a[0]), "1");
 		bad = bad || pg_send(c, "lease", 1, v);
 		sent = 2;
-		for (int k = 0; k < batch && !bad; k++, done++) {
-			long id = done % 1000 + 1;
-			snprintf(a[0], sizeof(a[0]), "%ld", id);
-			snprintf(a[1], sizeof(a[1]), "%ld", done);
-			snprintf(a[2], sizeof(a[2]), "1");
-			bad = pg_send(c, "upd", 3, v);
-			for (int type = 3; type >= 2 && !bad; type--) {
-				snprintf(a[1], sizeof(a[1]), "%lld", (long long)++seq[id]);
-				snprintf(a[2], sizeof(a[2]), "%ld", done);
-				snprintf(a[3], sizeof(a[3]), "%d", type);
-				bad = pg_send(c, "hist", 4, v);
+		if (arrays) {
+			/* instance: id, at, fence; history: instance, seq, at, type */
+			static pg_array ua[3], ha[4];
+			for (int i = 0; i < 3; i++)
+				ua[i].n = 0;
+			for (int i = 0; i < 4; i++)
+				ha[i].n = 0;
+			for (int k = 0; k < batch; k++, done++) {
+				long id = done % 1000 + 1;
+				pg_array_add(&ua[0], id);
+				pg_array_add(&ua[1], done);
+				pg_array_add(&ua[2], 1);
+				for (int type = 3; type >= 2; type--) {
+					pg_array_add(&ha[0], id);
+					pg_array_add(&ha[1], (long long)++seq[id]);
+					pg_array_add(&ha[2], done);
+					pg_array_add(&ha[3], type);
+				}
 			}
-			sent += 3;
-		}
+			const char *uv[4] = { pg_array_text(&ua[0]), pg_array_text(&ua[1]),
+				              pg_array_text(&ua[2]), "1" };
+			const char *hv[5] = { pg_array_text(&ha[0]), pg_array_text(&ha[1]),
+				              pg_array_text(&ha[2]), pg_array_text(&ha[3]), "1" };
+			bad = bad || pg_send(c, "upd_arrays", 4, uv) ||
+			      pg_send(c, "hist_arrays", 5, hv);
+			sent += 2;
+		} else
+			for (int k = 0; k < batch && !bad; k++, done++) {
+				long id = done % 1000 + 1;
+				snprintf(a[0], sizeof(a[0]), "%ld", id);
+				snprintf(a[1], sizeof(a[1]), "%ld", done);
+				snprintf(a[2], sizeof(a[2]), "1");
+				bad = pg_send(c, "upd", 3, v);
+				for (int type = 3; type >= 2 && !bad; type--) {
+					snprintf(a[1], sizeof(a[1]), "%lld", (long long)++seq[id]);
+					snprintf(a[2], sizeof(a[2]), "%ld", done);
+					snprintf(a[3], sizeof(a[3]), "%d", type);
+					bad = pg_send(c, "hist", 4, v);
+				}
+				sent += 3;
+			}
 		bad = bad || pg_send(c, "commit", 0, NULL) || !PQpipelineSync(c);
 		bad = bad || pg_drain(c, sent + 1);
 	}
@@ -476,10 +549,11 @@ static int pg_fresh_db(const char *name, const char *db, char *out, size_t size)
 	return 1;
 }
 
-static double raw_ceiling_pg(const opts *o, int batch, double *commit_latency)
+static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *commit_latency)
 {
 	(void)o;
 	(void)batch;
+	(void)arrays;
 	(void)commit_latency;
 	return 0;
 }
@@ -511,10 +585,13 @@ static long long store_bytes(const char *name)
 	return file_size(name) + file_size(wal);
 }
 
-/* The raw ceiling of the run's store kind, transitions per second. */
-static double raw_ceiling(const opts *o, int batch, double *commit_latency)
+/* The raw ceiling of the run's store kind, transitions per second; on
+ * PostgreSQL in the write shape `shape` (RAW_ROWS or RAW_ARRAYS), on
+ * SQLite in its one shape. */
+enum { RAW_ROWS, RAW_ARRAYS, RAW_SHAPES };
+static double raw_ceiling(const opts *o, int batch, int shape, double *commit_latency)
 {
-	return is_pg(o->store) ? raw_ceiling_pg(o, batch, commit_latency)
+	return is_pg(o->store) ? raw_ceiling_pg(o, batch, shape == RAW_ARRAYS, commit_latency)
 	                       : raw_ceiling_sqlite(o, batch, commit_latency);
 }
 
@@ -1035,45 +1112,68 @@ int main(int argc, char **argv)
 	/* With --raw the batched ceiling is measured before and after each
 	 * engine run, and each run is set against the mean of its two
 	 * neighbours: a machine that drifts during the run (a noisy neighbour,
-	 * a disk that slows) biases no ratio. */
-	double batched[100], ratio[100], engine[100];
-	if (o.raw && (batched[0] = raw_ceiling(&o, 64, NULL)) <= 0)
-		return 1;
+	 * a disk that slows) biases no ratio. On PostgreSQL in both write
+	 * shapes, row statements and array statements, each run against each. */
+	static const char *const shape_name[RAW_SHAPES] = { "", ", array statements," };
+	int shapes = o.raw ? (is_pg(o.store) ? RAW_SHAPES : 1) : 0;
+	double batched[RAW_SHAPES][100], ratio[RAW_SHAPES][100], engine[100];
+	for (int sh = 0; sh < shapes; sh++)
+		if ((batched[sh][0] = raw_ceiling(&o, 64, sh, NULL)) <= 0)
+			return 1;
 	for (int r = 0; r < o.repeat; r++) {
 		if (run_engine(&o, &engine[r]))
 			return 1;
-		if (!o.raw)
-			continue;
-		if ((batched[r + 1] = raw_ceiling(&o, 64, NULL)) <= 0)
-			return 1;
-		ratio[r] = engine[r] / ((batched[r] + batched[r + 1]) / 2);
-		printf("  raw 64 per commit before %.0f, after %.0f transitions/s: ratio %.2f\n",
-		       batched[r], batched[r + 1], ratio[r]);
+		for (int sh = 0; sh < shapes; sh++) {
+			double *b = batched[sh];
+			if ((b[r + 1] = raw_ceiling(&o, 64, sh, NULL)) <= 0)
+				return 1;
+			ratio[sh][r] = engine[r] / ((b[r] + b[r + 1]) / 2);
+			printf("  raw 64 per commit%s before %.0f, after %.0f transitions/s: ratio "
+			       "%.2f\n",
+			       shape_name[sh], b[r], b[r + 1], ratio[sh][r]);
+		}
 	}
 	if (o.raw) {
-		double lat1 = 0;
-		double single = raw_ceiling(&o, 1, &lat1);
-		if (single <= 0)
-			return 1;
-		qsort(batched, (size_t)o.repeat + 1, sizeof(double), cmp_double);
+		double single[RAW_SHAPES] = { 0 }, lat1 = 0;
+		for (int sh = 0; sh < shapes; sh++)
+			if ((single[sh] = raw_ceiling(&o, 1, sh, sh == RAW_ROWS ? &lat1 : NULL)) <=
+			    0)
+				return 1;
+		for (int sh = 0; sh < shapes; sh++) {
+			qsort(batched[sh], (size_t)o.repeat + 1, sizeof(double), cmp_double);
+			qsort(ratio[sh], (size_t)o.repeat, sizeof(double), cmp_double);
+		}
 		qsort(engine, (size_t)o.repeat, sizeof(double), cmp_double);
-		qsort(ratio, (size_t)o.repeat, sizeof(double), cmp_double);
 		printf(is_pg(o.store) ? "raw PostgreSQL, same server, pipeline and durability:\n"
 		                      : "raw SQLite, same file kind and durability:\n");
-		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n", single,
-		       lat1 * 1e3);
+		printf("  one at a time   %10.0f transitions/s (commit %.3f ms)\n",
+		       single[RAW_ROWS], lat1 * 1e3);
+		if (shapes > RAW_ARRAYS)
+			printf("  one at a time (array statements) %10.0f transitions/s\n",
+			       single[RAW_ARRAYS]);
 		if (o.inflight == 1)
 			printf("  one instance alone: p50 %.3f ms / (%.2f commits x %.3f ms) = "
 			       "%.2f\n",
 			       last_p50_ms, last_commits_per_instance, lat1 * 1e3,
 			       last_p50_ms / (last_commits_per_instance * lat1 * 1e3));
 		printf("  64 per commit   %10.0f transitions/s (median of %d)\n",
-		       batched[o.repeat / 2], o.repeat + 1);
+		       batched[RAW_ROWS][o.repeat / 2], o.repeat + 1);
+		if (shapes > RAW_ARRAYS)
+			printf("  64 per commit (array statements) %10.0f transitions/s (median of "
+			       "%d)\n",
+			       batched[RAW_ARRAYS][o.repeat / 2], o.repeat + 1);
 		printf("  engine          %10.0f transitions/s (median of %d)\n",
 		       engine[o.repeat / 2], o.repeat);
-		printf("  engine / batched ceiling  %.2f (median of %d; lowest %.2f, highest "
-		       "%.2f)\n",
-		       ratio[o.repeat / 2], o.repeat, ratio[0], ratio[o.repeat - 1]);
+		/* The first line as it always was (row statements on PostgreSQL);
+		 * then, on PostgreSQL, each shape by name. */
+		static const char *const ratio_name[RAW_SHAPES + 1] = { "", " (row statements)",
+			                                                " (array statements)" };
+		for (int k = 0; k < (shapes > 1 ? 3 : 1); k++) {
+			double *q = ratio[k ? k - 1 : RAW_ROWS];
+			printf("  engine / batched ceiling%s  %.2f (median of %d; lowest %.2f, "
+			       "highest %.2f)\n",
+			       ratio_name[k], q[o.repeat / 2], o.repeat, q[0], q[o.repeat - 1]);
+		}
 	}
 	char cmd[600];
 	if (o.dir == dir) {
