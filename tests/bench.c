@@ -448,17 +448,19 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		{ "upd_arrays",
 		  "WITH w AS (UPDATE inst i SET step = i.step + 1, attempt = 1, inflight = 1,"
 		  " updated_at = v.at, context = '{}' FROM unnest($1::bigint[], $2::bigint[],"
-		  " $3::bigint[]) AS v(id, at, fence) WHERE i.id = v.id AND i.fence = v.fence"
-		  " AND i.owner = $4 RETURNING 1)"
+		  " $3::bigint[], $4::bigint[]) AS v(id, at, fence, epoch)"
+		  " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence"
+		  " AND i.owner IS NOT DISTINCT FROM v.epoch RETURNING 1)"
 		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
 		  4 },
 		{ "hist_arrays",
 		  "WITH w AS (INSERT INTO hist(instance, seq, at, type, state, step, phase, "
 		  "attempt,"
 		  " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, 1, 1, 0, 1, 1,"
-		  " '', 1 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
-		  " AS v(instance, seq, at, type) WHERE EXISTS (SELECT 1 FROM inst"
-		  " WHERE id = v.instance AND owner = $5) RETURNING 1)"
+		  " '', 1 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[],"
+		  " $5::bigint[]) AS v(instance, seq, at, type, epoch) WHERE EXISTS (SELECT 1"
+		  " FROM inst WHERE id = ANY(ARRAY[v.instance]) AND owner IS NOT DISTINCT FROM"
+		  " v.epoch) RETURNING 1)"
 		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
 		  5 },
 	};
@@ -487,28 +489,33 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		bad = bad || pg_send(c, "lease", 1, v);
 		sent = 2;
 		if (arrays) {
-			/* instance: id, at, fence; history: instance, seq, at, type */
-			static pg_array ua[3], ha[4];
-			for (int i = 0; i < 3; i++)
-				ua[i].n = 0;
+			/* instance: id, at, fence, owner; history: instance, seq,
+			 * at, type, owner (the engine's statements take the
+			 * writer's epoch with each row, as here) */
+			static pg_array ua[4], ha[5];
 			for (int i = 0; i < 4; i++)
+				ua[i].n = 0;
+			for (int i = 0; i < 5; i++)
 				ha[i].n = 0;
 			for (int k = 0; k < batch; k++, done++) {
 				long id = done % 1000 + 1;
 				pg_array_add(&ua[0], id);
 				pg_array_add(&ua[1], done);
 				pg_array_add(&ua[2], 1);
+				pg_array_add(&ua[3], 1);
 				for (int type = 3; type >= 2; type--) {
 					pg_array_add(&ha[0], id);
 					pg_array_add(&ha[1], (long long)++seq[id]);
 					pg_array_add(&ha[2], done);
 					pg_array_add(&ha[3], type);
+					pg_array_add(&ha[4], 1);
 				}
 			}
 			const char *uv[4] = { pg_array_text(&ua[0]), pg_array_text(&ua[1]),
-				              pg_array_text(&ua[2]), "1" };
+				              pg_array_text(&ua[2]), pg_array_text(&ua[3]) };
 			const char *hv[5] = { pg_array_text(&ha[0]), pg_array_text(&ha[1]),
-				              pg_array_text(&ha[2]), pg_array_text(&ha[3]), "1" };
+				              pg_array_text(&ha[2]), pg_array_text(&ha[3]),
+				              pg_array_text(&ha[4]) };
 			bad = bad || pg_send(c, "upd_arrays", 4, uv) ||
 			      pg_send(c, "hist_arrays", 5, hv);
 			sent += 2;
