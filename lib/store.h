@@ -9,6 +9,8 @@
  * - A handle writes as one owner, registered with store_register: a new
  *   epoch, never reused. begin() renews its lease only while the lease has
  *   not lapsed; a lapsed one gives SAGA_EFENCED and is never renewed again.
+ *   The renewal counts (lease_left) only once its transaction commits: a
+ *   round rolled back renewed nothing in the store.
  * - Every instance write is fenced: update() changes the row only when the
  *   store still holds the owner and fence the row was loaded with, and
  *   gives SAGA_EFENCED (changing nothing) otherwise. update gives

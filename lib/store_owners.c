@@ -189,7 +189,9 @@ int store_begin(saga_store *s)
 		s->lease_until = 0;
 		goto fail;
 	}
-	s->lease_until = now + s->lease_ms;
+	/* It counts once the transaction commits (a rolled-back round renewed
+	 * nothing in the store). */
+	s->lease_next = now + s->lease_ms;
 	return SAGA_OK;
 done:
 	done_with(st, rc);

@@ -627,6 +627,7 @@ static void txn_reset(saga_store *s)
 {
 	pg_batch_clear(&s->upd);
 	pg_batch_clear(&s->hist);
+	s->lease_next = 0;
 	s->in_txn = false;
 	s->wakes = false;
 	s->failed = SAGA_OK;
@@ -662,7 +663,9 @@ int pg_begin(saga_store *s)
 		s->lease_end = 0;
 		goto fail;
 	}
-	s->lease_end = sent + (uint64_t)pg_i64(r, 0, 0);
+	/* It counts once the transaction commits (a rolled-back round renewed
+	 * nothing in the store). */
+	s->lease_next = sent + (uint64_t)pg_i64(r, 0, 0);
 	PQclear(r);
 	return SAGA_OK;
 fail:
@@ -691,6 +694,8 @@ int pg_commit(saga_store *s)
 		pg_rollback(s);
 		return rc;
 	}
+	if (s->lease_next)
+		s->lease_end = s->lease_next; /* the renewal is the store's now */
 	txn_reset(s);
 	return SAGA_OK;
 }

@@ -132,7 +132,8 @@ struct saga_store {
 	bool rescan; /* changed() says yes: the first call, or after a reconnect */
 	int64_t epoch;
 	uint64_t lease_ms;
-	uint64_t lease_end; /* CLOCK_MONOTONIC ms when the lease lapses, as last renewed */
+	uint64_t lease_end;  /* CLOCK_MONOTONIC ms when the lease lapses, as last renewed */
+	uint64_t lease_next; /* the open transaction's renewal: counts once committed */
 	/* The open transaction. */
 	bool in_txn;
 	bool wakes; /* it wrote what peers should hear of (NOTIFY after commit) */

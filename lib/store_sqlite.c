@@ -318,6 +318,7 @@ static int check_histories(saga_store *s)
 void txn_reset(saga_store *s)
 {
 	s->fenced = false;
+	s->lease_next = 0;
 	if (s->written.n)
 		memset(s->written.v, 0, s->written.cap * sizeof(*s->written.v));
 	s->written.n = s->histories.n = 0;
@@ -333,6 +334,8 @@ int store_commit(saga_store *s)
 		rc = flush_history(s);
 	if (rc == SAGA_OK)
 		rc = exec_stmt(s, s->st[ST_COMMIT], "commit");
+	if (rc == SAGA_OK && s->lease_next)
+		s->lease_until = s->lease_next; /* the renewal is the store's now */
 	txn_reset(s);
 	if (rc) {
 		store_rollback(s);

@@ -127,6 +127,7 @@ struct saga_store {
 	int64_t epoch;        /* this handle's owner; 0 = none registered */
 	uint64_t lease_ms;    /* its lease's length */
 	uint64_t lease_until; /* when it lapses (lease clock), as last renewed */
+	uint64_t lease_next;  /* the open transaction's renewal: counts once committed */
 	char boot_id[40];     /* this boot's id: the lease clock's epoch */
 	int64_t data_version; /* PRAGMA data_version as last read; -1 = never */
 	/* The open transaction's fencing: a refused write leaves it only a

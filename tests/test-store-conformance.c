@@ -411,6 +411,28 @@ START_TEST(lapsed_lease_is_never_renewed)
 }
 END_TEST
 
+/* A renewal counts only once its transaction commits: a round rolled back
+ * leaves the lease as the last commit made it (the store's row was not
+ * renewed either), so that no callback starts on a lease nobody holds. */
+START_TEST(rolled_back_renewal_does_not_count)
+{
+	saga_store *a = open_store();
+	new_owner(a, SHORT);
+	nap_ms(300);
+	OK(a, ops->begin(a));
+	ops->rollback(a);
+	/* The registration's lease, 300 ms older: never more than 200 left. */
+	ck_assert_uint_le(ops->lease_left(a), SHORT - 300);
+	uint64_t t0 = mono_ms();
+	OK(a, ops->begin(a));
+	OK(a, ops->commit(a));
+	uint64_t left = ops->lease_left(a);
+	if (mono_ms() - t0 < 100) /* else the machine stalled: nothing to tell */
+		ck_assert_uint_gt(left, SHORT - 200);
+	close_store(a);
+}
+END_TEST
+
 /* Reaping: an owner whose lease lapsed is marked dead and its unfinished
  * instances go to the pool (their fence unchanged until claimed); a live
  * owner, and ended instances, are left alone. */
@@ -2164,6 +2186,7 @@ static const test tests[] = {
 	T(epochs_are_never_reused, 30),
 	T(begin_renews_the_lease, 60),
 	T(lapsed_lease_is_never_renewed, 30),
+	T(rolled_back_renewal_does_not_count, 30),
 	T(reap_returns_a_lapsed_owners_instances, 30),
 	T(closed_owner_is_reaped, 30),
 	T(retire_hands_back_at_once, 30),
