@@ -134,15 +134,18 @@ static const char *const stmt_sql[P_COUNT] = {
 	[P_LOAD_UID] = "SELECT " ROW_COLUMNS " FROM instances WHERE uid = $1",
 	[P_FIND_BKEY] = "SELECT id FROM instances WHERE business_key = $1",
 	/* History is fenced too: written only by the instance's owner, or to an
-	 * ended instance's (a note). A round's rows, one row each of the arrays. */
+	 * ended instance's (a note). A round's rows, one row each of the arrays;
+	 * a row whose instance this transaction also updates ($13, written) is
+	 * fenced by that update (store_pg_batch.c), the others by a lookup. */
 	[P_HIST_MANY] = FENCED_MANY(
 	        "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt,"
 	        " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, v.state,"
 	        " v.step, v.phase, v.attempt, v.outcome, v.detail, v.fence FROM"
 	        " unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::int[],"
 	        " $6::int[], $7::int[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
-	        " $12::bigint[]) AS v(instance, seq, at, type, state, step, phase, attempt,"
-	        " outcome, detail, fence, epoch) WHERE EXISTS (SELECT 1 FROM instances i"
+	        " $12::bigint[], $13::bool[]) AS v(instance, seq, at, type, state, step,"
+	        " phase, attempt, outcome, detail, fence, epoch, written) WHERE v.written"
+	        " OR EXISTS (SELECT 1 FROM instances i"
 	        " WHERE i.id = ANY(ARRAY[v.instance]) AND (i.owner = v.epoch OR (i.owner = 0 AND"
 	        " i.state >= 3)))"),
 	[P_LAST_OUTCOME] = "SELECT outcome FROM history WHERE instance = $1 AND step = $2 AND"
@@ -627,6 +630,7 @@ static void txn_reset(saga_store *s)
 {
 	pg_batch_clear(&s->upd);
 	pg_batch_clear(&s->hist);
+	s->nwritten = 0;
 	s->lease_next = 0;
 	s->in_txn = false;
 	s->wakes = false;
@@ -815,6 +819,8 @@ static void pg_close(saga_store *s)
 	PQclear(s->want);
 	pg_batch_free(s, &s->upd);
 	pg_batch_free(s, &s->hist);
+	saga_free(&s->alloc, s->written);
+	saga_free(&s->alloc, s->written_flags.buf);
 	if (s->conn)
 		PQfinish(s->conn);
 	if (s->listen)

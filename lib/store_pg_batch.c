@@ -16,6 +16,7 @@
  * SPDX-License-Identifier: MIT */
 #include "store_pg_int.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* A batch is queued once it holds this many rows or bytes. */
@@ -69,9 +70,55 @@ static int put_value(saga_store *s, struct pg_col *c, const char *v, bool text)
 	return SAGA_OK;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Notes the instances of an update batch about to be queued: this
+ * transaction writes them fenced (sorted at the next history batch). */
+static int note_written(saga_store *s, const pg_batch *b)
+{
+	size_t need = s->nwritten + (size_t)b->rows;
+	if (need > s->written_cap) {
+		size_t cap = s->written_cap ? 2 * s->written_cap : 256;
+		while (cap < need)
+			cap *= 2;
+		int64_t *w = saga_realloc(&s->alloc, s->written, cap * sizeof(*w));
+		if (!w)
+			return pg_refuse(s, SAGA_ENOMEM,
+			                 "store: out of memory gathering a round's writes");
+		s->written = w;
+		s->written_cap = cap;
+	}
+	memcpy(s->written + s->nwritten, b->ids, (size_t)b->rows * sizeof(*b->ids));
+	s->nwritten = need;
+	return SAGA_OK;
+}
+
+/* The history batch's last column: for each row, whether its instance has
+ * a fenced update queued in this transaction. Such a row needs no owner
+ * check of its own: the transaction commits only if that update changed
+ * its row, which held the writer as owner (or ended, when anyone may write
+ * its history), and keeps it locked to the commit. */
+static int put_written_flags(saga_store *s, const pg_batch *b, struct pg_col *flags)
+{
+	if (s->nwritten > 1)
+		qsort(s->written, s->nwritten, sizeof(*s->written), cmp_id);
+	flags->len = 0;
+	int rc = SAGA_OK;
+	for (int i = 0; i < b->rows && rc == SAGA_OK; i++) {
+		bool w = s->nwritten &&
+		         bsearch(&b->ids[i], s->written, s->nwritten, sizeof(*s->written), cmp_id);
+		rc = put_value(s, flags, w ? "t" : "f", false);
+	}
+	return rc;
+}
+
 /* The batch's rows as one queued statement, its answer read at the next
  * Sync; the batch is empty after. */
-static int queue_batch(saga_store *s, pg_batch *b)
+static int queue_batch(saga_store *s, pg_batch *b, struct pg_col *extra)
 {
 	if (!b->rows)
 		return SAGA_OK;
@@ -82,6 +129,11 @@ static int queue_batch(saga_store *s, pg_batch *b)
 		c->buf[c->len + 1] = '\0';
 		p_text(&p, c->buf);
 	}
+	if (extra) {
+		extra->buf[extra->len] = '}';
+		extra->buf[extra->len + 1] = '\0';
+		p_text(&p, extra->buf);
+	}
 	/* A refusal names the instance when the batch holds one row. */
 	int rc = pg_queue_one(s, b->stmt, &p, K_FENCED, b->rows == 1 ? b->ids[0] : 0);
 	pg_batch_clear(b);
@@ -90,9 +142,12 @@ static int queue_batch(saga_store *s, pg_batch *b)
 
 int pg_flush(saga_store *s)
 {
-	int rc = queue_batch(s, &s->upd);
-	if (rc == SAGA_OK)
-		rc = queue_batch(s, &s->hist);
+	int rc = SAGA_OK;
+	if (s->upd.rows && (rc = note_written(s, &s->upd)) == SAGA_OK)
+		rc = queue_batch(s, &s->upd, NULL);
+	if (rc == SAGA_OK && s->hist.rows &&
+	    (rc = put_written_flags(s, &s->hist, &s->written_flags)) == SAGA_OK)
+		rc = queue_batch(s, &s->hist, &s->written_flags);
 	return rc;
 }
 

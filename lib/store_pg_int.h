@@ -141,7 +141,12 @@ struct saga_store {
 	struct pg_pending q[PG_QUEUE_MAX];
 	int nq;
 	pg_batch upd, hist; /* gathered, queued before anything else is */
-	PGresult *want;     /* the K_WANT statement's result after a sync */
+	/* The instances this transaction's queued update batches write, and
+	 * the history batch's column of which rows are theirs. */
+	int64_t *written;
+	size_t nwritten, written_cap;
+	struct pg_col written_flags;
+	PGresult *want; /* the K_WANT statement's result after a sync */
 	saga_alloc alloc;
 	char errmsg[512];
 };
