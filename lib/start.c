@@ -58,9 +58,10 @@ typedef struct pending_start {
 } pending_start;
 
 /* Makes the row of a start in ps (owned by this process, in the open
- * transaction), or finds the instance of its business key: *found, *id. */
+ * transaction), or, with look_up, finds the instance of its business key:
+ * *found, *id. */
 static int start_prepare(saga_engine *e, const saga_start_request *q, pending_start *ps,
-                         int64_t *id, bool *found, uint64_t start_at)
+                         int64_t *id, bool *found, uint64_t start_at, bool look_up)
 {
 	*found = false;
 	ps->text = NULL;
@@ -73,7 +74,7 @@ static int start_prepare(saga_engine *e, const saga_start_request *q, pending_st
 	int rc = ensure_txn(e);
 	if (rc)
 		return rc;
-	if (q->business_key) {
+	if (q->business_key && look_up) {
 		rc = e->st->find_bkey(e->store, id, q->business_key);
 		if (rc == SAGA_OK) {
 			*found = true;
@@ -140,7 +141,7 @@ static int start_one(saga_engine *e, const saga_start_request *q, int64_t *id, i
 	*created = 0;
 	pending_start ps;
 	bool found = false;
-	int rc = start_prepare(e, q, &ps, id, &found, start_at);
+	int rc = start_prepare(e, q, &ps, id, &found, start_at, true);
 	if (rc || found) {
 		cJSON_free(ps.text);
 		return rc;
@@ -194,35 +195,42 @@ int starts_check(saga_engine *e, start_set *ss)
 	return rc;
 }
 
-/* The starts without a business key among ss's requests, inserted with
- * one store call (on PostgreSQL one round trip, not one each). */
+/* ss's requests, inserted with one store call (on PostgreSQL one round
+ * trip, not two each): a business key already taken, by another instance
+ * or by an earlier request of the batch, gets no row, and its request the
+ * instance that holds the key. */
 static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pending_start *ps,
                               saga_row *rows)
 {
-	size_t m = 0;
 	int rc = SAGA_OK;
-	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
-		if (ss->reqs[i].business_key)
-			continue;
+	size_t m = 0;
+	for (; m < ss->n && rc == SAGA_OK; m++) {
 		bool found = false;
-		rc = start_prepare(e, &ss->reqs[i], &ps[m], &ss->ids[i], &found, 0);
-		m++;
+		rc = start_prepare(e, &ss->reqs[m], &ps[m], &ss->ids[m], &found, 0, false);
 	}
 	for (size_t k = 0; k < m && rc == SAGA_OK; k++)
 		rows[k] = ps[k].tmp.row;
 	if (rc == SAGA_OK && (rc = e->st->insert_many(e->store, rows, m)))
 		rc = store_err(e, rc);
-	/* The same requests again, in the same order: the k-th without a key. */
-	for (size_t i = 0, k = 0; i < ss->n && rc == SAGA_OK; i++) {
-		if (ss->reqs[i].business_key)
+	for (size_t i = 0; i < m && rc == SAGA_OK; i++) {
+		const char *key = ss->reqs[i].business_key;
+		if (!rows[i].id) {
+			/* Taken: the holder's id (seen in this transaction). */
+			if (!key)
+				rc = set_err(e, SAGA_ESTORE, "the store gave a new instance no id");
+			else if (e->st->find_bkey(e->store, &ss->ids[i], key) != SAGA_OK)
+				rc = set_err(e, SAGA_EEXISTS,
+				             "business key '%s' is taken, and its instance was not "
+				             "found",
+				             key);
 			continue;
+		}
 		int made = 0;
-		ps[k].tmp.row = rows[k];
-		rc = start_finish(e, &ss->reqs[i], &ps[k], &ss->ids[i], &made,
+		ps[i].tmp.row = rows[i];
+		rc = start_finish(e, &ss->reqs[i], &ps[i], &ss->ids[i], &made,
 		                  ss->fresh && i < room ? &ss->fresh[i].in : NULL);
 		if (rc == SAGA_OK && ss->created)
 			ss->created[i] = made;
-		k++;
 	}
 	for (size_t k = 0; k < m; k++)
 		cJSON_free(ps[k].text);
@@ -231,24 +239,20 @@ static int starts_insert_many(saga_engine *e, start_set *ss, size_t room, pendin
 
 /* Inserts the instances in the open transaction. With room in memory and
  * nothing queued before them, new instances go straight to the driver
- * instead of being read back: their copies wait in ss->fresh. The ones
- * without a business key go first, in one store call; when memory for
- * that is short, each goes alone. */
+ * instead of being read back: their copies wait in ss->fresh. More than
+ * one go in one store call; when memory for that is short, each goes
+ * alone. */
 int starts_insert(saga_engine *e, start_set *ss)
 {
 	size_t room = e->ready_len == 0 && e->nloaded < e->max_in_flight
 	                      ? e->max_in_flight - e->nloaded
 	                      : 0;
 	ss->fresh = room && ss->n ? saga_calloc(&e->alloc, ss->n, sizeof(*ss->fresh)) : NULL;
-	size_t m = 0;
-	for (size_t i = 0; i < ss->n; i++)
-		m += !ss->reqs[i].business_key;
+	size_t m = ss->n;
 	pending_start *ps = m > 1 ? saga_malloc(&e->alloc, m * sizeof(*ps)) : NULL;
 	saga_row *rows = ps ? saga_malloc(&e->alloc, m * sizeof(*rows)) : NULL;
 	int rc = rows ? starts_insert_many(e, ss, room, ps, rows) : SAGA_OK;
-	for (size_t i = 0; i < ss->n && rc == SAGA_OK; i++) {
-		if (rows && !ss->reqs[i].business_key)
-			continue; /* inserted above */
+	for (size_t i = 0; !rows && i < ss->n && rc == SAGA_OK; i++) {
 		int made = 0;
 		rc = start_one(e, &ss->reqs[i], &ss->ids[i], &made,
 		               ss->fresh && i < room ? &ss->fresh[i].in : NULL, 0);

@@ -111,10 +111,12 @@ typedef struct store_ops {
 	 * absent, for load() to tell which. */
 	int (*load_many)(saga_store *s, const int64_t *ids, size_t n, store_load_fn fn, void *user,
 	                 const saga_alloc *a);
-	/* Inserts rows[0..n) without business keys in the open transaction,
-	 * setting each one's id, as n insert() calls would (on PostgreSQL one
-	 * round trip, not n). SAGA_EINVAL for a row with a business key or
-	 * outside a transaction. */
+	/* Inserts rows[0..n) in the open transaction, setting each one's id,
+	 * as n insert() calls would (on PostgreSQL one round trip, not n),
+	 * except that a row whose business key is taken (by an instance in
+	 * the store, or inserted earlier in this transaction, this call's rows
+	 * included) gets id 0 and is not inserted, and the transaction goes
+	 * on. SAGA_EINVAL outside a transaction. */
 	int (*insert_many)(saga_store *s, saga_row *rows, size_t n);
 } store_ops;
 

@@ -122,16 +122,15 @@ int pg_insert(saga_store *s, saga_row *r)
 
 int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (rows[i].has_bkey || !s->in_txn)
-			return pg_refuse(s, SAGA_EINVAL,
-			                 "store: insert_many takes rows without a business key, "
-			                 "in a transaction");
+	if (!s->in_txn)
+		return pg_refuse(s, SAGA_EINVAL, "store: insert_many works in a transaction");
 	if (s->failed)
 		return s->failed;
 	int rc = pg_ready(s);
 	/* Queued with the round's other statements; the ids come back at one
-	 * Sync, not one round trip each. */
+	 * Sync, not one round trip each. A business key taken answers no row
+	 * (the insert waits for a concurrent inserter's outcome) and leaves
+	 * the transaction usable. */
 	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
 		pg_params p = { .n = 0 };
 		insert_params(&p, &rows[i]);
@@ -142,10 +141,10 @@ int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
 	if (rc == SAGA_OK && n)
 		rc = pg_sync(s);
 	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
-		if (!rows[i].id)
-			rc = pg_refuse(s, SAGA_ESTORE, "store: an insert gave no id");
-		else
+		if (rows[i].id)
 			inserted(s, &rows[i]);
+		else if (!rows[i].has_bkey)
+			rc = pg_refuse(s, SAGA_ESTORE, "store: an insert gave no id");
 	}
 	return rc;
 }

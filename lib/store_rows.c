@@ -139,14 +139,18 @@ int store_insert(saga_store *s, saga_row *r)
 
 int store_insert_many(saga_store *s, saga_row *rows, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (rows[i].has_bkey || sqlite3_get_autocommit(s->db))
-			return refuse(s, SAGA_EINVAL,
-			              "store: insert_many takes rows without a business key, "
-			              "in a transaction");
+	if (sqlite3_get_autocommit(s->db))
+		return refuse(s, SAGA_EINVAL, "store: insert_many works in a transaction");
 	int rc = SAGA_OK;
-	for (size_t i = 0; i < n && rc == SAGA_OK; i++)
+	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
 		rc = store_insert(s, &rows[i]);
+		/* A key taken: no row, and the transaction goes on (only the
+		 * statement was undone). */
+		if (rc == SAGA_EEXISTS && rows[i].has_bkey) {
+			rows[i].id = 0;
+			rc = SAGA_OK;
+		}
+	}
 	return rc;
 }
 

@@ -609,6 +609,47 @@ START_TEST(idempotent_start)
 }
 END_TEST
 
+/* A batch of starts with business keys, in one store call: a key another
+ * instance holds, a key twice in the batch, and a start without a key.
+ * Each request gets the instance of its key, created only once. */
+START_TEST(keyed_batch_start)
+{
+	int64_t held = start("order-held");
+	saga_start_request reqs[5] = { { "order", "order-a", NULL },
+		                       { "order", "order-held", NULL },
+		                       { "order", "order-a", NULL },
+		                       { "order", NULL, NULL },
+		                       { "order", "order-b", NULL } };
+	int64_t ids[5];
+	int made[5];
+	ck_assert_msg(saga_start_batch(F.e, ids, made, reqs, 5) == SAGA_OK, "start: %s",
+	              saga_engine_errmsg(F.e));
+	ck_assert_int_eq(made[0], 1);
+	ck_assert_int_eq(made[1], 0);
+	ck_assert_int_eq(ids[1], held);
+	ck_assert_int_eq(made[2], 0);
+	ck_assert_int_eq(ids[2], ids[0]);
+	ck_assert_int_eq(made[3], 1);
+	ck_assert_int_eq(made[4], 1);
+	ck_assert(ids[0] != held && ids[3] != held && ids[4] != held && ids[0] != ids[3] &&
+	          ids[0] != ids[4] && ids[3] != ids[4]);
+	run();
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(F.e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 4);
+	int64_t found = 0;
+	ck_assert_int_eq(saga_find(F.e, &found, "order-a"), SAGA_OK);
+	ck_assert_int_eq(found, ids[0]);
+	ck_assert_int_eq(saga_find(F.e, &found, "order-b"), SAGA_OK);
+	ck_assert_int_eq(found, ids[4]);
+	/* Again: every key is taken now; the keyless one is new. */
+	ck_assert_int_eq(saga_start_batch(F.e, ids, made, reqs, 5), SAGA_OK);
+	ck_assert_int_eq(made[0] + made[1] + made[2] + made[4], 0);
+	ck_assert_int_eq(made[3], 1);
+	ck_assert_int_eq(ids[1], held);
+}
+END_TEST
+
 /* A compensation that fails goes STUCK; each operator command is recorded. */
 START_TEST(stuck_and_operator_retry)
 {
@@ -1542,6 +1583,7 @@ int main(void)
 	tcase_add_test(tc, retriable_retries_until_success);
 	tcase_add_test(tc, cancel_before_and_after_pivot);
 	tcase_add_test(tc, idempotent_start);
+	tcase_add_test(tc, keyed_batch_start);
 	tcase_add_test(tc, stuck_and_operator_retry);
 	tcase_add_test(tc, stuck_and_operator_skip);
 	tcase_add_test(tc, reopen_resumes);

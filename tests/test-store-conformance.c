@@ -1056,9 +1056,9 @@ START_TEST(load_many_reads_a_set)
 }
 END_TEST
 
-/* insert_many: rows without business keys, in a transaction, each given
- * its own id, written as insert() writes them; refused with a business
- * key or outside a transaction. */
+/* insert_many: rows in a transaction, each given its own id, written as
+ * insert() writes them; a business key already taken gives id 0 and no
+ * row; refused outside a transaction. */
 START_TEST(insert_many_sets_ids)
 {
 	saga_store *a = open_store();
@@ -1069,7 +1069,7 @@ START_TEST(insert_many_sets_ids)
 		rows[i].next_seq = 2 + i;
 		rows[i].context = (char *)(i == 1 ? "{\"q\":\"a\\\"b\"}" : "{}");
 	}
-	ck_assert_int_eq(ops->insert_many(a, rows, 3), SAGA_EINVAL);
+	ck_assert_int_eq(ops->insert_many(a, rows, 3), SAGA_EINVAL); /* no transaction */
 	OK(a, ops->begin(a));
 	OK(a, ops->insert_many(a, rows, 3));
 	/* Seen in the transaction that wrote them. */
@@ -1089,14 +1089,41 @@ START_TEST(insert_many_sets_ids)
 		ck_assert_int_eq(back.owner, ea);
 		ck_assert_str_eq(context_of(a, rows[i].id, buf, sizeof(buf)), rows[i].context);
 	}
-	saga_row keyed = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
-	keyed.has_bkey = true;
-	saga_fmt(keyed.bkey, sizeof(keyed.bkey), "k-1");
+	/* Business keys: a key taken by a committed instance, or by an earlier
+	 * row of the same call, gets id 0 and no row; the others are
+	 * inserted, and the transaction commits them. */
+	saga_row held = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	held.has_bkey = true;
+	saga_fmt(held.bkey, sizeof(held.bkey), "k-held");
+	int64_t held_id = put_row(a, held);
+	const char *keys[] = { "k-1", "k-held", NULL, "k-1", "k-2" };
+	saga_row keyed[5];
+	for (int i = 0; i < 5; i++) {
+		keyed[i] = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+		keyed[i].has_bkey = keys[i] != NULL;
+		if (keys[i])
+			saga_fmt(keyed[i].bkey, sizeof(keyed[i].bkey), "%s", keys[i]);
+	}
 	OK(a, ops->begin(a));
-	ck_assert_int_eq(ops->insert_many(a, &keyed, 1), SAGA_EINVAL);
-	ops->rollback(a);
+	OK(a, ops->insert_many(a, keyed, 5));
+	ck_assert_int_gt(keyed[0].id, 0);
+	ck_assert_int_eq(keyed[1].id, 0);
+	ck_assert_int_gt(keyed[2].id, 0);
+	ck_assert_int_eq(keyed[3].id, 0);
+	ck_assert_int_gt(keyed[4].id, 0);
+	OK(a, ops->commit(a));
 	int64_t found = 0;
-	ck_assert_int_eq(ops->find_bkey(a, &found, "k-1"), SAGA_ENOTFOUND);
+	OK(a, ops->find_bkey(a, &found, "k-1"));
+	ck_assert_int_eq(found, keyed[0].id);
+	ck_assert_str_eq(get_row(a, found).uid, keyed[0].uid);
+	OK(a, ops->find_bkey(a, &found, "k-held"));
+	ck_assert_int_eq(found, held_id);
+	OK(a, ops->find_bkey(a, &found, "k-2"));
+	ck_assert_int_eq(found, keyed[4].id);
+	saga_row none;
+	ck_assert_int_eq(ops->load_uid(a, &none, keyed[1].uid, NULL), SAGA_ENOTFOUND);
+	ck_assert_int_eq(ops->load_uid(a, &none, keyed[3].uid, NULL), SAGA_ENOTFOUND);
+	ck_assert_int_eq(ops->insert_many(a, keyed, 1), SAGA_EINVAL); /* no transaction */
 	close_store(a);
 }
 END_TEST
