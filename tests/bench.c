@@ -44,6 +44,7 @@ typedef struct opts {
 	double fail_rate;
 	int raw;
 	int start_batch; /* --start-batch: caller-driven, starts in their own commits */
+	int keys;        /* --keys: every start with a business key of its own */
 	int repeat;      /* --repeat R: R engine runs between R + 1 raw ones */
 	long park;       /* --park N: N instances parked on an async step; RSS */
 	long reopen;     /* --reopen N: N unfinished instances resumed after reopen */
@@ -824,6 +825,11 @@ static int run_engine(const opts *o, double *tps_out)
 		size_t k = room < (long)(sizeof(reqs) / sizeof(reqs[0]))
 		                   ? (size_t)room
 		                   : sizeof(reqs) / sizeof(reqs[0]);
+		static char keys[1024][24];
+		for (size_t i = 0; o->keys && i < k; i++) {
+			snprintf(keys[i], sizeof(keys[i]), "order-%ld", started + (long)i);
+			reqs[i].business_key = keys[i];
+		}
 		double t = now_s();
 		bool own = o->workers || o->start_batch;
 		if (own && k)
@@ -1021,6 +1027,10 @@ int main(int argc, char **argv)
 			o.start_batch = 1;
 			continue;
 		}
+		if (!strcmp(a, "--keys")) {
+			o.keys = 1;
+			continue;
+		}
 		if (!v) {
 			fprintf(stderr, "%s needs a value\n", a);
 			return 2;
@@ -1075,15 +1085,15 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--repeat"))
 			o.repeat = atoi(v);
 		else {
-			fprintf(stderr,
-			        "usage: bench [-n N] [--steps S] [--inflight K] [--workers "
-			        "W[,W...]]"
-			        " [--step-sleep US] [--backlog B]"
-			        " [--durability FULL|NORMAL] [--fail RATE] [--raw] [--start-batch] "
-			        "[--dir D]"
-			        " [--store FILE|postgresql://...] [--repeat R] [--park N] "
-			        "[--reopen N]"
-			        " [--prefill M] [--procs P]\n");
+			fprintf(stderr, "usage: bench [-n N] [--steps S] [--inflight K] [--workers "
+			                "W[,W...]]"
+			                " [--step-sleep US] [--backlog B]"
+			                " [--durability FULL|NORMAL] [--fail RATE] [--raw] "
+			                "[--start-batch] [--keys] "
+			                "[--dir D]"
+			                " [--store FILE|postgresql://...] [--repeat R] [--park N] "
+			                "[--reopen N]"
+			                " [--prefill M] [--procs P]\n");
 			return 2;
 		}
 	}
