@@ -70,6 +70,22 @@ static int put_value(saga_store *s, struct pg_col *c, const char *v, bool text)
 	return SAGA_OK;
 }
 
+/* Makes room for `need` ids in *v (its capacity in *cap), doubling. */
+static int grow_ids(saga_store *s, int64_t **v, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return SAGA_OK;
+	size_t n = *cap ? 2 * *cap : 64;
+	while (n < need)
+		n *= 2;
+	int64_t *w = saga_realloc(&s->alloc, *v, n * sizeof(*w));
+	if (!w)
+		return pg_refuse(s, SAGA_ENOMEM, "store: out of memory gathering a round's writes");
+	*v = w;
+	*cap = n;
+	return SAGA_OK;
+}
+
 static int cmp_id(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -81,17 +97,9 @@ static int cmp_id(const void *a, const void *b)
 static int note_written(saga_store *s, const pg_batch *b)
 {
 	size_t need = s->nwritten + (size_t)b->rows;
-	if (need > s->written_cap) {
-		size_t cap = s->written_cap ? 2 * s->written_cap : 256;
-		while (cap < need)
-			cap *= 2;
-		int64_t *w = saga_realloc(&s->alloc, s->written, cap * sizeof(*w));
-		if (!w)
-			return pg_refuse(s, SAGA_ENOMEM,
-			                 "store: out of memory gathering a round's writes");
-		s->written = w;
-		s->written_cap = cap;
-	}
+	int rc = grow_ids(s, &s->written, &s->written_cap, need);
+	if (rc)
+		return rc;
 	memcpy(s->written + s->nwritten, b->ids, (size_t)b->rows * sizeof(*b->ids));
 	s->nwritten = need;
 	return SAGA_OK;
@@ -170,15 +178,8 @@ int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
 		if ((rc = pg_flush(s)))
 			return rc;
 	}
-	if ((size_t)b->rows == b->ids_cap) {
-		size_t cap = b->ids_cap ? 2 * b->ids_cap : 64;
-		int64_t *ids = saga_realloc(&s->alloc, b->ids, cap * sizeof(*ids));
-		if (!ids)
-			return pg_refuse(s, SAGA_ENOMEM,
-			                 "store: out of memory gathering a round's writes");
-		b->ids = ids;
-		b->ids_cap = cap;
-	}
+	if ((rc = grow_ids(s, &b->ids, &b->ids_cap, (size_t)b->rows + 1)))
+		return rc;
 	/* A value that does not fit leaves the row out of every column. */
 	size_t lens[PG_PARAMS_MAX];
 	for (int i = 0; i < b->ncols; i++)
