@@ -978,9 +978,11 @@ typedef struct saga_admin saga_admin;
 /* Refuse every write request (SAGA_ESTATE): a handle for looking only. */
 #define SAGA_ADMIN_READ_ONLY 1u
 
-/* Opens the store named `store` (a file path, as saga_options.path) for
- * administration. Unlike saga_engine_open it never creates a store: a path
- * that does not exist gives SAGA_ENOTFOUND. An existing store of an older
+/* Opens the store named `store` (as saga_options.path: a file path or a
+ * PostgreSQL name) for administration. Unlike saga_engine_open it never
+ * creates a store: a path that does not exist, or a PostgreSQL database
+ * (its current schema) without a store's tables, gives SAGA_ENOTFOUND and
+ * writes nothing. An existing store of an older
  * schema is migrated, as any open does. On failure *out is NULL and
  * `errmsg` (may be NULL) receives a message of at most errmsg_size bytes.
  * Errors: SAGA_EINVAL (flags, a NULL argument), SAGA_ENOTFOUND, SAGA_ENOMEM,

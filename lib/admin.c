@@ -11,11 +11,9 @@
  * SPDX-License-Identifier: MIT */
 #include "engine_int.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 struct saga_admin {
@@ -61,19 +59,13 @@ int saga_admin_open(saga_admin **out, const char *store, unsigned int flags, cha
 		         "admin_open: out, a store and valid flags are needed");
 		return SAGA_EINVAL;
 	}
-	/* A SQLite store (a path, or "sqlite:" and a path) must exist: an
-	 * operator's typo never makes a new store. */
+	/* The store must be there (a file; a database or schema with its
+	 * tables): an operator's typo never makes a new store. */
 	const store_ops *ops;
 	const char *target;
 	int rc = store_for_name(&ops, &target, store, errmsg, errmsg_size);
-	if (rc)
+	if (rc || (rc = ops->probe(target, errmsg, errmsg_size)))
 		return rc;
-	struct stat st;
-	if (ops == &store_sqlite_ops && stat(target, &st) != 0) {
-		int err = errno;
-		saga_fmt(errmsg, errmsg_size, "store: %s: %s", target, strerror(err));
-		return err == ENOENT || err == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
-	}
 	saga_admin *a = calloc(1, sizeof(*a));
 	if (!a) {
 		saga_fmt(errmsg, errmsg_size, "out of memory");

@@ -32,7 +32,7 @@
 
 #include "internal.h"
 
-#define STORE_OPS_VERSION 4
+#define STORE_OPS_VERSION 5
 
 typedef struct store_ops {
 	unsigned int version; /* STORE_OPS_VERSION */
@@ -118,6 +118,13 @@ typedef struct store_ops {
 	 * included) gets id 0 and is not inserted, and the transaction goes
 	 * on. SAGA_EINVAL outside a transaction. */
 	int (*insert_many)(saga_store *s, saga_row *rows, size_t n);
+
+	/* version 5: whether a store is there, without making one (the admin
+	 * API opens stores, never creates them): SAGA_OK when `target` (what
+	 * store_for_name gave) holds one, SAGA_ENOTFOUND when it does not (no
+	 * such file; a database or schema without a store's tables), another
+	 * code when it cannot tell; a message in err. Writes nothing. */
+	int (*probe)(const char *target, char *err, size_t err_size);
 } store_ops;
 
 /* The SQLite backend. */

@@ -860,6 +860,35 @@ static int pg_open(saga_store **out, const char *conninfo, saga_durability durab
 	return SAGA_OK;
 }
 
+/* Connects and looks for the store's meta table in the connection's
+ * current schema, creating nothing. */
+static int pg_probe(const char *conninfo, char *err, size_t err_size)
+{
+	saga_store tmp;
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.alloc = saga_default_alloc;
+	tmp.conninfo = (char *)conninfo; /* read only */
+	int rc = SAGA_OK;
+	PGconn *c = pg_connect(&tmp, "libsaga", &rc);
+	PGresult *r = NULL;
+	if (c && (rc = exec_plain(&tmp, c,
+	                          "SELECT to_regclass(quote_ident(current_schema()) || '.meta')"
+	                          " IS NOT NULL, current_schema(), current_database()",
+	                          &r, "look for the store")) == SAGA_OK) {
+		if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+			rc = pg_refuse(&tmp, SAGA_ENOTFOUND,
+			               "store: no libsaga store in schema %s of database %s",
+			               PQgetisnull(r, 0, 1) ? "(none)" : PQgetvalue(r, 0, 1),
+			               PQgetvalue(r, 0, 2));
+		PQclear(r);
+	}
+	if (c)
+		PQfinish(c);
+	if (rc)
+		saga_fmt(err, err_size, "%s", tmp.errmsg);
+	return rc;
+}
+
 static const char *pg_errmsg(const saga_store *s)
 {
 	return s->errmsg;
@@ -913,4 +942,5 @@ const store_ops store_pg_ops = {
 	.overdue = pg_overdue,
 	.load_many = pg_load_many,
 	.insert_many = pg_insert_many,
+	.probe = pg_probe,
 };

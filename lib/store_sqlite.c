@@ -7,9 +7,11 @@
  * SPDX-License-Identifier: MIT */
 #include "store_sqlite_int.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* History rows wait in memory until the commit (or a read of the history)
  * and go in HIST_MANY at a time: one statement for many rows. */
@@ -427,6 +429,17 @@ int finish_once(saga_store *s, sqlite3_stmt *st, int src, const char *what)
 	return rc;
 }
 
+/* A SQLite store is a file: one that exists is opened (and checked then). */
+static int store_probe(const char *path, char *err, size_t err_size)
+{
+	struct stat st;
+	if (stat(path, &st) == 0)
+		return SAGA_OK;
+	int e = errno;
+	saga_fmt(err, err_size, "store: %s: %s", path, strerror(e));
+	return e == ENOENT || e == ENOTDIR ? SAGA_ENOTFOUND : SAGA_EIO;
+}
+
 const store_ops store_sqlite_ops = {
 	.version = STORE_OPS_VERSION,
 	.name = "sqlite",
@@ -475,4 +488,5 @@ const store_ops store_sqlite_ops = {
 	.overdue = store_overdue,
 	.load_many = store_load_many,
 	.insert_many = store_insert_many,
+	.probe = store_probe,
 };

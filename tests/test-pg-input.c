@@ -1,6 +1,7 @@
 /* Bad input on PostgreSQL, against a real server (tests/pg-run.sh): an
  * unreachable server, a wrong password, a database that is not a libsaga
- * store, a store of a newer schema. Each is refused by saga_engine_open with
+ * store, a store of a newer schema, an admin handle on an empty database.
+ * Each is refused by saga_engine_open (saga_admin_open for the last) with
  * a clear message and its documented code, and writes nothing: the
  * database's dump (pg_dump, schema and rows) and the list of databases are
  * the same before and after. Each refusal is shown next to the open that
@@ -261,6 +262,31 @@ START_TEST(not_a_store)
 }
 END_TEST
 
+/* The admin API opens stores, never makes one: on an empty database it
+ * gives SAGA_ENOTFOUND and writes nothing (an operator's typo in a
+ * database name must not leave a store's tables behind); once an engine
+ * has made the store, it opens. */
+START_TEST(admin_open_never_makes_a_store)
+{
+	char *before = dump(store);
+	saga_admin *a = NULL;
+	char err[512] = "";
+	int rc = saga_admin_open(&a, store, 0, err, sizeof(err));
+	ck_assert_msg(rc == SAGA_ENOTFOUND, "admin open: %s (%s)", saga_strerror(rc), err);
+	ck_assert_ptr_null(a);
+	ck_assert_msg(strstr(err, "no libsaga store"), "message \"%s\"", err);
+	char *after = dump(store);
+	ck_assert_msg(strcmp(before, after) == 0, "admin open wrote to the database:\n%s\n---\n%s",
+	              before, after);
+	free(before);
+	free(after);
+	opens(store);
+	ck_assert_msg(saga_admin_open(&a, store, 0, err, sizeof(err)) == SAGA_OK, "admin open: %s",
+	              err);
+	saga_admin_close(a);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pg-input");
@@ -271,6 +297,7 @@ int main(void)
 	tcase_add_test(tc, wrong_password);
 	tcase_add_test(tc, not_a_store);
 	tcase_add_test(tc, newer_schema);
+	tcase_add_test(tc, admin_open_never_makes_a_store);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
