@@ -562,9 +562,7 @@ int pg_sync(saga_store *s)
 int pg_query(saga_store *s, int stmt, const pg_params *p, PGresult **out)
 {
 	*out = NULL;
-	if (s->in_txn && s->failed)
-		return s->failed;
-	int rc = pg_ready(s);
+	int rc = pg_usable(s);
 	if (rc)
 		return rc;
 	if ((rc = pg_queue(s, stmt, p, K_WANT, 0)) || (rc = pg_sync(s)))
@@ -594,11 +592,17 @@ int pg_ints(saga_store *s, int stmt, const pg_params *p, int64_t *out, int n)
 
 /* A write: queued in the open transaction (its answer read at the next
  * Sync), or run at once outside one. */
+/* Whether a statement may be queued now: not in a transaction an error
+ * aborted (its error again), and with the connection up (reopened if it
+ * was lost). */
+int pg_usable(saga_store *s)
+{
+	return s->in_txn && s->failed ? s->failed : pg_ready(s);
+}
+
 int pg_write(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id)
 {
-	if (s->in_txn && s->failed)
-		return s->failed;
-	int rc = pg_ready(s);
+	int rc = pg_usable(s);
 	if (rc)
 		return rc;
 	if ((rc = pg_queue(s, stmt, p, kind, id)))

@@ -159,6 +159,14 @@ int pg_flush(saga_store *s)
 	return rc;
 }
 
+static size_t batch_bytes(const pg_batch *b)
+{
+	size_t n = 0;
+	for (int i = 0; i < b->ncols; i++)
+		n += b->col[i].len;
+	return n;
+}
+
 static bool holds(const pg_batch *b, int64_t id)
 {
 	for (int i = 0; i < b->rows; i++)
@@ -169,12 +177,10 @@ static bool holds(const pg_batch *b, int64_t id)
 
 int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
 {
-	int rc;
-	if (s->in_txn && s->failed)
-		return s->failed;
-	if ((rc = pg_ready(s)))
+	int rc = pg_usable(s);
+	if (rc)
 		return rc;
-	if ((b->unique && holds(b, id)) || b->rows == BATCH_ROWS || b->bytes >= BATCH_BYTES) {
+	if ((b->unique && holds(b, id)) || b->rows == BATCH_ROWS || batch_bytes(b) >= BATCH_BYTES) {
 		if ((rc = pg_flush(s)))
 			return rc;
 	}
@@ -191,8 +197,6 @@ int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
 			b->col[i].len = lens[i];
 		return rc;
 	}
-	for (int i = 0; i < b->ncols; i++)
-		b->bytes += b->col[i].len - lens[i];
 	b->ids[b->rows++] = id;
 	return s->in_txn ? SAGA_OK : pg_sync(s);
 }
@@ -211,7 +215,6 @@ void pg_batch_clear(pg_batch *b)
 	for (int i = 0; i < b->ncols; i++)
 		b->col[i].len = 0;
 	b->rows = 0;
-	b->bytes = 0;
 }
 
 void pg_batch_free(saga_store *s, pg_batch *b)

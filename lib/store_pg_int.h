@@ -112,7 +112,6 @@ typedef struct pg_batch {
 	const char *types; /* a letter per column: 'i' a number, 't' a text */
 	int ncols, rows;
 	bool unique; /* an instance at most once: a second one flushes first */
-	size_t bytes;
 	struct pg_col col[PG_PARAMS_MAX];
 	int64_t *ids; /* the instance of each row */
 	size_t ids_cap;
@@ -158,6 +157,7 @@ void p_int(pg_params *p, int64_t v);
 void p_time(pg_params *p, uint64_t t);
 void p_text(pg_params *p, const char *t);
 int pg_ready(saga_store *s);
+int pg_usable(saga_store *s);
 int pg_queue(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
 int pg_queue_one(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind, int64_t id);
 int pg_sync(saga_store *s);

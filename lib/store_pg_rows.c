@@ -124,9 +124,7 @@ int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
 {
 	if (!s->in_txn)
 		return pg_refuse(s, SAGA_EINVAL, "store: insert_many works in a transaction");
-	if (s->failed)
-		return s->failed;
-	int rc = pg_ready(s);
+	int rc = pg_usable(s);
 	/* Queued with the round's other statements; the ids come back at one
 	 * Sync, not one round trip each. A business key taken answers no row
 	 * (the insert waits for a concurrent inserter's outcome) and leaves
