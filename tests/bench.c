@@ -387,9 +387,10 @@ static const char *pg_array_text(pg_array *a)
  * says; in the database saga_bench_raw, made afresh. Row statements: per
  * transition an instance UPDATE and two history INSERTs, each a prepared
  * statement of its own. Array statements (`arrays`): the round's instance
- * rows in one UPDATE ... FROM unnest(...), fenced and owner-checked, and
- * its history rows in one INSERT ... SELECT FROM unnest(...) that checks
- * the owner, each failing unless it wrote every row it was given.
+ * rows in one UPDATE ... FROM (SELECT unnest(...), ...), fenced and
+ * owner-checked, and its history rows in one INSERT ... SELECT from
+ * unnested arrays that checks the owner, each failing unless it wrote
+ * every row it was given.
  * Transitions per second, 0 on failure. */
 static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *commit_latency)
 {
@@ -448,8 +449,9 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		 * else the division fails and the transaction with it. */
 		{ "upd_arrays",
 		  "WITH w AS (UPDATE inst i SET step = i.step + 1, attempt = 1, inflight = 1,"
-		  " updated_at = v.at, context = '{}' FROM unnest($1::bigint[], $2::bigint[],"
-		  " $3::bigint[], $4::bigint[]) AS v(id, at, fence, epoch)"
+		  " updated_at = v.at, context = '{}' FROM (SELECT unnest($1::bigint[]) AS id,"
+		  " unnest($2::bigint[]) AS at, unnest($3::bigint[]) AS fence,"
+		  " unnest($4::bigint[]) AS epoch) AS v"
 		  " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence"
 		  " AND i.owner IS NOT DISTINCT FROM v.epoch RETURNING 1)"
 		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
@@ -458,8 +460,10 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		  "WITH w AS (INSERT INTO hist(instance, seq, at, type, state, step, phase, "
 		  "attempt,"
 		  " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, 1, 1, 0, 1, 1,"
-		  " '', 1 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[],"
-		  " $5::bigint[]) AS v(instance, seq, at, type, epoch) WHERE EXISTS (SELECT 1"
+		  " '', 1 FROM (SELECT unnest($1::bigint[]) AS instance,"
+		  " unnest($2::bigint[]) AS seq, unnest($3::bigint[]) AS at,"
+		  " unnest($4::int[]) AS type, unnest($5::bigint[]) AS epoch) AS v"
+		  " WHERE EXISTS (SELECT 1"
 		  " FROM inst WHERE id = ANY(ARRAY[v.instance]) AND owner IS NOT DISTINCT FROM"
 		  " v.epoch) RETURNING 1)"
 		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
