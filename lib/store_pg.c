@@ -102,6 +102,24 @@ static const char *const stmt_sql[P_COUNT] = {
 	             " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,"
 	             " $23, $24, $25, $26, $27, $28) ON CONFLICT (business_key)"
 	             " WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
+	/* Many starts at once, one row each of the arrays (as P_INSERT); the
+	 * answer names the rows made, by uid. */
+	[P_INSERT_MANY] = "INSERT INTO instances(uid, def_name, def_version, business_key,"
+	                  " state, phase, step, attempt, inflight, pending, pivot_done, reason,"
+	                  " fwd_started, comp_done_any, due_at, deadline_at, attempt_deadline,"
+	                  " step_since, prev_delay, created_at, updated_at, error, context, owner,"
+	                  " fence, next_seq, recoveries, finished_at) SELECT unnest($1::text[]),"
+	                  " unnest($2::text[]), unnest($3::int[]), unnest($4::text[]),"
+	                  " unnest($5::int[]), unnest($6::int[]), unnest($7::int[]),"
+	                  " unnest($8::bigint[]), unnest($9::int[]), unnest($10::int[]),"
+	                  " unnest($11::int[]), unnest($12::int[]), unnest($13::int[]),"
+	                  " unnest($14::int[]), unnest($15::bigint[]), unnest($16::bigint[]),"
+	                  " unnest($17::bigint[]), unnest($18::bigint[]), unnest($19::bigint[]),"
+	                  " unnest($20::bigint[]), unnest($21::bigint[]), unnest($22::text[]),"
+	                  " unnest($23::text[]), unnest($24::bigint[]), unnest($25::bigint[]),"
+	                  " unnest($26::bigint[]), unnest($27::bigint[]), unnest($28::bigint[])"
+	                  " ON CONFLICT (business_key) WHERE business_key IS NOT NULL DO NOTHING"
+	                  " RETURNING id, uid",
 	/* A round's instance updates, one row each of the arrays: a row changes
 	 * only for its owner with the fence it was loaded with (or for anyone
 	 * when it has ended and stays so). The arrays are unnested in a select
@@ -416,7 +434,7 @@ static int setup_session(saga_store *s)
 		if (!PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL))
 			return pg_refuse(s, SAGA_EIO, "store: prepare: %s",
 			                 PQerrorMessage(s->conn));
-		s->q[s->nq++] = (struct pg_pending){ K_PLAIN, i, 0, NULL };
+		s->q[s->nq++] = (struct pg_pending){ K_PLAIN, i, 0 };
 	}
 	return pg_sync(s);
 }
@@ -483,7 +501,7 @@ int pg_queue_one(saga_store *s, int stmt, const pg_params *p, enum pg_kind kind,
 	saga_fmt(name, sizeof(name), "s%d", stmt);
 	if (!PQsendQueryPrepared(s->conn, name, p ? p->n : 0, p ? p->v : NULL, NULL, NULL, 0))
 		return lost(s, "sending a statement");
-	s->q[s->nq++] = (struct pg_pending){ kind, stmt, id, NULL };
+	s->q[s->nq++] = (struct pg_pending){ kind, stmt, id };
 	return SAGA_OK;
 }
 
@@ -538,8 +556,6 @@ static int sync_queued(saga_store *s)
 				rc = pg_refuse(
 				        s, SAGA_ESTORE,
 				        "store: the transaction was rolled back at its commit");
-			} else if (st == PGRES_TUPLES_OK && p->kind == K_ID) {
-				*p->out = PQntuples(r) == 1 ? pg_i64(r, 0, 0) : 0;
 			} else if (st == PGRES_TUPLES_OK && p->kind == K_WANT && !s->want) {
 				s->want = r;
 				continue;
@@ -833,6 +849,7 @@ static void pg_close(saga_store *s)
 	PQclear(s->want);
 	pg_batch_free(s, &s->upd);
 	pg_batch_free(s, &s->hist);
+	pg_batch_free(s, &s->ins);
 	saga_free(&s->alloc, s->written);
 	saga_free(&s->alloc, s->written_flags.buf);
 	if (s->conn)
@@ -856,6 +873,7 @@ static int pg_open(saga_store **out, const char *conninfo, saga_durability durab
 	/* The columns of P_UPDATE_MANY and P_HIST_MANY: 'i' a number, 't' a text. */
 	pg_batch_init(&s->upd, P_UPDATE_MANY, "iiiiiiiiiiiiiiiiittiiii", true);
 	pg_batch_init(&s->hist, P_HIST_MANY, "iiiiiiiiitii", false);
+	pg_batch_init(&s->ins, P_INSERT_MANY, "ttitiiiiiiiiiiiiiiiiittiiiii", false);
 	s->durability = durability;
 	s->busy_ms = busy_ms ? busy_ms : 5000;
 	s->rescan = true;

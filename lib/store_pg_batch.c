@@ -124,6 +124,14 @@ static int put_written_flags(saga_store *s, const pg_batch *b, struct pg_col *fl
 	return rc;
 }
 
+/* Closes a column's array literal and names it as the next parameter. */
+static void close_col(pg_params *p, struct pg_col *c)
+{
+	c->buf[c->len] = '}';
+	c->buf[c->len + 1] = '\0';
+	p_text(p, c->buf);
+}
+
 /* The batch's rows as one queued statement, its answer read at the next
  * Sync; the batch is empty after. */
 static int queue_batch(saga_store *s, pg_batch *b, struct pg_col *extra)
@@ -131,19 +139,27 @@ static int queue_batch(saga_store *s, pg_batch *b, struct pg_col *extra)
 	if (!b->rows)
 		return SAGA_OK;
 	pg_params p = { .n = 0 };
-	for (int i = 0; i < b->ncols; i++) {
-		struct pg_col *c = &b->col[i];
-		c->buf[c->len] = '}';
-		c->buf[c->len + 1] = '\0';
-		p_text(&p, c->buf);
-	}
-	if (extra) {
-		extra->buf[extra->len] = '}';
-		extra->buf[extra->len + 1] = '\0';
-		p_text(&p, extra->buf);
-	}
+	for (int i = 0; i < b->ncols; i++)
+		close_col(&p, &b->col[i]);
+	if (extra)
+		close_col(&p, extra);
 	/* A refusal names the instance when the batch holds one row. */
 	int rc = pg_queue_one(s, b->stmt, &p, K_FENCED, b->rows == 1 ? b->ids[0] : 0);
+	pg_batch_clear(b);
+	return rc;
+}
+
+/* The batch's rows as one statement whose rows are wanted, after whatever
+ * is queued; the batch is empty after, and the caller PQclears *out. */
+int pg_batch_query(saga_store *s, pg_batch *b, PGresult **out)
+{
+	*out = NULL;
+	if (!b->rows)
+		return SAGA_OK;
+	pg_params p = { .n = 0 };
+	for (int i = 0; i < b->ncols; i++)
+		close_col(&p, &b->col[i]);
+	int rc = pg_query(s, b->stmt, &p, out);
 	pg_batch_clear(b);
 	return rc;
 }
@@ -175,16 +191,17 @@ static bool holds(const pg_batch *b, int64_t id)
 	return false;
 }
 
-int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
+/* Whether the batch holds as many rows or bytes as one statement takes. */
+bool pg_batch_full(const pg_batch *b)
 {
-	int rc = pg_usable(s);
+	return b->rows == BATCH_ROWS || batch_bytes(b) >= BATCH_BYTES;
+}
+
+/* Appends a row (about instance id) to the batch's columns. */
+int pg_batch_put(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
+{
+	int rc = grow_ids(s, &b->ids, &b->ids_cap, (size_t)b->rows + 1);
 	if (rc)
-		return rc;
-	if ((b->unique && holds(b, id)) || b->rows == BATCH_ROWS || batch_bytes(b) >= BATCH_BYTES) {
-		if ((rc = pg_flush(s)))
-			return rc;
-	}
-	if ((rc = grow_ids(s, &b->ids, &b->ids_cap, (size_t)b->rows + 1)))
 		return rc;
 	/* A value that does not fit leaves the row out of every column. */
 	size_t lens[PG_PARAMS_MAX];
@@ -198,6 +215,18 @@ int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
 		return rc;
 	}
 	b->ids[b->rows++] = id;
+	return SAGA_OK;
+}
+
+int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id)
+{
+	int rc = pg_usable(s);
+	if (rc)
+		return rc;
+	if (((b->unique && holds(b, id)) || pg_batch_full(b)) && (rc = pg_flush(s)))
+		return rc;
+	if ((rc = pg_batch_put(s, b, p, id)))
+		return rc;
 	return s->in_txn ? SAGA_OK : pg_sync(s);
 }
 

@@ -42,6 +42,7 @@ enum pg_stmt {
 	P_DEF_GET,
 	P_DEF_PUT,
 	P_INSERT,
+	P_INSERT_MANY,
 	P_UPDATE_MANY,
 	P_LOAD,
 	P_LOAD_UID,
@@ -75,16 +76,14 @@ enum pg_kind {
 	K_FENCED, /* an error 22012 (the division by zero) means SAGA_EFENCED */
 	K_WANT,   /* its result is handed to the caller */
 	K_COMMIT, /* a COMMIT answered "ROLLBACK" did not commit */
-	K_NOTIFY, /* after the commit: its failure changes nothing */
-	K_ID      /* its one row's first column is stored in *out (0 without one) */
+	K_NOTIFY  /* after the commit: its failure changes nothing */
 };
 
 /* A statement sent and not yet answered. */
 struct pg_pending {
 	enum pg_kind kind;
 	int stmt;
-	int64_t id;   /* the instance a fenced write is about */
-	int64_t *out; /* K_ID: where the answer goes */
+	int64_t id; /* the instance a fenced write is about */
 };
 
 /* Queued statements are answered (a Sync) at this many, so that neither
@@ -108,7 +107,7 @@ struct pg_col {
 
 /* A round's writes of one statement, gathered (store_pg_batch.c). */
 typedef struct pg_batch {
-	int stmt;          /* P_UPDATE_MANY or P_HIST_MANY */
+	int stmt;          /* P_UPDATE_MANY, P_HIST_MANY or P_INSERT_MANY */
 	const char *types; /* a letter per column: 'i' a number, 't' a text */
 	int ncols, rows;
 	bool unique; /* an instance at most once: a second one flushes first */
@@ -140,6 +139,7 @@ struct saga_store {
 	struct pg_pending q[PG_QUEUE_MAX];
 	int nq;
 	pg_batch upd, hist; /* gathered, queued before anything else is */
+	pg_batch ins;       /* insert_many's rows, sent at once */
 	/* The instances this transaction's queued update batches write, and
 	 * the history batch's column of which rows are theirs. */
 	int64_t *written;
@@ -177,6 +177,9 @@ void pg_batch_init(pg_batch *b, int stmt, const char *types, bool unique);
 void pg_batch_clear(pg_batch *b);
 void pg_batch_free(saga_store *s, pg_batch *b);
 int pg_gather(saga_store *s, pg_batch *b, const pg_params *p, int64_t id);
+int pg_batch_put(saga_store *s, pg_batch *b, const pg_params *p, int64_t id);
+bool pg_batch_full(const pg_batch *b);
+int pg_batch_query(saga_store *s, pg_batch *b, PGresult **out);
 int pg_flush(saga_store *s);
 
 /* store_pg_owners.c */

@@ -120,24 +120,52 @@ int pg_insert(saga_store *s, saga_row *r)
 	return SAGA_OK;
 }
 
+/* Gives the rows of an insert's answer (id, uid) their ids: the answer
+ * comes in the rows' order, but is matched by uid whatever its order. */
+static int take_ids(saga_store *s, const PGresult *res, saga_row *rows, size_t n)
+{
+	size_t next = 0;
+	for (int k = 0; k < PQntuples(res); k++) {
+		const char *uid = PQgetvalue(res, k, 1);
+		size_t j = next, tries = 0;
+		while (tries < n && strcmp(rows[j].uid, uid) != 0) {
+			j = j + 1 == n ? 0 : j + 1;
+			tries++;
+		}
+		int64_t id = pg_i64(res, k, 0);
+		if (tries == n || id <= 0 || rows[j].id)
+			return pg_refuse(s, SAGA_ESTORE, "store: an insert answered a row it was not given");
+		rows[j].id = id;
+		next = j + 1 == n ? 0 : j + 1;
+	}
+	return SAGA_OK;
+}
+
 int pg_insert_many(saga_store *s, saga_row *rows, size_t n)
 {
 	if (!s->in_txn)
 		return pg_refuse(s, SAGA_EINVAL, "store: insert_many works in a transaction");
 	int rc = pg_usable(s);
-	/* Queued with the round's other statements; the ids come back at one
-	 * Sync, not one round trip each. A business key taken answers no row
-	 * (the insert waits for a concurrent inserter's outcome) and leaves
-	 * the transaction usable. */
-	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
-		pg_params p = { .n = 0 };
-		insert_params(&p, &rows[i]);
-		rows[i].id = 0;
-		if ((rc = pg_queue(s, P_INSERT, &p, K_ID, 0)) == SAGA_OK)
-			s->q[s->nq - 1].out = &rows[i].id;
+	/* One statement for as many rows as a batch takes, queued behind the
+	 * round's other statements: one round trip, not one a row. A business
+	 * key taken answers no row (the insert waits for a concurrent
+	 * inserter's outcome) and leaves the transaction usable. */
+	for (size_t done = 0; done < n && rc == SAGA_OK;) {
+		size_t k = 0;
+		while (done + k < n && !pg_batch_full(&s->ins) && rc == SAGA_OK) {
+			pg_params p = { .n = 0 };
+			insert_params(&p, &rows[done + k]);
+			rows[done + k].id = 0;
+			rc = pg_batch_put(s, &s->ins, &p, 0);
+			k++;
+		}
+		PGresult *res = NULL;
+		if (rc == SAGA_OK && (rc = pg_batch_query(s, &s->ins, &res)) == SAGA_OK)
+			rc = take_ids(s, res, rows + done, k);
+		PQclear(res);
+		done += k;
 	}
-	if (rc == SAGA_OK && n)
-		rc = pg_sync(s);
+	pg_batch_clear(&s->ins);
 	for (size_t i = 0; i < n && rc == SAGA_OK; i++) {
 		if (rows[i].id)
 			inserted(s, &rows[i]);

@@ -1834,13 +1834,31 @@ START_TEST(a_round_of_many_writes)
 	int64_t ea = new_owner(a, LONG);
 	static saga_row rows[NROUND];
 	static char ctx[NROUND][64];
+	/* The starts carry awkward texts too, and every third a business key
+	 * (one of them the text NULL, which is not SQL's NULL). */
 	for (int i = 0; i < NROUND; i++) {
 		rows[i] = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
-		rows[i].context = (char *)"{}";
+		rows[i].context = (char *)awkward[(i + 1) % NAWKWARD];
+		saga_fmt(rows[i].error, sizeof(rows[i].error), "%s", awkward[(i + 2) % NAWKWARD]);
+		rows[i].has_bkey = i % 3 == 0 || i == 1;
+		if (i == 1)
+			saga_fmt(rows[i].bkey, sizeof(rows[i].bkey), "NULL");
+		else if (rows[i].has_bkey)
+			saga_fmt(rows[i].bkey, sizeof(rows[i].bkey), "%s#%d", awkward[i % NAWKWARD], i);
 	}
 	OK(a, ops->begin(a));
 	OK(a, ops->insert_many(a, rows, NROUND));
 	OK(a, ops->commit(a));
+	for (int i = 0; i < NROUND; i++) {
+		char buf[64];
+		saga_row back = get_row(a, rows[i].id);
+		ck_assert_str_eq(back.uid, rows[i].uid);
+		ck_assert_str_eq(back.error, rows[i].error);
+		ck_assert_str_eq(context_of(a, rows[i].id, buf, sizeof(buf)), rows[i].context);
+		ck_assert_int_eq(back.has_bkey, rows[i].has_bkey);
+		if (rows[i].has_bkey)
+			ck_assert_str_eq(back.bkey, rows[i].bkey);
+	}
 
 	OK(a, ops->begin(a));
 	for (int i = 0; i < NROUND; i++) {
