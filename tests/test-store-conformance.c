@@ -939,10 +939,17 @@ START_TEST(row_round_trip)
 	back.due_at = 0;
 	back.next_seq = 15;
 	back.recoveries = 0;
+	/* The widest values each column holds. */
+	back.deadline_at = (uint64_t)INT64_MAX;
+	back.attempt = INT32_MAX;
+	back.prev_delay = (uint64_t)1 << 40;
 	OK(a, try_update(a, &back));
 	saga_row again = get_row(a, id);
 	ck_assert_int_eq(again.state, SAGA_RUNNING);
 	ck_assert_uint_eq(again.due_at, 0);
+	ck_assert_uint_eq(again.deadline_at, (uint64_t)INT64_MAX);
+	ck_assert_uint_eq(again.attempt, INT32_MAX);
+	ck_assert_uint_eq(again.prev_delay, (uint64_t)1 << 40);
 	ck_assert_int_eq(again.next_seq, 15);
 	ck_assert_int_eq(again.recoveries, 0);
 	ck_assert_int_eq(again.owner, ea);
