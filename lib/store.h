@@ -9,6 +9,10 @@
  * - A handle writes as one owner, registered with store_register: a new
  *   epoch, never reused. begin() renews its lease only while the lease has
  *   not lapsed; a lapsed one gives SAGA_EFENCED and is never renewed again.
+ *   A backend that sends the renewal with the round's writes (PostgreSQL,
+ *   while its own count leaves half the lease or more) may learn of the
+ *   refusal at the commit instead: the commit then gives SAGA_EFENCED
+ *   having committed nothing, and every begin after it refuses at once.
  *   The renewal counts (lease_left) only once its transaction commits: a
  *   round rolled back renewed nothing in the store.
  * - Every instance write is fenced: update() changes the row only when the

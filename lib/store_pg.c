@@ -47,9 +47,12 @@ static const char *const stmt_sql[P_COUNT] = {
 	[P_COMMIT] = "COMMIT",
 	[P_ROLLBACK] = "ROLLBACK",
 	/* The lease is renewed only while it runs: a lapsed one never comes back. */
-	[P_RENEW] = "UPDATE owners o SET lease_until = t.now + $2 FROM (SELECT " NOW_MS
+	/* The lease's renewal: the ms it now has left, or (lapsed, never
+	 * renewed) an error that aborts the transaction it is in. */
+	[P_RENEW] = "WITH w AS (UPDATE owners o SET lease_until = t.now + $2 FROM (SELECT " NOW_MS
 	            " AS now) t WHERE o.epoch = $1 AND o.state = 0 AND o.lease_until > t.now"
-	            " RETURNING o.lease_until - t.now",
+	            " RETURNING o.lease_until - t.now AS ms)"
+	            " SELECT max(ms) + 0 * (1 / count(*)::int) FROM w",
 	[P_REGISTER] =
 	        "INSERT INTO owners(host, pid, started_at, lease_until, state)"
 	        " SELECT $1::text, $2::bigint, t.now, t.now + $3::bigint, 0 FROM (SELECT " NOW_MS
@@ -350,7 +353,7 @@ static int sqlstate_code(const char *state, enum pg_kind kind)
 		return SAGA_EIO;
 	if (strcmp(state, "23505") == 0)
 		return SAGA_EEXISTS;
-	if (kind == K_FENCED && strcmp(state, "22012") == 0)
+	if ((kind == K_FENCED || kind == K_LEASE) && strcmp(state, "22012") == 0)
 		return SAGA_EFENCED;
 	if (strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0 ||
 	    strcmp(state, "40001") == 0)
@@ -529,7 +532,13 @@ static void note_error(saga_store *s, PGresult *r, const struct pg_pending *p, i
 	if (*rc)
 		return;
 	*rc = sqlstate_code(PQresultErrorField(r, PG_DIAG_SQLSTATE), p->kind);
-	if (*rc == SAGA_EFENCED && !p->id)
+	if (*rc == SAGA_EFENCED && p->kind == K_LEASE) {
+		s->lease_end = 0; /* the next begin asks the server at once */
+		pg_refuse(s, *rc,
+		          "store: the lease of owner %lld lapsed; another process may own "
+		          "its instances now",
+		          (long long)s->epoch);
+	} else if (*rc == SAGA_EFENCED && !p->id)
 		pg_refuse(s, *rc,
 		          "store: an instance written in this round is no longer this "
 		          "process's (a fenced write changed nothing): the transaction "
@@ -567,6 +576,10 @@ static int sync_queued(saga_store *s)
 				rc = pg_refuse(
 				        s, SAGA_ESTORE,
 				        "store: the transaction was rolled back at its commit");
+			} else if (st == PGRES_TUPLES_OK && p->kind == K_LEASE && PQntuples(r) == 1) {
+				/* It counts once the transaction commits (a rolled-back
+				 * round renewed nothing in the store). */
+				s->lease_next = s->renew_sent + (uint64_t)pg_i64(r, 0, 0);
 			} else if (st == PGRES_TUPLES_OK && p->kind == K_WANT && !s->want) {
 				s->want = r;
 				continue;
@@ -696,23 +709,18 @@ int pg_begin(saga_store *s)
 	pg_params p = { .n = 0 };
 	p_int(&p, s->epoch);
 	p_int(&p, (int64_t)s->lease_ms);
-	PGresult *r = NULL;
-	if ((rc = pg_query(s, P_RENEW, &p, &r)))
+	s->renew_sent = sent;
+	if ((rc = pg_queue(s, P_RENEW, &p, K_LEASE, 0)))
 		goto fail;
-	if (PQntuples(r) != 1) {
-		PQclear(r);
-		rc = pg_refuse(s, SAGA_EFENCED,
-		               "store: the lease of owner %lld lapsed; another process may own "
-		               "its instances now",
-		               (long long)s->epoch);
-		s->lease_end = 0;
-		goto fail;
-	}
-	/* It counts once the transaction commits (a rolled-back round renewed
-	 * nothing in the store). */
-	s->lease_next = sent + (uint64_t)pg_i64(r, 0, 0);
-	PQclear(r);
-	return SAGA_OK;
+	/* With half its lease left or more, the renewal goes with the round's
+	 * statements, answered at their first sync; should the server refuse
+	 * it, the transaction is aborted there (nothing of the round commits,
+	 * and commit says SAGA_EFENCED) and the next begin asks at once. With
+	 * less left, begin waits for the answer. */
+	if (s->lease_end > sent && s->lease_end - sent >= s->lease_ms / 2)
+		return SAGA_OK;
+	if ((rc = pg_sync(s)) == SAGA_OK)
+		return SAGA_OK;
 fail:
 	pg_rollback(s);
 	return rc;

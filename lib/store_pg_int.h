@@ -76,7 +76,8 @@ enum pg_kind {
 	K_FENCED, /* an error 22012 (the division by zero) means SAGA_EFENCED */
 	K_WANT,   /* its result is handed to the caller */
 	K_COMMIT, /* a COMMIT answered "ROLLBACK" did not commit */
-	K_NOTIFY  /* after the commit: its failure changes nothing */
+	K_NOTIFY, /* after the commit: its failure changes nothing */
+	K_LEASE   /* the lease's renewal: its answer is the lease_next to be */
 };
 
 /* A statement sent and not yet answered. */
@@ -132,6 +133,7 @@ struct saga_store {
 	uint64_t lease_ms;
 	uint64_t lease_end;  /* CLOCK_MONOTONIC ms when the lease lapses, as last renewed */
 	uint64_t lease_next; /* the open transaction's renewal: counts once committed */
+	uint64_t renew_sent; /* CLOCK_MONOTONIC ms when that renewal was sent */
 	/* The open transaction. */
 	bool in_txn;
 	bool wakes; /* it wrote what peers should hear of (NOTIFY after commit) */

@@ -1,12 +1,14 @@
 /* The PostgreSQL store's own behaviour, against a real server
  * (tests/pg-run.sh), where it differs from the SQLite store's: opening waits
- * for the schema's advisory lock only for busy_timeout_ms, and a round's
+ * for the schema's advisory lock only for busy_timeout_ms, a round's
  * batched writes find their instances through the primary key however the
- * table has grown since the statements were prepared.
+ * table has grown since the statements were prepared, and a renewal sent
+ * with a round's writes and refused there is a lost ownership.
  * SPDX-License-Identifier: MIT */
 #include "test-common.h"
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +129,79 @@ START_TEST(round_writes_look_rows_up_by_key)
 }
 END_TEST
 
+static atomic_int runs;
+
+static saga_step_result count_run(saga_step_ctx *ctx, void *user)
+{
+	(void)ctx;
+	(void)user;
+	atomic_fetch_add(&runs, 1);
+	return SAGA_STEP_OK;
+}
+
+/* The server takes the engine's lease away while the engine's own count of
+ * it still runs (its clock stepped, say): the round whose renewal went with
+ * its writes commits nothing, the engine learns it lost its instances,
+ * registers anew and finishes every instance under the new registration;
+ * the old registration is never renewed again. */
+START_TEST(lease_refused_mid_run_is_ownership_lost)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = store;
+	o.max_in_flight = 16;
+	o.lease_ms = 60000; /* the engine's own count never runs out here */
+	saga_engine *e = NULL;
+	char err[512] = "";
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, "lapse", 1), SAGA_OK);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "s%d", i);
+		saga_step_spec st = { name, SAGA_STEP_COMPENSATABLE, count_run, noop, NULL };
+		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	saga_start_request reqs[16];
+	int64_t ids[16];
+	for (int i = 0; i < 16; i++)
+		reqs[i] = (saga_start_request){ .definition = "lapse" };
+	ck_assert_int_eq(saga_start_batch(e, ids, NULL, reqs, 16), SAGA_OK);
+	unsigned int ran = 0;
+	ck_assert_int_eq(saga_run_due(e, &ran), SAGA_OK); /* the first steps ran */
+	int64_t first = test_store_int(store, "SELECT max(epoch) FROM owners");
+	char sql[128];
+	snprintf(sql, sizeof(sql), "UPDATE owners SET lease_until = 0 WHERE epoch = %lld",
+	         (long long)first);
+	test_store_exec(store, sql);
+	/* The next round's renewal is refused; the engine goes on as a new
+	 * owner once the old one is reaped (its lease lapsed on the server). */
+	int failed = 0;
+	for (int i = 0; i < 200; i++) {
+		int64_t counts[SAGA_STATE_COUNT];
+		ck_assert_int_eq(saga_counts(e, counts), SAGA_OK);
+		if (counts[SAGA_COMPLETED] == 16)
+			break;
+		if (saga_run_due(e, &ran) != SAGA_OK)
+			failed++;
+		struct timespec ts = { 0, 20 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	int64_t counts[SAGA_STATE_COUNT];
+	ck_assert_int_eq(saga_counts(e, counts), SAGA_OK);
+	ck_assert_int_eq(counts[SAGA_COMPLETED], 16);
+	saga_engine_close(e);
+	ck_assert_int_gt(test_store_int(store, "SELECT max(epoch) FROM owners"), first);
+	snprintf(sql, sizeof(sql), "SELECT lease_until FROM owners WHERE epoch = %lld",
+	         (long long)first);
+	ck_assert_int_eq(test_store_int(store, sql), 0);
+	/* Every step ran, once or (re-invoked by the new owner) more. */
+	ck_assert_int_ge(atomic_load(&runs), 16 * 3);
+	fprintf(stderr, "rounds that failed: %d, step runs: %d\n", failed, atomic_load(&runs));
+}
+END_TEST
+
 int main(void)
 {
 	if (!getenv("SAGA_TEST_PG")) {
@@ -139,6 +214,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, open_waits_for_the_schema_lock_only_so_long);
 	tcase_add_test(tc, round_writes_look_rows_up_by_key);
+	tcase_add_test(tc, lease_refused_mid_run_is_ownership_lost);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

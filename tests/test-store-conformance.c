@@ -120,6 +120,16 @@ static void teardown(void)
 
 /* ---- helpers ---- */
 
+/* The fixture's store as test_store_exec names it. */
+static const char *store_name(void)
+{
+#ifdef SAGA_HAVE_POSTGRESQL
+	if (ops == &store_pg_ops)
+		return pg_store;
+#endif
+	return uri;
+}
+
 #define DEF  "d"
 #define LONG 600000u /* ms: a lease that never lapses during a test */
 #define SHORT \
@@ -1823,6 +1833,41 @@ END_TEST
  * that gathers a round's writes into arrays must quote them): quotes,
  * backslashes, the array syntax's commas and braces, NULL spelled out,
  * spaces at the ends, an empty text and non-ASCII bytes. */
+/* The store holds the owner as dead (a peer reaped it) while the handle's
+ * own count of its lease still runs: the round's renewal is refused, at
+ * begin or, by a backend that sends it with the round's writes, at the
+ * commit, and nothing of the round commits; from then on begin refuses at
+ * once. */
+START_TEST(renewal_refused_by_the_store_commits_nothing)
+{
+	saga_store *a = open_store();
+	int64_t ea = new_owner(a, LONG);
+	saga_row r = make_row(DEF, 1, SAGA_RUNNING, 0, ea, 1);
+	r.id = put_row(a, r);
+	char sql[128];
+	saga_fmt(sql, sizeof(sql), "UPDATE owners SET state = 1 WHERE epoch = %lld", (long long)ea);
+	test_store_exec(store_name(), sql);
+	int rc = ops->begin(a);
+	if (rc == SAGA_OK) {
+		r.next_seq = 9;
+		saga_hist h = make_hist(r.id, 1, 1, SAGA_EVENT_STATE, "after the lapse");
+		if ((rc = ops->update(a, &r)) == SAGA_OK && (rc = ops->add_history(a, &h)) == SAGA_OK)
+			rc = ops->commit(a);
+		if (rc != SAGA_OK)
+			ops->rollback(a);
+	}
+	ck_assert_int_eq(rc, SAGA_EFENCED);
+	ck_assert_msg(strstr(ops->errmsg(a), "lease"), "message: %s", ops->errmsg(a));
+	ck_assert_int_eq(get_row(a, r.id).next_seq, 1);
+	events l = { .n = 0 };
+	OK(a, ops->history(a, r.id, keep_event, &l, NULL, 0));
+	ck_assert_int_eq(l.n, 0);
+	ck_assert_int_eq(ops->lease_left(a), 0);
+	ck_assert_int_eq(ops->begin(a), SAGA_EFENCED);
+	close_store(a);
+}
+END_TEST
+
 static const char *const awkward[] = {
 	"{\"q\":\"a\\\"b\\\\c\"}",  "NULL", "a,b}", "{\"x\":\"{1,2}\"}", " two  ", "", "\"", "\\",
 	"caf\xc3\xa9 \xe2\x82\xac", "{}",
@@ -2239,6 +2284,7 @@ static const test tests[] = {
 	T(begin_renews_the_lease, 60),
 	T(lapsed_lease_is_never_renewed, 30),
 	T(rolled_back_renewal_does_not_count, 30),
+	T(renewal_refused_by_the_store_commits_nothing, 30),
 	T(reap_returns_a_lapsed_owners_instances, 30),
 	T(closed_owner_is_reaped, 30),
 	T(retire_hands_back_at_once, 30),
