@@ -128,7 +128,12 @@ static const char *const stmt_sql[P_COUNT] = {
 	 * when it has ended and stays so). The arrays are unnested in a select
 	 * list, which steps through them together; unnest(a, b, ...) in FROM
 	 * copies each into a tuplestore first (tests/bench: 16 % more
-	 * transitions a second this way). */
+	 * transitions a second this way). The LIMIT, the arrays' own length,
+	 * changes no result: it makes the server's plan for arrays of any
+	 * length expect few rows, as a plan for one row does, so the server
+	 * keeps that plan instead of planning each round of one row anew
+	 * (which cost more than running it: 1,690 against 2,860 transitions a
+	 * second at one in flight). The history statement does the same. */
 	[P_UPDATE_MANY] = FENCED_MANY(
 	        "UPDATE instances i SET state = v.state, phase = v.phase, step = v.step,"
 	        " attempt = v.attempt, inflight = v.inflight, pending = v.pending,"
@@ -154,7 +159,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " unnest($17::bigint[]) AS updated_at, unnest($18::text[]) AS error,"
 	        " unnest($19::text[]) AS context, unnest($20::bigint[]) AS next_seq,"
 	        " unnest($21::bigint[]) AS recoveries, unnest($22::bigint[]) AS epoch,"
-	        " unnest($23::bigint[]) AS fence) AS v"
+	        " unnest($23::bigint[]) AS fence LIMIT cardinality($1::bigint[])) AS v"
 	        " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence AND "
 	        "(i.owner = v.epoch OR"
 	        " (i.owner = 0 AND i.state >= 3 AND v.state >= 3))"),
@@ -175,7 +180,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " unnest($7::int[]) AS phase, unnest($8::bigint[]) AS attempt,"
 	        " unnest($9::int[]) AS outcome, unnest($10::text[]) AS detail,"
 	        " unnest($11::bigint[]) AS fence, unnest($12::bigint[]) AS epoch,"
-	        " unnest($13::bool[]) AS written) AS v WHERE v.written"
+	        " unnest($13::bool[]) AS written LIMIT cardinality($1::bigint[])) AS v WHERE v.written"
 	        " OR EXISTS (SELECT 1 FROM instances i"
 	        " WHERE i.id = ANY(ARRAY[v.instance]) AND (i.owner = v.epoch OR (i.owner = 0 AND"
 	        " i.state >= 3)))"),

@@ -15,6 +15,8 @@
 #                        -D "$SAGA_TEST_PGDATA" -w restart -m immediate
 #   SAGA_TEST_PGPW_ROLE  a role name that must log in with a password
 #                      (scram-sha-256); the test creates the role itself
+# With SAGA_TEST_PG_STATEMENTS=1 the server loads pg_stat_statements, planning
+# counted (a test creates the extension in its database to read it).
 # The server is stopped and its directory removed on every exit path.
 #
 # Exit 77 (skipped) when the PostgreSQL server binaries are missing, or when
@@ -133,6 +135,11 @@ full_page_writes = off
 password_encryption = scram-sha-256
 log_min_messages = warning
 EOF
+if [ "${SAGA_TEST_PG_STATEMENTS:-0}" = 1 ]; then
+	printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" \
+		"pg_stat_statements.track_planning = on" |
+		as_server tee -a "$data/postgresql.conf" >/dev/null || fail "postgresql.conf"
+fi
 
 started=1
 as_server "$bindir/pg_ctl" -D "$data" -l "$dir/log" -w -t 60 start >/dev/null 2>&1 ||

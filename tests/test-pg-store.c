@@ -2,8 +2,9 @@
  * (tests/pg-run.sh), where it differs from the SQLite store's: opening waits
  * for the schema's advisory lock only for busy_timeout_ms, a round's
  * batched writes find their instances through the primary key however the
- * table has grown since the statements were prepared, and a renewal sent
- * with a round's writes and refused there is a lost ownership.
+ * table has grown since the statements were prepared and are planned once
+ * even when rounds carry one instance, and a renewal sent with a round's
+ * writes and refused there is a lost ownership.
  * SPDX-License-Identifier: MIT */
 #include "test-common.h"
 
@@ -129,6 +130,67 @@ START_TEST(round_writes_look_rows_up_by_key)
 }
 END_TEST
 
+/* The calls and plans the server counted of this database's statements
+ * that begin with `prefix` (pg_stat_statements, loaded by tests/pg-run.sh
+ * with SAGA_TEST_PG_STATEMENTS=1). */
+static void statement_counts(const char *prefix, int64_t *calls, int64_t *plans)
+{
+	char sql[512];
+	const char *where = " FROM stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+	                    " WHERE d.datname = current_database() AND s.query LIKE";
+	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(calls), 0)%s '%s%%'", where, prefix);
+	*calls = test_store_int(store, sql);
+	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(plans), 0)%s '%s%%'", where, prefix);
+	*plans = test_store_int(store, sql);
+}
+
+/* Rounds of one instance (a caller that runs one saga at a time) send the
+ * statements that write a round's instances and history with one row each:
+ * the server must keep one plan of each, not plan them again every round
+ * (a plan for arrays of unknown length looked dearer than planning anew
+ * for one row, and planning cost more than running them). */
+START_TEST(rounds_of_one_are_planned_once)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = store;
+	o.max_in_flight = 1;
+	saga_engine *e = NULL;
+	char err[512] = "";
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, "one", 1), SAGA_OK);
+	for (int i = 0; i < 3; i++) {
+		char name[8];
+		snprintf(name, sizeof(name), "s%d", i);
+		saga_step_spec st = { name, SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
+		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	saga_start_request req = { .definition = "one" };
+	for (int i = 0; i < 30; i++) {
+		int64_t id = 0;
+		ck_assert_msg(saga_start_batch(e, &id, NULL, &req, 1) == SAGA_OK, "start: %s",
+		              saga_engine_errmsg(e));
+		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
+	}
+	saga_engine_close(e);
+	/* Counted since the server started; the view, made now, reads them. */
+	test_store_exec(store, "CREATE SCHEMA stats");
+	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
+	const char *kinds[] = { "WITH w AS (UPDATE instances", "WITH w AS (INSERT INTO history" };
+	for (int k = 0; k < 2; k++) {
+		int64_t calls = 0, plans = 0;
+		statement_counts(kinds[k], &calls, &plans);
+		fprintf(stderr, "%s ...: %lld calls, %lld plans\n", kinds[k], (long long)calls,
+		        (long long)plans);
+		ck_assert_int_ge(calls, 90); /* a round a step, at least */
+		ck_assert_msg(plans <= 10, "%s ...: planned %lld times in %lld calls", kinds[k],
+		              (long long)plans, (long long)calls);
+	}
+}
+END_TEST
+
 static atomic_int runs;
 
 static saga_step_result count_run(saga_step_ctx *ctx, void *user)
@@ -215,6 +277,7 @@ int main(void)
 	tcase_add_test(tc, open_waits_for_the_schema_lock_only_so_long);
 	tcase_add_test(tc, round_writes_look_rows_up_by_key);
 	tcase_add_test(tc, lease_refused_mid_run_is_ownership_lost);
+	tcase_add_test(tc, rounds_of_one_are_planned_once);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
