@@ -451,7 +451,7 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		  "WITH w AS (UPDATE inst i SET step = i.step + 1, attempt = 1, inflight = 1,"
 		  " updated_at = v.at, context = '{}' FROM (SELECT unnest($1::bigint[]) AS id,"
 		  " unnest($2::bigint[]) AS at, unnest($3::bigint[]) AS fence,"
-		  " unnest($4::bigint[]) AS epoch) AS v"
+		  " unnest($4::bigint[]) AS epoch LIMIT cardinality($1::bigint[])) AS v"
 		  " WHERE i.id = ANY(ARRAY[v.id]) AND i.fence IS NOT DISTINCT FROM v.fence"
 		  " AND i.owner IS NOT DISTINCT FROM v.epoch RETURNING 1)"
 		  " SELECT 1 / (count(*) = cardinality($1::bigint[]))::int FROM w",
@@ -462,7 +462,8 @@ static double raw_ceiling_pg(const opts *o, int batch, bool arrays, double *comm
 		  " outcome, detail, fence) SELECT v.instance, v.seq, v.at, v.type, 1, 1, 0, 1, 1,"
 		  " '', 1 FROM (SELECT unnest($1::bigint[]) AS instance,"
 		  " unnest($2::bigint[]) AS seq, unnest($3::bigint[]) AS at,"
-		  " unnest($4::int[]) AS type, unnest($5::bigint[]) AS epoch) AS v"
+		  " unnest($4::int[]) AS type, unnest($5::bigint[]) AS epoch"
+		  " LIMIT cardinality($1::bigint[])) AS v"
 		  " WHERE EXISTS (SELECT 1"
 		  " FROM inst WHERE id = ANY(ARRAY[v.instance]) AND owner IS NOT DISTINCT FROM"
 		  " v.epoch) RETURNING 1)"
