@@ -58,22 +58,28 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " SELECT $1::text, $2::bigint, t.now, t.now + $3::bigint, 0 FROM (SELECT " NOW_MS
 	        " AS now) t RETURNING epoch",
 	/* Owner $1 ends (state $2: 1 dead, 2 retired): its unfinished
-	 * instances go back to the pool, its definitions are forgotten. */
+	 * instances go back to the pool, its definitions are forgotten. The
+	 * instances are found through the index of owned ones (owner <> 0): a
+	 * plan kept for any $1 could not use it otherwise, and would read the
+	 * whole table, finished instances and all. */
 	[P_END_OWNER] = "WITH o AS (UPDATE owners SET state = $2 WHERE epoch = $1 AND state = 0),"
-	                " r AS (UPDATE instances SET owner = 0 WHERE state < 3 AND owner = $1),"
+	                " r AS (UPDATE instances SET owner = 0 WHERE state < 3 AND owner <> 0"
+	                " AND owner = $1),"
 	                " d AS (DELETE FROM owner_defs WHERE epoch = $1) SELECT 1",
 	[P_SERVE] = "INSERT INTO owner_defs(epoch, def_name, def_version) VALUES ($1, $2, $3)"
 	            " ON CONFLICT DO NOTHING",
 	/* Owners whose lease lapsed on the server's clock are marked dead, their
 	 * instances back to the pool; one that is in a transaction right now
 	 * (its row locked) is left for the next reaping. Answers the count
-	 * reaped and the count of other live owners. */
+	 * reaped and the count of other live owners. Run at every poll: the
+	 * instances are found through the index of owned ones, never by reading
+	 * the table (as P_END_OWNER). */
 	[P_REAP] = "WITH t AS MATERIALIZED (SELECT " NOW_MS " AS now),"
 	           " c AS (SELECT epoch FROM owners WHERE state = 0 AND epoch <> $1"
 	           " AND lease_until <= (SELECT now FROM t) ORDER BY epoch FOR UPDATE SKIP LOCKED),"
 	           " dead AS (UPDATE owners SET state = 1 WHERE epoch IN (SELECT epoch FROM c)"
 	           " RETURNING epoch),"
-	           " r AS (UPDATE instances SET owner = 0 WHERE state < 3"
+	           " r AS (UPDATE instances SET owner = 0 WHERE state < 3 AND owner <> 0"
 	           " AND owner IN (SELECT epoch FROM dead)),"
 	           " d AS (DELETE FROM owner_defs WHERE epoch IN (SELECT epoch FROM dead))"
 	           " SELECT (SELECT count(*) FROM dead), (SELECT count(*) FROM owners"

@@ -191,6 +191,65 @@ START_TEST(rounds_of_one_are_planned_once)
 }
 END_TEST
 
+/* An engine looks for lapsed owners at every poll, idle or not: that look
+ * must find their instances through the index of owned ones, never read the
+ * instances table, which keeps every finished instance until a purge. */
+START_TEST(polls_never_read_the_instances_table)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = store;
+	o.max_in_flight = 256;
+	saga_engine *e = NULL;
+	char err[512] = "";
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, "done", 1), SAGA_OK);
+	saga_step_spec st = { "s0", SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
+	ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	saga_start_request reqs[250];
+	int64_t ids[250];
+	for (int i = 0; i < 250; i++)
+		reqs[i] = (saga_start_request){ .definition = "done" };
+	for (int b = 0; b < 12; b++) {
+		ck_assert_msg(saga_start_batch(e, ids, NULL, reqs, 250) == SAGA_OK, "start: %s",
+		              saga_engine_errmsg(e));
+		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
+	}
+	int64_t pages = test_store_int(store, "SELECT pg_relation_size('instances') / 8192");
+	ck_assert_int_ge(pages, 100);
+	test_store_exec(store, "CREATE SCHEMA stats");
+	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
+	ck_assert_int_eq(test_store_int(store, "SELECT 1 FROM stats.pg_stat_statements_reset()"), 1);
+	/* Idle for a while: a poll every SAGA_POLL_MS. */
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		unsigned int ran = 0;
+		ck_assert_int_eq(saga_run_due(e, &ran), SAGA_OK);
+		struct timespec ts = { 0, 10 * 1000000L };
+		nanosleep(&ts, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 800);
+	saga_engine_close(e);
+	const char *where = " FROM stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+	                    " WHERE d.datname = current_database() AND s.query LIKE"
+	                    " 'WITH t AS MATERIALIZED%'";
+	char sql[512];
+	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(calls), 0)%s", where);
+	int64_t calls = test_store_int(store, sql);
+	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(shared_blks_hit + shared_blks_read), 0)%s",
+	         where);
+	int64_t blocks = test_store_int(store, sql);
+	fprintf(stderr, "polls: %lld, blocks read %lld, the table %lld pages\n", (long long)calls,
+	        (long long)blocks, (long long)pages);
+	ck_assert_int_ge(calls, 3);
+	ck_assert_msg(blocks / calls < pages / 4, "a poll read %lld blocks; the table has %lld",
+	              (long long)(blocks / calls), (long long)pages);
+}
+END_TEST
+
 static atomic_int runs;
 
 static saga_step_result count_run(saga_step_ctx *ctx, void *user)
@@ -278,6 +337,7 @@ int main(void)
 	tcase_add_test(tc, round_writes_look_rows_up_by_key);
 	tcase_add_test(tc, lease_refused_mid_run_is_ownership_lost);
 	tcase_add_test(tc, rounds_of_one_are_planned_once);
+	tcase_add_test(tc, polls_never_read_the_instances_table);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
