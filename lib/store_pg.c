@@ -186,7 +186,8 @@ static const char *const stmt_sql[P_COUNT] = {
 	        " unnest($7::int[]) AS phase, unnest($8::bigint[]) AS attempt,"
 	        " unnest($9::int[]) AS outcome, unnest($10::text[]) AS detail,"
 	        " unnest($11::bigint[]) AS fence, unnest($12::bigint[]) AS epoch,"
-	        " unnest($13::bool[]) AS written LIMIT cardinality($1::bigint[])) AS v WHERE v.written"
+	        " unnest($13::bool[]) AS written LIMIT cardinality($1::bigint[])) AS v"
+	        " WHERE v.written"
 	        " OR EXISTS (SELECT 1 FROM instances i"
 	        " WHERE i.id = ANY(ARRAY[v.instance]) AND (i.owner = v.epoch OR (i.owner = 0 AND"
 	        " i.state >= 3)))"),
@@ -587,7 +588,8 @@ static int sync_queued(saga_store *s)
 				rc = pg_refuse(
 				        s, SAGA_ESTORE,
 				        "store: the transaction was rolled back at its commit");
-			} else if (st == PGRES_TUPLES_OK && p->kind == K_LEASE && PQntuples(r) == 1) {
+			} else if (st == PGRES_TUPLES_OK && p->kind == K_LEASE &&
+			           PQntuples(r) == 1) {
 				/* It counts once the transaction commits (a rolled-back
 				 * round renewed nothing in the store). */
 				s->lease_next = s->renew_sent + (uint64_t)pg_i64(r, 0, 0);

@@ -134,7 +134,8 @@ static int take_ids(saga_store *s, const PGresult *res, saga_row *rows, size_t n
 		}
 		int64_t id = pg_i64(res, k, 0);
 		if (tries == n || id <= 0 || rows[j].id)
-			return pg_refuse(s, SAGA_ESTORE, "store: an insert answered a row it was not given");
+			return pg_refuse(s, SAGA_ESTORE,
+			                 "store: an insert answered a row it was not given");
 		rows[j].id = id;
 		next = j + 1 == n ? 0 : j + 1;
 	}

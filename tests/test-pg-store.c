@@ -66,6 +66,32 @@ static saga_step_result noop(saga_step_ctx *ctx, void *user)
 	return SAGA_STEP_OK;
 }
 
+/* An engine on the test's store, at most `in_flight` instances at once,
+ * with the definition (name, 1) of `steps` compensatable steps that run
+ * `fn` (compensations do nothing); lease_ms 0 is the default. */
+static saga_engine *open_with_steps(unsigned int in_flight, uint32_t lease_ms, const char *name,
+                                    int steps, saga_step_fn fn)
+{
+	saga_options o = SAGA_OPTIONS_INIT;
+	o.path = store;
+	o.max_in_flight = in_flight;
+	o.lease_ms = lease_ms;
+	saga_engine *e = NULL;
+	char err[512] = "";
+	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
+	saga_definition *d = NULL;
+	ck_assert_int_eq(saga_definition_new(&d, name, 1), SAGA_OK);
+	for (int i = 0; i < steps; i++) {
+		char step[8];
+		snprintf(step, sizeof(step), "s%d", i);
+		saga_step_spec st = { step, SAGA_STEP_COMPENSATABLE, fn, noop, NULL };
+		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
+	}
+	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
+	saga_definition_free(d);
+	return e;
+}
+
 /* The server's count of sequential scans of the instances table and of
  * rows updated in it, once the engine's session has reported its own (a
  * session's counts reach the server's statistics when it ends, a moment
@@ -92,22 +118,7 @@ static int64_t instance_seq_scans(int64_t updated_at_least)
  * a handful of times at most, not once a round. */
 START_TEST(round_writes_look_rows_up_by_key)
 {
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = store;
-	o.max_in_flight = 64;
-	saga_engine *e = NULL;
-	char err[512] = "";
-	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
-	saga_definition *d = NULL;
-	ck_assert_int_eq(saga_definition_new(&d, "grow", 1), SAGA_OK);
-	for (int i = 0; i < 3; i++) {
-		char name[8];
-		snprintf(name, sizeof(name), "s%d", i);
-		saga_step_spec st = { name, SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
-		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
-	}
-	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
-	saga_definition_free(d);
+	saga_engine *e = open_with_steps(64, 0, "grow", 3, noop);
 	saga_start_request reqs[64];
 	int64_t ids[64];
 	for (int i = 0; i < 64; i++)
@@ -151,22 +162,7 @@ static void statement_counts(const char *prefix, int64_t *calls, int64_t *plans)
  * for one row, and planning cost more than running them). */
 START_TEST(rounds_of_one_are_planned_once)
 {
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = store;
-	o.max_in_flight = 1;
-	saga_engine *e = NULL;
-	char err[512] = "";
-	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
-	saga_definition *d = NULL;
-	ck_assert_int_eq(saga_definition_new(&d, "one", 1), SAGA_OK);
-	for (int i = 0; i < 3; i++) {
-		char name[8];
-		snprintf(name, sizeof(name), "s%d", i);
-		saga_step_spec st = { name, SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
-		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
-	}
-	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
-	saga_definition_free(d);
+	saga_engine *e = open_with_steps(1, 0, "one", 3, noop);
 	saga_start_request req = { .definition = "one" };
 	for (int i = 0; i < 30; i++) {
 		int64_t id = 0;
@@ -196,18 +192,7 @@ END_TEST
  * instances table, which keeps every finished instance until a purge. */
 START_TEST(polls_never_read_the_instances_table)
 {
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = store;
-	o.max_in_flight = 256;
-	saga_engine *e = NULL;
-	char err[512] = "";
-	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
-	saga_definition *d = NULL;
-	ck_assert_int_eq(saga_definition_new(&d, "done", 1), SAGA_OK);
-	saga_step_spec st = { "s0", SAGA_STEP_COMPENSATABLE, noop, noop, NULL };
-	ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
-	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
-	saga_definition_free(d);
+	saga_engine *e = open_with_steps(256, 0, "done", 1, noop);
 	saga_start_request reqs[250];
 	int64_t ids[250];
 	for (int i = 0; i < 250; i++)
@@ -221,7 +206,8 @@ START_TEST(polls_never_read_the_instances_table)
 	ck_assert_int_ge(pages, 100);
 	test_store_exec(store, "CREATE SCHEMA stats");
 	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
-	ck_assert_int_eq(test_store_int(store, "SELECT 1 FROM stats.pg_stat_statements_reset()"), 1);
+	ck_assert_int_eq(test_store_int(store, "SELECT 1 FROM stats.pg_stat_statements_reset()"),
+	                 1);
 	/* Idle for a while: a poll every SAGA_POLL_MS. */
 	struct timespec t0, now;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -267,23 +253,8 @@ static saga_step_result count_run(saga_step_ctx *ctx, void *user)
  * the old registration is never renewed again. */
 START_TEST(lease_refused_mid_run_is_ownership_lost)
 {
-	saga_options o = SAGA_OPTIONS_INIT;
-	o.path = store;
-	o.max_in_flight = 16;
-	o.lease_ms = 60000; /* the engine's own count never runs out here */
-	saga_engine *e = NULL;
-	char err[512] = "";
-	ck_assert_msg(saga_engine_open(&e, &o, err, sizeof(err)) == SAGA_OK, "open: %s", err);
-	saga_definition *d = NULL;
-	ck_assert_int_eq(saga_definition_new(&d, "lapse", 1), SAGA_OK);
-	for (int i = 0; i < 3; i++) {
-		char name[8];
-		snprintf(name, sizeof(name), "s%d", i);
-		saga_step_spec st = { name, SAGA_STEP_COMPENSATABLE, count_run, noop, NULL };
-		ck_assert_int_eq(saga_definition_add_step(d, &st), SAGA_OK);
-	}
-	ck_assert_int_eq(saga_engine_register(e, d), SAGA_OK);
-	saga_definition_free(d);
+	/* A lease the engine's own count never sees run out here. */
+	saga_engine *e = open_with_steps(16, 60000, "lapse", 3, count_run);
 	saga_start_request reqs[16];
 	int64_t ids[16];
 	for (int i = 0; i < 16; i++)

@@ -1851,7 +1851,8 @@ START_TEST(renewal_refused_by_the_store_commits_nothing)
 	if (rc == SAGA_OK) {
 		r.next_seq = 9;
 		saga_hist h = make_hist(r.id, 1, 1, SAGA_EVENT_STATE, "after the lapse");
-		if ((rc = ops->update(a, &r)) == SAGA_OK && (rc = ops->add_history(a, &h)) == SAGA_OK)
+		if ((rc = ops->update(a, &r)) == SAGA_OK &&
+		    (rc = ops->add_history(a, &h)) == SAGA_OK)
 			rc = ops->commit(a);
 		if (rc != SAGA_OK)
 			ops->rollback(a);
@@ -1896,7 +1897,8 @@ START_TEST(a_round_of_many_writes)
 		if (i == 1)
 			saga_fmt(rows[i].bkey, sizeof(rows[i].bkey), "NULL");
 		else if (rows[i].has_bkey)
-			saga_fmt(rows[i].bkey, sizeof(rows[i].bkey), "%s#%d", awkward[i % NAWKWARD], i);
+			saga_fmt(rows[i].bkey, sizeof(rows[i].bkey), "%s#%d", awkward[i % NAWKWARD],
+			         i);
 	}
 	OK(a, ops->begin(a));
 	OK(a, ops->insert_many(a, rows, NROUND));
