@@ -46,9 +46,9 @@ static const char *const stmt_sql[P_COUNT] = {
 	[P_BEGIN] = "BEGIN",
 	[P_COMMIT] = "COMMIT",
 	[P_ROLLBACK] = "ROLLBACK",
-	/* The lease is renewed only while it runs: a lapsed one never comes back. */
-	/* The lease's renewal: the ms it now has left, or (lapsed, never
-	 * renewed) an error that aborts the transaction it is in. */
+	/* The lease is renewed only while it runs: a lapsed one never comes
+	 * back. Answers the ms it now has left; a lapsed one divides by zero,
+	 * which aborts the transaction the renewal is in. */
 	[P_RENEW] = "WITH w AS (UPDATE owners o SET lease_until = t.now + $2 FROM (SELECT " NOW_MS
 	            " AS now) t WHERE o.epoch = $1 AND o.state = 0 AND o.lease_until > t.now"
 	            " RETURNING o.lease_until - t.now AS ms)"
@@ -902,7 +902,8 @@ static int pg_open(saga_store **out, const char *conninfo, saga_durability durab
 		return SAGA_ENOMEM;
 	}
 	s->alloc = *alloc;
-	/* The columns of P_UPDATE_MANY and P_HIST_MANY: 'i' a number, 't' a text. */
+	/* The columns of P_UPDATE_MANY, P_HIST_MANY and P_INSERT_MANY: 'i' a
+	 * number, 't' a text. */
 	pg_batch_init(&s->upd, P_UPDATE_MANY, "iiiiiiiiiiiiiiiiittiiii", true);
 	pg_batch_init(&s->hist, P_HIST_MANY, "iiiiiiiiitii", false);
 	pg_batch_init(&s->ins, P_INSERT_MANY, "ttitiiiiiiiiiiiiiiiiittiiiii", false);
