@@ -92,6 +92,18 @@ static saga_engine *open_with_steps(unsigned int in_flight, uint32_t lease_ms, c
 	return e;
 }
 
+/* Starts n (at most 256) instances of definition `name` in one batch. */
+static void start_n(saga_engine *e, const char *name, int n)
+{
+	saga_start_request reqs[256];
+	int64_t ids[256];
+	ck_assert_int_le(n, 256);
+	for (int i = 0; i < n; i++)
+		reqs[i] = (saga_start_request){ .definition = name };
+	ck_assert_msg(saga_start_batch(e, ids, NULL, reqs, (size_t)n) == SAGA_OK, "start: %s",
+	              saga_engine_errmsg(e));
+}
+
 /* The server's count of sequential scans of the instances table and of
  * rows updated in it, once the engine's session has reported its own (a
  * session's counts reach the server's statistics when it ends, a moment
@@ -119,14 +131,9 @@ static int64_t instance_seq_scans(int64_t updated_at_least)
 START_TEST(round_writes_look_rows_up_by_key)
 {
 	saga_engine *e = open_with_steps(64, 0, "grow", 3, noop);
-	saga_start_request reqs[64];
-	int64_t ids[64];
-	for (int i = 0; i < 64; i++)
-		reqs[i] = (saga_start_request){ .definition = "grow" };
 	int batches = 40;
 	for (int b = 0; b < batches; b++) {
-		ck_assert_msg(saga_start_batch(e, ids, NULL, reqs, 64) == SAGA_OK, "start: %s",
-		              saga_engine_errmsg(e));
+		start_n(e, "grow", 64);
 		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
 	}
 	int64_t counts[SAGA_STATE_COUNT];
@@ -163,11 +170,8 @@ static void statement_counts(const char *prefix, int64_t *calls, int64_t *plans)
 START_TEST(rounds_of_one_are_planned_once)
 {
 	saga_engine *e = open_with_steps(1, 0, "one", 3, noop);
-	saga_start_request req = { .definition = "one" };
 	for (int i = 0; i < 30; i++) {
-		int64_t id = 0;
-		ck_assert_msg(saga_start_batch(e, &id, NULL, &req, 1) == SAGA_OK, "start: %s",
-		              saga_engine_errmsg(e));
+		start_n(e, "one", 1);
 		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
 	}
 	saga_engine_close(e);
@@ -193,13 +197,8 @@ END_TEST
 START_TEST(polls_never_read_the_instances_table)
 {
 	saga_engine *e = open_with_steps(256, 0, "done", 1, noop);
-	saga_start_request reqs[250];
-	int64_t ids[250];
-	for (int i = 0; i < 250; i++)
-		reqs[i] = (saga_start_request){ .definition = "done" };
 	for (int b = 0; b < 12; b++) {
-		ck_assert_msg(saga_start_batch(e, ids, NULL, reqs, 250) == SAGA_OK, "start: %s",
-		              saga_engine_errmsg(e));
+		start_n(e, "done", 250);
 		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
 	}
 	int64_t pages = test_store_int(store, "SELECT pg_relation_size('instances') / 8192");
@@ -255,11 +254,7 @@ START_TEST(lease_refused_mid_run_is_ownership_lost)
 {
 	/* A lease the engine's own count never sees run out here. */
 	saga_engine *e = open_with_steps(16, 60000, "lapse", 3, count_run);
-	saga_start_request reqs[16];
-	int64_t ids[16];
-	for (int i = 0; i < 16; i++)
-		reqs[i] = (saga_start_request){ .definition = "lapse" };
-	ck_assert_int_eq(saga_start_batch(e, ids, NULL, reqs, 16), SAGA_OK);
+	start_n(e, "lapse", 16);
 	unsigned int ran = 0;
 	ck_assert_int_eq(saga_run_due(e, &ran), SAGA_OK); /* the first steps ran */
 	int64_t first = test_store_int(store, "SELECT max(epoch) FROM owners");
