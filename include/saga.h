@@ -982,9 +982,9 @@ typedef struct saga_admin saga_admin;
  * PostgreSQL name) for administration. Unlike saga_engine_open it never
  * creates a store: a path that does not exist, or a PostgreSQL database
  * (its current schema) without a store's tables, gives SAGA_ENOTFOUND and
- * writes nothing. An existing store of an older
- * schema is migrated, as any open does. On failure *out is NULL and
- * `errmsg` (may be NULL) receives a message of at most errmsg_size bytes.
+ * writes nothing. An existing store of an older schema is migrated, as any
+ * open does. On failure *out is NULL and `errmsg` (may be NULL) receives a
+ * message of at most errmsg_size bytes.
  * Errors: SAGA_EINVAL (flags, a NULL argument), SAGA_ENOTFOUND, SAGA_ENOMEM,
  * SAGA_ECORRUPT (not a libsaga store), SAGA_EVERSION (written by a newer
  * libsaga), SAGA_EBUSY, SAGA_ESTORE, SAGA_EIO. */

@@ -148,18 +148,25 @@ START_TEST(round_writes_look_rows_up_by_key)
 }
 END_TEST
 
-/* The calls and plans the server counted of this database's statements
- * that begin with `prefix` (pg_stat_statements, loaded by tests/pg-run.sh
- * with SAGA_TEST_PG_STATEMENTS=1). */
-static void statement_counts(const char *prefix, int64_t *calls, int64_t *plans)
+/* Makes pg_stat_statements' view (in a schema of its own, beside the
+ * store's): what the server counted since it started (tests/pg-run.sh loads
+ * the module with SAGA_TEST_PG_STATEMENTS=1). */
+static void statements_view(void)
+{
+	test_store_exec(store, "CREATE SCHEMA stats");
+	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
+}
+
+/* The sum of `what` (a column of pg_stat_statements, or an expression of
+ * them) over this database's statements that begin with `prefix`. */
+static int64_t statements_sum(const char *what, const char *prefix)
 {
 	char sql[512];
-	const char *where = " FROM stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
-	                    " WHERE d.datname = current_database() AND s.query LIKE";
-	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(calls), 0)%s '%s%%'", where, prefix);
-	*calls = test_store_int(store, sql);
-	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(plans), 0)%s '%s%%'", where, prefix);
-	*plans = test_store_int(store, sql);
+	snprintf(sql, sizeof(sql),
+	         "SELECT coalesce(sum(%s), 0) FROM stats.pg_stat_statements s JOIN pg_database d"
+	         " ON d.oid = s.dbid WHERE d.datname = current_database() AND s.query LIKE '%s%%'",
+	         what, prefix);
+	return test_store_int(store, sql);
 }
 
 /* Rounds of one instance (a caller that runs one saga at a time) send the
@@ -175,13 +182,11 @@ START_TEST(rounds_of_one_are_planned_once)
 		ck_assert_msg(saga_run_until_idle(e) == SAGA_OK, "run: %s", saga_engine_errmsg(e));
 	}
 	saga_engine_close(e);
-	/* Counted since the server started; the view, made now, reads them. */
-	test_store_exec(store, "CREATE SCHEMA stats");
-	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
+	statements_view();
 	const char *kinds[] = { "WITH w AS (UPDATE instances", "WITH w AS (INSERT INTO history" };
 	for (int k = 0; k < 2; k++) {
-		int64_t calls = 0, plans = 0;
-		statement_counts(kinds[k], &calls, &plans);
+		int64_t calls = statements_sum("calls", kinds[k]);
+		int64_t plans = statements_sum("plans", kinds[k]);
 		fprintf(stderr, "%s ...: %lld calls, %lld plans\n", kinds[k], (long long)calls,
 		        (long long)plans);
 		ck_assert_int_ge(calls, 90); /* a round a step, at least */
@@ -203,8 +208,7 @@ START_TEST(polls_never_read_the_instances_table)
 	}
 	int64_t pages = test_store_int(store, "SELECT pg_relation_size('instances') / 8192");
 	ck_assert_int_ge(pages, 100);
-	test_store_exec(store, "CREATE SCHEMA stats");
-	test_store_exec(store, "CREATE EXTENSION pg_stat_statements SCHEMA stats");
+	statements_view();
 	ck_assert_int_eq(test_store_int(store, "SELECT 1 FROM stats.pg_stat_statements_reset()"),
 	                 1);
 	/* Idle for a while: a poll every SAGA_POLL_MS. */
@@ -218,15 +222,9 @@ START_TEST(polls_never_read_the_instances_table)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 	} while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 800);
 	saga_engine_close(e);
-	const char *where = " FROM stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
-	                    " WHERE d.datname = current_database() AND s.query LIKE"
-	                    " 'WITH t AS MATERIALIZED%'";
-	char sql[512];
-	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(calls), 0)%s", where);
-	int64_t calls = test_store_int(store, sql);
-	snprintf(sql, sizeof(sql), "SELECT coalesce(sum(shared_blks_hit + shared_blks_read), 0)%s",
-	         where);
-	int64_t blocks = test_store_int(store, sql);
+	const char *reap = "WITH t AS MATERIALIZED";
+	int64_t calls = statements_sum("calls", reap);
+	int64_t blocks = statements_sum("shared_blks_hit + shared_blks_read", reap);
 	fprintf(stderr, "polls: %lld, blocks read %lld, the table %lld pages\n", (long long)calls,
 	        (long long)blocks, (long long)pages);
 	ck_assert_int_ge(calls, 3);
